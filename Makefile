@@ -1,0 +1,34 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Developers keep the shared fixtures beside the checkout; CI exports the variable itself.
+ifneq ($(wildcard ../shared/models),)
+export STORELENS_ASSETS ?= $(abspath ../shared)
+endif
+
+.PHONY: demo test lint install install-dev
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+
+$(VENV)/.installed-runtime: $(BIN)/python pyproject.toml setup.py
+	$(BIN)/pip install -q -e ".[edge,cloud]"
+	touch $@
+
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml setup.py
+	$(BIN)/pip install -q -e ".[edge,cloud,export,dev]"
+	touch $@ $(VENV)/.installed-runtime
+
+install: $(VENV)/.installed-runtime
+install-dev: $(VENV)/.installed-dev
+
+demo: install
+	$(BIN)/storelens demo
+
+lint: install-dev
+	$(BIN)/ruff check .
+
+test: install-dev lint
+	$(BIN)/python -m pytest

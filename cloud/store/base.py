@@ -1,0 +1,186 @@
+"""The storage interface and migrations shared by both backends."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+Row = dict[str, Any]
+
+
+class IntegrityError(Exception):
+    """A unique or foreign-key constraint failed (same type on both backends)."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step of one component. ``sql`` may use the type macros below.
+
+    Macros: {ID} auto-increment primary key, {REAL} double, {BLOB} bytes, {BIGINT}, {TEXT},
+    {BOOL} (0/1 integer on both backends, so queries compare with 0/1).
+    """
+
+    component: str
+    version: int
+    sql: str
+
+
+_REGISTRY: dict[str, list[Migration]] = {}
+
+
+def register_migrations(component: str, steps: Sequence[str]) -> None:
+    """Declare a component's schema as an ordered list of SQL scripts (version = index+1).
+
+    Each domain module owns its tables; components never share a version counter, so two
+    domains can evolve their schemas independently.
+    """
+    _REGISTRY[component] = [Migration(component, i + 1, sql) for i, sql in enumerate(steps)]
+
+
+def registered_migrations() -> list[Migration]:
+    return [m for steps in _REGISTRY.values() for m in steps]
+
+
+class Database(ABC):
+    """A connection factory with portable helpers. Thread-safe: one connection per thread."""
+
+    dialect: str
+    MACROS: dict[str, str]
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    # -- backend hooks -------------------------------------------------------------------
+    @abstractmethod
+    def _connect(self) -> Any: ...
+
+    @abstractmethod
+    def _execute(self, conn: Any, sql: str, params: Sequence[Any]) -> Any: ...
+
+    @abstractmethod
+    def _executemany(self, conn: Any, sql: str, rows: Iterable[Sequence[Any]]) -> int: ...
+
+    @abstractmethod
+    @contextmanager
+    def _transaction(self, conn: Any) -> Iterator[None]: ...
+
+    @abstractmethod
+    def _fetch(self, cursor: Any) -> list[Row]: ...
+
+    @abstractmethod
+    def _rowcount(self, cursor: Any) -> int: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- public API ----------------------------------------------------------------------
+    @property
+    def conn(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the affected row count."""
+        return self._rowcount(self._execute(self.conn, sql, params))
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._fetch(self._execute(self.conn, sql, params))
+
+    def query_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self.query_one(sql, params)
+        return None if row is None else next(iter(row.values()))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        return self._executemany(self.conn, sql, rows)
+
+    def insert_many(
+        self, table: str, rows: Sequence[Row], *, ignore_conflicts_on: str | None = None
+    ) -> int:
+        """Batched insert. With ``ignore_conflicts_on`` (a unique column list) duplicates are
+        skipped silently; returns how many rows were new."""
+        if not rows:
+            return 0
+        cols = list(rows[0])
+        sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
+        if ignore_conflicts_on:
+            sql += f" ON CONFLICT ({ignore_conflicts_on}) DO NOTHING"
+        return self.executemany(sql, ([r[c] for c in cols] for r in rows))
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """All statements inside commit together or not at all (nesting joins the outer)."""
+        depth = getattr(self._local, "depth", 0)
+        if depth:
+            self._local.depth = depth + 1
+            try:
+                yield self
+            finally:
+                self._local.depth = depth
+            return
+        self._local.depth = 1
+        try:
+            with self._transaction(self.conn):
+                yield self
+        finally:
+            self._local.depth = 0
+
+    def migrate(self) -> list[Migration]:
+        """Apply every registered migration not yet applied; returns those applied."""
+        self.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " component TEXT NOT NULL, version INTEGER NOT NULL, applied_at "
+            + self.MACROS["REAL"]
+            + " NOT NULL, PRIMARY KEY (component, version))"
+        )
+        import time
+
+        done = {(r["component"], r["version"]) for r in self.query("SELECT component, version FROM schema_migrations")}
+        applied = []
+        for m in registered_migrations():
+            if (m.component, m.version) in done:
+                continue
+            with self.transaction():
+                for statement in _split(m.sql.format(**self.MACROS)):
+                    self.execute(statement)
+                self.execute(
+                    "INSERT INTO schema_migrations (component, version, applied_at) VALUES (?, ?, ?)",
+                    (m.component, m.version, time.time()),
+                )
+            applied.append(m)
+        return applied
+
+    def applied_migrations(self) -> set[tuple[str, int]]:
+        return {(r["component"], r["version"]) for r in self.query("SELECT component, version FROM schema_migrations")}
+
+
+def _split(script: str) -> list[str]:
+    # Migrations are plain DDL without semicolons inside literals, so a split is enough.
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def connect(url: str, *, migrate: bool = True) -> Database:
+    """``sqlite:///path/to.db`` (or a bare path) or ``postgresql://...``."""
+    # Importing the domain modules registers their migrations.
+    from storelens.cloud.store import schema  # noqa: F401
+
+    if url.startswith(("postgresql://", "postgres://")):
+        from storelens.cloud.store.postgres import PostgresDatabase
+
+        db: Database = PostgresDatabase(url)
+    else:
+        from storelens.cloud.store.sqlite import SqliteDatabase
+
+        db = SqliteDatabase(url.removeprefix("sqlite:///").removeprefix("sqlite://"))
+    if migrate:
+        db.migrate()
+    return db

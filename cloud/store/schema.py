@@ -1,0 +1,12 @@
+"""Imports every domain module that owns tables, so `connect()` registers their migrations.
+
+Add a domain here when it declares `register_migrations(...)`. Order matters only for
+foreign keys between components.
+"""
+
+import importlib
+
+COMPONENTS: tuple[str, ...] = ()
+
+for _name in COMPONENTS:
+    importlib.import_module(_name)

@@ -1,0 +1,91 @@
+"""SQLite backend through sqlite-utils: one file, WAL, one connection per thread."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from storelens.cloud.store.base import Database, IntegrityError, Row
+
+
+class SqliteDatabase(Database):
+    dialect = "sqlite"
+    MACROS = {
+        "ID": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "REAL": "REAL",
+        "BLOB": "BLOB",
+        "BIGINT": "INTEGER",
+        "TEXT": "TEXT",
+        "BOOL": "INTEGER",
+    }
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._all: list[sqlite3.Connection] = []
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.row_factory = sqlite3.Row
+        utils = sqlite_utils.Database(conn)
+        if self.path != ":memory:":
+            utils.enable_wal()
+        conn.execute("PRAGMA synchronous=NORMAL")  # durable across app crashes under WAL
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        self._all.append(conn)
+        return conn
+
+    @property
+    def utils(self) -> sqlite_utils.Database:
+        """The sqlite-utils view of this thread's connection (introspection, bulk helpers)."""
+        return sqlite_utils.Database(self.conn)
+
+    def _execute(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
+        try:
+            return conn.execute(sql, tuple(params))
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from exc
+
+    def _executemany(self, conn: sqlite3.Connection, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        before = conn.total_changes
+        try:
+            with self.transaction():
+                conn.executemany(sql, rows)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from exc
+        return conn.total_changes - before
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        # IMMEDIATE takes the write lock up front: no deadlock on read-then-write upgrades.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def _fetch(self, cursor: sqlite3.Cursor) -> list[Row]:
+        return [dict(r) for r in cursor.fetchall()]
+
+    def _rowcount(self, cursor: sqlite3.Cursor) -> int:
+        return cursor.rowcount
+
+    def close(self) -> None:
+        for conn in self._all:
+            try:
+                conn.close()
+            except sqlite3.ProgrammingError:
+                pass
+        self._all.clear()
+        self._local.__dict__.clear()

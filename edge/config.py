@@ -1,0 +1,280 @@
+"""Device configuration: one YAML file per store device, validated with unknown keys rejected.
+
+Secrets never sit in the file: passwords and pseudonymization keys are referenced by a file
+path or an environment variable name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from storelens.contract.events import Identifier
+
+Point = Annotated[list[float], Field(min_length=2, max_length=2)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TlsConfig(_Strict):
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+class MqttConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    tls: TlsConfig | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+
+class ModelConfig(_Strict):
+    path: str = Field("asset:models/yolox_nano.onnx", description="File path or asset:NAME.")
+    confidence: float = Field(0.35, gt=0, lt=1)
+    nms_iou: float = Field(0.45, gt=0, lt=1)
+    threads: int = Field(2, ge=1, le=64, description="ONNX Runtime intra-op threads.")
+    providers: list[str] | None = Field(None, description="Default: best installed, CPU last.")
+    person_class: int | None = Field(None, description="Default: read from model metadata.")
+
+
+class TrackerConfig(_Strict):
+    type: Literal["bytetrack", "ocsort"] = "bytetrack"
+    confirm_s: float = Field(0.3, ge=0, description="A track must persist this long to count.")
+    lost_track_buffer_s: float = Field(3.0, gt=0, description="Keep lost tracks this long.")
+    high_confidence: float = Field(0.5, gt=0, lt=1)
+    match_iou: float = Field(0.2, gt=0, lt=1)
+
+
+class ZoneConfig(_Strict):
+    name: Identifier
+    points: list[Point] = Field(description="Polygon in image pixels.")
+    category: str | None = Field(None, description="Product category shown in this zone.")
+    enter_s: float = Field(0.5, ge=0, description="Must stay inside this long to enter.")
+    exit_grace_s: float = Field(2.0, ge=0, description="Brief absences shorter than this merge.")
+    min_dwell_s: float = Field(3.0, ge=0, description="Shorter stays are walk-throughs.")
+
+    @field_validator("points")
+    @classmethod
+    def _polygon(cls, v: list[Point]) -> list[Point]:
+        if len(v) < 3:
+            raise ValueError("needs 3 or more points")
+        return v
+
+
+class LineConfig(_Strict):
+    name: Identifier
+    a: Point
+    b: Point
+    in_side: Literal["left", "right"] = Field(
+        "left", description="Side of a->b that is inside the store; crossing into it is 'in'."
+    )
+    band_px: float = Field(8.0, ge=0, description="Dead band around the line against jitter.")
+    entrance: bool = Field(False, description="Counts store footfall.")
+
+    @model_validator(mode="after")
+    def _length(self) -> LineConfig:
+        if self.a == self.b:
+            raise ValueError("a and b must differ")
+        return self
+
+
+class FloorConfig(_Strict):
+    image_points: list[Point]
+    floor_points: list[Point] = Field(description="Same points on the floor plan, in metres.")
+    path_tolerance_m: float = Field(0.25, gt=0, description="Path simplification tolerance.")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> FloorConfig:
+        if len(self.image_points) < 4:
+            raise ValueError("a homography needs 4 or more point pairs")
+        if len(self.image_points) != len(self.floor_points):
+            raise ValueError("image_points and floor_points must have the same length")
+        return self
+
+
+class CameraConfig(_Strict):
+    id: Identifier
+    source: str = Field(description="File path, asset:NAME, rtsp:// URL, or USB index.")
+    fps: float | None = Field(None, gt=0, description="Target processing rate; None = source.")
+    source_fps: float | None = Field(None, gt=0, description="Override the container's fps.")
+    loop: bool = Field(False, description="Replay a file source forever (demos, benches).")
+    realtime: bool = Field(False, description="Pace a file source at its frame rate.")
+    motion_gate: bool = Field(False, description="Skip detection on frames with no motion.")
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    lines: list[LineConfig] = Field(default_factory=list)
+    floor: FloorConfig | None = None
+    occupancy_interval_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _unique(self) -> CameraConfig:
+        names = [z.name for z in self.zones] + [ln.name for ln in self.lines]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"zone/line names must be unique, repeated: {sorted(dup)}")
+        return self
+
+
+class _Reader(_Strict):
+    id: Identifier
+    camera: Identifier | None = Field(None, description="Camera that sees the reader.")
+    zone: list[Point] | None = Field(None, description="Reader zone polygon in that camera.")
+    format: Literal["digits", "track2", "wiegand26", "auto"] = "auto"
+    dedupe_s: float = Field(3.0, ge=0, description="Repeated reads within this window count once.")
+    retry_s: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _zone(self) -> _Reader:
+        if self.zone is not None and len(self.zone) < 3:
+            raise ValueError("zone needs 3 or more points")
+        if (self.zone is None) != (self.camera is None):
+            raise ValueError("camera and zone go together")
+        return self
+
+
+class WedgeReader(_Reader):
+    type: Literal["wedge"]
+    device: Path = Field(description="/dev/input/by-id/... of the keyboard-wedge reader.")
+    grab: bool = True
+
+
+class SerialReader(_Reader):
+    type: Literal["serial"]
+    device: Path
+    baudrate: int = 9600
+
+
+class PcscReader(_Reader):
+    type: Literal["pcsc"]
+    reader_name: str | None = Field(None, description="Substring of the PC/SC reader name.")
+
+
+class TcpReader(_Reader):
+    type: Literal["tcp"]
+    host: str = "127.0.0.1"
+    port: int = Field(ge=0, le=65535)
+
+
+class StdinReader(_Reader):
+    type: Literal["stdin"]
+
+
+ReaderConfig = Annotated[
+    WedgeReader | SerialReader | PcscReader | TcpReader | StdinReader, Field(discriminator="type")
+]
+
+
+class PrivacyConfig(_Strict):
+    key_id: Identifier
+    key_file: Path | None = None
+    key_env: str | None = None
+    attire: bool = Field(False, description="Publish coarse clothing colour names per visit.")
+
+    @model_validator(mode="after")
+    def _source(self) -> PrivacyConfig:
+        if (self.key_file is None) == (self.key_env is None):
+            raise ValueError("give exactly one of key_file or key_env")
+        return self
+
+
+class OutboxConfig(_Strict):
+    path: Path = Path("var/outbox.db")
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    max_age_s: float = Field(7 * 24 * 3600, gt=0)
+    batch_max_events: int = Field(200, ge=1, le=1000)
+    batch_interval_s: float = Field(1.0, gt=0)
+    inflight_max: int = Field(20, ge=1)
+
+
+class DeviceConfig(_Strict):
+    store: Identifier
+    device: Identifier
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    cameras: list[CameraConfig] = Field(min_length=1)
+    readers: list[ReaderConfig] = Field(default_factory=list)
+    privacy: PrivacyConfig | None = None
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    status_interval_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _references(self) -> DeviceConfig:
+        cams = [c.id for c in self.cameras]
+        if len(set(cams)) != len(cams):
+            raise ValueError("camera ids must be unique")
+        for r in self.readers:
+            if r.camera is not None and r.camera not in cams:
+                raise ValueError(f"reader {r.id} names unknown camera {r.camera}")
+        if self.readers and self.privacy is None:
+            raise ValueError("card readers need a privacy key (privacy.key_file or key_env)")
+        return self
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        return next(c for c in self.cameras if c.id == camera_id)
+
+
+class ConfigError(ValueError):
+    """All problems of a config file, one per line, each with its path."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}:\n" + "\n".join(f"  {p}" for p in problems))
+        self.source = source
+        self.problems = problems
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in {"wedge", "serial", "pcsc", "tcp", "stdin"} and out.endswith("]"):
+            continue  # discriminated-union tag adds noise to the path
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top)"
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        problems.append(f"{_loc(err['loc'])}: {msg}")
+    return problems
+
+
+def parse_config(data: object, source: str = "<config>") -> DeviceConfig:
+    try:
+        return DeviceConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, format_errors(exc)) from None
+
+
+def load_config(path: str | Path) -> DeviceConfig:
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except OSError as exc:
+        raise ConfigError(str(p), [f"cannot read: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(p), [f"not valid YAML: {exc}"]) from None
+    return parse_config(data, str(p))
+
+
+def json_schema() -> dict:
+    schema = DeviceConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

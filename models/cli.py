@@ -1,0 +1,7 @@
+"""`storelens models ...` commands. ultralytics is imported only inside `export`."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

@@ -1,0 +1,54 @@
+"""The wire contract between edge devices and the cloud.
+
+This package is the single owner of event models, topic names, the schema version and the
+generated JSON Schema. Both `storelens.edge` and `storelens.cloud` import it; it imports
+neither, and it needs nothing beyond pydantic.
+"""
+
+from storelens.contract.envelope import (
+    MAX_EVENTS_PER_BATCH,
+    MAX_PAYLOAD_BYTES,
+    SCHEMA_NAME,
+    SCHEMA_VERSION,
+    ContractError,
+    Envelope,
+    encode_envelope,
+    parse_envelope,
+)
+from storelens.contract.events import (
+    CameraStatus,
+    CardSwipe,
+    DeviceStatus,
+    Event,
+    LineCrossing,
+    OccupancySnapshot,
+    ReaderStatus,
+    VisitEnded,
+    VisitStarted,
+    ZoneVisit,
+    new_event_id,
+)
+from storelens.contract import topics
+
+__all__ = [
+    "MAX_EVENTS_PER_BATCH",
+    "MAX_PAYLOAD_BYTES",
+    "SCHEMA_NAME",
+    "SCHEMA_VERSION",
+    "CameraStatus",
+    "CardSwipe",
+    "ContractError",
+    "DeviceStatus",
+    "Envelope",
+    "Event",
+    "LineCrossing",
+    "OccupancySnapshot",
+    "ReaderStatus",
+    "VisitEnded",
+    "VisitStarted",
+    "ZoneVisit",
+    "encode_envelope",
+    "new_event_id",
+    "parse_envelope",
+    "topics",
+]

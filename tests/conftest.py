@@ -1,0 +1,155 @@
+"""Shared fixtures: real servers on free ports, both storage backends, the shared assets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "tests" / "artifacts"
+PG_ADMIN_URL = os.environ.get("STORELENS_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@dataclass
+class Broker:
+    """A private Mosquitto on a free port; `stop()`/`start()` simulate an outage."""
+
+    port: int
+    workdir: Path
+    extra_conf: str = ""
+    proc: subprocess.Popen | None = None
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    def start(self) -> None:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"max_queued_messages 100000\n{self.extra_conf}"
+        )
+        log = (self.workdir / "mosquitto.log").open("ab")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(free_port(), tmp_path)
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def pg_url(pg_available: bool) -> Iterator[str]:
+    """A fresh PostgreSQL schema per test, dropped afterwards."""
+    if not pg_available:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI ({PG_ADMIN_URL})")
+        pytest.skip("PostgreSQL not reachable")
+    import psycopg
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_ADMIN_URL else "?"
+    yield f"{PG_ADMIN_URL}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Runs the test once per storage backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'storelens.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def db(db_url: str):
+    from storelens.cloud.store import connect
+
+    database = connect(db_url)
+    yield database
+    database.close()
+
+
+def _assets_root() -> Path | None:
+    root = os.environ.get("STORELENS_ASSETS")
+    if root and Path(root).is_dir():
+        return Path(root)
+    fallback = REPO.parent / "shared"  # developers' checkout layout; CI sets the variable
+    return fallback if fallback.is_dir() else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _assets_env() -> None:
+    root = _assets_root()
+    if root is not None:
+        os.environ.setdefault("STORELENS_ASSETS", str(root))
+
+
+@pytest.fixture(scope="session")
+def sample_video() -> Path:
+    from storelens.assets import SAMPLE_VIDEO, find_asset
+
+    return find_asset(SAMPLE_VIDEO)
+
+
+@pytest.fixture(scope="session")
+def sample_model() -> Path:
+    from storelens.assets import SAMPLE_MODEL, find_asset
+
+    return find_asset(SAMPLE_MODEL)
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
