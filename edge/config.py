@@ -131,8 +131,18 @@ class _Reader(_Strict):
     camera: Identifier | None = Field(None, description="Camera that sees the reader.")
     zone: list[Point] | None = Field(None, description="Reader zone polygon in that camera.")
     format: Literal["digits", "track2", "wiegand26", "auto"] = "auto"
+    position: Point | None = Field(
+        None, description="Where the reader is in the camera image; default: zone centroid."
+    )
+    clear_ratio: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="With several people in the zone, link the nearest only if its distance is "
+        "at most this fraction of the runner-up's.",
+    )
     dedupe_s: float = Field(3.0, ge=0, description="Repeated reads within this window count once.")
-    retry_s: float = Field(2.0, gt=0)
+    retry_s: float = Field(2.0, gt=0, description="Seconds between attempts to reopen a reader.")
 
     @model_validator(mode="after")
     def _zone(self) -> _Reader:
@@ -140,6 +150,8 @@ class _Reader(_Strict):
             raise ValueError("zone needs 3 or more points")
         if (self.zone is None) != (self.camera is None):
             raise ValueError("camera and zone go together")
+        if self.position is not None and self.zone is None:
+            raise ValueError("position needs a camera and zone")
         return self
 
 
@@ -164,6 +176,9 @@ class TcpReader(_Reader):
     type: Literal["tcp"]
     host: str = "127.0.0.1"
     port: int = Field(ge=0, le=65535)
+    mode: Literal["listen", "connect"] = Field(
+        "listen", description="listen: accept clients that send reads; connect: dial the reader."
+    )
 
 
 class StdinReader(_Reader):
