@@ -1,0 +1,121 @@
+"""The SQLite outbox: states, bounds with counted losses, gap-free sequence across restarts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+
+from storelens.edge.outbox import Outbox
+
+from storelens.contract.events import OccupancySnapshot
+
+TS = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def snap(ob: Outbox, total: int = 1) -> OccupancySnapshot:
+    return OccupancySnapshot(device="box", seq=ob.next_seq(), ts=TS, camera="cam", total=total)
+
+
+def test_pending_in_flight_acked(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db")
+    ob.put([snap(ob, i) for i in range(5)])
+    ob.put([snap(ob)], kind="status")
+    assert ob.depth == 6 and ob.size_bytes > 0
+    rows = ob.take("events", 3, 1 << 20)
+    assert [r.seq for r in rows] == [1, 2, 3]
+    assert json.loads(rows[0].body)["total"] == 0
+    ob.mark_in_flight([r.seq for r in rows], mid=7)
+    assert [r.seq for r in ob.take("events", 10, 1 << 20)] == [4, 5]  # in flight not retaken
+    assert ob.ack(99) == 0
+    assert ob.ack(7) == 3
+    assert ob.depth == 3
+    assert [r.seq for r in ob.take("status", 10, 1 << 20)] == [6]
+    ob.close()
+
+
+def test_take_respects_byte_budget(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db")
+    ob.put([snap(ob) for _ in range(10)])
+    size = len(ob.take("events", 1, 1 << 20)[0].body)
+    assert len(ob.take("events", 10, size * 3 + 1)) == 3
+    assert len(ob.take("events", 10, 1)) == 1  # always at least one, so nothing gets stuck
+
+
+def test_restart_requeues_in_flight_and_keeps_sequence_gap_free(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db")
+    ob.put([snap(ob) for _ in range(3)])
+    ob.mark_in_flight([1, 2], mid=1)
+    ob.ack(1)
+    ob.mark_in_flight([3], mid=2)
+    unused = ob.next_seq()  # allocated, never stored (crash before put)
+    assert unused == 4
+    ob.close()
+    ob = Outbox(tmp_path / "o.db")
+    assert [r.seq for r in ob.take("events", 10, 1 << 20)] == [3]  # in flight -> pending
+    assert ob.next_seq() == 4  # the unused number is reused: no gap
+    ob.close()
+    # even with every row delivered, numbering continues after the high-water mark
+    ob = Outbox(tmp_path / "o.db")
+    ob.mark_in_flight([3], mid=5)
+    ob.ack(5)
+    ob.put([snap(ob)])
+    ob.close()
+    ob = Outbox(tmp_path / "o.db")
+    assert ob.next_seq() == 5
+
+
+def test_byte_bound_drops_oldest_and_counts(tmp_path: Path) -> None:
+    probe = Outbox(tmp_path / "p.db")
+    probe.put([snap(probe)])
+    one = probe.size_bytes
+    ob = Outbox(tmp_path / "o.db", max_bytes=one * 5)
+    for _ in range(8):
+        ob.put([snap(ob)])
+    assert ob.lost == 3
+    assert ob.size_bytes <= one * 5
+    assert [r.seq for r in ob.take("events", 100, 1 << 20)] == [4, 5, 6, 7, 8]
+    ob.close()
+    assert Outbox(tmp_path / "o.db", max_bytes=one * 5).lost == 3  # persisted
+
+
+def test_age_bound(tmp_path: Path) -> None:
+    now = [1000.0]
+    ob = Outbox(tmp_path / "o.db", max_age_s=60, clock=lambda: now[0])
+    ob.put([snap(ob), snap(ob)])
+    now[0] = 1030.0
+    ob.put([snap(ob)])
+    now[0] = 1070.0
+    ob.put([snap(ob)])
+    assert ob.lost == 2
+    assert [r.seq for r in ob.take("events", 10, 1 << 20)] == [3, 4]
+
+
+def test_sigkill_loses_nothing_stored(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        from datetime import UTC, datetime
+        from storelens.contract.events import OccupancySnapshot
+        from storelens.edge.outbox import Outbox
+        ob = Outbox({str(db)!r})
+        for i in range(200):
+            ob.put([OccupancySnapshot(device="box", seq=ob.next_seq(), ts=datetime.now(UTC),
+                                      camera="c", total=i)])
+        print("stored", flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "stored"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    ob = Outbox(db)
+    rows = ob.take("events", 1000, 1 << 30)
+    assert [r.seq for r in rows] == list(range(1, 201))
+    assert ob.next_seq() == 201
