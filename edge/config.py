@@ -195,6 +195,11 @@ class PrivacyConfig(_Strict):
     key_file: Path | None = None
     key_env: str | None = None
     attire: bool = Field(False, description="Publish coarse clothing colour names per visit.")
+    require_optout_list: bool = Field(
+        False,
+        description="Link no swipe until the cloud's opt-out list for this key has arrived "
+        "(it is kept on disk, so this only matters on a device that never connected).",
+    )
 
     @model_validator(mode="after")
     def _source(self) -> PrivacyConfig:
