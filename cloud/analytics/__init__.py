@@ -1,0 +1,60 @@
+"""Ops analytics over stored events, sales and offers: every chart is a `Table`.
+
+`CHARTS` maps a chart name (as used in ``/api/v1/analytics/<chart>``) to a function of the
+database and a `Scope`; `scope_for` builds a scope with the stores' time-zone offsets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+
+from storelens.cloud.analytics import commerce, devices, dwell, floor, footfall
+from storelens.cloud.analytics.scope import Scope, ScopeError, utc_offsets
+from storelens.cloud.analytics.table import Table
+from storelens.cloud.store import Database
+
+
+def scope_for(db: Database, start: date, end: date, stores: tuple[str, ...] = (),
+              hour_from: int = 0, hour_to: int = 24) -> Scope:  # fmt: skip
+    """A scope whose local time follows each store's time zone (unknown stores: error)."""
+    rows = db.query("SELECT id, timezone FROM stores")
+    known = {r["id"]: r["timezone"] for r in rows}
+    unknown = sorted(set(stores) - set(known))
+    if unknown:
+        raise ScopeError(f"unknown store(s): {', '.join(unknown)}")
+    middle = date.fromordinal((start.toordinal() + end.toordinal()) // 2)
+    return Scope(start, end, tuple(stores), hour_from, hour_to, utc_offsets(known, middle))
+
+
+def _heatmap(db: Database, scope: Scope) -> Table:
+    # Floor plans differ per store: the heatmap shows the first selected store.
+    store = scope.stores[0] if scope.stores else db.scalar("SELECT MIN(id) FROM stores")
+    if store is None:
+        return Table("heatmap", ["x_m", "y_m", "presence_s"], [], {"store": None})
+    return floor.heatmap(db, scope, store)
+
+
+def _dwell(db: Database, scope: Scope) -> Table:
+    rows = db.query("SELECT store, zone, category FROM store_zones")
+    categories = {
+        r["zone"]: r["category"] for r in rows if not scope.stores or r["store"] in scope.stores
+    }
+    return dwell.zone_dwell(db, scope, categories)
+
+
+CHARTS: dict[str, Callable[[Database, Scope], Table]] = {
+    "footfall-hourly": footfall.hourly,
+    "footfall-daily": footfall.daily,
+    "peak-hours": footfall.peak_hours,
+    "dwell": _dwell,
+    "heatmap": _heatmap,
+    "flows": floor.flows,
+    "paths": floor.paths,
+    "conversion": commerce.conversion,
+    "conversion-hourly": commerce.conversion_hourly,
+    "member-share": commerce.member_share,
+    "devices": lambda db, scope: devices.device_health(db, scope.stores),
+}
+
+__all__ = ["CHARTS", "Scope", "ScopeError", "Table", "scope_for"]

@@ -1,0 +1,158 @@
+"""Visits against money: conversion, member share of visitors, coupon uplift vs holdout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storelens.cloud.analytics import footfall
+from storelens.cloud.analytics.scope import DAY_S, HOUR_S, Scope, local_label
+from storelens.cloud.analytics.table import Table, change, ratio
+from storelens.cloud.store import Database
+
+
+def member_share(db: Database, scope: Scope) -> Table:
+    """Per store and day: finished visits, those linked to a member (card swiped), the share.
+
+    Visits of members who opted out of tracking are stored unlinked, so they count as
+    anonymous here, which is what they asked for.
+    """
+
+    def query(s: Scope) -> list[dict[str, Any]]:
+        bucket, bucket_params = s.bucket(DAY_S)
+        where, params = s.where()
+        return db.query(
+            f"SELECT store, {bucket} AS b, COUNT(*) AS visits, COUNT(member) AS member_visits,"
+            " COUNT(DISTINCT member) AS members"
+            f" FROM events WHERE type = 'visit_ended' AND {where}"
+            " GROUP BY store, b ORDER BY b, store",
+            bucket_params + params,
+        )
+
+    rows = [
+        {
+            "day": local_label(int(r["b"]), daily=True),
+            "store": r["store"],
+            "visits": int(r["visits"]),
+            "member_visits": int(r["member_visits"]),
+            "members": int(r["members"]),
+            "member_share": ratio(int(r["member_visits"]), int(r["visits"])),
+        }
+        for r in query(scope)
+    ]
+    previous = query(scope.previous())
+    now_v, now_m = sum(r["visits"] for r in rows), sum(r["member_visits"] for r in rows)
+    prev_v = sum(int(r["visits"]) for r in previous)
+    prev_m = sum(int(r["member_visits"]) for r in previous)
+    share, prev_share = ratio(now_m, now_v), ratio(prev_m, prev_v)
+    return Table(
+        chart="member-share",
+        columns=["day", "store", "visits", "member_visits", "members", "member_share"],
+        rows=rows,
+        extra={
+            "comparison": {
+                "member_share": share,
+                "previous_member_share": prev_share,
+                "change_pct": change(share or 0.0, prev_share or 0.0),
+            }
+        },
+    )
+
+
+def _sales(db: Database, scope: Scope, seconds: int) -> dict[tuple[str, int], dict[str, float]]:
+    bucket, bucket_params = scope.bucket(seconds)
+    where, params = scope.where()
+    rows = db.query(
+        f"SELECT store, {bucket} AS b, COUNT(*) AS transactions, SUM(total) AS revenue"
+        f" FROM pos_sales WHERE {where} GROUP BY store, b",
+        bucket_params + params,
+    )
+    return {
+        (r["store"], int(r["b"])): {
+            "transactions": int(r["transactions"]),
+            "revenue": float(r["revenue"] or 0),
+        }
+        for r in rows
+    }
+
+
+def _conversion_totals(db: Database, scope: Scope) -> tuple[int, int, float]:
+    visitors = sum(
+        c["visitors"]
+        for counts in footfall.counts_by_store(db, scope, DAY_S).values()
+        for c in counts.values()
+    )
+    sales = _sales(db, scope, DAY_S).values()
+    return visitors, sum(int(s["transactions"]) for s in sales), sum(s["revenue"] for s in sales)
+
+
+def conversion(db: Database, scope: Scope) -> Table:
+    """Per store and local day: POS transactions / visitors, revenue and average basket."""
+    visitors = footfall.counts_by_store(db, scope, DAY_S)
+    sales = _sales(db, scope, DAY_S)
+    keys = {(s, b) for s, counts in visitors.items() for b in counts} | set(sales)
+    rows = []
+    for store, b in sorted(keys, key=lambda k: (k[1], k[0])):
+        v = visitors.get(store, {}).get(b, {}).get("visitors", 0)
+        s = sales.get((store, b), {"transactions": 0, "revenue": 0.0})
+        rows.append(
+            {
+                "day": local_label(b, daily=True),
+                "store": store,
+                "visitors": v,
+                "transactions": int(s["transactions"]),
+                "conversion": ratio(s["transactions"], v),
+                "revenue": round(s["revenue"], 2),
+                "avg_basket": ratio(s["revenue"], s["transactions"], 2),
+            }
+        )
+    now, before = _conversion_totals(db, scope), _conversion_totals(db, scope.previous())
+    rate, prev_rate = ratio(now[1], now[0]), ratio(before[1], before[0])
+    return Table(
+        chart="conversion",
+        columns=["day", "store", "visitors", "transactions", "conversion", "revenue", "avg_basket"],
+        rows=rows,
+        extra={
+            "comparison": {
+                "visitors": now[0],
+                "transactions": now[1],
+                "revenue": round(now[2], 2),
+                "conversion": rate,
+                "previous_visitors": before[0],
+                "previous_transactions": before[1],
+                "previous_revenue": round(before[2], 2),
+                "previous_conversion": prev_rate,
+                "change_pct": change(rate or 0.0, prev_rate or 0.0),
+            }
+        },
+    )
+
+
+def conversion_hourly(db: Database, scope: Scope) -> Table:
+    """Per local hour of the day, summed over the selected stores and days."""
+    visitors: dict[int, int] = {}
+    for counts in footfall.counts_by_store(db, scope, HOUR_S).values():
+        for b, c in counts.items():
+            h = (b // HOUR_S) % 24
+            visitors[h] = visitors.get(h, 0) + c["visitors"]
+    transactions: dict[int, int] = {}
+    revenue: dict[int, float] = {}
+    for (_, b), s in _sales(db, scope, HOUR_S).items():
+        h = (b // HOUR_S) % 24
+        transactions[h] = transactions.get(h, 0) + int(s["transactions"])
+        revenue[h] = revenue.get(h, 0.0) + s["revenue"]
+    rows = [
+        {
+            "hour_of_day": h,
+            "visitors": visitors.get(h, 0),
+            "transactions": transactions.get(h, 0),
+            "conversion": ratio(transactions.get(h, 0), visitors.get(h, 0)),
+            "revenue": round(revenue.get(h, 0.0), 2),
+        }
+        for h in range(24)
+        if scope.hour_selected(h) and (h in visitors or h in transactions)
+    ]
+    return Table(
+        chart="conversion-hourly",
+        columns=["hour_of_day", "visitors", "transactions", "conversion", "revenue"],
+        rows=rows,
+    )

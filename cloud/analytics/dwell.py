@@ -1,0 +1,123 @@
+"""Dwell per zone: how many zone visits, how long people stayed, zones ranked.
+
+The database groups zone visits by zone and whole second of dwell, so the service receives at
+most (zones x distinct seconds) rows however many visits there were; quartiles and the
+histogram are then exact to the second.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from storelens.cloud.analytics.scope import Scope
+from storelens.cloud.analytics.table import Table, change
+from storelens.cloud.store import Database
+
+# Human-sized bins: a glance, a look, browsing, shopping, a long stay.
+HISTOGRAM_EDGES_S = (0, 10, 30, 60, 120, 300, 600)
+
+
+def _bin_name(i: int) -> str:
+    lo = HISTOGRAM_EDGES_S[i]
+    if i + 1 < len(HISTOGRAM_EDGES_S):
+        return f"dwell_{lo}_{HISTOGRAM_EDGES_S[i + 1]}s"
+    return f"dwell_{lo}s_plus"
+
+
+BIN_COLUMNS = [_bin_name(i) for i in range(len(HISTOGRAM_EDGES_S))]
+
+
+class ZoneSeconds:
+    """One zone's visits grouped by whole second of dwell."""
+
+    def __init__(self, items: list[tuple[int, int, float, float, float]]) -> None:
+        items.sort()
+        self.seconds = np.array([i[0] for i in items], dtype=float)
+        self.counts = np.array([i[1] for i in items], dtype=float)
+        self.total = sum(i[2] for i in items)
+        self.lowest = items[0][3]
+        self.highest = items[-1][4]
+
+
+def _per_second(db: Database, scope: Scope) -> dict[str, ZoneSeconds]:
+    where, params = scope.where()
+    rows = db.query(
+        "SELECT zone, CAST(FLOOR(dwell_s) AS BIGINT) AS s, COUNT(*) AS n, SUM(dwell_s) AS total,"
+        " MIN(dwell_s) AS lo, MAX(dwell_s) AS hi"
+        f" FROM events WHERE type = 'zone_visit' AND zone IS NOT NULL AND {where}"
+        " GROUP BY zone, s",
+        params,
+    )
+    grouped: dict[str, list[tuple[int, int, float, float, float]]] = defaultdict(list)
+    for r in rows:
+        grouped[r["zone"]].append(
+            (int(r["s"]), int(r["n"]), float(r["total"]), float(r["lo"]), float(r["hi"]))
+        )
+    return {zone: ZoneSeconds(items) for zone, items in grouped.items()}
+
+
+def _quantile(seconds: np.ndarray, counts: np.ndarray, q: float) -> float:
+    """Weighted quantile over 1-second bins, interpolated inside the bin."""
+    cum = np.cumsum(counts)
+    target = q * cum[-1]
+    i = int(np.searchsorted(cum, target, side="left"))
+    before = cum[i - 1] if i else 0.0
+    inside = (target - before) / counts[i] if counts[i] else 0.0
+    return round(float(seconds[i] + inside), 1)
+
+
+def zone_dwell(db: Database, scope: Scope, categories: dict[str, str] | None = None) -> Table:
+    """One row per zone, ranked by number of visits (then by median dwell)."""
+    current = _per_second(db, scope)
+    previous = _per_second(db, scope.previous())
+    rows: list[dict[str, Any]] = []
+    for zone, z in current.items():
+        seconds, counts = z.seconds, z.counts
+        n = int(counts.sum())
+        hist = np.histogram(seconds, bins=[*HISTOGRAM_EDGES_S, np.inf], weights=counts)[0]
+        prev_n = int(previous[zone].counts.sum()) if zone in previous else 0
+        row: dict[str, Any] = {
+            "zone": zone,
+            "category": (categories or {}).get(zone),
+            "visits": n,
+            "previous_visits": prev_n,
+            "visits_change_pct": change(n, prev_n),
+            "mean_s": round(z.total / n, 1),
+            "min_s": round(z.lowest, 1),
+            "q1_s": _quantile(seconds, counts, 0.25),
+            "median_s": _quantile(seconds, counts, 0.5),
+            "q3_s": _quantile(seconds, counts, 0.75),
+            "p90_s": _quantile(seconds, counts, 0.9),
+            "max_s": round(z.highest, 1),
+            "total_dwell_s": round(z.total, 1),
+        }
+        row.update({name: int(v) for name, v in zip(BIN_COLUMNS, hist, strict=True)})
+        rows.append(row)
+    rows.sort(key=lambda r: (-r["visits"], -r["median_s"], r["zone"]))
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+    columns = [
+        "rank",
+        "zone",
+        "category",
+        "visits",
+        "previous_visits",
+        "visits_change_pct",
+        "mean_s",
+        "min_s",
+        "q1_s",
+        "median_s",
+        "q3_s",
+        "p90_s",
+        "max_s",
+        "total_dwell_s",
+        *BIN_COLUMNS,
+    ]
+    return Table(
+        chart="dwell",
+        columns=columns,
+        rows=rows,
+        extra={"histogram_edges_s": list(HISTOGRAM_EDGES_S), "bins": BIN_COLUMNS},
+    )
