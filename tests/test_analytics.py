@@ -8,7 +8,17 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from storelens.cloud import analytics, analytics_seed, catalog, events, members, sales, stores
+from storelens.cloud import (
+    analytics,
+    analytics_seed,
+    catalog,
+    coupons,
+    events,
+    members,
+    offers,
+    sales,
+    stores,
+)
 from storelens.cloud.analytics.scope import Scope, ScopeError
 
 from storelens.contract.events import (
@@ -237,8 +247,6 @@ def test_seeded_traffic_fills_every_chart_and_csv_matches_json(chain) -> None:
     assert linked and not linked & opted_out
 
     for chart in analytics.CHARTS:
-        if chart == "coupon-uplift":
-            continue
         t = table(chain, chart, start=date(2026, 3, 9), end=date(2026, 3, 11))
         assert t.rows, chart
         parsed = list(csv.DictReader(io.StringIO(t.to_csv())))
@@ -247,3 +255,61 @@ def test_seeded_traffic_fills_every_chart_and_csv_matches_json(chain) -> None:
         assert [[str("" if v is None else v) for v in r.values()] for r in body["rows"]] == [
             list(r.values()) for r in parsed
         ], chart
+
+
+def test_coupon_uplift_compares_offered_members_with_holdout(chain) -> None:
+    key = PseudonymKey("k1", b"k" * 32)
+    policy = offers.OfferPolicy(holdout_share=0.5)
+    catalog.upsert_products(
+        chain, [catalog.Product(sku="SKU1", name="Bag", category="Bags", price=40.0)]
+    )
+    enrolled = [
+        members.enroll(chain, key, members.Enrollment(card_number=f"5500{n:02d}", marketing=True))
+        for n in range(12)
+    ]
+    members.enroll(
+        chain, key, members.Enrollment(card_number="770001")
+    )  # no marketing: not counted
+    holdout = [m for m in enrolled if offers.in_holdout(m["id"], policy)]
+    offered = [m for m in enrolled if not offers.in_holdout(m["id"], policy)]
+    assert holdout and len(offered) >= 2
+    sale_ts = at(15).timestamp()
+
+    def buy(member_id: str, qty: int, code: str | None = None) -> None:
+        sale = sales.SaleIn(store="paris", ts=sale_ts, member_id=member_id,
+                            items=[sales.SaleItem(sku="SKU1", qty=qty)])  # fmt: skip
+        sale_id, _ = sales.record_sale(chain, sale)
+        if code:
+            coupons.redeem(chain, code, member_id=member_id, store="paris", sale_id=sale_id,
+                           discount=8.0, now=sale_ts)  # fmt: skip
+
+    terms = coupons.DiscountTerms(kind="percent", value=20)
+    for m in offered[:2]:
+        coupon = coupons.issue(
+            chain, m["id"], terms, valid_days=7, source="offer", now=sale_ts - 60
+        )
+        chain.execute(
+            "INSERT INTO offer_impressions (member_id, template_id, store, action, at, coupon_code)"
+            " VALUES (?, 't1', 'paris', 'shown', ?, ?)",
+            (m["id"], sale_ts - 60, coupon["code"]),
+        )
+        buy(m["id"], 2, coupon["code"])
+    buy(holdout[0]["id"], 1)
+    t = analytics.commerce.coupon_uplift(chain, analytics.scope_for(chain, DAY, DAY), policy)
+    rows = {r["group"]: r for r in t.rows}
+    assert rows["offered"]["members"] == len(offered) and rows["holdout"]["members"] == len(holdout)
+    assert rows["offered"]["offers_shown"] == 2 and rows["offered"]["coupons_redeemed"] == 2
+    assert rows["offered"]["spend"] == 160.0 and rows["holdout"]["spend"] == 40.0
+    assert rows["offered"]["discount_given"] == 16.0 and rows["holdout"]["coupons_redeemed"] == 0
+    assert rows["offered"]["spend_per_member"] == round(160.0 / len(offered), 2)
+    expected = (
+        100
+        * (round(160 / len(offered), 2) - round(40 / len(holdout), 2))
+        / round(40 / len(holdout), 2)
+    )
+    assert t.extra["uplift_pct"]["spend_per_member"] == round(expected, 1)
+    # the hour filter follows the sale: nothing was bought in the morning
+    morning = analytics.scope_for(chain, DAY, DAY, hour_from=6, hour_to=12)
+    assert all(
+        r["spend"] == 0 for r in analytics.commerce.coupon_uplift(chain, morning, policy).rows
+    )

@@ -54,6 +54,7 @@ CHARTS: dict[str, Callable[[Database, Scope], Table]] = {
     "conversion": commerce.conversion,
     "conversion-hourly": commerce.conversion_hourly,
     "member-share": commerce.member_share,
+    "coupon-uplift": commerce.coupon_uplift,
     "devices": lambda db, scope: devices.device_health(db, scope.stores),
 }
 

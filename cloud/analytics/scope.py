@@ -76,32 +76,33 @@ class Scope:
         }
 
     # -- SQL ------------------------------------------------------------------------------
-    def local_ts(self, alias: str = "") -> tuple[str, list[Any]]:
+    def local_ts(self, alias: str = "", ts: str = "ts") -> tuple[str, list[Any]]:
         """SQL for the store-local epoch of a row (its ``ts`` plus the store's offset)."""
         col = f"{alias}." if alias else ""
         used = {
             s: o for s, o in self.offsets.items() if o and (not self.stores or s in self.stores)
         }
         if not used:
-            return f"{col}ts", []
+            return f"{col}{ts}", []
         whens = " ".join("WHEN ? THEN " + str(int(o)) for o in used.values())
-        return f"({col}ts + CASE {col}store {whens} ELSE 0 END)", list(used)
+        return f"({col}{ts} + CASE {col}store {whens} ELSE 0 END)", list(used)
 
-    def where(self, alias: str = "") -> tuple[str, list[Any]]:
-        """Conditions on store, local date range and local hour; AND-able to any WHERE."""
+    def where(self, alias: str = "", ts: str = "ts") -> tuple[str, list[Any]]:
+        """Conditions on store, local date range and local hour; AND-able to any WHERE.
+        The table needs a ``store`` column and an epoch column (``ts`` unless named)."""
         col = f"{alias}." if alias else ""
         lo = datetime.combine(self.start, time(), UTC).timestamp()
         hi = datetime.combine(self.end + timedelta(days=1), time(), UTC).timestamp()
-        lts, lts_params = self.local_ts(alias)
+        lts, lts_params = self.local_ts(alias, ts)
         # The plain ts bounds let an index on ts do the coarse cut; the local bounds are exact.
-        parts = [f"{col}ts >= ?", f"{col}ts < ?", f"{lts} >= ?", f"{lts} < ?"]
+        parts = [f"{col}{ts} >= ?", f"{col}{ts} < ?", f"{lts} >= ?", f"{lts} < ?"]
         params: list[Any] = [lo - _MAX_OFFSET_S, hi + _MAX_OFFSET_S]
         params += lts_params + [lo] + lts_params + [hi]
         if self.stores:
             parts.append(f"{col}store IN ({', '.join('?' for _ in self.stores)})")
             params += list(self.stores)
         if not self.all_hours:
-            hour, hour_params = self.local_hour(alias)
+            hour, hour_params = self.local_hour(alias, ts)
             if self.hour_from < self.hour_to:
                 parts.append(f"{hour} >= ? AND {hour} < ?")
             else:
@@ -109,8 +110,8 @@ class Scope:
             params += hour_params + [self.hour_from] + hour_params + [self.hour_to]
         return " AND ".join(parts), params
 
-    def local_hour(self, alias: str = "") -> tuple[str, list[Any]]:
-        lts, params = self.local_ts(alias)
+    def local_hour(self, alias: str = "", ts: str = "ts") -> tuple[str, list[Any]]:
+        lts, params = self.local_ts(alias, ts)
         return f"(CAST(FLOOR({lts} / 3600.0) AS BIGINT) % 24)", params
 
     def bucket(self, seconds: int, alias: str = "") -> tuple[str, list[Any]]:
