@@ -6,7 +6,15 @@ foreign keys between components.
 
 import importlib
 
-COMPONENTS: tuple[str, ...] = ()
+COMPONENTS: tuple[str, ...] = (
+    "storelens.cloud.stores",
+    "storelens.cloud.catalog",
+    "storelens.cloud.events",
+    "storelens.cloud.members",
+    "storelens.cloud.orders",
+    "storelens.cloud.sales",
+    "storelens.cloud.auth",
+)
 
 for _name in COMPONENTS:
     importlib.import_module(_name)

@@ -1,0 +1,172 @@
+"""Offline analysis of a video with a device config: events, MOT tracks, annotated video."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storelens.edge.annotate import VideoAnnotator
+from storelens.edge.config import CameraConfig, DeviceConfig
+from storelens.edge.detect import Detector
+from storelens.edge.mot import MotWriter
+from storelens.edge.pipeline import CameraPipeline, PipelineEvent
+from storelens.edge.sources import FrameSource
+
+from storelens.contract.events import LineCrossing, VisitStarted, ZoneVisit
+
+# (frames done, frames expected or None, people in view now)
+ProgressCallback = Callable[[int, int | None, int], None]
+
+
+@dataclass
+class ZoneDwell:
+    visits: int
+    mean_s: float
+    median_s: float
+
+
+@dataclass
+class AnalysisSummary:
+    frames: int = 0
+    wall_s: float = 0.0
+    visits: int = 0
+    events: int = 0
+    zone_dwell: dict[str, list[float]] = field(default_factory=dict)
+    crossings: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    @property
+    def effective_fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    def add(self, event: PipelineEvent) -> None:
+        self.events += 1
+        if isinstance(event, VisitStarted):
+            self.visits += 1
+        elif isinstance(event, ZoneVisit):
+            self.zone_dwell.setdefault(event.zone, []).append(event.dwell_s)
+        elif isinstance(event, LineCrossing):
+            self.crossings[(event.line, event.direction)] += 1
+
+    def dwell(self, zone: str) -> ZoneDwell:
+        times = self.zone_dwell.get(zone, [])
+        if not times:
+            return ZoneDwell(0, 0.0, 0.0)
+        return ZoneDwell(len(times), statistics.fmean(times), statistics.median(times))
+
+    def as_dict(self, camera: CameraConfig) -> dict:
+        return {
+            "frames": self.frames,
+            "effective_fps": round(self.effective_fps, 2),
+            "visits": self.visits,
+            "events": self.events,
+            "zones": {
+                z.name: {k: round(v, 2) for k, v in vars(self.dwell(z.name)).items()}
+                for z in camera.zones
+            },
+            "lines": {
+                ln.name: {d: self.crossings[(ln.name, d)] for d in ("in", "out")}
+                for ln in camera.lines
+            },
+        }
+
+
+def camera_for(
+    config: DeviceConfig, video: str, *, camera_id: str | None = None, fps: float | None = None
+) -> CameraConfig:
+    """The config's camera (first, or ``camera_id``) re-pointed at ``video`` for analysis."""
+    if camera_id is None:
+        camera = config.cameras[0]
+    else:
+        matches = [c for c in config.cameras if c.id == camera_id]
+        if not matches:
+            raise ValueError(f"no camera {camera_id!r} in the config")
+        camera = matches[0]
+    update: dict = {"source": video, "loop": False, "realtime": False}
+    if fps is not None:
+        update["source_fps"] = fps
+    return camera.model_copy(update=update)
+
+
+def analyze(
+    video: str,
+    config: DeviceConfig,
+    *,
+    camera_id: str | None = None,
+    events_out: Path | None = None,
+    mot_out: Path | None = None,
+    annotated: Path | None = None,
+    max_frames: int | None = None,
+    fps: float | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[AnalysisSummary, CameraConfig]:
+    camera = camera_for(config, video, camera_id=camera_id, fps=fps)
+    from storelens.assets import resolve
+
+    m = config.model
+    detector = Detector(
+        resolve(m.path),
+        confidence=m.confidence,
+        nms_iou=m.nms_iou,
+        threads=m.threads,
+        providers=m.providers,
+        person_class=m.person_class,
+    )
+    source = FrameSource(camera.source, source_fps=camera.source_fps, target_fps=camera.fps)
+    seq = itertools.count()
+    pipeline = CameraPipeline(
+        camera,
+        config.tracker,
+        device=config.device,
+        next_seq=lambda: next(seq),
+        attire=config.privacy.attire if config.privacy else False,
+        fps=source.target_fps or source.fps,
+    )
+    expected = source.frame_count
+    if max_frames is not None:
+        expected = min(expected, max_frames) if expected else max_frames
+    summary = AnalysisSummary()
+    events_file = events_out.open("w") if events_out else None
+    mot = MotWriter(mot_out) if mot_out else None
+    video_out = (
+        VideoAnnotator(annotated, source.target_fps or source.fps, camera) if annotated else None
+    )
+    last_ts = None
+    started = time.perf_counter()
+    try:
+        for frame, ts in source:
+            if max_frames is not None and summary.frames >= max_frames:
+                break
+            t0 = time.perf_counter()
+            detections = detector.detect(frame)
+            pipeline.stats.note_inference((time.perf_counter() - t0) * 1000)
+            events = pipeline.process(frame, ts, detections)
+            summary.frames += 1
+            last_ts = ts
+            _record(events, summary, events_file)
+            if mot:
+                mot.write(summary.frames, pipeline.last_tracked)
+            if video_out:
+                video_out.write(frame, pipeline.last_tracked)
+            if progress:
+                progress(summary.frames, expected, len(pipeline.last_tracked))
+        if last_ts is not None:
+            _record(pipeline.flush(last_ts), summary, events_file)
+    finally:
+        summary.wall_s = time.perf_counter() - started
+        source.close()
+        for sink in (events_file, mot, video_out):
+            if sink is not None:
+                sink.close()
+    return summary, camera
+
+
+def _record(events: list[PipelineEvent], summary: AnalysisSummary, out) -> None:
+    for event in events:
+        summary.add(event)
+        if out is not None:
+            out.write(event.model_dump_json() + "\n")

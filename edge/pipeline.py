@@ -1,0 +1,321 @@
+"""One camera's pipeline after detection: tracks -> visits, zone stays, crossings, occupancy.
+
+Detection happens outside (the agent batches inference across cameras); this class turns
+each frame's person boxes into contract events. Visits are keyed by random UUIDs; tracker
+numbers never leave this module.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+from storelens.edge.attire import AttireVotes, attire_of
+from storelens.edge.config import CameraConfig, TrackerConfig
+from storelens.edge.detect import Detections
+from storelens.edge.scene import (
+    CountingLine,
+    FloorPath,
+    FloorPlan,
+    LineSide,
+    OccupancyClock,
+    Zone,
+    ZonePresence,
+    ZoneStay,
+)
+from storelens.edge.scene.zones import as_polygon, in_polygon
+from storelens.edge.track import PersonTracker, TrackedPerson
+
+from storelens.contract.events import (
+    CameraStatus,
+    LineCrossing,
+    OccupancySnapshot,
+    VisitEnded,
+    VisitStarted,
+    ZoneVisit,
+)
+
+PipelineEvent = VisitStarted | VisitEnded | ZoneVisit | LineCrossing | OccupancySnapshot
+DEFAULT_FPS = 10.0  # when neither the caller nor the config knows the source rate
+ATTIRE_SAMPLE_S = 1.0
+RECENT_S = 1.0  # `people_in` also returns people missed by the detector this long ago
+
+
+@dataclass(frozen=True)
+class PersonInView:
+    """A person currently in a camera's view, for linking a card swipe to a visit."""
+
+    visit_id: uuid.UUID
+    anchor: tuple[float, float]
+    box: tuple[float, float, float, float]
+    last_seen: datetime
+
+
+@dataclass
+class CameraStats:
+    """Health numbers the agent publishes in its device status."""
+
+    camera: str
+    frames: int = 0
+    fps: float = 0.0
+    inference_ms: float = 0.0
+    dropped_frames: int = 0
+    _last_wall: float | None = field(default=None, repr=False)
+
+    def note_frame(self) -> None:
+        now = time.perf_counter()
+        if self._last_wall is not None and now > self._last_wall:
+            rate = 1.0 / (now - self._last_wall)
+            self.fps = rate if self.fps == 0 else 0.9 * self.fps + 0.1 * rate
+        self._last_wall = now
+        self.frames += 1
+
+    def note_inference(self, ms: float) -> None:
+        """Inference time per frame (the caller times detection, which happens outside)."""
+        self.inference_ms = ms if self.inference_ms == 0 else 0.9 * self.inference_ms + 0.1 * ms
+
+    def note_dropped(self, frames: int = 1) -> None:
+        self.dropped_frames += frames
+
+    def status(self, online: bool = True) -> CameraStatus:
+        return CameraStatus(
+            camera=self.camera,
+            online=online,
+            fps=round(self.fps, 2),
+            inference_ms=round(self.inference_ms, 2),
+            dropped_frames=self.dropped_frames,
+        )
+
+
+class _Visit:
+    def __init__(
+        self, track_id: int, ts: datetime, t: float, camera: CameraConfig, lines: list
+    ) -> None:
+        self.visit_id = uuid.uuid4()
+        self.track_id = track_id
+        self.started_at = ts
+        self.started_t = t
+        self.last_seen = ts
+        self.last_seen_t = t
+        self.anchor = (0.0, 0.0)
+        self.box = (0.0, 0.0, 0.0, 0.0)
+        self.member: str | None = None
+        self.key_id: str | None = None
+        self.path = FloorPath()
+        self.presence = {z.name: ZonePresence(z) for z in camera.zones}
+        self.sides = [LineSide(line) for line in lines]
+        self.zones_visited: list[str] = []
+        self.attire = AttireVotes()
+        self.attire_next_t = t
+
+
+class CameraPipeline:
+    """Turns one camera's per-frame detections into events (see the module docstring)."""
+
+    def __init__(
+        self,
+        camera: CameraConfig,
+        tracker: TrackerConfig,
+        *,
+        device: str,
+        next_seq: Callable[[], int],
+        attire: bool = False,
+        fps: float | None = None,
+    ) -> None:
+        self.camera = camera
+        self.device = device
+        self.next_seq = next_seq
+        self.attire = attire
+        self.fps = fps or camera.source_fps or camera.fps or DEFAULT_FPS
+        self.tracker = PersonTracker(tracker, self.fps)
+        self.zones = [Zone(z) for z in camera.zones]
+        self.lines = [CountingLine(ln) for ln in camera.lines]
+        self.floor = FloorPlan(camera.floor) if camera.floor else None
+        self.occupancy = OccupancyClock(camera.occupancy_interval_s)
+        self.stats = CameraStats(camera.id)
+        self._visits: dict[int, _Visit] = {}
+        self._t0: float | None = None
+        self.last_tracked: list[TrackedPerson] = []
+
+    # -- identity of a visit ------------------------------------------------------------
+
+    def _person(self, visit: _Visit) -> dict:
+        return {
+            "device": self.device,
+            "camera": self.camera.id,
+            "visit_id": visit.visit_id,
+            "member": visit.member,
+            "key_id": visit.key_id,
+        }
+
+    def visit_id_of(self, track_id: int) -> uuid.UUID | None:
+        visit = self._visits.get(track_id)
+        return visit.visit_id if visit else None
+
+    def set_member(self, visit_id: uuid.UUID, member_token: str, key_id: str) -> bool:
+        """Tag a visit with a member pseudonym; later events of the visit carry it."""
+        for visit in self._visits.values():
+            if visit.visit_id == visit_id:
+                visit.member, visit.key_id = member_token, key_id
+                return True
+        return False
+
+    def people_in(self, polygon_points: Sequence[Sequence[float]]) -> list[PersonInView]:
+        """People whose feet are inside ``polygon_points`` (image pixels), seen recently."""
+        polygon = as_polygon(polygon_points)
+        latest = max((v.last_seen_t for v in self._visits.values()), default=0.0)
+        return [
+            PersonInView(v.visit_id, v.anchor, v.box, v.last_seen)
+            for v in self._visits.values()
+            if latest - v.last_seen_t <= RECENT_S and in_polygon(polygon, v.anchor)
+        ]
+
+    def visits_in_view(self) -> int:
+        return len(self._visits)
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def process(
+        self, frame_bgr: np.ndarray | None, ts: datetime, detections: Detections
+    ) -> list[PipelineEvent]:
+        """One frame: update tracks and scene state, return the events it produced."""
+        if ts.tzinfo is None:
+            raise ValueError("frame timestamps must be timezone-aware (UTC)")
+        self.stats.note_frame()
+        t = ts.timestamp()
+        if self._t0 is None:
+            self._t0 = t
+        tracked = self.tracker.update(detections, t - self._t0)
+        self.last_tracked = tracked
+        events: list[PipelineEvent] = []
+        seen: set[int] = set()
+        for person in tracked:
+            seen.add(person.track_id)
+            visit = self._visits.get(person.track_id)
+            if visit is None:
+                visit = _Visit(person.track_id, ts, t, self.camera, self.lines)
+                self._visits[person.track_id] = visit
+                events.append(VisitStarted(seq=self.next_seq(), ts=ts, **self._person(visit)))
+            self._observe(visit, person, ts, t, frame_bgr, events)
+
+        alive = self.tracker.alive_ids()
+        for track_id in list(self._visits):
+            if track_id in seen:
+                continue
+            visit = self._visits[track_id]
+            if track_id not in alive:
+                events += self._end(visit)
+                continue
+            for presence in visit.presence.values():
+                self._stay_event(visit, presence.tick(t), events)
+
+        if self.occupancy.due(t):
+            events.append(self.snapshot(ts))
+        return events
+
+    def _observe(
+        self,
+        visit: _Visit,
+        person: TrackedPerson,
+        ts: datetime,
+        t: float,
+        frame: np.ndarray | None,
+        events: list[PipelineEvent],
+    ) -> None:
+        anchor = person.anchor
+        visit.anchor = anchor
+        visit.box = tuple(float(v) for v in person.xyxy)  # type: ignore[assignment]
+        visit.last_seen, visit.last_seen_t = ts, t
+        if self.floor is not None:
+            x, y = self.floor.point(anchor)
+            visit.path.add(x, y, t)
+        for zone in self.zones:
+            stay = visit.presence[zone.name].observe(t, zone.contains(anchor))
+            self._stay_event(visit, stay, events)
+        for side in visit.sides:
+            direction = side.observe(anchor)
+            if direction is not None:
+                events.append(
+                    LineCrossing(
+                        seq=self.next_seq(),
+                        ts=ts,
+                        line=side.line.name,
+                        direction=direction,
+                        **self._person(visit),
+                    )
+                )
+        if self.attire and frame is not None and not visit.attire.full and t >= visit.attire_next_t:
+            names = attire_of(frame, person.xyxy)
+            if names is not None:
+                visit.attire.add(names)
+                visit.attire_next_t = t + ATTIRE_SAMPLE_S
+
+    def _stay_event(self, visit: _Visit, stay: ZoneStay | None, events: list) -> None:
+        if stay is None:
+            return
+        exited = datetime.fromtimestamp(stay.exited_t, UTC)
+        if stay.zone not in visit.zones_visited:
+            visit.zones_visited.append(stay.zone)
+        events.append(
+            ZoneVisit(
+                seq=self.next_seq(),
+                ts=exited,
+                zone=stay.zone,
+                entered_at=datetime.fromtimestamp(stay.entered_t, UTC),
+                exited_at=exited,
+                dwell_s=round(stay.dwell_s, 3),
+                **self._person(visit),
+            )
+        )
+
+    def _end(self, visit: _Visit) -> list[PipelineEvent]:
+        events: list[PipelineEvent] = []
+        for presence in visit.presence.values():
+            self._stay_event(visit, presence.close(), events)
+        tolerance = self.camera.floor.path_tolerance_m if self.camera.floor else 0.25
+        events.append(
+            VisitEnded(
+                seq=self.next_seq(),
+                ts=visit.last_seen,
+                started_at=visit.started_at,
+                duration_s=round(max(0.0, visit.last_seen_t - visit.started_t), 3),
+                path=visit.path.simplified(tolerance, visit.started_t),
+                zones=visit.zones_visited,
+                attire=visit.attire.result() if self.attire else None,
+                **self._person(visit),
+            )
+        )
+        del self._visits[visit.track_id]
+        return events
+
+    def snapshot(self, ts: datetime) -> OccupancySnapshot:
+        """People in view and per zone now (in a zone = inside or within its exit grace)."""
+        counts = {z.name: 0 for z in self.zones}
+        for visit in self._visits.values():
+            for name, presence in visit.presence.items():
+                counts[name] += presence.is_inside
+        return OccupancySnapshot(
+            device=self.device,
+            seq=self.next_seq(),
+            ts=ts,
+            camera=self.camera.id,
+            total=len(self._visits),
+            zones=counts,
+        )
+
+    def flush(self, ts: datetime | None = None) -> list[PipelineEvent]:
+        """End of stream: close every open visit and reset tracking.
+
+        Visits end at their last sighting, not at ``ts``: the person was not seen after it.
+        """
+        events: list[PipelineEvent] = []
+        for visit in list(self._visits.values()):
+            events += self._end(visit)
+        self.tracker.reset()
+        self._t0 = None
+        self.last_tracked = []
+        return events
