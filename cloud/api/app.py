@@ -1,0 +1,111 @@
+"""The API application factory: one router per domain under ``/api/v1``.
+
+``create_app(settings)`` opens (and migrates) the database, mounts the routers, maps domain
+errors to clear 4xx responses and, when ``settings.ingest_in_process`` is set, runs an ingest
+worker beside the API (the single-machine default deployment).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from storelens.cloud import auth, catalog, members, orders, sales, stores
+from storelens.cloud.api import auth as auth_api
+from storelens.cloud.api import catalog as catalog_api
+from storelens.cloud.api import devices as devices_api
+from storelens.cloud.api import health as health_api
+from storelens.cloud.api import members as members_api
+from storelens.cloud.api import metrics as metrics_api
+from storelens.cloud.api import orders as orders_api
+from storelens.cloud.api import sales as sales_api
+from storelens.cloud.api import stores as stores_api
+from storelens.cloud.settings import Settings
+from storelens.cloud.store import Database, connect
+
+from storelens import __version__
+from storelens.pseudonym import PseudonymError
+
+log = logging.getLogger(__name__)
+
+# Domain errors -> HTTP status. Order matters: subclasses before their bases.
+ERROR_STATUS: list[tuple[type[Exception], int]] = [
+    (orders.IdempotencyConflict, 409),
+    (members.UnknownMember, 404),
+    (orders.UnknownOrder, 404),
+    (stores.UnknownStore, 404),
+    (stores.StockError, 409),
+    (members.MemberError, 409),
+    (orders.OrderError, 422),
+    (sales.SaleError, 422),
+    (catalog.CatalogImportError, 422),
+    (PseudonymError, 422),
+    (auth.AuthError, 400),
+]
+
+
+def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker = None
+        if settings.ingest_in_process:
+            from storelens.cloud.ingest import IngestWorker
+
+            worker = IngestWorker(settings, app.state.db)
+            worker.start()
+        app.state.ingest = worker
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+
+    app = FastAPI(
+        title="storelens cloud API",
+        version=__version__,
+        description="Members, catalog, stores and inventory, online orders, POS sales, devices, "
+        "and the operational endpoints of the storelens cloud service.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db if db is not None else connect(settings.db_url)
+    app.state.ingest = None
+
+    metrics_api.instrument(app)
+    app.include_router(health_api.router)
+    app.include_router(metrics_api.router)
+    api = "/api/v1"
+    app.include_router(auth_api.router, prefix=api)
+    app.include_router(devices_api.router, prefix=api)
+    app.include_router(members_api.router, prefix=api)
+    app.include_router(catalog_api.router, prefix=api)
+    app.include_router(stores_api.router, prefix=api)
+    app.include_router(orders_api.router, prefix=api)
+    app.include_router(sales_api.router, prefix=api)
+    # Other domains (recommendations, offers, fulfillment, analytics, web) mount below.
+    from storelens.cloud.api import pos as pos_api
+
+    pos_api.install(app)
+    app.include_router(pos_api.router, prefix=api)
+
+    for exc_type, code in ERROR_STATUS:
+        app.add_exception_handler(exc_type, _handler(code))
+    return app
+
+
+def _handler(code: int):  # noqa: ANN202 - a Starlette exception handler
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        body: dict = {
+            "detail": str(exc) if not isinstance(exc, LookupError) else f"not found: {exc}"
+        }
+        errors = getattr(exc, "errors", None)
+        if isinstance(errors, list):
+            body["errors"] = errors
+        return JSONResponse(body, status_code=code)
+
+    return handle

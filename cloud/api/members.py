@@ -1,0 +1,188 @@
+"""Members: enrollment by card, lookup (POS by card, web by account), consent, forget-me and
+the merged profile. Card numbers travel only in request bodies, never in URLs (logs)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+from storelens.cloud import members
+from storelens.cloud.api.deps import (
+    Caller,
+    Page,
+    get_db,
+    get_settings,
+    page,
+    require_ops,
+    require_staff,
+)
+from storelens.cloud.api.pagination import Paged, paged
+from storelens.cloud.settings import Settings
+from storelens.cloud.store import Database
+
+router = APIRouter(prefix="/members", tags=["members"])
+
+
+class MemberOut(BaseModel):
+    id: str = Field(description="Random member ID (not derived from the card).")
+    key_id: str = Field(description="ID of the pseudonym key that hashed the card.")
+    name: str | None
+    tier: str = Field(description="Loyalty tier.")
+    created_at: float = Field(description="Epoch seconds.")
+    tracking: bool = Field(description="Consent: in-store visits may be linked.")
+    marketing: bool = Field(description="Consent: personalised offers allowed.")
+    consent_updated_at: float = Field(description="Epoch seconds of the last consent change.")
+    accounts: list[str] = Field(description="Linked online customer account IDs.")
+
+
+class CardLookup(BaseModel):
+    card_number: str = Field(min_length=4, max_length=64, description="As printed or read.")
+
+
+class AccountLink(BaseModel):
+    account_id: str = Field(min_length=1, max_length=128, description="Online account ID.")
+
+
+class ForgetOut(BaseModel):
+    forgotten: str = Field(description="The deleted member ID.")
+    events: int = Field(description="In-store events unlinked or deleted.")
+    orders: int = Field(description="Online orders detached from the person.")
+    sales: int = Field(description="POS sales detached from the member.")
+    accounts: int = Field(description="Online accounts deleted.")
+
+
+class ProfileOut(BaseModel):
+    member: MemberOut
+    visits: list[dict] = Field(description="Recent store visits: store, times, zones.")
+    zone_dwell: list[dict] = Field(description="Per store and zone: visits and total dwell (s).")
+    online_orders: list[dict] = Field(description="Recent online orders with items.")
+    pos_purchases: list[dict] = Field(description="Recent in-store purchases with items.")
+    coupons: list[dict] = Field(description="Coupons issued to the member.")
+
+
+def _out(row: dict) -> MemberOut:
+    return MemberOut(**{k: v for k, v in row.items() if k != "token"})
+
+
+def _found(row: dict | None, what: str) -> dict:
+    if row is None:
+        raise members.UnknownMember(what)
+    return row
+
+
+@router.post("", response_model=MemberOut, status_code=201, summary="Enroll a member by card")
+def enroll(
+    body: members.Enrollment,
+    db: Database = Depends(get_db),
+    settings: Settings = Depends(get_settings),
+    _: Caller = Depends(require_staff()),
+) -> MemberOut:
+    return _out(members.enroll(db, settings.pseudonym_key, body))
+
+
+@router.get("", response_model=Paged[MemberOut], summary="All members (ops)")
+def list_members(
+    p: Page = Depends(page), db: Database = Depends(get_db), _: Caller = Depends(require_ops())
+) -> dict:
+    return paged([_out(r) for r in members.list_members(db, limit=p.limit, offset=p.offset)], p)
+
+
+@router.post("/lookup", response_model=MemberOut, summary="Find the member holding a card (POS)")
+def lookup(
+    body: CardLookup,
+    db: Database = Depends(get_db),
+    settings: Settings = Depends(get_settings),
+    _: Caller = Depends(require_staff()),
+) -> MemberOut:
+    row = members.member_by_card(db, settings.pseudonym_key, body.card_number)
+    return _out(_found(row, "no member with this card"))
+
+
+@router.get(
+    "/by-account/{account_id}",
+    response_model=MemberOut,
+    summary="Find the member linked to an online account",
+)
+def by_account(
+    account_id: str, db: Database = Depends(get_db), _: Caller = Depends(require_staff())
+) -> MemberOut:
+    return _out(_found(members.member_by_account(db, account_id), f"account {account_id}"))
+
+
+@router.get("/{member_id}", response_model=MemberOut, summary="One member")
+def get_member(
+    member_id: str, db: Database = Depends(get_db), _: Caller = Depends(require_staff())
+) -> MemberOut:
+    return _out(_found(members.get_member(db, member_id), member_id))
+
+
+@router.post(
+    "/{member_id}/accounts",
+    response_model=MemberOut,
+    summary="Link an online customer account to the member",
+)
+def link_account(
+    member_id: str,
+    body: AccountLink,
+    db: Database = Depends(get_db),
+    _: Caller = Depends(require_staff()),
+) -> MemberOut:
+    return _out(members.link_account(db, member_id, body.account_id))
+
+
+@router.delete(
+    "/{member_id}/accounts/{account_id}",
+    response_model=MemberOut,
+    summary="Unlink an online account",
+)
+def unlink_account(
+    member_id: str,
+    account_id: str,
+    db: Database = Depends(get_db),
+    _: Caller = Depends(require_staff()),
+) -> MemberOut:
+    if not members.unlink_account(db, member_id, account_id):
+        raise members.UnknownMember(f"account {account_id} of {member_id}")
+    return _out(_found(members.get_member(db, member_id), member_id))
+
+
+@router.patch(
+    "/{member_id}/consent",
+    response_model=MemberOut,
+    summary="Change consent (withdrawing tracking unlinks past visits)",
+)
+def set_consent(
+    member_id: str,
+    body: members.Consent,
+    db: Database = Depends(get_db),
+    _: Caller = Depends(require_staff()),
+) -> MemberOut:
+    return _out(members.set_consent(db, member_id, body))
+
+
+@router.delete(
+    "/{member_id}",
+    response_model=ForgetOut,
+    summary="Forget me: delete the member and everything that names them",
+)
+def forget(
+    member_id: str, db: Database = Depends(get_db), _: Caller = Depends(require_staff())
+) -> ForgetOut:
+    counts = members.forget(db, member_id)
+    return ForgetOut(forgotten=member_id, **counts)
+
+
+@router.get(
+    "/{member_id}/profile",
+    response_model=ProfileOut,
+    summary="Online and in-store behaviour merged",
+)
+def profile(
+    member_id: str,
+    days: float = Query(90, gt=0, le=3650, description="Look-back."),
+    limit: int = Query(20, ge=1, le=200, description="Items per section."),
+    db: Database = Depends(get_db),
+    _: Caller = Depends(require_staff()),
+) -> ProfileOut:
+    data = members.profile(db, member_id, days=days, limit=limit)
+    data["member"] = _out(data["member"])
+    return ProfileOut(**data)

@@ -1,0 +1,111 @@
+"""Online orders: the web shop's idempotent webhook, listing and status changes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
+from pydantic import BaseModel, Field
+from storelens.cloud import orders
+from storelens.cloud.api.deps import Caller, Page, get_db, page, require_ops
+from storelens.cloud.api.pagination import Paged, paged
+from storelens.cloud.store import Database
+
+router = APIRouter(prefix="/orders", tags=["orders"])
+
+
+class OrderLineOut(BaseModel):
+    line: int
+    sku: str
+    qty: int
+    unit_price: float = Field(description="Price charged per unit.")
+
+
+class OrderOut(BaseModel):
+    id: str = Field(description="Order ID assigned by storelens.")
+    idempotency_key: str | None
+    external_id: str | None = Field(description="Web shop's order number.")
+    customer_account: str | None
+    member_id: str | None = Field(description="Member linked to the account at order time.")
+    status: orders.OrderStatus
+    fulfillment_type: str = Field(description="ship or pickup.")
+    pickup_store: str | None
+    allow_brokering: bool
+    ship_name: str | None
+    ship_address: str | None
+    ship_city: str | None
+    ship_postcode: str | None
+    ship_country: str | None
+    ship_lat: float | None
+    ship_lon: float | None
+    total: float
+    currency: str
+    created_at: float = Field(description="Epoch seconds.")
+    updated_at: float = Field(description="Epoch seconds.")
+    items: list[OrderLineOut]
+
+
+class StatusIn(BaseModel):
+    status: orders.OrderStatus
+
+
+def _found(db: Database, order_id: str) -> dict:
+    row = orders.get_order(db, order_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no order {order_id}")
+    return row
+
+
+@router.post(
+    "",
+    response_model=OrderOut,
+    status_code=201,
+    summary="Web shop webhook: create an order (idempotent by Idempotency-Key)",
+    responses={
+        200: {"description": "Replay of a key already used: the same order."},
+        409: {"description": "Key reused with a different body."},
+    },
+)
+def create(
+    body: orders.OrderIn,
+    response: Response,
+    idempotency_key: str = Header(
+        min_length=8, max_length=128, description="Unique per order attempt; replays are safe."
+    ),
+    db: Database = Depends(get_db),
+    _: Caller = Depends(require_ops("admin")),
+) -> dict:
+    order_id, created = orders.create_order(db, body, idempotency_key)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return _found(db, order_id)
+
+
+@router.get("", response_model=Paged[OrderOut], summary="Orders, newest first")
+def list_orders(
+    status_: orders.OrderStatus | None = Query(None, alias="status"),
+    customer_account: str | None = Query(None),
+    p: Page = Depends(page),
+    db: Database = Depends(get_db),
+    _: Caller = Depends(require_ops()),
+) -> dict:
+    rows = orders.list_orders(
+        db, status=status_, customer_account=customer_account, limit=p.limit, offset=p.offset
+    )
+    return paged(rows, p)
+
+
+@router.get("/{order_id}", response_model=OrderOut, summary="One order")
+def get_order(
+    order_id: str, db: Database = Depends(get_db), _: Caller = Depends(require_ops())
+) -> dict:
+    return _found(db, order_id)
+
+
+@router.patch("/{order_id}/status", response_model=OrderOut, summary="Set the status (admin)")
+def set_status(
+    order_id: str,
+    body: StatusIn,
+    db: Database = Depends(get_db),
+    _: Caller = Depends(require_ops("admin")),
+) -> dict:
+    orders.set_status(db, order_id, body.status)
+    return _found(db, order_id)

@@ -1,0 +1,86 @@
+"""POS sales: record a checkout (decrements inventory), list and read sales."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from pydantic import BaseModel, Field
+from storelens.cloud import sales
+from storelens.cloud.api.deps import Caller, Page, get_db, page, require_pos, require_staff
+from storelens.cloud.api.pagination import Paged, paged
+from storelens.cloud.store import Database
+
+router = APIRouter(prefix="/sales", tags=["sales"])
+
+
+class SaleLineOut(BaseModel):
+    line: int
+    sku: str
+    qty: int
+    unit_price: float = Field(description="Price paid per unit.")
+
+
+class SaleOut(BaseModel):
+    id: str
+    store: str
+    device: str | None = Field(description="POS device that recorded the sale.")
+    ts: float = Field(description="Checkout time, epoch seconds.")
+    member_id: str | None
+    total: float
+    created_at: float
+    items: list[SaleLineOut]
+    coupon_codes: list[str]
+
+
+@router.post(
+    "",
+    response_model=SaleOut,
+    status_code=201,
+    summary="Record a sale at the caller's store (replaying a sale ID is safe)",
+    responses={200: {"description": "A sale with this ID was already recorded."}},
+)
+def record(
+    body: sales.SaleIn,
+    response: Response,
+    db: Database = Depends(get_db),
+    caller: Caller = Depends(require_pos()),
+) -> dict:
+    caller.check_store(body.store)
+    device = caller.principal.subject if caller.is_pos else None
+    sale_id, created = sales.record_sale(db, body, device)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return sales.get_sale(db, sale_id)  # type: ignore[return-value]
+
+
+@router.get("", response_model=Paged[SaleOut], summary="Sales, newest first")
+def list_sales(
+    store: str | None = Query(None, description="Only this store (POS: its own)."),
+    member_id: str | None = Query(None),
+    since: float | None = Query(None, description="From, epoch seconds."),
+    until: float | None = Query(None, description="Before, epoch seconds."),
+    p: Page = Depends(page),
+    db: Database = Depends(get_db),
+    caller: Caller = Depends(require_staff()),
+) -> dict:
+    store = store or caller.store
+    rows = sales.list_sales(
+        db,
+        store=store,
+        member_id=member_id,
+        since=since,
+        until=until,
+        limit=p.limit,
+        offset=p.offset,
+    )
+    return paged(rows, p)
+
+
+@router.get("/{sale_id}", response_model=SaleOut, summary="One sale")
+def get_sale(
+    sale_id: str, db: Database = Depends(get_db), caller: Caller = Depends(require_staff())
+) -> dict:
+    row = sales.get_sale(db, sale_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no sale {sale_id}")
+    caller.check_store(row["store"])
+    return row

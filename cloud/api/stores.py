@@ -1,0 +1,122 @@
+"""Stores and per-store inventory: bulk levels and incremental movements."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from pydantic import BaseModel, Field
+from storelens.cloud import stores
+from storelens.cloud.api.deps import (
+    Caller,
+    Page,
+    get_db,
+    page,
+    require_ops,
+    require_pos,
+    require_staff,
+)
+from storelens.cloud.api.pagination import Paged, paged
+from storelens.cloud.store import Database
+
+router = APIRouter(prefix="/stores", tags=["stores"])
+
+
+class StoreOut(stores.Store):
+    created_at: float = Field(description="Epoch seconds.")
+
+
+class InventoryOut(BaseModel):
+    store: str
+    sku: str
+    on_hand: int = Field(description="Units physically in the store.")
+    reserved: int = Field(description="Units promised to orders.")
+    safety_stock: int = Field(description="Units kept back from online selling.")
+    shelf_location: str | None
+    updated_at: float = Field(description="Epoch seconds.")
+
+
+class InventoryBulkIn(BaseModel):
+    levels: list[stores.InventoryLevel] = Field(min_length=1, max_length=100_000)
+
+
+class InventoryAdjustIn(BaseModel):
+    changes: list[stores.InventoryChange] = Field(min_length=1, max_length=10_000)
+
+
+class CountOut(BaseModel):
+    written: int
+
+
+def _found(db: Database, store_id: str) -> dict:
+    row = stores.get_store(db, store_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no store {store_id}")
+    return row
+
+
+@router.get("", response_model=Paged[StoreOut], summary="All stores")
+def list_stores(
+    p: Page = Depends(page), db: Database = Depends(get_db), _: Caller = Depends(require_staff())
+) -> dict:
+    return paged(stores.list_stores(db, limit=p.limit, offset=p.offset), p)
+
+
+@router.get("/{store_id}", response_model=StoreOut, summary="One store with its zones")
+def get_store(
+    store_id: str, db: Database = Depends(get_db), _: Caller = Depends(require_staff())
+) -> dict:
+    return _found(db, store_id)
+
+
+@router.put("/{store_id}", response_model=StoreOut, summary="Create or replace a store (admin)")
+def put_store(
+    store_id: str,
+    body: stores.Store,
+    db: Database = Depends(get_db),
+    _: Caller = Depends(require_ops("admin")),
+) -> dict:
+    if body.id != store_id:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, "store ID in path and body differ"
+        )
+    stores.upsert_store(db, body)
+    return _found(db, store_id)
+
+
+@router.get("/{store_id}/inventory", response_model=Paged[InventoryOut], summary="Stock levels")
+def inventory(
+    store_id: str,
+    sku: str | None = Query(None, description="Only this SKU."),
+    p: Page = Depends(page),
+    db: Database = Depends(get_db),
+    _: Caller = Depends(require_staff()),
+) -> dict:
+    _found(db, store_id)
+    return paged(stores.get_inventory(db, store_id, sku=sku, limit=p.limit, offset=p.offset), p)
+
+
+@router.put(
+    "/{store_id}/inventory",
+    response_model=CountOut,
+    summary="Bulk load absolute stock levels (admin)",
+)
+def put_inventory(
+    store_id: str,
+    body: InventoryBulkIn,
+    db: Database = Depends(get_db),
+    _: Caller = Depends(require_ops("admin")),
+) -> CountOut:
+    return CountOut(written=stores.set_inventory(db, store_id, body.levels))
+
+
+@router.post(
+    "/{store_id}/inventory/adjustments",
+    response_model=list[InventoryOut],
+    summary="Incremental stock movements (the store's POS or an admin)",
+)
+def adjust(
+    store_id: str,
+    body: InventoryAdjustIn,
+    db: Database = Depends(get_db),
+    _: Caller = Depends(require_pos()),
+) -> list:
+    return stores.adjust_inventory(db, store_id, body.changes)

@@ -1,0 +1,123 @@
+"""The API skeleton: auth (ops roles, POS store scoping), health, metrics, errors, OpenAPI."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from storelens.cloud import auth, events, stores
+from storelens.cloud.api.app import create_app
+from storelens.cloud.settings import Settings
+
+KEY_HEX = "ab" * 32
+
+
+@pytest.fixture
+def client(db, monkeypatch):
+    monkeypatch.setenv("STORELENS_PSEUDONYM_KEY", KEY_HEX)
+    app = create_app(Settings.from_env({}, db_url="unused"), db=db)
+    stores.upsert_store(db, stores.Store(id="s1", name="One", lat=48.85, lon=2.35))
+    stores.upsert_store(db, stores.Store(id="s2", name="Two", lat=45.76, lon=4.83))
+    auth.create_user(db, "boss", "correct horse", "admin")
+    auth.create_user(db, "ana", "analyst pass", "analyst")
+    with TestClient(app) as c:
+        yield c
+
+
+def login(client: TestClient, user: str, password: str) -> dict[str, str]:
+    r = client.post("/api/v1/auth/login", json={"username": user, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def test_health_and_readiness(client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"]["database"] == "ok"
+
+
+def test_login_roles_and_token_storage(client, db) -> None:
+    assert (
+        client.post("/api/v1/auth/login", json={"username": "boss", "password": "nope"}).status_code
+        == 401
+    )
+    assert (
+        client.post("/api/v1/auth/login", json={"username": "ghost", "password": "x"}).status_code
+        == 401
+    )
+    admin = login(client, "boss", "correct horse")
+    analyst = login(client, "ana", "analyst pass")
+    assert client.get("/api/v1/auth/me", headers=admin).json()["role"] == "admin"
+    # Only hashes are stored: the bearer value is not in the table.
+    token = admin["Authorization"].split()[1]
+    assert db.scalar("SELECT count(*) FROM auth_tokens WHERE token_sha256 = ?", (token,)) == 0
+    assert "correct horse" not in str(db.query("SELECT * FROM ops_users"))
+    # Analysts read, admins write.
+    assert client.get("/api/v1/devices", headers=analyst).status_code == 200
+    body = {"store": "s1", "device": "cam-1"}
+    assert client.post("/api/v1/devices", json=body, headers=analyst).status_code == 403
+    assert client.post("/api/v1/devices", json=body, headers=admin).status_code == 201
+    assert client.get("/api/v1/devices").status_code == 401
+    assert (
+        client.get("/api/v1/devices", headers={"Authorization": "Bearer junk"}).status_code == 401
+    )
+
+
+def test_pos_token_is_scoped_to_its_store(client) -> None:
+    admin = login(client, "boss", "correct horse")
+    r = client.post(
+        "/api/v1/auth/pos-tokens", json={"store": "s1", "device_name": "till-1"}, headers=admin
+    )
+    assert r.status_code == 201
+    pos = {"Authorization": f"Bearer {r.json()['token']}"}
+    assert client.get("/api/v1/stores/s1/inventory", headers=pos).status_code == 200
+    assert (
+        client.post(
+            "/api/v1/stores/s2/inventory/adjustments",
+            json={"changes": [{"sku": "A1", "delta_on_hand": 5}]},
+            headers=pos,
+        ).status_code
+        == 403
+    )
+    # POS tokens are not ops tokens.
+    assert client.get("/api/v1/devices", headers=pos).status_code == 403
+    assert (
+        client.post(
+            "/api/v1/auth/pos-tokens", json={"store": "nope", "device_name": "x"}, headers=admin
+        ).status_code
+        == 400
+    )
+    assert client.delete("/api/v1/auth/pos-tokens/s1/till-1", headers=admin).json() == {
+        "revoked": 1
+    }
+    assert client.get("/api/v1/stores/s1/inventory", headers=pos).status_code == 401
+
+
+def test_errors_404_422_and_pagination(client) -> None:
+    admin = login(client, "boss", "correct horse")
+    assert client.get("/api/v1/orders/o_missing", headers=admin).status_code == 404
+    assert client.get("/api/v1/members/m_missing", headers=admin).status_code == 404
+    assert client.get("/api/v1/stores/zz", headers=admin).status_code == 404
+    bad = client.put(
+        "/api/v1/stores/s3", json={"id": "s3", "name": "x", "lat": 123, "lon": 0}, headers=admin
+    )
+    assert bad.status_code == 422
+    page = client.get("/api/v1/stores?limit=1", headers=admin).json()
+    assert [s["id"] for s in page["items"]] == ["s1"] and page["next_offset"] == 1
+    page = client.get("/api/v1/stores?limit=1&offset=1", headers=admin).json()
+    assert [s["id"] for s in page["items"]] == ["s2"]
+    assert client.get("/api/v1/stores?limit=0", headers=admin).status_code == 422
+
+
+def test_metrics_and_openapi_documents_fields(client, db) -> None:
+    events.dead_letter(db, "storelens/v1/s1/x/events", "bad_json", "x", b"{")
+    text = client.get("/metrics").text
+    assert 'storelens_dead_letters{reason="bad_json"} 1.0' in text
+    assert "storelens_http_request_seconds" in text
+    assert "storelens_ingest_events_total" in text
+    spec = client.get("/openapi.json").json()
+    assert (
+        "/api/v1/orders" in spec["paths"] and "/api/v1/members/{member_id}/profile" in spec["paths"]
+    )
+    member = spec["components"]["schemas"]["MemberOut"]["properties"]
+    assert member["tracking"]["description"]
