@@ -1,0 +1,186 @@
+"""Who may call the API: ops users (roles ``analyst`` < ``admin``) and POS devices scoped to
+one store.
+
+Bearer tokens are random (`secrets.token_urlsafe`) and only their SHA-256 is stored, so a
+database leak does not leak usable tokens. Passwords are hashed with scrypt (hashlib, no extra
+dependency) with a per-user salt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from storelens.cloud.store import Database, IntegrityError, register_migrations
+
+register_migrations(
+    "auth",
+    [
+        """
+        CREATE TABLE ops_users (
+            username TEXT PRIMARY KEY,
+            password_hash TEXT NOT NULL,
+            role TEXT NOT NULL,
+            disabled {BOOL} NOT NULL DEFAULT 0,
+            created_at {REAL} NOT NULL
+        );
+        CREATE TABLE auth_tokens (
+            token_sha256 TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            store TEXT,
+            role TEXT,
+            created_at {REAL} NOT NULL,
+            expires_at {REAL},
+            revoked {BOOL} NOT NULL DEFAULT 0
+        );
+        CREATE INDEX auth_tokens_subject ON auth_tokens (kind, subject)
+        """
+    ],
+)
+
+Role = Literal["analyst", "admin"]
+ROLES: tuple[str, ...] = ("analyst", "admin")  # ascending privilege
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+class AuthError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller behind a token."""
+
+    kind: Literal["ops", "pos"]
+    subject: str  # username, or the POS device name
+    role: str | None = None  # ops only
+    store: str | None = None  # pos only
+
+    def has_role(self, role: str) -> bool:
+        return self.kind == "ops" and ROLES.index(self.role or "analyst") >= ROLES.index(role)
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        scheme, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    probe = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), **_SCRYPT)
+    return hmac.compare_digest(probe.hex(), digest)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_user(db: Database, username: str, password: str, role: str) -> None:
+    if role not in ROLES:
+        raise AuthError(f"role must be one of {', '.join(ROLES)}")
+    if len(password) < 8:
+        raise AuthError("password must have at least 8 characters")
+    if not username or len(username) > 64:
+        raise AuthError("username must have 1-64 characters")
+    try:
+        db.execute(
+            "INSERT INTO ops_users (username, password_hash, role, created_at) VALUES (?, ?, ?, ?)",
+            (username, hash_password(password), role, time.time()),
+        )
+    except IntegrityError:
+        raise AuthError(f"user {username} exists") from None
+
+
+def set_password(db: Database, username: str, password: str) -> None:
+    if len(password) < 8:
+        raise AuthError("password must have at least 8 characters")
+    if not db.execute(
+        "UPDATE ops_users SET password_hash = ? WHERE username = ?",
+        (hash_password(password), username),
+    ):
+        raise AuthError(f"no user {username}")
+
+
+def login(db: Database, username: str, password: str, ttl_s: float) -> str:
+    """Exchange a password for a bearer token valid ``ttl_s`` seconds."""
+    row = db.query_one("SELECT * FROM ops_users WHERE username = ?", (username,))
+    # Hash even for unknown users so timing does not reveal which usernames exist.
+    stored = row["password_hash"] if row else hash_password("x" * 12)
+    if not check_password(password, stored) or row is None or row["disabled"]:
+        raise AuthError("invalid username or password")
+    return _issue(db, "ops", username, role=row["role"], expires_at=time.time() + ttl_s)
+
+
+def create_pos_token(db: Database, store: str, device_name: str) -> str:
+    """A long-lived token for one POS device of one store (revoke to retire it)."""
+    if db.scalar("SELECT count(*) FROM stores WHERE id = ?", (store,)) == 0:
+        raise AuthError(f"unknown store {store}")
+    return _issue(db, "pos", device_name, store=store)
+
+
+def create_api_token(db: Database, username: str) -> str:
+    """A long-lived token for an ops user's scripts (same role as the user)."""
+    row = db.query_one("SELECT role FROM ops_users WHERE username = ?", (username,))
+    if row is None:
+        raise AuthError(f"no user {username}")
+    return _issue(db, "ops", username, role=row["role"])
+
+
+def _issue(
+    db: Database,
+    kind: str,
+    subject: str,
+    *,
+    role: str | None = None,
+    store: str | None = None,
+    expires_at: float | None = None,
+) -> str:
+    token = secrets.token_urlsafe(32)
+    db.execute(
+        "INSERT INTO auth_tokens (token_sha256, kind, subject, store, role, created_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (_digest(token), kind, subject, store, role, time.time(), expires_at),
+    )
+    return token
+
+
+def authenticate(db: Database, token: str) -> Principal | None:
+    """The principal for a bearer token, or None if unknown, revoked or expired."""
+    row = db.query_one(
+        "SELECT kind, subject, store, role, expires_at, revoked FROM auth_tokens"
+        " WHERE token_sha256 = ?",
+        (_digest(token),),
+    )
+    if row is None or row["revoked"] or (row["expires_at"] and row["expires_at"] < time.time()):
+        return None
+    if row["kind"] == "ops":
+        user = db.query_one(
+            "SELECT role, disabled FROM ops_users WHERE username = ?", (row["subject"],)
+        )
+        if user is None or user["disabled"]:
+            return None
+        return Principal("ops", row["subject"], role=user["role"])
+    return Principal("pos", row["subject"], store=row["store"])
+
+
+def revoke(db: Database, token: str) -> bool:
+    return bool(
+        db.execute("UPDATE auth_tokens SET revoked = 1 WHERE token_sha256 = ?", (_digest(token),))
+    )
+
+
+def revoke_subject(db: Database, kind: str, subject: str) -> int:
+    return db.execute(
+        "UPDATE auth_tokens SET revoked = 1 WHERE kind = ? AND subject = ?", (kind, subject)
+    )

@@ -1,0 +1,305 @@
+"""In-store event storage: the ``events`` table, dead letters and the device registry.
+
+Every event is one row keyed by its UUID, so re-delivered batches are stored once. Columns
+that analytics filter on (zone, line, dwell, visit start) are typed; the full event stays in
+``payload`` as JSON. All timestamps are epoch seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from storelens.cloud.store import Database, register_migrations
+
+from storelens.contract.events import (
+    CardSwipe,
+    DeviceStatus,
+    LineCrossing,
+    VisitEnded,
+    ZoneVisit,
+)
+
+EVENT_COLUMNS = (
+    "id",
+    "store",
+    "device",
+    "seq",
+    "type",
+    "ts",
+    "camera",
+    "visit_id",
+    "member",
+    "key_id",
+    "zone",
+    "line",
+    "direction",
+    "dwell_s",
+    "t_start",
+    "received_at",
+    "payload",
+)
+
+register_migrations(
+    "events",
+    [
+        """
+        CREATE TABLE events (
+            id TEXT PRIMARY KEY,
+            store TEXT NOT NULL,
+            device TEXT NOT NULL,
+            seq {BIGINT} NOT NULL,
+            type TEXT NOT NULL,
+            ts {REAL} NOT NULL,
+            camera TEXT,
+            visit_id TEXT,
+            member TEXT,
+            key_id TEXT,
+            zone TEXT,
+            line TEXT,
+            direction TEXT,
+            dwell_s {REAL},
+            t_start {REAL},
+            received_at {REAL} NOT NULL,
+            payload TEXT NOT NULL
+        );
+        CREATE INDEX events_store_ts ON events (store, ts);
+        CREATE INDEX events_member_ts ON events (member, ts);
+        CREATE INDEX events_type_ts ON events (type, ts);
+        CREATE TABLE dead_letters (
+            id {ID},
+            received_at {REAL} NOT NULL,
+            topic TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            raw {BLOB} NOT NULL
+        );
+        CREATE INDEX dead_letters_received ON dead_letters (received_at);
+        CREATE TABLE devices (
+            store TEXT NOT NULL,
+            device TEXT NOT NULL,
+            registered {BOOL} NOT NULL DEFAULT 1,
+            registered_at {REAL} NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            last_seen {REAL},
+            online {BOOL},
+            status TEXT,
+            fps {REAL},
+            outbox_depth INTEGER,
+            lost_events {BIGINT},
+            PRIMARY KEY (store, device)
+        )
+        """
+    ],
+)
+
+
+def _epoch(dt: Any) -> float:
+    return dt.timestamp()
+
+
+def event_row(store: str, event: Any, received_at: float, member: str | None) -> dict[str, Any]:
+    """Flatten one contract event into an ``events`` row; ``member`` is the consent-checked
+    token (None when the member must stay unlinked)."""
+    payload = event.model_dump(mode="json", exclude_none=True)
+    if member is None:
+        payload.pop("member", None)
+        payload.pop("key_id", None)
+    zone = line = direction = None
+    dwell = t_start = None
+    if isinstance(event, ZoneVisit):
+        zone, dwell, t_start = event.zone, event.dwell_s, _epoch(event.entered_at)
+    elif isinstance(event, LineCrossing):
+        line, direction = event.line, event.direction
+    elif isinstance(event, VisitEnded):
+        dwell, t_start = event.duration_s, _epoch(event.started_at)
+    visit_id = getattr(event, "visit_id", None)
+    return {
+        "id": str(event.id),
+        "store": store,
+        "device": event.device,
+        "seq": event.seq,
+        "type": event.type,
+        "ts": _epoch(event.ts),
+        "camera": getattr(event, "camera", None),
+        "visit_id": None if visit_id is None else str(visit_id),
+        "member": member,
+        "key_id": getattr(event, "key_id", None) if member is not None else None,
+        "zone": zone,
+        "line": line,
+        "direction": direction,
+        "dwell_s": dwell,
+        "t_start": t_start,
+        "received_at": received_at,
+        "payload": json.dumps(payload, separators=(",", ":")),
+    }
+
+
+def store_events(db: Database, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert event rows, skipping IDs already stored; returns how many were new."""
+    if not rows:
+        return 0
+    if db.dialect == "postgres":
+        return _copy_events(db, rows)
+    return db.insert_many("events", rows, ignore_conflicts_on="id")
+
+
+def _copy_events(db: Database, rows: Sequence[dict[str, Any]]) -> int:
+    # COPY into a per-transaction staging table, then one INSERT .. ON CONFLICT: several
+    # times faster than executemany on PostgreSQL for batches of hundreds of rows.
+    cols = ", ".join(EVENT_COLUMNS)
+    conn = db.conn
+    with db.transaction():
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS events_stage "
+            "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY events_stage ({cols}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([row[c] for c in EVENT_COLUMNS])
+            cur.execute(
+                f"INSERT INTO events ({cols}) SELECT DISTINCT ON (id) {cols} FROM events_stage "
+                "ON CONFLICT (id) DO NOTHING"
+            )
+            new = max(cur.rowcount, 0)
+            cur.execute("DELETE FROM events_stage")
+    return new
+
+
+def dead_letter(
+    db: Database, topic: str, reason: str, detail: str, raw: bytes, received_at: float | None = None
+) -> None:
+    db.execute(
+        "INSERT INTO dead_letters (received_at, topic, reason, detail, raw) VALUES (?, ?, ?, ?, ?)",
+        (received_at or time.time(), topic[:512], reason, detail[:2000], raw),
+    )
+
+
+def dead_letters(
+    db: Database, *, reason: str | None = None, limit: int = 100, offset: int = 0
+) -> list[dict[str, Any]]:
+    where, params = ("WHERE reason = ?", [reason]) if reason else ("", [])
+    return db.query(
+        f"SELECT id, received_at, topic, reason, detail, raw FROM dead_letters {where} "
+        "ORDER BY id DESC LIMIT ? OFFSET ?",
+        (*params, limit, offset),
+    )
+
+
+# -- devices -----------------------------------------------------------------------------
+
+
+def register_device(db: Database, store: str, device: str, description: str = "") -> None:
+    """Register (or re-enable) a device so the cloud accepts its events."""
+    with db.transaction():
+        updated = db.execute(
+            "UPDATE devices SET registered = 1, description = ? WHERE store = ? AND device = ?",
+            (description, store, device),
+        )
+        if not updated:
+            db.execute(
+                "INSERT INTO devices (store, device, registered, registered_at, description) "
+                "VALUES (?, ?, 1, ?, ?)",
+                (store, device, time.time(), description),
+            )
+
+
+def unregister_device(db: Database, store: str, device: str) -> bool:
+    return bool(
+        db.execute(
+            "UPDATE devices SET registered = 0 WHERE store = ? AND device = ?", (store, device)
+        )
+    )
+
+
+def registered_devices(db: Database) -> set[tuple[str, str]]:
+    rows = db.query("SELECT store, device FROM devices WHERE registered = 1")
+    return {(r["store"], r["device"]) for r in rows}
+
+
+def get_device(db: Database, store: str, device: str) -> dict[str, Any] | None:
+    row = db.query_one("SELECT * FROM devices WHERE store = ? AND device = ?", (store, device))
+    if row is not None and row.get("status"):
+        row["status"] = json.loads(row["status"])
+    return row
+
+
+def list_devices(
+    db: Database, store: str | None = None, *, limit: int = 100, offset: int = 0
+) -> list[dict[str, Any]]:
+    where, params = ("WHERE store = ?", [store]) if store else ("", [])
+    rows = db.query(
+        f"SELECT * FROM devices {where} ORDER BY store, device LIMIT ? OFFSET ?",
+        (*params, limit, offset),
+    )
+    for row in rows:
+        if row.get("status"):
+            row["status"] = json.loads(row["status"])
+    return rows
+
+
+def apply_status(db: Database, store: str, statuses: Iterable[DeviceStatus]) -> None:
+    """Record the newest status per device; an older status arriving late changes nothing."""
+    for status in statuses:
+        ts = _epoch(status.ts)
+        fps = sum(c.fps for c in status.cameras) / len(status.cameras) if status.cameras else None
+        db.execute(
+            "UPDATE devices SET last_seen = ?, online = 1, status = ?, fps = ?, outbox_depth = ?,"
+            " lost_events = ? WHERE store = ? AND device = ?"
+            " AND (last_seen IS NULL OR last_seen < ?)",
+            (
+                ts,
+                status.model_dump_json(exclude_none=True),
+                fps,
+                status.outbox_depth,
+                status.lost_events,
+                store,
+                status.device,
+                ts,
+            ),
+        )
+
+
+def mark_seen(db: Database, seen: dict[tuple[str, str], float]) -> None:
+    """Advance ``last_seen`` of devices that sent events (never moves it backwards)."""
+    for (store, device), ts in seen.items():
+        db.execute(
+            "UPDATE devices SET last_seen = ? WHERE store = ? AND device = ? "
+            "AND (last_seen IS NULL OR last_seen < ?)",
+            (ts, store, device, ts),
+        )
+
+
+def set_availability(db: Database, store: str, device: str, online: bool) -> None:
+    db.execute(
+        "UPDATE devices SET online = ? WHERE store = ? AND device = ?",
+        (1 if online else 0, store, device),
+    )
+
+
+def unlink_member_events(db: Database, token: str) -> int:
+    """Remove a member's pseudonym from stored events (forget-me). Card swipes, which are
+    nothing but the token, are deleted; other events keep their anonymous counts."""
+    with db.transaction():
+        deleted = db.execute(
+            "DELETE FROM events WHERE member = ? AND type = ?",
+            (token, CardSwipe.model_fields["type"].default),
+        )
+        rows = db.query("SELECT id, payload FROM events WHERE member = ?", (token,))
+        for row in rows:
+            payload = json.loads(row["payload"])
+            payload.pop("member", None)
+            payload.pop("key_id", None)
+            db.execute(
+                "UPDATE events SET member = NULL, key_id = NULL, payload = ? WHERE id = ?",
+                (json.dumps(payload, separators=(",", ":")), row["id"]),
+            )
+        # A swipe that never carried the member column still names the token in its payload.
+        deleted += db.execute(
+            "DELETE FROM events WHERE type = ? AND payload LIKE ?",
+            (CardSwipe.model_fields["type"].default, f"%{token}%"),
+        )
+    return deleted + len(rows)

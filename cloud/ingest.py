@@ -1,0 +1,437 @@
+"""The ingest worker: MQTT batches in, validated and de-duplicated events out to storage.
+
+Flow per message: topic -> envelope (contract) -> registered device? -> consent filter ->
+rows. Many messages are written in one transaction, and each message is acknowledged to the
+broker (QoS 1, manual acks) only after that transaction commits, so a crash loses nothing
+and a redelivery is absorbed by the event-ID primary key. Any bad input becomes a dead letter
+with a reason; nothing a device sends can stop the worker.
+
+Workers join one shared subscription (``$share/<group>/...``): the broker hands each message to
+one member of the group, so workers scale horizontally without duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from prometheus_client import Counter, Gauge, Histogram
+from storelens.cloud import events as event_store
+from storelens.cloud import members
+from storelens.cloud.settings import Settings
+from storelens.cloud.store import Database
+
+from storelens.contract import ContractError, DeviceStatus, parse_envelope, topics
+from storelens.contract.commands import OptOutList
+
+log = logging.getLogger(__name__)
+
+MESSAGES = Counter("storelens_ingest_messages_total", "MQTT messages handled.", ["result"])
+EVENTS = Counter("storelens_ingest_events_total", "Events stored (new, not duplicates).")
+DUPLICATES = Counter("storelens_ingest_duplicates_total", "Events already stored, skipped.")
+DEAD = Counter("storelens_ingest_dead_letters_total", "Messages dead-lettered.", ["reason"])
+INGEST_LAG = Gauge(
+    "storelens_ingest_lag_seconds", "Commit time minus the envelope's sent_at, newest batch."
+)
+BATCH_SECONDS = Histogram("storelens_ingest_batch_seconds", "Time to write one batch.")
+
+REGISTRY_TTL_S = 5.0
+SESSION_EXPIRY_S = 24 * 3600  # the broker keeps a worker's unacked messages this long
+RECEIVE_MAXIMUM = 1000  # messages in flight to one worker (bounds a batch)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One received MQTT message (``mid``/``qos`` are needed to acknowledge it)."""
+
+    topic: str
+    payload: bytes
+    mid: int = 0
+    qos: int = 0
+
+
+@dataclass
+class BatchResult:
+    messages: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    dead: dict[str, int] = field(default_factory=dict)
+    statuses: int = 0
+
+
+class Ingestor:
+    """The storage half of ingest (no MQTT): turns messages into one committed batch.
+
+    Keeps two caches, both refreshed from the database: the registered devices (every few
+    seconds, and at once for a device not seen before) and the consent state (whenever the
+    members domain bumps its consent version, checked once per batch).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._devices: set[tuple[str, str]] = set()
+        self._devices_at = 0.0
+        self._consent_version = -1
+        self._opted_out: frozenset[str] = frozenset()
+        self._forgotten: frozenset[str] = frozenset()
+        self.consent_changed: list[Callable[[], None]] = []
+
+    # -- caches ----------------------------------------------------------------------------
+    def refresh_consent(self) -> None:
+        version = members.consent_version(self.db)
+        if version != self._consent_version:
+            self._opted_out = frozenset(members.opted_out_tokens(self.db))
+            self._forgotten = frozenset(members.forgotten_digests(self.db))
+            self._consent_version = version
+            for callback in self.consent_changed:
+                callback()
+
+    def _registered(self, store: str, device: str) -> bool:
+        now = time.monotonic()
+        key = (store, device)
+        stale = now - self._devices_at > REGISTRY_TTL_S
+        # An unknown device triggers a refresh at most once a second (floods stay cheap).
+        if stale or (key not in self._devices and now - self._devices_at > 1.0):
+            self._devices = event_store.registered_devices(self.db)
+            self._devices_at = now
+        return key in self._devices
+
+    def devices(self) -> set[tuple[str, str]]:
+        self._devices = event_store.registered_devices(self.db)
+        self._devices_at = time.monotonic()
+        return set(self._devices)
+
+    def opted_out(self) -> frozenset[str]:
+        return self._opted_out
+
+    def _linkable(self, token: str | None) -> str | None:
+        if token is None or token in self._opted_out:
+            return None
+        if self._forgotten and members.token_digest(token) in self._forgotten:
+            return None
+        return token
+
+    # -- one batch -------------------------------------------------------------------------
+    def process(self, batch: list[Incoming]) -> BatchResult:
+        """Validate and write ``batch`` in one transaction. Raises only on database errors
+        (then nothing was written and the caller retries the same batch)."""
+        start = time.perf_counter()
+        now = time.time()
+        result = BatchResult(messages=len(batch))
+        self.refresh_consent()
+        rows: list[dict[str, Any]] = []
+        dead: list[tuple[str, str, str, bytes]] = []
+        statuses: dict[str, list[DeviceStatus]] = {}
+        availability: list[tuple[str, str, bool]] = []
+        seen: dict[tuple[str, str], float] = {}
+        newest_sent = 0.0
+        for msg in batch:
+            try:
+                where = topics.parse(msg.topic)
+                if where is None or where.kind == "cmd":
+                    raise ContractError("bad_topic", msg.topic)
+                if where.kind == "availability":
+                    if msg.payload not in (topics.ONLINE, topics.OFFLINE):
+                        raise ContractError("bad_availability", repr(msg.payload[:32]))
+                    if self._registered(where.store, where.device):
+                        availability.append(
+                            (where.store, where.device, msg.payload == topics.ONLINE)
+                        )
+                    continue
+                envelope = parse_envelope(msg.payload)
+                if (envelope.store, envelope.device) != (where.store, where.device):
+                    raise ContractError(
+                        "topic_mismatch",
+                        f"envelope {envelope.store}/{envelope.device} on topic {msg.topic}",
+                    )
+                if not self._registered(envelope.store, envelope.device):
+                    raise ContractError(
+                        "unregistered_device",
+                        f"{envelope.store}/{envelope.device} is not registered",
+                    )
+                newest_sent = max(newest_sent, envelope.sent_at.timestamp())
+                last = 0.0
+                for event in envelope.events:
+                    if isinstance(event, DeviceStatus):
+                        statuses.setdefault(envelope.store, []).append(event)
+                        continue
+                    rows.append(
+                        event_store.event_row(
+                            envelope.store,
+                            event,
+                            now,
+                            self._linkable(getattr(event, "member", None)),
+                        )
+                    )
+                    last = max(last, rows[-1]["ts"])
+                key = (envelope.store, envelope.device)
+                if last:
+                    seen[key] = max(seen.get(key, 0.0), last)
+            except ContractError as exc:
+                dead.append((msg.topic, exc.reason, exc.detail, msg.payload))
+            except Exception as exc:  # a bug must not stop ingest: keep the bytes for replay
+                log.exception("unexpected error on %s", msg.topic)
+                dead.append(
+                    (msg.topic, "internal_error", f"{type(exc).__name__}: {exc}", msg.payload)
+                )
+        with self.db.transaction():
+            stored = event_store.store_events(self.db, rows)
+            for topic, reason, detail, raw in dead:
+                event_store.dead_letter(self.db, topic, reason, detail, raw, now)
+            for store, items in statuses.items():
+                event_store.apply_status(self.db, store, items)
+            for store, device, online in availability:
+                event_store.set_availability(self.db, store, device, online)
+            event_store.mark_seen(self.db, seen)
+        result.stored = stored
+        result.duplicates = len(rows) - stored
+        result.statuses = sum(len(v) for v in statuses.values())
+        for _, reason, _, _ in dead:
+            result.dead[reason] = result.dead.get(reason, 0) + 1
+        self._observe(result, newest_sent, time.perf_counter() - start)
+        return result
+
+    @staticmethod
+    def _observe(result: BatchResult, newest_sent: float, seconds: float) -> None:
+        dead_total = sum(result.dead.values())
+        MESSAGES.labels("stored").inc(result.messages - dead_total)
+        EVENTS.inc(result.stored)
+        DUPLICATES.inc(result.duplicates)
+        for reason, n in result.dead.items():
+            MESSAGES.labels("dead_letter").inc(n)
+            DEAD.labels(reason).inc(n)
+        if newest_sent:
+            INGEST_LAG.set(max(0.0, time.time() - newest_sent))
+        BATCH_SECONDS.observe(seconds)
+
+
+class IngestWorker:
+    """An MQTT subscriber feeding an `Ingestor` from a writer thread.
+
+    paho's network thread only enqueues messages; the writer drains up to
+    ``settings.ingest_batch_messages`` (or waits ``ingest_batch_seconds``), commits, then acks.
+    The MQTT v5 session is persistent (fixed client ID, session expiry) so unacknowledged
+    messages are redelivered after a crash or reconnect; paho reconnects with back-off.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        client_id: str | None = None,
+        subscribe_status: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.ingestor = Ingestor(db)
+        self.ingestor.consent_changed.append(self._publish_optouts)
+        self.client_id = (
+            client_id or settings.mqtt_client_id or f"storelens-ingest-{socket.gethostname()}"
+        )
+        self._subscribe_status = subscribe_status
+        self._queue: queue.Queue[Incoming] = queue.Queue()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._published_devices: set[tuple[str, str]] = set()
+        self._republish = threading.Event()  # set on (re)connect: send every device its list
+        self.totals = BatchResult()
+        self.client = self._make_client()
+
+    # -- MQTT ------------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        s = self.settings
+        client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if s.mqtt_user:
+            client.username_pw_set(
+                s.mqtt_user, s.mqtt_password.get_secret_value() if s.mqtt_password else None
+            )
+        if s.mqtt_tls:
+            client.tls_set(ca_certs=str(s.mqtt_ca_file) if s.mqtt_ca_file else None)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("broker refused connection: %s", reason)
+            return
+        self._connected.set()
+        self._republish.set()
+        group = self.settings.share_group
+        subs = [(topics.shared(topics.EVENTS_ALL, group), SubscribeOptions(qos=1))]
+        if self._subscribe_status:
+            subs += [
+                (topics.shared(topics.STATUS_ALL, group), SubscribeOptions(qos=1)),
+                (topics.shared(topics.AVAILABILITY_ALL, group), SubscribeOptions(qos=1)),
+            ]
+        client.subscribe(subs)
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any
+    ) -> None:
+        if any(r.is_failure for r in reasons):
+            log.error("subscription refused: %s", reasons)
+            return
+        self._subscribed.set()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        self._connected.clear()
+        self._subscribed.clear()
+        if not self._stop.is_set():
+            log.warning("disconnected from broker (%s); reconnecting", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._queue.put(Incoming(msg.topic, msg.payload, msg.mid, msg.qos))
+
+    def _publish_optouts(self, devices: set[tuple[str, str]] | None = None) -> None:
+        """Retained opt-out list on each registered device's cmd topic."""
+        if not self._connected.is_set():
+            return
+        tokens = sorted(self.ingestor.opted_out())
+        payload = OptOutList(key_id=self.settings.pseudonym_key_id, tokens=tokens).model_dump_json()
+        targets = self.ingestor.devices() if devices is None else devices
+        for store, device in targets:
+            self.client.publish(topics.cmd(store, device), payload, qos=1, retain=True)
+        self._published_devices |= targets
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
+        # connect_async + loop_start: the worker starts even when the broker is down, and
+        # paho keeps retrying with back-off.
+        self.client.connect_async(
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            keepalive=30,
+            clean_start=False,
+            properties=props,
+        )
+        self.client.loop_start()
+        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self._writer.start()
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        return self._subscribed.wait(timeout)
+
+    def healthy(self) -> bool:
+        return self._connected.is_set() and self._writer is not None and self._writer.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._writer is not None:
+            self._writer.join(30)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _write_loop(self) -> None:
+        batch: list[Incoming] = []
+        devices_checked = 0.0
+        while not self._stop.is_set():
+            if self._republish.is_set() and self._connected.is_set():
+                self._republish.clear()
+                try:
+                    self.ingestor.refresh_consent()
+                    self._publish_optouts()
+                except Exception:
+                    log.exception("publishing opt-out lists failed")
+            if not batch:
+                batch = self._collect()
+            if not batch:
+                continue
+            try:
+                result = self.ingestor.process(batch)
+            except Exception:
+                # Database unavailable: keep the batch (unacked) and retry with back-off.
+                log.exception("writing a batch of %d messages failed; retrying", len(batch))
+                self._stop.wait(1.0)
+                continue
+            for msg in batch:
+                if msg.qos > 0:
+                    self.client.ack(msg.mid, msg.qos)
+            self._add(result)
+            batch = []
+            if time.monotonic() - devices_checked > REGISTRY_TTL_S:
+                devices_checked = time.monotonic()
+                new = self.ingestor.devices() - self._published_devices
+                if new:
+                    self._publish_optouts(new)
+
+    def _collect(self) -> list[Incoming]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            self._idle_consent_check()
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.settings.ingest_batch_seconds
+        limit = self.settings.ingest_batch_messages
+        while len(batch) < limit:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(self._queue.get(timeout=left))
+                except queue.Empty:
+                    break
+        return batch
+
+    def _idle_consent_check(self) -> None:
+        # With no traffic, still notice consent changes so devices get the opt-out list.
+        try:
+            self.ingestor.refresh_consent()
+        except Exception:
+            log.exception("consent refresh failed")
+
+    def _add(self, r: BatchResult) -> None:
+        t = self.totals
+        t.messages += r.messages
+        t.stored += r.stored
+        t.duplicates += r.duplicates
+        t.statuses += r.statuses
+        for k, v in r.dead.items():
+            t.dead[k] = t.dead.get(k, 0) + v
+
+
+def run_worker(settings: Settings, db: Database) -> None:
+    """Run until interrupted (the `storelens cloud ingest` command)."""
+    worker = IngestWorker(settings, db)
+    worker.start()
+    log.info("ingest worker %s on %s:%d", worker.client_id, settings.mqtt_host, settings.mqtt_port)
+    try:
+        while True:
+            time.sleep(10)
+            log.info("ingest totals: %s", json.dumps(worker.totals.__dict__))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.stop()

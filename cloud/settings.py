@@ -1,0 +1,72 @@
+"""Cloud service settings, read from ``STORELENS_*`` environment variables.
+
+One object carries everything the API, the ingest workers and the CLI need, so a deployment is
+configured the same way whichever process it starts.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from storelens.contract import topics
+from storelens.pseudonym import PseudonymKey, load_key
+
+ENV_PREFIX = "STORELENS_"
+
+
+class Settings(BaseModel):
+    """Every field maps to ``STORELENS_<FIELD>`` in upper case (see `from_env`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    db_url: str = Field(
+        "sqlite:///var/storelens.db", description="sqlite:///path or postgresql://..."
+    )
+    mqtt_host: str = Field("127.0.0.1", description="Broker host for ingest and commands.")
+    mqtt_port: int = Field(1883, ge=1, le=65535)
+    mqtt_user: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_tls: bool = Field(False, description="Connect to the broker over TLS.")
+    mqtt_ca_file: Path | None = Field(None, description="CA bundle for the broker's certificate.")
+    mqtt_client_id: str = Field("", description="Client ID prefix; empty = random.")
+    share_group: str = Field(topics.DEFAULT_SHARE_GROUP, pattern=r"^[A-Za-z0-9_-]+$")
+    ingest_in_process: bool = Field(False, description="Run an ingest worker inside the API.")
+    ingest_batch_messages: int = Field(50, ge=1, le=10_000, description="Messages per commit.")
+    ingest_batch_seconds: float = Field(0.05, gt=0, le=10, description="Max wait to fill a batch.")
+    pseudonym_key_id: str = Field("k1", description="ID of the member-card HMAC key.")
+    pseudonym_key_file: Path | None = Field(None, description="File with the key (hex or raw).")
+    pseudonym_key_env: str | None = Field(
+        "STORELENS_PSEUDONYM_KEY", description="Environment variable with the key in hex."
+    )
+    token_ttl_s: float = Field(12 * 3600, gt=0, description="Lifetime of ops login tokens.")
+
+    @model_validator(mode="after")
+    def _tls_needs_no_plain_port(self) -> Settings:
+        if self.mqtt_ca_file is not None and not self.mqtt_tls:
+            raise ValueError("mqtt_ca_file is set but mqtt_tls is false")
+        return self
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        import os
+
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)
+
+    @cached_property
+    def pseudonym_key(self) -> PseudonymKey:
+        """The member-card key; raises PseudonymError with a clear message when missing."""
+        if self.pseudonym_key_file is not None:
+            return load_key(self.pseudonym_key_id, path=self.pseudonym_key_file)
+        return load_key(
+            self.pseudonym_key_id, env=self.pseudonym_key_env or "STORELENS_PSEUDONYM_KEY"
+        )
