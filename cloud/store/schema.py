@@ -14,6 +14,9 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.orders",
     "storelens.cloud.sales",
     "storelens.cloud.auth",
+    "storelens.cloud.coupons",
+    "storelens.cloud.offers",
+    "storelens.cloud.scoring",
 )
 
 for _name in COMPONENTS:

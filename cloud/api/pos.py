@@ -1,0 +1,437 @@
+"""The mobile POS API: member lookup, recommendations and offers for the member in this
+store, offers shown/declined, coupon validation, checkout with coupons, and the live push
+stream. Every route acts for the caller's store (a POS device token is bound to one store;
+naming another store gets 403); ops admins name the store with ``?store=``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from storelens.cloud import checkout, coupons, members, offers, push, sales, scoring
+from storelens.cloud.api.deps import Caller, get_db, get_settings, require_pos
+from storelens.cloud.coupons import CouponRejected, DiscountTerms
+from storelens.cloud.ratelimit import COUPON_REDEEM_LIMIT
+from storelens.cloud.recommend import RecommendationService
+from storelens.cloud.settings import Settings
+from storelens.cloud.store import Database
+
+router = APIRouter(prefix="/pos", tags=["pos"])
+_install_lock = threading.Lock()
+
+StoreQuery = Query(None, description="Store to act for: ops callers only; a POS uses its own.")
+
+
+# -- wiring --------------------------------------------------------------------------------
+
+
+def install(
+    app: FastAPI,
+    *,
+    recommender: RecommendationService | None = None,
+    offer_policy: offers.OfferPolicy | None = None,
+) -> None:
+    """Attach the personalization services to an app (called by `create_app`)."""
+    app.state.offer_policy = offer_policy or offers.OfferPolicy()
+    if recommender is not None:
+        app.state.recommender = recommender
+
+
+def get_recommender(request: Request) -> RecommendationService:
+    state = request.app.state
+    svc = getattr(state, "recommender", None)
+    if svc is None:
+        with _install_lock:
+            svc = getattr(state, "recommender", None)
+            if svc is None:
+                svc = RecommendationService(state.db)
+                svc.rebuild()
+                svc.start()  # scheduled rebuilds in a daemon thread
+                state.recommender = svc
+    return svc
+
+
+def get_policy(request: Request) -> offers.OfferPolicy:
+    return getattr(request.app.state, "offer_policy", None) or offers.OfferPolicy()
+
+
+def _store(caller: Caller, store: str | None, db: Database) -> str:
+    if caller.store is not None:
+        return caller.store  # require_pos already refused a different ?store=
+    if not store:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "name the store with ?store=")
+    if db.scalar("SELECT count(*) FROM stores WHERE id = ?", (store,)) == 0:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"not found: store {store}")
+    return store
+
+
+def _member(db: Database, member_id: str) -> dict[str, Any]:
+    row = members.get_member(db, member_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"not found: member {member_id}")
+    return row
+
+
+# -- models --------------------------------------------------------------------------------
+
+
+class LookupIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    card_number: str | None = Field(
+        None, min_length=4, max_length=64, description="Scanned card number (hashed, not stored)."
+    )
+    member_id: str | None = Field(None, max_length=64, description="Member ID typed or scanned.")
+
+    @model_validator(mode="after")
+    def _one(self) -> LookupIn:
+        if (self.card_number is None) == (self.member_id is None):
+            raise ValueError("give exactly one of card_number or member_id")
+        return self
+
+
+class CouponOut(BaseModel):
+    code: str = Field(description="Coupon code to scan or type at checkout.")
+    template_id: str | None
+    source: str = Field(description="offer, recommended_purchase or score.")
+    kind: str
+    value: float
+    scope: str
+    scope_value: str | None
+    min_spend: float
+    expires_at: float
+
+
+class MemberCard(BaseModel):
+    """What the clerk sees about a member."""
+
+    id: str
+    name: str | None
+    tier: str
+    marketing: bool = Field(description="Marketing consent: offers only when true.")
+    tracking: bool = Field(description="In-store tracking consent.")
+    score: float = Field(description="Engagement score now (decayed).")
+    coupons: list[CouponOut] = Field(description="Active coupons the member can use.")
+
+
+class RecommendationOut(BaseModel):
+    sku: str
+    name: str
+    category: str
+    reason: str = Field(description='Why, in words: "spent 4 min in Handbags today".')
+    source: str = Field(
+        description="similar, today_dwell, affinity, category_best_seller or store_best_seller."
+    )
+    score: float
+
+
+class RecommendationsOut(BaseModel):
+    member_id: str
+    store: str
+    model_built_at: float
+    items: list[RecommendationOut]
+
+
+class OfferOut(BaseModel):
+    template_id: str
+    name: str
+    description: str
+    terms: DiscountTerms
+    coupon_days: float
+    why: str
+
+
+class OffersOut(BaseModel):
+    member_id: str
+    store: str
+    offers: list[OfferOut] = Field(description="At most K; empty without marketing consent.")
+
+
+class DeclinedOut(BaseModel):
+    template_id: str
+    voided_coupons: int
+
+
+class ValidateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=4, max_length=64)
+    member_id: str = Field(max_length=64)
+    items: list[sales.SaleItem] = Field(min_length=1, max_length=500)
+
+
+class ValidateOut(BaseModel):
+    code: str
+    valid: bool
+    discount: float
+    reason: str | None = Field(description="Why not, when invalid: expired, redeemed, ...")
+
+
+class CheckoutIn(BaseModel):
+    """A checkout at the caller's store; coupons are validated and redeemed with the sale."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(
+        None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="POS-generated sale ID; replays are safe.",
+    )  # fmt: skip
+    ts: float | None = Field(None, description="Checkout time, epoch s; default now.")
+    member_id: str | None = Field(None, max_length=64)
+    items: list[sales.SaleItem] = Field(min_length=1, max_length=500)
+    coupon_codes: list[str] = Field(default_factory=list, max_length=20)
+
+
+class RedeemedOut(BaseModel):
+    code: str
+    discount: float
+
+
+class CheckoutOut(BaseModel):
+    sale_id: str
+    created: bool = Field(description="False when this sale ID was already recorded.")
+    subtotal: float
+    discount: float
+    total: float
+    redeemed: list[RedeemedOut]
+    issued: list[CouponOut] = Field(description="Coupons earned for the next purchase.")
+
+
+# -- routes --------------------------------------------------------------------------------
+
+
+def _card(db: Database, member: dict[str, Any]) -> MemberCard:
+    return MemberCard(
+        id=member["id"], name=member["name"], tier=member["tier"], marketing=member["marketing"],
+        tracking=member["tracking"], score=round(scoring.score(db, member["id"]), 1),
+        coupons=[
+            CouponOut(**c) for c in coupons.list_for_member(db, member["id"], active_only=True)
+        ],
+    )  # fmt: skip
+
+
+@router.post(
+    "/members/lookup",
+    response_model=MemberCard,
+    summary="Find a member by scanned card number or member ID",
+)
+def lookup(
+    body: LookupIn,
+    db: Database = Depends(get_db),
+    settings: Settings = Depends(get_settings),
+    caller: Caller = Depends(require_pos()),
+) -> MemberCard:
+    if body.card_number is not None:
+        row = members.member_by_card(db, settings.pseudonym_key, body.card_number)
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "not found: no member holds this card")
+        return _card(db, row)
+    return _card(db, _member(db, body.member_id or ""))
+
+
+@router.get("/members/{member_id}", response_model=MemberCard, summary="A member, for the clerk")
+def member_card(
+    member_id: str, db: Database = Depends(get_db), caller: Caller = Depends(require_pos())
+) -> MemberCard:
+    return _card(db, _member(db, member_id))
+
+
+@router.get(
+    "/members/{member_id}/recommendations",
+    response_model=RecommendationsOut,
+    summary="Items to suggest to the member in this store, each with a reason",
+)
+def recommendations(
+    member_id: str,
+    limit: int = Query(10, ge=1, le=50),
+    store: str | None = StoreQuery,
+    db: Database = Depends(get_db),
+    caller: Caller = Depends(require_pos()),
+    recommender: RecommendationService = Depends(get_recommender),
+    policy: offers.OfferPolicy = Depends(get_policy),
+) -> RecommendationsOut:
+    store = _store(caller, store, db)
+    member = _member(db, member_id)
+    now = time.time()
+    items = recommender.for_member(member, store, limit=limit, now=now)
+    if member["marketing"] and not offers.in_holdout(member_id, policy):
+        # Remembered for "buy a recommended item today, get N% off your next purchase".
+        offers.log_recommendations(db, member_id, store, [r.sku for r in items], now)
+    return RecommendationsOut(
+        member_id=member_id, store=store, model_built_at=recommender.model.built_at,
+        items=[RecommendationOut(**r.__dict__) for r in items],
+    )  # fmt: skip
+
+
+def _facts(db: Database, member: dict[str, Any], affinity: dict[str, float]) -> offers.MemberFacts:
+    return offers.MemberFacts(
+        member["id"], member["marketing"], member["tier"], scoring.score(db, member["id"]),
+        affinity,
+    )  # fmt: skip
+
+
+@router.get(
+    "/members/{member_id}/offers",
+    response_model=OffersOut,
+    summary="At most K offers for the member now (computing counts nothing)",
+)
+def member_offers(
+    member_id: str,
+    store: str | None = StoreQuery,
+    db: Database = Depends(get_db),
+    caller: Caller = Depends(require_pos()),
+    recommender: RecommendationService = Depends(get_recommender),
+    policy: offers.OfferPolicy = Depends(get_policy),
+) -> OffersOut:
+    store = _store(caller, store, db)
+    member = _member(db, member_id)
+    affinity = recommender.today_dwell(member["token"], store) if member["tracking"] else {}
+    proposals = offers.propose(db, _facts(db, member, affinity), store, policy=policy)
+    return OffersOut(
+        member_id=member_id, store=store,
+        offers=[OfferOut(**p.__dict__) for p in proposals],
+    )  # fmt: skip
+
+
+def _offer_error(exc: offers.OfferError) -> HTTPException:
+    code = status.HTTP_404_NOT_FOUND if exc.reason == "unknown_offer" else status.HTTP_409_CONFLICT
+    return HTTPException(code, {"reason": exc.reason, "detail": str(exc)})
+
+
+@router.post(
+    "/members/{member_id}/offers/{template_id}/shown",
+    response_model=CouponOut,
+    status_code=201,
+    summary="The clerk showed this offer: counts toward caps, issues its coupon",
+)
+def offer_shown(
+    member_id: str,
+    template_id: str,
+    store: str | None = StoreQuery,
+    db: Database = Depends(get_db),
+    caller: Caller = Depends(require_pos()),
+    recommender: RecommendationService = Depends(get_recommender),
+    policy: offers.OfferPolicy = Depends(get_policy),
+) -> CouponOut:
+    store = _store(caller, store, db)
+    member = _member(db, member_id)
+    affinity = recommender.today_dwell(member["token"], store) if member["tracking"] else {}
+    try:
+        coupon = offers.mark_shown(
+            db, _facts(db, member, affinity), template_id, store, policy=policy
+        )
+    except offers.OfferError as exc:
+        raise _offer_error(exc) from None
+    return CouponOut(**coupon)
+
+
+@router.post(
+    "/members/{member_id}/offers/{template_id}/declined",
+    response_model=DeclinedOut,
+    summary="The member declined: not proposed again for the cooldown",
+)
+def offer_declined(
+    member_id: str,
+    template_id: str,
+    store: str | None = StoreQuery,
+    db: Database = Depends(get_db),
+    caller: Caller = Depends(require_pos()),
+) -> DeclinedOut:
+    store = _store(caller, store, db)
+    _member(db, member_id)
+    try:
+        voided = offers.mark_declined(db, member_id, template_id, store)
+    except offers.OfferError as exc:
+        raise _offer_error(exc) from None
+    return DeclinedOut(template_id=template_id, voided_coupons=voided)
+
+
+@router.post(
+    "/coupons/validate",
+    response_model=ValidateOut,
+    dependencies=[Depends(COUPON_REDEEM_LIMIT)],
+    summary="Check a coupon against a basket without redeeming it",
+)
+def validate_coupon(
+    body: ValidateIn,
+    store: str | None = StoreQuery,
+    db: Database = Depends(get_db),
+    caller: Caller = Depends(require_pos()),
+) -> ValidateOut:
+    store = _store(caller, store, db)
+    lines = checkout.basket_lines(db, body.items)
+    code = coupons.normalize_code(body.code)
+    try:
+        _, discount = coupons.evaluate(db, code, member_id=body.member_id, store=store, lines=lines)
+    except CouponRejected as exc:
+        return ValidateOut(code=code, valid=False, discount=0.0, reason=exc.reason)
+    return ValidateOut(code=code, valid=True, discount=discount, reason=None)
+
+
+@router.post(
+    "/sales",
+    response_model=CheckoutOut,
+    status_code=201,
+    dependencies=[Depends(COUPON_REDEEM_LIMIT)],
+    responses={409: {"description": "A coupon was rejected; nothing was recorded."}},
+    summary="Record a sale with its coupons (all or nothing)",
+)
+def record_sale(
+    body: CheckoutIn,
+    store: str | None = StoreQuery,
+    db: Database = Depends(get_db),
+    caller: Caller = Depends(require_pos()),
+    recommender: RecommendationService = Depends(get_recommender),
+) -> Any:
+    store = _store(caller, store, db)
+    sale = sales.SaleIn(store=store, **body.model_dump())
+    device = caller.principal.subject if caller.is_pos else None
+    now = time.time()
+    try:
+        result = checkout.checkout(
+            db, sale, device=device, now=now, start_of_day=recommender.start_of_day(store, now)
+        )
+    except CouponRejected as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, {"reason": exc.reason, "code": exc.code, "detail": str(exc)}
+        ) from None
+    out = CheckoutOut(
+        sale_id=result.sale_id, created=result.created, subtotal=result.subtotal,
+        discount=result.discount, total=result.total,
+        redeemed=[RedeemedOut(**r) for r in result.redeemed],
+        issued=[CouponOut(**c) for c in result.issued],
+    )  # fmt: skip
+    code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+    return JSONResponse(out.model_dump(), status_code=code)
+
+
+@router.get(
+    "/stream",
+    response_class=EventSourceResponse,
+    summary="Live pushes to this store's POS (member_alert, task, coupon_issued)",
+)
+async def stream(
+    store: str | None = StoreQuery,
+    keepalive_s: float = Query(15.0, ge=0.05, le=120, description="Keep-alive comment interval."),
+    last_event_id: str | None = Header(None, alias="Last-Event-ID"),
+    db: Database = Depends(get_db),
+    caller: Caller = Depends(require_pos()),
+) -> AsyncIterator[ServerSentEvent]:
+    store = _store(caller, store, db)
+    yield ServerSentEvent(comment="connected", retry=3000)
+    async for msg in push.hub().stream(store, last_event_id, keepalive_s=keepalive_s):
+        if msg is None:
+            yield ServerSentEvent(comment="keep-alive")
+        else:
+            yield ServerSentEvent(
+                id=msg.id, event=msg.kind,
+                data={"id": msg.id, "kind": msg.kind, "store": msg.store, "at": msg.at,
+                      "payload": msg.payload},
+            )  # fmt: skip
