@@ -317,3 +317,17 @@ def service_command(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"{name}: password in {secret}; line merged into {passwd_file}")
+
+
+@app.command("pseudonym-key")
+def pseudonym_key_command(
+    path: Path = typer.Argument(..., help="Where to write the key (hex, mode 600)."),
+    force: bool = typer.Option(False, help="Overwrite an existing key (re-keys every member)."),
+) -> None:
+    """Create the member-card HMAC key shared by devices and the cloud."""
+    from storelens.pseudonym import generate_key_file
+
+    if path.exists() and not force:
+        typer.echo(f"{path} exists; keeping it (a new key would orphan every member's token)")
+        return
+    typer.echo(str(generate_key_file(path)))

@@ -1,0 +1,138 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine: structure, health
+checks, volumes, files it mounts, environment names the code reads, and commands that exist."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+from conftest import REPO
+
+from storelens.cli import app as root_app
+
+COMPOSE = REPO / "docker-compose.yml"
+TLS_OVERRIDE = REPO / "docker-compose.tls.yml"
+LONG_RUNNING = {"mosquitto", "postgres", "api", "ingest", "edge"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _storelens_argv(service: dict[str, Any]) -> list[list[str]]:
+    """Every `storelens ...` invocation a service runs (entrypoint + command or shell script)."""
+    entry = service.get("entrypoint")
+    command = service.get("command") or []
+    if entry is None:  # the image's entrypoint is `storelens`
+        return [list(command)]
+    script = "\n".join(command) if isinstance(command, list) else command
+    found = []
+    for line in script.replace("\\\n", " ").splitlines():
+        for m in re.finditer(r"storelens ([^;&|]+)", line):
+            found.append(shlex.split(m.group(1).replace("$$", "$")))
+    return found
+
+
+def _resolve(argv: list[str]) -> Any:
+    # Duck-typed: recent typer versions ship their own click, not the `click` package.
+    cmd: Any = typer.main.get_command(root_app)
+    for word in argv:
+        if not hasattr(cmd, "list_commands"):
+            break
+        sub = cmd.get_command(cmd.context_class(cmd), word)
+        assert sub is not None, f"`storelens {' '.join(argv)}`: no command {word!r}"
+        cmd = sub
+    return cmd
+
+
+def test_services_and_health_checks(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert LONG_RUNNING | {"provision"} <= set(services)
+    for name in LONG_RUNNING:
+        hc = services[name].get("healthcheck")
+        assert hc and hc["test"], f"{name} has no health check"
+        assert services[name].get("restart") == "unless-stopped", name
+    assert services["ingest"]["deploy"]["replicas"] == 2
+    for name, svc in services.items():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            want = "service_completed_successfully" if dep == "provision" else "service_healthy"
+            assert cond["condition"] == want, f"{name} -> {dep}"
+
+
+def test_volumes_and_mounted_files_exist(compose: dict[str, Any]) -> None:
+    named = set(compose["volumes"])
+    for override in (compose, yaml.safe_load(TLS_OVERRIDE.read_text())):
+        for name, svc in override["services"].items():
+            for spec in svc.get("volumes", []):
+                source = spec.split(":")[0]
+                if source.startswith("./"):
+                    assert (REPO / source).exists(), f"{name} mounts missing {source}"
+                elif source.startswith("${"):
+                    default = re.match(r"\$\{\w+:-(.+)\}", source)
+                    if default:
+                        assert (REPO / default.group(1)).exists(), f"{name}: {source}"
+                else:
+                    assert source in named, f"{name} uses undeclared volume {source}"
+    for data in ("pg-data", "mosquitto-data", "edge-outbox"):
+        assert data in named
+
+
+def test_environment_names_are_read_by_the_code(compose: dict[str, Any]) -> None:
+    from storelens.cloud.settings import ENV_PREFIX, Settings
+
+    fields = {ENV_PREFIX + f.upper() for f in Settings.model_fields}
+    for name in ("api", "ingest"):
+        env = compose["services"][name]["environment"]
+        unknown = {k for k in env if k.startswith(ENV_PREFIX)} - fields
+        assert not unknown, f"{name}: variables nothing reads: {unknown}"
+        assert env["STORELENS_DB_URL"].startswith("postgresql://")
+        assert "${POSTGRES_PASSWORD:?" in env["STORELENS_DB_URL"], "password must come from env"
+    for name, svc in compose["services"].items():
+        for key, value in (svc.get("environment") or {}).items():
+            if "PASSWORD" in key:
+                assert str(value).startswith("${") and ":?" in value, f"{name}: inline {key}"
+
+
+def test_broker_config_matches_the_mounts(compose: dict[str, Any]) -> None:
+    conf = (REPO / "deploy/mosquitto/mosquitto.conf").read_text()
+    mounts = [v.split(":")[1] for v in compose["services"]["mosquitto"]["volumes"]]
+    for key in ("password_file", "acl_file", "persistence_location", "include_dir"):
+        path = re.search(rf"^{key} (\S+)", conf, re.M)
+        assert path, key
+        assert any(path.group(1).startswith(m) for m in mounts), (
+            f"{key} {path.group(1)} not mounted"
+        )
+    assert re.search(r"^allow_anonymous false", conf, re.M)
+    tls = (REPO / "deploy/mosquitto/tls.conf").read_text()
+    assert "listener 8883" in tls and "/mosquitto/certs/" in tls
+
+
+def test_edge_device_config_matches_provisioning(compose: dict[str, Any]) -> None:
+    from storelens.edge.config import load_config
+
+    from storelens.provision import device_username
+
+    cfg = load_config(REPO / "deploy/edge/device.yaml")
+    script = "\n".join(compose["services"]["provision"]["command"])
+    assert f"provision device {cfg.store} {cfg.device}" in script
+    assert cfg.mqtt.username == device_username(cfg.store, cfg.device)
+    assert cfg.mqtt.password_file == Path(f"/run/storelens/secrets/{cfg.device}.mqtt-password")
+    assert cfg.mqtt.host == "mosquitto"
+    assert cfg.cameras[0].realtime and cfg.cameras[0].loop
+
+
+def test_dockerfile_copies_what_exists() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    for line in text.splitlines():
+        if line.startswith("COPY "):
+            for src in line.split()[1:-1]:
+                assert (REPO / src).exists(), f"Dockerfile copies missing {src}"
+    assert 'pip install ".[edge,cloud]"' in text
+    assert re.search(r"^USER storelens", text, re.M), "the image must not run as root"
