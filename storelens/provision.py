@@ -227,18 +227,13 @@ def provision_service(
 
 
 def _register(db_url: str, store: str, device: str, username: str) -> None:
-    """Record the device in the cloud's device registry (owned by the cloud core)."""
-    try:
-        from storelens.cloud import devices
-    except ImportError as exc:
-        raise ProvisionError(
-            "this install has no cloud device registry (storelens.cloud.devices)"
-        ) from exc
+    """Register the device with the cloud, which only accepts events from registered devices."""
+    from storelens.cloud.events import register_device
     from storelens.cloud.store import connect
 
     db = connect(db_url)
     try:
-        devices.register_device(db, store=store, device=device, mqtt_username=username)
+        register_device(db, store, device, description=f"MQTT user {username}")
     finally:
         db.close()
 

@@ -355,3 +355,15 @@ def test_bad_identifiers_are_refused(tmp_path: Path, store: str, device: str) ->
     with pytest.raises(ProvisionError):
         provision_device(store, device, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_provisioning_registers_the_device_in_the_cloud(tmp_path: Path, db_url: str) -> None:
+    from storelens.cloud.events import registered_devices
+    from storelens.cloud.store import connect
+
+    provision_device("store-5", "box-3", tmp_path / "o", db_url=db_url)
+    db = connect(db_url)
+    try:
+        assert ("store-5", "box-3") in registered_devices(db)
+    finally:
+        db.close()
