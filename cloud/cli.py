@@ -6,3 +6,201 @@ import typer
 
 app = typer.Typer(no_args_is_help=True)
 bench_app = typer.Typer()
+
+scenario_app = typer.Typer(help="Scripted scenarios that seed data and play a story.",
+                           no_args_is_help=True)  # fmt: skip
+app.add_typer(scenario_app, name="scenario")
+
+
+@scenario_app.command("ship-from-store")
+def scenario_ship_from_store(
+    db: str | None = typer.Option(None, help="Database URL; default a temporary SQLite file."),
+) -> None:
+    """Seed stores and stock, place online orders, have one store reject, print each journey."""
+    import tempfile
+    from pathlib import Path
+
+    from rich.console import Console
+    from storelens.cloud.fulfillment import scenario
+    from storelens.cloud.store import connect
+
+    with tempfile.TemporaryDirectory(prefix="storelens-scenario-") as tmp:
+        url = db or f"sqlite:///{Path(tmp) / 'scenario.db'}"
+        database = connect(url)
+        try:
+            result = scenario.run(database)
+            Console().print(scenario.render(result))
+        finally:
+            database.close()
+
+
+# -- the core service: API, ingest, seed, admin --------------------------------------------
+
+
+def _settings(db: str | None = None, **overrides: object):  # noqa: ANN202 - lazy import
+    from storelens.cloud.settings import Settings
+
+    return Settings.from_env(db_url=db, **overrides)
+
+
+@app.command("serve")
+def serve(
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+    host: str = typer.Option("127.0.0.1", help="Listen address."),
+    port: int = typer.Option(8000, help="Listen port."),
+    ingest: bool | None = typer.Option(
+        None, "--ingest/--no-ingest", help="Run an ingest worker in-process (default from env)."
+    ),
+) -> None:
+    """Run the API (and, for single-machine installs, an ingest worker beside it)."""
+    import uvicorn
+    from storelens.cloud.api.app import create_app
+
+    settings = _settings(db, ingest_in_process=ingest)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command("ingest")
+def ingest(
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+    mqtt_host: str | None = typer.Option(None, help="Broker host (default STORELENS_MQTT_HOST)."),
+    mqtt_port: int | None = typer.Option(None, help="Broker port."),
+    group: str | None = typer.Option(None, help="Shared-subscription group."),
+    client_id: str | None = typer.Option(None, help="MQTT client ID (unique per worker)."),
+) -> None:
+    """Run an ingest worker: MQTT -> validated, de-duplicated events in the database."""
+    import logging
+
+    from storelens.cloud.ingest import run_worker
+    from storelens.cloud.store import connect
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = _settings(db, mqtt_host=mqtt_host, mqtt_port=mqtt_port, share_group=group,
+                         mqtt_client_id=client_id)  # fmt: skip
+    run_worker(settings, connect(settings.db_url))
+
+
+@app.command("seed")
+def seed(
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+    seed: int = typer.Option(42, help="Random seed: same seed and end date, same data."),
+    members: int = typer.Option(3000, min=1, help="Members to create."),
+    days: int = typer.Option(180, min=1, help="Days of order and sales history."),
+    end: str | None = typer.Option(None, help="Last day (YYYY-MM-DD, exclusive); default today."),
+    instore_days: int = typer.Option(14, min=0, help="Days of in-store camera events (0: none)."),
+    out: str = typer.Option("var/seed-credentials.json", help="Where to write credentials."),
+) -> None:
+    """Create a demo chain: stores, catalog, members, orders, sales, stock, users, tokens."""
+    import json
+    from datetime import date
+    from pathlib import Path
+
+    from storelens.cloud import seed as seeding
+    from storelens.cloud.store import connect
+
+    from storelens.pseudonym import PseudonymError
+
+    settings = _settings(db)
+    try:
+        key = settings.pseudonym_key
+    except PseudonymError:
+        key = None
+        typer.echo("no pseudonym key configured: using a demo key derived from the seed")
+    database = connect(settings.db_url)
+    try:
+        result = seeding.seed(database, seed=seed, key=key, members=members, days=days,
+                              end=date.fromisoformat(end) if end else None,
+                              instore_days=instore_days)  # fmt: skip
+    except seeding.SeedError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        database.close()
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.credentials, indent=2) + "\n")
+    path.chmod(0o600)
+    summary = {k: v for k, v in result.__dict__.items() if k != "credentials"}
+    typer.echo(json.dumps(summary))
+    typer.echo(f"admin login and POS tokens written to {path}")
+
+
+@app.command("user-add")
+def user_add(
+    username: str = typer.Argument(..., help="Login name."),
+    role: str = typer.Option("analyst", help="analyst or admin."),
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+) -> None:
+    """Create an ops user (the password is asked for, never passed on the command line)."""
+    from storelens.cloud import auth
+    from storelens.cloud.store import connect
+
+    password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    database = connect(_settings(db).db_url)
+    try:
+        auth.create_user(database, username, password, role)
+    except auth.AuthError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"created {role} {username}")
+
+
+@app.command("pos-token")
+def pos_token(
+    store: str = typer.Argument(..., help="Store the POS device belongs to."),
+    device_name: str = typer.Argument(..., help="Name of the POS device."),
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+) -> None:
+    """Issue a bearer token for one POS device of one store (printed once)."""
+    from storelens.cloud import auth
+    from storelens.cloud.store import connect
+
+    database = connect(_settings(db).db_url)
+    try:
+        typer.echo(auth.create_pos_token(database, store, device_name))
+    except auth.AuthError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("device-add")
+def device_add(
+    store: str = typer.Argument(..., help="Store ID."),
+    device: str = typer.Argument(..., help="Device ID as in its MQTT topics."),
+    description: str = typer.Option("", help="Where it is installed."),
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+) -> None:
+    """Register an edge device so ingest accepts its events."""
+    from storelens.cloud import events, stores
+    from storelens.cloud.store import connect
+
+    database = connect(_settings(db).db_url)
+    if stores.get_store(database, store) is None:
+        typer.echo(f"error: unknown store {store}", err=True)
+        raise typer.Exit(1)
+    events.register_device(database, store, device, description)
+    typer.echo(f"registered {store}/{device}")
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    json_out: str | None = typer.Option(None, "--json", help="Write the result JSON here."),
+    events: int = typer.Option(200_000, min=1000, help="Events to publish per run."),
+    per_message: int = typer.Option(200, min=1, max=1000, help="Events per MQTT message."),
+    pg: str | None = typer.Option(
+        None, help="PostgreSQL admin URL (default STORELENS_TEST_PG or local test database)."
+    ),
+) -> None:
+    """Ingest throughput through a private Mosquitto: bare subscriber vs full ingest on
+    SQLite and PostgreSQL, in events per second."""
+    import json
+    from pathlib import Path
+
+    from storelens.cloud import ingest_bench
+
+    result = ingest_bench.run(events=events, per_message=per_message, pg_url=pg)
+    text = json.dumps(result, indent=2)
+    typer.echo(text)
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(text + "\n")

@@ -87,6 +87,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.include_router(stores_api.router, prefix=api)
     app.include_router(orders_api.router, prefix=api)
     app.include_router(sales_api.router, prefix=api)
+    from storelens.cloud.api import analytics as analytics_api
+    from storelens.cloud.api import pages as pages_api
+
+    app.include_router(analytics_api.router, prefix=api)
+    app.include_router(pages_api.router)  # /ops, /pos and their static files
     # Other domains (recommendations, offers, fulfillment, analytics, web) mount below.
     from storelens.cloud.api import pos as pos_api
 

@@ -12,6 +12,7 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.events",
     "storelens.cloud.members",
     "storelens.cloud.orders",
+    "storelens.cloud.fulfillment",
     "storelens.cloud.sales",
     "storelens.cloud.auth",
     "storelens.cloud.coupons",

@@ -1,0 +1,238 @@
+"""Fulfillment API: the store's task queue and task moves for the mobile POS, the manual queue
+and order journeys for ops.
+
+Task moves answer 409 when the task is not in a state that allows the move or another clerk
+moved it first (the body says which), 422 for a malformed request, 404 for a task that is not
+the calling store's. Repeating a move with the same ``request_id`` (or ``Idempotency-Key``
+header) returns the current task without applying it twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, status
+from pydantic import BaseModel, ConfigDict, Field
+from storelens.cloud.api.deps import Caller, get_db, require_ops, require_pos
+from storelens.cloud.fulfillment import router as fulfillment_router
+from storelens.cloud.fulfillment import tasks, workflow
+from storelens.cloud.fulfillment.deadlines import DeadlineSweeper
+from storelens.cloud.fulfillment.intake import routing_config
+from storelens.cloud.fulfillment.states import Action, RejectReason
+from storelens.cloud.store import Database
+
+SWEEP_INTERVAL_ENV = "STORELENS_FULFILLMENT_SWEEP_S"
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Runs the deadline sweeper beside the API (every replica may: moves are idempotent)."""
+    import os
+
+    interval = float(os.environ.get(SWEEP_INTERVAL_ENV) or 30)
+    sweeper = None
+    if interval > 0:
+        sweeper = DeadlineSweeper(app.state.db, interval_s=interval, config=routing_config())
+        sweeper.start()
+    try:
+        yield
+    finally:
+        if sweeper is not None:
+            sweeper.stop()
+
+
+router = APIRouter(prefix="/fulfillment", tags=["fulfillment"], lifespan=_lifespan)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class StepIn(_Body):
+    request_id: str | None = Field(
+        None, max_length=128, description="Client request ID: a repeat changes nothing."
+    )
+    version: int | None = Field(
+        None, ge=1, description="Task version the clerk saw; a newer task answers 409."
+    )
+    clerk: str | None = Field(None, max_length=64, description="Clerk using the POS device.")
+    note: str | None = Field(None, max_length=500)
+
+
+class RejectIn(StepIn):
+    reason: RejectReason
+    sku: str | None = Field(None, max_length=64, description="The SKU concerned; default all.")
+    quantity: int | None = Field(None, ge=1, description="Damaged units; default the line's.")
+
+
+class ShipIn(StepIn):
+    carrier: str = Field(min_length=1, max_length=64)
+    tracking_number: str = Field(min_length=1, max_length=128)
+
+
+class CancelIn(_Body):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class DismissIn(_Body):
+    resolution: str = Field(min_length=1, max_length=500, description="What ops did instead.")
+
+
+def _http(exc: Exception) -> HTTPException:
+    if isinstance(exc, workflow.TaskNotFound | LookupError):
+        return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
+    if isinstance(exc, workflow.TransitionConflict):
+        return HTTPException(status.HTTP_409_CONFLICT, str(exc))
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+
+
+def _actor(caller: Caller, clerk: str | None) -> str:
+    who = caller.principal.subject
+    if caller.store is not None:
+        who = f"{caller.store}/{who}"
+    return f"{who}:{clerk}" if clerk else who
+
+
+def _move(db: Database, caller: Caller, task_id: str, action: Action, body: StepIn,
+          idempotency_key: str | None, **extra: Any) -> dict[str, Any]:  # fmt: skip
+    req = workflow.Request(
+        action,
+        actor=_actor(caller, body.clerk),
+        request_id=body.request_id or idempotency_key,
+        expected_version=body.version,
+        note=body.note,
+        **extra,
+    )
+    try:
+        result = workflow.apply(db, task_id, req, store_id=caller.store, config=routing_config())
+    except (workflow.WorkflowError, fulfillment_router.OrderError) as exc:
+        raise _http(exc) from None
+    return {
+        "task": result.task,
+        "replayed": result.replayed,
+        "rerouted_to": result.rerouted_to,
+        "manual_queue_id": result.manual_queue_id,
+    }
+
+
+@router.get("/tasks", summary="The store's open fulfillment tasks, most urgent first")
+def list_tasks(
+    store: str | None = Query(None, description="Ops only; a POS device sees its own store."),
+    limit: int = Query(200, ge=1, le=1000),
+    db: Database = Depends(get_db),
+    caller: Caller = Depends(require_pos(allow_ops="analyst")),
+) -> list[dict[str, Any]]:
+    store_id = caller.store or store
+    if store_id is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "name the store (?store=...)")
+    return tasks.open_tasks(db, store_id, limit=limit)
+
+
+@router.get("/tasks/{task_id}", summary="One task with its lines and shelf locations")
+def get_task(
+    task_id: str,
+    db: Database = Depends(get_db),
+    caller: Caller = Depends(require_pos(allow_ops="analyst")),
+) -> dict[str, Any]:
+    card = tasks.get_task(db, task_id)
+    if card is None or (caller.store is not None and card["store_id"] != caller.store):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task_id} at this store")
+    return card
+
+
+def _step_endpoint(action: Action) -> Callable[..., dict[str, Any]]:
+    def endpoint(
+        task_id: str,
+        body: StepIn | None = None,
+        idempotency_key: str | None = Header(None, max_length=128),
+        db: Database = Depends(get_db),
+        caller: Caller = Depends(require_pos()),
+    ) -> dict[str, Any]:
+        return _move(db, caller, task_id, action, body or StepIn(), idempotency_key)
+
+    endpoint.__name__ = f"task_{action.value}"
+    return endpoint
+
+
+for _action, _path, _summary in [
+    (Action.accept, "accept", "Accept a brokered task"),
+    (Action.pick, "pick", "Mark the task's items picked from the shelves"),
+    (Action.pack, "pack", "Mark a ship task packed"),
+    (Action.deliver, "deliver", "Mark a shipped task delivered"),
+    (Action.ready, "ready", "Mark a pickup ready; the customer is notified"),
+    (Action.picked_up, "picked-up", "The customer collected the pickup"),
+]:
+    router.post(f"/tasks/{{task_id}}/{_path}", summary=_summary)(_step_endpoint(_action))
+
+
+@router.post("/tasks/{task_id}/reject", summary="Reject a task; it is re-routed elsewhere")
+def reject_task(task_id: str, body: RejectIn,
+                idempotency_key: str | None = Header(None, max_length=128),
+                db: Database = Depends(get_db),
+                caller: Caller = Depends(require_pos())) -> dict[str, Any]:  # fmt: skip
+    return _move(db, caller, task_id, Action.reject, body, idempotency_key,
+                 reason=body.reason.value, sku=body.sku, quantity=body.quantity)  # fmt: skip
+
+
+@router.post("/tasks/{task_id}/ship", summary="Hand a packed task to the carrier")
+def ship_task(task_id: str, body: ShipIn,
+              idempotency_key: str | None = Header(None, max_length=128),
+              db: Database = Depends(get_db),
+              caller: Caller = Depends(require_pos())) -> dict[str, Any]:  # fmt: skip
+    return _move(db, caller, task_id, Action.ship, body, idempotency_key,
+                 carrier=body.carrier, tracking_number=body.tracking_number)  # fmt: skip
+
+
+@router.get("/manual-queue", summary="Orders no routing rule could place (ops)")
+def manual_queue(include_resolved: bool = False, limit: int = Query(200, ge=1, le=1000),
+                 db: Database = Depends(get_db),
+                 _: Caller = Depends(require_ops("analyst"))) -> list[dict[str, Any]]:  # fmt: skip
+    return tasks.manual_entries(db, include_resolved=include_resolved, limit=limit)
+
+
+@router.post("/manual-queue/{entry_id}/retry", summary="Route a queued order again (admin)")
+def retry_manual(entry_id: int, db: Database = Depends(get_db),
+                 caller: Caller = Depends(require_ops("admin"))) -> dict[str, Any]:  # fmt: skip
+    try:
+        outcome = fulfillment_router.retry_manual(
+            db, entry_id, actor=caller.principal.subject, config=routing_config()
+        )
+    except LookupError as exc:
+        raise _http(exc) from None
+    return {"task_ids": outcome.task_ids, "manual_queue_id": outcome.manual_queue_id,
+            "rule": outcome.rule}  # fmt: skip
+
+
+@router.post("/manual-queue/{entry_id}/dismiss", summary="Settle a queued order by hand (admin)")
+def dismiss_manual(entry_id: int, body: DismissIn, db: Database = Depends(get_db),
+                   caller: Caller = Depends(require_ops("admin"))) -> dict[str, str]:  # fmt: skip
+    try:
+        fulfillment_router.dismiss_manual(
+            db, entry_id, actor=caller.principal.subject, resolution=body.resolution
+        )
+    except LookupError as exc:
+        raise _http(exc) from None
+    return {"status": "resolved"}
+
+
+@router.get("/orders/{order_id}/journey", summary="An order's tasks, audit trail and messages")
+def order_journey(order_id: str, db: Database = Depends(get_db),
+                  _: Caller = Depends(require_ops("analyst"))) -> dict[str, Any]:  # fmt: skip
+    journey = tasks.journey(db, order_id)
+    if journey is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"order {order_id} has no fulfillment")
+    return journey
+
+
+@router.post("/orders/{order_id}/cancel", summary="Cancel an order's open tasks (admin)")
+def cancel_order(order_id: str, body: CancelIn, db: Database = Depends(get_db),
+                 caller: Caller = Depends(require_ops("admin"))) -> dict[str, Any]:  # fmt: skip
+    try:
+        results = workflow.cancel_order(
+            db, order_id, actor=caller.principal.subject, reason=body.reason
+        )
+    except workflow.WorkflowError as exc:
+        raise _http(exc) from None
+    return {"cancelled": [r.task["id"] for r in results if not r.replayed]}

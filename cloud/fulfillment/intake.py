@@ -1,0 +1,81 @@
+"""Where online orders enter fulfillment.
+
+`register()` adds `route_new_order` to the orders domain's ``on_order_created`` hooks, so an
+order is routed inside the transaction that stores it: an order never exists unrouted, and a
+routing crash leaves no half-created order. The routing configuration is process-wide: read
+once from the file named by ``STORELENS_FULFILLMENT_RULES`` (YAML or JSON), else the default.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from storelens.cloud.fulfillment import router
+from storelens.cloud.fulfillment.rules import RoutingConfig, load_config
+from storelens.cloud.fulfillment.states import TaskKind
+from storelens.cloud.store import Database
+
+RULES_ENV = "STORELENS_FULFILLMENT_RULES"
+
+_lock = threading.Lock()
+_config: RoutingConfig | None = None
+
+
+def routing_config() -> RoutingConfig:
+    global _config
+    with _lock:
+        if _config is None:
+            _config = load_config(os.environ.get(RULES_ENV) or None)
+        return _config
+
+
+def use_config(config: RoutingConfig | None) -> None:
+    """Replace the process-wide routing configuration (None: read it again on next use)."""
+    global _config
+    with _lock:
+        _config = config
+
+
+def register() -> None:
+    from storelens.cloud import orders
+
+    if route_new_order not in orders.on_order_created:
+        orders.on_order_created.append(route_new_order)
+
+
+def order_to_route(db: Database, order_id: str) -> router.OrderToRoute:
+    order = db.query_one("SELECT * FROM online_orders WHERE id = ?", (order_id,))
+    if order is None:
+        raise router.OrderError(f"unknown order {order_id}")
+    items = db.query(
+        "SELECT sku, qty FROM online_order_items WHERE order_id = ? ORDER BY line", (order_id,)
+    )
+    lines: dict[str, int] = {}
+    for item in items:
+        lines[item["sku"]] = lines.get(item["sku"], 0) + int(item["qty"])
+    account = order["customer_account"]
+    has_position = order["ship_lat"] is not None and order["ship_lon"] is not None
+    return router.OrderToRoute(
+        order_id=order_id,
+        lines=lines,
+        kind=TaskKind(order["fulfillment_type"]),
+        destination=(float(order["ship_lat"]), float(order["ship_lon"])) if has_position else None,
+        pickup_store=order["pickup_store"],
+        allow_brokering=bool(order["allow_brokering"]),
+        # The web shop shows messages in the customer's account; guests see the order page.
+        channel="account" if account else "order_page",
+        recipient=account or order["external_id"] or order_id,
+    )
+
+
+def route_new_order(db: Database, order_id: str) -> None:
+    """The orders hook: route inside the order's transaction (which also sets the order's
+    status); `submit_order` pushes the new tasks.
+
+    Nested in the order's transaction, that push goes out just before the commit; the card
+    carries the whole task, so a POS never has to read it back, and a commit failure (the only
+    way to lose the task now) fails the webhook call, which the web shop retries with its
+    idempotency key.
+    """
+    router.submit_order(db, order_to_route(db, order_id), config=routing_config())

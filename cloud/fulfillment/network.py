@@ -1,0 +1,208 @@
+"""The store network as fulfillment sees it: routing candidates, stock reservations and the
+stock effects of the workflow.
+
+Every statement that touches the core domains' tables (stores, inventory) lives here, so the
+routing and workflow modules speak only in SKUs, quantities and store IDs. Stock changes are
+conditional UPDATEs: two routers reserving the last unit race on the row, and the loser sees
+zero affected rows instead of overselling.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from storelens.cloud.fulfillment.rules import StoreCandidate
+from storelens.cloud.fulfillment.states import OPEN_STATES, STORE_DECLINED_STATES
+from storelens.cloud.store import Database
+
+
+def _in_list(values: Iterable[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def local_day(timezone: str | None, now: float) -> str:
+    """The store's calendar day (capacity is per local day, not per UTC day)."""
+    try:
+        tz = ZoneInfo(timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        tz = ZoneInfo("UTC")
+    return datetime.fromtimestamp(now, tz).date().isoformat()
+
+
+def store_row(db: Database, store_id: str) -> dict[str, Any] | None:
+    return db.query_one(
+        "SELECT id, name, lat, lon, timezone, fulfillment_capacity, acceptance_deadline_min,"
+        " priority FROM stores WHERE id = ?",
+        (store_id,),
+    )
+
+
+def open_task_counts(db: Database) -> dict[str, int]:
+    states = sorted(OPEN_STATES)
+    rows = db.query(
+        f"SELECT store_id, count(*) AS n FROM fulfillment_tasks WHERE state IN ({_in_list(states)})"
+        " GROUP BY store_id",
+        states,
+    )
+    return {r["store_id"]: int(r["n"]) for r in rows}
+
+
+def rejection_rates(db: Database, since: float) -> dict[str, float]:
+    """Share of each store's tasks since ``since`` that it rejected or let lapse."""
+    declined = sorted(STORE_DECLINED_STATES)
+    rows = db.query(
+        "SELECT store_id, count(*) AS total, sum(CASE WHEN state IN"
+        f" ({_in_list(declined)}) THEN 1 ELSE 0 END) AS declined"
+        " FROM fulfillment_tasks WHERE created_at >= ? GROUP BY store_id",
+        (*declined, since),
+    )
+    return {r["store_id"]: int(r["declined"] or 0) / int(r["total"]) for r in rows if r["total"]}
+
+
+def capacity_today(db: Database, store: Mapping[str, Any], now: float) -> int:
+    """The store's daily limit, or today's cut after a no-capacity rejection."""
+    cut = db.scalar(
+        "SELECT capacity FROM fulfillment_capacity_cuts WHERE store_id = ? AND day = ?",
+        (store["id"], local_day(store.get("timezone"), now)),
+    )
+    limit = int(store["fulfillment_capacity"])
+    return limit if cut is None else min(limit, int(cut))
+
+
+def load_candidates(
+    db: Database, skus: Iterable[str], *, now: float, rejection_window_s: float
+) -> list[StoreCandidate]:
+    skus = sorted(set(skus))
+    stores = db.query(
+        "SELECT id, lat, lon, timezone, fulfillment_capacity, priority FROM stores ORDER BY id"
+    )
+    cuts = {
+        (r["store_id"], r["day"]): int(r["capacity"])
+        for r in db.query("SELECT store_id, day, capacity FROM fulfillment_capacity_cuts")
+    }
+    open_tasks = open_task_counts(db)
+    rates = rejection_rates(db, now - rejection_window_s)
+    available: dict[str, dict[str, int]] = {}
+    if skus:
+        for r in db.query(
+            "SELECT store, sku, on_hand - reserved - safety_stock AS available FROM inventory"
+            f" WHERE sku IN ({_in_list(skus)})",
+            skus,
+        ):
+            available.setdefault(r["store"], {})[r["sku"]] = int(r["available"])
+    out = []
+    for s in stores:
+        limit = int(s["fulfillment_capacity"])
+        cut = cuts.get((s["id"], local_day(s["timezone"], now)))
+        if cut is not None:
+            limit = min(limit, cut)
+        out.append(
+            StoreCandidate(
+                store_id=s["id"],
+                lat=float(s["lat"]),
+                lon=float(s["lon"]),
+                capacity_left=limit - open_tasks.get(s["id"], 0),
+                priority=int(s["priority"]),
+                rejection_rate=rates.get(s["id"], 0.0),
+                available=available.get(s["id"], {}),
+            )
+        )
+    return out
+
+
+def reserve(db: Database, store_id: str, lines: Mapping[str, int]) -> bool:
+    """Reserve every line at the store or none: False when stock moved under our feet."""
+    now = time.time()
+    done: dict[str, int] = {}
+    for sku, qty in lines.items():
+        changed = db.execute(
+            "UPDATE inventory SET reserved = reserved + ?, updated_at = ?"
+            " WHERE store = ? AND sku = ? AND on_hand - reserved - safety_stock >= ?",
+            (qty, now, store_id, sku, qty),
+        )
+        if changed != 1:
+            release(db, store_id, done)
+            return False
+        done[sku] = qty
+    return True
+
+
+def release(db: Database, store_id: str, lines: Mapping[str, int]) -> None:
+    """Give reserved units back to available stock (cancel, rejection, lapse)."""
+    now = time.time()
+    for sku, qty in lines.items():
+        db.execute(
+            "UPDATE inventory SET reserved = CASE WHEN reserved > ? THEN reserved - ? ELSE 0 END,"
+            " updated_at = ? WHERE store = ? AND sku = ?",
+            (qty, qty, now, store_id, sku),
+        )
+
+
+def consume(db: Database, store_id: str, lines: Mapping[str, int]) -> None:
+    """The goods left the store (shipped or collected): off the shelf and off the reservation."""
+    now = time.time()
+    for sku, qty in lines.items():
+        db.execute(
+            "UPDATE inventory SET"
+            " on_hand = CASE WHEN on_hand > ? THEN on_hand - ? ELSE 0 END,"
+            " reserved = CASE WHEN reserved > ? THEN reserved - ? ELSE 0 END,"
+            " updated_at = ? WHERE store = ? AND sku = ?",
+            (qty, qty, qty, qty, now, store_id, sku),
+        )
+
+
+def mark_out_of_stock(db: Database, store_id: str, sku: str) -> None:
+    """The shelf is empty: on hand drops to what is already promised, so nothing is available
+    to promise any more (other orders' reservations stay visible for their own rejections)."""
+    db.execute(
+        "UPDATE inventory SET on_hand = CASE WHEN on_hand > reserved + safety_stock"
+        " THEN reserved + safety_stock ELSE on_hand END, updated_at = ?"
+        " WHERE store = ? AND sku = ?",
+        (time.time(), store_id, sku),
+    )
+
+
+def write_off(db: Database, store_id: str, sku: str, quantity: int) -> None:
+    """Damaged units leave the sellable stock."""
+    db.execute(
+        "UPDATE inventory SET on_hand = CASE WHEN on_hand > ? THEN on_hand - ? ELSE 0 END,"
+        " updated_at = ? WHERE store = ? AND sku = ?",
+        (quantity, quantity, time.time(), store_id, sku),
+    )
+
+
+def cut_capacity(db: Database, store_id: str, now: float) -> int:
+    """The store said it cannot take more today: today's limit becomes its current load."""
+    store = store_row(db, store_id)
+    if store is None:
+        return 0
+    load = open_task_counts(db).get(store_id, 0)
+    db.execute(
+        "INSERT INTO fulfillment_capacity_cuts (store_id, day, capacity, at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (store_id, day) DO UPDATE SET capacity = excluded.capacity, at = excluded.at",
+        (store_id, local_day(store["timezone"], now), load, now),
+    )
+    return load
+
+
+def shelf_locations(db: Database, store_id: str, skus: Iterable[str]) -> dict[str, str | None]:
+    skus = sorted(set(skus))
+    if not skus:
+        return {}
+    rows = db.query(
+        f"SELECT sku, shelf_location FROM inventory WHERE store = ? AND sku IN ({_in_list(skus)})",
+        (store_id, *skus),
+    )
+    return {r["sku"]: r["shelf_location"] for r in rows}
+
+
+def product_names(db: Database, skus: Iterable[str]) -> dict[str, str]:
+    skus = sorted(set(skus))
+    if not skus:
+        return {}
+    rows = db.query(f"SELECT sku, name FROM products WHERE sku IN ({_in_list(skus)})", skus)
+    return {r["sku"]: r["name"] for r in rows}
