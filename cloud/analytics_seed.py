@@ -14,7 +14,7 @@ import math
 import random
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -43,7 +43,11 @@ DEFAULT_ZONES = ("entrance_area", "shoes", "handbags", "menswear", "womenswear",
 
 @dataclass(frozen=True)
 class TrafficProfile:
-    visitors_per_day: int = 140
+    """``visitors_per_day`` None: derived per store from its recent POS sales and
+    ``conversion``, so seeded conversion rates look like a real store's."""
+
+    visitors_per_day: int | None = None
+    conversion: float = 0.3
     member_share: float = 0.25
     weekend_factor: float = 1.35
     occupancy_every_s: int = 900
@@ -129,7 +133,12 @@ def _day_events(rng: random.Random, day: date, tz: ZoneInfo, zones: list[str], w
                 centres: dict[str, tuple[float, float]], members: list[tuple[str, str]],
                 profile: TrafficProfile, until: float) -> list[dict[str, Any]]:  # fmt: skip
     factor = profile.weekend_factor if day.weekday() >= 5 else 1.0
-    scale = profile.visitors_per_day * factor * rng.uniform(0.85, 1.15) / sum(HOURLY_SHAPE.values())
+    scale = (
+        (profile.visitors_per_day or 140)
+        * factor
+        * rng.uniform(0.85, 1.15)
+        / sum(HOURLY_SHAPE.values())
+    )
     visits: list[_Visit] = []
     for hour, shape in HOURLY_SHAPE.items():
         opening = datetime.combine(day, time(hour), tz).timestamp()
@@ -213,12 +222,22 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
         if r["token"] not in opted_out
     ]
     counts: dict[str, int] = {}
+    window_start = datetime.combine(start, time(), UTC).timestamp()
     for i, store in enumerate(store_registry.list_stores(db, limit=10_000)):
         device = f"{store['id']}-edge1"
+        if profile.visitors_per_day is None:
+            sold = db.scalar(
+                "SELECT count(*) FROM pos_sales WHERE store = ? AND ts >= ? AND ts < ?",
+                (store["id"], window_start, until),
+            )
+            per_day = sold / days / profile.conversion if sold else 140
+            store_profile = replace(profile, visitors_per_day=int(min(2000, max(20, per_day))))
+        else:
+            store_profile = profile
         event_store.register_device(db, store["id"], device, "seeded camera box")
         rows: list[dict[str, Any]] = []
         total = 0
-        for event in generate(store, trackable, start, days, seed, profile, until):
+        for event in generate(store, trackable, start, days, seed, store_profile, until):
             rows.append(
                 event_store.event_row(
                     store["id"], event, event.ts.timestamp(), getattr(event, "member", None)

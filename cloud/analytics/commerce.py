@@ -75,14 +75,18 @@ def _sales(db: Database, scope: Scope, seconds: int) -> dict[tuple[str, int], di
     }
 
 
-def _conversion_totals(db: Database, scope: Scope) -> tuple[int, int, float]:
-    visitors = sum(
-        c["visitors"]
-        for counts in footfall.counts_by_store(db, scope, DAY_S).values()
-        for c in counts.values()
+Sales = dict[tuple[str, int], dict[str, float]]  # (store, bucket) -> transactions, revenue
+
+
+def _conversion_totals(
+    visitors: dict[str, footfall.Counts], sales: Sales
+) -> tuple[int, int, float]:
+    people = sum(c["visitors"] for counts in visitors.values() for c in counts.values())
+    return (
+        people,
+        sum(int(s["transactions"]) for s in sales.values()),
+        sum(s["revenue"] for s in sales.values()),
     )
-    sales = _sales(db, scope, DAY_S).values()
-    return visitors, sum(int(s["transactions"]) for s in sales), sum(s["revenue"] for s in sales)
 
 
 def conversion(db: Database, scope: Scope) -> Table:
@@ -105,7 +109,11 @@ def conversion(db: Database, scope: Scope) -> Table:
                 "avg_basket": ratio(s["revenue"], s["transactions"], 2),
             }
         )
-    now, before = _conversion_totals(db, scope), _conversion_totals(db, scope.previous())
+    previous = scope.previous()
+    now = _conversion_totals(visitors, sales)
+    before = _conversion_totals(
+        footfall.counts_by_store(db, previous, DAY_S), _sales(db, previous, DAY_S)
+    )
     rate, prev_rate = ratio(now[1], now[0]), ratio(before[1], before[0])
     return Table(
         chart="conversion",
