@@ -46,6 +46,11 @@ INGEST_LAG = Gauge(
 )
 BATCH_SECONDS = Histogram("storelens_ingest_batch_seconds", "Time to write one batch.")
 
+# Called after each committed batch with the stored event rows (duplicates included; hooks
+# de-duplicate by event ID). Personalization scores member events here. A failing hook is
+# logged and never fails ingest.
+on_events_stored: list[Callable[[Database, list[dict[str, Any]]], object]] = []
+
 REGISTRY_TTL_S = 5.0
 SESSION_EXPIRY_S = 24 * 3600  # the broker keeps a worker's unacked messages this long
 RECEIVE_MAXIMUM = 1000  # messages in flight to one worker (bounds a batch)
@@ -194,6 +199,11 @@ class Ingestor:
             for store, device, online in availability:
                 event_store.set_availability(self.db, store, device, online)
             event_store.mark_seen(self.db, seen)
+        for hook in on_events_stored:
+            try:
+                hook(self.db, rows)
+            except Exception:
+                log.exception("post-store hook %r failed", hook)
         result.stored = stored
         result.duplicates = len(rows) - stored
         result.statuses = sum(len(v) for v in statuses.values())

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from storelens.cloud import members, offers, orders, push
+from storelens.cloud import ingest, members, offers, orders, push
 from storelens.cloud.recommend.ranking import format_duration
 from storelens.cloud.store import Database, register_migrations
 
@@ -336,5 +336,10 @@ def forget_member(db: Database, member_id: str, _token: str) -> None:
     db.execute("DELETE FROM score_actions WHERE member_id = ?", (member_id,))
 
 
+def _ingest_hook(db: Database, rows: list[dict[str, Any]]) -> None:
+    on_events_stored(db, rows)
+
+
+ingest.on_events_stored.append(_ingest_hook)
 orders.on_order_created.append(_on_order_created)
 members.on_member_forgotten.append(forget_member)

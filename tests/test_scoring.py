@@ -1,0 +1,150 @@
+"""Engagement scoring: decayed running totals, idempotent event scoring through the ingest
+hook, POS alerts for high-intent members in store, coupons on threshold crossing."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from personalization_chain import build_chain
+from storelens.cloud import coupons, events, ingest, members, push, scoring
+from storelens.cloud.scoring import ScoringPolicy, Threshold
+
+from storelens.contract import topics
+from storelens.contract.envelope import Envelope, encode_envelope
+from storelens.contract.events import ZoneVisit
+
+DAY = 86400.0
+
+
+@pytest.fixture
+def pushed(monkeypatch) -> list[push.PushMessage]:
+    """Every message published through the process's push hub during the test."""
+    hub = push.PushHub()
+    monkeypatch.setattr(push, "_hub", hub)
+    seen: list[push.PushMessage] = []
+    original = hub._deliver
+
+    def record(msg: push.PushMessage) -> None:
+        seen.append(msg)
+        original(msg)
+
+    monkeypatch.setattr(hub, "_deliver", record)
+    return seen
+
+
+def test_decay_and_running_totals(db) -> None:
+    chain = build_chain(db, with_tokens=False)
+    ann = chain.member("ann")["id"]
+    policy = ScoringPolicy(half_life_days=30.0)
+    t = time.time()
+    before, after = scoring.award(db, ann, "online_order", at=t, now=t, policy=policy)
+    assert before == 0.0 and after == pytest.approx(10.0)
+    assert scoring.score(db, ann, now=t + 30 * DAY, policy=policy) == pytest.approx(5.0)
+    assert scoring.score(db, ann, now=t + 60 * DAY, policy=policy) == pytest.approx(2.5)
+    # An old event arriving late counts as much as it would have in order.
+    scoring.award(db, ann, "online_order", at=t - 30 * DAY, now=t, policy=policy)
+    assert scoring.score(db, ann, now=t, policy=policy) == pytest.approx(15.0)
+    assert scoring.score(db, "nobody", now=t) == 0.0
+
+
+def test_concurrent_awards_lose_nothing(db) -> None:
+    chain = build_chain(db, with_tokens=False)
+    cid = chain.member("cid")["id"]
+    t = time.time()
+    barrier = threading.Barrier(4)
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(10):
+            scoring.award(db, cid, "store_visit", at=t, now=t)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert scoring.score(db, cid, now=t) == pytest.approx(40.0)
+
+
+def _zone_visit(token: str, zone: str, dwell_s: float, ts: float, seq: int) -> ZoneVisit:
+    exited = datetime.fromtimestamp(ts, UTC)
+    entered = datetime.fromtimestamp(ts - dwell_s, UTC)
+    return ZoneVisit(
+        device="edge-1", seq=seq, ts=exited, camera="cam-1", visit_id=uuid.uuid4(),
+        member=token, key_id="k1", zone=zone, entered_at=entered, exited_at=exited,
+        dwell_s=dwell_s,
+    )  # fmt: skip
+
+
+def _ingest(db, *evts: ZoneVisit) -> None:
+    payload = encode_envelope(Envelope(store="paris", device="edge-1", events=list(evts)))
+    ingest.Ingestor(db).process([ingest.Incoming(topics.events("paris", "edge-1"), payload)])
+
+
+def test_ingest_hook_scores_once_and_alerts_the_store_pos(db, pushed) -> None:
+    chain = build_chain(db, with_tokens=False)
+    events.register_device(db, "paris", "edge-1")
+    ann, bob = chain.member("ann"), chain.member("bob")
+    now = time.time()
+    for _ in range(3):
+        scoring.award(db, ann["id"], "online_order", at=now - 60)
+    visit = _zone_visit(ann["token"], "z_bags", 360.0, now - 5, 1)
+    _ingest(db, visit)
+    alerts = [m for m in pushed if m.kind == "member_alert"]
+    assert len(alerts) == 1 and alerts[0].store == "paris"
+    payload = alerts[0].payload
+    assert payload["member_id"] == ann["id"] and payload["category"] == "Handbags"
+    assert payload["message"].startswith("member in Handbags for 6 min, score 35")
+    assert scoring.score(db, ann["id"]) == pytest.approx(35.0, abs=0.1)
+    # The same batch redelivered: stored once, scored once, no second alert.
+    _ingest(db, visit)
+    assert scoring.score(db, ann["id"]) == pytest.approx(35.0, abs=0.1)
+    # A new visit within the cooldown adds points but does not alert again.
+    _ingest(db, _zone_visit(ann["token"], "z_shoes", 200.0, now - 2, 2))
+    assert scoring.score(db, ann["id"]) == pytest.approx(40.0, abs=0.1)
+    assert len([m for m in pushed if m.kind == "member_alert"]) == 1
+    # Short dwell earns nothing; a member without marketing consent is scored, never alerted.
+    _ingest(db, _zone_visit(ann["token"], "z_beauty", 20.0, now - 1, 3))
+    assert scoring.score(db, ann["id"]) == pytest.approx(40.0, abs=0.1)
+    for _ in range(3):
+        scoring.award(db, bob["id"], "online_order")
+    _ingest(db, _zone_visit(bob["token"], "z_bags", 400.0, now - 1, 4))
+    assert scoring.score(db, bob["id"]) > 30
+    assert len([m for m in pushed if m.kind == "member_alert"]) == 1
+
+
+def test_threshold_crossing_issues_a_coupon(db, pushed) -> None:
+    chain = build_chain(db, with_tokens=False)
+    dee = chain.member("dee")
+    policy = ScoringPolicy(
+        thresholds=(Threshold("engaged_coupon", 12.0, "coupon", template_id="engaged"),)
+    )
+    now = time.time()
+    before, after = scoring.award(db, dee["id"], "online_order", now=now, policy=policy)
+    assert scoring.check_thresholds(db, dee, before, after, presence=None, now=now,
+                                    policy=policy) == []  # fmt: skip
+    before, after = scoring.award(db, dee["id"], "coupon_redeemed", now=now, policy=policy)
+    presence = scoring.Presence(store="paris", zone="z_bags", category="Handbags", dwell_s=300)
+    done = scoring.check_thresholds(db, dee, before, after, presence=presence, now=now,
+                                    policy=policy)  # fmt: skip
+    assert [d["action"] for d in done] == ["coupon"]
+    issued = coupons.list_for_member(db, dee["id"])
+    assert len(issued) == 1 and issued[0]["source"] == "score" and issued[0]["value"] == 15
+    assert [m.kind for m in pushed] == ["coupon_issued"]
+    assert pushed[0].payload["code"] == issued[0]["code"]
+    # Staying above the threshold does not issue another.
+    before, after = scoring.award(db, dee["id"], "online_order", now=now, policy=policy)
+    assert scoring.check_thresholds(db, dee, before, after, presence=presence, now=now,
+                                    policy=policy) == []  # fmt: skip
+
+
+def test_forget_me_deletes_scores(db) -> None:
+    chain = build_chain(db, with_tokens=False)
+    ann = chain.member("ann")["id"]
+    scoring.award(db, ann, "online_order")
+    members.forget(db, ann)
+    assert db.scalar("SELECT count(*) FROM member_scores WHERE member_id = ?", (ann,)) == 0
