@@ -1,0 +1,276 @@
+"""The device agent: N cameras, shared inference, card readers, outbox and MQTT.
+
+Threads: one per camera feed (decode), one per card reader, paho's network thread and the
+publisher's sender; everything that touches tracking state runs on the one inference loop
+(the caller's thread), so pipelines need no locks and sequence numbers are handed out in
+order. Each loop turn takes the newest frame of every camera that has one, detects people in
+all of them with one batched call when the model has a dynamic batch (else one call per
+frame, round-robin), runs each camera's pipeline, links pending card swipes, and stores the
+turn's events in the outbox in one transaction.
+
+Failures stay local: a camera that fails is reopened with back-off, a reader is retried, an
+exception in one camera's pipeline is logged and that frame skipped. SIGTERM (or SIGINT)
+stops the feeds, closes open visits, and gives the publisher `drain_s` seconds to deliver
+the outbox before announcing ``offline``; whatever is left stays in the outbox for next time.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from storelens.edge.camera_feed import CameraFeed
+from storelens.edge.cards import CardReader, Swipe, build_reader
+from storelens.edge.config import DeviceConfig
+from storelens.edge.fusion import CardFusion, OptOutRegistry
+from storelens.edge.outbox import Outbox
+
+from storelens.contract.commands import OptOutList
+from storelens.contract.events import CameraStatus, DeviceStatus
+from storelens.pseudonym import PseudonymKey, load_key
+
+log = logging.getLogger(__name__)
+IDLE_WAIT_S = 0.05
+
+
+class AgentError(RuntimeError):
+    """A configuration the agent cannot start with (model, key, outbox path)."""
+
+
+def optout_path(outbox_path: Path) -> Path:
+    return outbox_path.with_name(outbox_path.stem + ".optout.json")
+
+
+class Agent:
+    def __init__(
+        self,
+        config: DeviceConfig,
+        *,
+        publish: bool = True,
+        max_frames: int | None = None,
+        drain_s: float = 10.0,
+        detector=None,
+    ) -> None:
+        self.config = config
+        self.publish = publish
+        self.max_frames = max_frames
+        self.drain_s = drain_s
+        self._detector = detector
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._swipes: queue.SimpleQueue[Swipe] = queue.SimpleQueue()
+        self.started = time.monotonic()
+        self.key = self._load_key()
+        try:
+            self.outbox = Outbox(
+                config.outbox.path,
+                max_bytes=config.outbox.max_bytes,
+                max_age_s=config.outbox.max_age_s,
+            )
+        except Exception as exc:
+            raise AgentError(f"outbox {config.outbox.path}: {exc}") from None
+        self.optouts = OptOutRegistry(optout_path(Path(config.outbox.path)))
+        self.fusion = CardFusion(
+            config.device,
+            config.readers,
+            self.optouts,
+            require_optout_list=bool(config.privacy and config.privacy.require_optout_list),
+        )
+        self.pipelines: dict = {}
+        self.feeds: list[CameraFeed] = []
+        self.readers: list[CardReader] = []
+        self.publisher = None
+        self.frames = 0
+        self.detect_calls = 0
+
+    def _load_key(self) -> PseudonymKey | None:
+        p = self.config.privacy
+        if p is None:
+            return None
+        try:
+            return load_key(p.key_id, path=p.key_file, env=p.key_env)
+        except ValueError as exc:
+            raise AgentError(f"privacy key: {exc}") from None
+
+    # -- set-up ----------------------------------------------------------------------------
+    def _build(self) -> None:
+        from storelens.edge.pipeline import CameraPipeline
+
+        if self._detector is None:
+            from storelens.edge.detect import Detector
+
+            from storelens.assets import resolve
+
+            m = self.config.model
+            try:
+                self._detector = Detector(
+                    resolve(m.path),
+                    confidence=m.confidence,
+                    nms_iou=m.nms_iou,
+                    threads=m.threads,
+                    providers=m.providers,
+                    person_class=m.person_class,
+                )
+            except Exception as exc:
+                raise AgentError(f"model: {exc}") from None
+        attire = bool(self.config.privacy and self.config.privacy.attire)
+        for cam in self.config.cameras:
+            self.pipelines[cam.id] = CameraPipeline(
+                cam,
+                self.config.tracker,
+                device=self.config.device,
+                next_seq=self.outbox.next_seq,
+                attire=attire,
+            )
+            self.feeds.append(CameraFeed(cam, self._ready, max_frames=self.max_frames))
+        if self.key is not None:
+            for rcfg in self.config.readers:
+                self.readers.append(build_reader(rcfg, self.key, self._swipes.put))
+        if self.publish:
+            from storelens.edge.publish import Publisher
+
+            self.publisher = Publisher(self.config, self.outbox, on_command=self._on_command)
+
+    def _on_command(self, command: object) -> None:
+        if isinstance(command, OptOutList):
+            self.optouts.update(command)
+
+    def request_stop(self, *_: object) -> None:
+        self._stop.set()
+        self._ready.set()
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until stopped (or every file source ended); returns the outbox depth left."""
+        self._build()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+        if self.publisher is not None:
+            self.publisher.start()
+        for reader in self.readers:
+            reader.start()
+        for feed in self.feeds:
+            feed.start()
+        status_every = self.config.status_interval_s
+        next_status = time.monotonic()
+        log.info(
+            "agent %s/%s running %d camera(s)",
+            self.config.store,
+            self.config.device,
+            len(self.feeds),
+        )
+        try:
+            while not self._stop.is_set():
+                self._ready.clear()
+                events = self._infer_once()
+                if events is None:
+                    if all(f.exhausted for f in self.feeds):
+                        log.info("every camera source ended")
+                        break
+                    self._ready.wait(IDLE_WAIT_S)
+                    events = []
+                events += self._resolve_swipes()
+                self.outbox.put(events)
+                if time.monotonic() >= next_status:
+                    self.outbox.put([self.status()], kind="status")
+                    next_status = time.monotonic() + status_every
+        finally:
+            left = self._shutdown()
+        return left
+
+    def _infer_once(self) -> list | None:
+        batch = [(feed, item) for feed in self.feeds if (item := feed.take()) is not None]
+        if not batch:
+            return None
+        frames = [item[0] for _, item in batch]
+        t0 = time.perf_counter()
+        try:
+            detections = self._detector.detect_many(frames)
+        except Exception:
+            log.exception("detection failed on %d frame(s); skipped", len(frames))
+            return []
+        per_frame_ms = (time.perf_counter() - t0) * 1000 / len(frames)
+        self.detect_calls += 1
+        events: list = []
+        for (feed, (frame, ts)), dets in zip(batch, detections, strict=True):
+            pipe = self.pipelines[feed.camera.id]
+            pipe.stats.note_inference(per_frame_ms)
+            if feed.dropped > pipe.stats.dropped_frames:
+                pipe.stats.note_dropped(feed.dropped - pipe.stats.dropped_frames)
+            try:
+                events += pipe.process(frame, ts, dets)
+            except Exception:
+                log.exception("camera %s: pipeline failed on a frame; skipped", feed.camera.id)
+            self.frames += 1
+        return events
+
+    def _resolve_swipes(self) -> list:
+        events = []
+        while True:
+            try:
+                swipe = self._swipes.get_nowait()
+            except queue.Empty:
+                return events
+            try:
+                events.append(self.fusion.resolve(swipe, self.pipelines, self.outbox.next_seq))
+            except Exception:
+                log.exception("reader %s: swipe could not be processed", swipe.reader)
+
+    def status(self) -> DeviceStatus:
+        cameras = []
+        for feed in self.feeds:
+            pipe = self.pipelines[feed.camera.id]
+            if feed.online:
+                cameras.append(pipe.stats.status(online=True))
+            else:
+                s = pipe.stats
+                cameras.append(
+                    CameraStatus(
+                        camera=feed.camera.id,
+                        online=False,
+                        fps=0.0,
+                        inference_ms=round(s.inference_ms, 2),
+                        dropped_frames=s.dropped_frames,
+                    )
+                )
+        return DeviceStatus(
+            device=self.config.device,
+            seq=self.outbox.next_seq(),
+            ts=datetime.now(UTC),
+            uptime_s=round(time.monotonic() - self.started, 1),
+            cameras=cameras,
+            readers=[r.status() for r in self.readers],
+            outbox_depth=self.outbox.depth,
+            outbox_bytes=self.outbox.size_bytes,
+            lost_events=self.outbox.lost,
+        )
+
+    def _shutdown(self) -> int:
+        for feed in self.feeds:
+            feed.stop()
+        for reader in self.readers:
+            reader.stop()
+        events: list = []
+        # Frames still waiting are dropped; swipes still waiting are linked to who is in view.
+        events += self._resolve_swipes()
+        for cam_id, pipe in self.pipelines.items():
+            try:
+                events += pipe.flush()
+            except Exception:
+                log.exception("camera %s: could not close its visits", cam_id)
+        self.outbox.put(events)
+        self.outbox.put([self.status()], kind="status")
+        if self.publisher is not None:
+            if not self.publisher.drain(self.drain_s):
+                log.warning("%d event(s) stay in the outbox for the next start", self.outbox.depth)
+            self.publisher.stop()
+        left = self.outbox.depth
+        self.outbox.close()
+        log.info("agent stopped")
+        return left
