@@ -97,6 +97,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
 
     pos_api.install(app)
     app.include_router(pos_api.router, prefix=api)
+    from storelens.cloud.api import fulfillment as fulfillment_api
+
+    app.include_router(fulfillment_api.router, prefix=api)  # POS tasks, manual queue, journeys
 
     for exc_type, code in ERROR_STATUS:
         app.add_exception_handler(exc_type, _handler(code))
