@@ -42,6 +42,9 @@ class Settings(BaseModel):
         "STORELENS_PSEUDONYM_KEY", description="Environment variable with the key in hex."
     )
     token_ttl_s: float = Field(12 * 3600, gt=0, description="Lifetime of ops login tokens.")
+    push_mqtt: bool = Field(
+        False, description="Relay POS pushes via the broker (API replicas, native apps)."
+    )
 
     @model_validator(mode="after")
     def _tls_needs_no_plain_port(self) -> Settings:

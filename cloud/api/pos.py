@@ -42,6 +42,19 @@ def install(
     app.state.offer_policy = offer_policy or offers.OfferPolicy()
     if recommender is not None:
         app.state.recommender = recommender
+    settings: Settings = app.state.settings
+    if settings.push_mqtt:
+        hub = push.PushHub()
+        # Random client ID: every replica needs its own session on the broker.
+        hub.connect_mqtt(
+            settings.mqtt_host,
+            settings.mqtt_port,
+            username=settings.mqtt_user,
+            password=settings.mqtt_password.get_secret_value() if settings.mqtt_password else None,
+            use_tls=settings.mqtt_tls,
+            tls_ca=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None,
+        )
+        push.install(hub)
 
 
 def get_recommender(request: Request) -> RecommendationService:
