@@ -133,6 +133,11 @@ def test_reject_not_in_stock_zeroes_availability_and_reroutes_never_back(net) ->
     assert level["on_hand"] - level["reserved"] - level["safety_stock"] == 0
     (second,) = result.rerouted_to
     assert tasks.get_task(db, second)["store_id"] == "paris-bercy"
+    reroute = tasks.audit_log(db, "o1")[-1]
+    assert (
+        reroute["action"] == "route" and "paris-rivoli rejected: not_in_stock" in reroute["reason"]
+    )
+    assert "already rejected" in reroute["detail"]["passed_over"]["paris-rivoli"][0]
     # Bercy also rejects; Rivoli (which rejected) must not get it back: manual queue.
     result = move(db, second, Action.reject, actor="bercy/pos-2:max", reason="no_capacity")
     assert result.rerouted_to == [] and result.manual_queue_id is not None
@@ -316,3 +321,24 @@ def test_orders_are_routed_when_created(net) -> None:  # noqa: ANN001
         db.scalar("SELECT recipient FROM fulfillment_orders WHERE order_id = ?", (order_id,))
         == "web-42"
     )
+
+
+def test_expired_pickup_is_reoffered_when_configured(net) -> None:  # noqa: ANN001
+    db = net
+    reoffer = DEFAULT_CONFIG.model_copy(update={"pickup_expiry": "reoffer"})
+    out = router.submit_order(
+        db,
+        router.OrderToRoute("p1", {"BACKPACK": 1}, kind=TaskKind.pickup, pickup_store="versailles"),
+        now=T0,
+    )
+    (task,) = out.task_ids
+    for action in (Action.accept, Action.pick, Action.ready):
+        workflow.apply(db, task, workflow.Request(action, "clerk"), config=reoffer, now=T0)
+    report = deadlines.sweep(db, now=T0 + 73 * 3600, config=reoffer)
+    assert report.expired == [task] and len(report.rerouted_to) == 1
+    again = tasks.get_task(db, report.rerouted_to[0])
+    assert again["store_id"] == "versailles" and again["state"] == "brokered"
+    assert stock(db, "versailles", "BACKPACK")["reserved"] == 1  # released, then held again
+    kinds = [n["kind"] for n in tasks.notifications(db, "p1")]
+    assert kinds == ["ready_for_pickup", "pickup_expired"]
+    assert tasks.journey(db, "p1")["status"] == "brokered"

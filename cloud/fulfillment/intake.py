@@ -78,4 +78,9 @@ def route_new_order(db: Database, order_id: str) -> None:
     way to lose the task now) fails the webhook call, which the web shop retries with its
     idempotency key.
     """
-    router.submit_order(db, order_to_route(db, order_id), config=routing_config())
+    from storelens.cloud import orders
+
+    try:
+        router.submit_order(db, order_to_route(db, order_id), config=routing_config())
+    except router.OrderError as exc:  # answered as the orders domain's 422, order not stored
+        raise orders.OrderError(str(exc)) from exc

@@ -4,7 +4,8 @@ stock effects of the workflow.
 Every statement that touches the core domains' tables (stores, inventory) lives here, so the
 routing and workflow modules speak only in SKUs, quantities and store IDs. Stock changes are
 conditional UPDATEs: two routers reserving the last unit race on the row, and the loser sees
-zero affected rows instead of overselling.
+zero affected rows instead of overselling. Rows are always locked in (store, SKU) order so
+concurrent transactions on PostgreSQL cannot deadlock on each other's inventory rows.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from storelens.cloud.fulfillment.rules import StoreCandidate
 from storelens.cloud.fulfillment.states import OPEN_STATES, STORE_DECLINED_STATES
 from storelens.cloud.store import Database
+
+CUT_RETENTION_S = 3 * 86400  # cuts only matter on their own day; keep a few for the audit
 
 
 def _in_list(values: Iterable[Any]) -> str:
@@ -61,16 +64,6 @@ def rejection_rates(db: Database, since: float) -> dict[str, float]:
         (*declined, since),
     )
     return {r["store_id"]: int(r["declined"] or 0) / int(r["total"]) for r in rows if r["total"]}
-
-
-def capacity_today(db: Database, store: Mapping[str, Any], now: float) -> int:
-    """The store's daily limit, or today's cut after a no-capacity rejection."""
-    cut = db.scalar(
-        "SELECT capacity FROM fulfillment_capacity_cuts WHERE store_id = ? AND day = ?",
-        (store["id"], local_day(store.get("timezone"), now)),
-    )
-    limit = int(store["fulfillment_capacity"])
-    return limit if cut is None else min(limit, int(cut))
 
 
 def load_candidates(
@@ -118,7 +111,7 @@ def reserve(db: Database, store_id: str, lines: Mapping[str, int]) -> bool:
     """Reserve every line at the store or none: False when stock moved under our feet."""
     now = time.time()
     done: dict[str, int] = {}
-    for sku, qty in lines.items():
+    for sku, qty in sorted(lines.items()):
         changed = db.execute(
             "UPDATE inventory SET reserved = reserved + ?, updated_at = ?"
             " WHERE store = ? AND sku = ? AND on_hand - reserved - safety_stock >= ?",
@@ -134,7 +127,7 @@ def reserve(db: Database, store_id: str, lines: Mapping[str, int]) -> bool:
 def release(db: Database, store_id: str, lines: Mapping[str, int]) -> None:
     """Give reserved units back to available stock (cancel, rejection, lapse)."""
     now = time.time()
-    for sku, qty in lines.items():
+    for sku, qty in sorted(lines.items()):
         db.execute(
             "UPDATE inventory SET reserved = CASE WHEN reserved > ? THEN reserved - ? ELSE 0 END,"
             " updated_at = ? WHERE store = ? AND sku = ?",
@@ -145,7 +138,7 @@ def release(db: Database, store_id: str, lines: Mapping[str, int]) -> None:
 def consume(db: Database, store_id: str, lines: Mapping[str, int]) -> None:
     """The goods left the store (shipped or collected): off the shelf and off the reservation."""
     now = time.time()
-    for sku, qty in lines.items():
+    for sku, qty in sorted(lines.items()):
         db.execute(
             "UPDATE inventory SET"
             " on_hand = CASE WHEN on_hand > ? THEN on_hand - ? ELSE 0 END,"
@@ -181,6 +174,7 @@ def cut_capacity(db: Database, store_id: str, now: float) -> int:
     if store is None:
         return 0
     load = open_task_counts(db).get(store_id, 0)
+    db.execute("DELETE FROM fulfillment_capacity_cuts WHERE at < ?", (now - CUT_RETENTION_S,))
     db.execute(
         "INSERT INTO fulfillment_capacity_cuts (store_id, day, capacity, at) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (store_id, day) DO UPDATE SET capacity = excluded.capacity, at = excluded.at",

@@ -25,10 +25,12 @@ from storelens.cloud.fulfillment.rules import (
     RuleFilters,
     SortKey,
     decide,
+    great_circle_km,
 )
 from storelens.cloud.fulfillment.states import STORE_DECLINED_STATES, TaskKind, TaskState
 from storelens.cloud.store import Database, IntegrityError
 
+AUDIT_PASSED_OVER = 10
 RESERVE_ATTEMPTS = 3  # stock can move between deciding and reserving; decide again this often
 
 
@@ -186,6 +188,8 @@ def route_lines(
             candidates = network.load_candidates(
                 db, lines, now=now, rejection_window_s=config.rejection_window_days * 86400
             )
+            if destination is not None:  # nearest first, so explanations list them first
+                candidates.sort(key=lambda c: great_circle_km(c.lat, c.lon, *destination))
             decision = decide(
                 lines,
                 candidates,
@@ -198,7 +202,7 @@ def route_lines(
                 return _to_manual_queue(db, order_id, lines, decision, now=now, actor=actor,
                                         cause=cause)  # fmt: skip
             reserved: list[tuple[str, dict[str, int]]] = []
-            for alloc in decision.allocations:
+            for alloc in sorted(decision.allocations, key=lambda a: a.store_id):
                 if not network.reserve(db, alloc.store_id, alloc.lines):
                     break
                 reserved.append((alloc.store_id, alloc.lines))
@@ -233,7 +237,9 @@ def _create_tasks(db: Database, order_id: str, kind: TaskKind, decision: Routing
         detail = {
             "lines": alloc.lines,
             "distance_km": None if alloc.distance_km is None else round(alloc.distance_km, 1),
-            "considered": decision.considered(),
+            # The nearest stores passed over and why; the full list is kept for the manual
+            # queue only, where ops need it (a chain's every store on every order is too much).
+            "passed_over": dict(list(decision.considered().items())[:AUDIT_PASSED_OVER]),
         }
         record(db, task_id=task_id, order_id=order_id, now=now, actor=actor, action="route",
                from_state=None, to_state=TaskState.brokered.value,

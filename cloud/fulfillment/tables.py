@@ -96,5 +96,7 @@ register_migrations(
             PRIMARY KEY (store_id, day)
         )
         """,
+        # v2: the rejection rate looks back over a window of task creation times.
+        "CREATE INDEX fulfillment_tasks_created ON fulfillment_tasks (created_at)",
     ],
 )
