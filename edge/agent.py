@@ -21,6 +21,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,12 +56,16 @@ class Agent:
         max_frames: int | None = None,
         drain_s: float = 10.0,
         detector=None,
+        on_frame: Callable[[str, datetime], None] | None = None,
     ) -> None:
         self.config = config
         self.publish = publish
         self.max_frames = max_frames
         self.drain_s = drain_s
         self._detector = detector
+        self._on_frame = on_frame  # benches measure frame lag here
+        self._gates: dict = {}
+        self._last_detections: dict = {}
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._swipes: queue.SimpleQueue[Swipe] = queue.SimpleQueue()
@@ -128,6 +133,10 @@ class Agent:
                 attire=attire,
             )
             self.feeds.append(CameraFeed(cam, self._ready, max_frames=self.max_frames))
+            if cam.motion_gate:
+                from storelens.edge.motion import MotionGate
+
+                self._gates[cam.id] = MotionGate()
         if self.key is not None:
             for rcfg in self.config.readers:
                 self.readers.append(build_reader(rcfg, self.key, self._swipes.put))
@@ -178,7 +187,7 @@ class Agent:
                 events += self._resolve_swipes()
                 self.outbox.put(events)
                 if time.monotonic() >= next_status:
-                    self.outbox.put([self.status()], kind="status")
+                    self.outbox.put([self.status(self.outbox.next_seq())], kind="status")
                     next_status = time.monotonic() + status_every
         finally:
             left = self._shutdown()
@@ -188,19 +197,31 @@ class Agent:
         batch = [(feed, item) for feed in self.feeds if (item := feed.take()) is not None]
         if not batch:
             return None
-        frames = [item[0] for _, item in batch]
-        t0 = time.perf_counter()
-        try:
-            detections = self._detector.detect_many(frames)
-        except Exception:
-            log.exception("detection failed on %d frame(s); skipped", len(frames))
-            return []
-        per_frame_ms = (time.perf_counter() - t0) * 1000 / len(frames)
-        self.detect_calls += 1
+        # Motion-gated cameras whose view did not change reuse their last detections.
+        todo = [
+            i
+            for i, (feed, (frame, ts)) in enumerate(batch)
+            if (gate := self._gates.get(feed.camera.id)) is None
+            or gate.needs_detection(frame, ts.timestamp())
+            or feed.camera.id not in self._last_detections
+        ]
+        if todo:
+            t0 = time.perf_counter()
+            try:
+                found = self._detector.detect_many([batch[i][1][0] for i in todo])
+            except Exception:
+                log.exception("detection failed on %d frame(s); skipped", len(todo))
+                return []
+            per_frame_ms = (time.perf_counter() - t0) * 1000 / len(todo)
+            self.detect_calls += 1
+            for i, dets in zip(todo, found, strict=True):
+                cam_id = batch[i][0].camera.id
+                self._last_detections[cam_id] = dets
+                self.pipelines[cam_id].stats.note_inference(per_frame_ms)
         events: list = []
-        for (feed, (frame, ts)), dets in zip(batch, detections, strict=True):
+        for feed, (frame, ts) in batch:
             pipe = self.pipelines[feed.camera.id]
-            pipe.stats.note_inference(per_frame_ms)
+            dets = self._last_detections[feed.camera.id]
             if feed.dropped > pipe.stats.dropped_frames:
                 pipe.stats.note_dropped(feed.dropped - pipe.stats.dropped_frames)
             try:
@@ -208,6 +229,8 @@ class Agent:
             except Exception:
                 log.exception("camera %s: pipeline failed on a frame; skipped", feed.camera.id)
             self.frames += 1
+            if self._on_frame is not None:
+                self._on_frame(feed.camera.id, ts)
         return events
 
     def _resolve_swipes(self) -> list:
@@ -222,7 +245,8 @@ class Agent:
             except Exception:
                 log.exception("reader %s: swipe could not be processed", swipe.reader)
 
-    def status(self) -> DeviceStatus:
+    def status(self, seq: int = 0) -> DeviceStatus:
+        """Health now; the loop passes a real sequence number, inspection uses 0."""
         cameras = []
         for feed in self.feeds:
             pipe = self.pipelines[feed.camera.id]
@@ -241,7 +265,7 @@ class Agent:
                 )
         return DeviceStatus(
             device=self.config.device,
-            seq=self.outbox.next_seq(),
+            seq=seq,
             ts=datetime.now(UTC),
             uptime_s=round(time.monotonic() - self.started, 1),
             cameras=cameras,
@@ -265,7 +289,7 @@ class Agent:
             except Exception:
                 log.exception("camera %s: could not close its visits", cam_id)
         self.outbox.put(events)
-        self.outbox.put([self.status()], kind="status")
+        self.outbox.put([self.status(self.outbox.next_seq())], kind="status")
         if self.publisher is not None:
             if not self.publisher.drain(self.drain_s):
                 log.warning("%d event(s) stay in the outbox for the next start", self.outbox.depth)
