@@ -61,8 +61,11 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def find_asset(name: str, *, download: bool = True) -> Path:
-    """Path of a known asset, downloading and verifying it if it is nowhere local."""
+def find_asset(name: str, *, download: bool = True, source: Asset | None = None) -> Path:
+    """Path of a known asset, downloading and verifying it if it is nowhere local.
+
+    ``source`` names the download for assets not in KNOWN_ASSETS (model manifest entries).
+    """
     root = os.environ.get("STORELENS_ASSETS")
     if root:
         candidate = Path(root) / name
@@ -71,7 +74,7 @@ def find_asset(name: str, *, download: bool = True) -> Path:
     cached = cache_dir() / name
     if cached.is_file():
         return cached
-    asset = KNOWN_ASSETS.get(name)
+    asset = source or KNOWN_ASSETS.get(name)
     if asset is None:
         raise AssetError(f"unknown asset {name!r} (not under STORELENS_ASSETS={root!r})")
     if not download:
