@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(no_args_is_help=True)
@@ -204,3 +206,26 @@ def bench_ingest(
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(text + "\n")
+
+
+@bench_app.command("routing")
+def bench_routing(
+    json_out: Path = typer.Option(..., "--json", help="Write the results here."),
+    db: str | None = typer.Option(None, help="Database URL; default a temporary SQLite file."),
+    stores: int = typer.Option(100, min=2, max=5000, help="Stores in the synthetic chain."),
+    skus: int = typer.Option(500, min=10, max=100_000, help="SKUs in the catalog."),
+    orders: int = typer.Option(400, min=10, max=100_000, help="Orders per phase."),
+    threads: int = typer.Option(4, min=1, max=64, help="Concurrent routing threads."),
+) -> None:
+    """Fulfillment routing speed (sequential and concurrent) and an oversell check."""
+    import json
+    import tempfile
+
+    from storelens.cloud.fulfillment.bench import run_bench
+
+    with tempfile.TemporaryDirectory(prefix="storelens-bench-") as tmp:
+        url = db or f"sqlite:///{Path(tmp) / 'bench.db'}"
+        result = run_bench(url, stores=stores, skus=skus, orders=orders, threads=threads)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result, indent=2) + "\n")
+    typer.echo(json.dumps(result))

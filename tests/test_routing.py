@@ -321,3 +321,30 @@ def test_bad_orders_get_clear_errors_and_leave_nothing(db) -> None:  # noqa: ANN
     with pytest.raises(router.OrderError, match="unknown pickup store"):
         submit(db, "x3", {"TSHIRT-M": 1}, kind=TaskKind.pickup, pickup_store="atlantis")
     assert db.scalar("SELECT count(*) FROM fulfillment_orders") == 0
+
+
+def test_concurrent_routing_never_oversells_and_reservations_match_tasks(db_url: str) -> None:
+    from storelens.cloud.fulfillment.bench import run_bench
+    from storelens.cloud.store import connect
+
+    # Few SKUs and shallow stock: the threads fight over the same last units.
+    result = run_bench(db_url, stores=6, skus=8, orders=48, threads=3)
+    assert result["concurrent"]["errors"] == [] and result["oversold_rows"] == 0
+    db = connect(db_url, migrate=False)
+    try:
+        reserved = {
+            (r["store"], r["sku"]): r["reserved"]
+            for r in db.query("SELECT store, sku, reserved FROM inventory WHERE reserved > 0")
+        }
+        promised = {
+            (r["store_id"], r["sku"]): r["q"]
+            for r in db.query(
+                "SELECT t.store_id, i.sku, sum(i.quantity) AS q FROM fulfillment_tasks t"
+                " JOIN fulfillment_task_items i ON i.task_id = t.id"
+                " WHERE t.state = 'brokered' GROUP BY t.store_id, i.sku"
+            )
+        }
+        assert reserved == promised
+        assert db.scalar("SELECT count(*) FROM fulfillment_orders") == 96
+    finally:
+        db.close()

@@ -221,10 +221,14 @@ def decide(
         raise ValueError("an order needs at least one line with a positive quantity")
     excluded = dict(excluded or {})
     decision = RoutingDecision(rule=None)
+    distances = {
+        s.store_id: great_circle_km(s.lat, s.lon, *destination) if destination else None
+        for s in candidates
+    }
     for rule in config.rules:
         eligible: list[tuple[StoreCandidate, float | None]] = []
         for store in candidates:
-            distance = great_circle_km(store.lat, store.lon, *destination) if destination else None
+            distance = distances[store.store_id]
             reason = excluded.get(store.store_id) or _filter_reason(rule, store, distance)
             if reason:
                 decision.verdicts.append(StoreVerdict(rule.name, store.store_id, reason))
