@@ -106,6 +106,14 @@ class Agent:
     def _build(self) -> None:
         from storelens.edge.pipeline import CameraPipeline
 
+        # Cheap checks first: a bad password or TLS setting fails before the model loads.
+        if self.publish:
+            from storelens.edge.publish import Publisher
+
+            try:
+                self.publisher = Publisher(self.config, self.outbox, on_command=self._on_command)
+            except (OSError, ValueError) as exc:  # TLS files, password file/env, bad settings
+                raise AgentError(f"mqtt: {exc}") from None
         if self._detector is None:
             from storelens.edge.detect import Detector
 
@@ -140,10 +148,6 @@ class Agent:
         if self.key is not None:
             for rcfg in self.config.readers:
                 self.readers.append(build_reader(rcfg, self.key, self._swipes.put))
-        if self.publish:
-            from storelens.edge.publish import Publisher
-
-            self.publisher = Publisher(self.config, self.outbox, on_command=self._on_command)
 
     def _on_command(self, command: object) -> None:
         if isinstance(command, OptOutList):

@@ -40,7 +40,7 @@ _COMMANDS: TypeAdapter[Command] = TypeAdapter(Command)
 _DISCONNECTED = -1  # marker in the ack queue
 
 
-class PublisherError(RuntimeError):
+class PublisherError(ValueError):
     pass
 
 

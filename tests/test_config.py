@@ -116,3 +116,29 @@ def test_systemd_unit_runs_the_agent_with_options_that_exist() -> None:
         assert opt in help_text
     assert unit["Service"]["KillSignal"] == "SIGTERM"
     assert unit["Service"]["Restart"] == "always"
+
+
+def test_run_fails_clearly_on_missing_secrets(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("STORELENS_TEST_NO_SUCH_VAR", raising=False)
+    cfg = {
+        "store": "s",
+        "device": "d",
+        "mqtt": {"password_env": "STORELENS_TEST_NO_SUCH_VAR", "username": "d"},
+        "cameras": [{"id": "a", "source": "rtsp://10.0.0.1/s"}],
+        "outbox": {"path": str(tmp_path / "o.db")},
+    }
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["edge", "run", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "STORELENS_TEST_NO_SUCH_VAR is not set" in result.output
+    cfg["mqtt"] = {}
+    cfg["readers"] = [{"type": "stdin", "id": "r"}]
+    cfg["privacy"] = {"key_id": "k1", "key_file": str(tmp_path / "none.key")}
+    path.write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["edge", "run", "--config", str(path)])
+    assert (
+        result.exit_code == 2
+        and "privacy key" in result.output
+        and "does not exist" in result.output
+    )
