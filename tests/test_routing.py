@@ -348,3 +348,9 @@ def test_concurrent_routing_never_oversells_and_reservations_match_tasks(db_url:
         assert db.scalar("SELECT count(*) FROM fulfillment_orders") == 96
     finally:
         db.close()
+
+
+def test_documented_example_rules_load() -> None:
+    example = Path(__file__).resolve().parent.parent / "docs" / "fulfillment-rules.example.yaml"
+    cfg = load_config(example)
+    assert cfg.rules[-1].filters.stores == ["paris-rivoli", "lyon-part-dieu"]

@@ -31,10 +31,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Runs the deadline sweeper beside the API (every replica may: moves are idempotent)."""
     import os
 
+    config = routing_config()  # a broken rules file stops the service here, not at an order
     interval = float(os.environ.get(SWEEP_INTERVAL_ENV) or 30)
     sweeper = None
     if interval > 0:
-        sweeper = DeadlineSweeper(app.state.db, interval_s=interval, config=routing_config())
+        sweeper = DeadlineSweeper(app.state.db, interval_s=interval, config=config)
         sweeper.start()
     try:
         yield
