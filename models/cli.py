@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+bench_app = typer.Typer()
 
 MANIFEST_OPTION = typer.Option(
     None, "--manifest", help="Manifest to search first (also $STORELENS_MODEL_MANIFEST)."
@@ -104,3 +105,40 @@ def path(
     except (ModelLookupError, ManifestError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+@bench_app.command("export")
+def bench_export(
+    weights: Path = typer.Argument(..., help="ultralytics detection checkpoint (.pt)."),
+    video: str = typer.Option("asset:media/vtest.avi", help="Video file or asset:NAME."),
+    imgsz: int = typer.Option(640, "--imgsz", help="Square input size, a multiple of 32."),
+    frames: int = typer.Option(60, min=1, help="Frames to time per pass."),
+    threads: int = typer.Option(2, min=1, help="ONNX Runtime intra-op threads."),
+    rounds: int = typer.Option(3, min=1, help="Alternating passes; the best is kept."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result here."),
+) -> None:
+    """FP32 vs INT8 export of one checkpoint: latency, size and box agreement."""
+    import json
+
+    from storelens.models.bench import bench_export as run
+    from storelens.models.export import ExportError
+
+    from storelens.assets import AssetError, resolve
+
+    try:
+        result = run(
+            weights,
+            video=resolve(video),
+            imgsz=imgsz,
+            frames=frames,
+            threads=threads,
+            rounds=rounds,
+        )
+    except (ExportError, AssetError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    text = json.dumps(result, indent=2)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+    typer.echo(text)

@@ -24,7 +24,7 @@ app.add_typer(cloud_cli.app, name="cloud", help="The cloud service and ingest wo
 app.add_typer(models_cli.app, name="models", help="Detector models: export and manifest.")
 
 bench = typer.Typer(help="Benchmarks: speed and accuracy targets, written as JSON.", no_args_is_help=True)
-for domain in (edge_cli, cloud_cli):
+for domain in (edge_cli, cloud_cli, models_cli):
     bench.registered_commands += domain.bench_app.registered_commands
 app.add_typer(bench, name="bench")
 

@@ -276,3 +276,27 @@ def _state_dict(path: Path) -> Path:
 
     torch.save({"weight": torch.zeros(3)}, path)
     return path
+
+
+def test_int8_comparison_reports_latency_size_and_agreement(
+    v11_onnx: Path, int8_onnx: Path, frame: np.ndarray
+) -> None:
+    from storelens.models.bench import compare_models
+
+    result = compare_models(
+        v11_onnx, int8_onnx, [frame, frame[:, ::-1].copy()], threads=1, rounds=2, confidence=0.01
+    )
+    assert result["layout"] == "ultralytics"
+    assert result["fp32_ms"] > 0 and result["int8_ms"] > 0 and result["int8_speedup"] > 0
+    assert result["int8_bytes"] < result["fp32_bytes"] == v11_onnx.stat().st_size
+    recall = result["int8_recall_of_fp32"]
+    assert recall is None or 0.0 <= recall <= 1.0
+
+
+def test_box_recall_matches_by_iou() -> None:
+    from storelens.models.bench import box_recall
+
+    ref = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32), np.empty((0, 4))]
+    cand = [np.array([[1, 1, 10, 10], [50, 50, 60, 60]], np.float32), np.ones((1, 4))]
+    assert box_recall(ref, cand) == 0.5  # IoU 0.81 matches, the second box has no partner
+    assert box_recall([np.empty((0, 4))], [np.empty((0, 4))]) is None
