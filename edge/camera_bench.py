@@ -155,6 +155,9 @@ def run_camera_bench(
         "model": m.path,
         "threads": m.threads,
         "cpu_count": os.cpu_count(),
+        # Other work on the machine during the bench (1/5/15 min): numbers above are
+        # only comparable between runs with similar load.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "machine": platform.machine(),
         "measured_s_per_trial": seconds,
         "trials": [trials[k] for k in sorted(trials)],
