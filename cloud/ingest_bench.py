@@ -1,39 +1,49 @@
 """`storelens bench ingest`: how fast ingest stores events compared with a bare subscriber.
 
-Realistic traffic (zone visits, line crossings, visits with floor paths, occupancy, card
-swipes) is published in envelopes of ``per_message`` events through a private Mosquitto. The
-same messages are then drained three times from a persistent session queued at the broker:
-by a bare subscriber (receive + JSON decode), by the ingest worker on SQLite and by the
-ingest worker on PostgreSQL. Rates are events per second of draining.
+Realistic traffic (visits with floor paths, zone visits, line crossings, occupancy, card
+swipes) is published once, in envelopes of ``per_message`` events, through a private
+Mosquitto to three persistent sessions, each in its own share group. Each session is then
+drained in turn: by a bare subscriber (receive + JSON decode), by the ingest worker on SQLite
+and by the ingest worker on PostgreSQL. A rate is events / seconds of draining, so publishing
+speed does not enter any of them.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-from storelens.contract import (
-    CardSwipe,
-    Envelope,
-    LineCrossing,
-    OccupancySnapshot,
-    VisitEnded,
-    VisitStarted,
-    ZoneVisit,
-    encode_envelope,
-)
+from storelens.contract import SCHEMA_NAME, SCHEMA_VERSION
+from storelens.contract.events import EVENT_TYPES
 
 ZONES = ("entrance_area", "shoes", "handbags", "menswear", "womenswear", "accessories")
+SESSION_EXPIRY_S = 3600
 
 
-def _uuid7(rng: random.Random, ts: float) -> uuid.UUID:
+def _uuid7(rng: random.Random, ts: float) -> str:
     value = (int(ts * 1000) & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76 | rng.getrandbits(12) << 64 | 0b10 << 62 | rng.getrandbits(62)
-    return uuid.UUID(int=value)
+    return str(uuid.UUID(int=value))
 
 
-def realistic_events(
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def realistic_event_dicts(
     device: str,
     count: int,
     *,
@@ -42,61 +52,58 @@ def realistic_events(
     members: list[str] | None = None,
     key_id: str = "k1",
     first_seq: int = 0,
-) -> list:
-    """``count`` contract events as one camera box produces them, in time order."""
+) -> list[dict[str, Any]]:
+    """``count`` events as one camera box sends them (JSON-ready dicts), in time order.
+
+    Each visit: started, door crossing in, maybe a card swipe, 1-4 zone visits, crossing out,
+    ended with a 20-point floor path; occupancy snapshots now and then. One visit in five is
+    by a member (a pseudonym from ``members``).
+    """
     rng = random.Random(seed)
-    t = start or datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    t = (start or datetime(2026, 11, 20, 9, 0, tzinfo=UTC)).timestamp()
     tokens = members or [f"{rng.getrandbits(256):064x}" for _ in range(50)]
-    out: list = []
-    seq = first_seq
+    out: list[dict[str, Any]] = []
     while len(out) < count:
-        t += timedelta(seconds=rng.expovariate(1 / 4))
-        visit = _uuid7(rng, t.timestamp())
+        t += rng.expovariate(1 / 4)
         member = rng.choice(tokens) if rng.random() < 0.2 else None
-        kid = key_id if member else None
-        person = {
-            "device": device,
-            "camera": "cam1",
-            "visit_id": visit,
-            "member": member,
-            "key_id": kid,
-        }
-        batch: list = [VisitStarted(**person, seq=0, ts=t)]
-        batch.append(
-            LineCrossing(
-                **person, seq=0, ts=t + timedelta(seconds=1), line="entrance", direction="in"
-            )
-        )
+        person: dict[str, Any] = {"device": device, "camera": "cam1", "visit_id": _uuid7(rng, t)}
         if member:
-            batch.append(
-                CardSwipe(
-                    device=device,
-                    seq=0,
-                    ts=t + timedelta(seconds=2),
-                    reader="door",
-                    member=member,
-                    key_id=key_id,
-                    camera="cam1",
-                    visit_id=visit,
-                )
+            person.update(member=member, key_id=key_id)
+        visit = [
+            {**person, "type": "visit_started", "ts": t},
+            {**person, "type": "line_crossing", "ts": t + 1, "line": "entrance", "direction": "in"},
+        ]
+        if member:
+            visit.append(
+                {
+                    "type": "card_swipe",
+                    "device": device,
+                    "ts": t + 2,
+                    "reader": "door",
+                    "member": member,
+                    "key_id": key_id,
+                    "camera": "cam1",
+                    "visit_id": person["visit_id"],
+                    "reason": "linked",
+                }
             )
-        clock = t + timedelta(seconds=3)
-        visited = rng.sample(ZONES, rng.randint(1, 4))
-        for zone in visited:
-            dwell = rng.uniform(3, 240)
-            batch.append(
-                ZoneVisit(
+        clock = t + 3
+        zones = rng.sample(ZONES, rng.randint(1, 4))
+        for zone in zones:
+            dwell = round(rng.uniform(3, 240), 2)
+            visit.append(
+                {
                     **person,
-                    seq=0,
-                    ts=clock + timedelta(seconds=dwell),
-                    zone=zone,
-                    entered_at=clock,
-                    exited_at=clock + timedelta(seconds=dwell),
-                    dwell_s=dwell,
-                )
+                    "type": "zone_visit",
+                    "ts": clock + dwell,
+                    "zone": zone,
+                    "entered_at": _iso(clock),
+                    "exited_at": _iso(clock + dwell),
+                    "dwell_s": dwell,
+                }
             )
-            clock += timedelta(seconds=dwell + rng.uniform(2, 20))
-        duration = (clock - t).total_seconds()
+            clock += dwell + rng.uniform(2, 20)
+        duration = round(clock - t, 2)
         path = [
             [
                 round(rng.uniform(0, 24), 2),
@@ -105,41 +112,305 @@ def realistic_events(
             ]
             for i in range(20)
         ]
-        batch.append(LineCrossing(**person, seq=0, ts=clock, line="entrance", direction="out"))
-        batch.append(
-            VisitEnded(
+        visit.append(
+            {**person, "type": "line_crossing", "ts": clock, "line": "entrance", "direction": "out"}
+        )
+        visit.append(
+            {
                 **person,
-                seq=0,
-                ts=clock,
-                started_at=t,
-                duration_s=duration,
-                path=path,
-                zones=visited,
-            )
+                "type": "visit_ended",
+                "ts": clock,
+                "started_at": _iso(t),
+                "duration_s": duration,
+                "path": path,
+                "zones": zones,
+            }
         )
         if rng.random() < 0.3:
-            batch.append(
-                OccupancySnapshot(
-                    device=device,
-                    seq=0,
-                    ts=t,
-                    camera="cam1",
-                    total=rng.randint(0, 30),
-                    zones={z: rng.randint(0, 6) for z in ZONES},
-                )
+            visit.append(
+                {
+                    "type": "occupancy",
+                    "device": device,
+                    "ts": t,
+                    "camera": "cam1",
+                    "total": rng.randint(0, 30),
+                    "zones": {z: rng.randint(0, 6) for z in ZONES},
+                }
             )
-        for event in batch:
-            ts = event.ts.timestamp()
-            out.append(event.model_copy(update={"seq": seq, "id": _uuid7(rng, ts)}))
-            seq += 1
+        out.extend(visit)
     out = out[:count]
-    out.sort(key=lambda e: e.seq)
+    for i, event in enumerate(out):
+        event["id"] = _uuid7(rng, event["ts"])
+        event["seq"] = first_seq + i
+        event["ts"] = _iso(event["ts"])
     return out
 
 
-def envelopes(store: str, device: str, events: list, per_message: int) -> list[bytes]:
-    """Encode events as contract envelopes of ``per_message`` events each."""
+def realistic_events(device: str, count: int, **kw: Any) -> list:
+    """The same traffic as contract models (for tests)."""
     return [
-        encode_envelope(Envelope(store=store, device=device, events=events[i : i + per_message]))
-        for i in range(0, len(events), per_message)
+        EVENT_TYPES[d["type"]].model_validate(d) for d in realistic_event_dicts(device, count, **kw)
     ]
+
+
+def envelopes(store: str, device: str, events: list, per_message: int) -> list[bytes]:
+    """Encode events (models or dicts) as contract envelopes of ``per_message`` events."""
+    dicts = [
+        e if isinstance(e, dict) else e.model_dump(mode="json", exclude_none=True) for e in events
+    ]
+    return [
+        json.dumps(
+            {
+                "schema": SCHEMA_NAME,
+                "version": SCHEMA_VERSION,
+                "store": store,
+                "device": device,
+                "batch_id": str(uuid.uuid4()),
+                "sent_at": _iso(time.time()),
+                "events": dicts[i : i + per_message],
+            },
+            separators=(",", ":"),
+        ).encode()
+        for i in range(0, len(dicts), per_message)
+    ]
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def private_broker(workdir: Path) -> Iterator[int]:
+    """A Mosquitto on a free port that queues without limit for offline sessions."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = _free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 0\nmax_queued_bytes 0\nmessage_size_limit 0\n"
+    )
+    log = (workdir / "mosquitto.log").open("ab")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("mosquitto did not start")
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def _connect_props() -> Any:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = SESSION_EXPIRY_S
+    props.ReceiveMaximum = 1000
+    return props
+
+
+class BareSubscriber:
+    """Receives and JSON-decodes, nothing else: the ceiling for any subscriber in Python."""
+
+    def __init__(self, port: int, group: str, expected: int) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.port, self.group, self.expected = port, group, expected
+        self.events = 0
+        self.done = threading.Event()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{group}", protocol=mqtt.MQTTv5
+        )
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        from storelens.contract import topics
+
+        client.subscribe(topics.shared(topics.EVENTS_ALL, self.group), qos=1)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        self.events += len(json.loads(msg.payload)["events"])
+        if self.events >= self.expected:
+            self.done.set()
+
+    def connect(self) -> None:
+        self.client.connect("127.0.0.1", self.port, clean_start=False, properties=_connect_props())
+        self.client.loop_start()
+
+    def disconnect(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _publish(port: int, messages: list[tuple[str, bytes]]) -> None:
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="bench-publisher", protocol=mqtt.MQTTv5
+    )
+    client.max_inflight_messages_set(200)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    infos = [client.publish(topic, raw, qos=1) for topic, raw in messages]
+    for info in infos:
+        info.wait_for_publish(120)
+    client.disconnect()
+    client.loop_stop()
+
+
+def _ingest_worker(port: int, group: str, db: Any) -> Any:
+    from storelens.cloud.ingest import IngestWorker
+    from storelens.cloud.settings import Settings
+
+    settings = Settings(db_url="unused", mqtt_host="127.0.0.1", mqtt_port=port, share_group=group)
+    return IngestWorker(settings, db, client_id=f"bench-{group}", subscribe_status=False)
+
+
+def _drain_ingest(port: int, group: str, db: Any, expected: int, timeout: float) -> float:
+    worker = _ingest_worker(port, group, db)
+    start = time.perf_counter()
+    worker.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while worker.totals.stored < expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{group}: {worker.totals.stored}/{expected} events stored")
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - start
+    finally:
+        worker.stop()
+    stored = db.scalar("SELECT count(*) FROM events")
+    if stored != expected:
+        raise RuntimeError(f"{group}: {stored} rows for {expected} events")
+    return elapsed
+
+
+@contextmanager
+def _postgres(admin_url: str) -> Iterator[str | None]:
+    try:
+        import psycopg
+
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as conn:
+            schema = "bench_" + uuid.uuid4().hex[:10]
+            conn.execute(f"CREATE SCHEMA {schema}")
+    except Exception:
+        yield None
+        return
+    sep = "&" if "?" in admin_url else "?"
+    try:
+        yield f"{admin_url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def run(
+    *,
+    events: int = 200_000,
+    per_message: int = 200,
+    pg_url: str | None = None,
+    stores: int = 4,
+    timeout: float = 600.0,
+) -> dict[str, Any]:
+    """Publish ``events`` once and drain them three ways; returns the result dict."""
+    from storelens.cloud import events as event_store
+    from storelens.cloud import stores as store_registry
+    from storelens.cloud.store import connect
+
+    from storelens.contract import topics
+
+    pg_admin = pg_url or os.environ.get(
+        "STORELENS_TEST_PG", "postgresql://root@127.0.0.1:5432/test"
+    )
+    devices = [(f"bench-store-{i}", f"box-{i}") for i in range(stores)]
+    per_device = events // len(devices)
+    total = per_device * len(devices)
+    messages: list[tuple[str, bytes]] = []
+    for n, (store, device) in enumerate(devices):
+        dicts = realistic_event_dicts(device, per_device, seed=n + 1)
+        messages += [
+            (topics.events(store, device), raw)
+            for raw in envelopes(store, device, dicts, per_message)
+        ]
+    payload_mb = sum(len(raw) for _, raw in messages) / 1e6
+
+    def prepare(db: Any) -> None:
+        for store, device in devices:
+            store_registry.upsert_store(
+                db, store_registry.Store(id=store, name=store, lat=0, lon=0)
+            )
+            event_store.register_device(db, store, device)
+
+    result: dict[str, Any] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="storelens-bench-") as tmp,
+        private_broker(Path(tmp)) as port,
+        _postgres(pg_admin) as pg,
+    ):
+        sqlite_db = connect(f"sqlite:///{tmp}/bench.db")
+        prepare(sqlite_db)
+        pg_db = None
+        if pg is not None:
+            pg_db = connect(pg)
+            prepare(pg_db)
+        # 1. Create the three sessions, then go offline so the broker queues for each.
+        bare = BareSubscriber(port, "bare", total)
+        bare.connect()
+        bare.subscribed.wait(10)
+        bare.disconnect()
+        for group, db in (("sqlite", sqlite_db), ("postgres", pg_db)):
+            if db is None:
+                continue
+            worker = _ingest_worker(port, group, db)
+            worker.start()
+            if not worker.wait_ready(10):
+                raise RuntimeError("ingest worker could not subscribe")
+            worker.stop()
+        # 2. Publish once.
+        t0 = time.perf_counter()
+        _publish(port, messages)
+        publish_s = time.perf_counter() - t0
+        # 3. Drain each session.
+        bare = BareSubscriber(port, "bare", total)
+        t0 = time.perf_counter()
+        bare.connect()
+        if not bare.done.wait(timeout):
+            raise TimeoutError(f"bare subscriber got {bare.events}/{total} events")
+        bare_s = time.perf_counter() - t0
+        bare.disconnect()
+        sqlite_s = _drain_ingest(port, "sqlite", sqlite_db, total, timeout)
+        pg_s = _drain_ingest(port, "postgres", pg_db, total, timeout) if pg_db is not None else None
+        sqlite_db.close()
+        if pg_db is not None:
+            pg_db.close()
+    bare_eps = total / bare_s
+    result = {
+        "bare_eps": round(bare_eps),
+        "sqlite_eps": round(total / sqlite_s),
+        "postgres_eps": round(total / pg_s) if pg_s else None,
+        "ratio_sqlite": round(total / sqlite_s / bare_eps, 3),
+        "ratio_postgres": round(total / pg_s / bare_eps, 3) if pg_s else None,
+        "events": total,
+        "events_per_message": per_message,
+        "messages": len(messages),
+        "payload_mb": round(payload_mb, 1),
+        "publish_eps": round(total / publish_s),
+        "cpu_count": os.cpu_count(),
+    }
+    return result
