@@ -12,8 +12,9 @@ from pathlib import Path
 
 from storelens.edge.annotate import VideoAnnotator
 from storelens.edge.config import CameraConfig, DeviceConfig
-from storelens.edge.detect import Detector
+from storelens.edge.detect import Detections, Detector
 from storelens.edge.mot import MotWriter
+from storelens.edge.motion import MotionGate
 from storelens.edge.pipeline import CameraPipeline, PipelineEvent
 from storelens.edge.sources import FrameSource
 
@@ -135,15 +136,18 @@ def analyze(
     video_out = (
         VideoAnnotator(annotated, source.target_fps or source.fps, camera) if annotated else None
     )
+    gate = MotionGate() if camera.motion_gate else None
+    detections = Detections.empty()
     last_ts = None
     started = time.perf_counter()
     try:
         for frame, ts in source:
             if max_frames is not None and summary.frames >= max_frames:
                 break
-            t0 = time.perf_counter()
-            detections = detector.detect(frame)
-            pipeline.stats.note_inference((time.perf_counter() - t0) * 1000)
+            if gate is None or gate.needs_detection(frame, ts.timestamp()):
+                t0 = time.perf_counter()
+                detections = detector.detect(frame)
+                pipeline.stats.note_inference((time.perf_counter() - t0) * 1000)
             events = pipeline.process(frame, ts, detections)
             summary.frames += 1
             last_ts = ts
@@ -170,3 +174,27 @@ def _record(events: list[PipelineEvent], summary: AnalysisSummary, out) -> None:
         summary.add(event)
         if out is not None:
             out.write(event.model_dump_json() + "\n")
+
+
+def print_summary(summary: AnalysisSummary, camera: CameraConfig, console) -> None:
+    """The end-of-run table: frames, speed, visits, dwell per zone, crossings per line."""
+    from rich.table import Table
+
+    table = Table(title=f"storelens analyze: camera {camera.id}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("frames", str(summary.frames))
+    table.add_row("effective fps", f"{summary.effective_fps:.1f}")
+    table.add_row("visits", str(summary.visits))
+    for zone in camera.zones:
+        d = summary.dwell(zone.name)
+        table.add_row(
+            f"zone {zone.name}",
+            f"{d.visits} visits, dwell mean {d.mean_s:.1f} s, median {d.median_s:.1f} s",
+        )
+    for line in camera.lines:
+        n_in = summary.crossings[(line.name, "in")]
+        n_out = summary.crossings[(line.name, "out")]
+        table.add_row(f"line {line.name}", f"in {n_in}, out {n_out}")
+    table.add_row("events", str(summary.events))
+    console.print(table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -11,10 +12,92 @@ bench_app = typer.Typer()
 
 
 def analyze(
-    video: str = typer.Argument(..., help="Video file, RTSP URL or camera index."),
+    video: str = typer.Argument(..., help="Video file, asset:NAME, RTSP URL or camera index."),
+    config: Path = typer.Option(..., "--config", "-c", help="Device config YAML."),
+    camera: str | None = typer.Option(None, help="Camera id in the config (default: first)."),
+    events_out: Path | None = typer.Option(None, help="Write every event as JSON lines."),
+    mot_out: Path | None = typer.Option(None, help="Write tracks in MOTChallenge format."),
+    annotated: Path | None = typer.Option(None, help="Write an annotated video (.mp4)."),
+    max_frames: int | None = typer.Option(None, min=1, help="Stop after this many frames."),
+    fps: float | None = typer.Option(None, min=0.001, help="Override the container's fps."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the summary as JSON."),
 ) -> None:
     """Run the vision pipeline offline on a video and print a summary."""
-    raise typer.Exit(2)  # implemented by the vision pipeline
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from storelens.edge.analyze import analyze as run_analysis
+    from storelens.edge.analyze import print_summary
+    from storelens.edge.config import ConfigError, load_config
+    from storelens.edge.detect import DetectorError
+    from storelens.edge.sources import SourceError
+
+    from storelens.assets import AssetError
+
+    console = Console(stderr=True)
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        console.print(f"[red]invalid config[/red] {exc}")
+        raise typer.Exit(2) from None
+    started = time.perf_counter()
+    columns = (
+        TextColumn("[bold]analyze"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[fps]:>6.1f} fps  {task.fields[people]} in view"),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("frames", total=None, fps=0.0, people=0)
+
+        def show(done: int, total: int | None, people: int) -> None:
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, completed=done, total=total, fps=rate, people=people)
+
+        try:
+            summary, cam = run_analysis(
+                video,
+                cfg,
+                camera_id=camera,
+                events_out=events_out,
+                mot_out=mot_out,
+                annotated=annotated,
+                max_frames=max_frames,
+                fps=fps,
+                progress=show,
+            )
+        except (AssetError, DetectorError, SourceError, ValueError, OSError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+    print_summary(summary, cam, Console())
+    if json_out is not None:
+        json_out.write_text(json.dumps(summary.as_dict(cam), indent=2) + "\n")
+
+
+@bench_app.command("edge")
+def bench_edge(
+    video: str = typer.Option("asset:media/vtest.avi", help="Video file or asset:NAME."),
+    config: Path = typer.Option(..., "--config", "-c", help="Device config YAML."),
+    json_out: Path = typer.Option(..., "--json", help="Write the results here."),
+    max_frames: int | None = typer.Option(None, min=10, help="Frames per pass (default: all)."),
+    rounds: int = typer.Option(2, min=1, max=5, help="Alternating bound/pipeline passes."),
+) -> None:
+    """Edge speed: decode alone, decode + inference (the bound), and the full pipeline."""
+    import json
+
+    from storelens.edge.bench import run_bench
+    from storelens.edge.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        typer.echo(f"invalid config {exc}", err=True)
+        raise typer.Exit(2) from None
+    result = run_bench(video, cfg, max_frames=max_frames, rounds=rounds)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result, indent=2) + "\n")
+    typer.echo(json.dumps(result))
 
 
 @app.command("run")

@@ -55,6 +55,12 @@ class TrackerConfig(_Strict):
     lost_track_buffer_s: float = Field(3.0, gt=0, description="Keep lost tracks this long.")
     high_confidence: float = Field(0.5, gt=0, lt=1)
     match_iou: float = Field(0.2, gt=0, lt=1)
+    confirm_move: float = Field(
+        0.25,
+        ge=0,
+        description="Feet must move this many box heights before a track counts (0: off); "
+        "shoppers walk in, mannequins and signs never move.",
+    )
 
 
 class ZoneConfig(_Strict):

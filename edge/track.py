@@ -40,11 +40,59 @@ def confirm_frames(confirm_s: float, fps: float) -> int:
     return max(2, math.ceil(confirm_s * fps - 1e-9))
 
 
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box with each row of ``boxes``."""
+    if len(boxes) == 0:
+        return np.empty((0,), np.float32)
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+class StaticObjects:
+    """Places where the detector sees a "person" that never moves (sign, mannequin, poster).
+
+    Learned online from tracks that stayed unmoved for ``after_s``. A confirmed track that
+    lands on one (a walker's ID taken over by the sign as they pass) is the object, not a
+    person, while it sits there. A place nothing sat on for ``forget_s`` is forgotten.
+    """
+
+    AFTER_S = 10.0
+    FORGET_S = 300.0
+    IOU = 0.5
+
+    def __init__(self) -> None:
+        self.boxes = np.empty((0, 4), np.float32)
+        self._seen = np.empty((0,), np.float64)
+
+    def learn(self, box: np.ndarray, t: float) -> None:
+        if not self.touch(box, t):
+            self.boxes = np.vstack((self.boxes, box[None]))
+            self._seen = np.append(self._seen, t)
+
+    def touch(self, box: np.ndarray, t: float) -> bool:
+        """True if ``box`` sits on a known static object (and keeps that object remembered)."""
+        overlap = box_iou(box, self.boxes) >= self.IOU
+        self._seen[overlap] = t
+        return bool(overlap.any())
+
+    def forget_old(self, t: float) -> None:
+        keep = t - self._seen <= self.FORGET_S
+        self.boxes, self._seen = self.boxes[keep], self._seen[keep]
+
+
 class PersonTracker:
     """Assigns persistent IDs to person detections; only confirmed tracks come out.
 
-    A track is confirmed once it has been matched on ``confirm_s`` worth of consecutive frames;
-    a confirmed track survives ``lost_track_buffer_s`` without detections (occlusions).
+    A track is confirmed once it has been matched on ``confirm_s`` worth of consecutive frames
+    and its feet have moved (``confirm_move``); a confirmed track survives
+    ``lost_track_buffer_s`` without detections (occlusions). Boxes sitting on a learned static
+    object are withheld (see ``StaticObjects``).
     """
 
     def __init__(self, config: TrackerConfig, fps: float) -> None:
@@ -66,7 +114,12 @@ class PersonTracker:
             self._tracker = ByteTrackTracker(
                 track_activation_threshold=config.high_confidence, **common
             )
+        self.static = StaticObjects()
         self._last_t: float | None = None
+        self._origin: dict[int, tuple[float, float, float]] = {}  # unmoved: anchor, first t
+        self._moved: set[int] = set()
+        self._shown: dict[int, float] = {}  # confirmed track -> last time it was output
+        self._updates = 0
 
     def update(self, detections: Detections, t: float) -> list[TrackedPerson]:
         """Feed one frame's detections at time ``t`` (seconds, non-decreasing)."""
@@ -82,19 +135,61 @@ class PersonTracker:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             out = self._tracker.update(sv_dets, timestamp=t)
-        if out.tracker_id is None:
-            return []
-        conf = out.confidence if out.confidence is not None else np.ones(len(out))
-        return [
-            TrackedPerson(int(tid), out.xyxy[i].astype(np.float32), float(conf[i]))
-            for i, tid in enumerate(out.tracker_id)
-            if tid >= 0
-        ]
+        people = []
+        if out.tracker_id is not None:
+            conf = out.confidence if out.confidence is not None else np.ones(len(out))
+            for i, tid in enumerate(out.tracker_id):
+                if tid < 0:
+                    continue
+                box = out.xyxy[i].astype(np.float32)
+                person = TrackedPerson(int(tid), box, float(conf[i]))
+                on_static = len(self.static.boxes) > 0 and self.static.touch(box, t)
+                if self._has_moved(person, t) and not on_static:
+                    self._shown[person.track_id] = t
+                    people.append(person)
+        self._updates += 1
+        if self._updates % 256 == 0:  # forget tracks the library dropped (bounded memory)
+            kept = self._library_ids()
+            self._origin = {k: v for k, v in self._origin.items() if k in kept}
+            self._moved &= kept
+            self._shown = {k: v for k, v in self._shown.items() if k in kept}
+            self.static.forget_old(t)
+        return people
+
+    def _has_moved(self, person: TrackedPerson, t: float) -> bool:
+        """Motion confirmation: the feet moved ``confirm_move`` box heights since first seen.
+
+        A detector's steady false positive (a sign, a mannequin, a poster) sits still for
+        ever; a shopper walks into view. Once moved, a track stays confirmed when it stops.
+        """
+        need = self.config.confirm_move
+        if need <= 0 or person.track_id in self._moved:
+            return True
+        x, y = person.anchor
+        height = float(person.xyxy[3] - person.xyxy[1])
+        ox, oy, first_t = self._origin.setdefault(person.track_id, (x, y, t))
+        if math.hypot(x - ox, y - oy) >= need * max(height, 1.0):
+            self._moved.add(person.track_id)
+            del self._origin[person.track_id]
+            return True
+        if t - first_t >= StaticObjects.AFTER_S:
+            self.static.learn(person.xyxy, t)
+        return False
+
+    def _library_ids(self) -> set[int]:
+        return {int(t.tracker_id) for t in self._tracker.tracks if t.tracker_id >= 0}
 
     def alive_ids(self) -> set[int]:
-        """Confirmed tracks the tracker still keeps (seen, or lost within the buffer)."""
-        return {int(t.tracker_id) for t in self._tracker.tracks if t.tracker_id >= 0}
+        """Tracks that count as present: output within the lost-track buffer, still kept."""
+        if self._last_t is None:
+            return set()
+        horizon = self._last_t - self.config.lost_track_buffer_s
+        return {tid for tid in self._library_ids() if self._shown.get(tid, -math.inf) >= horizon}
 
     def reset(self) -> None:
         self._tracker.reset()
         self._last_t = None
+        self._origin.clear()
+        self._moved.clear()
+        self._shown.clear()
+        self.static = StaticObjects()
