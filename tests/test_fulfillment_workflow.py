@@ -342,3 +342,31 @@ def test_expired_pickup_is_reoffered_when_configured(net) -> None:  # noqa: ANN0
     kinds = [n["kind"] for n in tasks.notifications(db, "p1")]
     assert kinds == ["ready_for_pickup", "pickup_expired"]
     assert tasks.journey(db, "p1")["status"] == "brokered"
+
+
+def test_forget_me_drops_the_customer_from_fulfillment(net) -> None:  # noqa: ANN001
+    from storelens.cloud import members, orders
+
+    from storelens.pseudonym import PseudonymKey
+
+    db = net
+    member = members.enroll(
+        db, PseudonymKey("k1", b"k" * 32),
+        members.Enrollment(card_number="4000123412341234", account_id="web-7"),
+    )  # fmt: skip
+    body = orders.OrderIn(
+        fulfillment_type="pickup", pickup_store="versailles", customer_account="web-7",
+        items=[orders.OrderItem(sku="BACKPACK", qty=1)],
+    )  # fmt: skip
+    order_id, _ = orders.create_order(db, body)
+    (card,) = tasks.order_tasks(db, order_id)
+    for action in (Action.accept, Action.pick, Action.ready):
+        move(db, card["id"], action)
+    assert tasks.notifications(db, order_id)[0]["recipient"] == "web-7"
+    members.forget(db, member["id"])
+    assert tasks.notifications(db, order_id)[0]["recipient"] is None
+    assert (
+        db.scalar("SELECT recipient FROM fulfillment_orders WHERE order_id = ?", (order_id,))
+        is None
+    )
+    assert tasks.get_task(db, card["id"])["state"] == "ready_for_pickup"  # the work goes on

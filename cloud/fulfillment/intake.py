@@ -38,10 +38,30 @@ def use_config(config: RoutingConfig | None) -> None:
 
 
 def register() -> None:
-    from storelens.cloud import orders
+    from storelens.cloud import members, orders
 
     if route_new_order not in orders.on_order_created:
         orders.on_order_created.append(route_new_order)
+    if forget_member not in members.on_member_forgotten:
+        members.on_member_forgotten.append(forget_member)
+
+
+def forget_member(db: Database, member_id: str, _token: str) -> None:
+    """Forget-me: drop what fulfillment copied about the person (who to notify, where to
+    ship); tasks and the audit trail stay, as the orders themselves do, without a name."""
+    orders_of = (
+        "SELECT id FROM online_orders WHERE member_id = ? OR customer_account IN"
+        " (SELECT id FROM customer_accounts WHERE member_id = ?)"
+    )
+    db.execute(
+        "UPDATE fulfillment_orders SET recipient = NULL, dest_lat = NULL, dest_lon = NULL"
+        f" WHERE order_id IN ({orders_of})",
+        (member_id, member_id),
+    )
+    db.execute(
+        f"UPDATE fulfillment_notifications SET recipient = NULL WHERE order_id IN ({orders_of})",
+        (member_id, member_id),
+    )
 
 
 def order_to_route(db: Database, order_id: str) -> router.OrderToRoute:
