@@ -104,8 +104,6 @@ class Agent:
 
     # -- set-up ----------------------------------------------------------------------------
     def _build(self) -> None:
-        from storelens.edge.pipeline import CameraPipeline
-
         # Cheap checks first: a bad password or TLS setting fails before the model loads.
         if self.publish:
             from storelens.edge.publish import Publisher
@@ -131,6 +129,8 @@ class Agent:
                 )
             except Exception as exc:
                 raise AgentError(f"model: {exc}") from None
+        from storelens.edge.pipeline import CameraPipeline
+
         attire = bool(self.config.privacy and self.config.privacy.attire)
         for cam in self.config.cameras:
             self.pipelines[cam.id] = CameraPipeline(
