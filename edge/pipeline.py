@@ -131,6 +131,9 @@ class CameraPipeline:
         self.next_seq = next_seq
         self.attire = attire
         self.fps = fps or camera.source_fps or camera.fps or DEFAULT_FPS
+        # Unknown rate (live camera, no fps in config): measured from the first two frames.
+        self._fps_known = bool(fps or camera.source_fps or camera.fps)
+        self.tracker_config = tracker
         self.tracker = PersonTracker(tracker, self.fps)
         self.zones = [Zone(z) for z in camera.zones]
         self.lines = [CountingLine(ln) for ln in camera.lines]
@@ -189,6 +192,8 @@ class CameraPipeline:
         t = ts.timestamp()
         if self._t0 is None:
             self._t0 = t
+        elif not self._fps_known:
+            self._measure_fps(t)
         tracked = self.tracker.update(detections, t - self._t0)
         self.last_tracked = tracked
         events: list[PipelineEvent] = []
@@ -216,6 +221,18 @@ class CameraPipeline:
         if self.occupancy.due(t):
             events.append(self.snapshot(ts))
         return events
+
+    def _measure_fps(self, t: float) -> None:
+        """Second frame of a source of unknown rate: rebuild the tracker for the real rate.
+
+        Safe because no track can be confirmed after one frame, so nothing is lost.
+        """
+        self._fps_known = True
+        dt = t - (self._t0 or t)
+        if dt > 0 and 1.0 <= 1.0 / dt <= 120.0 and abs(1.0 / dt / self.fps - 1) > 0.2:
+            self.fps = 1.0 / dt
+            self.tracker = PersonTracker(self.tracker_config, self.fps)
+            self.tracker.update(Detections.empty(), 0.0)
 
     def _observe(
         self,

@@ -165,3 +165,16 @@ def test_attire_names_only_colours() -> None:
     events += pipeline.flush(T0 + timedelta(seconds=5))
     ended = next(e for e in events if isinstance(e, VisitEnded))
     assert ended.attire == {"upper": "blue", "lower": "black"}
+
+
+def test_unknown_rate_is_measured_from_the_first_frames() -> None:
+    seq = itertools.count()
+    pipeline = CameraPipeline(camera(), TrackerConfig(), device="d", next_seq=lambda: next(seq))
+    assert pipeline.fps == 10.0  # a guess until frames arrive
+    events = []
+    for i in range(60):  # a 30 fps camera walking someone through the door
+        ts = T0 + timedelta(seconds=i / 30)
+        events += pipeline.process(None, ts, person_at(100 + 5 * i))
+    assert pipeline.fps == pytest.approx(30.0, rel=1e-3)
+    assert pipeline.tracker.fps == pytest.approx(30.0, rel=1e-3)
+    assert [type(e) for e in events].count(VisitStarted) == 1
