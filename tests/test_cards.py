@@ -264,3 +264,103 @@ def test_tcp_reader_connect_mode_retries_until_reader_listens() -> None:
     finally:
         reader.stop()
         srv.close()
+
+
+class FakeInputDevice:
+    """Stands in for evdev.InputDevice: a pipe makes it selectable, events are queued."""
+
+    EV_KEY = 1
+    KEYS = ["KEY_ENTER", "KEY_LEFTSHIFT", "KEY_SEMICOLON", "KEY_EQUAL", "KEY_SLASH"] + [
+        f"KEY_{d}" for d in "0123456789"
+    ]
+    plugged = True
+    opened: list[FakeInputDevice] = []
+
+    def __init__(self, path: str) -> None:
+        if not FakeInputDevice.plugged:
+            raise OSError(2, "No such file or directory")
+        self.path = path
+        self.fd, self._w = os.pipe()
+        self.grabbed = False
+        self.pending: list = []
+        FakeInputDevice.opened.append(self)
+
+    def type_text(self, text: str) -> None:
+        from types import SimpleNamespace
+
+        names = {
+            ";": "KEY_SEMICOLON",
+            "=": "KEY_EQUAL",
+            "?": ("KEY_SLASH", True),
+            "\n": "KEY_ENTER",
+        }
+        for ch in text:
+            key = names.get(ch, f"KEY_{ch}")
+            shift = isinstance(key, tuple)
+            name = key[0] if shift else key
+            code = self.KEYS.index(name)
+            seq = [(code, 1), (code, 0)]
+            if shift:
+                s = self.KEYS.index("KEY_LEFTSHIFT")
+                seq = [(s, 1), *seq, (s, 0)]
+            self.pending += [SimpleNamespace(type=self.EV_KEY, code=c, value=v) for c, v in seq]
+        os.write(self._w, b"x")
+
+    def unplug(self) -> None:
+        FakeInputDevice.plugged = False
+        os.write(self._w, b"x")
+
+    def grab(self) -> None:
+        self.grabbed = True
+
+    def read(self):
+        os.read(self.fd, 1)
+        if not FakeInputDevice.plugged:
+            raise OSError(19, "No such device")
+        events, self.pending = self.pending, []
+        return events
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self._w)
+
+
+def test_wedge_reader_grabs_decodes_and_survives_unplug(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    from types import SimpleNamespace
+
+    from storelens.edge.cards.keyboard_wedge import WedgeCardReader
+
+    fake = SimpleNamespace(
+        InputDevice=FakeInputDevice,
+        ecodes=SimpleNamespace(
+            EV_KEY=FakeInputDevice.EV_KEY, KEY=dict(enumerate(FakeInputDevice.KEYS))
+        ),
+    )
+    monkeypatch.setitem(sys.modules, "evdev", fake)
+    FakeInputDevice.plugged, FakeInputDevice.opened = True, []
+    swipes, put = _collector()
+    reader = WedgeCardReader("wedge", KEY, put, device="/dev/input/by-id/reader", retry_s=0.1)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not reader.status().online and time.monotonic() < deadline:
+            time.sleep(0.02)
+        dev = FakeInputDevice.opened[0]
+        assert dev.grabbed  # swipes never type into other programs
+        dev.type_text(f";{CARD}=2912?\n")
+        assert swipes.get(timeout=5).member == KEY.token(CARD)
+        dev.unplug()
+        deadline = time.monotonic() + 5
+        while reader.status().online and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not reader.status().online  # reported, and retried
+        FakeInputDevice.plugged = True
+        deadline = time.monotonic() + 5
+        while len(FakeInputDevice.opened) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
+        FakeInputDevice.opened[-1].type_text("12345678\n")
+        assert swipes.get(timeout=5).member == KEY.token("12345678")
+    finally:
+        reader.stop()
