@@ -107,9 +107,12 @@ def _visit(
         t += math.dist((x, y), (cx, cy)) / WALK_M_PER_S
         entered = t
         dwell = min(1500.0, rng.lognormvariate(math.log(45 if member else 30), 0.9))
-        for k in range(1, 1 + min(6, int(dwell // 15) + 1)):
+        # Points spread over the stay, so each carries an equal share of the dwell time.
+        n_points = min(6, int(dwell // 15) + 1)
+        for k in range(n_points):
             px, py = cx + rng.uniform(-1.5, 1.5), cy + rng.uniform(-1.2, 1.2)
-            path.append([round(px, 2), round(py, 2), round(entered - start + dwell * k / 7, 1)])
+            at = entered - start + dwell * k / n_points
+            path.append([round(px, 2), round(py, 2), round(at, 1)])
         t = entered + dwell
         x, y = cx, cy
         out.append({"type": "zone_visit", "ts": t, **person, **linked, "zone": zone,
@@ -251,7 +254,7 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
         status = DeviceStatus(
             device=device,
             seq=0,
-            ts=datetime.fromtimestamp(until - 20, UTC),
+            ts=datetime.fromtimestamp(now - 20, UTC),  # health is about now
             uptime_s=days * 86400.0,
             cameras=[
                 CameraStatus(

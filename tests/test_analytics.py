@@ -167,14 +167,17 @@ def test_dwell_per_zone_quantiles_histogram_and_rank(chain) -> None:
 
 def test_heatmap_weights_time_and_flows_count_moves(chain) -> None:
     dev = Device(chain)
-    # each point holds the time until the next: 61 s near (2, 3), then 10 s near (10, 8)
+    # 60 s near (2, 3), a 1 s walk, then 10 s near (10, 8); the walk's second is spread out
     path = [[2.1, 3.1, 0.0], [2.2, 3.2, 60.0], [10.0, 8.0, 61.0], [10.1, 8.1, 71.0]]
     dev.visit(at(10), zones=(("shoes", 10), ("bags", 10)), path=path)
     dev.visit(at(11), zones=(("shoes", 10), ("bags", 10)), path=path)
     dev.visit(at(12), zones=(("bags", 10),))
     heat = table(chain, "heatmap", stores=("paris",))
     cells = {(r["x_m"], r["y_m"]): r["presence_s"] for r in heat.rows}
-    assert cells == {(2.25, 3.25): 122.0, (10.25, 8.25): 20.0}
+    assert sum(cells.values()) == pytest.approx(142.0, abs=0.5)
+    assert 120.0 <= cells[(2.25, 3.25)] <= 120.4
+    assert 20.0 <= cells[(10.25, 8.25)] <= 20.4
+    assert len(cells) > 10  # the walk between the two crosses many cells
     grid = heat.extra["grid"]
     assert len(grid["z"]) == len(grid["y"]) and len(grid["z"][0]) == len(grid["x"])
     flows = {(r["from_zone"], r["to_zone"]): r["moves"] for r in table(chain, "flows").rows}

@@ -1,9 +1,10 @@
 """Where people go: presence heatmap over the floor plan and zone-to-zone flows.
 
 Both read ``visit_ended`` events: ``path`` is ``[[x_m, y_m, t_s], ...]`` in floor metres and
-``zones`` the zones visited in order. Paths are simplified on the device, so each point stands
-for the time until the next point; the heatmap weights points by that time, which makes a cell
-read as "seconds of presence", not "number of path vertices".
+``zones`` the zones visited in order. Paths are simplified on the device (points kept where the
+direction changes), so the straight segment between two points is the faithful reconstruction:
+the heatmap samples every segment each quarter metre and shares the segment's time among the
+samples, which makes a cell read as "seconds of presence", not "number of path vertices".
 """
 
 from __future__ import annotations
@@ -40,19 +41,34 @@ def _visit_payloads(db: Database, scope: Scope, store: str | None = None) -> Ite
             yield payload
 
 
+MAX_SAMPLES_PER_SEGMENT = 400
+
+
+def _segment_samples(path: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points along each segment of one path and the seconds each stands for."""
+    a, b = path[:-1], path[1:]
+    dt = np.clip(b[:, 2] - a[:, 2], 0, None)
+    dist = np.hypot(b[:, 0] - a[:, 0], b[:, 1] - a[:, 1])
+    n = np.clip(np.ceil(dist / (CELL_M / 2)), 1, MAX_SAMPLES_PER_SEGMENT).astype(int)
+    seg = np.repeat(np.arange(len(a)), n)
+    k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    frac = ((k + 0.5) / n[seg])[:, None]
+    return a[seg, :2] + (b[seg, :2] - a[seg, :2]) * frac, dt[seg] / n[seg]
+
+
 def _points(payloads: Iterator[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """All path points as (N, 2) metres and their weights in seconds."""
+    """Presence samples of all paths as (N, 2) metres and their weights in seconds."""
     xy_parts, w_parts = [], []
     for payload in payloads:
         try:
             path = np.asarray(payload.get("path") or [], dtype=float)
         except (TypeError, ValueError):
             continue
-        if path.ndim != 2 or path.shape[1] != 3 or len(path) == 0:
+        if path.ndim != 2 or path.shape[1] != 3 or len(path) < 2 or not np.isfinite(path).all():
             continue
-        dt = np.diff(path[:, 2], append=path[-1, 2])
-        xy_parts.append(path[:, :2])
-        w_parts.append(np.clip(dt, 0, None))
+        xy, w = _segment_samples(path)
+        xy_parts.append(xy)
+        w_parts.append(w)
     if not xy_parts:
         return np.empty((0, 2)), np.empty(0)
     return np.concatenate(xy_parts), np.concatenate(w_parts)

@@ -49,6 +49,7 @@ const Api = {
   plain(status, payload) {
     const detail = payload && payload.detail;
     if (typeof detail === "string") return detail;
+    if (detail && typeof detail.detail === "string") return detail.detail;
     if (Array.isArray(detail) && detail.length) {
       return detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
     }

@@ -89,7 +89,9 @@ const RENDER = {
   },
   heatmap(d) {
     const g = d.grid;
-    plot("heatmap", [{ type: "heatmap", x: g.x, y: g.y, z: g.z, colorscale: "YlOrRd", reversescale: false, colorbar: { title: { text: "s" } } }], {
+    // Empty cells stay blank (null) so the floor reads as "nobody was here".
+    const z = g.z.map((row) => row.map((v) => (v > 0 ? v : null)));
+    plot("heatmap", [{ type: "heatmap", x: g.x, y: g.y, z, colorscale: "YlOrRd", reversescale: true, colorbar: { title: { text: "s" } }, hovertemplate: "%{x} m, %{y} m: %{z} s<extra></extra>" }], {
       xaxis: { title: { text: "metres" }, constrain: "domain" },
       yaxis: { scaleanchor: "x", autorange: "reversed" },
       height: 300,
@@ -101,7 +103,7 @@ const RENDER = {
     const from = names.filter((n) => n !== "(exit)");
     const to = names.filter((n) => n !== "(entry)");
     const z = from.map((a) => to.map((b) => (d.rows.find((r) => r.from_zone === a && r.to_zone === b) || { moves: 0 }).moves));
-    plot("flows", [{ type: "heatmap", x: to, y: from, z, colorscale: "Blues", text: z, texttemplate: "%{text}", hovertemplate: "%{y} → %{x}: %{z}<extra></extra>" }], {
+    plot("flows", [{ type: "heatmap", x: to, y: from, z, colorscale: "Blues", reversescale: true, text: z, texttemplate: "%{text}", hovertemplate: "%{y} → %{x}: %{z}<extra></extra>" }], {
       xaxis: { title: { text: "to" } }, yaxis: { title: { text: "from" }, automargin: true }, margin: { l: 100, r: 12, t: 8, b: 60 },
     });
     const top = d.rows.filter((r) => r.from_zone !== "(entry)" && r.to_zone !== "(exit)").slice(0, 3);
