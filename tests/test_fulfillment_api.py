@@ -94,6 +94,8 @@ def test_pos_task_queue_and_moves(client: TestClient, db, pushed) -> None:  # no
     assert client.post(f"{url}/pick", json={"version": 2}, headers=till1).status_code == 200
     assert client.post(f"{url}/reject", json={"reason": "bored"}, headers=till1).status_code == 422
     assert client.post(f"{url}/pick", json={"surprise": 1}, headers=till1).status_code == 422
+    assert client.post(f"{url}/pick", json={"note": "a\x00b"}, headers=till1).status_code == 422
+    assert client.post("/api/v1/fulfillment/tasks/x/pick", headers=till1).status_code == 422
 
     r = client.post(
         f"{url}/reject",

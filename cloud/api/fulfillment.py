@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, status
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 from storelens.cloud.api.deps import Caller, get_db, require_ops, require_pos
 from storelens.cloud.fulfillment import router as fulfillment_router
@@ -24,6 +24,12 @@ from storelens.cloud.fulfillment.states import Action, RejectReason
 from storelens.cloud.store import Database
 
 SWEEP_INTERVAL_ENV = "STORELENS_FULFILLMENT_SWEEP_S"
+# Text reaches SQL as given; PostgreSQL refuses NUL bytes, so they are a 422 here, not a 500.
+NO_NUL = r"^[^\x00]*$"
+BIGINT_MAX = 2**63 - 1
+TaskId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="Task ID.")]
+EntryId = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="Manual-queue entry ID.")]
+OrderId = Annotated[str, Path(min_length=1, max_length=128, pattern=NO_NUL)]
 
 
 @asynccontextmanager
@@ -53,32 +59,37 @@ class _Body(BaseModel):
 
 class StepIn(_Body):
     request_id: str | None = Field(
-        None, max_length=128, description="Client request ID: a repeat changes nothing."
+        None,
+        max_length=128,
+        pattern=NO_NUL,
+        description="Client request ID: a repeat changes nothing.",
     )
     version: int | None = Field(
-        None, ge=1, description="Task version the clerk saw; a newer task answers 409."
+        None, ge=1, le=BIGINT_MAX, description="Task version the clerk saw; a newer one is a 409."
     )
-    clerk: str | None = Field(None, max_length=64, description="Clerk using the POS device.")
-    note: str | None = Field(None, max_length=500)
+    clerk: str | None = Field(None, max_length=64, pattern=NO_NUL, description="Clerk's name.")
+    note: str | None = Field(None, max_length=500, pattern=NO_NUL)
 
 
 class RejectIn(StepIn):
     reason: RejectReason
-    sku: str | None = Field(None, max_length=64, description="The SKU concerned; default all.")
-    quantity: int | None = Field(None, ge=1, description="Damaged units; default the line's.")
+    sku: str | None = Field(None, max_length=64, pattern=NO_NUL, description="Default: every line.")
+    quantity: int | None = Field(None, ge=1, le=1_000_000, description="Damaged units.")
 
 
 class ShipIn(StepIn):
-    carrier: str = Field(min_length=1, max_length=64)
-    tracking_number: str = Field(min_length=1, max_length=128)
+    carrier: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
+    tracking_number: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
 
 
 class CancelIn(_Body):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=500, pattern=NO_NUL)
 
 
 class DismissIn(_Body):
-    resolution: str = Field(min_length=1, max_length=500, description="What ops did instead.")
+    resolution: str = Field(
+        min_length=1, max_length=500, pattern=NO_NUL, description="What ops did instead."
+    )
 
 
 def _http(exc: Exception) -> HTTPException:
@@ -120,7 +131,9 @@ def _move(db: Database, caller: Caller, task_id: str, action: Action, body: Step
 
 @router.get("/tasks", summary="The store's open fulfillment tasks, most urgent first")
 def list_tasks(
-    store: str | None = Query(None, description="Ops only; a POS device sees its own store."),
+    store: str | None = Query(
+        None, max_length=64, pattern=NO_NUL, description="Ops only; a POS sees its own store."
+    ),
     limit: int = Query(200, ge=1, le=1000),
     db: Database = Depends(get_db),
     caller: Caller = Depends(require_pos(allow_ops="analyst")),
@@ -133,7 +146,7 @@ def list_tasks(
 
 @router.get("/tasks/{task_id}", summary="One task with its lines and shelf locations")
 def get_task(
-    task_id: str,
+    task_id: TaskId,
     db: Database = Depends(get_db),
     caller: Caller = Depends(require_pos(allow_ops="analyst")),
 ) -> dict[str, Any]:
@@ -145,7 +158,7 @@ def get_task(
 
 def _step_endpoint(action: Action) -> Callable[..., dict[str, Any]]:
     def endpoint(
-        task_id: str,
+        task_id: TaskId,
         body: StepIn | None = None,
         idempotency_key: str | None = Header(None, max_length=128),
         db: Database = Depends(get_db),
@@ -169,7 +182,7 @@ for _action, _path, _summary in [
 
 
 @router.post("/tasks/{task_id}/reject", summary="Reject a task; it is re-routed elsewhere")
-def reject_task(task_id: str, body: RejectIn,
+def reject_task(task_id: TaskId, body: RejectIn,
                 idempotency_key: str | None = Header(None, max_length=128),
                 db: Database = Depends(get_db),
                 caller: Caller = Depends(require_pos())) -> dict[str, Any]:  # fmt: skip
@@ -178,7 +191,7 @@ def reject_task(task_id: str, body: RejectIn,
 
 
 @router.post("/tasks/{task_id}/ship", summary="Hand a packed task to the carrier")
-def ship_task(task_id: str, body: ShipIn,
+def ship_task(task_id: TaskId, body: ShipIn,
               idempotency_key: str | None = Header(None, max_length=128),
               db: Database = Depends(get_db),
               caller: Caller = Depends(require_pos())) -> dict[str, Any]:  # fmt: skip
@@ -194,7 +207,7 @@ def manual_queue(include_resolved: bool = False, limit: int = Query(200, ge=1, l
 
 
 @router.post("/manual-queue/{entry_id}/retry", summary="Route a queued order again (admin)")
-def retry_manual(entry_id: int, db: Database = Depends(get_db),
+def retry_manual(entry_id: EntryId, db: Database = Depends(get_db),
                  caller: Caller = Depends(require_ops("admin"))) -> dict[str, Any]:  # fmt: skip
     try:
         outcome = fulfillment_router.retry_manual(
@@ -207,7 +220,7 @@ def retry_manual(entry_id: int, db: Database = Depends(get_db),
 
 
 @router.post("/manual-queue/{entry_id}/dismiss", summary="Settle a queued order by hand (admin)")
-def dismiss_manual(entry_id: int, body: DismissIn, db: Database = Depends(get_db),
+def dismiss_manual(entry_id: EntryId, body: DismissIn, db: Database = Depends(get_db),
                    caller: Caller = Depends(require_ops("admin"))) -> dict[str, str]:  # fmt: skip
     try:
         fulfillment_router.dismiss_manual(
@@ -219,7 +232,7 @@ def dismiss_manual(entry_id: int, body: DismissIn, db: Database = Depends(get_db
 
 
 @router.get("/orders/{order_id}/journey", summary="An order's tasks, audit trail and messages")
-def order_journey(order_id: str, db: Database = Depends(get_db),
+def order_journey(order_id: OrderId, db: Database = Depends(get_db),
                   _: Caller = Depends(require_ops("analyst"))) -> dict[str, Any]:  # fmt: skip
     journey = tasks.journey(db, order_id)
     if journey is None:
@@ -228,7 +241,7 @@ def order_journey(order_id: str, db: Database = Depends(get_db),
 
 
 @router.post("/orders/{order_id}/cancel", summary="Cancel an order's open tasks (admin)")
-def cancel_order(order_id: str, body: CancelIn, db: Database = Depends(get_db),
+def cancel_order(order_id: OrderId, body: CancelIn, db: Database = Depends(get_db),
                  caller: Caller = Depends(require_ops("admin"))) -> dict[str, Any]:  # fmt: skip
     try:
         results = workflow.cancel_order(
