@@ -69,13 +69,20 @@ def compare_models(
     rounds: int,
     confidence: float = 0.25,
     nms_iou: float = 0.45,
+    person_class: int | None = None,
 ) -> dict[str, Any]:
     """Latency of both models on ``frames`` through the edge detector, and their agreement."""
     from storelens.edge.detect import Detector
 
     models = {
-        "fp32": Detector(fp32, confidence=confidence, nms_iou=nms_iou, threads=threads),
-        "int8": Detector(int8, confidence=confidence, nms_iou=nms_iou, threads=threads),
+        key: Detector(
+            path,
+            confidence=confidence,
+            nms_iou=nms_iou,
+            threads=threads,
+            person_class=person_class,
+        )
+        for key, path in (("fp32", fp32), ("int8", int8))
     }
     for det in models.values():
         det.detect(frames[0])  # first-run allocations stay out of the timing
@@ -104,7 +111,14 @@ def compare_models(
 
 
 def bench_export(
-    weights: Path, *, video: Path, imgsz: int, frames: int, threads: int, rounds: int
+    weights: Path,
+    *,
+    video: Path,
+    imgsz: int,
+    frames: int,
+    threads: int,
+    rounds: int,
+    person_class: int | None = None,
 ) -> dict[str, Any]:
     from storelens.models.export import export_checkpoint, offline_environment
 
@@ -120,7 +134,14 @@ def bench_export(
         started = time.perf_counter()
         int8 = export_checkpoint(weights, imgsz=imgsz, int8=True, out=folder / "int8.onnx")
         export_int8_s = time.perf_counter() - started
-        result = compare_models(fp32.model, int8.model, images, threads=threads, rounds=rounds)
+        result = compare_models(
+            fp32.model,
+            int8.model,
+            images,
+            threads=threads,
+            rounds=rounds,
+            person_class=person_class,
+        )
     return {
         "weights": str(weights),
         "imgsz": imgsz,

@@ -48,10 +48,10 @@ def export(
         f"int8={entry.int8} sha256={entry.sha256}"
     )
     typer.echo(f"manifest: {result.manifest}")
-    if entry.person_class is None and len(entry.classes) != 80:
+    if entry.person_class is None:
         typer.echo(
-            "warning: no 'person' class name and not 80 (COCO) classes; the edge detector "
-            "needs model.person_class set in the device config",
+            "warning: no class is named 'person'; the edge detector needs model.person_class "
+            "in the device config to use this model",
             err=True,
         )
 
@@ -115,11 +115,13 @@ def bench_export(
     frames: int = typer.Option(60, min=1, help="Frames to time per pass."),
     threads: int = typer.Option(2, min=1, help="ONNX Runtime intra-op threads."),
     rounds: int = typer.Option(3, min=1, help="Alternating passes; the best is kept."),
+    person_class: int | None = typer.Option(None, help="Default: the class named 'person'."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the result here."),
 ) -> None:
     """FP32 vs INT8 export of one checkpoint: latency, size and box agreement."""
     import json
 
+    from storelens.edge.detect import DetectorError
     from storelens.models.bench import bench_export as run
     from storelens.models.export import ExportError
 
@@ -133,8 +135,9 @@ def bench_export(
             frames=frames,
             threads=threads,
             rounds=rounds,
+            person_class=person_class,
         )
-    except (ExportError, AssetError, ValueError) as exc:
+    except (ExportError, AssetError, DetectorError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     text = json.dumps(result, indent=2)
