@@ -102,7 +102,8 @@ def bench_edge(
 
 @app.command("run")
 def run(
-    config: Path = typer.Option(..., "--config", "-c", help="Device YAML (firmware_config/)."),
+    config_file: Path | None = typer.Argument(None, help="Device YAML (same as --config)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Device YAML."),
     max_frames: int | None = typer.Option(
         None, min=1, help="Stop each camera after this many frames (tests and demos)."
     ),
@@ -118,8 +119,12 @@ def run(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    path = config or config_file
+    if path is None:
+        typer.echo("error: give the device config: --config FILE", err=True)
+        raise typer.Exit(2)
     try:
-        cfg = load_config(config)
+        cfg = load_config(path)
         left = Agent(cfg, max_frames=max_frames, drain_s=drain_s).run()
     except (ConfigError, AgentError) as exc:
         typer.echo(f"error: {exc}", err=True)
