@@ -31,9 +31,12 @@ def scenario_ship_from_store(
         database = connect(url)
         try:
             result = scenario.run(database)
-            Console().print(scenario.render(result))
+        except scenario.ScenarioError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         finally:
             database.close()
+        Console().print(scenario.render(result))
 
 
 # -- the core service: API, ingest, seed, admin --------------------------------------------

@@ -186,3 +186,5 @@ def test_scenario_command_prints_every_journey(tmp_path) -> None:  # noqa: ANN00
         assert label in out
     assert "not_in_stock" in out and "time_out" in out and "manual_queue" in out
     assert "-> delivered" in out and "-> picked_up" in out and "-> unfulfillable" in out
+    again = CliRunner().invoke(app, ["cloud", "scenario", "ship-from-store", "--db", url])
+    assert again.exit_code == 2 and "needs an empty database" in again.output

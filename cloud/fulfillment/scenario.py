@@ -71,6 +71,10 @@ def seed_network(db: Database, stores: list[dict[str, Any]] | None = None,
         )
 
 
+class ScenarioError(RuntimeError):
+    pass
+
+
 @dataclass
 class ScenarioResult:
     orders: dict[str, str] = field(default_factory=dict)  # label -> order ID
@@ -110,6 +114,11 @@ def _walk(db: Database, task: dict[str, Any], steps: list[Action], clerk: str, n
 def run(db: Database, *, now: float | None = None) -> ScenarioResult:
     """Seed, place six orders, play the stores' part, and return every order's journey."""
     now = time.time() if now is None else now
+    if db.scalar("SELECT count(*) FROM fulfillment_orders") or db.scalar(
+        "SELECT count(*) FROM online_orders"
+    ):
+        # Seeding sets absolute stock levels: on a live database it would wipe reservations.
+        raise ScenarioError("the scenario needs an empty database (it seeds its own stores)")
     seed_network(db)
     result = ScenarioResult()
     ship_to = {"name": "C. Martin", "address": "12 rue Oberkampf", "city": "Paris",
