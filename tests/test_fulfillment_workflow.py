@@ -370,3 +370,19 @@ def test_forget_me_drops_the_customer_from_fulfillment(net) -> None:  # noqa: AN
         is None
     )
     assert tasks.get_task(db, card["id"])["state"] == "ready_for_pickup"  # the work goes on
+
+
+def test_a_deadlocked_move_runs_again(net, monkeypatch) -> None:  # noqa: ANN001
+    from psycopg.errors import DeadlockDetected
+
+    task = ship(net, "o1", {"TSHIRT-M": 1})
+    real, calls = workflow._apply_locked, []
+
+    def deadlock_once(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == 1:
+            raise DeadlockDetected("deadlock detected")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(workflow, "_apply_locked", deadlock_once)
+    assert move(net, task, Action.accept).task["state"] == "accepted" and len(calls) == 2

@@ -48,6 +48,14 @@ from storelens.cloud.fulfillment.states import (
 )
 from storelens.cloud.store import Database, IntegrityError
 
+DEADLOCK_ATTEMPTS = 3
+try:
+    from psycopg.errors import DeadlockDetected, SerializationFailure
+
+    _RETRYABLE: tuple[type[Exception], ...] = (DeadlockDetected, SerializationFailure)
+except ImportError:  # a SQLite-only install: writers are serialized, nothing to retry
+    _RETRYABLE = ()
+
 
 class WorkflowError(Exception):
     """Base of the workflow's refusals."""
@@ -102,8 +110,17 @@ def apply(
     Pushes the changed task and any re-routed ones to the POS after commit."""
     now = time.time() if now is None else now
     _validate(req)
-    with db.transaction():
-        result = _apply_locked(db, task_id, req, store_id=store_id, config=config, now=now)
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            with db.transaction():
+                result = _apply_locked(db, task_id, req, store_id=store_id, config=config,
+                                       now=now)  # fmt: skip
+            break
+        except _RETRYABLE:
+            # Two rejections re-routing into each other's store lock the same inventory rows
+            # in opposite order; PostgreSQL aborts one, which simply runs again.
+            if attempt == DEADLOCK_ATTEMPTS:
+                raise
     if not result.replayed:
         tasks.publish(db, [task_id], event=req.action.value)
         tasks.publish(db, result.rerouted_to, event="created")
