@@ -87,6 +87,8 @@ class CardReader(threading.Thread):
         if changed:
             if online:
                 log.info("card reader %s online", self.reader_id)
+            elif self._stopping.is_set():
+                log.info("card reader %s stopped", self.reader_id)
             else:
                 log.warning("card reader %s offline: %s", self.reader_id, error)
 
