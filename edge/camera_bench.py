@@ -101,6 +101,7 @@ def measure(base: DeviceConfig, video: str, n: int, detector, seconds: float) ->
         "processed_ratio": round(ratio, 3),
         "lag_p95_ms": round(p95 * 1000, 1),
         "cpu_cores": round(cpu / wall, 3),
+        "cpu_ms_per_frame": round(cpu / processed * 1000, 2) if processed else None,
         "realtime": bool(
             not offline
             and ratio >= MIN_PROCESSED
