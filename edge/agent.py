@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -92,6 +93,7 @@ class Agent:
         self.publisher = None
         self.frames = 0
         self.detect_calls = 0
+        self.unstored = 0  # events the outbox could not write (disk errors)
 
     def _load_key(self) -> PseudonymKey | None:
         p = self.config.privacy
@@ -189,13 +191,22 @@ class Agent:
                     self._ready.wait(IDLE_WAIT_S)
                     events = []
                 events += self._resolve_swipes()
-                self.outbox.put(events)
+                self._store(events)
                 if time.monotonic() >= next_status:
-                    self.outbox.put([self.status(self.outbox.next_seq())], kind="status")
+                    self._store([self.status(self.outbox.next_seq())], kind="status")
                     next_status = time.monotonic() + status_every
         finally:
             left = self._shutdown()
         return left
+
+    def _store(self, events: list, kind: str = "events") -> None:
+        try:
+            self.outbox.put(events, kind=kind)
+        except (sqlite3.Error, OSError):
+            # Disk full or failing: the agent keeps running so it recovers when space frees;
+            # these events are lost and the log says how many.
+            self.unstored += len(events)
+            log.exception("outbox write failed: %d event(s) lost", len(events))
 
     def _infer_once(self) -> list | None:
         batch = [(feed, item) for feed in self.feeds if (item := feed.take()) is not None]
