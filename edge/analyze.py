@@ -20,6 +20,7 @@ from storelens.edge.sources import FrameSource
 
 from storelens.contract.events import LineCrossing, VisitStarted, ZoneVisit
 
+MOT_HISTORY = 256  # frames back that late-confirmed sightings can still be written to
 # (frames done, frames expected or None, people in view now)
 ProgressCallback = Callable[[int, int | None, int], None]
 
@@ -138,6 +139,7 @@ def analyze(
     )
     gate = MotionGate() if camera.motion_gate else None
     detections = Detections.empty()
+    frame_of: dict[float, int] = {}  # frame time (ms) -> MOT frame number, recent frames
     last_ts = None
     started = time.perf_counter()
     try:
@@ -153,7 +155,14 @@ def analyze(
             last_ts = ts
             _record(events, summary, events_file)
             if mot:
+                frame_of[round(ts.timestamp(), 3)] = summary.frames
                 mot.write(summary.frames, pipeline.last_tracked)
+                for when, person in pipeline.confirmed_late:
+                    earlier = frame_of.get(round(when.timestamp(), 3))
+                    if earlier is not None:
+                        mot.write(earlier, [person])
+                while len(frame_of) > MOT_HISTORY:
+                    frame_of.pop(next(iter(frame_of)))
             if video_out:
                 video_out.write(frame, pipeline.last_tracked)
             if progress:

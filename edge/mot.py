@@ -25,18 +25,42 @@ def mot_row(frame: int, person: TrackedPerson) -> str:
 
 
 class MotWriter:
-    def __init__(self, path: str | Path) -> None:
+    """Writes rows in frame order even when some arrive late (tracks confirmed afterwards).
+
+    Rows are held for ``window`` frames, then written sorted by frame and ID.
+    """
+
+    def __init__(self, path: str | Path, window: int = 256) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file: TextIO = self.path.open("w")
+        self.window = window
+        self._held: dict[int, list[tuple[int, str]]] = {}
+        self._latest = 0
+        self._written_up_to = 0
         self.rows = 0
+        self.dropped = 0  # rows that came later than the window (not written)
 
     def write(self, frame: int, people: Iterable[TrackedPerson]) -> None:
+        if frame <= self._written_up_to:
+            self.dropped += sum(1 for _ in people)
+            return
+        rows = self._held.setdefault(frame, [])
         for person in people:
-            self._file.write(mot_row(frame, person) + "\n")
-            self.rows += 1
+            rows.append((person.track_id, mot_row(frame, person)))
+        if frame > self._latest:
+            self._latest = frame
+            self._flush(self._latest - self.window)
+
+    def _flush(self, up_to: int) -> None:
+        for frame in sorted(f for f in self._held if f <= up_to):
+            for _, row in sorted(self._held.pop(frame)):
+                self._file.write(row + "\n")
+                self.rows += 1
+            self._written_up_to = max(self._written_up_to, frame)
 
     def close(self) -> None:
+        self._flush(self._latest)
         self._file.close()
 
     def __enter__(self) -> MotWriter:

@@ -143,6 +143,9 @@ class CameraPipeline:
         self._visits: dict[int, _Visit] = {}
         self._t0: float | None = None
         self.last_tracked: list[TrackedPerson] = []
+        # Earlier sightings of tracks confirmed in the last frame (frame time, person): for
+        # offline track output; events never go back in time.
+        self.confirmed_late: list[tuple[datetime, TrackedPerson]] = []
 
     # -- identity of a visit ------------------------------------------------------------
 
@@ -196,6 +199,10 @@ class CameraPipeline:
             self._measure_fps(t)
         tracked = self.tracker.update(detections, t - self._t0)
         self.last_tracked = tracked
+        t0 = self._t0
+        self.confirmed_late = [
+            (datetime.fromtimestamp(t0 + rel, UTC), p) for rel, p in self.tracker.confirmed_late
+        ]
         events: list[PipelineEvent] = []
         seen: set[int] = set()
         for person in tracked:
@@ -335,4 +342,5 @@ class CameraPipeline:
         self.tracker.reset()
         self._t0 = None
         self.last_tracked = []
+        self.confirmed_late = []
         return events

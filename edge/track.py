@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,8 @@ import supervision as sv
 from storelens.edge.config import TrackerConfig
 from storelens.edge.detect import Detections
 from trackers import ByteTrackTracker, OCSORTTracker
+
+PENDING_MAX = 100  # sightings kept per track awaiting motion confirmation
 
 # `trackers` counts its lost buffer in frames at 30 fps and converts with the real rate.
 _TRACKERS_REFERENCE_FPS = 30.0
@@ -119,6 +122,10 @@ class PersonTracker:
         self._origin: dict[int, tuple[float, float, float]] = {}  # unmoved: anchor, first t
         self._moved: set[int] = set()
         self._shown: dict[int, float] = {}  # confirmed track -> last time it was output
+        # Sightings of a track while it waits for motion confirmation, so offline analysis
+        # can still report them once it is confirmed (``confirmed_late``).
+        self._pending: dict[int, deque[tuple[float, TrackedPerson]]] = {}
+        self.confirmed_late: list[tuple[float, TrackedPerson]] = []
         self._updates = 0
 
     def update(self, detections: Detections, t: float) -> list[TrackedPerson]:
@@ -127,6 +134,7 @@ class PersonTracker:
             # Equal or backward timestamps would make the library skip or warn; nudge forward.
             t = self._last_t + 1e-3
         self._last_t = t
+        self.confirmed_late = []
         sv_dets = sv.Detections(
             xyxy=detections.xyxy.astype(np.float32, copy=False),
             confidence=detections.confidence.astype(np.float32, copy=False),
@@ -151,6 +159,7 @@ class PersonTracker:
         if self._updates % 256 == 0:  # forget tracks the library dropped (bounded memory)
             kept = self._library_ids()
             self._origin = {k: v for k, v in self._origin.items() if k in kept}
+            self._pending = {k: v for k, v in self._pending.items() if k in kept}
             self._moved &= kept
             self._shown = {k: v for k, v in self._shown.items() if k in kept}
             self.static.forget_old(t)
@@ -171,9 +180,12 @@ class PersonTracker:
         if math.hypot(x - ox, y - oy) >= need * max(height, 1.0):
             self._moved.add(person.track_id)
             del self._origin[person.track_id]
+            self.confirmed_late += self._pending.pop(person.track_id, ())
             return True
         if t - first_t >= StaticObjects.AFTER_S:
             self.static.learn(person.xyxy, t)
+        pending = self._pending.setdefault(person.track_id, deque(maxlen=PENDING_MAX))
+        pending.append((t, person))
         return False
 
     def _library_ids(self) -> set[int]:
@@ -190,6 +202,8 @@ class PersonTracker:
         self._tracker.reset()
         self._last_t = None
         self._origin.clear()
+        self._pending.clear()
+        self.confirmed_late = []
         self._moved.clear()
         self._shown.clear()
         self.static = StaticObjects()

@@ -34,3 +34,19 @@ def test_rows_are_frame_id_xywh_conf_and_three_minus_ones(tmp_path: Path) -> Non
 def test_frames_count_from_one() -> None:
     with pytest.raises(ValueError):
         mot_row(0, person(0, (0, 0, 1, 1)))
+
+
+def test_late_rows_are_written_in_frame_order(tmp_path: Path) -> None:
+    path = tmp_path / "mot.txt"
+    with MotWriter(path, window=5) as mot:
+        for frame in range(1, 11):
+            mot.write(frame, [person(1, (0, 0, 10, 20))])
+            if frame == 6:  # track 2 confirmed now, seen since frame 3
+                for earlier in (3, 4, 5):
+                    mot.write(earlier, [person(2, (50, 0, 60, 20))])
+        mot.write(2, [person(3, (0, 0, 1, 1))])  # beyond the window: not written
+    rows = np.loadtxt(path, delimiter=",")
+    keys = [(int(f), int(i)) for f, i in rows[:, :2]]
+    assert keys == sorted(keys)
+    assert [k for k in keys if k[1] == 3] == [(3, 3), (4, 3), (5, 3)]
+    assert mot.rows == 13 and mot.dropped == 1

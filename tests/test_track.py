@@ -119,3 +119,14 @@ def test_backward_timestamps_do_not_break_tracking() -> None:
         tracker.update(boxes(walker(i / FPS)), i / FPS)
     out = tracker.update(boxes(walker(2.0)), 1.0)  # clock stepped back
     assert len(out) == 1
+
+
+def test_sightings_before_motion_confirmation_are_reported_late() -> None:
+    tracker = PersonTracker(TrackerConfig(), FPS)
+    late = []
+    for i in range(15):
+        tracker.update(boxes(walker(i / FPS)), i / FPS)
+        late += tracker.confirmed_late
+    times = [t for t, _ in late]
+    assert times and times == sorted(times) and times[0] <= 0.3
+    assert len({p.track_id for _, p in late}) == 1
