@@ -269,6 +269,12 @@ def test_split_order_reserves_at_each_store(db) -> None:  # noqa: ANN001
     assert atp(db, "paris-rivoli", "JEANS-32") == 0 and atp(db, "paris-bercy", "JEANS-32") == 0
 
 
+def test_no_split_when_the_customer_wants_one_parcel(db) -> None:  # noqa: ANN001
+    seed_network(db, stock=STOCK)
+    out = submit(db, "o1", {"JEANS-32": 3, "BACKPACK": 1}, allow_brokering=False)
+    assert out.task_ids == [] and out.manual_queue_id is not None
+
+
 def test_unplaceable_order_goes_to_the_manual_queue_with_reasons(db) -> None:  # noqa: ANN001
     seed_network(db, stock=STOCK)
     out = submit(db, "o1", {"BACKPACK": 10})
@@ -294,7 +300,13 @@ def test_unplaceable_order_goes_to_the_manual_queue_with_reasons(db) -> None:  #
 def test_pickup_stays_at_the_chosen_store_unless_brokering_is_allowed(db) -> None:  # noqa: ANN001
     seed_network(db, stock=STOCK)
     out = submit(
-        db, "p1", {"JEANS-32": 2}, dest=None, kind=TaskKind.pickup, pickup_store="versailles"
+        db,
+        "p1",
+        {"JEANS-32": 2},
+        dest=None,
+        kind=TaskKind.pickup,
+        pickup_store="versailles",
+        allow_brokering=False,
     )
     assert out.manual_queue_id is not None  # Versailles has no jeans, no brokering allowed
     out = submit(

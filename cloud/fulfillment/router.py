@@ -2,10 +2,11 @@
 creates one brokered task per store; what no rule can place goes to the manual queue with
 every considered store and why it was turned away.
 
-Ship orders use the configured rules (split allowed where a rule says so). Pickup orders stay
-in one store: the customer's chosen store, or the nearest one holding everything when the
-customer asked for "nearest"; only when the customer allowed brokering may another store
-(nearest to the chosen one first) take it instead.
+Ship orders use the configured rules (split where a rule says so and the customer allowed
+brokering, i.e. parcels from several stores). Pickup orders stay in one store: the customer's
+chosen store, or the nearest one holding everything when the customer asked for "nearest";
+only when the customer allowed brokering may another store (nearest to the chosen one first)
+take it instead.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class OrderToRoute:
     kind: TaskKind = TaskKind.ship
     destination: tuple[float, float] | None = None  # shipping (or customer) latitude, longitude
     pickup_store: str | None = None  # None on a pickup order: nearest store with everything
-    allow_brokering: bool = False
+    allow_brokering: bool = True  # pickup: another store may serve it; ship: may split
     channel: str = "email"  # how the customer hears about the order
     recipient: str | None = None
 
@@ -196,7 +197,9 @@ def route_lines(
                 rule_config,
                 destination=destination,
                 excluded=excluded,
-                allow_split=kind is TaskKind.ship,
+                # A pickup is collected in one place; a ship order splits only if the
+                # customer accepted parcels from several stores.
+                allow_split=kind is TaskKind.ship and bool(order["allow_brokering"]),
             )
             if not decision.placed:
                 return _to_manual_queue(db, order_id, lines, decision, now=now, actor=actor,
