@@ -80,6 +80,7 @@ def measure(base: DeviceConfig, video: str, n: int, detector, seconds: float) ->
         runner.start()
         time.sleep(WARMUP_S)
         frames0 = agent.frames
+        detect0, process0 = agent.detect_s, agent.process_s
         delivered0 = sum(f.frames for f in agent.feeds)
         cpu0, wall0 = _cpu_seconds(), time.monotonic()
         measuring.set()
@@ -88,6 +89,7 @@ def measure(base: DeviceConfig, video: str, n: int, detector, seconds: float) ->
         wall = time.monotonic() - wall0
         cpu = _cpu_seconds() - cpu0
         processed = agent.frames - frames0
+        detect_s, process_s = agent.detect_s - detect0, agent.process_s - process0
         delivered = sum(f.frames for f in agent.feeds) - delivered0
         offline = [f.camera.id for f in agent.feeds if not f.online]
         agent.request_stop()
@@ -102,6 +104,9 @@ def measure(base: DeviceConfig, video: str, n: int, detector, seconds: float) ->
         "lag_p95_ms": round(p95 * 1000, 1),
         "cpu_cores": round(cpu / wall, 3),
         "cpu_ms_per_frame": round(cpu / processed * 1000, 2) if processed else None,
+        "detect_ms_per_frame": round(detect_s / processed * 1000, 2) if processed else None,
+        "pipeline_ms_per_frame": round(process_s / processed * 1000, 2) if processed else None,
+        "loop_busy": round((detect_s + process_s) / wall, 3),
         "realtime": bool(
             not offline
             and ratio >= MIN_PROCESSED
