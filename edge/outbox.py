@@ -119,17 +119,19 @@ class Outbox:
             self._next_seq = max(self._next_seq, high)
 
     def _enforce_bounds(self, now: float) -> None:
-        dropped = 0
-        oldest = self._db.execute("SELECT created FROM outbox ORDER BY seq LIMIT 1").fetchone()
-        if oldest and oldest[0] < now - self.max_age_s:
-            dropped += self._drop("created < ?", now - self.max_age_s)
-        if self._bytes > self.max_bytes:
-            # Oldest first: the running sum finds the shortest prefix that frees enough bytes.
-            dropped += self._drop(
-                "seq <= (SELECT seq FROM (SELECT seq, SUM(size) OVER (ORDER BY seq) AS run "
-                "FROM outbox) WHERE run >= ? ORDER BY seq LIMIT 1)",
-                self._bytes - self.max_bytes,
-            )
+        cutoff = now - self.max_age_s
+        excess = self._bytes - self.max_bytes
+        if excess > 0:
+            excess += self.max_bytes // 20  # free 5% more, so the next puts need not drop again
+        # Rows are in age order by seq: walk the oldest prefix only as far as needed (O(k)).
+        last, freed = None, 0
+        for seq, created, size in self._db.execute(
+            "SELECT seq, created, size FROM outbox ORDER BY seq"
+        ):
+            if created >= cutoff and freed >= excess:
+                break
+            last, freed = seq, freed + size
+        dropped = self._drop("seq <= ?", last) if last is not None else 0
         if dropped:
             self._set_meta("lost", self._meta("lost") + dropped)
             self._lost += dropped
