@@ -203,15 +203,24 @@ class CameraPipeline:
         self.confirmed_late = [
             (datetime.fromtimestamp(t0 + rel, UTC), p) for rel, p in self.tracker.confirmed_late
         ]
+        late: dict[int, list[tuple[datetime, TrackedPerson]]] = {}
+        for when, person in self.confirmed_late:
+            late.setdefault(person.track_id, []).append((when, person))
         events: list[PipelineEvent] = []
         seen: set[int] = set()
         for person in tracked:
             seen.add(person.track_id)
             visit = self._visits.get(person.track_id)
             if visit is None:
-                visit = _Visit(person.track_id, ts, t, self.camera, self.lines)
+                # The visit began at the first sighting, before motion confirmed the track:
+                # replay those sightings so the start time, zones, crossings and path hold.
+                earlier = late.get(person.track_id, [])
+                start = earlier[0][0] if earlier else ts
+                visit = _Visit(person.track_id, start, start.timestamp(), self.camera, self.lines)
                 self._visits[person.track_id] = visit
-                events.append(VisitStarted(seq=self.next_seq(), ts=ts, **self._person(visit)))
+                events.append(VisitStarted(seq=self.next_seq(), ts=start, **self._person(visit)))
+                for when, sighting in earlier:
+                    self._observe(visit, sighting, when, when.timestamp(), None, events)
             self._observe(visit, person, ts, t, frame_bgr, events)
 
         alive = self.tracker.alive_ids()

@@ -66,7 +66,7 @@ class StaticObjects:
     """
 
     AFTER_S = 10.0
-    FORGET_S = 300.0
+    FORGET_S = 30.0  # short: a shopper standing where one was learned is hidden only briefly
     IOU = 0.5
 
     def __init__(self) -> None:

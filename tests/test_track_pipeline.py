@@ -178,3 +178,14 @@ def test_unknown_rate_is_measured_from_the_first_frames() -> None:
     assert pipeline.fps == pytest.approx(30.0, rel=1e-3)
     assert pipeline.tracker.fps == pytest.approx(30.0, rel=1e-3)
     assert [type(e) for e in events].count(VisitStarted) == 1
+
+
+def test_visit_starts_at_first_sighting_when_motion_confirms_it_later() -> None:
+    pipeline = make()
+    xs: list[float | None] = [400.0 + (i % 2) for i in range(40)]  # 4 s still at the shelf
+    xs += list(np.arange(400, 800, 20))  # then walks away
+    events = run(pipeline, xs) + pipeline.flush(T0 + timedelta(seconds=10))
+    started = next(e for e in events if isinstance(e, VisitStarted))
+    assert started.ts <= T0 + timedelta(seconds=0.3)  # not when it started walking (4 s)
+    shelf = next(e for e in events if isinstance(e, ZoneVisit))
+    assert shelf.entered_at <= T0 + timedelta(seconds=0.3) and shelf.dwell_s >= 3.5
