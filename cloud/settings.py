@@ -45,6 +45,12 @@ class Settings(BaseModel):
     push_mqtt: bool = Field(
         False, description="Relay POS pushes via the broker (API replicas, native apps)."
     )
+    fulfillment_rules: Path | None = Field(
+        None, description="Routing rules file (YAML/JSON); default the built-in rules."
+    )
+    fulfillment_sweep_s: float = Field(
+        30, ge=0, le=3600, description="Deadline sweeper interval in the API; 0 = off."
+    )
 
     @model_validator(mode="after")
     def _tls_needs_no_plain_port(self) -> Settings:

@@ -32,11 +32,11 @@ def pushed(monkeypatch) -> list[tuple[str, str, dict]]:  # noqa: ANN001
 @pytest.fixture
 def client(db, monkeypatch, pushed):  # noqa: ANN001, ANN201
     monkeypatch.setenv("STORELENS_PSEUDONYM_KEY", "ab" * 32)
-    monkeypatch.setenv("STORELENS_FULFILLMENT_SWEEP_S", "0")  # tests sweep by hand
     seed_network(db)
     auth.create_user(db, "boss", "correct horse", "admin")
     auth.create_user(db, "ana", "analyst pass", "analyst")
-    app = create_app(Settings.from_env({}, db_url="unused"), db=db)
+    settings = Settings.from_env({}, db_url="unused", fulfillment_sweep_s=0)  # swept by hand
+    app = create_app(settings, db=db)
     with TestClient(app) as c:
         yield c
 
@@ -188,3 +188,29 @@ def test_scenario_command_prints_every_journey(tmp_path) -> None:  # noqa: ANN00
     assert "-> delivered" in out and "-> picked_up" in out and "-> unfulfillable" in out
     again = CliRunner().invoke(app, ["cloud", "scenario", "ship-from-store", "--db", url])
     assert again.exit_code == 2 and "needs an empty database" in again.output
+
+
+def test_rules_file_from_settings(db, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from storelens.cloud.fulfillment import intake
+    from storelens.cloud.fulfillment.rules import RoutingConfigError
+
+    monkeypatch.setenv("STORELENS_PSEUDONYM_KEY", "ab" * 32)
+    seed_network(db)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: versailles-only\n    filters: {stores: [versailles]}\n")
+    settings = Settings.from_env(
+        {"STORELENS_FULFILLMENT_RULES": str(rules)}, db_url="unused", fulfillment_sweep_s=0
+    )
+    try:
+        with TestClient(create_app(settings, db=db)):
+            order_id = order(db, "k1", [{"sku": "TSHIRT-M", "qty": 1}])
+        (task,) = tasks.order_tasks(db, order_id)
+        assert task["store_id"] == "versailles" and task["rule"] == "versailles-only"
+        rules.write_text("rules:\n  - name: x\n    sort: [cheapest]\n")
+        with (
+            pytest.raises(RoutingConfigError, match="cheapest"),
+            TestClient(create_app(settings, db=db)),
+        ):
+            pass
+    finally:
+        intake.use_config(None)  # later tests route with the default rules again

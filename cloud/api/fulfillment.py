@@ -19,11 +19,11 @@ from storelens.cloud.api.deps import Caller, get_db, require_ops, require_pos
 from storelens.cloud.fulfillment import router as fulfillment_router
 from storelens.cloud.fulfillment import tasks, workflow
 from storelens.cloud.fulfillment.deadlines import DeadlineSweeper
-from storelens.cloud.fulfillment.intake import routing_config
+from storelens.cloud.fulfillment.intake import routing_config, use_config
+from storelens.cloud.fulfillment.rules import load_config
 from storelens.cloud.fulfillment.states import Action, RejectReason
 from storelens.cloud.store import Database
 
-SWEEP_INTERVAL_ENV = "STORELENS_FULFILLMENT_SWEEP_S"
 # Text reaches SQL as given; PostgreSQL refuses NUL bytes, so they are a 422 here, not a 500.
 NO_NUL = r"^[^\x00]*$"
 BIGINT_MAX = 2**63 - 1
@@ -34,14 +34,15 @@ OrderId = Annotated[str, Path(min_length=1, max_length=128, pattern=NO_NUL)]
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Runs the deadline sweeper beside the API (every replica may: moves are idempotent)."""
-    import os
-
-    config = routing_config()  # a broken rules file stops the service here, not at an order
-    interval = float(os.environ.get(SWEEP_INTERVAL_ENV) or 30)
+    """Loads the routing rules (a broken file stops the service here, not at the first order)
+    and runs the deadline sweeper beside the API (every replica may: moves are idempotent)."""
+    settings = app.state.settings
+    config = load_config(settings.fulfillment_rules)
+    use_config(config)  # the order hook routes with the same rules
     sweeper = None
-    if interval > 0:
-        sweeper = DeadlineSweeper(app.state.db, interval_s=interval, config=config)
+    if settings.fulfillment_sweep_s > 0:
+        sweeper = DeadlineSweeper(app.state.db, interval_s=settings.fulfillment_sweep_s,
+                                  config=config)  # fmt: skip
         sweeper.start()
     try:
         yield

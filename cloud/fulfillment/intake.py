@@ -3,7 +3,8 @@
 `register()` adds `route_new_order` to the orders domain's ``on_order_created`` hooks, so an
 order is routed inside the transaction that stores it: an order never exists unrouted, and a
 routing crash leaves no half-created order. The routing configuration is process-wide: read
-once from the file named by ``STORELENS_FULFILLMENT_RULES`` (YAML or JSON), else the default.
+by the API at start from ``Settings.fulfillment_rules``; elsewhere (CLI) from the file named by
+``STORELENS_FULFILLMENT_RULES`` (YAML or JSON), else the built-in default.
 """
 
 from __future__ import annotations
