@@ -193,3 +193,20 @@ def bench_cameras(
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(result, indent=2) + "\n")
     typer.echo(json.dumps(result))
+
+
+@app.command("swipe")
+def swipe(
+    read: str = typer.Argument(..., help="What the reader sends: digits, ;PAN=...? or 26 bits."),
+    host: str = typer.Option("127.0.0.1", help="Host of the agent's tcp reader."),
+    port: int = typer.Option(..., help="Port of the agent's tcp reader (listen mode)."),
+) -> None:
+    """Simulate a card read on a `tcp` reader (demos and tests; use test cards only)."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=5) as conn:
+            conn.sendall(read.strip().encode("ascii") + b"\n")
+    except (OSError, UnicodeEncodeError) as exc:
+        typer.echo(f"error: cannot send to {host}:{port}: {exc}", err=True)
+        raise typer.Exit(1) from None

@@ -364,3 +364,24 @@ def test_wedge_reader_grabs_decodes_and_survives_unplug(monkeypatch: pytest.Monk
         assert swipes.get(timeout=5).member == KEY.token("12345678")
     finally:
         reader.stop()
+
+
+def test_swipe_command_reaches_a_tcp_reader() -> None:
+    from typer.testing import CliRunner
+
+    from storelens.cli import app
+
+    swipes, put = _collector()
+    reader = TcpCardReader("sim", KEY, put, host="127.0.0.1", port=0)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 5
+        while reader.bound_port is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        result = CliRunner().invoke(
+            app, ["edge", "swipe", f";{CARD}=2912?", "--port", str(reader.bound_port)]
+        )
+        assert result.exit_code == 0, result.output
+        assert swipes.get(timeout=5).member == KEY.token(CARD)
+    finally:
+        reader.stop()
