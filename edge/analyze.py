@@ -21,6 +21,7 @@ from storelens.edge.sources import FrameSource
 from storelens.contract.events import LineCrossing, VisitStarted, ZoneVisit
 
 MOT_HISTORY = 256  # frames back that late-confirmed sightings can still be written to
+MOT_FILL_GAP_S = 1.0  # interpolate a track's boxes across detector gaps up to this long
 # (frames done, frames expected or None, people in view now)
 ProgressCallback = Callable[[int, int | None, int], None]
 
@@ -133,7 +134,8 @@ def analyze(
         expected = min(expected, max_frames) if expected else max_frames
     summary = AnalysisSummary()
     events_file = events_out.open("w") if events_out else None
-    mot = MotWriter(mot_out) if mot_out else None
+    rate = source.target_fps or source.fps
+    mot = MotWriter(mot_out, fill_gaps=round(MOT_FILL_GAP_S * rate)) if mot_out else None
     video_out = (
         VideoAnnotator(annotated, source.target_fps or source.fps, camera) if annotated else None
     )

@@ -50,3 +50,16 @@ def test_late_rows_are_written_in_frame_order(tmp_path: Path) -> None:
     assert keys == sorted(keys)
     assert [k for k in keys if k[1] == 3] == [(3, 3), (4, 3), (5, 3)]
     assert mot.rows == 13 and mot.dropped == 1
+
+
+def test_short_gaps_are_interpolated_long_ones_are_not(tmp_path: Path) -> None:
+    path = tmp_path / "mot.txt"
+    with MotWriter(path, fill_gaps=3) as mot:
+        mot.write(1, [person(1, (0, 0, 10, 20), 0.9)])
+        mot.write(4, [person(1, (30, 0, 40, 20), 0.6)])  # 2 frames missing: filled
+        mot.write(9, [person(1, (80, 0, 90, 20))])  # 4 missing: more than 3, left empty
+    rows = np.loadtxt(path, delimiter=",")
+    assert rows[:, 0].tolist() == [1, 2, 3, 4, 9]
+    np.testing.assert_allclose(rows[1:3, 2], [10, 20])  # x moves linearly
+    assert rows[1, 6] == pytest.approx(0.6)
+    assert mot.filled == 2
