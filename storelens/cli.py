@@ -23,7 +23,9 @@ app.add_typer(edge_cli.app, name="edge", help="The store device agent.")
 app.add_typer(cloud_cli.app, name="cloud", help="The cloud service and ingest workers.")
 app.add_typer(models_cli.app, name="models", help="Detector models: export and manifest.")
 
-bench = typer.Typer(help="Benchmarks: speed and accuracy targets, written as JSON.", no_args_is_help=True)
+bench = typer.Typer(
+    help="Benchmarks: speed and accuracy targets, written as JSON.", no_args_is_help=True
+)
 for domain in (edge_cli, cloud_cli, models_cli):
     bench.registered_commands += domain.bench_app.registered_commands
 app.add_typer(bench, name="bench")
@@ -42,7 +44,10 @@ def contract_schema(
     from storelens.contract import schema
 
     if check:
-        if not schema.SCHEMA_FILE.is_file() or schema.SCHEMA_FILE.read_text() != schema.render_schema():
+        if (
+            not schema.SCHEMA_FILE.is_file()
+            or schema.SCHEMA_FILE.read_text() != schema.render_schema()
+        ):
             typer.echo(f"{schema.SCHEMA_FILE} is out of date; run `storelens contract schema`")
             raise typer.Exit(1)
         typer.echo(f"{schema.SCHEMA_FILE} is up to date")

@@ -42,13 +42,17 @@ class PseudonymKey:
             raise PseudonymError(f"key {self.key_id!r} is shorter than {MIN_KEY_BYTES} bytes")
 
     def token(self, card_number: str) -> str:
-        return hmac.new(self.secret, normalize_card(card_number).encode(), hashlib.sha256).hexdigest()
+        return hmac.new(
+            self.secret, normalize_card(card_number).encode(), hashlib.sha256
+        ).hexdigest()
 
     def __repr__(self) -> str:  # never print the secret
         return f"PseudonymKey(key_id={self.key_id!r})"
 
 
-def load_key(key_id: str, *, path: str | Path | None = None, env: str | None = None) -> PseudonymKey:
+def load_key(
+    key_id: str, *, path: str | Path | None = None, env: str | None = None
+) -> PseudonymKey:
     """Read a key from a file (raw bytes, or hex text) or an environment variable (hex)."""
     if path is not None:
         p = Path(path)

@@ -14,8 +14,13 @@ def test_round_trip_every_event_type() -> None:
     env = example_envelope()
     assert parse_envelope(encode_envelope(env)) == env
     assert {e.type for e in env.events} == {
-        "visit_started", "visit_ended", "zone_visit", "line_crossing", "occupancy",
-        "card_swipe", "device_status",
+        "visit_started",
+        "visit_ended",
+        "zone_visit",
+        "line_crossing",
+        "occupancy",
+        "card_swipe",
+        "device_status",
     }
 
 

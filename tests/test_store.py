@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from storelens.cloud.store import IntegrityError
 
 
@@ -15,10 +14,23 @@ def test_migrations_recorded_and_idempotent(db) -> None:
 
 def test_batched_insert_ignores_duplicates_and_transactions_roll_back(db) -> None:
     db.execute("CREATE TABLE probe (id TEXT PRIMARY KEY, v {REAL})".format(**db.MACROS))
-    assert db.insert_many("probe", [{"id": "a", "v": 1.0}, {"id": "b", "v": 2.0}], ignore_conflicts_on="id") == 2
-    assert db.insert_many("probe", [{"id": "a", "v": 1.0}, {"id": "c", "v": 3.0}], ignore_conflicts_on="id") == 1
+    assert (
+        db.insert_many(
+            "probe", [{"id": "a", "v": 1.0}, {"id": "b", "v": 2.0}], ignore_conflicts_on="id"
+        )
+        == 2
+    )
+    assert (
+        db.insert_many(
+            "probe", [{"id": "a", "v": 1.0}, {"id": "c", "v": 3.0}], ignore_conflicts_on="id"
+        )
+        == 1
+    )
     with pytest.raises(IntegrityError), db.transaction():
         db.execute("INSERT INTO probe (id, v) VALUES (?, ?)", ("d", 4.0))
         db.execute("INSERT INTO probe (id, v) VALUES (?, ?)", ("a", 5.0))
     assert db.scalar("SELECT count(*) FROM probe") == 3
-    assert db.query("SELECT id FROM probe WHERE v >= ? ORDER BY id", (2.0,)) == [{"id": "b"}, {"id": "c"}]
+    assert db.query("SELECT id FROM probe WHERE v >= ? ORDER BY id", (2.0,)) == [
+        {"id": "b"},
+        {"id": "c"},
+    ]

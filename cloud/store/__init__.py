@@ -6,6 +6,12 @@ backend rewrites placeholders. Timestamps are stored as epoch seconds (float) so
 and bucketing are identical on both backends.
 """
 
-from storelens.cloud.store.base import Database, IntegrityError, Migration, connect, register_migrations
+from storelens.cloud.store.base import (
+    Database,
+    IntegrityError,
+    Migration,
+    connect,
+    register_migrations,
+)
 
 __all__ = ["Database", "IntegrityError", "Migration", "connect", "register_migrations"]

@@ -144,7 +144,10 @@ class Database(ABC):
         )
         import time
 
-        done = {(r["component"], r["version"]) for r in self.query("SELECT component, version FROM schema_migrations")}
+        done = {
+            (r["component"], r["version"])
+            for r in self.query("SELECT component, version FROM schema_migrations")
+        }
         applied = []
         for m in registered_migrations():
             if (m.component, m.version) in done:
@@ -153,14 +156,18 @@ class Database(ABC):
                 for statement in _split(m.sql.format(**self.MACROS)):
                     self.execute(statement)
                 self.execute(
-                    "INSERT INTO schema_migrations (component, version, applied_at) VALUES (?, ?, ?)",
+                    "INSERT INTO schema_migrations (component, version, applied_at)"
+                    " VALUES (?, ?, ?)",
                     (m.component, m.version, time.time()),
                 )
             applied.append(m)
         return applied
 
     def applied_migrations(self) -> set[tuple[str, int]]:
-        return {(r["component"], r["version"]) for r in self.query("SELECT component, version FROM schema_migrations")}
+        return {
+            (r["component"], r["version"])
+            for r in self.query("SELECT component, version FROM schema_migrations")
+        }
 
 
 def _split(script: str) -> list[str]:

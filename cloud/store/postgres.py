@@ -10,7 +10,6 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-
 from storelens.cloud.store.base import Database, IntegrityError, Row
 
 _PLACEHOLDER = re.compile(r"\?")
@@ -57,7 +56,9 @@ class PostgresDatabase(Database):
         except psycopg.errors.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
 
-    def _executemany(self, conn: psycopg.Connection, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+    def _executemany(
+        self, conn: psycopg.Connection, sql: str, rows: Iterable[Sequence[Any]]
+    ) -> int:
         total = 0
         try:
             with self.transaction(), conn.cursor() as cur:

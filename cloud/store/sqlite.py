@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -9,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-
 from storelens.cloud.store.base import Database, IntegrityError, Row
 
 
@@ -54,7 +54,9 @@ class SqliteDatabase(Database):
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
 
-    def _executemany(self, conn: sqlite3.Connection, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+    def _executemany(
+        self, conn: sqlite3.Connection, sql: str, rows: Iterable[Sequence[Any]]
+    ) -> int:
         before = conn.total_changes
         try:
             with self.transaction():
@@ -83,9 +85,7 @@ class SqliteDatabase(Database):
 
     def close(self) -> None:
         for conn in self._all:
-            try:
+            with contextlib.suppress(sqlite3.ProgrammingError):
                 conn.close()
-            except sqlite3.ProgrammingError:
-                pass
         self._all.clear()
         self._local.__dict__.clear()

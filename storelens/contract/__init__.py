@@ -5,6 +5,7 @@ generated JSON Schema. Both `storelens.edge` and `storelens.cloud` import it; it
 neither, and it needs nothing beyond pydantic.
 """
 
+from storelens.contract import topics
 from storelens.contract.envelope import (
     MAX_EVENTS_PER_BATCH,
     MAX_PAYLOAD_BYTES,
@@ -28,7 +29,6 @@ from storelens.contract.events import (
     ZoneVisit,
     new_event_id,
 )
-from storelens.contract import topics
 
 __all__ = [
     "MAX_EVENTS_PER_BATCH",

@@ -63,7 +63,9 @@ def parse_envelope(raw: bytes) -> Envelope:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ContractError("invalid", f"{where}: {first['msg']} ({exc.error_count()} errors)") from None
+        raise ContractError(
+            "invalid", f"{where}: {first['msg']} ({exc.error_count()} errors)"
+        ) from None
     for event in envelope.events:
         if event.device != envelope.device:
             raise ContractError("device_mismatch", f"event {event.id} from {event.device}")

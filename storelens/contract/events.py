@@ -19,7 +19,9 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+]
 Token = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256 pseudonym, hex")]
 Seconds = Annotated[float, Field(ge=0)]
 

@@ -1,10 +1,10 @@
 """MQTT topic layout, version 1.
 
-    storelens/v1/{store}/{device}/events        batches of events (QoS 1)
-    storelens/v1/{store}/{device}/status        periodic device status (QoS 1)
-    storelens/v1/{store}/{device}/availability  retained "online"/"offline" (last will)
-    storelens/v1/{store}/{device}/cmd           commands to the device
-    storelens/v1/{store}/pos/{kind}             pushes to the store's POS devices
+storelens/v1/{store}/{device}/events        batches of events (QoS 1)
+storelens/v1/{store}/{device}/status        periodic device status (QoS 1)
+storelens/v1/{store}/{device}/availability  retained "online"/"offline" (last will)
+storelens/v1/{store}/{device}/cmd           commands to the device
+storelens/v1/{store}/pos/{kind}             pushes to the store's POS devices
 """
 
 from __future__ import annotations
