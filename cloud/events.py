@@ -103,51 +103,61 @@ def _epoch(dt: Any) -> float:
     return dt.timestamp()
 
 
-def event_row(store: str, event: Any, received_at: float, member: str | None) -> dict[str, Any]:
-    """Flatten one contract event into an ``events`` row; ``member`` is the consent-checked
-    token (None when the member must stay unlinked)."""
+# Typed columns per event type: (zone, line, direction, dwell_s, t_start).
+def _zone_visit(e: ZoneVisit) -> tuple:
+    return e.zone, None, None, e.dwell_s, e.entered_at.timestamp()
+
+
+def _line_crossing(e: LineCrossing) -> tuple:
+    return None, e.line, e.direction, None, None
+
+
+def _visit_ended(e: VisitEnded) -> tuple:
+    return None, None, None, e.duration_s, e.started_at.timestamp()
+
+
+_NOTHING = (None, None, None, None, None)
+_TYPED = {ZoneVisit: _zone_visit, LineCrossing: _line_crossing, VisitEnded: _visit_ended}
+
+
+def event_values(store: str, event: Any, received_at: float, member: str | None) -> tuple:
+    """One ``events`` row as a tuple in `EVENT_COLUMNS` order (the ingest hot path);
+    ``member`` is the consent-checked token (None when the member must stay unlinked)."""
+    typed = _TYPED.get(type(event))
+    visit_id = getattr(event, "visit_id", None)
     # pydantic-core serialises in Rust: 3-4x faster than model_dump + json.dumps.
     payload = event.model_dump_json(exclude_none=True, exclude=None if member else _PERSONAL)
-    zone = line = direction = None
-    dwell = t_start = None
-    if isinstance(event, ZoneVisit):
-        zone, dwell, t_start = event.zone, event.dwell_s, _epoch(event.entered_at)
-    elif isinstance(event, LineCrossing):
-        line, direction = event.line, event.direction
-    elif isinstance(event, VisitEnded):
-        dwell, t_start = event.duration_s, _epoch(event.started_at)
-    visit_id = getattr(event, "visit_id", None)
-    return {
-        "id": str(event.id),
-        "store": store,
-        "device": event.device,
-        "seq": event.seq,
-        "type": event.type,
-        "ts": _epoch(event.ts),
-        "camera": getattr(event, "camera", None),
-        "visit_id": None if visit_id is None else str(visit_id),
-        "member": member,
-        "key_id": getattr(event, "key_id", None) if member is not None else None,
-        "zone": zone,
-        "line": line,
-        "direction": direction,
-        "dwell_s": dwell,
-        "t_start": t_start,
-        "received_at": received_at,
-        "payload": payload,
-    }
+    return (
+        str(event.id), store, event.device, event.seq, event.type, event.ts.timestamp(),
+        getattr(event, "camera", None), None if visit_id is None else str(visit_id), member,
+        event.key_id if member is not None else None,
+        *(typed(event) if typed else _NOTHING), received_at, payload,
+    )  # fmt: skip
 
 
-def store_events(db: Database, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert event rows, skipping IDs already stored; returns how many were new."""
+def event_row(store: str, event: Any, received_at: float, member: str | None) -> dict[str, Any]:
+    """Flatten one contract event into an ``events`` row (a dict keyed by column)."""
+    return dict(zip(EVENT_COLUMNS, event_values(store, event, received_at, member), strict=True))
+
+
+_INSERT = (
+    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
+)
+
+
+def store_events(db: Database, rows: Sequence[dict[str, Any] | tuple]) -> int:
+    """Insert event rows (dicts, or tuples in `EVENT_COLUMNS` order), skipping IDs already
+    stored; returns how many were new."""
     if not rows:
         return 0
+    values = [tuple(r[c] for c in EVENT_COLUMNS) if isinstance(r, dict) else r for r in rows]
     if db.dialect == "postgres":
-        return _copy_events(db, rows)
-    return db.insert_many("events", rows, ignore_conflicts_on="id")
+        return _copy_events(db, values)
+    return db.executemany(_INSERT, values)
 
 
-def _copy_events(db: Database, rows: Sequence[dict[str, Any]]) -> int:
+def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
     # COPY into a per-transaction staging table, then one INSERT .. ON CONFLICT: several
     # times faster than executemany on PostgreSQL for batches of hundreds of rows.
     cols = ", ".join(EVENT_COLUMNS)
@@ -160,7 +170,7 @@ def _copy_events(db: Database, rows: Sequence[dict[str, Any]]) -> int:
         with conn.cursor() as cur:
             with cur.copy(f"COPY events_stage ({cols}) FROM STDIN") as copy:
                 for row in rows:
-                    copy.write_row([row[c] for c in EVENT_COLUMNS])
+                    copy.write_row(row)
             cur.execute(
                 f"INSERT INTO events ({cols}) SELECT DISTINCT ON (id) {cols} FROM events_stage "
                 "ON CONFLICT (id) DO NOTHING"

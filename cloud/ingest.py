@@ -59,6 +59,7 @@ BATCH_SECONDS = Histogram("storelens_ingest_batch_seconds", "Time to write one b
 on_events_stored: list[Callable[[Database, list[dict[str, Any]]], object]] = []
 
 REGISTRY_TTL_S = 5.0
+_TS = event_store.EVENT_COLUMNS.index("ts")
 SESSION_EXPIRY_S = 24 * 3600  # the broker keeps a worker's unacked messages this long
 RECEIVE_MAXIMUM = 1000  # messages in flight to one worker (bounds a batch)
 
@@ -88,7 +89,7 @@ class Prepared:
 
     batch: list[Incoming]
     received_at: float
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[tuple] = field(default_factory=list)
     dead: list[tuple[str, str, str, bytes]] = field(default_factory=list)
     statuses: dict[str, list[DeviceStatus]] = field(default_factory=dict)
     availability: list[tuple[str, str, bool]] = field(default_factory=list)
@@ -208,20 +209,17 @@ class Ingestor:
                 "unregistered_device", f"{envelope.store}/{envelope.device} is not registered"
             )
         out.newest_sent = max(out.newest_sent, envelope.sent_at.timestamp())
-        rows = out.rows
+        rows, store, received_at = out.rows, envelope.store, out.received_at
+        linkable, event_values = self._linkable, event_store.event_values
         last = 0.0
         for event in envelope.events:
             if isinstance(event, DeviceStatus):
                 out.statuses.setdefault(envelope.store, []).append(event)
                 continue
-            row = event_store.event_row(
-                envelope.store,
-                event,
-                out.received_at,
-                self._linkable(getattr(event, "member", None)),
-            )
+            row = event_values(store, event, received_at, linkable(getattr(event, "member", None)))
             rows.append(row)
-            last = max(last, row["ts"])
+            if row[_TS] > last:
+                last = row[_TS]
         key = (envelope.store, envelope.device)
         if last:
             out.seen[key] = max(out.seen.get(key, 0.0), last)
