@@ -6,8 +6,12 @@ from pathlib import Path
 
 import typer
 
+from storelens import load_bench as _load_bench
+
 app = typer.Typer(no_args_is_help=True)
 bench_app = typer.Typer()
+# storelens.load_bench imports only the contract at module level; its work is in the command.
+bench_app.command("load")(_load_bench.command)
 
 scenario_app = typer.Typer(help="Scripted scenarios that seed data and play a story.",
                            no_args_is_help=True)  # fmt: skip
@@ -232,3 +236,64 @@ def bench_routing(
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(result, indent=2) + "\n")
     typer.echo(json.dumps(result))
+
+
+@bench_app.command("recommend")
+def bench_recommend(
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON here."),
+    members: int = typer.Option(3000, min=100, help="Members in the seeded chain."),
+    days: int = typer.Option(180, min=30, help="Days of seeded history."),
+    test_days: int = typer.Option(30, min=1, help="The last days held out for testing."),
+    seed: int = typer.Option(42, help="Seed of the generated chain."),
+) -> None:
+    """Recommender precision@10 and recall@10 vs the best-seller baseline (time split)."""
+    import json
+
+    from storelens.cloud import recommend_bench
+
+    result = recommend_bench.run(members=members, days=days, test_days=test_days, seed=seed)
+    text = json.dumps(result, indent=2)
+    typer.echo(text)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+
+
+@bench_app.command("api")
+def bench_api(
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON here."),
+    rate: float = typer.Option(200.0, min=1, help="Offered requests per second."),
+    seconds: float = typer.Option(20.0, min=1, help="Duration of each phase."),
+    members: int = typer.Option(3000, min=100, help="Members in the seeded chain."),
+) -> None:
+    """POS recommendations endpoint latency at a fixed request rate, and /healthz's."""
+    import json
+
+    from storelens.cloud import api_bench
+
+    result = api_bench.run(rate=rate, seconds=seconds, members=members)
+    text = json.dumps(result, indent=2)
+    typer.echo(text)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+
+
+@bench_app.command("analytics")
+def bench_analytics(
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON here."),
+    days: int = typer.Option(28, min=1, max=366, help="Days of seeded in-store traffic."),
+    visitors: int = typer.Option(300, min=10, help="Visitors per store and day (5 stores)."),
+    repeats: int = typer.Option(3, min=1, help="Runs per chart; the median is reported."),
+) -> None:
+    """Time of every ops chart over the seeded period, on SQLite and PostgreSQL."""
+    import json
+
+    from storelens.cloud.analytics import bench
+
+    result = bench.run(days=days, visitors_per_day=visitors, repeats=repeats)
+    text = json.dumps(result, indent=2)
+    typer.echo(text)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
