@@ -73,7 +73,12 @@ def _pipeline_pass(
 
 
 def run_bench(
-    video: str, config: DeviceConfig, *, max_frames: int | None = None, rounds: int = 2
+    video: str,
+    config: DeviceConfig,
+    *,
+    max_frames: int | None = None,
+    rounds: int = 2,
+    motion_gate: bool | None = None,
 ) -> dict:
     camera = camera_for(config, video)
     m = config.model
@@ -105,7 +110,7 @@ def run_bench(
         # cost, less sensitive to other load on the machine than the fps figures.
         "track_scene_ms_per_frame": round(min(scene_ms), 3),
     }
-    if camera.motion_gate:
+    if camera.motion_gate if motion_gate is None else motion_gate:
         gate = MotionGate()
         gated_fps, _, _ = _pipeline_pass(camera, config, detector, max_frames, gate)
         result["gated_pipeline_fps"] = round(gated_fps, 1)

@@ -82,6 +82,9 @@ def bench_edge(
     json_out: Path = typer.Option(..., "--json", help="Write the results here."),
     max_frames: int | None = typer.Option(None, min=10, help="Frames per pass (default: all)."),
     rounds: int = typer.Option(2, min=1, max=5, help="Alternating bound/pipeline passes."),
+    motion_gate: bool | None = typer.Option(
+        None, help="Also time a motion-gated pass (default: as the camera config says)."
+    ),
 ) -> None:
     """Edge speed: decode alone, decode + inference (the bound), and the full pipeline."""
     import json
@@ -94,7 +97,7 @@ def bench_edge(
     except ConfigError as exc:
         typer.echo(f"invalid config {exc}", err=True)
         raise typer.Exit(2) from None
-    result = run_bench(video, cfg, max_frames=max_frames, rounds=rounds)
+    result = run_bench(video, cfg, max_frames=max_frames, rounds=rounds, motion_gate=motion_gate)
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(result, indent=2) + "\n")
     typer.echo(json.dumps(result))

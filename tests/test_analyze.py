@@ -110,6 +110,7 @@ def test_bench_edge_writes_the_four_numbers(tmp_path: Path) -> None:
             "15",
             "--rounds",
             "1",
+            "--motion-gate",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -118,3 +119,5 @@ def test_bench_edge_writes_the_four_numbers(tmp_path: Path) -> None:
     assert data["pipeline_fps"] > 0
     assert abs(data["ratio"] - data["pipeline_fps"] / data["bound_fps"]) < 0.01
     assert data["environment"]["layout"] == "yolox"
+    assert data["gated_pipeline_fps"] > 0 and 0 <= data["gated_skipped_fraction"] <= 1
+    assert data["track_scene_ms_per_frame"] > 0
