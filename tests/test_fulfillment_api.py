@@ -129,6 +129,17 @@ def test_pos_task_queue_and_moves(client: TestClient, db, pushed) -> None:  # no
     assert client.get("/api/v1/fulfillment/orders/nope/journey", headers=analyst).status_code == 404
     # POS devices cannot read ops endpoints.
     assert client.get("/api/v1/fulfillment/manual-queue", headers=till1).status_code == 403
+    # The messaging service drains the customer-notification outbox.
+    admin = ops(client)
+    (note,) = client.get("/api/v1/fulfillment/notifications", headers=admin).json()
+    assert note["order_id"] == order_id and note["kind"] == "shipped" and "1Z999" in note["message"]
+    sent = f"/api/v1/fulfillment/notifications/{note['id']}/sent"
+    assert client.post(sent, headers=admin).status_code == 200
+    assert client.post(sent, headers=admin).status_code == 200  # a retry is harmless
+    assert client.get("/api/v1/fulfillment/notifications", headers=admin).json() == []
+    assert (
+        client.post("/api/v1/fulfillment/notifications/999/sent", headers=admin).status_code == 404
+    )
 
 
 def test_manual_queue_and_cancel_for_ops(client: TestClient, db) -> None:  # noqa: ANN001

@@ -28,7 +28,7 @@ from storelens.cloud.store import Database
 NO_NUL = r"^[^\x00]*$"
 BIGINT_MAX = 2**63 - 1
 TaskId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="Task ID.")]
-EntryId = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="Manual-queue entry ID.")]
+EntryId = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="Row ID.")]
 OrderId = Annotated[str, Path(min_length=1, max_length=128, pattern=NO_NUL)]
 
 
@@ -251,3 +251,25 @@ def cancel_order(order_id: OrderId, body: CancelIn, db: Database = Depends(get_d
     except workflow.WorkflowError as exc:
         raise _http(exc) from None
     return {"cancelled": [r.task["id"] for r in results if not r.replayed]}
+
+
+@router.get("/notifications", summary="Customer messages waiting for the messaging service")
+def pending_notifications(
+    limit: int = Query(100, ge=1, le=1000),
+    db: Database = Depends(get_db),
+    _: Caller = Depends(require_ops("admin")),
+) -> list[dict[str, Any]]:
+    return tasks.pending_notifications(db, limit=limit)
+
+
+@router.post("/notifications/{notification_id}/sent", summary="The message was delivered")
+def notification_sent(
+    notification_id: EntryId,
+    db: Database = Depends(get_db),
+    _: Caller = Depends(require_ops("admin")),
+) -> dict[str, str]:
+    import time
+
+    if not tasks.mark_sent(db, notification_id, now=time.time()):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no notification {notification_id}")
+    return {"status": "sent"}

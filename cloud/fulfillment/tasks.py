@@ -138,6 +138,26 @@ def notifications(db: Database, order_id: str) -> list[dict[str, Any]]:
     )
 
 
+def pending_notifications(db: Database, *, limit: int = 100) -> list[dict[str, Any]]:
+    """Customer messages not yet handed to the messaging service, oldest first (the table is
+    the outbox: a sender polls it and marks each message sent)."""
+    return db.query(
+        "SELECT * FROM fulfillment_notifications WHERE sent_at IS NULL ORDER BY id LIMIT ?",
+        (limit,),
+    )
+
+
+def mark_sent(db: Database, notification_id: int, *, now: float) -> bool:
+    """Idempotent: True when the message exists (sent now or before)."""
+    db.execute(
+        "UPDATE fulfillment_notifications SET sent_at = ? WHERE id = ? AND sent_at IS NULL",
+        (now, notification_id),
+    )
+    return bool(
+        db.scalar("SELECT count(*) FROM fulfillment_notifications WHERE id = ?", (notification_id,))
+    )
+
+
 def journey(db: Database, order_id: str) -> dict[str, Any] | None:
     """Everything that happened to one order: its tasks, audit trail, queue entries, messages."""
     order = db.query_one("SELECT * FROM fulfillment_orders WHERE order_id = ?", (order_id,))
