@@ -236,3 +236,23 @@ def bench_routing(
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(result, indent=2) + "\n")
     typer.echo(json.dumps(result))
+
+
+@bench_app.command("analytics")
+def bench_analytics(
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON here."),
+    days: int = typer.Option(28, min=1, max=366, help="Days of seeded in-store traffic."),
+    visitors: int = typer.Option(300, min=10, help="Visitors per store and day (5 stores)."),
+    repeats: int = typer.Option(3, min=1, help="Runs per chart; the median is reported."),
+) -> None:
+    """Time of every ops chart over the seeded period, on SQLite and PostgreSQL."""
+    import json
+
+    from storelens.cloud.analytics import bench
+
+    result = bench.run(days=days, visitors_per_day=visitors, repeats=repeats)
+    text = json.dumps(result, indent=2)
+    typer.echo(text)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
