@@ -18,6 +18,7 @@ from storelens.edge.motion import MotionGate
 from storelens.edge.pipeline import CameraPipeline, PipelineEvent
 from storelens.edge.sources import FrameSource
 
+from storelens.assets import resolve
 from storelens.contract.events import LineCrossing, VisitStarted, ZoneVisit
 
 MOT_HISTORY = 256  # frames back that late-confirmed sightings can still be written to
@@ -108,8 +109,6 @@ def analyze(
     progress: ProgressCallback | None = None,
 ) -> tuple[AnalysisSummary, CameraConfig]:
     camera = camera_for(config, video, camera_id=camera_id, fps=fps)
-    from storelens.assets import resolve
-
     m = config.model
     detector = Detector(
         resolve(m.path),

@@ -93,7 +93,12 @@ class CameraStats:
 
 class _Visit:
     def __init__(
-        self, track_id: int, ts: datetime, t: float, camera: CameraConfig, lines: list
+        self,
+        track_id: int,
+        ts: datetime,
+        t: float,
+        camera: CameraConfig,
+        lines: list[CountingLine],
     ) -> None:
         self.visit_id = uuid.uuid4()
         self.track_id = track_id
@@ -149,7 +154,7 @@ class CameraPipeline:
 
     # -- identity of a visit ------------------------------------------------------------
 
-    def _person(self, visit: _Visit) -> dict:
+    def _person(self, visit: _Visit) -> dict[str, object]:
         return {
             "device": self.device,
             "camera": self.camera.id,
@@ -261,7 +266,8 @@ class CameraPipeline:
     ) -> None:
         anchor = person.anchor
         visit.anchor = anchor
-        visit.box = tuple(float(v) for v in person.xyxy)  # type: ignore[assignment]
+        x1, y1, x2, y2 = (float(v) for v in person.xyxy)
+        visit.box = (x1, y1, x2, y2)
         visit.last_seen, visit.last_seen_t = ts, t
         if self.floor is not None:
             x, y = self.floor.point(anchor)
@@ -287,7 +293,9 @@ class CameraPipeline:
                 visit.attire.add(names)
                 visit.attire_next_t = t + ATTIRE_SAMPLE_S
 
-    def _stay_event(self, visit: _Visit, stay: ZoneStay | None, events: list) -> None:
+    def _stay_event(
+        self, visit: _Visit, stay: ZoneStay | None, events: list[PipelineEvent]
+    ) -> None:
         if stay is None:
             return
         exited = datetime.fromtimestamp(stay.exited_t, UTC)

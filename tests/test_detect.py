@@ -176,3 +176,9 @@ def test_bad_model_files_fail_with_one_clear_message(tmp_path: Path, make, reaso
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_grey_frames_are_refused_clearly(tmp_path: Path) -> None:
+    det = load(constant_model(tmp_path / "yolox.onnx", yolox_output()))
+    with pytest.raises(ValueError, match="BGR frame"):
+        det.detect(np.zeros((64, 128), np.uint8))

@@ -202,6 +202,8 @@ class Detector:
         )
 
     def _prepare(self, frame: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"expected a BGR frame (H x W x 3), got shape {frame.shape}")
         padded, box = letterbox(
             frame, (self.width, self.height), centered=self.layout.centered_letterbox
         )
