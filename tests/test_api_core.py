@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
+import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
 from storelens.cloud import auth, events, stores
 from storelens.cloud.api.app import create_app
+from storelens.cloud.ingest_bench import envelopes, realistic_events
 from storelens.cloud.settings import Settings
+
+from storelens.contract import topics
 
 KEY_HEX = "ab" * 32
 
@@ -121,3 +127,32 @@ def test_metrics_and_openapi_documents_fields(client, db) -> None:
     )
     member = spec["components"]["schemas"]["MemberOut"]["properties"]
     assert member["tracking"]["description"]
+
+
+def test_in_process_ingest_worker(db, broker) -> None:
+    stores.upsert_store(db, stores.Store(id="s1", name="One", lat=48.85, lon=2.35))
+    events.register_device(db, "s1", "box-1")
+    settings = Settings(
+        db_url="unused",
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        ingest_in_process=True,
+        mqtt_client_id="api-ingest",
+    )
+    with TestClient(create_app(settings, db=db)) as c:
+        worker = c.app.state.ingest
+        assert worker.wait_ready()
+        assert c.get("/readyz").json()["checks"]["ingest"] == "ok"
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="api-test-pub")
+        pub.connect(broker.host, broker.port)
+        pub.loop_start()
+        raw = envelopes("s1", "box-1", realistic_events("box-1", 50), 50)[0]
+        pub.publish(topics.events("s1", "box-1"), raw, qos=1).wait_for_publish(10)
+        pub.disconnect()
+        pub.loop_stop()
+        deadline = time.monotonic() + 20
+        while db.scalar("SELECT count(*) FROM events") < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert db.scalar("SELECT count(*) FROM events") == 50
+        assert "storelens_ingest_events_total" in c.get("/metrics").text
+    assert not worker.healthy()  # stopped with the app
