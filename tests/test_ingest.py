@@ -286,3 +286,18 @@ def test_ingestor_survives_any_bytes_and_internal_errors(chain, monkeypatch) -> 
     result = ingestor.process([*batch, Incoming(topics.events(STORE, DEVICE), good)])
     assert result.dead == {"bad_json": 1, "bad_topic": 2, "internal_error": 1}
     assert chain.scalar("SELECT count(*) FROM dead_letters") == 4
+
+
+def test_worker_reconnects_after_a_broker_restart(chain, worker, broker) -> None:
+    broker.stop()
+    wait_for(lambda: not worker.healthy(), timeout=10)
+    broker.start()  # a fresh broker on the same port: no session, so the worker resubscribes
+    assert worker.wait_ready(30)
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="after-restart")
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    raw = envelopes(STORE, DEVICE, realistic_events(DEVICE, 20, seed=21), 20)[0]
+    pub.publish(topics.events(STORE, DEVICE), raw, qos=1).wait_for_publish(10)
+    pub.disconnect()
+    pub.loop_stop()
+    wait_for(lambda: count(chain) == 20)
