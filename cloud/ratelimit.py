@@ -85,7 +85,8 @@ class RateLimit:
     """A FastAPI dependency: ``Depends(RateLimit("login", capacity=5, per_minute=5))``.
 
     Raises 429 with ``Retry-After`` when the key's bucket is empty. ``key`` picks what is
-    limited; by default the client address.
+    limited; by default the client address. Buckets live on the application (``app.state``),
+    so each app instance, e.g. one per test, starts with full buckets.
     """
 
     def __init__(
@@ -97,12 +98,27 @@ class RateLimit:
         key: Callable[[Request], str] = client_address,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if capacity < 1 or per_minute <= 0:
+            raise ValueError("capacity must be >= 1 and per_minute > 0")
         self.name = name
         self.key = key
-        self.bucket = TokenBucket(capacity, per_minute / 60.0, clock=clock)
+        self.capacity = capacity
+        self.rate = per_minute / 60.0
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def bucket(self, app: object) -> TokenBucket:
+        state = app.state  # type: ignore[attr-defined]
+        with self._lock:
+            buckets = getattr(state, "rate_limits", None)
+            if buckets is None:
+                buckets = state.rate_limits = {}
+            if self.name not in buckets:
+                buckets[self.name] = TokenBucket(self.capacity, self.rate, clock=self.clock)
+            return buckets[self.name]
 
     def __call__(self, request: Request) -> None:
-        wait = self.bucket.acquire(f"{self.name}:{self.key(request)}")
+        wait = self.bucket(request.app).acquire(self.key(request))
         if wait > 0:
             raise HTTPException(
                 status_code=429,

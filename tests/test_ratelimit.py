@@ -61,3 +61,41 @@ def test_dependency_answers_429_with_retry_after() -> None:
     assert "login" in refused.json()["detail"]
     clock.now += 10
     assert client.post("/login").status_code == 200
+
+
+def _app(tmp_path):  # noqa: ANN001, ANN202 - fixture-style helper
+    from storelens.cloud import auth, stores
+    from storelens.cloud.api.app import create_app
+    from storelens.cloud.settings import Settings
+    from storelens.cloud.store import connect
+
+    db = connect(f"sqlite:///{tmp_path / 'api.db'}")
+    auth.create_user(db, "ops", "correct horse battery", "admin")
+    stores.upsert_store(db, stores.Store(id="s1", name="One", lat=0, lon=0))
+    pos_token = auth.create_pos_token(db, "s1", "till-1")
+    app = create_app(Settings(db_url=f"sqlite:///{tmp_path / 'api.db'}"), db=db)
+    return app, pos_token
+
+
+def test_login_is_rate_limited_in_the_api(tmp_path) -> None:  # noqa: ANN001
+    app, _ = _app(tmp_path)
+    with TestClient(app) as client:
+        wrong = {"username": "ops", "password": "guess-guess"}
+        codes = [client.post("/api/v1/auth/login", json=wrong).status_code for _ in range(10)]
+        assert codes == [401] * 10
+        right = {"username": "ops", "password": "correct horse battery"}
+        refused = client.post("/api/v1/auth/login", json=right)
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+
+
+def test_coupon_redemption_is_rate_limited_in_the_api(tmp_path) -> None:  # noqa: ANN001
+    app, pos_token = _app(tmp_path)
+    headers = {"Authorization": f"Bearer {pos_token}"}
+    body = {"code": "NOPE-NOPE-NOPE", "items": [{"sku": "x", "qty": 1, "unit_price": 1.0}]}
+    with TestClient(app) as client:
+        codes = [
+            client.post("/api/v1/pos/coupons/validate", json=body, headers=headers).status_code
+            for _ in range(21)
+        ]
+    assert 429 in codes and 500 not in codes
+    assert codes.index(429) == 20  # the bucket holds 20 guesses, then refuses

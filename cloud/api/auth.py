@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from pydantic import BaseModel, Field
 from storelens.cloud import auth
 from storelens.cloud.api.deps import Caller, current_principal, get_db, get_settings, require_ops
+from storelens.cloud.ratelimit import LOGIN_LIMIT
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database
 
@@ -49,7 +50,12 @@ class WhoAmI(BaseModel):
     store: str | None = Field(description="POS device's store.")
 
 
-@router.post("/login", response_model=TokenOut, summary="Exchange an ops password for a token")
+@router.post(
+    "/login",
+    response_model=TokenOut,
+    dependencies=[Depends(LOGIN_LIMIT)],
+    summary="Exchange an ops password for a token",
+)
 def login(
     body: LoginIn, db: Database = Depends(get_db), settings: Settings = Depends(get_settings)
 ) -> TokenOut:
