@@ -199,6 +199,7 @@ def bench_ingest(
     pg: str | None = typer.Option(
         None, help="PostgreSQL admin URL (default STORELENS_TEST_PG or local test database)."
     ),
+    workers: int = typer.Option(1, min=1, max=16, help="Ingest workers sharing the subscription."),
 ) -> None:
     """Ingest throughput through a private Mosquitto: bare subscriber vs full ingest on
     SQLite and PostgreSQL, in events per second."""
@@ -207,7 +208,7 @@ def bench_ingest(
 
     from storelens.cloud import ingest_bench
 
-    result = ingest_bench.run(events=events, per_message=per_message, pg_url=pg)
+    result = ingest_bench.run(events=events, per_message=per_message, pg_url=pg, workers=workers)
     text = json.dumps(result, indent=2)
     typer.echo(text)
     if json_out:

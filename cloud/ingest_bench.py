@@ -274,31 +274,90 @@ def _publish(port: int, messages: list[tuple[str, bytes]]) -> None:
     client.loop_stop()
 
 
-def _ingest_worker(port: int, group: str, db: Any) -> Any:
+def _ingest_worker(port: int, group: str, client_id: str, db: Any) -> Any:
     from storelens.cloud.ingest import IngestWorker
     from storelens.cloud.settings import Settings
 
     settings = Settings(db_url="unused", mqtt_host="127.0.0.1", mqtt_port=port, share_group=group)
-    return IngestWorker(settings, db, client_id=f"bench-{group}", subscribe_status=False)
+    return IngestWorker(settings, db, client_id=client_id, subscribe_status=False)
 
 
-def _drain_ingest(port: int, group: str, db: Any, expected: int, timeout: float) -> float:
-    worker = _ingest_worker(port, group, db)
-    start = time.perf_counter()
-    worker.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while worker.totals.stored < expected:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{group}: {worker.totals.stored}/{expected} events stored")
-            time.sleep(0.01)
-        elapsed = time.perf_counter() - start
-    finally:
+def _client_ids(group: str, workers: int) -> list[str]:
+    return [f"bench-{group}-{i}" for i in range(workers)]
+
+
+def _create_sessions(port: int, group: str, workers: int, db: Any) -> None:
+    """Subscribe each worker's persistent session, then go offline: the broker queues."""
+    for client_id in _client_ids(group, workers):
+        worker = _ingest_worker(port, group, client_id, db)
+        worker.start()
+        if not worker.wait_ready(10):
+            raise RuntimeError("ingest worker could not subscribe")
         worker.stop()
+
+
+def _drain_ingest(
+    port: int, group: str, db: Any, db_url: str, expected: int, workers: int, timeout: float
+) -> float:
+    """Seconds for ``workers`` ingest workers to store every queued event. One worker runs
+    in this process; more run as processes, as a deployment scales out on one box."""
+    deadline = time.monotonic() + timeout
+    if workers == 1:
+        worker = _ingest_worker(port, group, _client_ids(group, 1)[0], db)
+        start = time.perf_counter()
+        worker.start()
+        try:
+            while worker.totals.stored < expected:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{group}: {worker.totals.stored}/{expected} stored")
+                time.sleep(0.01)
+            elapsed = time.perf_counter() - start
+        finally:
+            worker.stop()
+    else:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        ready, go, stop = ctx.Queue(), ctx.Event(), ctx.Event()
+        procs = [
+            ctx.Process(target=_worker_process, args=(port, group, cid, db_url, ready, go, stop))
+            for cid in _client_ids(group, workers)
+        ]
+        for proc in procs:
+            proc.start()
+        try:
+            for _ in procs:
+                ready.get(timeout=120)  # imported and connected to the database
+            start = time.perf_counter()
+            go.set()
+            while db.scalar("SELECT count(*) FROM events") < expected:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{group}: fewer than {expected} events stored")
+                time.sleep(0.02)
+            elapsed = time.perf_counter() - start
+        finally:
+            stop.set()
+            for proc in procs:
+                proc.join(60)
     stored = db.scalar("SELECT count(*) FROM events")
     if stored != expected:
         raise RuntimeError(f"{group}: {stored} rows for {expected} events")
     return elapsed
+
+
+def _worker_process(
+    port: int, group: str, client_id: str, db_url: str, ready: Any, go: Any, stop: Any
+) -> None:
+    from storelens.cloud.store import connect
+
+    db = connect(db_url, migrate=False)
+    worker = _ingest_worker(port, group, client_id, db)
+    ready.put(client_id)
+    go.wait()
+    worker.start()
+    stop.wait()
+    worker.stop()
+    db.close()
 
 
 @contextmanager
@@ -326,9 +385,12 @@ def run(
     per_message: int = 200,
     pg_url: str | None = None,
     stores: int = 4,
+    workers: int = 1,
     timeout: float = 600.0,
 ) -> dict[str, Any]:
-    """Publish ``events`` once and drain them three ways; returns the result dict."""
+    """Publish ``events`` once and drain them three ways; returns the result dict.
+    ``workers`` ingest workers share each backend's subscription (the bare subscriber is
+    always one)."""
     from storelens.cloud import events as event_store
     from storelens.cloud import stores as store_registry
     from storelens.cloud.store import connect
@@ -363,7 +425,8 @@ def run(
         private_broker(Path(tmp)) as port,
         _postgres(pg_admin) as pg,
     ):
-        sqlite_db = connect(f"sqlite:///{tmp}/bench.db")
+        sqlite_url = f"sqlite:///{tmp}/bench.db"
+        sqlite_db = connect(sqlite_url)
         prepare(sqlite_db)
         pg_db = None
         if pg is not None:
@@ -375,13 +438,8 @@ def run(
         bare.subscribed.wait(10)
         bare.disconnect()
         for group, db in (("sqlite", sqlite_db), ("postgres", pg_db)):
-            if db is None:
-                continue
-            worker = _ingest_worker(port, group, db)
-            worker.start()
-            if not worker.wait_ready(10):
-                raise RuntimeError("ingest worker could not subscribe")
-            worker.stop()
+            if db is not None:
+                _create_sessions(port, group, workers, db)
         # 2. Publish once.
         t0 = time.perf_counter()
         _publish(port, messages)
@@ -394,8 +452,10 @@ def run(
             raise TimeoutError(f"bare subscriber got {bare.events}/{total} events")
         bare_s = time.perf_counter() - t0
         bare.disconnect()
-        sqlite_s = _drain_ingest(port, "sqlite", sqlite_db, total, timeout)
-        pg_s = _drain_ingest(port, "postgres", pg_db, total, timeout) if pg_db is not None else None
+        sqlite_s = _drain_ingest(port, "sqlite", sqlite_db, sqlite_url, total, workers, timeout)
+        pg_s = None
+        if pg_db is not None:
+            pg_s = _drain_ingest(port, "postgres", pg_db, pg, total, workers, timeout)
         sqlite_db.close()
         if pg_db is not None:
             pg_db.close()
@@ -411,6 +471,7 @@ def run(
         "messages": len(messages),
         "payload_mb": round(payload_mb, 1),
         "publish_eps": round(total / publish_s),
+        "ingest_workers": workers,
         "cpu_count": os.cpu_count(),
     }
     return result
