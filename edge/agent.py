@@ -70,6 +70,7 @@ class Agent:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._swipes: queue.SimpleQueue[Swipe] = queue.SimpleQueue()
+        self._optout_updates: queue.SimpleQueue[OptOutList] = queue.SimpleQueue()
         self.started = time.monotonic()
         self.key = self._load_key()
         try:
@@ -154,8 +155,23 @@ class Agent:
                 self.readers.append(build_reader(rcfg, self.key, self._swipes.put))
 
     def _on_command(self, command: object) -> None:
+        """On paho's thread: record the command; the loop applies it to tracking state."""
         if isinstance(command, OptOutList):
             self.optouts.update(command)
+            self._optout_updates.put(command)
+
+    def _apply_optouts(self) -> None:
+        """Visits linked before their member opted out lose the link at once."""
+        while True:
+            try:
+                update = self._optout_updates.get_nowait()
+            except queue.Empty:
+                return
+            tokens = set(update.tokens)
+            for cam_id, pipe in self.pipelines.items():
+                cleared = pipe.forget_members(tokens, update.key_id)
+                if cleared:
+                    log.info("camera %s: %d visit(s) unlinked after opt-out", cam_id, cleared)
 
     def request_stop(self, *_: object) -> None:
         self._stop.set()
@@ -192,6 +208,7 @@ class Agent:
                         break
                     self._ready.wait(IDLE_WAIT_S)
                     events = []
+                self._apply_optouts()
                 events += self._resolve_swipes()
                 self._store(events)
                 if time.monotonic() >= next_status:

@@ -175,6 +175,15 @@ class CameraPipeline:
                 return True
         return False
 
+    def forget_members(self, tokens: set[str], key_id: str) -> int:
+        """Untag open visits of members who opted out; their later events carry no pseudonym."""
+        cleared = 0
+        for visit in self._visits.values():
+            if visit.member in tokens and visit.key_id == key_id:
+                visit.member, visit.key_id = None, None
+                cleared += 1
+        return cleared
+
     def people_in(self, polygon_points: Sequence[Sequence[float]]) -> list[PersonInView]:
         """People whose feet are inside ``polygon_points`` (image pixels), seen recently."""
         polygon = as_polygon(polygon_points)

@@ -230,3 +230,61 @@ def test_sigterm_drains_and_keeps_undelivered_events(tmp_path: Path, tiny_clip: 
     assert proc.returncode == 0, out
     assert "remain in the outbox" in out
     assert Outbox(db).depth >= 3
+
+
+class WalkingPerson:
+    """One person walking right, 3 px per frame, as the tiny clip draws it."""
+
+    dynamic_batch = False
+
+    def __init__(self) -> None:
+        self.i = 0
+
+    def detect_many(self, frames):
+        out = []
+        for _ in frames:
+            x = 3.0 * (self.i % 40)
+            self.i += 1
+            out.append(
+                Detections(
+                    np.array([[x, 30, x + 20, 100]], np.float32), np.array([0.9], np.float32)
+                )
+            )
+        return out
+
+
+def test_swipe_links_then_opt_out_unlinks_the_open_visit(tmp_path: Path, tiny_clip: Path) -> None:
+    cam = {"id": "c", "source": str(tiny_clip), "source_fps": 20, "realtime": True}
+    cfg = device(tmp_path, [cam])
+    cfg["readers"] = [
+        {
+            "type": "tcp",
+            "id": "till",
+            "port": 0,
+            "camera": "c",
+            "zone": [[0, 0], [160, 0], [160, 120], [0, 120]],
+        }
+    ]
+    agent = Agent(parse_config(cfg), publish=False, detector=WalkingPerson())
+    runner = threading.Thread(target=agent.run)
+    runner.start()
+    token = "ab" * 32
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+            agent.pipelines and agent.pipelines["c"].visits_in_view()
+        ):
+            time.sleep(0.02)
+        assert agent.pipelines["c"].visits_in_view() == 1
+        agent._swipes.put(Swipe("till", token, "k1", time.time()))
+        time.sleep(0.3)
+        agent._on_command(OptOutList(key_id="k1", tokens=[token]))
+    finally:
+        runner.join(20)
+    ob = Outbox(tmp_path / "outbox.db")
+    events = [json.loads(r.body) for r in ob.take("events", 1000, 1 << 30)]
+    swipe = next(e for e in events if e["type"] == "card_swipe")
+    assert swipe["reason"] == "linked" and swipe["member"] == token
+    ended = [e for e in events if e["type"] == "visit_ended" and e["visit_id"] == swipe["visit_id"]]
+    assert ended and "member" not in ended[0]  # unlinked once the member opted out
+    assert json.loads((tmp_path / "outbox.optout.json").read_text()) == {"k1": [token]}
