@@ -151,10 +151,12 @@ def run_camera_bench(
             best = mid
         else:
             fail = mid
-    at_best = trials.get(best)
+    # CPU per camera at the largest real-time count (or at one camera when none kept up).
+    at = best or min(trials)
     return {
         "max_realtime_cameras": best,
-        "cpu_per_camera": round(at_best["cpu_cores"] / best, 3) if at_best else None,
+        "cpu_per_camera": round(trials[at]["cpu_cores"] / at, 3),
+        "cpu_per_camera_at_cameras": at,
         "camera_fps": CAMERA_FPS,
         "detection": "every frame of every camera (no stride); batched when the model allows",
         "batched": bool(getattr(detector, "dynamic_batch", False)),
