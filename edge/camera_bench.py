@@ -19,6 +19,7 @@ import platform
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -116,6 +117,21 @@ def measure(base: DeviceConfig, video: str, n: int, detector, seconds: float) ->
     }
 
 
+def largest_passing(ok: Callable[[int], bool], upper: int) -> int:
+    """Largest n in 1..upper with ok(n), assuming ok is monotone: doubling, then bisection."""
+    best, n = 0, 1
+    while n <= upper and ok(n):
+        best, n = n, n * 2
+    fail = min(n, upper + 1)
+    while fail - best > 1:
+        mid = (best + fail) // 2
+        if ok(mid):
+            best = mid
+        else:
+            fail = mid
+    return best
+
+
 def run_camera_bench(
     video: str, config: Path | None, *, seconds: float = 8.0, max_cameras: int = 32
 ) -> dict:
@@ -141,16 +157,7 @@ def run_camera_bench(
             trials[n] = measure(base, video_path, n, detector, seconds)
         return trials[n]["realtime"]
 
-    best, n = 0, 1
-    while n <= max_cameras and ok(n):
-        best, n = n, n * 2
-    fail = min(n, max_cameras + 1)
-    while fail - best > 1:
-        mid = (best + fail) // 2
-        if ok(mid):
-            best = mid
-        else:
-            fail = mid
+    best = largest_passing(ok, max_cameras)
     # CPU per camera at the largest real-time count (or at one camera when none kept up).
     at = best or min(trials)
     return {

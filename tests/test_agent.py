@@ -288,3 +288,17 @@ def test_swipe_links_then_opt_out_unlinks_the_open_visit(tmp_path: Path, tiny_cl
     ended = [e for e in events if e["type"] == "visit_ended" and e["visit_id"] == swipe["visit_id"]]
     assert ended and "member" not in ended[0]  # unlinked once the member opted out
     assert json.loads((tmp_path / "outbox.optout.json").read_text()) == {"k1": [token]}
+
+
+@pytest.mark.parametrize("limit", [0, 1, 5, 12, 13, 31, 32])
+def test_camera_bench_search_finds_the_largest_count(limit: int) -> None:
+    from storelens.edge.camera_bench import largest_passing
+
+    tried: list[int] = []
+
+    def ok(n: int) -> bool:
+        tried.append(n)
+        return n <= limit
+
+    assert largest_passing(ok, 32) == limit
+    assert len(tried) <= 12  # doubling then bisection, not a linear scan
