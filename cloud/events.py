@@ -97,6 +97,7 @@ register_migrations(
 
 
 _PERSONAL = {"member", "key_id"}
+MAX_DEAD_LETTER_BYTES = 1024 * 1024
 
 
 def _epoch(dt: Any) -> float:
@@ -183,6 +184,10 @@ def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
 def dead_letter(
     db: Database, topic: str, reason: str, detail: str, raw: bytes, received_at: float | None = None
 ) -> None:
+    if len(raw) > MAX_DEAD_LETTER_BYTES:
+        # A flood of huge messages must not fill the disk; the head is enough to diagnose.
+        detail = f"{detail} [raw truncated from {len(raw)} bytes]"
+        raw = raw[:MAX_DEAD_LETTER_BYTES]
     db.execute(
         "INSERT INTO dead_letters (received_at, topic, reason, detail, raw) VALUES (?, ?, ?, ?, ?)",
         (received_at or time.time(), topic[:512], reason, detail[:2000], raw),

@@ -61,7 +61,7 @@ on_events_stored: list[Callable[[Database, list[dict[str, Any]]], object]] = []
 REGISTRY_TTL_S = 5.0
 _TS = event_store.EVENT_COLUMNS.index("ts")
 SESSION_EXPIRY_S = 24 * 3600  # the broker keeps a worker's unacked messages this long
-RECEIVE_MAXIMUM = 1000  # messages in flight to one worker (bounds a batch)
+RECEIVE_MAXIMUM = 250  # unacknowledged messages in flight to one worker (bounds memory)
 
 
 @dataclass(frozen=True)

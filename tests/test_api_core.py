@@ -156,3 +156,24 @@ def test_in_process_ingest_worker(db, broker) -> None:
         assert db.scalar("SELECT count(*) FROM events") == 50
         assert "storelens_ingest_events_total" in c.get("/metrics").text
     assert not worker.healthy()  # stopped with the app
+
+
+def test_api_tokens_logout_and_missing_card_key(client, db, monkeypatch) -> None:
+    admin = login(client, "boss", "correct horse")
+    r = client.post("/api/v1/auth/api-tokens", json={"username": "ana"}, headers=admin)
+    assert r.status_code == 201 and r.json()["expires_at"] is None
+    integration = {"Authorization": f"Bearer {r.json()['token']}"}
+    assert client.get("/api/v1/auth/me", headers=integration).json()["subject"] == "ana"
+    assert (
+        client.post(
+            "/api/v1/auth/api-tokens", json={"username": "nobody"}, headers=admin
+        ).status_code
+        == 404
+    )
+    assert client.post("/api/v1/auth/logout", headers=integration).status_code == 204
+    assert client.get("/api/v1/auth/me", headers=integration).status_code == 401
+    # Without a pseudonym key the member endpoints say so instead of failing obscurely.
+    monkeypatch.delenv("STORELENS_PSEUDONYM_KEY")
+    client.app.state.settings = Settings.from_env({}, db_url="unused")
+    r = client.post("/api/v1/members", json={"card_number": "12345678"}, headers=admin)
+    assert r.status_code == 503 and "not configured" in r.json()["detail"]

@@ -5,9 +5,17 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 from storelens.cloud import auth
-from storelens.cloud.api.deps import Caller, current_principal, get_db, get_settings, require_ops
+from storelens.cloud.api.deps import (
+    Caller,
+    bearer,
+    current_principal,
+    get_db,
+    get_settings,
+    require_ops,
+)
 from storelens.cloud.ratelimit import LOGIN_LIMIT
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database
@@ -108,3 +116,35 @@ def revoke_pos(
     if not n:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such POS device token")
     return {"revoked": n}
+
+
+class ApiTokenIn(BaseModel):
+    username: str = Field(min_length=1, max_length=64, description="Ops user the token acts as.")
+
+
+@router.post(
+    "/api-tokens",
+    response_model=TokenOut,
+    status_code=201,
+    summary="Long-lived token for an integration (e.g. the web shop's order webhook) (admin)",
+)
+def create_api_token(
+    body: ApiTokenIn,
+    db: Database = Depends(get_db),
+    _: Caller = Depends(require_ops("admin")),
+) -> TokenOut:
+    try:
+        token = auth.create_api_token(db, body.username)
+    except auth.AuthError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    return TokenOut(token=token, expires_at=None)
+
+
+@router.post("/logout", status_code=204, summary="Revoke the token used for this call")
+def logout(
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+    db: Database = Depends(get_db),
+    _: auth.Principal = Depends(current_principal),
+) -> None:
+    if credentials is not None:
+        auth.revoke(db, credentials.credentials)

@@ -15,7 +15,9 @@ from storelens.cloud import auth
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database
 
-_bearer = HTTPBearer(auto_error=False, description="Ops login token or POS device token.")
+from storelens.pseudonym import PseudonymError, PseudonymKey
+
+bearer = HTTPBearer(auto_error=False, description="Ops login token or POS device token.")
 
 
 def get_db(request: Request) -> Database:
@@ -26,8 +28,18 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_pseudonym_key(settings: Settings = Depends(get_settings)) -> PseudonymKey:
+    """The member-card key; 503 when the service was started without one."""
+    try:
+        return settings.pseudonym_key
+    except PseudonymError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"member cards are not configured: {exc}"
+        ) from None
+
+
 def current_principal(
-    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
     db: Database = Depends(get_db),
 ) -> auth.Principal:
     if credentials is None:

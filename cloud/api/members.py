@@ -10,14 +10,15 @@ from storelens.cloud.api.deps import (
     Caller,
     Page,
     get_db,
-    get_settings,
+    get_pseudonym_key,
     page,
     require_ops,
     require_staff,
 )
 from storelens.cloud.api.pagination import Paged, paged
-from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database
+
+from storelens.pseudonym import PseudonymKey
 
 router = APIRouter(prefix="/members", tags=["members"])
 
@@ -73,10 +74,10 @@ def _found(row: dict | None, what: str) -> dict:
 def enroll(
     body: members.Enrollment,
     db: Database = Depends(get_db),
-    settings: Settings = Depends(get_settings),
+    key: PseudonymKey = Depends(get_pseudonym_key),
     _: Caller = Depends(require_staff()),
 ) -> MemberOut:
-    return _out(members.enroll(db, settings.pseudonym_key, body))
+    return _out(members.enroll(db, key, body))
 
 
 @router.get("", response_model=Paged[MemberOut], summary="All members (ops)")
@@ -90,10 +91,10 @@ def list_members(
 def lookup(
     body: CardLookup,
     db: Database = Depends(get_db),
-    settings: Settings = Depends(get_settings),
+    key: PseudonymKey = Depends(get_pseudonym_key),
     _: Caller = Depends(require_staff()),
 ) -> MemberOut:
-    row = members.member_by_card(db, settings.pseudonym_key, body.card_number)
+    row = members.member_by_card(db, key, body.card_number)
     return _out(_found(row, "no member with this card"))
 
 
