@@ -142,15 +142,23 @@ class Ingestor:
             for callback in self.consent_changed:
                 callback()
 
-    def _registered(self, store: str, device: str) -> bool:
+    def _refresh_devices(self, batch: list[Incoming]) -> None:
+        """Reload the registry when stale, or (at most once a second, so floods stay cheap)
+        when the batch names a device not in it. Outside the per-message error handling: a
+        database error here makes the caller retry instead of dead-lettering good input."""
         now = time.monotonic()
-        key = (store, device)
-        stale = now - self._devices_at > REGISTRY_TTL_S
-        # An unknown device triggers a refresh at most once a second (floods stay cheap).
-        if stale or (key not in self._devices and now - self._devices_at > 1.0):
+        age = now - self._devices_at
+        unknown = age > 1.0 and any(
+            (where := topics.parse(msg.topic)) is not None
+            and (where.store, where.device) not in self._devices
+            for msg in batch
+        )
+        if age > REGISTRY_TTL_S or unknown:
             self._devices = event_store.registered_devices(self.db)
             self._devices_at = now
-        return key in self._devices
+
+    def _registered(self, store: str, device: str) -> bool:
+        return (store, device) in self._devices
 
     def devices(self) -> set[tuple[str, str]]:
         self._devices = event_store.registered_devices(self.db)
@@ -174,8 +182,10 @@ class Ingestor:
         return self.write(self.prepare(batch))
 
     def prepare(self, batch: list[Incoming]) -> Prepared:
-        """The CPU half: parse, check device and consent, build rows. Never raises on input."""
+        """The CPU half: parse, check device and consent, build rows. Never raises on input
+        (only on database errors while refreshing its caches)."""
         self.refresh_consent()
+        self._refresh_devices(batch)
         prepared = Prepared(batch=batch, received_at=time.time())
         for msg in batch:
             try:

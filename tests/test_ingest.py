@@ -301,3 +301,20 @@ def test_worker_reconnects_after_a_broker_restart(chain, worker, broker) -> None
     pub.disconnect()
     pub.loop_stop()
     wait_for(lambda: count(chain) == 20)
+
+
+def test_database_errors_while_preparing_are_retried_not_dead_lettered(chain, monkeypatch) -> None:
+    ingestor = Ingestor(chain)
+    good = Incoming(
+        topics.events(STORE, DEVICE), envelopes(STORE, DEVICE, realistic_events(DEVICE, 5), 5)[0]
+    )
+
+    def down(db: object) -> set:
+        raise ConnectionError("database is down")
+
+    monkeypatch.setattr(event_store, "registered_devices", down)
+    with pytest.raises(ConnectionError):
+        ingestor.process([good])
+    monkeypatch.undo()
+    assert ingestor.process([good]).stored == 5
+    assert chain.scalar("SELECT count(*) FROM dead_letters") == 0
