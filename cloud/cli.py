@@ -239,6 +239,47 @@ def bench_routing(
     typer.echo(json.dumps(result))
 
 
+@bench_app.command("recommend")
+def bench_recommend(
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON here."),
+    members: int = typer.Option(3000, min=100, help="Members in the seeded chain."),
+    days: int = typer.Option(180, min=30, help="Days of seeded history."),
+    test_days: int = typer.Option(30, min=1, help="The last days held out for testing."),
+    seed: int = typer.Option(42, help="Seed of the generated chain."),
+) -> None:
+    """Recommender precision@10 and recall@10 vs the best-seller baseline (time split)."""
+    import json
+
+    from storelens.cloud import recommend_bench
+
+    result = recommend_bench.run(members=members, days=days, test_days=test_days, seed=seed)
+    text = json.dumps(result, indent=2)
+    typer.echo(text)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+
+
+@bench_app.command("api")
+def bench_api(
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON here."),
+    rate: float = typer.Option(200.0, min=1, help="Offered requests per second."),
+    seconds: float = typer.Option(20.0, min=1, help="Duration of each phase."),
+    members: int = typer.Option(3000, min=100, help="Members in the seeded chain."),
+) -> None:
+    """POS recommendations endpoint latency at a fixed request rate, and /healthz's."""
+    import json
+
+    from storelens.cloud import api_bench
+
+    result = api_bench.run(rate=rate, seconds=seconds, members=members)
+    text = json.dumps(result, indent=2)
+    typer.echo(text)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+
+
 @bench_app.command("analytics")
 def bench_analytics(
     json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON here."),

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from storelens.cloud import coupons, members
 from storelens.cloud.coupons import DiscountTerms
 from storelens.cloud.store import Database, register_migrations
+
+log = logging.getLogger(__name__)
 
 register_migrations(
     "offers",
@@ -412,6 +416,64 @@ def log_recommendations(
             " VALUES (?, ?, ?, ?)",
             [(member_id, store, sku, now) for sku in skus],
         )
+
+
+class ImpressionBuffer:
+    """Write-behind log of recommendations shown: the request path appends in memory and a
+    background thread writes batches every ``interval_s``. Serving never waits for a database
+    write lock; a crash loses at most one interval of impressions (they only feed the
+    recommended-purchase reward)."""
+
+    def __init__(self, db: Database, *, interval_s: float = 0.5) -> None:
+        self.db = db
+        self.interval_s = interval_s
+        self._rows: list[tuple[str, str, str, float]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def add(self, member_id: str, store: str, skus: list[str], now: float) -> None:
+        with self._lock:
+            self._rows.extend((member_id, store, sku, now) for sku in skus)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="recommendation-impressions", daemon=True
+                )
+                self._thread.start()
+
+    def flush(self) -> int:
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if rows:
+            try:
+                self.db.executemany(
+                    "INSERT INTO recommendation_impressions (member_id, store, sku, shown_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    rows,
+                )
+            except Exception:
+                with self._lock:  # keep them for the next round
+                    self._rows[:0] = rows
+                raise
+        return len(rows)
+
+    def stop(self) -> None:
+        """Write what is pending and end the background thread."""
+        self._stopped = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:
+                log.exception("writing recommendation impressions failed; will retry")
 
 
 def reward_recommended_purchase(

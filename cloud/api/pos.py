@@ -9,8 +9,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
@@ -23,7 +25,22 @@ from storelens.cloud.recommend import RecommendationService
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database
 
-router = APIRouter(prefix="/pos", tags=["pos"])
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Merged into the app's lifespan by include_router: stop what this router started.
+    yield
+    state = app.state
+    for name in ("recommender", "impressions"):
+        service = getattr(state, name, None)
+        if service is not None:
+            await anyio.to_thread.run_sync(service.stop)
+    hub = getattr(state, "push_hub", None)
+    if hub is not None:
+        hub.close()
+
+
+router = APIRouter(prefix="/pos", tags=["pos"], lifespan=_lifespan)
 _install_lock = threading.Lock()
 
 StoreQuery = Query(None, description="Store to act for: ops callers only; a POS uses its own.")
@@ -55,9 +72,12 @@ def install(
             tls_ca=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None,
         )
         push.install(hub)
+        app.state.push_hub = hub
 
 
-def get_recommender(request: Request) -> RecommendationService:
+async def get_recommender(request: Request) -> RecommendationService:
+    """The app's recommendation service, started on first use; its first model is built in
+    the background thread while requests wait off the event loop (503 if it takes too long)."""
     state = request.app.state
     svc = getattr(state, "recommender", None)
     if svc is None:
@@ -65,13 +85,25 @@ def get_recommender(request: Request) -> RecommendationService:
             svc = getattr(state, "recommender", None)
             if svc is None:
                 svc = RecommendationService(state.db)
-                svc.rebuild()
-                svc.start()  # scheduled rebuilds in a daemon thread
+                svc.start()  # builds now, then on schedule and on request_rebuild()
                 state.recommender = svc
+    if not svc.ready and not await anyio.to_thread.run_sync(svc.wait_ready, 120.0):
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "recommendations warming up")
     return svc
 
 
-def get_policy(request: Request) -> offers.OfferPolicy:
+def _impressions(request: Request) -> offers.ImpressionBuffer:
+    state = request.app.state
+    buffer = getattr(state, "impressions", None)
+    if buffer is None:
+        with _install_lock:
+            buffer = getattr(state, "impressions", None)
+            if buffer is None:
+                buffer = state.impressions = offers.ImpressionBuffer(state.db)
+    return buffer
+
+
+async def get_policy(request: Request) -> offers.OfferPolicy:
     return getattr(request.app.state, "offer_policy", None) or offers.OfferPolicy()
 
 
@@ -261,7 +293,8 @@ def member_card(
     response_model=RecommendationsOut,
     summary="Items to suggest to the member in this store, each with a reason",
 )
-def recommendations(
+async def recommendations(
+    request: Request,
     member_id: str,
     limit: int = Query(10, ge=1, le=50),
     store: str | None = StoreQuery,
@@ -276,7 +309,7 @@ def recommendations(
     items = recommender.for_member(member, store, limit=limit, now=now)
     if member["marketing"] and not offers.in_holdout(member_id, policy):
         # Remembered for "buy a recommended item today, get N% off your next purchase".
-        offers.log_recommendations(db, member_id, store, [r.sku for r in items], now)
+        _impressions(request).add(member_id, store, [r.sku for r in items], now)
     return RecommendationsOut(
         member_id=member_id, store=store, model_built_at=recommender.model.built_at,
         items=[RecommendationOut(**r.__dict__) for r in items],
@@ -396,21 +429,30 @@ def validate_coupon(
     responses={409: {"description": "A coupon was rejected; nothing was recorded."}},
     summary="Record a sale with its coupons (all or nothing)",
 )
-def record_sale(
+async def record_sale(
+    request: Request,
     body: CheckoutIn,
     store: str | None = StoreQuery,
     db: Database = Depends(get_db),
     caller: Caller = Depends(require_pos()),
     recommender: RecommendationService = Depends(get_recommender),
 ) -> Any:
-    store = _store(caller, store, db)
-    sale = sales.SaleIn(store=store, **body.model_dump())
-    device = caller.principal.subject if caller.is_pos else None
-    now = time.time()
-    try:
-        result = checkout.checkout(
-            db, sale, device=device, now=now, start_of_day=recommender.start_of_day(store, now)
+    impressions = _impressions(request)
+
+    def work() -> checkout.CheckoutResult:
+        # Off the event loop: a checkout waits for database write locks.
+        where = _store(caller, store, db)
+        sale = sales.SaleIn(store=where, **body.model_dump())
+        device = caller.principal.subject if caller.is_pos else None
+        now = time.time()
+        if body.member_id:
+            impressions.flush()  # this replica's recent recommendations count for the reward
+        return checkout.checkout(
+            db, sale, device=device, now=now, start_of_day=recommender.start_of_day(where, now)
         )
+
+    try:
+        result = await anyio.to_thread.run_sync(work)
     except CouponRejected as exc:
         raise HTTPException(
             status.HTTP_409_CONFLICT, {"reason": exc.reason, "code": exc.code, "detail": str(exc)}

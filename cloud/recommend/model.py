@@ -17,17 +17,20 @@ import scipy.sparse as sp
 class RecommendSettings:
     """Tuning knobs of the hybrid recommender (all times in seconds)."""
 
-    purchase_half_life_s: float = 60 * 86400.0
+    purchase_half_life_s: float = 120 * 86400.0
     dwell_half_life_s: float = 14 * 86400.0
     popularity_half_life_s: float = 30 * 86400.0
     neighbours: int = 40  # similar items kept per item
     # Blend of the two signals at serving time (each normalised to a max of 1 first).
-    weight_similar: float = 1.0
+    weight_similar: float = 1.5
     weight_affinity: float = 1.0
+    weight_repeat: float = 0.3  # consumables the member buys again
     # Category affinity blend: today's dwell dominates, then past dwell, then purchases.
     weight_today_dwell: float = 3.0
     weight_past_dwell: float = 0.5
     weight_purchases: float = 1.0
+    weight_prior: float = 0.05  # chain-wide category mix, so sparse histories still rank
+    dense_similarity_max_items: int = 4000  # below this, a dense matrix is faster to serve
     min_dwell_reason_s: float = 30.0
     consumable_categories: frozenset[str] = frozenset()
     rebuild_interval_s: float = 900.0
@@ -120,9 +123,17 @@ class RecommendationModel:
     consumable: np.ndarray  # bool per item
     store_best: dict[str, np.ndarray] = field(default_factory=dict)  # item idx, best first
     global_best: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    similarity_dense: np.ndarray | None = None  # same as `similarity`, for small catalogs
+    category_prior: np.ndarray = field(default_factory=lambda: np.zeros(0))  # sums to 1
+    store_share: dict[str, np.ndarray] = field(default_factory=dict)  # item share of its category
+    global_share: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def popularity(self, store: str) -> np.ndarray:
         return self.store_popularity.get(store, self.global_popularity)
+
+    def category_share(self, store: str) -> np.ndarray:
+        """Each item's share of its category's sales at the store (chain-wide if unknown)."""
+        return self.store_share.get(store, self.global_share)
 
     def best_sellers(self, store: str) -> np.ndarray:
         return self.store_best.get(store, self.global_best)
@@ -159,7 +170,7 @@ def _top_k_cosine(history: sp.csr_matrix, k: int) -> sp.csr_matrix:
     # Cosine = dot product of unit-length item columns.
     norms = np.sqrt(np.asarray(history.multiply(history).sum(axis=0)).ravel())
     scale = sp.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0))
-    unit = (history @ scale).astype(np.float32).tocsr()
+    unit = (history @ scale).astype(np.float64).tocsr()
     knn = all_pairs_knn(unit, min(k + 1, n_items), show_progress=False, num_threads=1)
     sim = knn.tocsr().astype(np.float32)
     sim.setdiag(0.0)
@@ -199,9 +210,8 @@ def build_model(
     # Member x item matrix of decayed purchase weights (anonymous purchases only feed popularity).
     with_member = p_member != ""
     rows = _encode(p_member[with_member], member_index)
-    weight = _decay(now - p_ts[with_member], settings.purchase_half_life_s) * np.maximum(
-        p_qty[with_member], 1.0
-    )
+    # One purchase line counts once whatever the quantity: ten coffees are one signal of taste.
+    weight = _decay(now - p_ts[with_member], settings.purchase_half_life_s)
     history = sp.csr_matrix(
         (weight, (rows, p_item[with_member])), shape=(n_members, n_items), dtype=np.float32
     )
@@ -256,7 +266,18 @@ def build_model(
     )
     model.global_best = _rank(global_popularity, catalog.active)
     model.store_best = {s: _rank(p, catalog.active) for s, p in store_popularity.items()}
+    if n_items <= settings.dense_similarity_max_items:
+        model.similarity_dense = np.asarray(similarity.todense(), dtype=np.float32)
+    cat_totals = np.bincount(item_category, weights=global_popularity, minlength=n_cats)
+    model.category_prior = cat_totals / cat_totals.sum() if cat_totals.sum() > 0 else cat_totals
+    model.global_share = _share(global_popularity, item_category, n_cats)
+    model.store_share = {s: _share(p, item_category, n_cats) for s, p in store_popularity.items()}
     return model
+
+
+def _share(popularity: np.ndarray, item_category: np.ndarray, n_cats: int) -> np.ndarray:
+    totals = np.bincount(item_category, weights=popularity, minlength=n_cats)[item_category]
+    return np.divide(popularity, totals, out=np.zeros_like(popularity), where=totals > 0)
 
 
 def _rank(popularity: np.ndarray, active: np.ndarray) -> np.ndarray:

@@ -24,7 +24,9 @@ class Recommendation:
     category: str
     score: float
     reason: str
-    source: str  # similar | today_dwell | affinity | category_best_seller | store_best_seller
+    source: (
+        str  # repeat | similar | today_dwell | affinity | category_best_seller | store_best_seller
+    )
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,19 @@ class _Scorer:
         self.hist_idx = np.array([], dtype=np.int32)
         self.hist_w = np.array([], dtype=np.float32)
         similar = np.zeros(n_items)
+        repeat = np.zeros(n_items)
         past_dwell = np.zeros(n_cats)
         purchases = np.zeros(n_cats)
         if m is not None:
-            row = model.history[m]
-            self.hist_idx, self.hist_w = row.indices, row.data
+            h = model.history
+            lo, hi = h.indptr[m], h.indptr[m + 1]
+            self.hist_idx, self.hist_w = h.indices[lo:hi], h.data[lo:hi]
             if self.hist_idx.size:
-                similar = np.asarray(model.similarity[self.hist_idx].T @ self.hist_w).ravel()
+                if model.similarity_dense is not None:
+                    similar = self.hist_w @ model.similarity_dense[self.hist_idx]
+                else:
+                    similar = np.asarray(model.similarity[self.hist_idx].T @ self.hist_w).ravel()
+                repeat[self.hist_idx] = self.hist_w * model.consumable[self.hist_idx]
             past_dwell = model.dwell_affinity[m]
             purchases = model.purchase_affinity[m]
         today = np.zeros(n_cats)
@@ -78,21 +86,19 @@ class _Scorer:
         self.today_part = s.weight_today_dwell * today
         self.dwell_part = s.weight_past_dwell * past_dwell
         self.purchase_part = s.weight_purchases * purchases
-        affinity = self.today_part + self.dwell_part + self.purchase_part
+        self.prior_part = s.weight_prior * model.category_prior
+        affinity = self.today_part + self.dwell_part + self.purchase_part + self.prior_part
 
-        # Popularity within its category at this store: affinity picks the category,
-        # popularity picks the items inside it.
-        pop = model.popularity(ctx.store)
-        cat_max = np.zeros(n_cats)
-        np.maximum.at(cat_max, model.item_category, pop)
-        denom = cat_max[model.item_category]
-        pop_in_cat = np.divide(pop, denom, out=np.zeros_like(pop), where=denom > 0)
+        # Affinity picks the category, the item's share of its category's sales at this store
+        # picks the items inside it.
+        share = model.category_share(ctx.store)
         self.affinity = affinity
         self.similar = s.weight_similar * _normalised(similar)
-        self.by_affinity = s.weight_affinity * _normalised(
-            affinity[model.item_category] * pop_in_cat
-        )
-        self.total = self.similar + self.by_affinity
+        self.repeat = s.weight_repeat * _normalised(repeat)
+        self.by_affinity = s.weight_affinity * _normalised(affinity[model.item_category] * share)
+        self.total = self.similar + self.by_affinity + self.repeat
+        if not (self.hist_idx.size or today.any() or past_dwell.any()):
+            self.total = np.zeros(n_items)  # nothing personal known: the fallbacks decide
         self.allowed = self._allowed()
 
     def _allowed(self) -> np.ndarray:
@@ -118,18 +124,28 @@ class _Scorer:
         ci = model.item_category[i]
         aff_total = self.affinity[ci] or 1.0
         parts = {
+            "repeat": self.repeat[i],
             "similar": self.similar[i],
             "today_dwell": self.by_affinity[i] * self.today_part[ci] / aff_total,
             "affinity": self.by_affinity[i]
             * (self.dwell_part[ci] + self.purchase_part[ci])
             / aff_total,
+            "popular": self.by_affinity[i] * self.prior_part[ci] / aff_total,
         }
         today_s = ctx.today_dwell.get(category, 0.0)
         if today_s < model.settings.min_dwell_reason_s:
             parts["affinity"] += parts.pop("today_dwell")
         source = max(parts, key=lambda k: parts[k])
+        if source == "popular":
+            return source, f"popular in {category}"
+        if source == "repeat":
+            return source, "you buy this regularly"
         if source == "similar" and self.hist_idx.size:
-            contrib = np.asarray(model.similarity[self.hist_idx, i].todense()).ravel() * self.hist_w
+            if model.similarity_dense is not None:
+                column = model.similarity_dense[self.hist_idx, i]
+            else:
+                column = np.asarray(model.similarity[self.hist_idx, i].todense()).ravel()
+            contrib = column * self.hist_w
             anchor = int(self.hist_idx[int(np.argmax(contrib))])
             return source, f"often bought with {model.catalog.names[anchor]}"
         if source == "today_dwell":

@@ -36,6 +36,7 @@ class RecommendationService:
         self._zones: dict[str, dict[str, str]] = {}
         self._timezones: dict[str, ZoneInfo] = {}
         self._build_lock = threading.Lock()
+        self._ready = threading.Event()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -65,6 +66,7 @@ class RecommendationService:
                 except (ZoneInfoNotFoundError, ValueError):
                     timezones[r["id"]] = ZoneInfo("UTC")
             self._zones, self._timezones, self._model = zones, timezones, model
+            self._ready.set()
             log.info(
                 "recommendation model rebuilt: %d items, %d members in %.2fs",
                 len(model.catalog.skus), len(model.member_index), time.perf_counter() - started,
@@ -75,6 +77,14 @@ class RecommendationService:
     def model(self) -> RecommendationModel:
         model = self._model
         return model if model is not None else self.rebuild()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until a first model exists (built by the background thread)."""
+        return self._ready.wait(timeout)
 
     def request_rebuild(self) -> None:
         """Ask the background thread to rebuild soon (e.g. after a bulk import)."""
@@ -95,14 +105,18 @@ class RecommendationService:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self._model is not None:  # fresh enough: wait for the schedule or a request
+                self._wake.wait(self.settings.rebuild_interval_s)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
             try:
                 self.rebuild()
                 self.last_error = None
             except Exception as exc:  # keep serving the previous model; retry next round
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("recommendation rebuild failed")
-            self._wake.wait(self.settings.rebuild_interval_s)
-            self._wake.clear()
+                self._wake.wait(min(60.0, self.settings.rebuild_interval_s))
 
     # -- serving -------------------------------------------------------------------------
     def start_of_day(self, store: str, now: float) -> float:
