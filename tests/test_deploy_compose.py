@@ -100,6 +100,16 @@ def test_environment_names_are_read_by_the_code(compose: dict[str, Any]) -> None
                 assert str(value).startswith("${") and ":?" in value, f"{name}: inline {key}"
 
 
+def test_commands_exist_in_the_cli(compose: dict[str, Any]) -> None:
+    seen = 0
+    for svc in compose["services"].values():
+        if svc.get("image", "").startswith("storelens"):
+            for argv in _storelens_argv(svc):
+                _resolve([a for a in argv if not a.startswith("-")][:2])
+                seen += 1
+    assert seen >= 6  # provision x3, api, ingest, edge
+
+
 def test_broker_config_matches_the_mounts(compose: dict[str, Any]) -> None:
     conf = (REPO / "deploy/mosquitto/mosquitto.conf").read_text()
     mounts = [v.split(":")[1] for v in compose["services"]["mosquitto"]["volumes"]]
