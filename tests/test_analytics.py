@@ -172,6 +172,12 @@ def test_heatmap_weights_time_and_flows_count_moves(chain) -> None:
     dev.visit(at(10), zones=(("shoes", 10), ("bags", 10)), path=path)
     dev.visit(at(11), zones=(("shoes", 10), ("bags", 10)), path=path)
     dev.visit(at(12), zones=(("bags", 10),))
+    # a damaged row (never written by ingest, which validates) must not break the charts
+    chain.execute(
+        "INSERT INTO events (id, store, device, seq, type, ts, received_at, payload)"
+        " VALUES ('broken', 'paris', 'paris-box', 999, 'visit_ended', ?, 0, ?)",
+        (at(12).timestamp(), '{"zones": "[x", "path": [[1, 2], "y"]}'),
+    )
     heat = table(chain, "heatmap", stores=("paris",))
     cells = {(r["x_m"], r["y_m"]): r["presence_s"] for r in heat.rows}
     assert sum(cells.values()) == pytest.approx(142.0, abs=0.5)

@@ -109,7 +109,11 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     _visit_today(db, STORE, member["token"], member["key_id"])
     offers.save_template(db, offers.OfferTemplate(
         id="welcome10", name="10% off your basket", description="Thank you for shopping with us",
-        terms=coupons.DiscountTerms(kind="percent", value=10), coupon_days=14,
+        terms=coupons.DiscountTerms(kind="percent", value=10), coupon_days=14, priority=2,
+    ))  # fmt: skip
+    offers.save_template(db, offers.OfferTemplate(
+        id="scarf5", name="5 off a scarf", terms=coupons.DiscountTerms(kind="amount", value=5),
+        coupon_days=7, priority=1,
     ))  # fmt: skip
     expired = coupons.issue(db, member["id"], coupons.DiscountTerms(kind="amount", value=5),
                             valid_days=1, source="offer", now=time.time() - 3 * 86400)  # fmt: skip
@@ -288,6 +292,8 @@ def test_pos_member_coupons_and_live_fulfillment(
     page.click('.offer[data-offer="welcome10"] button.shown')
     page.wait_for_selector('.offer[data-state="shown"] .result:has-text("Coupon")')
     code = page.locator('.offer[data-state="shown"] .result').inner_text().split()[1].rstrip(":")
+    page.click('.offer[data-offer="scarf5"] button.declined')
+    page.wait_for_selector('.offer[data-offer="scarf5"][data-state="declined"]')
     recs.nth(0).locator("button").click()
     recs.nth(1).locator("button").click()
     page.fill("#basket input[name=coupon]", service.expired_code)
@@ -332,11 +338,14 @@ def test_pos_member_coupons_and_live_fulfillment(
         "shipping": {"name": "A. Customer", "address": "1 rue de Lappe", "city": "Paris",
                      "country": "FR", "lat": store["lat"], "lon": store["lon"]},
     }  # fmt: skip
-    made = service.api(
-        "POST", "/api/v1/orders", json=order, headers={"Idempotency-Key": f"browser-{uuid.uuid4()}"}
-    )
-    assert made.status_code == 201, made.text
-    task = page.locator(f'.task[data-order="{made.json()["id"]}"]')
+
+    def place_order() -> str:
+        key = {"Idempotency-Key": f"browser-{uuid.uuid4()}"}
+        made = service.api("POST", "/api/v1/orders", json=order, headers=key)
+        assert made.status_code == 201, made.text
+        return made.json()["id"]
+
+    task = page.locator(f'.task[data-order="{place_order()}"]')
     task.wait_for(timeout=15_000)
     assert "Accept by" in task.locator(".deadline").inner_text()
     task_id = task.get_attribute("data-task")
@@ -372,6 +381,20 @@ def test_pos_member_coupons_and_live_fulfillment(
         "SELECT state, tracking_number FROM fulfillment_tasks WHERE id = ?", (task_id,)
     )
     assert row == {"state": "shipped", "tracking_number": "6A12345678901"}
+
+    # a damaged item: rejected with that reason, the order goes to another store
+    second = page.locator(f'.task[data-order="{place_order()}"]')
+    second.wait_for(timeout=15_000)
+    second.locator('select[aria-label="Reason"]').select_option("damaged")
+    second.locator("button[data-action=reject]").click()
+    page.wait_for_selector(
+        f'.task[data-task="{second.get_attribute("data-task")}"][data-state="rejected"]'
+    )
+    rejected = service.db.query_one(
+        "SELECT state, reason FROM fulfillment_tasks WHERE id = ?",
+        (second.get_attribute("data-task"),),
+    )
+    assert rejected["state"] == "rejected" and "damaged" in rejected["reason"]
 
     # network lost: said in plain words, the push channel shows it reconnects, then comes back
     page.context.set_offline(True)

@@ -478,7 +478,21 @@ const Push = {
 function onPush(kind, payload) {
   if (kind === "task" && payload.task) upsertTask(payload.task);
   else if (kind === "member_alert") showAlert(payload);
-  else if (kind === "coupon_issued") notice(`Coupon issued to ${payload.name || payload.member_id || "a member"}.`, "info");
+  else if (kind === "coupon_issued") onCouponIssued(payload);
+}
+
+function onCouponIssued(p) {
+  const current = state.member && state.member.id === p.member_id;
+  const who = current ? state.member.name || "this member" : `member ${p.member_id}`;
+  notice(`New coupon ${p.code} for ${who}${p.name ? ` (${p.name})` : ""}.`, "info");
+  if (current && !state.member.coupons.some((c) => c.code === p.code)) {
+    Api.call("GET", `/api/v1/pos/members/${encodeURIComponent(p.member_id)}`)
+      .then((fresh) => {
+        state.member = fresh;
+        renderMember(fresh);
+      })
+      .catch(() => {});
+  }
 }
 
 function showAlert(p) {
