@@ -120,4 +120,4 @@ def test_bench_edge_writes_the_four_numbers(tmp_path: Path) -> None:
     assert abs(data["ratio"] - data["pipeline_fps"] / data["bound_fps"]) < 0.01
     assert data["environment"]["layout"] == "yolox"
     assert data["gated_pipeline_fps"] > 0 and 0 <= data["gated_skipped_fraction"] <= 1
-    assert data["track_scene_ms_per_frame"] > 0
+    assert data["track_scene_ms_per_frame"] > 0 and 0 < data["same_pass_ratio"] < 1
