@@ -26,20 +26,21 @@ def load_purchases(db: Database, *, since: float = 0.0, until: float | None = No
     until = float("inf") if until is None else until
     upper = 1e18 if until == float("inf") else until
     pos = db.query(
-        "SELECT s.member_id AS member, i.sku, s.ts, i.qty, s.store FROM pos_sales s"
+        "SELECT s.member_id AS member, i.sku, s.ts, i.qty, s.store, s.id AS basket FROM pos_sales s"
         " JOIN pos_sale_items i ON i.sale_id = s.id WHERE s.ts >= ? AND s.ts < ?",
         (since, upper),
     )
     marks = ", ".join("?" for _ in _EXCLUDED_ORDER_STATUSES)
     online = db.query(
         "SELECT COALESCE(o.member_id, a.member_id) AS member, i.sku, o.created_at AS ts, i.qty,"
-        " NULL AS store FROM online_orders o JOIN online_order_items i ON i.order_id = o.id"
+        " NULL AS store, o.id AS basket FROM online_orders o"
+        " JOIN online_order_items i ON i.order_id = o.id"
         " LEFT JOIN customer_accounts a ON a.id = o.customer_account"
         f" WHERE o.created_at >= ? AND o.created_at < ? AND o.status NOT IN ({marks})",
         (since, upper, *_EXCLUDED_ORDER_STATUSES),
     )
     return Interactions.from_rows(
-        [(r["member"], r["sku"], r["ts"], r["qty"], r["store"]) for r in pos + online]
+        [(r["member"], r["sku"], r["ts"], r["qty"], r["store"], r["basket"]) for r in pos + online]
     )
 
 

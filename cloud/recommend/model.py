@@ -60,22 +60,24 @@ class Interactions:
     ts: np.ndarray  # float epoch seconds
     qty: np.ndarray  # float
     store: np.ndarray  # str objects
+    basket: np.ndarray | None = None  # sale or order ID (str objects), for anonymous baskets
 
     @classmethod
-    def from_rows(
-        cls, rows: list[tuple[str | None, str, float, float, str | None]]
-    ) -> Interactions:
-        """Rows of (member or None, sku, ts, qty, store or None)."""
+    def from_rows(cls, rows: list[tuple]) -> Interactions:
+        """Rows of (member or None, sku, ts, qty, store or None[, basket ID])."""
         if not rows:
             empty = np.array([], dtype=object)
             return cls(empty, empty, np.array([], dtype=float), np.array([], dtype=float), empty)
-        member, sku, ts, qty, store = zip(*rows, strict=True)
+        columns = list(zip(*rows, strict=True))
+        member, sku, ts, qty, store = columns[:5]
+        basket = np.array(columns[5], dtype=object) if len(columns) > 5 else None
         return cls(
             np.array([m or "" for m in member], dtype=object),
             np.array(sku, dtype=object),
             np.asarray(ts, dtype=float),
             np.asarray(qty, dtype=float),
             np.array([s or "" for s in store], dtype=object),
+            basket,
         )
 
     def __len__(self) -> int:
@@ -216,7 +218,21 @@ def build_model(
         (weight, (rows, p_item[with_member])), shape=(n_members, n_items), dtype=np.float32
     )
     history.sum_duplicates()
-    similarity = _top_k_cosine(history, settings.neighbours)
+    # Co-purchase also comes from anonymous baskets (walk-in sales): each is one more row.
+    co_purchase = history
+    if purchases.basket is not None:
+        anonymous = ~with_member
+        baskets = purchases.basket[known][anonymous]
+        if len(baskets):
+            labels, basket_rows = np.unique(baskets.astype(str), return_inverse=True)
+            anon_weight = _decay(now - p_ts[anonymous], settings.purchase_half_life_s)
+            anon = sp.csr_matrix(
+                (anon_weight, (basket_rows, p_item[anonymous])),
+                shape=(len(labels), n_items),
+                dtype=np.float32,
+            )
+            co_purchase = sp.vstack([history, anon]).tocsr()
+    similarity = _top_k_cosine(co_purchase, settings.neighbours)
 
     item_to_cat = sp.csr_matrix(
         (np.ones(n_items, dtype=np.float32), (np.arange(n_items), item_category)),

@@ -145,13 +145,13 @@ class RecommendationService:
     def bought_since(self, member_id: str, since: float) -> frozenset[str]:
         rows = self.db.query(
             "SELECT i.sku FROM pos_sales s JOIN pos_sale_items i ON i.sale_id = s.id"
-            " WHERE s.member_id = ? AND s.ts >= ?",
-            (member_id, since),
+            " WHERE s.member_id = ? AND (s.ts >= ? OR s.created_at >= ?)",
+            (member_id, since, since),  # created_at: a sale recorded late, after the build
         )
         rows += self.db.query(
             "SELECT i.sku FROM online_orders o JOIN online_order_items i ON i.order_id = o.id"
-            " WHERE o.member_id = ? AND o.created_at >= ?",
-            (member_id, since),
+            " WHERE o.member_id = ? AND (o.created_at >= ? OR o.updated_at >= ?)",
+            (member_id, since, since),
         )
         return frozenset(r["sku"] for r in rows)
 
