@@ -22,10 +22,7 @@ import json
 import multiprocessing as mp
 import os
 import random
-import shutil
 import signal
-import socket
-import subprocess
 import tempfile
 import time
 import uuid
@@ -37,6 +34,7 @@ from typing import Any
 import typer
 
 from storelens.contract import SCHEMA_NAME, SCHEMA_VERSION, new_event_id, topics
+from storelens.local_broker import BrokerUnavailable, LocalBroker
 
 CAMERAS = ("door", "aisle", "checkout")
 ZONES = ("fresh", "bakery", "drinks", "household")
@@ -285,34 +283,6 @@ def _ingest_worker(index: int, settings_doc: dict[str, Any], stop: Any, ready: A
     db.close()
 
 
-# -- the broker --------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_mosquitto(workdir: Path, port: int) -> subprocess.Popen:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(binary).exists():
-        raise RuntimeError("the load bench needs the mosquitto binary (apt install mosquitto)")
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 1000000\nmax_inflight_messages 1000\n"
-    )
-    log = (workdir / "mosquitto.log").open("ab")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"mosquitto did not start: {(workdir / 'mosquitto.log').read_text()}")
-
-
 # -- measuring ---------------------------------------------------------------------------------
 def _percentile(values: list[float], q: float) -> float:
     if not values:
@@ -338,8 +308,9 @@ def run_load_bench(cfg: LoadConfig, *, log: Any = print) -> LoadResult:
         with db.transaction():
             for i in range(cfg.stores):
                 register_device(db, store_id(i), "box-1", "load bench")
-        port = _free_port()
-        broker = start_mosquitto(workdir, port)
+        broker = LocalBroker(workdir / "broker")
+        broker.start()
+        port = broker.port
         stop_workers, stop_pubs = ctx.Event(), ctx.Event()
         active, ready = ctx.Value("i", 0), ctx.Value("i", 0)
         settings_doc = {
@@ -425,8 +396,7 @@ def run_load_bench(cfg: LoadConfig, *, log: Any = print) -> LoadResult:
                 p.join(30)
                 if p.is_alive():
                     p.kill()
-            broker.terminate()
-            broker.wait(10)
+            broker.stop()
             db.close()
         return result
 
@@ -492,7 +462,7 @@ def command(
     )  # fmt: skip
     try:
         result = run_load_bench(cfg, log=lambda line: typer.echo(line, err=True))
-    except RuntimeError as exc:
+    except (RuntimeError, BrokerUnavailable) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     summary = {k: getattr(result, k) for k in ("max_stores", "lost", "events_per_s", "lag_p99_s")}

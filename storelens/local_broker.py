@@ -1,0 +1,100 @@
+"""A private MQTT broker on a free loopback port, for the demo and the load bench.
+
+Mosquitto, started from its binary with a throwaway config: the cloud's ingest workers speak
+MQTT 5 with shared subscriptions and persistent sessions, which the pure-Python brokers
+(amqtt speaks 3.1.1 only) do not offer. Nothing is installed or left running: the process
+belongs to the caller and stops with it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+class BrokerUnavailable(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_SBIN = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or next((p for p in _SBIN if Path(p).exists()), None)
+    if found is None:
+        raise BrokerUnavailable(
+            "needs the Mosquitto broker binary (Debian/Ubuntu: apt install mosquitto; "
+            "macOS: brew install mosquitto); it is only run privately, not as a service"
+        )
+    return found
+
+
+class LocalBroker:
+    """``with LocalBroker(workdir) as broker: ...``; ``stop()`` then ``start()`` is a restart."""
+
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, persistence: bool = False
+    ) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.persistence = persistence
+        self.proc: subprocess.Popen | None = None
+        self.binary = mosquitto_binary()
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",  # loopback only, private to this process tree
+            "max_queued_messages 1000000",
+            "max_inflight_messages 1000",
+        ]
+        if self.persistence:
+            lines += ["persistence true", f"persistence_location {self.workdir}/"]
+        else:
+            lines.append("persistence false")
+        conf.write_text("\n".join(lines) + "\n")
+        log = (self.workdir / "mosquitto.log").open("ab")
+        self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        self.stop()
+        tail = (self.workdir / "mosquitto.log").read_text()[-2000:]
+        raise BrokerUnavailable(f"mosquitto did not start on port {self.port}:\n{tail}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def __enter__(self) -> LocalBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
