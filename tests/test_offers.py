@@ -212,3 +212,21 @@ def test_buying_a_recommended_item_earns_a_next_purchase_coupon(db) -> None:
     sale = sales.SaleIn(store="paris", member_id=ann["id"], items=[sales.SaleItem(sku="S5", qty=1)],
                         coupon_codes=[issued[0]["code"]])  # fmt: skip
     assert checkout.checkout(db, sale).discount == 6.0
+
+
+def test_forget_me_removes_offer_history_and_unused_coupons(db) -> None:
+    chain = build_chain(db, with_tokens=False)
+    _templates(db, 2)
+    ann = chain.member("ann")
+    unused = offers.mark_shown(db, _facts(ann), "promo0", "paris", policy=NO_HOLDOUT)
+    used = offers.mark_shown(db, _facts(ann), "promo1", "paris", policy=NO_HOLDOUT)
+    offers.log_recommendations(db, ann["id"], "paris", ["H1"])
+    sale = sales.SaleIn(store="paris", member_id=ann["id"], items=[sales.SaleItem(sku="H1", qty=1)],
+                        coupon_codes=[used["code"]])  # fmt: skip
+    checkout.checkout(db, sale)
+    members.forget(db, ann["id"])
+    for table in ("offer_impressions", "recommendation_impressions", "offer_member_locks"):
+        assert db.scalar(f"SELECT count(*) FROM {table} WHERE member_id = ?", (ann["id"],)) == 0
+    assert coupons.get(db, unused["code"]) is None
+    kept = coupons.get(db, used["code"])  # the discount given on a sale stays, anonymous
+    assert kept["member_id"] is None and kept["discount"] == 1.2

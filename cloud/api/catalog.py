@@ -89,6 +89,9 @@ async def import_products(
     products = catalog.parse_products(body, format)
     # The write is synchronous; keep it off the event loop.
     imported = await run_in_threadpool(catalog.upsert_products, db, products)
+    from storelens.cloud.api.pos import request_recommendation_rebuild
+
+    request_recommendation_rebuild(request.app)  # new products: refresh recommendations soon
     return ImportOut(imported=imported)
 
 

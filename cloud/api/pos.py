@@ -92,6 +92,13 @@ async def get_recommender(request: Request) -> RecommendationService:
     return svc
 
 
+def request_recommendation_rebuild(app: FastAPI) -> None:
+    """Call after bulk imports (catalog, sales, orders): the model rebuilds in the background."""
+    recommender = getattr(app.state, "recommender", None)
+    if recommender is not None:
+        recommender.request_rebuild()
+
+
 def _impressions(request: Request) -> offers.ImpressionBuffer:
     state = request.app.state
     buffer = getattr(state, "impressions", None)
