@@ -214,8 +214,11 @@ class CameraPipeline:
         tracked = self.tracker.update(detections, t - self._t0)
         self.last_tracked = tracked
         t0 = self._t0
+        shown = {p.track_id for p in tracked}
         self.confirmed_late = [
-            (datetime.fromtimestamp(t0 + rel, UTC), p) for rel, p in self.tracker.confirmed_late
+            (datetime.fromtimestamp(t0 + rel, UTC), p)
+            for rel, p in self.tracker.confirmed_late
+            if p.track_id in shown  # withheld now (on a static object): not a person yet
         ]
         late: dict[int, list[tuple[datetime, TrackedPerson]]] = {}
         for when, person in self.confirmed_late:

@@ -126,6 +126,12 @@ class PersonTracker:
         # can still report them once it is confirmed (``confirmed_late``).
         self._pending: dict[int, deque[tuple[float, TrackedPerson]]] = {}
         self.confirmed_late: list[tuple[float, TrackedPerson]] = []
+        # The library reports a new track's first frames unnumbered (-1); keep them to trace
+        # a newly numbered track back to where it was first seen.
+        self._tentative: deque[tuple[float, np.ndarray, np.ndarray]] = deque(
+            maxlen=common["minimum_consecutive_frames"]
+        )
+        self._born: set[int] = set()
         self._updates = 0
 
     def update(self, detections: Detections, t: float) -> list[TrackedPerson]:
@@ -144,26 +150,57 @@ class PersonTracker:
             warnings.simplefilter("ignore", UserWarning)
             out = self._tracker.update(sv_dets, timestamp=t)
         people = []
-        if out.tracker_id is not None:
+        if out.tracker_id is not None and len(out):
             conf = out.confidence if out.confidence is not None else np.ones(len(out))
             for i, tid in enumerate(out.tracker_id):
                 if tid < 0:
                     continue
                 box = out.xyxy[i].astype(np.float32)
                 person = TrackedPerson(int(tid), box, float(conf[i]))
+                if person.track_id not in self._born:
+                    self._born.add(person.track_id)
+                    self._trace_back(person)
                 on_static = len(self.static.boxes) > 0 and self.static.touch(box, t)
                 if self._has_moved(person, t) and not on_static:
                     self._shown[person.track_id] = t
                     people.append(person)
+            unnumbered = out.tracker_id < 0
+            self._tentative.append((t, out.xyxy[unnumbered], conf[unnumbered]))
+        else:
+            self._tentative.append((t, np.empty((0, 4)), np.empty((0,))))
         self._updates += 1
         if self._updates % 256 == 0:  # forget tracks the library dropped (bounded memory)
             kept = self._library_ids()
             self._origin = {k: v for k, v in self._origin.items() if k in kept}
             self._pending = {k: v for k, v in self._pending.items() if k in kept}
             self._moved &= kept
+            self._born &= kept
             self._shown = {k: v for k, v in self._shown.items() if k in kept}
             self.static.forget_old(t)
         return people
+
+    def _trace_back(self, person: TrackedPerson, min_iou: float = 0.3) -> None:
+        """Link a newly numbered track to its unnumbered boxes of the previous frames."""
+        chain: list[tuple[float, TrackedPerson]] = []
+        box = person.xyxy
+        for t, boxes, confs in reversed(self._tentative):
+            if len(boxes) == 0:
+                break
+            iou = box_iou(box, boxes)
+            best = int(np.argmax(iou))
+            if iou[best] < min_iou:
+                break
+            box = boxes[best].astype(np.float32)
+            chain.append((t, TrackedPerson(person.track_id, box, float(confs[best]))))
+        if not chain:
+            return
+        chain.reverse()
+        if self.config.confirm_move <= 0:
+            self.confirmed_late += chain
+            return
+        first_t, first = chain[0]
+        self._origin[person.track_id] = (*first.anchor, first_t)
+        self._pending.setdefault(person.track_id, deque(maxlen=PENDING_MAX)).extend(chain)
 
     def _has_moved(self, person: TrackedPerson, t: float) -> bool:
         """Motion confirmation: the feet moved ``confirm_move`` box heights since first seen.
@@ -203,6 +240,8 @@ class PersonTracker:
         self._last_t = None
         self._origin.clear()
         self._pending.clear()
+        self._tentative.clear()
+        self._born.clear()
         self.confirmed_late = []
         self._moved.clear()
         self._shown.clear()

@@ -128,5 +128,20 @@ def test_sightings_before_motion_confirmation_are_reported_late() -> None:
         tracker.update(boxes(walker(i / FPS)), i / FPS)
         late += tracker.confirmed_late
     times = [t for t, _ in late]
-    assert times and times == sorted(times) and times[0] <= 0.3
+    assert times and times == sorted(times)
+    assert times[0] == 0.0  # traced back to the very first, still unnumbered, frame
     assert len({p.track_id for _, p in late}) == 1
+
+
+def test_unnumbered_first_frames_are_traced_back() -> None:
+    tracker = PersonTracker(TrackerConfig(confirm_s=0.3, confirm_move=0), FPS)
+    out = []
+    for i in range(6):
+        shown = tracker.update(boxes(walker(i / FPS), (600, 0, 640, 100)), i / FPS)
+        out.append((shown, tracker.confirmed_late))
+    first = next(i for i, (shown, _) in enumerate(out) if shown)
+    assert first == 2  # numbered on the third consecutive frame
+    late = out[first][1]
+    assert sorted(round(t, 3) for t, _ in late) == [0.0, 0.0, 0.1, 0.1]  # both, frames 0-1
+    walker_late = sorted((t, p.xyxy[0]) for t, p in late if p.xyxy[0] < 500)
+    assert [x for _, x in walker_late] == pytest.approx([50.0, 56.0])
