@@ -279,7 +279,8 @@ async function start() {
   const form = $("#filters");
   if (!form.end.value) {
     const today = new Date();
-    const iso = (d) => d.toISOString().slice(0, 10);
+    // The clerk's calendar day, not UTC's (toISOString would be yesterday after midnight).
+    const iso = (d) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
     form.end.value = iso(today);
     form.start.value = iso(new Date(today.getTime() - 6 * 86400e3));
   }
