@@ -240,7 +240,21 @@ def member_by_account(db: Database, account_id: str) -> dict[str, Any] | None:
 
 def list_members(db: Database, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
     rows = db.query(_MEMBER_SQL + " ORDER BY m.created_at, m.id LIMIT ? OFFSET ?", (limit, offset))
-    return [_shape(db, r) for r in rows]  # type: ignore[misc]
+    if not rows:
+        return []
+    # One query for the whole page's accounts instead of one per member.
+    marks = ", ".join("?" for _ in rows)
+    accounts: dict[str, list[str]] = {}
+    for r in db.query(
+        f"SELECT id, member_id FROM customer_accounts WHERE member_id IN ({marks}) ORDER BY id",
+        [r["id"] for r in rows],
+    ):
+        accounts.setdefault(r["member_id"], []).append(r["id"])
+    for row in rows:
+        row["tracking"] = bool(row["tracking"])
+        row["marketing"] = bool(row["marketing"])
+        row["accounts"] = accounts.get(row["id"], [])
+    return rows
 
 
 def set_consent(db: Database, member_id: str, consent: Consent) -> dict[str, Any]:

@@ -264,10 +264,25 @@ def list_orders(
         params.append(customer_account)
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     rows = db.query(
-        f"SELECT id FROM online_orders {clause} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+        f"SELECT * FROM online_orders {clause} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
         (*params, limit, offset),
     )
-    return [get_order(db, r["id"]) for r in rows]  # type: ignore[misc]
+    if not rows:
+        return []
+    # One query for the page's items instead of one per order.
+    marks = ", ".join("?" for _ in rows)
+    items: dict[str, list[dict[str, Any]]] = {}
+    for item in db.query(
+        f"SELECT order_id, line, sku, qty, unit_price FROM online_order_items"
+        f" WHERE order_id IN ({marks}) ORDER BY order_id, line",
+        [r["id"] for r in rows],
+    ):
+        items.setdefault(item.pop("order_id"), []).append(item)
+    for row in rows:
+        row.pop("request_sha256", None)
+        row["allow_brokering"] = bool(row["allow_brokering"])
+        row["items"] = items.get(row["id"], [])
+    return rows
 
 
 def set_status(db: Database, order_id: str, status: str) -> None:

@@ -178,7 +178,28 @@ def list_sales(
             params.append(value)
     sql_where = f"WHERE {' AND '.join(where)}" if where else ""
     rows = db.query(
-        f"SELECT id FROM pos_sales {sql_where} ORDER BY ts DESC, id LIMIT ? OFFSET ?",
+        f"SELECT * FROM pos_sales {sql_where} ORDER BY ts DESC, id LIMIT ? OFFSET ?",
         (*params, limit, offset),
     )
-    return [get_sale(db, r["id"]) for r in rows]  # type: ignore[misc]
+    if not rows:
+        return []
+    # Two queries for the page's items and coupons instead of two per sale.
+    ids = [r["id"] for r in rows]
+    marks = ", ".join("?" for _ in ids)
+    items: dict[str, list[dict[str, Any]]] = {}
+    for item in db.query(
+        "SELECT sale_id, line, sku, qty, unit_price FROM pos_sale_items"
+        f" WHERE sale_id IN ({marks}) ORDER BY sale_id, line",
+        ids,
+    ):
+        items.setdefault(item.pop("sale_id"), []).append(item)
+    codes: dict[str, list[str]] = {}
+    for c in db.query(
+        f"SELECT sale_id, code FROM pos_sale_coupons WHERE sale_id IN ({marks}) ORDER BY code",
+        ids,
+    ):
+        codes.setdefault(c["sale_id"], []).append(c["code"])
+    for row in rows:
+        row["items"] = items.get(row["id"], [])
+        row["coupon_codes"] = codes.get(row["id"], [])
+    return rows

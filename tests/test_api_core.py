@@ -14,6 +14,13 @@ from storelens.cloud.settings import Settings
 
 from storelens.contract import topics
 
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Production scrypt cost is ~50 ms a hash; tests hash dozens of passwords.
+    monkeypatch.setitem(auth._SCRYPT, "n", 2**8)
+
+
 KEY_HEX = "ab" * 32
 
 
@@ -177,3 +184,16 @@ def test_api_tokens_logout_and_missing_card_key(client, db, monkeypatch) -> None
     client.app.state.settings = Settings.from_env({}, db_url="unused")
     r = client.post("/api/v1/members", json={"card_number": "12345678"}, headers=admin)
     assert r.status_code == 503 and "not configured" in r.json()["detail"]
+
+
+def test_password_hashes_carry_their_cost_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    cheap = auth.hash_password("correct horse")  # made at the test fixture's cost
+    monkeypatch.setitem(auth._SCRYPT, "n", 2**14)  # the production cost
+    stored = auth.hash_password("correct horse")
+    scheme, n, r, p, salt, digest = stored.split("$")
+    assert (scheme, int(n), int(r), int(p)) == ("scrypt", 2**14, 8, 1)
+    assert len(bytes.fromhex(salt)) == 16 and stored != auth.hash_password("correct horse")
+    assert auth.check_password("correct horse", stored)
+    assert auth.check_password("correct horse", cheap)  # older parameters still verify
+    assert not auth.check_password("correct horsE", stored)
+    assert not auth.check_password("x", "not$a$hash")

@@ -11,6 +11,13 @@ from storelens.cloud import auth, catalog, stores
 from storelens.cloud.api.app import create_app
 from storelens.cloud.settings import Settings
 
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Production scrypt cost is ~50 ms a hash; tests hash dozens of passwords.
+    monkeypatch.setitem(auth._SCRYPT, "n", 2**8)
+
+
 CSV = """sku,name,category,brand,price,image_url,consumable
 SHO-1,Runner,shoes,Dune,79.90,https://img.example/sho-1.jpg,false
 TEA-1,Green tea,grocery,Mistral,4.50,,true

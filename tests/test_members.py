@@ -15,6 +15,13 @@ from storelens.cloud.settings import Settings
 
 from storelens.pseudonym import PseudonymKey
 
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Production scrypt cost is ~50 ms a hash; tests hash dozens of passwords.
+    monkeypatch.setitem(auth._SCRYPT, "n", 2**8)
+
+
 KEY_HEX = "cd" * 32
 KEY = PseudonymKey("k1", bytes.fromhex(KEY_HEX))
 CARD = "6001 2345 6789"

@@ -8,6 +8,13 @@ from storelens.cloud import auth, catalog, members, orders, stores
 from storelens.cloud.api.app import create_app
 from storelens.cloud.settings import Settings
 
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Production scrypt cost is ~50 ms a hash; tests hash dozens of passwords.
+    monkeypatch.setitem(auth._SCRYPT, "n", 2**8)
+
+
 ORDER = {
     "external_id": "W-1001",
     "customer_account": "acc-1",

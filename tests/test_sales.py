@@ -9,6 +9,12 @@ from storelens.cloud.api.app import create_app
 from storelens.cloud.settings import Settings
 
 
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Production scrypt cost is ~50 ms a hash; tests hash dozens of passwords.
+    monkeypatch.setitem(auth._SCRYPT, "n", 2**8)
+
+
 @pytest.fixture
 def shop(db):
     for sid in ("s1", "s2"):

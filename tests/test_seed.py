@@ -7,8 +7,16 @@ from collections import Counter
 from datetime import date
 from itertools import combinations
 
+import pytest
 from storelens.cloud import auth, seed
 from storelens.cloud.store import connect
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Production scrypt cost is ~50 ms a hash; tests hash dozens of passwords.
+    monkeypatch.setitem(auth._SCRYPT, "n", 2**8)
+
 
 END = date(2026, 11, 1)
 
