@@ -7,6 +7,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
+from storelens.edge.analyze import camera_for
+from storelens.edge.config import load_config
 from typer.testing import CliRunner
 
 from storelens.cli import app
@@ -121,3 +124,12 @@ def test_bench_edge_writes_the_four_numbers(tmp_path: Path) -> None:
     assert data["environment"]["layout"] == "yolox"
     assert data["gated_pipeline_fps"] > 0 and 0 <= data["gated_skipped_fraction"] <= 1
     assert data["track_scene_ms_per_frame"] > 0 and 0 < data["same_pass_ratio"] < 1
+
+
+def test_camera_for_points_the_config_at_the_video() -> None:
+    cfg = load_config(SAMPLE_CONFIG)
+    cam = camera_for(cfg, "/videos/other.mp4", fps=25.0)
+    assert cam.source == "/videos/other.mp4" and cam.source_fps == 25.0
+    assert not cam.loop and not cam.realtime and cam.zones == cfg.cameras[0].zones
+    with pytest.raises(ValueError, match="no camera 'nope'"):
+        camera_for(cfg, "x.mp4", camera_id="nope")
