@@ -141,11 +141,18 @@ class PersonTracker:
             t = self._last_t + 1e-3
         self._last_t = t
         self.confirmed_late = []
-        sv_dets = sv.Detections(
-            xyxy=detections.xyxy.astype(np.float32, copy=False),
-            confidence=detections.confidence.astype(np.float32, copy=False),
-            class_id=np.zeros(len(detections), dtype=int),
+        xyxy = np.asarray(detections.xyxy, np.float32).reshape(-1, 4)
+        conf = np.asarray(detections.confidence, np.float32).reshape(-1)
+        # A broken model can emit NaN or inverted boxes; they would poison the Kalman state.
+        sane = (
+            np.isfinite(xyxy).all(axis=1)
+            & np.isfinite(conf)
+            & (xyxy[:, 2] > xyxy[:, 0])
+            & (xyxy[:, 3] > xyxy[:, 1])
         )
+        if not sane.all():
+            xyxy, conf = xyxy[sane], conf[sane]
+        sv_dets = sv.Detections(xyxy=xyxy, confidence=conf, class_id=np.zeros(len(conf), int))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             out = self._tracker.update(sv_dets, timestamp=t)

@@ -145,3 +145,15 @@ def test_unnumbered_first_frames_are_traced_back() -> None:
     assert sorted(round(t, 3) for t, _ in late) == [0.0, 0.0, 0.1, 0.1]  # both, frames 0-1
     walker_late = sorted((t, p.xyxy[0]) for t, p in late if p.xyxy[0] < 500)
     assert [x for _, x in walker_late] == pytest.approx([50.0, 56.0])
+
+
+def test_broken_boxes_are_ignored() -> None:
+    tracker = PersonTracker(TrackerConfig(), FPS)
+    bad = Detections(
+        np.array([[np.nan, 0, 10, 10], [50, 50, 40, 90], [0, 0, 10, 20]], np.float32),
+        np.array([0.9, 0.9, np.inf], np.float32),
+    )
+    for i in range(20):
+        assert tracker.update(bad, i / FPS) == []
+    out = run(tracker, [boxes(walker(i / FPS)) for i in range(20)], t0=2.0)
+    assert out[-1] and np.isfinite(out[-1][0].xyxy).all()
