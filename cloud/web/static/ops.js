@@ -96,7 +96,7 @@ const RENDER = {
       yaxis: { scaleanchor: "x", autorange: "reversed" },
       height: 300,
     });
-    caption("heatmap", d.store ? `Store ${d.store}: seconds of presence per ${g.cell_m} m cell, ${num(d.points)} path points.` : "No store.");
+    caption("heatmap", d.store ? `Store ${d.store}: seconds of presence per ${g.cell_m} m cell (${num(d.points)} samples along visitors' paths).` : "No store.");
   },
   flows(d) {
     const names = [...new Set(d.rows.flatMap((r) => [r.from_zone, r.to_zone]))].sort();
@@ -104,7 +104,8 @@ const RENDER = {
     const to = names.filter((n) => n !== "(entry)");
     const z = from.map((a) => to.map((b) => (d.rows.find((r) => r.from_zone === a && r.to_zone === b) || { moves: 0 }).moves));
     plot("flows", [{ type: "heatmap", x: to, y: from, z, colorscale: "Blues", reversescale: true, text: z, texttemplate: "%{text}", hovertemplate: "%{y} → %{x}: %{z}<extra></extra>" }], {
-      xaxis: { title: { text: "to" } }, yaxis: { title: { text: "from" }, automargin: true }, margin: { l: 100, r: 12, t: 8, b: 60 },
+      xaxis: { title: { text: "to" }, dtick: 1, tickangle: -60 }, yaxis: { title: { text: "from" }, automargin: true, dtick: 1 },
+      margin: { l: 100, r: 12, t: 8, b: 90 }, height: 340,
     });
     const top = d.rows.filter((r) => r.from_zone !== "(entry)" && r.to_zone !== "(exit)").slice(0, 3);
     caption("flows", top.map((r) => `${r.from_zone} → ${r.to_zone} (${num(r.moves)})`).join(" · "));
