@@ -92,8 +92,8 @@ class ShippingAddress(BaseModel):
 
     name: str = Field(min_length=1, max_length=200, description="Recipient.")
     address: str = Field(min_length=1, max_length=500, description="Street and number.")
-    city: str = Field("", max_length=100)
-    postcode: str = Field("", max_length=20)
+    city: str = Field("", max_length=100, description="City.")
+    postcode: str = Field("", max_length=20, description="Postal code.")
     country: str = Field("", max_length=2, description="ISO 3166-1 alpha-2.")
     lat: float = Field(ge=-90, le=90, description="Geocoded latitude (routing distance).")
     lon: float = Field(ge=-180, le=180, description="Geocoded longitude.")
@@ -106,14 +106,14 @@ class OrderIn(BaseModel):
 
     external_id: str | None = Field(None, max_length=128, description="Web shop's order number.")
     customer_account: str | None = Field(None, max_length=128, description="Online account ID.")
-    items: list[OrderItem] = Field(min_length=1, max_length=200)
+    items: list[OrderItem] = Field(min_length=1, max_length=200, description="Order lines.")
     fulfillment_type: Literal["ship", "pickup"] = Field(description="Delivery or store pickup.")
     shipping: ShippingAddress | None = Field(None, description="Required for `ship` orders.")
     pickup_store: str | None = Field(None, max_length=64, description="Required for `pickup`.")
     allow_brokering: bool = Field(
         True, description="May the order be split/routed to any store (ship-from-store)."
     )
-    currency: str = Field("EUR", min_length=3, max_length=3)
+    currency: str = Field("EUR", min_length=3, max_length=3, description="ISO 4217 code.")
     created_at: float | None = Field(None, description="Order time, epoch s; default now.")
 
     @model_validator(mode="after")

@@ -68,7 +68,7 @@ class SaleIn(BaseModel):
     )
     store: Identifier = Field(description="Store where the sale happened.")
     ts: float | None = Field(None, description="Checkout time, epoch s; default now.")
-    items: list[SaleItem] = Field(min_length=1, max_length=500)
+    items: list[SaleItem] = Field(min_length=1, max_length=500, description="Lines sold.")
     member_id: str | None = Field(None, max_length=64, description="Member, if identified.")
     coupon_codes: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=20, description="Coupon codes redeemed."

@@ -54,7 +54,7 @@ class Store(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     id: Identifier = Field(description="Store ID used in MQTT topics and everywhere else.")
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, description="Display name.")
     address: str = Field("", max_length=500, description="Postal address.")
     lat: float = Field(ge=-90, le=90, description="Latitude, WGS84 degrees.")
     lon: float = Field(ge=-180, le=180, description="Longitude, WGS84 degrees.")
@@ -74,7 +74,7 @@ class InventoryLevel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sku: Annotated[str, Field(min_length=1, max_length=64)]
+    sku: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="Catalog SKU.")
     on_hand: int = Field(ge=0, description="Units physically in the store.")
     reserved: int = Field(0, ge=0, description="Units promised to orders, not yet picked.")
     safety_stock: int = Field(0, ge=0, description="Units kept back from online selling.")
@@ -86,7 +86,7 @@ class InventoryChange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sku: Annotated[str, Field(min_length=1, max_length=64)]
+    sku: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="Catalog SKU.")
     delta_on_hand: int = Field(0, description="Units added (+) or removed (-).")
     delta_reserved: int = Field(0, description="Reservation change.")
 

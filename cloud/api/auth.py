@@ -26,8 +26,8 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 
 class LoginIn(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=256)
+    username: str = Field(min_length=1, max_length=64, description="Ops user name.")
+    password: str = Field(min_length=1, max_length=256, description="The user's password.")
 
 
 class TokenOut(BaseModel):
@@ -36,8 +36,10 @@ class TokenOut(BaseModel):
 
 
 class UserIn(BaseModel):
-    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
-    password: str = Field(min_length=8, max_length=256)
+    username: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$", description="Login name."
+    )
+    password: str = Field(min_length=8, max_length=256, description="At least 8 characters.")
     role: auth.Role = Field(description="analyst (read) or admin (read and change).")
 
 
@@ -47,8 +49,8 @@ class PosTokenIn(BaseModel):
 
 
 class PosTokenOut(TokenOut):
-    store: str
-    device_name: str
+    store: str = Field(description="The store the token is scoped to.")
+    device_name: str = Field(description="The POS device's name.")
 
 
 class WhoAmI(BaseModel):

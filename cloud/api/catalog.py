@@ -21,7 +21,7 @@ class ProductOut(catalog.Product):
 
 
 class CategoryOut(BaseModel):
-    category: str
+    category: str = Field(description="Category name.")
     products: int = Field(description="Products in the category.")
 
 

@@ -25,11 +25,11 @@ class DeviceIn(BaseModel):
 
 
 class DeviceOut(BaseModel):
-    store: str
-    device: str
+    store: str = Field(description="Store ID.")
+    device: str = Field(description="Device ID, as in its MQTT topics.")
     registered: bool = Field(description="False once retired: its events are dead-lettered.")
     registered_at: float = Field(description="Epoch seconds.")
-    description: str
+    description: str = Field(description="Where it is installed.")
     last_seen: float | None = Field(description="Newest event or status time, epoch seconds.")
     online: bool | None = Field(description="From the retained availability topic.")
     status: dict | None = Field(description="Last DeviceStatus event as sent.")
@@ -39,11 +39,11 @@ class DeviceOut(BaseModel):
 
 
 class DeadLetterOut(BaseModel):
-    id: int
+    id: int = Field(description="Dead-letter ID, increasing.")
     received_at: float = Field(description="Epoch seconds.")
-    topic: str
+    topic: str = Field(description="MQTT topic the message came on.")
     reason: str = Field(description="Machine tag: bad_json, invalid, unregistered_device, ...")
-    detail: str
+    detail: str = Field(description="What exactly was wrong.")
     raw_base64: str = Field(description="The message bytes as received, base64.")
 
 

@@ -26,7 +26,7 @@ router = APIRouter(prefix="/members", tags=["members"])
 class MemberOut(BaseModel):
     id: str = Field(description="Random member ID (not derived from the card).")
     key_id: str = Field(description="ID of the pseudonym key that hashed the card.")
-    name: str | None
+    name: str | None = Field(description="Display name, if given.")
     tier: str = Field(description="Loyalty tier.")
     created_at: float = Field(description="Epoch seconds.")
     tracking: bool = Field(description="Consent: in-store visits may be linked.")
@@ -52,7 +52,7 @@ class ForgetOut(BaseModel):
 
 
 class ProfileOut(BaseModel):
-    member: MemberOut
+    member: MemberOut = Field(description="The member and their consent.")
     visits: list[dict] = Field(description="Recent store visits: store, times, zones.")
     zone_dwell: list[dict] = Field(description="Per store and zone: visits and total dwell (s).")
     online_orders: list[dict] = Field(description="Recent online orders with items.")

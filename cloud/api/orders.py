@@ -13,38 +13,38 @@ router = APIRouter(prefix="/orders", tags=["orders"])
 
 
 class OrderLineOut(BaseModel):
-    line: int
-    sku: str
-    qty: int
+    line: int = Field(description="Line number, from 1.")
+    sku: str = Field(description="Catalog SKU.")
+    qty: int = Field(description="Units ordered.")
     unit_price: float = Field(description="Price charged per unit.")
 
 
 class OrderOut(BaseModel):
     id: str = Field(description="Order ID assigned by storelens.")
-    idempotency_key: str | None
+    idempotency_key: str | None = Field(description="The webhook's Idempotency-Key.")
     external_id: str | None = Field(description="Web shop's order number.")
-    customer_account: str | None
+    customer_account: str | None = Field(description="Online account; null once forgotten.")
     member_id: str | None = Field(description="Member linked to the account at order time.")
-    status: orders.OrderStatus
+    status: orders.OrderStatus = Field(description="Where the order is in its life.")
     fulfillment_type: str = Field(description="ship or pickup.")
-    pickup_store: str | None
-    allow_brokering: bool
-    ship_name: str | None
-    ship_address: str | None
-    ship_city: str | None
-    ship_postcode: str | None
-    ship_country: str | None
-    ship_lat: float | None
-    ship_lon: float | None
-    total: float
-    currency: str
+    pickup_store: str | None = Field(description="Store for pickup orders.")
+    allow_brokering: bool = Field(description="May be routed to any store (ship-from-store).")
+    ship_name: str | None = Field(description="Recipient.")
+    ship_address: str | None = Field(description="Street address.")
+    ship_city: str | None = Field(description="City.")
+    ship_postcode: str | None = Field(description="Postal code.")
+    ship_country: str | None = Field(description="ISO 3166-1 alpha-2.")
+    ship_lat: float | None = Field(description="Geocoded latitude.")
+    ship_lon: float | None = Field(description="Geocoded longitude.")
+    total: float = Field(description="Sum of lines.")
+    currency: str = Field(description="ISO 4217 code.")
     created_at: float = Field(description="Epoch seconds.")
     updated_at: float = Field(description="Epoch seconds.")
-    items: list[OrderLineOut]
+    items: list[OrderLineOut] = Field(description="Order lines.")
 
 
 class StatusIn(BaseModel):
-    status: orders.OrderStatus
+    status: orders.OrderStatus = Field(description="The new status.")
 
 
 def _found(db: Database, order_id: str) -> dict:

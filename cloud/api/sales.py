@@ -13,22 +13,22 @@ router = APIRouter(prefix="/sales", tags=["sales"])
 
 
 class SaleLineOut(BaseModel):
-    line: int
-    sku: str
-    qty: int
+    line: int = Field(description="Line number, from 1.")
+    sku: str = Field(description="Catalog SKU.")
+    qty: int = Field(description="Units sold.")
     unit_price: float = Field(description="Price paid per unit.")
 
 
 class SaleOut(BaseModel):
-    id: str
-    store: str
+    id: str = Field(description="Sale ID (the POS's own, or assigned).")
+    store: str = Field(description="Store where it happened.")
     device: str | None = Field(description="POS device that recorded the sale.")
     ts: float = Field(description="Checkout time, epoch seconds.")
-    member_id: str | None
-    total: float
-    created_at: float
-    items: list[SaleLineOut]
-    coupon_codes: list[str]
+    member_id: str | None = Field(description="Member, if identified at the till.")
+    total: float = Field(description="Sum of lines.")
+    created_at: float = Field(description="When it was recorded, epoch seconds.")
+    items: list[SaleLineOut] = Field(description="Lines sold.")
+    coupon_codes: list[str] = Field(description="Coupon codes redeemed.")
 
 
 @router.post(

@@ -25,25 +25,29 @@ class StoreOut(stores.Store):
 
 
 class InventoryOut(BaseModel):
-    store: str
-    sku: str
+    store: str = Field(description="Store ID.")
+    sku: str = Field(description="Catalog SKU.")
     on_hand: int = Field(description="Units physically in the store.")
     reserved: int = Field(description="Units promised to orders.")
     safety_stock: int = Field(description="Units kept back from online selling.")
-    shelf_location: str | None
+    shelf_location: str | None = Field(description="Aisle/shelf code.")
     updated_at: float = Field(description="Epoch seconds.")
 
 
 class InventoryBulkIn(BaseModel):
-    levels: list[stores.InventoryLevel] = Field(min_length=1, max_length=100_000)
+    levels: list[stores.InventoryLevel] = Field(
+        min_length=1, max_length=100_000, description="Absolute levels, one per SKU."
+    )
 
 
 class InventoryAdjustIn(BaseModel):
-    changes: list[stores.InventoryChange] = Field(min_length=1, max_length=10_000)
+    changes: list[stores.InventoryChange] = Field(
+        min_length=1, max_length=10_000, description="Movements, applied all or nothing."
+    )
 
 
 class CountOut(BaseModel):
-    written: int
+    written: int = Field(description="Rows inserted or replaced.")
 
 
 def _found(db: Database, store_id: str) -> dict:
