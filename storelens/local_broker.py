@@ -69,7 +69,11 @@ class LocalBroker:
             lines.append("persistence false")
         conf.write_text("\n".join(lines) + "\n")
         log = (self.workdir / "mosquitto.log").open("ab")
-        self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=log, stderr=log)
+        # Own session: a Ctrl-C in the terminal reaches the owner, which stops the broker
+        # last, after the clients have drained; not the broker first.
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(conf)], stdout=log, stderr=log, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,0 +1,396 @@
+"""`storelens demo`: the whole loop on one machine, nothing installed as a service.
+
+A private Mosquitto on a free port, the cloud on SQLite seeded with a demo chain, the API
+(uvicorn) with an in-process ingest worker, and an edge agent (its own process) playing the
+sample video in real time as the sample store's camera, with a TCP card reader at the
+entrance that a simulator swipes seeded members' cards into. After a short delay an online
+order arrives through the web-shop webhook and is routed to the store as a ship-from-store
+task. The ops and POS URLs and their logins are printed; Ctrl-C stops everything.
+``--duration S`` runs headless for S seconds and prints what flowed as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+
+SAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "firmware_config" / "sample.yaml"
+STORE, DEVICE, CAMERA = "sample-store", "sample-edge", "plaza"
+READER_ZONE = "west_walk"  # the card reader stands at the entrance walk
+SWIPE_EVERY_S = 15.0
+ORDER_AFTER_S = 20.0
+
+
+@dataclass
+class DemoStats:
+    events_published: int = 0
+    events_ingested: int = 0
+    device_statuses: int = 0
+    dead_letters: int = 0
+    outbox_pending: int = 0
+    outbox_lost: int = 0
+    footfall_in: int = 0
+    zone_visits: int = 0
+    swipes_sent: int = 0
+    swipes_linked: int = 0
+    recommendations_served: int = 0
+    orders_placed: int = 0
+    fulfillment_tasks: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Demo:
+    def __init__(self, workdir: Path, port: int, members: int, seed: int) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.members = members
+        self.seed = seed
+        self.stats = DemoStats()
+        self.stop = threading.Event()
+        self.base = f"http://127.0.0.1:{port}"
+        self.edge: subprocess.Popen | None = None
+        self.server: Any = None
+        self.server_thread: threading.Thread | None = None
+        self.broker: Any = None
+        self.threads: list[threading.Thread] = []
+
+    # -- setup ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        from storelens.cloud import seed as seeding
+        from storelens.cloud.store import connect
+        from storelens.local_broker import LocalBroker
+        from storelens.pseudonym import generate_key_file, load_key
+
+        if self.workdir.exists():
+            shutil.rmtree(self.workdir)  # a demo always starts from a fresh chain
+        self.workdir.mkdir(parents=True)
+        self.key_file = generate_key_file(self.workdir / "pseudonym.key")
+        key = load_key("demo-k1", path=self.key_file)
+        self.db_url = f"sqlite:///{self.workdir / 'storelens.db'}"
+        db = connect(self.db_url)
+        try:
+            result = seeding.seed(db, seed=self.seed, key=key, members=self.members, days=90)
+        finally:
+            db.close()
+        self.credentials = result.credentials
+        (self.workdir / "credentials.json").write_text(json.dumps(self.credentials, indent=2))
+        (self.workdir / "credentials.json").chmod(0o600)
+        self.broker = LocalBroker(self.workdir / "broker")
+        self.broker.start()
+
+    def start_cloud(self) -> None:
+        import uvicorn
+
+        from storelens.cloud.api.app import create_app
+        from storelens.cloud.settings import Settings
+
+        settings = Settings(
+            db_url=self.db_url,
+            mqtt_host=self.broker.host,
+            mqtt_port=self.broker.port,
+            ingest_in_process=True,
+            pseudonym_key_id="demo-k1",
+            pseudonym_key_file=self.key_file,
+            mqtt_client_id=f"demo-ingest-{uuid.uuid4().hex[:8]}",
+        )
+        self.app = create_app(settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.server_thread = threading.Thread(target=self.server.run, name="api", daemon=True)
+        self.server_thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.server_thread.is_alive():
+                raise RuntimeError(f"the API did not start on port {self.port}")
+            time.sleep(0.1)
+
+    def edge_config(self) -> Path:
+        import yaml
+
+        from storelens.edge.config import parse_config
+        from storelens.local_broker import free_port
+
+        doc = yaml.safe_load(SAMPLE_CONFIG.read_text())
+        camera = doc["cameras"][0]
+        camera.update(realtime=True, loop=True, occupancy_interval_s=15)
+        zone = next(z["points"] for z in camera["zones"] if z["name"] == READER_ZONE)
+        self.reader_port = free_port()
+        doc.update(
+            mqtt={"host": self.broker.host, "port": self.broker.port},
+            privacy={"key_id": "demo-k1", "key_file": str(self.key_file)},
+            outbox={"path": str(self.workdir / "outbox.db"), "batch_interval_s": 1.0},
+            status_interval_s=10,
+            readers=[{
+                "id": "entrance-reader", "type": "tcp", "host": "127.0.0.1",
+                "port": self.reader_port, "mode": "listen", "camera": CAMERA, "zone": zone,
+                "format": "digits", "dedupe_s": 5,
+            }],
+        )  # fmt: skip
+        parse_config(doc, "demo device")  # fail here, clearly, rather than in the agent
+        path = self.workdir / "device.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    def start_edge(self) -> None:
+        config = self.edge_config()
+        log = (self.workdir / "edge.log").open("ab")
+        self.edge = subprocess.Popen(
+            [sys.executable, "-c", "from storelens.cli import app; app()", "edge", "run",
+             "--config", str(config), "--drain-s", "5"],
+            stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C comes to us; we stop the agent so it can drain
+        )  # fmt: skip
+
+    # -- the simulated store and web shop ---------------------------------------------------
+    def _client(self) -> Any:
+        import httpx
+
+        return httpx.Client(base_url=self.base, timeout=10)
+
+    def _swipes(self) -> None:
+        """Members walk in and swipe their card at the entrance reader."""
+        import socket
+
+        cards = self.credentials["demo_cards"]
+        i = 0
+        while not self.stop.wait(SWIPE_EVERY_S if i else 8.0):
+            card = cards[i % len(cards)]
+            try:
+                with socket.create_connection(("127.0.0.1", self.reader_port), timeout=3) as s:
+                    s.sendall(card.encode() + b"\n")
+                self.stats.swipes_sent += 1
+                self.swiped = card
+            except OSError as exc:
+                self._error(f"card reader not reachable: {exc}")
+            i += 1
+            self._serve_recommendations(card)
+
+    def _serve_recommendations(self, card: str) -> None:
+        """What the POS does when the member comes to the till: look up, recommend."""
+        token = self.credentials["pos_tokens"][STORE]
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            with self._client() as http:
+                found = http.post("/api/v1/pos/members/lookup", json={"card_number": card},
+                                  headers=headers)  # fmt: skip
+                if found.status_code != 200:
+                    self._error(f"member lookup: HTTP {found.status_code}")
+                    return
+                member_id = found.json()["id"]
+                recs = http.get(f"/api/v1/pos/members/{member_id}/recommendations",
+                                headers=headers)  # fmt: skip
+                if recs.status_code == 200:
+                    self.stats.recommendations_served += len(recs.json()["items"])
+                else:
+                    self._error(f"recommendations: HTTP {recs.status_code}")
+        except Exception as exc:  # the demo keeps going; the summary shows the error
+            self._error(f"POS call failed: {exc}")
+
+    def _order(self) -> None:
+        """The web shop sends an online order; routing picks the store for ship-from-store."""
+        if self.stop.wait(ORDER_AFTER_S):
+            return
+        from storelens.cloud.store import connect
+
+        db = connect(self.db_url, migrate=False)
+        try:
+            rows = db.query(
+                "SELECT sku FROM inventory WHERE store = ? AND on_hand - reserved > 5 "
+                "ORDER BY on_hand DESC LIMIT 2",
+                (STORE,),
+            )
+        finally:
+            db.close()
+        admin = self.credentials["admin"]
+        order = {
+            "external_id": f"DEMO-{uuid.uuid4().hex[:6].upper()}",
+            "items": [{"sku": r["sku"], "qty": 1} for r in rows],
+            "fulfillment_type": "ship",
+            # A customer a few streets from the sample store, so routing picks it.
+            "shipping": {"name": "Camille Martin", "address": "170 rue de Rivoli", "city": "Paris",
+                         "postcode": "75001", "country": "FR", "lat": 48.8622, "lon": 2.3400},
+        }  # fmt: skip
+        try:
+            with self._client() as http:
+                login = http.post("/api/v1/auth/login", json=admin)
+                headers = {"Authorization": f"Bearer {login.json()['token']}",
+                           "Idempotency-Key": f"demo-{uuid.uuid4()}"}  # fmt: skip
+                placed = http.post("/api/v1/orders", json=order, headers=headers)
+                if placed.status_code in (200, 201):
+                    self.stats.orders_placed += 1
+                else:
+                    self._error(f"order webhook: HTTP {placed.status_code} {placed.text[:200]}")
+        except Exception as exc:
+            self._error(f"order webhook failed: {exc}")
+
+    def _error(self, message: str) -> None:
+        if message not in self.stats.errors:
+            self.stats.errors.append(message)
+
+    # -- observing -------------------------------------------------------------------------
+    def refresh_stats(self) -> DemoStats:
+        from storelens.cloud.store import connect
+
+        db = connect(self.db_url, migrate=False)
+        try:
+            s = self.stats
+            s.events_ingested = db.scalar(
+                "SELECT COUNT(*) FROM events WHERE store = ? AND device = ?", (STORE, DEVICE)
+            )
+            s.footfall_in = db.scalar(
+                "SELECT COUNT(*) FROM events WHERE store = ? AND device = ? AND type = "
+                "'line_crossing' AND direction = 'in'", (STORE, DEVICE),
+            )  # fmt: skip
+            s.zone_visits = db.scalar(
+                "SELECT COUNT(*) FROM events WHERE store = ? AND device = ? "
+                "AND type = 'zone_visit'", (STORE, DEVICE),
+            )  # fmt: skip
+            s.swipes_linked = db.scalar(
+                "SELECT COUNT(*) FROM events WHERE store = ? AND type = 'card_swipe' "
+                "AND visit_id IS NOT NULL", (STORE,),
+            )  # fmt: skip
+            s.dead_letters = db.scalar("SELECT COUNT(*) FROM dead_letters")
+            s.fulfillment_tasks = db.scalar(
+                "SELECT COUNT(*) FROM fulfillment_tasks WHERE store_id = ?", (STORE,)
+            )
+        except Exception as exc:
+            self._error(f"reading stats: {exc}")
+        finally:
+            db.close()
+        self._read_outbox()
+        return self.stats
+
+    def _read_outbox(self) -> None:
+        """Published = sequence numbers handed out - rows still in the outbox - rows dropped
+        by its bound. Counts every device event, status reports included."""
+        import sqlite3
+
+        path = self.workdir / "outbox.db"
+        if not path.exists():
+            return
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2) as conn:
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+                pending = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+                statuses = conn.execute(
+                    "SELECT COUNT(*) FROM outbox WHERE kind = 'status'"
+                ).fetchone()[0]
+        except sqlite3.Error as exc:
+            self._error(f"reading the outbox: {exc}")
+            return
+        s = self.stats
+        s.outbox_pending = pending
+        s.outbox_lost = int(meta.get("lost", 0))
+        handed_out = max(0, int(meta.get("next_seq", 1)) - 1)
+        s.events_published = max(0, handed_out - pending - s.outbox_lost)
+        s.device_statuses = statuses
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def banner(self) -> str:
+        admin = self.credentials["admin"]
+        pos = self.credentials["pos_tokens"][STORE]
+        cards = ", ".join(self.credentials["demo_cards"])
+        return (
+            f"\nstorelens demo is running (data in {self.workdir})\n"
+            f"  Ops:  {self.base}/ops    login: {admin['username']} / {admin['password']}\n"
+            f"  POS:  {self.base}/pos#token={pos}    (store {STORE}, device till-1)\n"
+            f"  Member cards being swiped at the entrance: {cards}\n"
+            f"  Footfall and dwell come from the sample video ({CAMERA} camera, real time);\n"
+            f"  an online order arrives after {ORDER_AFTER_S:.0f} s as a ship-from-store task.\n"
+            "  Ctrl-C stops everything.\n"
+        )
+
+    def run(self, duration: float | None, echo: Any) -> DemoStats:
+        self.prepare()
+        self.start_cloud()
+        self.start_edge()
+        for target in (self._swipes, self._order):
+            t = threading.Thread(target=target, name=target.__name__, daemon=True)
+            t.start()
+            self.threads.append(t)
+        echo(self.banner())
+        started = time.monotonic()
+        interrupted = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+        try:
+            while not interrupted.is_set():
+                left = None if duration is None else duration - (time.monotonic() - started)
+                if left is not None and left <= 0:
+                    break
+                interrupted.wait(min(10.0, left) if left is not None else 10.0)
+                if self.edge is not None and self.edge.poll() is not None:
+                    self._error(f"edge agent exited with {self.edge.returncode} (see edge.log)")
+                    break
+                s = self.refresh_stats()
+                echo(
+                    f"[{time.monotonic() - started:5.0f} s] events stored {s.events_ingested}, "
+                    f"footfall in {s.footfall_in}, zone visits {s.zone_visits}, swipes "
+                    f"{s.swipes_sent}, recommendations {s.recommendations_served}, "
+                    f"ship-from-store tasks {s.fulfillment_tasks}"
+                )
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            self.shutdown()
+        return self.refresh_stats()
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        if self.edge is not None and self.edge.poll() is None:
+            self.edge.send_signal(signal.SIGINT)  # the agent drains its outbox, then exits
+            try:
+                self.edge.wait(30)
+            except subprocess.TimeoutExpired:
+                self.edge.kill()
+                self.edge.wait(5)
+        time.sleep(1.0)  # the in-process ingest commits the last batches
+        if self.server is not None:
+            self.server.should_exit = True
+            if self.server_thread is not None:
+                self.server_thread.join(30)
+        for t in self.threads:
+            t.join(15)
+        if self.broker is not None:
+            self.broker.stop()
+
+
+def demo(
+    duration: float | None = typer.Option(
+        None, min=5, help="Run headless for this many seconds, print what flowed, exit."
+    ),
+    port: int = typer.Option(8000, help="API port (a free one is picked if it is taken)."),
+    workdir: Path = typer.Option(Path("var/demo"), help="Where the demo keeps its data."),
+    members: int = typer.Option(1000, min=50, help="Members in the seeded chain."),
+    seed: int = typer.Option(42, help="Seed of the generated chain."),
+) -> None:
+    """The whole loop on this machine: broker, cloud, API, edge agent on the sample video."""
+    import socket
+
+    from storelens.local_broker import BrokerUnavailable, free_port
+
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            port = free_port()
+    runner = Demo(workdir.resolve(), port, members, seed)
+    try:
+        stats = runner.run(duration, typer.echo)
+    except BrokerUnavailable as exc:
+        typer.echo(f"error: the demo {exc}", err=True)
+        raise typer.Exit(2) from None
+    summary = {k: v for k, v in asdict(stats).items() if k != "errors"}
+    typer.echo(json.dumps(summary))
+    for problem in stats.errors:
+        typer.echo(f"warning: {problem}", err=True)
+    if stats.events_ingested == 0:
+        typer.echo("error: no events reached the cloud (see var/demo/edge.log)", err=True)
+        raise typer.Exit(1)
