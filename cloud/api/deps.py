@@ -18,6 +18,7 @@ from storelens.cloud.store import Database
 from storelens.pseudonym import PseudonymError, PseudonymKey
 
 bearer = HTTPBearer(auto_error=False, description="Ops login token or POS device token.")
+_bearer = bearer  # the earlier private name, still used by other routers
 
 
 def get_db(request: Request) -> Database:
