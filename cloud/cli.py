@@ -191,6 +191,48 @@ def device_add(
     typer.echo(f"registered {store}/{device}")
 
 
+@app.command("import")
+def import_data(
+    kind: str = typer.Argument(..., help="catalog, stores or inventory."),
+    path: str = typer.Argument(..., help="The file (CSV or JSON; stores: JSON)."),
+    store: str | None = typer.Option(None, help="Inventory only: the store the levels are for."),
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+) -> None:
+    """Bulk import products, stores or one store's stock levels; all rows or none."""
+    from pathlib import Path
+
+    from storelens.cloud import catalog, stores
+    from storelens.cloud.store import connect
+
+    file = Path(path)
+    if not file.is_file():
+        typer.echo(f"error: no file {file}", err=True)
+        raise typer.Exit(1)
+    data = file.read_bytes()
+    fmt = "csv" if file.suffix.lower() == ".csv" else "json"
+    database = connect(_settings(db).db_url)
+    try:
+        if kind == "catalog":
+            written = catalog.upsert_products(database, catalog.parse_products(data, fmt))
+        elif kind == "stores":
+            written = stores.upsert_stores(database, stores.parse_stores(data))
+        elif kind == "inventory" and store:
+            written = stores.set_inventory(database, store, stores.parse_inventory(data, fmt))
+        else:
+            typer.echo("error: kind is catalog, stores or inventory (with --store)", err=True)
+            raise typer.Exit(2)
+    except (catalog.CatalogImportError, stores.StoreImportError) as exc:
+        for line in exc.errors:
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(1) from None
+    except stores.UnknownStore as exc:
+        typer.echo(f"error: unknown store {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        database.close()
+    typer.echo(f"imported {written} {kind} rows")
+
+
 @bench_app.command("ingest")
 def bench_ingest(
     json_out: str | None = typer.Option(None, "--json", help="Write the result JSON here."),

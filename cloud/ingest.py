@@ -8,6 +8,12 @@ with a reason; nothing a device sends can stop the worker.
 
 Workers join one shared subscription (``$share/<group>/...``): the broker hands each message to
 one member of the group, so workers scale horizontally without duplicates.
+
+Sessions are persistent so that nothing acknowledged-but-unwritten can exist: a worker that
+stops with messages in flight gets them again when it reconnects with the same client ID.
+Mosquitto also keeps queueing a share of new messages to a stopped member's session, so each
+worker needs a stable ID (default: the host name; set ``--client-id`` when a host runs
+several) and a supervisor that restarts it; the lag gauge shows a worker that stays away.
 """
 
 from __future__ import annotations
@@ -60,7 +66,6 @@ on_events_stored: list[Callable[[Database, list[dict[str, Any]]], object]] = []
 
 REGISTRY_TTL_S = 5.0
 _TS = event_store.EVENT_COLUMNS.index("ts")
-SESSION_EXPIRY_S = 24 * 3600  # the broker keeps a worker's unacked messages this long
 RECEIVE_MAXIMUM = 250  # unacknowledged messages in flight to one worker (bounds memory)
 
 
@@ -379,7 +384,7 @@ class IngestWorker:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
         props.ReceiveMaximum = RECEIVE_MAXIMUM
         # connect_async + loop_start: the worker starts even when the broker is down, and
         # paho keeps retrying with back-off.

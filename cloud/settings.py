@@ -33,6 +33,12 @@ class Settings(BaseModel):
     mqtt_ca_file: Path | None = Field(None, description="CA bundle for the broker's certificate.")
     mqtt_client_id: str = Field("", description="Client ID prefix; empty = random.")
     share_group: str = Field(topics.DEFAULT_SHARE_GROUP, pattern=r"^[A-Za-z0-9_-]+$")
+    mqtt_session_expiry_s: int = Field(
+        24 * 3600,
+        ge=0,
+        description="How long the broker keeps a stopped worker's session (its unacknowledged "
+        "and queued messages). Mosquitto keeps assigning a share of new messages to it.",
+    )
     ingest_in_process: bool = Field(False, description="Run an ingest worker inside the API.")
     ingest_batch_messages: int = Field(50, ge=1, le=10_000, description="Messages per commit.")
     ingest_batch_seconds: float = Field(0.05, gt=0, le=10, description="Max wait to fill a batch.")

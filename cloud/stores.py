@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import time
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from storelens.cloud.store import Database, register_migrations
 
 from storelens.contract.events import Identifier
@@ -228,3 +231,61 @@ def available_to_sell(db: Database, sku: str) -> list[dict[str, Any]]:
         " WHERE sku = ? AND on_hand - reserved - safety_stock > 0 ORDER BY store",
         (sku,),
     )
+
+
+class StoreImportError(ValueError):
+    """A stores or inventory file was rejected; ``errors`` lists each bad row."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__(f"{len(errors)} invalid rows: " + "; ".join(errors[:5]))
+        self.errors = errors
+
+
+def _validate_rows(model: type[BaseModel], items: object) -> list:
+    if not isinstance(items, list):
+        raise StoreImportError(["the file must hold a list"])
+    out, errors = [], []
+    for i, item in enumerate(items, start=1):
+        try:
+            out.append(model.model_validate(item))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            errors.append(f"row {i}: {'.'.join(map(str, err['loc']))}: {err['msg']}")
+    if errors:
+        raise StoreImportError(errors)
+    return out
+
+
+def parse_stores(data: bytes | str) -> list[Store]:
+    """A JSON list of stores (zones as an object of zone -> category); all or nothing."""
+    try:
+        items = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreImportError([f"bad JSON: {exc}"]) from None
+    return _validate_rows(Store, items)
+
+
+def parse_inventory(data: bytes | str, fmt: str) -> list[InventoryLevel]:
+    """Stock levels as CSV (header: sku,on_hand[,reserved,safety_stock,shelf_location]) or a
+    JSON list; all or nothing."""
+    text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
+    if fmt == "json":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StoreImportError([f"bad JSON: {exc}"]) from None
+    elif fmt == "csv":
+        items = [
+            {k: v for k, v in row.items() if k and v not in (None, "")}
+            for row in csv.DictReader(io.StringIO(text))
+        ]
+    else:
+        raise StoreImportError([f"unknown format {fmt!r} (csv or json)"])
+    return _validate_rows(InventoryLevel, items)
+
+
+def upsert_stores(db: Database, items: list[Store]) -> int:
+    with db.transaction():
+        for store in items:
+            upsert_store(db, store)
+    return len(items)

@@ -105,3 +105,32 @@ def test_catalog_and_inventory_api(db) -> None:
         move = {"changes": [{"sku": "SHO-1", "delta_on_hand": -5}]}
         r = c.post("/api/v1/stores/s1/inventory/adjustments", json=move, headers=admin)
         assert r.status_code == 409
+
+
+def test_store_and_inventory_files(db) -> None:
+    raw = json.dumps(
+        [
+            {"id": "s1", "name": "One", "lat": 48.8, "lon": 2.3, "zones": {"door": "entrance"}},
+            {"id": "s2", "name": "Two", "lat": 45.7, "lon": 4.8, "fulfillment_capacity": 20},
+        ]
+    )
+    assert stores.upsert_stores(db, stores.parse_stores(raw)) == 2
+    assert stores.get_store(db, "s2")["fulfillment_capacity"] == 20
+    with pytest.raises(stores.StoreImportError) as err:
+        stores.parse_stores('[{"id": "s3", "name": "x", "lat": 95, "lon": 0}]')
+    assert err.value.errors[0].startswith("row 1: lat")
+    levels = stores.parse_inventory("sku,on_hand,shelf_location\nSHO-1,4,B2\nTEA-1,9,\n", "csv")
+    assert stores.set_inventory(db, "s1", levels) == 2
+    assert stores.get_inventory(db, "s1", sku="SHO-1")[0]["shelf_location"] == "B2"
+    with pytest.raises(stores.StoreImportError):
+        stores.parse_inventory("sku,on_hand\nSHO-1,-4\n", "csv")
+    with TestClient(create_app(Settings(db_url="unused"), db=db)) as c:
+        auth.create_user(db, "boss", "correct horse", "admin")
+        r = c.post("/api/v1/auth/login", json={"username": "boss", "password": "correct horse"})
+        admin = {"Authorization": f"Bearer {r.json()['token']}"}
+        body = [{"id": "s9", "name": "Nine", "lat": 1, "lon": 2}]
+        assert c.post("/api/v1/stores/import", json=body, headers=admin).json() == {"written": 1}
+        assert (
+            c.post("/api/v1/stores/import", json=[{"id": "bad id"}], headers=admin).status_code
+            == 422
+        )

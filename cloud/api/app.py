@@ -42,6 +42,7 @@ ERROR_STATUS: list[tuple[type[Exception], int]] = [
     (orders.OrderError, 422),
     (sales.SaleError, 422),
     (catalog.CatalogImportError, 422),
+    (stores.StoreImportError, 422),
     (PseudonymError, 422),
     (auth.AuthError, 400),
 ]

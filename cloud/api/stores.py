@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
 from pydantic import BaseModel, Field
 from storelens.cloud import stores
 from storelens.cloud.api.deps import (
@@ -62,6 +62,19 @@ def list_stores(
     p: Page = Depends(page), db: Database = Depends(get_db), _: Caller = Depends(require_staff())
 ) -> dict:
     return paged(stores.list_stores(db, limit=p.limit, offset=p.offset), p)
+
+
+@router.post(
+    "/import",
+    response_model=CountOut,
+    summary="Bulk create or replace stores from a JSON list (admin); all or nothing",
+)
+def import_stores(
+    body: list[stores.Store] = Body(max_length=10_000),
+    db: Database = Depends(get_db),
+    _: Caller = Depends(require_ops("admin")),
+) -> CountOut:
+    return CountOut(written=stores.upsert_stores(db, body))
 
 
 @router.get("/{store_id}", response_model=StoreOut, summary="One store with its zones")
