@@ -15,9 +15,11 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from storelens.cloud import checkout, coupons, members, offers, push, sales, scoring
+from storelens.cloud.api import deps
 from storelens.cloud.api.deps import Caller, get_db, get_settings, require_pos
 from storelens.cloud.coupons import CouponRejected, DiscountTerms
 from storelens.cloud.ratelimit import COUPON_REDEEM_LIMIT
@@ -108,6 +110,20 @@ def _impressions(request: Request) -> offers.ImpressionBuffer:
             if buffer is None:
                 buffer = state.impressions = offers.ImpressionBuffer(state.db)
     return buffer
+
+
+_require_pos = require_pos()
+
+
+async def pos_caller(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(deps._bearer),
+) -> Caller:
+    """`require_pos()` resolved on the event loop, for the hot read routes: the same checks
+    (core's functions, called inline), without a threadpool hop per sync dependency, which
+    costs as much as the whole recommendation under load."""
+    principal = deps.current_principal(credentials, request.app.state.db)
+    return _require_pos(request, principal)
 
 
 async def get_policy(request: Request) -> offers.OfferPolicy:
@@ -305,11 +321,11 @@ async def recommendations(
     member_id: str,
     limit: int = Query(10, ge=1, le=50),
     store: str | None = StoreQuery,
-    db: Database = Depends(get_db),
-    caller: Caller = Depends(require_pos()),
+    caller: Caller = Depends(pos_caller),
     recommender: RecommendationService = Depends(get_recommender),
     policy: offers.OfferPolicy = Depends(get_policy),
 ) -> RecommendationsOut:
+    db: Database = request.app.state.db
     store = _store(caller, store, db)
     member = _member(db, member_id)
     now = time.time()
