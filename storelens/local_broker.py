@@ -8,6 +8,7 @@ belongs to the caller and stops with it.
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -60,8 +61,16 @@ class LocalBroker:
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",  # loopback only, private to this process tree
+            # Started by root, Mosquitto would switch to the `mosquitto` user, who cannot
+            # write the persistence file into our directory.
+            f"user {getpass.getuser()}",
             "max_queued_messages 1000000",
             "max_inflight_messages 1000",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "log_type subscribe",
         ]
         if self.persistence:
             lines += ["persistence true", f"persistence_location {self.workdir}/"]
@@ -85,6 +94,18 @@ class LocalBroker:
         self.stop()
         tail = (self.workdir / "mosquitto.log").read_text()[-2000:]
         raise BrokerUnavailable(f"mosquitto did not start on port {self.port}:\n{tail}")
+
+    def wait_subscribed(self, client_id: str, topic_filter: str, timeout: float = 30.0) -> None:
+        """Block until the broker has logged ``client_id`` subscribing to ``topic_filter``."""
+        log = self.workdir / "mosquitto.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in log.read_text(errors="replace").splitlines():
+                parts = line.split()
+                if len(parts) >= 4 and parts[1] == client_id and parts[-1] == topic_filter:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"{client_id} did not subscribe to {topic_filter}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
