@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -406,3 +407,150 @@ def test_postgres_restart_during_ingest(tmp_path: Path) -> None:
     finally:
         broker.stop()
         pg.destroy()
+
+
+# -- a camera stream cut, with the real agent ------------------------------------------------------
+class MjpegCamera:
+    """A network camera on loopback: MJPEG over HTTP at 10 fps, that the test can cut."""
+
+    def __init__(self, video: Path, frames: int = 80, fps: float = 10.0) -> None:
+        import cv2
+
+        cap = cv2.VideoCapture(str(video))
+        self.jpegs: list[bytes] = []
+        for _ in range(frames):
+            ok, frame = cap.read()
+            if not ok:
+                break
+            self.jpegs.append(cv2.imencode(".jpg", frame)[1].tobytes())
+        cap.release()
+        self.port, self.fps = free_port(), fps
+        self.cut = threading.Event()
+        self.server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def start(self) -> None:
+        camera = self
+
+        class Stream(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                for i in itertools.count():
+                    if camera.cut.is_set():
+                        return
+                    jpeg = camera.jpegs[i % len(camera.jpegs)]
+                    head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                    try:
+                        self.wfile.write(head % len(jpeg) + jpeg + b"\r\n")
+                    except OSError:
+                        return
+                    time.sleep(1 / camera.fps)
+
+        self.cut.clear()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Stream)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """The cut: open streams end, new connections are refused."""
+        self.cut.set()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+def test_camera_stream_cut(
+    tmp_path: Path, cloud_db: tuple[str, Database], sample_video: Path
+) -> None:
+    import yaml
+
+    from storelens.contract import parse_envelope
+
+    url, db = cloud_db
+    register_device(db, "sample-store", "sample-edge")
+    broker = LocalBroker(tmp_path / "broker", persistence=True)
+    broker.start()
+    workers = IngestWorkers(url, broker.port, tmp_path)
+    camera = MjpegCamera(sample_video)
+    camera.start()
+    doc = yaml.safe_load((Path(__file__).parent.parent / "firmware_config/sample.yaml").read_text())
+    doc["cameras"][0].update(source=camera.url, source_fps=10)
+    doc.update(mqtt={"port": broker.port, "reconnect_min_s": 0.5},
+               outbox={"path": str(tmp_path / "edge-outbox.db"), "batch_interval_s": 0.5},
+               status_interval_s=1)  # fmt: skip
+    config = tmp_path / "device.yaml"
+    config.write_text(yaml.safe_dump(doc))
+
+    statuses: dict[str, dict] = {}
+    observer = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fault-observer")
+
+    def on_status(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        for ev in parse_envelope(msg.payload).events:
+            statuses[str(ev.id)] = {"seq": ev.seq, "online": [c.online for c in ev.cameras]}
+
+    observer.on_message = on_status
+    observer.connect("127.0.0.1", broker.port)
+    observer.subscribe(topics.status("sample-store", "sample-edge"), qos=1)
+    observer.loop_start()
+    agent = None
+    try:
+        workers.start("w1", broker)
+        log = (tmp_path / "agent.log").open("ab")
+        agent = subprocess.Popen(
+            [*CLI, "edge", "run", "--config", str(config), "--drain-s", "15"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not any(all(s["online"]) and s["online"] for s in statuses.values()):
+            assert time.monotonic() < deadline and agent.poll() is None, "camera never online"
+            time.sleep(0.2)
+        time.sleep(4)  # events flow
+        camera.stop()  # the cut
+        while not any(s["online"] == [False] for s in statuses.values()):
+            assert time.monotonic() < deadline + 30, "the cut camera was never reported offline"
+            time.sleep(0.2)
+        assert agent.poll() is None, "the agent died with its camera"
+        offline_seen = len(statuses)
+        camera.start()  # the stream comes back: the feed reopens it by itself
+        deadline = time.monotonic() + 60
+        while not any(s["online"] == [True] for s in list(statuses.values())[offline_seen:]):
+            assert time.monotonic() < deadline, "the camera did not come back online"
+            time.sleep(0.2)
+        time.sleep(2)
+        agent.send_signal(signal.SIGINT)  # closes open visits, drains the outbox, exits
+        assert agent.wait(60) == 0, (tmp_path / "agent.log").read_text()[-2000:]
+
+        with contextlib.closing(Outbox(tmp_path / "edge-outbox.db")) as outbox:
+            handed_out, pending, lost = outbox.next_seq() - 1, outbox.depth, outbox.lost
+        assert pending == 0 and lost == 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rows = db.query("SELECT seq FROM events WHERE device = 'sample-edge'")
+            stored = {r["seq"] for r in rows}
+            status_seqs = {s["seq"] for s in statuses.values()}
+            if len(stored) + len(status_seqs) >= handed_out:
+                break
+            time.sleep(0.3)
+        # Every sequence number the device handed out is accounted for exactly once.
+        assert stored.isdisjoint(status_seqs)
+        assert stored | status_seqs == set(range(1, handed_out + 1)), (len(stored), handed_out)
+        assert db.scalar("SELECT COUNT(*) FROM dead_letters") == 0
+        assert any(r["type"] == "zone_visit" or r["type"] == "visit_ended" for r in db.query(
+            "SELECT DISTINCT type FROM events WHERE device = 'sample-edge'"))  # fmt: skip
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.kill()
+        observer.disconnect()
+        observer.loop_stop()
+        camera.stop()
+        workers.stop()
+        broker.stop()
