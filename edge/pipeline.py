@@ -110,7 +110,7 @@ class _Visit:
         self.box = (0.0, 0.0, 0.0, 0.0)
         self.member: str | None = None
         self.key_id: str | None = None
-        self.path = FloorPath()
+        self.path = FloorPath(camera.floor.path_tolerance_m if camera.floor else 0.25)
         self.presence = {z.name: ZonePresence(z) for z in camera.zones}
         self.sides = [LineSide(line) for line in lines]
         self.zones_visited: list[str] = []

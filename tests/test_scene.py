@@ -212,3 +212,13 @@ def test_occupancy_clock_is_aligned_and_skips_gaps() -> None:
     assert not clock.due(1079.0)
     assert clock.due(1300.0)  # after a gap: one snapshot, not a burst
     assert not clock.due(1301.0)
+
+
+def test_path_memory_stays_bounded_over_hours() -> None:
+    rng = np.random.default_rng(1)
+    path = FloorPath(0.25, compact_at=1000)
+    for i in range(20_000):  # ~30 min at 10 fps, standing and shuffling at a till
+        path.add(5 + rng.normal(0, 0.05), 3 + rng.normal(0, 0.05), i / 10)
+    assert len(path) < 1000
+    points = path.simplified(0.25, 0.0)
+    assert points[0][2] == 0.0 and points[-1][2] == pytest.approx(1999.9)

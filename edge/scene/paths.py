@@ -41,9 +41,16 @@ def simplify(points: np.ndarray, tolerance: float) -> np.ndarray:
 
 
 class FloorPath:
-    """Floor positions of one visit over time; ``simplified`` gives ``[[x, y, t], ...]``."""
+    """Floor positions of one visit over time; ``simplified`` gives ``[[x, y, t], ...]``.
 
-    def __init__(self) -> None:
+    Memory stays bounded for people in view for hours (staff): past ``compact_at`` raw
+    points, the path is simplified at a tenth of ``tolerance``, far below what the final
+    simplification removes anyway; a path too jittery for that is thinned evenly.
+    """
+
+    def __init__(self, tolerance: float = 0.25, compact_at: int = 4096) -> None:
+        self.tolerance = tolerance
+        self.compact_at = compact_at
         self._xy: list[tuple[float, float]] = []
         self._t: list[float] = []
 
@@ -53,6 +60,18 @@ class FloorPath:
     def add(self, x: float, y: float, t: float) -> None:
         self._xy.append((x, y))
         self._t.append(t)
+        if len(self._t) >= self.compact_at:
+            self._compact()
+
+    def _compact(self) -> None:
+        keep = simplify(np.asarray(self._xy, dtype=np.float64), self.tolerance / 10)
+        half = self.compact_at // 2
+        if len(keep) > half:
+            # Too jittery to simplify away: thin evenly (ends kept) so compaction stays rare.
+            step = -(-len(keep) // half)
+            keep = np.unique(np.append(keep[::step], keep[-1]))
+        self._xy = [self._xy[i] for i in keep]
+        self._t = [self._t[i] for i in keep]
 
     def simplified(
         self, tolerance: float, start_t: float, limit: int = MAX_PATH_POINTS
