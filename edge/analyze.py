@@ -42,6 +42,7 @@ class AnalysisSummary:
     events: int = 0
     zone_dwell: dict[str, list[float]] = field(default_factory=dict)
     crossings: Counter[tuple[str, str]] = field(default_factory=Counter)
+    interrupted: bool = False
 
     @property
     def effective_fps(self) -> float:
@@ -144,30 +145,33 @@ def analyze(
     last_ts = None
     started = time.perf_counter()
     try:
-        for frame, ts in source:
-            if max_frames is not None and summary.frames >= max_frames:
-                break
-            if gate is None or gate.needs_detection(frame, ts.timestamp()):
-                t0 = time.perf_counter()
-                detections = detector.detect(frame)
-                pipeline.stats.note_inference((time.perf_counter() - t0) * 1000)
-            events = pipeline.process(frame, ts, detections)
-            summary.frames += 1
-            last_ts = ts
-            _record(events, summary, events_file)
-            if mot:
-                frame_of[round(ts.timestamp(), 3)] = summary.frames
-                mot.write(summary.frames, pipeline.last_tracked)
-                for when, person in pipeline.confirmed_late:
-                    earlier = frame_of.get(round(when.timestamp(), 3))
-                    if earlier is not None:
-                        mot.write(earlier, [person])
-                while len(frame_of) > MOT_HISTORY:
-                    frame_of.pop(next(iter(frame_of)))
-            if video_out:
-                video_out.write(frame, pipeline.last_tracked)
-            if progress:
-                progress(summary.frames, expected, len(pipeline.last_tracked))
+        try:
+            for frame, ts in source:
+                if max_frames is not None and summary.frames >= max_frames:
+                    break
+                if gate is None or gate.needs_detection(frame, ts.timestamp()):
+                    t0 = time.perf_counter()
+                    detections = detector.detect(frame)
+                    pipeline.stats.note_inference((time.perf_counter() - t0) * 1000)
+                events = pipeline.process(frame, ts, detections)
+                summary.frames += 1
+                last_ts = ts
+                _record(events, summary, events_file)
+                if mot:
+                    frame_of[round(ts.timestamp(), 3)] = summary.frames
+                    mot.write(summary.frames, pipeline.last_tracked)
+                    for when, person in pipeline.confirmed_late:
+                        earlier = frame_of.get(round(when.timestamp(), 3))
+                        if earlier is not None:
+                            mot.write(earlier, [person])
+                    while len(frame_of) > MOT_HISTORY:
+                        frame_of.pop(next(iter(frame_of)))
+                if video_out:
+                    video_out.write(frame, pipeline.last_tracked)
+                if progress:
+                    progress(summary.frames, expected, len(pipeline.last_tracked))
+        except KeyboardInterrupt:  # live sources run until stopped: still sum up
+            summary.interrupted = True
         if last_ts is not None:
             _record(pipeline.flush(last_ts), summary, events_file)
     finally:
@@ -193,7 +197,7 @@ def print_summary(summary: AnalysisSummary, camera: CameraConfig, console) -> No
     table = Table(title=f"storelens analyze: camera {camera.id}", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    table.add_row("frames", str(summary.frames))
+    table.add_row("frames", str(summary.frames) + (" (interrupted)" if summary.interrupted else ""))
     table.add_row("effective fps", f"{summary.effective_fps:.1f}")
     table.add_row("visits", str(summary.visits))
     for zone in camera.zones:

@@ -133,3 +133,22 @@ def test_camera_for_points_the_config_at_the_video() -> None:
     assert not cam.loop and not cam.realtime and cam.zones == cfg.cameras[0].zones
     with pytest.raises(ValueError, match="no camera 'nope'"):
         camera_for(cfg, "x.mp4", camera_id="nope")
+
+
+def test_interrupted_analysis_still_closes_visits(tmp_path: Path) -> None:
+    from storelens.edge.analyze import analyze
+
+    def stop_at_25(done: int, total: int | None, people: int) -> None:
+        if done == 25:
+            raise KeyboardInterrupt
+
+    events = tmp_path / "events.jsonl"
+    summary, _ = analyze(
+        "asset:media/vtest.avi",
+        load_config(SAMPLE_CONFIG),
+        events_out=events,
+        progress=stop_at_25,
+    )
+    assert summary.interrupted and summary.frames == 25
+    kinds = [json.loads(line)["type"] for line in events.read_text().splitlines()]
+    assert kinds.count("visit_started") == kinds.count("visit_ended") >= 1
