@@ -130,8 +130,9 @@ def test_edge_device_config_matches_provisioning(compose: dict[str, Any]) -> Non
     from storelens.provision import device_username
 
     cfg = load_config(REPO / "deploy/edge/device.yaml")
-    script = "\n".join(compose["services"]["provision"]["command"])
+    script = re.sub(r"\s*\\\s*\n\s*", " ", "\n".join(compose["services"]["provision"]["command"]))
     assert f"provision device {cfg.store} {cfg.device}" in script
+    assert '--db "$$STORELENS_DB_URL"' in script  # registered, or ingest dead-letters it
     assert cfg.mqtt.username == device_username(cfg.store, cfg.device)
     assert cfg.mqtt.password_file == Path(f"/run/storelens/secrets/{cfg.device}.mqtt-password")
     assert cfg.mqtt.host == "mosquitto"
