@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from storelens.edge.analyze import camera_for
+from storelens.edge.analyze import analyze, camera_for
 from storelens.edge.config import load_config
 from typer.testing import CliRunner
 
@@ -136,8 +136,6 @@ def test_camera_for_points_the_config_at_the_video() -> None:
 
 
 def test_interrupted_analysis_still_closes_visits(tmp_path: Path) -> None:
-    from storelens.edge.analyze import analyze
-
     def stop_at_25(done: int, total: int | None, people: int) -> None:
         if done == 25:
             raise KeyboardInterrupt
