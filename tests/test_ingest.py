@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from storelens.cloud import events as event_store
 from storelens.cloud import members, stores
 from storelens.cloud.ingest import Incoming, Ingestor, IngestWorker
@@ -318,3 +320,34 @@ def test_database_errors_while_preparing_are_retried_not_dead_lettered(chain, mo
     monkeypatch.undo()
     assert ingestor.process([good]).stored == 5
     assert chain.scalar("SELECT count(*) FROM dead_letters") == 0
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    payload=st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda d: json.dumps(d).encode(),
+            st.dictionaries(
+                st.text(max_size=8),
+                st.one_of(st.none(), st.integers(), st.text(max_size=20)),
+                max_size=6,
+            ),
+        ),
+    ),
+    kind=st.sampled_from(["events", "status", "availability", "cmd", "other"]),
+)
+def test_any_input_is_stored_or_dead_lettered_never_raised(
+    chain, payload: bytes, kind: str
+) -> None:
+    ingestor = Ingestor(chain)
+    result = ingestor.process([Incoming(f"storelens/v1/{STORE}/{DEVICE}/{kind}", payload)])
+    dead = sum(result.dead.values())
+    if kind in ("cmd", "other"):
+        assert result.dead == {"bad_topic": 1}
+    elif kind == "availability":
+        assert dead == (0 if payload in (b"online", b"offline") else 1)
+    else:  # nothing random is a valid envelope, and no input reaches a bug
+        assert dead == 1 and "internal_error" not in result.dead
