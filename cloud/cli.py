@@ -308,13 +308,14 @@ def bench_api(
     rate: float = typer.Option(200.0, min=1, help="Offered requests per second."),
     seconds: float = typer.Option(20.0, min=1, help="Duration of each phase."),
     members: int = typer.Option(3000, min=100, help="Members in the seeded chain."),
+    workers: int = typer.Option(2, min=1, max=64, help="uvicorn worker processes (one per core)."),
 ) -> None:
     """POS recommendations endpoint latency at a fixed request rate, and /healthz's."""
     import json
 
     from storelens.cloud import api_bench
 
-    result = api_bench.run(rate=rate, seconds=seconds, members=members)
+    result = api_bench.run(rate=rate, seconds=seconds, members=members, workers=workers)
     text = json.dumps(result, indent=2)
     typer.echo(text)
     if json_out:

@@ -81,6 +81,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.include_router(health_api.router)
     app.include_router(metrics_api.router)
     api = "/api/v1"
+    # The POS routes first: routes are matched in order, and these are the hot path of a till.
+    from storelens.cloud.api import pos as pos_api
+
+    pos_api.install(app)
+    app.include_router(pos_api.router, prefix=api)
     app.include_router(auth_api.router, prefix=api)
     app.include_router(devices_api.router, prefix=api)
     app.include_router(members_api.router, prefix=api)
@@ -94,10 +99,6 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.include_router(analytics_api.router, prefix=api)
     app.include_router(pages_api.router)  # /ops, /pos and their static files
     # Other domains (recommendations, offers, fulfillment, analytics, web) mount below.
-    from storelens.cloud.api import pos as pos_api
-
-    pos_api.install(app)
-    app.include_router(pos_api.router, prefix=api)
     from storelens.cloud.api import fulfillment as fulfillment_api
 
     app.include_router(fulfillment_api.router, prefix=api)  # POS tasks, manual queue, journeys

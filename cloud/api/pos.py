@@ -30,7 +30,10 @@ from storelens.cloud.store import Database
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Merged into the app's lifespan by include_router: stop what this router started.
+    # Merged into the app's lifespan by include_router. The first model is built in the
+    # background from startup (readyz says "warming up" until then), so the first POS request
+    # does not pay for it; on shutdown, stop what this router started.
+    _recommender(app)
     yield
     state = app.state
     for name in ("recommender", "impressions"):
@@ -77,10 +80,8 @@ def install(
         app.state.push_hub = hub
 
 
-async def get_recommender(request: Request) -> RecommendationService:
-    """The app's recommendation service, started on first use; its first model is built in
-    the background thread while requests wait off the event loop (503 if it takes too long)."""
-    state = request.app.state
+def _recommender(app: FastAPI) -> RecommendationService:
+    state = app.state
     svc = getattr(state, "recommender", None)
     if svc is None:
         with _install_lock:
@@ -89,6 +90,13 @@ async def get_recommender(request: Request) -> RecommendationService:
                 svc = RecommendationService(state.db)
                 svc.start()  # builds now, then on schedule and on request_rebuild()
                 state.recommender = svc
+    return svc
+
+
+async def get_recommender(request: Request) -> RecommendationService:
+    """The app's recommendation service; until its first model is built, requests wait off
+    the event loop (503 if it takes too long)."""
+    svc = _recommender(request.app)
     if not svc.ready and not await anyio.to_thread.run_sync(svc.wait_ready, 120.0):
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "recommendations warming up")
     return svc
@@ -283,6 +291,22 @@ def _card(db: Database, member: dict[str, Any]) -> MemberCard:
             CouponOut(**c) for c in coupons.list_for_member(db, member["id"], active_only=True)
         ],
     )  # fmt: skip
+
+
+class StatusOut(BaseModel):
+    store: str
+    recommendations_ready: bool = Field(description="False while the first model builds.")
+    model_built_at: float | None = Field(description="When the serving model was built.")
+
+
+@router.get("/status", response_model=StatusOut, summary="This POS's store and service status")
+async def pos_status(request: Request, caller: Caller = Depends(pos_caller)) -> StatusOut:
+    svc = _recommender(request.app)
+    return StatusOut(
+        store=caller.store or "",
+        recommendations_ready=svc.ready,
+        model_built_at=svc.model.built_at if svc.ready else None,
+    )
 
 
 @router.post(
