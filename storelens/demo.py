@@ -170,7 +170,6 @@ class Demo:
                 with socket.create_connection(("127.0.0.1", self.reader_port), timeout=3) as s:
                     s.sendall(card.encode() + b"\n")
                 self.stats.swipes_sent += 1
-                self.swiped = card
             except OSError as exc:
                 self._error(f"card reader not reachable: {exc}")
             i += 1
