@@ -71,12 +71,14 @@ RECEIVE_MAXIMUM = 250  # unacknowledged messages in flight to one worker (bounds
 
 @dataclass(frozen=True)
 class Incoming:
-    """One received MQTT message (``mid``/``qos`` are needed to acknowledge it)."""
+    """One received MQTT message (``mid``/``qos`` are needed to acknowledge it; packet IDs
+    are only meaningful within the connection, ``connection``, that delivered it)."""
 
     topic: str
     payload: bytes
     mid: int = 0
     qos: int = 0
+    connection: int = 0
 
 
 @dataclass
@@ -308,6 +310,7 @@ class IngestWorker:
         self._threads: list[threading.Thread] = []
         self._prepared: queue.Queue[Prepared] = queue.Queue(maxsize=2)  # back-pressure
         self._published_devices: set[tuple[str, str]] = set()
+        self._connection = 0  # incremented on every (re)connect
         self._republish = threading.Event()  # set on (re)connect: send every device its list
         self.totals = BatchResult()
         self.client = self._make_client()
@@ -340,6 +343,7 @@ class IngestWorker:
         if reason.is_failure:
             log.warning("broker refused connection: %s", reason)
             return
+        self._connection += 1
         self._connected.set()
         self._republish.set()
         group = self.settings.share_group
@@ -368,7 +372,7 @@ class IngestWorker:
             log.warning("disconnected from broker (%s); reconnecting", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put(Incoming(msg.topic, msg.payload, msg.mid, msg.qos))
+        self._queue.put(Incoming(msg.topic, msg.payload, msg.mid, msg.qos, self._connection))
 
     def _publish_optouts(self, devices: set[tuple[str, str]] | None = None) -> None:
         """Retained opt-out list on each registered device's cmd topic."""
@@ -473,7 +477,10 @@ class IngestWorker:
                         return
                     delay = min(delay * 2, 30.0)
             for msg in prepared.batch:
-                if msg.qos > 0:
+                # After a reconnect the broker resends what was unacknowledged and may reuse
+                # packet IDs: acknowledging an old delivery could confirm a newer, unwritten
+                # message. Old deliveries were stored (duplicates are absorbed) but not acked.
+                if msg.qos > 0 and msg.connection == self._connection:
                     self.client.ack(msg.mid, msg.qos)
             self._add(result)
 
