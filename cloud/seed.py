@@ -207,7 +207,7 @@ def _members(db: Database, rng: np.random.Generator, prng: random.Random, key: P
         card = f"{4000_0000_0000 + prng.randrange(10**11):012d}"
         member_id = f"m_{prng.getrandbits(64):016x}"
         created = t_start - prng.uniform(0, 3 * 365 * 86400)
-        pref = rng.dirichlet(np.full(n_cat, 0.35))  # sparse: 2-3 favourite categories
+        pref = rng.dirichlet(np.full(n_cat, 0.2))  # sparse: 1-3 favourite categories
         tier = tiers[min(3, int(rng.exponential(0.7)))]
         tracking = prng.random() < 0.9
         marketing = prng.random() < 0.6
