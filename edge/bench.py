@@ -80,6 +80,7 @@ def _pipeline_pass(
         frames += 1
 
     fps = _timed_pass(camera, max_frames, step)
+    events += len(pipeline.flush())  # visits still open at the end (not timed: once per run)
     elapsed = frames / fps if fps > 0 else 0.0
     return PipelinePass(
         fps=fps,
