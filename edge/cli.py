@@ -16,7 +16,9 @@ def analyze(
     config: Path = typer.Option(..., "--config", "-c", help="Device config YAML."),
     camera: str | None = typer.Option(None, help="Camera id in the config (default: first)."),
     events_out: Path | None = typer.Option(None, help="Write every event as JSON lines."),
-    mot_out: Path | None = typer.Option(None, help="Write tracks in MOTChallenge format."),
+    mot_out: Path | None = typer.Option(
+        None, help="Write tracks in MOTChallenge format (gaps up to 1 s interpolated)."
+    ),
     annotated: Path | None = typer.Option(None, help="Write an annotated video (.mp4)."),
     max_frames: int | None = typer.Option(None, min=1, help="Stop after this many frames."),
     fps: float | None = typer.Option(None, min=0.001, help="Override the container's fps."),
