@@ -88,6 +88,7 @@ def checkout(
     device: str | None = None,
     now: float | None = None,
     start_of_day: float | None = None,
+    policy: offers.OfferPolicy | None = None,
 ) -> CheckoutResult:
     """Record a POS sale with its coupons. A replay of a sale ID returns the stored sale."""
     now = time.time() if now is None else now
@@ -116,7 +117,7 @@ def checkout(
     )  # fmt: skip
     if sale.member_id:
         try:
-            result.issued = _after_sale(db, sale, lines, codes, now, start_of_day)
+            result.issued = _after_sale(db, sale, lines, codes, now, start_of_day, policy)
         except Exception:  # the sale is committed; a failed reward is logged, not an error
             log.exception("post-sale rewards failed for sale %s", sale_id)
     return result
@@ -129,6 +130,7 @@ def _after_sale(
     codes: list[tuple[str, float]],
     now: float,
     start_of_day: float | None,
+    policy: offers.OfferPolicy | None = None,
 ) -> list[dict[str, Any]]:
     member = members.get_member(db, sale.member_id or "")
     if member is None:
@@ -136,11 +138,17 @@ def _after_sale(
     before, after = scoring.award(db, member["id"], "store_purchase", at=sale.ts or now, now=now)
     for _ in codes:
         _, after = scoring.award(db, member["id"], "coupon_redeemed", now=now)
-    scoring.check_thresholds(db, member, before, after, presence=None, now=now)
+    scoring.check_thresholds(db, member, before, after, presence=None, now=now, offer_policy=policy)
     facts = offers.MemberFacts(member["id"], member["marketing"], member["tier"], after)
     since = start_of_day if start_of_day is not None else now - 86400
     issued = offers.reward_recommended_purchase(
-        db, facts, sale.store, sorted({line.sku for line in lines}), since=since, now=now
+        db,
+        facts,
+        sale.store,
+        sorted({line.sku for line in lines}),
+        since=since,
+        now=now,
+        policy=policy,
     )
     for coupon in issued:
         push.publish(

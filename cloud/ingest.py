@@ -59,13 +59,14 @@ INGEST_LAG = Gauge(
 )
 BATCH_SECONDS = Histogram("storelens_ingest_batch_seconds", "Time to write one batch.")
 
-# Called after each committed batch with the stored event rows (duplicates included; hooks
-# de-duplicate by event ID). Personalization scores member events here. A failing hook is
-# logged and never fails ingest.
+# Called after each committed batch with its events that carry a member (as dicts, duplicates
+# included; hooks de-duplicate by event ID). Personalization scores member events here. A
+# failing hook is logged and never fails ingest.
 on_events_stored: list[Callable[[Database, list[dict[str, Any]]], object]] = []
 
 REGISTRY_TTL_S = 5.0
 _TS = event_store.EVENT_COLUMNS.index("ts")
+_MEMBER = event_store.EVENT_COLUMNS.index("member")
 RECEIVE_MAXIMUM = 250  # unacknowledged messages in flight to one worker (bounds memory)
 
 
@@ -254,6 +255,7 @@ class Ingestor:
             for store, device, online in p.availability:
                 event_store.set_availability(self.db, store, device, online)
             event_store.mark_seen(self.db, p.seen)
+        self._after_commit(p.rows)
         result = BatchResult(
             messages=len(p.batch),
             stored=stored,
@@ -264,6 +266,18 @@ class Ingestor:
             result.dead[reason] = result.dead.get(reason, 0) + 1
         self._observe(result, p.newest_sent, time.perf_counter() - start)
         return result
+
+    def _after_commit(self, rows: list[tuple]) -> None:
+        # Only events linked to a member interest the hooks; most rows are anonymous.
+        linked = [dict(zip(event_store.EVENT_COLUMNS, r, strict=True))
+                  for r in rows if r[_MEMBER] is not None]  # fmt: skip
+        if not linked:
+            return
+        for hook in on_events_stored:
+            try:
+                hook(self.db, linked)
+            except Exception:
+                log.exception("post-store hook %r failed", hook)
 
     @staticmethod
     def _observe(result: BatchResult, newest_sent: float, seconds: float) -> None:

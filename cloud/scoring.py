@@ -179,6 +179,7 @@ def check_thresholds(
     presence: Presence | None,
     now: float,
     policy: ScoringPolicy | None = None,
+    offer_policy: offers.OfferPolicy | None = None,
 ) -> list[dict[str, Any]]:
     """Run the actions whose threshold applies; returns what was done (for tests and logs).
 
@@ -210,7 +211,7 @@ def check_thresholds(
             template = offers.get_template(db, th.template_id)
             if template is None or not template.active:
                 continue
-            if offers.in_holdout(member["id"], offers.OfferPolicy()):
+            if offers.in_holdout(member["id"], offer_policy or offers.OfferPolicy()):
                 continue
             store = presence.store if presence else ""
             if not claim_action(db, member["id"], th.name, "", th.cooldown_s, now):

@@ -200,7 +200,7 @@ def test_buying_a_recommended_item_earns_a_next_purchase_coupon(db) -> None:
     def buy(member: dict, sku: str) -> checkout.CheckoutResult:
         sale = sales.SaleIn(store="paris", member_id=member["id"],
                             items=[sales.SaleItem(sku=sku, qty=1)])  # fmt: skip
-        return checkout.checkout(db, sale, now=now, start_of_day=start)
+        return checkout.checkout(db, sale, now=now, start_of_day=start, policy=NO_HOLDOUT)
 
     assert buy(ann, "H0").issued == []  # not a recommended item
     issued = buy(ann, "H2").issued

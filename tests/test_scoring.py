@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 from personalization_chain import build_chain
-from storelens.cloud import coupons, events, ingest, members, push, scoring
+from storelens.cloud import coupons, events, ingest, members, offers, push, scoring
 from storelens.cloud.scoring import ScoringPolicy, Threshold
 
 from storelens.contract import topics
@@ -18,6 +18,7 @@ from storelens.contract.envelope import Envelope, encode_envelope
 from storelens.contract.events import ZoneVisit
 
 DAY = 86400.0
+NO_HOLDOUT = offers.OfferPolicy(holdout_share=0.0)  # member IDs are random: no flaky holdout
 
 
 @pytest.fixture
@@ -126,11 +127,11 @@ def test_threshold_crossing_issues_a_coupon(db, pushed) -> None:
     now = time.time()
     before, after = scoring.award(db, dee["id"], "online_order", now=now, policy=policy)
     assert scoring.check_thresholds(db, dee, before, after, presence=None, now=now,
-                                    policy=policy) == []  # fmt: skip
+                                    policy=policy, offer_policy=NO_HOLDOUT) == []  # fmt: skip
     before, after = scoring.award(db, dee["id"], "coupon_redeemed", now=now, policy=policy)
     presence = scoring.Presence(store="paris", zone="z_bags", category="Handbags", dwell_s=300)
     done = scoring.check_thresholds(db, dee, before, after, presence=presence, now=now,
-                                    policy=policy)  # fmt: skip
+                                    policy=policy, offer_policy=NO_HOLDOUT)  # fmt: skip
     assert [d["action"] for d in done] == ["coupon"]
     issued = coupons.list_for_member(db, dee["id"])
     assert len(issued) == 1 and issued[0]["source"] == "score" and issued[0]["value"] == 15
@@ -139,7 +140,7 @@ def test_threshold_crossing_issues_a_coupon(db, pushed) -> None:
     # Staying above the threshold does not issue another.
     before, after = scoring.award(db, dee["id"], "online_order", now=now, policy=policy)
     assert scoring.check_thresholds(db, dee, before, after, presence=presence, now=now,
-                                    policy=policy) == []  # fmt: skip
+                                    policy=policy, offer_policy=NO_HOLDOUT) == []  # fmt: skip
 
 
 def test_forget_me_deletes_scores(db) -> None:

@@ -483,6 +483,7 @@ async def record_sale(
     db: Database = Depends(get_db),
     caller: Caller = Depends(require_pos()),
     recommender: RecommendationService = Depends(get_recommender),
+    policy: offers.OfferPolicy = Depends(get_policy),
 ) -> Any:
     impressions = _impressions(request)
 
@@ -495,7 +496,12 @@ async def record_sale(
         if body.member_id:
             impressions.flush()  # this replica's recent recommendations count for the reward
         return checkout.checkout(
-            db, sale, device=device, now=now, start_of_day=recommender.start_of_day(where, now)
+            db,
+            sale,
+            device=device,
+            now=now,
+            start_of_day=recommender.start_of_day(where, now),
+            policy=policy,
         )
 
     try:
