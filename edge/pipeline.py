@@ -7,14 +7,14 @@ numbers never leave this module.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 from storelens.edge.attire import AttireVotes, attire_of
+from storelens.edge.camera_stats import CameraStats
 from storelens.edge.config import CameraConfig, TrackerConfig
 from storelens.edge.detect import Detections
 from storelens.edge.scene import (
@@ -31,7 +31,6 @@ from storelens.edge.scene.zones import as_polygon, in_polygon
 from storelens.edge.track import PersonTracker, TrackedPerson
 
 from storelens.contract.events import (
-    CameraStatus,
     LineCrossing,
     OccupancySnapshot,
     VisitEnded,
@@ -53,42 +52,6 @@ class PersonInView:
     anchor: tuple[float, float]
     box: tuple[float, float, float, float]
     last_seen: datetime
-
-
-@dataclass
-class CameraStats:
-    """Health numbers the agent publishes in its device status."""
-
-    camera: str
-    frames: int = 0
-    fps: float = 0.0
-    inference_ms: float = 0.0
-    dropped_frames: int = 0
-    _last_wall: float | None = field(default=None, repr=False)
-
-    def note_frame(self) -> None:
-        now = time.perf_counter()
-        if self._last_wall is not None and now > self._last_wall:
-            rate = 1.0 / (now - self._last_wall)
-            self.fps = rate if self.fps == 0 else 0.9 * self.fps + 0.1 * rate
-        self._last_wall = now
-        self.frames += 1
-
-    def note_inference(self, ms: float) -> None:
-        """Inference time per frame (the caller times detection, which happens outside)."""
-        self.inference_ms = ms if self.inference_ms == 0 else 0.9 * self.inference_ms + 0.1 * ms
-
-    def note_dropped(self, frames: int = 1) -> None:
-        self.dropped_frames += frames
-
-    def status(self, online: bool = True) -> CameraStatus:
-        return CameraStatus(
-            camera=self.camera,
-            online=online,
-            fps=round(self.fps, 2),
-            inference_ms=round(self.inference_ms, 2),
-            dropped_frames=self.dropped_frames,
-        )
 
 
 class _Visit:
@@ -148,8 +111,8 @@ class CameraPipeline:
         self._visits: dict[int, _Visit] = {}
         self._t0: float | None = None
         self.last_tracked: list[TrackedPerson] = []
-        # Earlier sightings of tracks confirmed in the last frame (frame time, person): for
-        # offline track output; events never go back in time.
+        # Earlier sightings of tracks that became visits in the last frame (frame time,
+        # person): replayed into the new visits, and for offline track output (MOT).
         self.confirmed_late: list[tuple[datetime, TrackedPerson]] = []
 
     # -- identity of a visit ------------------------------------------------------------
