@@ -177,3 +177,32 @@ def test_offers_caps_decline_and_checkout(pos) -> None:
     assert r.status_code == 409 and r.json()["detail"]["reason"] == "redeemed"
     r = client.post(f"{API}/sales", headers=paris, json={"items": [{"sku": "NOPE", "qty": 1}]})
     assert r.status_code == 422
+
+
+def test_ops_manage_offer_templates(pos, db) -> None:
+    from storelens.cloud import auth
+
+    client, chain, h = pos
+    auth.create_user(db, "boss", "correct horse", "admin")
+    token = client.post(
+        "/api/v1/auth/login", json={"username": "boss", "password": "correct horse"}
+    )
+    admin = {"Authorization": f"Bearer {token.json()['token']}"}
+    body = {
+        "id": "shoes15", "name": "15% off shoes", "audience": "category_affinity",
+        "audience_value": "Shoes",
+        "terms": {"kind": "percent", "value": 15, "scope": "category", "scope_value": "Shoes"},
+    }  # fmt: skip
+    assert (
+        client.put("/api/v1/offers/templates/shoes15", json=body, headers=h["paris"]).status_code
+        == 403
+    )
+    r = client.put("/api/v1/offers/templates/shoes15", json=body, headers=admin)
+    assert r.status_code == 200 and r.json()["terms"]["scope_value"] == "Shoes"
+    bad = dict(body, terms={"kind": "percent", "value": 150, "scope": "basket"})
+    assert (
+        client.put("/api/v1/offers/templates/shoes15", json=bad, headers=admin).status_code == 422
+    )
+    ids = [t["id"] for t in client.get("/api/v1/offers/templates", headers=admin).json()]
+    assert "shoes15" in ids and "next_purchase_10" in ids
+    assert client.get("/api/v1/offers/templates/nope", headers=admin).status_code == 404

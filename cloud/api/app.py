@@ -86,6 +86,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
 
     pos_api.install(app)
     app.include_router(pos_api.router, prefix=api)
+    from storelens.cloud.api import offers as offers_api
+
+    app.include_router(offers_api.router, prefix=api)
     app.include_router(auth_api.router, prefix=api)
     app.include_router(devices_api.router, prefix=api)
     app.include_router(members_api.router, prefix=api)
