@@ -95,7 +95,7 @@ def run_bench(
     config: DeviceConfig,
     *,
     max_frames: int | None = None,
-    rounds: int = 2,
+    rounds: int = 3,
     motion_gate: bool | None = None,
 ) -> dict:
     camera = camera_for(config, video)
