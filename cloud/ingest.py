@@ -322,7 +322,6 @@ class IngestWorker:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._prepared: queue.Queue[Prepared] = queue.Queue(maxsize=2)  # back-pressure
         self._published_devices: set[tuple[str, str]] = set()
         self._connection = 0  # incremented on every (re)connect
         self._republish = threading.Event()  # set on (re)connect: send every device its list
@@ -414,12 +413,9 @@ class IngestWorker:
             properties=props,
         )
         self.client.loop_start()
-        # Two stages so parsing the next batch overlaps writing this one (the database
-        # driver releases the GIL while it works).
-        self._threads = [
-            threading.Thread(target=self._parse_loop, name="ingest-parse", daemon=True),
-            threading.Thread(target=self._write_loop, name="ingest-write", daemon=True),
-        ]
+        # One thread parses and writes: a second thread for writing loses more to GIL
+        # hand-offs (the driver drops and re-takes the GIL for every row) than it overlaps.
+        self._threads = [threading.Thread(target=self._run, name="ingest", daemon=True)]
         for thread in self._threads:
             thread.start()
 
@@ -430,15 +426,15 @@ class IngestWorker:
         return self._connected.is_set() and all(t.is_alive() for t in self._threads)
 
     def stop(self) -> None:
-        """Stop taking messages, finish writing what was parsed, disconnect. Messages not
-        yet written stay unacknowledged and the broker redelivers them."""
+        """Stop taking messages, finish the batch in hand, disconnect. Messages not yet
+        written stay unacknowledged and the broker redelivers them."""
         self._stop.set()
         for thread in self._threads:
             thread.join(30)
         self.client.disconnect()
         self.client.loop_stop()
 
-    def _parse_loop(self) -> None:
+    def _run(self) -> None:
         batch: list[Incoming] = []
         devices_checked = time.monotonic()
         while not self._stop.is_set():
@@ -461,35 +457,10 @@ class IngestWorker:
                 log.exception("preparing a batch of %d messages failed; retrying", len(batch))
                 self._stop.wait(1.0)
                 continue
+            result = self._write(prepared)
+            if result is None:
+                return  # stopped during a database outage: the broker redelivers the batch
             batch = []
-            while not self._stop.is_set():
-                try:
-                    self._prepared.put(prepared, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue  # the writer is behind (or retrying a database outage)
-
-    def _write_loop(self) -> None:
-        parser = self._threads[0]
-        while True:
-            try:
-                prepared = self._prepared.get(timeout=0.2)
-            except queue.Empty:
-                if self._stop.is_set() and not parser.is_alive():
-                    return
-                continue
-            delay = 0.5
-            while True:
-                try:
-                    result = self.ingestor.write(prepared)
-                    break
-                except Exception:
-                    # Nothing was committed or acknowledged: retry with back-off; on stop the
-                    # broker redelivers these messages to the next worker.
-                    log.exception("writing %d messages failed; retrying", len(prepared.batch))
-                    if self._stop.wait(delay):
-                        return
-                    delay = min(delay * 2, 30.0)
             for msg in prepared.batch:
                 # After a reconnect the broker resends what was unacknowledged and may reuse
                 # packet IDs: acknowledging an old delivery could confirm a newer, unwritten
@@ -497,6 +468,19 @@ class IngestWorker:
                 if msg.qos > 0 and msg.connection == self._connection:
                     self.client.ack(msg.mid, msg.qos)
             self._add(result)
+
+    def _write(self, prepared: Prepared) -> BatchResult | None:
+        """Commit one batch, retrying with back-off; None when asked to stop meanwhile."""
+        delay = 0.5
+        while True:
+            try:
+                return self.ingestor.write(prepared)
+            except Exception:
+                # Nothing was committed or acknowledged, so retrying is safe.
+                log.exception("writing %d messages failed; retrying", len(prepared.batch))
+                if self._stop.wait(delay):
+                    return None
+                delay = min(delay * 2, 30.0)
 
     def _collect(self) -> list[Incoming]:
         try:
