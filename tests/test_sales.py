@@ -82,3 +82,13 @@ def test_pos_can_only_sell_in_its_store(shop) -> None:
         bad = {"store": "s1", "items": [{"sku": "BAG-1", "qty": -1}]}
         assert c.post("/api/v1/sales", json=bad, headers=pos).status_code == 422
         assert c.get("/api/v1/sales/s_missing", headers=pos).status_code == 404
+
+
+def test_sales_api_redeems_coupons_only_through_validation(shop) -> None:
+    pos = {"Authorization": f"Bearer {auth.create_pos_token(shop, 's1', 'till-1')}"}
+    with TestClient(create_app(Settings(db_url="unused"), db=shop)) as c:
+        body = {"store": "s1", "items": [{"sku": "BAG-1", "qty": 1}], "coupon_codes": ["MADEUP"]}
+        r = c.post("/api/v1/sales", json=body, headers=pos)
+        assert r.status_code == 409 and r.json()["detail"]["reason"] == "unknown"
+        assert c.get("/api/v1/sales", headers=pos).json()["items"] == []
+        assert shop.scalar("SELECT on_hand FROM inventory WHERE store = ? AND sku = ?", ("s1", "BAG-1")) == 3

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field
-from storelens.cloud import sales
+from storelens.cloud import checkout, sales
 from storelens.cloud.api.deps import Caller, Page, get_db, page, require_pos, require_staff
 from storelens.cloud.api.pagination import Paged, paged
+from storelens.cloud.coupons import CouponRejected
 from storelens.cloud.store import Database
 
 router = APIRouter(prefix="/sales", tags=["sales"])
@@ -46,10 +47,17 @@ def record(
 ) -> dict:
     caller.check_store(body.store)
     device = caller.principal.subject if caller.is_pos else None
-    sale_id, created = sales.record_sale(db, body, device)
-    if not created:
+    # Through checkout, never a bare insert: coupon codes on a sale must be validated and
+    # redeemed (single use) in the same transaction, and rewards/scoring must see every sale.
+    try:
+        result = checkout.checkout(db, body, device=device)
+    except CouponRejected as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, {"reason": exc.reason, "code": exc.code, "detail": str(exc)}
+        ) from None
+    if not result.created:
         response.status_code = status.HTTP_200_OK
-    return sales.get_sale(db, sale_id)  # type: ignore[return-value]
+    return sales.get_sale(db, result.sale_id)  # type: ignore[return-value]
 
 
 @router.get("", response_model=Paged[SaleOut], summary="Sales, newest first")
