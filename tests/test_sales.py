@@ -91,4 +91,5 @@ def test_sales_api_redeems_coupons_only_through_validation(shop) -> None:
         r = c.post("/api/v1/sales", json=body, headers=pos)
         assert r.status_code == 409 and r.json()["detail"]["reason"] == "unknown"
         assert c.get("/api/v1/sales", headers=pos).json()["items"] == []
-        assert shop.scalar("SELECT on_hand FROM inventory WHERE store = ? AND sku = ?", ("s1", "BAG-1")) == 3
+        left = "SELECT on_hand FROM inventory WHERE store = ? AND sku = ?"
+        assert shop.scalar(left, ("s1", "BAG-1")) == 3
