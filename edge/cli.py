@@ -83,7 +83,7 @@ def bench_edge(
     config: Path = typer.Option(..., "--config", "-c", help="Device config YAML."),
     json_out: Path = typer.Option(..., "--json", help="Write the results here."),
     max_frames: int | None = typer.Option(None, min=10, help="Frames per pass (default: all)."),
-    rounds: int = typer.Option(3, min=1, max=5, help="Alternating bound/pipeline passes."),
+    rounds: int = typer.Option(1, min=1, max=5, help="Repeat the measurement; median kept."),
     motion_gate: bool | None = typer.Option(
         None, help="Also time a motion-gated pass (default: as the camera config says)."
     ),

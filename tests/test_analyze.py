@@ -112,7 +112,7 @@ def test_bench_edge_writes_the_four_numbers(tmp_path: Path) -> None:
             "--max-frames",
             "15",
             "--rounds",
-            "1",
+            "2",
             "--motion-gate",
         ],
     )
@@ -124,6 +124,7 @@ def test_bench_edge_writes_the_four_numbers(tmp_path: Path) -> None:
     assert data["environment"]["layout"] == "yolox"
     assert data["gated_pipeline_fps"] > 0 and 0 <= data["gated_skipped_fraction"] <= 1
     assert data["track_scene_ms_per_frame"] > 0 and 0 < data["same_pass_ratio"] < 1
+    assert len(data["ratio_rounds"]) == 2 and data["events"] > 0
 
 
 def test_camera_for_points_the_config_at_the_video() -> None:

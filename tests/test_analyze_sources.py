@@ -93,3 +93,16 @@ def test_unopenable_sources_raise_one_clear_error(tmp_path: Path) -> None:
         FrameSource(str(text))
     with pytest.raises(SourceError, match="unknown asset"):
         FrameSource("asset:media/nothing.avi")
+
+
+def test_bench_lanes_take_turns_over_the_whole_video(clip: Path) -> None:
+    from storelens.edge.bench import Lane, run_lanes
+
+    camera = CameraConfig(id="c", source=str(clip))
+    calls: list[str] = []
+    a = Lane(camera, None, lambda frame, ts: calls.append("a"))
+    b = Lane(camera, 7, lambda frame, ts: calls.append("b"))
+    run_lanes([a, b], chunk=3)
+    assert (a.count, b.count) == (10, 7) and a.done and b.done
+    assert "".join(calls) == "aaabbbaaabbbaaab" + "a"
+    assert a.fps > 0 and b.fps > 0
