@@ -126,13 +126,18 @@ _NOTHING = (None, None, None, None, None)
 _TYPED = {ZoneVisit: _zone_visit, LineCrossing: _line_crossing, VisitEnded: _visit_ended}
 
 
-def event_values(store: str, event: Any, received_at: float, member: str | None) -> tuple:
+def event_values(
+    store: str, event: Any, received_at: float, member: str | None, payload: str | None = None
+) -> tuple:
     """One ``events`` row as a tuple in `EVENT_COLUMNS` order (the ingest hot path);
-    ``member`` is the consent-checked token (None when the member must stay unlinked)."""
+    ``member`` is the consent-checked token (None when the member must stay unlinked).
+    ``payload`` is the event's JSON when the caller already has it (ingest passes the
+    device's own text when it holds nothing but contract fields); else it is serialised."""
     typed = _TYPED.get(type(event))
     visit_id = getattr(event, "visit_id", None)
-    # pydantic-core serialises in Rust: 3-4x faster than model_dump + json.dumps.
-    payload = event.model_dump_json(exclude_none=True, exclude=None if member else _PERSONAL)
+    if payload is None:
+        # pydantic-core serialises in Rust: 3-4x faster than model_dump + json.dumps.
+        payload = event.model_dump_json(exclude_none=True, exclude=None if member else _PERSONAL)
     return (
         str(event.id), store, event.device, event.seq, event.type, event.ts.timestamp(),
         getattr(event, "camera", None), None if visit_id is None else str(visit_id), member,
@@ -146,8 +151,9 @@ def event_row(store: str, event: Any, received_at: float, member: str | None) ->
     return dict(zip(EVENT_COLUMNS, event_values(store, event, received_at, member), strict=True))
 
 
+_COLUMNS = ", ".join(EVENT_COLUMNS)
 _INSERT = (
-    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)})"
+    f"INSERT INTO events ({_COLUMNS})"
     f" VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
 )
 
@@ -164,22 +170,36 @@ def store_events(db: Database, rows: Sequence[dict[str, Any] | tuple]) -> int:
 
 
 def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
-    # COPY into a per-transaction staging table, then one INSERT .. ON CONFLICT: several
-    # times faster than executemany on PostgreSQL for batches of hundreds of rows.
-    cols = ", ".join(EVENT_COLUMNS)
+    # COPY is several times faster than executemany on PostgreSQL for hundreds of rows. COPY
+    # has no ON CONFLICT, so it goes straight into ``events`` inside a savepoint, and only
+    # when that hits an ID already stored (a redelivery: rare) does the batch go through a
+    # staging table and one INSERT .. ON CONFLICT DO NOTHING.
+    import psycopg
+
     conn = db.conn
     with db.transaction():
+        try:
+            with (
+                conn.transaction(),  # nested in db.transaction(): a savepoint
+                conn.cursor() as cur,
+                cur.copy(f"COPY events ({_COLUMNS}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+            return len(rows)
+        except psycopg.errors.UniqueViolation:
+            pass
         conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS events_stage "
             "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
         with conn.cursor() as cur:
-            with cur.copy(f"COPY events_stage ({cols}) FROM STDIN") as copy:
+            with cur.copy(f"COPY events_stage ({_COLUMNS}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
             cur.execute(
-                f"INSERT INTO events ({cols}) SELECT DISTINCT ON (id) {cols} FROM events_stage "
-                "ON CONFLICT (id) DO NOTHING"
+                f"INSERT INTO events ({_COLUMNS}) SELECT DISTINCT ON (id) {_COLUMNS} "
+                "FROM events_stage ON CONFLICT (id) DO NOTHING"
             )
             new = max(cur.rowcount, 0)
             cur.execute("DELETE FROM events_stage")

@@ -35,6 +35,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge, Histogram
 from storelens.cloud import events as event_store
 from storelens.cloud import members
+from storelens.cloud.event_text import event_texts
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database
 
@@ -230,11 +231,15 @@ class Ingestor:
         rows, store, received_at = out.rows, envelope.store, out.received_at
         linkable, event_values = self._linkable, event_store.event_values
         last = 0.0
-        for event in envelope.events:
+        texts = event_texts(msg.payload, envelope.events)
+        for event, text in zip(envelope.events, texts, strict=True):
             if isinstance(event, DeviceStatus):
                 out.statuses.setdefault(envelope.store, []).append(event)
                 continue
-            row = event_values(store, event, received_at, linkable(getattr(event, "member", None)))
+            token = getattr(event, "member", None)
+            member = linkable(token)
+            # An unlinked member's token must not be stored: serialise without it.
+            row = event_values(store, event, received_at, member, text if member is token else None)
             rows.append(row)
             if row[_TS] > last:
                 last = row[_TS]
@@ -331,10 +336,14 @@ class IngestWorker:
     # -- MQTT ------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         s = self.settings
+        v5 = s.mqtt_protocol == "5"
         client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            # 3.1.1: a persistent session, so queued QoS 1 messages wait for this worker
+            # (v5 asks for the same with clean_start and a session expiry in `start`).
+            clean_session=None if v5 else False,
             manual_ack=True,
         )
         if s.mqtt_user:
@@ -359,14 +368,15 @@ class IngestWorker:
         self._connection += 1
         self._connected.set()
         self._republish.set()
-        group = self.settings.share_group
-        subs = [(topics.shared(topics.EVENTS_ALL, group), SubscribeOptions(qos=1))]
+        filters = [topics.EVENTS_ALL]
         if self._subscribe_status:
-            subs += [
-                (topics.shared(topics.STATUS_ALL, group), SubscribeOptions(qos=1)),
-                (topics.shared(topics.AVAILABILITY_ALL, group), SubscribeOptions(qos=1)),
-            ]
-        client.subscribe(subs)
+            filters += [topics.STATUS_ALL, topics.AVAILABILITY_ALL]
+        if self.settings.mqtt_protocol != "5":
+            # No shared subscriptions in 3.1.1: this worker gets every message.
+            client.subscribe([(f, 1) for f in filters])
+            return
+        group = self.settings.share_group
+        client.subscribe([(topics.shared(f, group), SubscribeOptions(qos=1)) for f in filters])
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any
@@ -400,6 +410,9 @@ class IngestWorker:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        if self.settings.mqtt_protocol != "5":
+            self._start_v311()
+            return
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
         props.ReceiveMaximum = RECEIVE_MAXIMUM
@@ -418,6 +431,16 @@ class IngestWorker:
         self._threads = [threading.Thread(target=self._run, name="ingest", daemon=True)]
         for thread in self._threads:
             thread.start()
+
+    def _start_v311(self) -> None:
+        log.info(
+            "MQTT 3.1.1 has no shared subscriptions: run ONE ingest worker on this broker "
+            "(a second one would receive and write every message again)"
+        )
+        self.client.connect_async(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30)
+        self.client.loop_start()
+        self._threads = [threading.Thread(target=self._run, name="ingest", daemon=True)]
+        self._threads[0].start()
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         return self._subscribed.wait(timeout)

@@ -1,0 +1,55 @@
+"""Stored payloads cut from the envelope bytes: only contract fields ever reach storage."""
+
+from __future__ import annotations
+
+import json
+
+from storelens.cloud import events as event_store
+from storelens.cloud import stores
+from storelens.cloud.event_text import event_texts
+from storelens.cloud.ingest import Incoming, Ingestor
+from storelens.cloud.ingest_bench import envelopes, realistic_event_dicts
+
+from storelens.contract import parse_envelope, topics
+
+STORE, DEVICE = "s1", "box-1"
+
+
+def _envelope(dicts: list[dict]) -> bytes:
+    return envelopes(STORE, DEVICE, dicts, len(dicts))[0]
+
+
+def test_clean_events_keep_their_own_text() -> None:
+    dicts = realistic_event_dicts(DEVICE, 40, seed=2)
+    raw = _envelope(dicts)
+    texts = event_texts(raw, parse_envelope(raw).events)
+    assert [json.loads(t) for t in texts] == dicts
+
+
+def test_unknown_fields_and_stray_personal_keys_are_not_used() -> None:
+    dicts = realistic_event_dicts(DEVICE, 3, seed=2)
+    dicts[0]["crop"] = "aGVsbG8="  # not a contract field: must never be stored as sent
+    dicts[1]["member"] = None  # a null member key on an anonymous event
+    raw = _envelope(dicts)
+    texts = event_texts(raw, parse_envelope(raw).events)
+    assert texts[0] is None and texts[1] is None and json.loads(texts[2]) == dicts[2]
+
+
+def test_a_repeated_events_key_is_never_sliced() -> None:
+    dicts = realistic_event_dicts(DEVICE, 2, seed=2)
+    raw = _envelope(dicts[:1])
+    doubled = raw[:-1] + b',"events":' + json.dumps(dicts[1:]).encode() + b"}"
+    assert event_texts(doubled, [object()]) == [None]
+
+
+def test_ingest_stores_contract_fields_only(db) -> None:
+    stores.upsert_store(db, stores.Store(id=STORE, name="One", lat=0, lon=0))
+    event_store.register_device(db, STORE, DEVICE)
+    dicts = realistic_event_dicts(DEVICE, 20, seed=4)
+    dicts[3]["crop"] = "aGVsbG8="
+    result = Ingestor(db).process([Incoming(topics.events(STORE, DEVICE), _envelope(dicts))])
+    assert result.stored == 20 and not result.dead
+    rows = {r["id"]: json.loads(r["payload"]) for r in db.query("SELECT id, payload FROM events")}
+    assert "crop" not in rows[dicts[3]["id"]]
+    assert rows[dicts[3]["id"]]["type"] == dicts[3]["type"]
+    assert rows[dicts[5]["id"]] == dicts[5]
