@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -32,6 +33,11 @@ class Settings(BaseModel):
     mqtt_tls: bool = Field(False, description="Connect to the broker over TLS.")
     mqtt_ca_file: Path | None = Field(None, description="CA bundle for the broker's certificate.")
     mqtt_client_id: str = Field("", description="Client ID prefix; empty = random.")
+    mqtt_protocol: Literal["5", "3.1.1"] = Field(
+        "5",
+        description="MQTT version of the ingest worker. 3.1.1 is for brokers without MQTT 5 "
+        "(the demo's embedded amqtt): no shared subscriptions, so run ONE ingest worker.",
+    )
     share_group: str = Field(topics.DEFAULT_SHARE_GROUP, pattern=r"^[A-Za-z0-9_-]+$")
     mqtt_session_expiry_s: int = Field(
         24 * 3600,
