@@ -357,7 +357,25 @@ class IngestWorker:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        if not v5:
+            # amqtt (the demo's 3.1.1 broker) also sends a connecting client the retained
+            # messages of other clients' subscriptions (devices' cmd topics): take only what
+            # this worker subscribed to.
+            for topic_filter in self._topic_filters():
+                client.message_callback_add(topic_filter, self._on_message)
+            client.on_message = self._on_unsubscribed
         return client
+
+    def _topic_filters(self) -> list[str]:
+        filters = [topics.EVENTS_ALL]
+        if self._subscribe_status:
+            filters += [topics.STATUS_ALL, topics.AVAILABILITY_ALL]
+        return filters
+
+    def _on_unsubscribed(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        log.debug("ignoring %s: not subscribed to it", msg.topic)
+        if msg.qos > 0:
+            client.ack(msg.mid, msg.qos)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -368,9 +386,7 @@ class IngestWorker:
         self._connection += 1
         self._connected.set()
         self._republish.set()
-        filters = [topics.EVENTS_ALL]
-        if self._subscribe_status:
-            filters += [topics.STATUS_ALL, topics.AVAILABILITY_ALL]
+        filters = self._topic_filters()
         if self.settings.mqtt_protocol != "5":
             # No shared subscriptions in 3.1.1: this worker gets every message.
             client.subscribe([(f, 1) for f in filters])

@@ -1,11 +1,12 @@
 """`storelens demo`: the whole loop on one machine, nothing installed as a service.
 
-A private Mosquitto on a free port, the cloud on SQLite seeded with a demo chain, the API
-(uvicorn) with an in-process ingest worker, and an edge agent (its own process) playing the
-sample video in real time as the sample store's camera, with a TCP card reader at the
-entrance that a simulator swipes seeded members' cards into. After a short delay an online
-order arrives through the web-shop webhook and is routed to the store as a ship-from-store
-task. The ops and POS URLs and their logins are printed; Ctrl-C stops everything.
+A private Mosquitto on a free port (without Mosquitto, amqtt inside this process), the cloud
+on SQLite seeded with a demo chain, the API (uvicorn) with an in-process ingest worker, and an
+edge agent (its own process) playing the sample video in real time as the sample store's
+camera, with a TCP card reader at the entrance that a simulator swipes seeded members' cards
+into. After a short delay an online order arrives through the web-shop webhook and is routed
+to the store as a ship-from-store task. The ops and POS URLs and their logins are printed;
+Ctrl-C stops everything.
 ``--duration S`` runs headless for S seconds and prints what flowed as JSON.
 """
 
@@ -20,6 +21,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,12 @@ STORE, DEVICE, CAMERA = "sample-store", "sample-edge", "plaza"
 READER_ZONE = "west_walk"  # the card reader stands at the entrance walk
 SWIPE_EVERY_S = 15.0
 ORDER_AFTER_S = 20.0
+
+
+class BrokerChoice(StrEnum):
+    auto = "auto"
+    mosquitto = "mosquitto"
+    amqtt = "amqtt"
 
 
 @dataclass
@@ -51,8 +59,11 @@ class DemoStats:
 
 
 class Demo:
-    def __init__(self, workdir: Path, port: int, members: int, seed: int) -> None:
+    def __init__(
+        self, workdir: Path, port: int, members: int, seed: int, broker: str = "auto"
+    ) -> None:
         self.workdir = workdir
+        self.broker_kind = broker
         self.port = port
         self.members = members
         self.seed = seed
@@ -69,7 +80,7 @@ class Demo:
     def prepare(self) -> None:
         from storelens.cloud import seed as seeding
         from storelens.cloud.store import connect
-        from storelens.local_broker import LocalBroker
+        from storelens.local_broker import open_broker
         from storelens.pseudonym import generate_key_file, load_key
 
         if self.workdir.exists():
@@ -86,7 +97,7 @@ class Demo:
         self.credentials = result.credentials
         (self.workdir / "credentials.json").write_text(json.dumps(self.credentials, indent=2))
         (self.workdir / "credentials.json").chmod(0o600)
-        self.broker = LocalBroker(self.workdir / "broker")
+        self.broker = open_broker(self.broker_kind, self.workdir / "broker")
         self.broker.start()
 
     def start_cloud(self) -> None:
@@ -99,6 +110,7 @@ class Demo:
             db_url=self.db_url,
             mqtt_host=self.broker.host,
             mqtt_port=self.broker.port,
+            mqtt_protocol=self.broker.protocol,
             ingest_in_process=True,
             pseudonym_key_id="demo-k1",
             pseudonym_key_file=self.key_file,
@@ -302,6 +314,7 @@ class Demo:
         cards = ", ".join(self.credentials["demo_cards"])
         return (
             f"\nstorelens demo is running (data in {self.workdir})\n"
+            f"  Broker: {self.broker.name} on {self.broker.host}:{self.broker.port}\n"
             f"  Ops:  {self.base}/ops    login: {admin['username']} / {admin['password']}\n"
             f"  POS:  {self.base}/pos#token={pos}    (store {STORE}, device till-1)\n"
             f"  Member cards being swiped at the entrance: {cards}\n"
@@ -371,6 +384,11 @@ def demo(
     workdir: Path = typer.Option(Path("var/demo"), help="Where the demo keeps its data."),
     members: int = typer.Option(1000, min=50, help="Members in the seeded chain."),
     seed: int = typer.Option(42, help="Seed of the generated chain."),
+    broker: BrokerChoice = typer.Option(
+        BrokerChoice.auto,
+        case_sensitive=False,
+        help="MQTT broker: auto = Mosquitto when installed, else amqtt inside this process.",
+    ),
 ) -> None:
     """The whole loop on this machine: broker, cloud, API, edge agent on the sample video."""
     import socket
@@ -380,7 +398,7 @@ def demo(
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", port)) == 0:
             port = free_port()
-    runner = Demo(workdir.resolve(), port, members, seed)
+    runner = Demo(workdir.resolve(), port, members, seed, broker.value)
     try:
         stats = runner.run(duration, typer.echo)
     except BrokerUnavailable as exc:

@@ -1,9 +1,10 @@
 """A private MQTT broker on a free loopback port, for the demo and the load bench.
 
-Mosquitto, started from its binary with a throwaway config: the cloud's ingest workers speak
-MQTT 5 with shared subscriptions and persistent sessions, which the pure-Python brokers
-(amqtt speaks 3.1.1 only) do not offer. Nothing is installed or left running: the process
-belongs to the caller and stops with it.
+Mosquitto first, started from its binary with a throwaway config: the cloud's ingest workers
+speak MQTT 5 with shared subscriptions and persistent sessions. Without Mosquitto the demo
+falls back to amqtt inside the process (`storelens.embedded_broker`, MQTT 3.1.1, one ingest
+worker); `open_broker` picks, and each broker says which protocol the ingest must speak.
+Nothing is installed or left running: the broker belongs to the caller and stops with it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Literal, Protocol
 
 
 class BrokerUnavailable(RuntimeError):
@@ -41,6 +43,9 @@ def mosquitto_binary() -> str:
 
 class LocalBroker:
     """``with LocalBroker(workdir) as broker: ...``; ``stop()`` then ``start()`` is a restart."""
+
+    protocol = "5"  # what `Settings.mqtt_protocol` must be for ingest workers on this broker
+    name = "Mosquitto (MQTT 5)"
 
     def __init__(
         self, workdir: Path, port: int | None = None, *, persistence: bool = False
@@ -123,3 +128,41 @@ class LocalBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class PrivateBroker(Protocol):
+    """What the demo needs of either broker."""
+
+    protocol: str
+    name: str
+    port: int
+
+    @property
+    def host(self) -> str: ...
+
+    def start(self, timeout: float = 10.0) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+BrokerKind = Literal["auto", "mosquitto", "amqtt"]
+
+
+def open_broker(kind: BrokerKind, workdir: Path) -> PrivateBroker:
+    """The broker to start (not started yet): ``auto`` = Mosquitto when its binary is
+    installed, else the embedded amqtt."""
+    if kind not in ("auto", "mosquitto", "amqtt"):
+        raise ValueError(f"unknown broker {kind!r}: auto, mosquitto or amqtt")
+    if kind != "amqtt":
+        try:
+            return LocalBroker(workdir)
+        except BrokerUnavailable:
+            if kind == "mosquitto":
+                raise
+    try:
+        from storelens.embedded_broker import EmbeddedBroker
+    except ImportError as exc:
+        raise BrokerUnavailable(
+            f"needs an MQTT broker: install Mosquitto, or amqtt (pip install amqtt): {exc}"
+        ) from None
+    return EmbeddedBroker(workdir)

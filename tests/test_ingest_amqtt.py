@@ -1,0 +1,192 @@
+"""Ingest and the edge publisher over the embedded amqtt broker (MQTT 3.1.1), as the demo runs
+them when Mosquitto is not installed: events stored exactly once, acknowledged only after
+their commit, queued for the worker while it is away, the retained opt-out list and the
+device's availability, and `open_broker`'s choice."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from storelens.cloud import events as event_store
+from storelens.cloud import members, stores
+from storelens.cloud.ingest import IngestWorker, Prepared
+from storelens.cloud.ingest_bench import realistic_events
+from storelens.cloud.settings import Settings
+from storelens.edge.config import parse_config
+from storelens.edge.outbox import Outbox
+from storelens.edge.publish import Publisher
+
+from storelens.contract.commands import OptOutList
+from storelens.embedded_broker import EmbeddedBroker
+from storelens.local_broker import LocalBroker, open_broker
+from storelens.pseudonym import PseudonymKey, generate_key_file
+
+STORE, DEVICE = "s1", "d1"
+KEY = PseudonymKey("k1", b"k" * 32)
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def amqtt_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(tmp_path / "broker") as broker:
+        yield broker
+
+
+@pytest.fixture
+def chain(db):
+    stores.upsert_store(db, stores.Store(id=STORE, name="One", lat=48.85, lon=2.35))
+    event_store.register_device(db, STORE, DEVICE)
+    return db
+
+
+def worker_for(broker: EmbeddedBroker, db, client_id: str = "amqtt-ingest") -> IngestWorker:
+    settings = Settings(
+        db_url="unused",
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        mqtt_protocol=broker.protocol,
+        ingest_batch_seconds=0.02,
+        ingest_batch_messages=5,
+    )
+    return IngestWorker(settings, db, client_id=client_id)
+
+
+class AckAudit:
+    """Wraps a worker so every acknowledgement is checked against what was committed."""
+
+    def __init__(self, worker: IngestWorker) -> None:
+        self.committed: set[tuple[int, int]] = set()
+        self.acked: list[int] = []
+        self.early: list[int] = []
+        write, ack = worker.ingestor.write, worker.client.ack
+
+        def audited_write(prepared: Prepared):
+            result = write(prepared)
+            self.committed |= {(m.connection, m.mid) for m in prepared.batch}
+            return result
+
+        def audited_ack(mid: int, qos: int) -> None:
+            if (worker._connection, mid) not in self.committed:
+                self.early.append(mid)
+            self.acked.append(mid)
+            ack(mid, qos)
+
+        worker.ingestor.write = audited_write  # type: ignore[method-assign]
+        worker.client.ack = audited_ack  # type: ignore[method-assign]
+
+
+def edge_publisher(tmp_path: Path, broker: EmbeddedBroker, got: list) -> Publisher:
+    key = tmp_path / "k.key"
+    generate_key_file(key)
+    cfg = parse_config({
+        "store": STORE, "device": DEVICE,
+        "cameras": [{"id": "c", "source": "0"}],
+        "mqtt": {"host": broker.host, "port": broker.port},
+        "privacy": {"key_id": "k1", "key_file": str(key)},
+        "outbox": {"path": str(tmp_path / "outbox.db"), "batch_interval_s": 0.05,
+                   "batch_max_events": 20},
+    })  # fmt: skip
+    return Publisher(cfg, Outbox(cfg.outbox.path), on_command=got.append)
+
+
+def stored(db) -> int:
+    return db.scalar("SELECT count(*) FROM events")
+
+
+def test_edge_to_ingest_over_amqtt_stores_once_and_acks_after_commit(
+    tmp_path: Path, amqtt_broker: EmbeddedBroker, chain
+) -> None:
+    members.enroll(chain, KEY, members.Enrollment(card_number="3333-4444", tracking=False))
+    worker = worker_for(amqtt_broker, chain)
+    audit = AckAudit(worker)
+    worker.start()
+    assert worker.wait_ready()
+    commands: list = []
+    publisher = edge_publisher(tmp_path, amqtt_broker, commands)
+    publisher.start()
+    try:
+        events = realistic_events(DEVICE, 200, seed=21)
+        publisher.outbox.put(events)
+        assert publisher.drain(20), "the broker did not acknowledge every batch"
+        wait_for(lambda: stored(chain) == 200)
+        # The device got the retained opt-out list from the worker's cmd topic.
+        wait_for(lambda: any(isinstance(c, OptOutList) for c in commands))
+        assert commands[-1].tokens == [KEY.token("3333-4444")]
+        wait_for(lambda: event_store.get_device(chain, STORE, DEVICE)["online"] == 1)
+        time.sleep(0.3)  # a duplicate delivery would show up now
+    finally:
+        publisher.stop()
+        worker.stop()
+    assert stored(chain) == 200
+    assert worker.totals.duplicates == 0 and worker.totals.dead == {}
+    assert publisher.sent_messages >= 10  # 200 events in batches of at most 20
+    # Every envelope was acknowledged, and only once its transaction had committed.
+    assert len(audit.acked) >= publisher.sent_messages and audit.early == []
+    ids = {r["id"] for r in chain.query("SELECT id FROM events")}
+    assert ids == {str(e.id) for e in events}
+
+
+def test_events_sent_while_the_worker_is_away_wait_in_its_session(
+    tmp_path: Path, amqtt_broker: EmbeddedBroker, chain
+) -> None:
+    first = worker_for(amqtt_broker, chain)
+    first.start()
+    assert first.wait_ready()
+    publisher = edge_publisher(tmp_path, amqtt_broker, [])
+    publisher.start()
+    try:
+        events = realistic_events(DEVICE, 100, seed=22)
+        publisher.outbox.put(events[:40])
+        assert publisher.drain(20)
+        wait_for(lambda: stored(chain) == 40)
+        first.stop()
+        # The broker acknowledges these to the device and queues them for the session.
+        publisher.outbox.put(events[40:])
+        assert publisher.drain(20)
+        time.sleep(0.2)
+        assert stored(chain) == 40
+        back = worker_for(amqtt_broker, chain)  # same client ID: the same session
+        back.start()
+        try:
+            wait_for(lambda: stored(chain) == 100)
+            publisher.stop()  # says goodbye: availability offline
+            wait_for(lambda: event_store.get_device(chain, STORE, DEVICE)["online"] == 0)
+            time.sleep(0.3)  # a duplicate delivery would show up now
+        finally:
+            back.stop()
+    finally:
+        publisher.stop()  # idempotent
+    assert stored(chain) == 100
+    assert back.totals.stored == 60 and back.totals.duplicates == 0
+    # amqtt also replays the device's retained cmd topic to the reconnecting worker; it is
+    # ignored, not dead-lettered.
+    assert back.totals.dead == {} and chain.scalar("SELECT count(*) FROM dead_letters") == 0
+
+
+def test_open_broker_prefers_mosquitto_and_falls_back_to_amqtt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert isinstance(open_broker("amqtt", tmp_path), EmbeddedBroker)
+    assert isinstance(open_broker("auto", tmp_path), LocalBroker)  # installed on CI
+    assert open_broker("auto", tmp_path).protocol == "5"
+    monkeypatch.setattr("storelens.local_broker.shutil.which", lambda name: None)
+    monkeypatch.setattr("storelens.local_broker._SBIN", ())
+    fallback = open_broker("auto", tmp_path)
+    assert isinstance(fallback, EmbeddedBroker) and fallback.protocol == "3.1.1"
+    from storelens.local_broker import BrokerUnavailable
+
+    with pytest.raises(BrokerUnavailable, match="Mosquitto"):
+        open_broker("mosquitto", tmp_path)
+    with pytest.raises(ValueError, match="unknown broker"):
+        open_broker("rabbit", tmp_path)  # type: ignore[arg-type]
