@@ -59,6 +59,7 @@ class EmbeddedBroker:
         self._thread: threading.Thread | None = None
         self._broker: Broker | None = None
         self._log_handler: logging.Handler | None = None
+        self._log_before = (logging.NOTSET, True)
 
     @property
     def host(self) -> str:
@@ -78,6 +79,7 @@ class EmbeddedBroker:
         handler = logging.FileHandler(self.workdir / "amqtt.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
         logger = logging.getLogger("amqtt")
+        self._log_before = (logger.level, logger.propagate)
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
@@ -85,7 +87,10 @@ class EmbeddedBroker:
 
     def _close_log(self) -> None:
         if self._log_handler is not None:
-            logging.getLogger("amqtt").removeHandler(self._log_handler)
+            logger = logging.getLogger("amqtt")
+            logger.removeHandler(self._log_handler)
+            logger.setLevel(self._log_before[0])
+            logger.propagate = self._log_before[1]
             self._log_handler.close()
             self._log_handler = None
 

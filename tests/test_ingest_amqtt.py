@@ -190,3 +190,32 @@ def test_open_broker_prefers_mosquitto_and_falls_back_to_amqtt(
         open_broker("mosquitto", tmp_path)
     with pytest.raises(ValueError, match="unknown broker"):
         open_broker("rabbit", tmp_path)  # type: ignore[arg-type]
+
+
+def test_pos_pushes_cross_api_replicas_over_amqtt(amqtt_broker: EmbeddedBroker) -> None:
+    """`push_mqtt` (off in the demo) works on the embedded broker too."""
+    import asyncio
+
+    from storelens.cloud import push
+
+    replica_a, replica_b = push.PushHub(), push.PushHub()
+    for hub in (replica_a, replica_b):
+        hub.connect_mqtt(amqtt_broker.host, amqtt_broker.port)
+        assert hub.wait_connected(10)
+    time.sleep(0.3)  # the hubs' subscriptions settle
+
+    async def scenario() -> tuple[push.PushMessage, object, object]:
+        sub_b, _ = replica_b.subscribe("paris")
+        sent = replica_a.publish("paris", "task", {"task_id": "t-1"})
+        got = await sub_b.next(10)
+        extra = await sub_b.next(0.5)
+        sub_b.close()
+        return sent, got, extra
+
+    try:
+        sent, got, extra = asyncio.run(scenario())
+    finally:
+        for hub in (replica_a, replica_b):
+            hub.close()
+    assert got is not None and got.id == sent.id and got.payload == {"task_id": "t-1"}
+    assert extra is None
