@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack, suppress
 from typing import Any
 
 from storelens.cloud.store import Database, register_migrations
@@ -204,6 +205,63 @@ def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
             new = max(cur.rowcount, 0)
             cur.execute("DELETE FROM events_stage")
     return new
+
+
+class _Abandon(Exception):
+    """Rolls back a stream whose COPY failed part-way."""
+
+
+class EventCopy:
+    """Streams event rows into ``events`` with COPY while the caller is still parsing the
+    rest of the batch (PostgreSQL): the server inserts and indexes on another core meanwhile
+    instead of after the parse. Use inside ``db.transaction()``. The stream is a savepoint: an
+    ID already stored (a redelivery) rolls back only the stream, and ``ok`` is then False, so
+    the caller stores its rows with `store_events`. Other database errors are raised on exit.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.ok = False
+        self._stack = ExitStack()
+        self._copy: Any = None
+        self._error: Exception | None = None
+
+    def __enter__(self) -> EventCopy:
+        conn = self.db.conn
+        with self._stack.pop_all() as stack:
+            stack.enter_context(conn.transaction())  # nested in db.transaction(): a savepoint
+            cursor = stack.enter_context(conn.cursor())
+            self._copy = stack.enter_context(cursor.copy(f"COPY events ({_COLUMNS}) FROM STDIN"))
+            self._stack = stack.pop_all()
+        return self
+
+    def write(self, rows: Sequence[tuple]) -> None:
+        """Send rows; never raises (the caller is parsing input), errors surface on exit."""
+        if self._copy is None or self._error is not None:
+            return
+        try:
+            for row in rows:
+                self._copy.write_row(row)
+        except Exception as exc:
+            self._error = exc
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        import psycopg
+
+        if exc is None and self._error is None:
+            try:
+                self._stack.close()
+            except psycopg.errors.UniqueViolation:
+                return  # rolled back to the savepoint; ok stays False
+            self.ok = True
+            return
+        # Abort the COPY and roll back to the savepoint; what the server answers to the
+        # aborted COPY is expected and dropped.
+        failure = exc or _Abandon()
+        with suppress(_Abandon, psycopg.Error):
+            self._stack.__exit__(type(failure), failure, None)
+        if exc is None and not isinstance(self._error, psycopg.errors.UniqueViolation):
+            raise self._error  # a database fault, not a duplicate: the caller retries
 
 
 def dead_letter(

@@ -104,6 +104,8 @@ class Prepared:
     availability: list[tuple[str, str, bool]] = field(default_factory=list)
     seen: dict[tuple[str, str], float] = field(default_factory=dict)
     newest_sent: float = 0.0
+    copied: bool = False  # the rows are in the transaction already (streamed by COPY)
+    nested: bool = False  # written inside the caller's transaction: it runs the hooks
 
 
 def parse_fast(raw: bytes) -> Envelope:
@@ -187,18 +189,42 @@ class Ingestor:
     # -- one batch -------------------------------------------------------------------------
     def process(self, batch: list[Incoming]) -> BatchResult:
         """Validate and write ``batch`` in one transaction. Raises only on database errors
-        (then nothing was written and the caller retries the same batch)."""
-        return self.write(self.prepare(batch))
+        (then nothing was written and the caller retries the same batch).
+
+        On PostgreSQL the rows of each message are streamed to the server (`EventCopy`)
+        as soon as it is parsed, so the server's inserting overlaps the parsing of the rest.
+        """
+        if self.db.dialect != "postgres":
+            return self.write(self.prepare(batch))
+        with self.db.transaction():
+            self._refresh_caches(batch)  # no other query may run while the COPY is open
+            with event_store.EventCopy(self.db) as copy:
+                prepared = self._parse(batch, copy.write)
+            prepared.copied, prepared.nested = copy.ok, True
+            result = self.write(prepared)  # joins this transaction
+        self._after_commit(prepared.rows)
+        return result
 
     def prepare(self, batch: list[Incoming]) -> Prepared:
         """The CPU half: parse, check device and consent, build rows. Never raises on input
         (only on database errors while refreshing its caches)."""
+        self._refresh_caches(batch)
+        return self._parse(batch)
+
+    def _refresh_caches(self, batch: list[Incoming]) -> None:
         self.refresh_consent()
         self._refresh_devices(batch)
+
+    def _parse(
+        self, batch: list[Incoming], sink: Callable[[list[tuple]], None] | None = None
+    ) -> Prepared:
+        """Parse with the caches as they are, handing each message's rows to ``sink`` too."""
         prepared = Prepared(batch=batch, received_at=time.time())
         for msg in batch:
             try:
-                self._prepare_one(msg, prepared)
+                rows = self._prepare_one(msg, prepared)
+                if rows and sink is not None:
+                    sink(rows)
             except ContractError as exc:
                 prepared.dead.append((msg.topic, exc.reason, exc.detail, msg.payload))
             except Exception as exc:  # a bug must not stop ingest: keep the bytes for replay
@@ -208,7 +234,8 @@ class Ingestor:
                 )
         return prepared
 
-    def _prepare_one(self, msg: Incoming, out: Prepared) -> None:
+    def _prepare_one(self, msg: Incoming, out: Prepared) -> list[tuple]:
+        """Adds the message's rows (returned too) and statuses to ``out``, or raises."""
         where = topics.parse(msg.topic)
         if where is None or where.kind == "cmd":
             raise ContractError("bad_topic", msg.topic)
@@ -217,7 +244,7 @@ class Ingestor:
                 raise ContractError("bad_availability", repr(msg.payload[:32]))
             if self._registered(where.store, where.device):
                 out.availability.append((where.store, where.device, msg.payload == topics.ONLINE))
-            return
+            return []
         envelope = parse_fast(msg.payload)
         if (envelope.store, envelope.device) != (where.store, where.device):
             raise ContractError(
@@ -228,7 +255,8 @@ class Ingestor:
                 "unregistered_device", f"{envelope.store}/{envelope.device} is not registered"
             )
         out.newest_sent = max(out.newest_sent, envelope.sent_at.timestamp())
-        rows, store, received_at = out.rows, envelope.store, out.received_at
+        rows: list[tuple] = []
+        store, received_at = envelope.store, out.received_at
         linkable, event_values = self._linkable, event_store.event_values
         last = 0.0
         texts = event_texts(msg.payload, envelope.events)
@@ -246,13 +274,15 @@ class Ingestor:
         key = (envelope.store, envelope.device)
         if last:
             out.seen[key] = max(out.seen.get(key, 0.0), last)
+        out.rows += rows  # only now: a message that fails part-way adds no rows
+        return rows
 
     def write(self, prepared: Prepared) -> BatchResult:
         """The storage half: one transaction for the whole batch."""
         start = time.perf_counter()
         p = prepared
         with self.db.transaction():
-            stored = event_store.store_events(self.db, p.rows)
+            stored = len(p.rows) if p.copied else event_store.store_events(self.db, p.rows)
             for topic, reason, detail, raw in p.dead:
                 event_store.dead_letter(self.db, topic, reason, detail, raw, p.received_at)
             for store, items in p.statuses.items():
@@ -260,7 +290,8 @@ class Ingestor:
             for store, device, online in p.availability:
                 event_store.set_availability(self.db, store, device, online)
             event_store.mark_seen(self.db, p.seen)
-        self._after_commit(p.rows)
+        if not p.nested:
+            self._after_commit(p.rows)
         result = BatchResult(
             messages=len(p.batch),
             stored=stored,
@@ -490,23 +521,37 @@ class IngestWorker:
                 batch = batch or self._collect()
                 if not batch:
                     continue
-                prepared = self.ingestor.prepare(batch)
+                result = self._process_streaming(batch)
+                prepared = None if result is not None else self.ingestor.prepare(batch)
             except Exception:
                 # Database unavailable (consent/device caches): keep the batch and retry.
                 log.exception("preparing a batch of %d messages failed; retrying", len(batch))
                 self._stop.wait(1.0)
                 continue
-            result = self._write(prepared)
+            if prepared is not None:
+                result = self._write(prepared)
             if result is None:
                 return  # stopped during a database outage: the broker redelivers the batch
-            batch = []
-            for msg in prepared.batch:
+            done, batch = batch, []
+            for msg in done:
                 # After a reconnect the broker resends what was unacknowledged and may reuse
                 # packet IDs: acknowledging an old delivery could confirm a newer, unwritten
                 # message. Old deliveries were stored (duplicates are absorbed) but not acked.
                 if msg.qos > 0 and msg.connection == self._connection:
                     self.client.ack(msg.mid, msg.qos)
             self._add(result)
+
+    def _process_streaming(self, batch: list[Incoming]) -> BatchResult | None:
+        """On PostgreSQL, parse and store in one pass (`Ingestor.process` streams rows while
+        parsing); None on SQLite, or after a database error: the batch then takes the
+        prepare-and-retry path."""
+        if self.ingestor.db.dialect != "postgres":
+            return None
+        try:
+            return self.ingestor.process(batch)
+        except Exception:
+            log.exception("storing a batch of %d messages failed; retrying", len(batch))
+            return None
 
     def _write(self, prepared: Prepared) -> BatchResult | None:
         """Commit one batch, retrying with back-off; None when asked to stop meanwhile."""
