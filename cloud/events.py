@@ -2,7 +2,9 @@
 
 Every event is one row keyed by its UUID, so re-delivered batches are stored once. Columns
 that analytics filter on (zone, line, dwell, visit start) are typed; the full event stays in
-``payload`` as JSON. All timestamps are epoch seconds.
+``payload`` as JSON: the device's own text of it when that names only contract fields (see
+`storelens.cloud.event_text`; timestamps then keep the device's spelling), else the validated
+model serialised. All timestamps in columns are epoch seconds.
 """
 
 from __future__ import annotations
