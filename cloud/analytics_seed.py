@@ -21,7 +21,6 @@ from zoneinfo import ZoneInfo
 
 from storelens.cloud import events as event_store
 from storelens.cloud.store import Database
-
 from storelens.contract.events import (
     EVENT_TYPES,
     CameraStatus,

@@ -104,6 +104,7 @@ def run(*, rate: float = 200.0, seconds: float = 20.0, members: int = 3000, seed
     """``workers`` uvicorn processes (one per core is the deployment advice: the service is
     CPU-bound Python, one process uses one core)."""
     import httpx
+
     from storelens.cloud import seed as seed_data
     from storelens.cloud.store import connect
 

@@ -9,6 +9,7 @@ import time
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from storelens.cloud.store import Database, register_migrations
 
 register_migrations(

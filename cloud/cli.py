@@ -27,6 +27,7 @@ def scenario_ship_from_store(
     from pathlib import Path
 
     from rich.console import Console
+
     from storelens.cloud.fulfillment import scenario
     from storelens.cloud.store import connect
 
@@ -63,6 +64,7 @@ def serve(
 ) -> None:
     """Run the API (and, for single-machine installs, an ingest worker beside it)."""
     import uvicorn
+
     from storelens.cloud.api.app import create_app
 
     settings = _settings(db, ingest_in_process=ingest)
@@ -106,7 +108,6 @@ def seed(
 
     from storelens.cloud import seed as seeding
     from storelens.cloud.store import connect
-
     from storelens.pseudonym import PseudonymError
 
     settings = _settings(db)

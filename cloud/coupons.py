@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from storelens.cloud import members
 from storelens.cloud.store import Database, IntegrityError, register_migrations
 

@@ -16,7 +16,6 @@ from contextlib import ExitStack, suppress
 from typing import Any
 
 from storelens.cloud.store import Database, register_migrations
-
 from storelens.contract.events import (
     CardSwipe,
     DeviceStatus,

@@ -33,12 +33,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge, Histogram
+
 from storelens.cloud import events as event_store
 from storelens.cloud import members
 from storelens.cloud.event_text import event_texts
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database
-
 from storelens.contract import (
     MAX_PAYLOAD_BYTES,
     ContractError,

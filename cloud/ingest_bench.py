@@ -394,7 +394,6 @@ def run(
     from storelens.cloud import events as event_store
     from storelens.cloud import stores as store_registry
     from storelens.cloud.store import connect
-
     from storelens.contract import topics
 
     pg_admin = pg_url or os.environ.get(

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from storelens.cloud import events as event_store
 from storelens.cloud.store import Database, IntegrityError, register_migrations
-
 from storelens.pseudonym import PseudonymKey
 
 register_migrations(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from storelens.cloud import coupons, members
 from storelens.cloud.coupons import DiscountTerms
 from storelens.cloud.store import Database, register_migrations

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from storelens.cloud.store import Database, IntegrityError, register_migrations
 
 register_migrations(

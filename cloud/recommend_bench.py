@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from storelens.cloud.recommend.dataset import load_catalog, load_dwells, load_purchases
 from storelens.cloud.recommend.model import RecommendSettings, build_model
 from storelens.cloud.recommend.ranking import ServingContext, recommend

@@ -11,8 +11,8 @@ import uuid
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from storelens.cloud.store import Database, register_migrations
 
+from storelens.cloud.store import Database, register_migrations
 from storelens.contract.events import Identifier
 
 register_migrations(

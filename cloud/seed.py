@@ -19,9 +19,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
+
 from storelens.cloud import auth, events, stores
 from storelens.cloud.store import Database
-
 from storelens.pseudonym import PseudonymKey
 
 # (category, price median, consumable, nouns) - a department store's floor.

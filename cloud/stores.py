@@ -9,8 +9,8 @@ import time
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from storelens.cloud.store import Database, register_migrations
 
+from storelens.cloud.store import Database, register_migrations
 from storelens.contract.events import Identifier
 
 register_migrations(

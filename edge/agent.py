@@ -26,14 +26,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from storelens.contract.commands import OptOutList
+from storelens.contract.events import CameraStatus, DeviceStatus
 from storelens.edge.camera_feed import CameraFeed
 from storelens.edge.cards import CardReader, Swipe, build_reader
 from storelens.edge.config import DeviceConfig
 from storelens.edge.fusion import CardFusion, OptOutRegistry
 from storelens.edge.outbox import Outbox
-
-from storelens.contract.commands import OptOutList
-from storelens.contract.events import CameraStatus, DeviceStatus
 from storelens.pseudonym import PseudonymKey, load_key
 
 log = logging.getLogger(__name__)
@@ -118,9 +117,8 @@ class Agent:
             except (OSError, ValueError) as exc:  # TLS files, password file/env, bad settings
                 raise AgentError(f"mqtt: {exc}") from None
         if self._detector is None:
-            from storelens.edge.detect import Detector
-
             from storelens.assets import resolve
+            from storelens.edge.detect import Detector
 
             m = self.config.model
             try:

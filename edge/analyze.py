@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storelens.assets import resolve
+from storelens.contract.events import LineCrossing, VisitStarted, ZoneVisit
 from storelens.edge.annotate import VideoAnnotator
 from storelens.edge.config import CameraConfig, DeviceConfig
 from storelens.edge.detect import Detections, Detector
@@ -17,9 +19,6 @@ from storelens.edge.mot import MotWriter
 from storelens.edge.motion import MotionGate
 from storelens.edge.pipeline import CameraPipeline, PipelineEvent
 from storelens.edge.sources import FrameSource
-
-from storelens.assets import resolve
-from storelens.contract.events import LineCrossing, VisitStarted, ZoneVisit
 
 MOT_HISTORY = 256  # frames back that late-confirmed sightings can still be written to
 MOT_FILL_GAP_S = 1.0  # interpolate a track's boxes across detector gaps up to this long

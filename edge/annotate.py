@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from storelens.edge.config import CameraConfig
 from storelens.edge.track import TrackedPerson
 

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+
+from storelens.assets import resolve
 from storelens.edge.analyze import camera_for
 from storelens.edge.config import CameraConfig, DeviceConfig
 from storelens.edge.detect import Detections, Detector
 from storelens.edge.motion import MotionGate
 from storelens.edge.pipeline import CameraPipeline
 from storelens.edge.sources import FrameSource
-
-from storelens.assets import resolve
 
 CHUNK = 25  # frames per turn: about a second of work, short against changes in load
 

@@ -135,9 +135,8 @@ def largest_passing(ok: Callable[[int], bool], upper: int) -> int:
 def run_camera_bench(
     video: str, config: Path | None, *, seconds: float = 8.0, max_cameras: int = 32
 ) -> dict:
-    from storelens.edge.detect import Detector
-
     from storelens.assets import resolve
+    from storelens.edge.detect import Detector
 
     base = load_config(config or DEFAULT_CONFIG)
     video_path = str(resolve(video))

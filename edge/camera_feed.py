@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import numpy as np
+
 from storelens.edge.config import CameraConfig
 
 log = logging.getLogger(__name__)

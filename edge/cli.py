@@ -29,13 +29,13 @@ def analyze(
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from storelens.assets import AssetError
     from storelens.edge.analyze import analyze as run_analysis
     from storelens.edge.analyze import print_summary
     from storelens.edge.config import ConfigError, load_config
     from storelens.edge.detect import DetectorError
     from storelens.edge.sources import SourceError
-
-    from storelens.assets import AssetError
 
     console = Console(stderr=True)
     try:

@@ -27,11 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from storelens.edge.cards.reader import Swipe
-from storelens.edge.config import ReaderConfig
-
 from storelens.contract.commands import OptOutList
 from storelens.contract.events import CardSwipe
+from storelens.edge.cards.reader import Swipe
+from storelens.edge.config import ReaderConfig
 
 log = logging.getLogger(__name__)
 

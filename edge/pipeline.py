@@ -13,6 +13,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
+
+from storelens.contract.events import (
+    LineCrossing,
+    OccupancySnapshot,
+    VisitEnded,
+    VisitStarted,
+    ZoneVisit,
+)
 from storelens.edge.attire import AttireVotes, attire_of
 from storelens.edge.camera_stats import CameraStats
 from storelens.edge.config import CameraConfig, TrackerConfig
@@ -29,14 +37,6 @@ from storelens.edge.scene import (
 )
 from storelens.edge.scene.zones import as_polygon, in_polygon
 from storelens.edge.track import PersonTracker, TrackedPerson
-
-from storelens.contract.events import (
-    LineCrossing,
-    OccupancySnapshot,
-    VisitEnded,
-    VisitStarted,
-    ZoneVisit,
-)
 
 PipelineEvent = VisitStarted | VisitEnded | ZoneVisit | LineCrossing | OccupancySnapshot
 DEFAULT_FPS = 10.0  # when neither the caller nor the config knows the source rate

@@ -26,12 +26,12 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from pydantic import TypeAdapter, ValidationError
-from storelens.edge.config import DeviceConfig, MqttConfig
-from storelens.edge.outbox import Outbox, OutboxRow
 
 from storelens.contract import topics
 from storelens.contract.commands import Command
 from storelens.contract.envelope import MAX_PAYLOAD_BYTES, Envelope, encode_envelope
+from storelens.edge.config import DeviceConfig, MqttConfig
+from storelens.edge.outbox import Outbox, OutboxRow
 
 log = logging.getLogger(__name__)
 KINDS = ("status", "events")  # status first: it is small and says the device is alive

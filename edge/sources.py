@@ -14,9 +14,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from storelens.edge.config import CameraConfig
 
 from storelens.assets import AssetError, resolve
+from storelens.edge.config import CameraConfig
 
 FALLBACK_FPS = 10.0  # containers that report no rate (0 or nonsense)
 

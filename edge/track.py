@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import supervision as sv
+from trackers import ByteTrackTracker, OCSORTTracker
+
 from storelens.edge.config import TrackerConfig
 from storelens.edge.detect import Detections
 from storelens.edge.static_objects import StaticObjects, box_iou
-from trackers import ByteTrackTracker, OCSORTTracker
 
 PENDING_MAX = 100  # sightings kept per track awaiting motion confirmation
 

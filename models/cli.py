@@ -61,6 +61,7 @@ def list_models(manifest: Path | None = MANIFEST_OPTION) -> None:
     """List known models: built-in ones and those in the given manifest."""
     from rich.console import Console
     from rich.table import Table
+
     from storelens.models.lookup import FoundModel, local_file, search_path
     from storelens.models.manifest import ManifestError
 
@@ -121,11 +122,10 @@ def bench_export(
     """FP32 vs INT8 export of one checkpoint: latency, size and box agreement."""
     import json
 
+    from storelens.assets import AssetError, resolve
     from storelens.edge.detect import DetectorError
     from storelens.models.bench import bench_export as run
     from storelens.models.export import ExportError
-
-    from storelens.assets import AssetError, resolve
 
     try:
         result = run(

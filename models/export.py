@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storelens.models.manifest import NAME_PATTERN, Manifest, ModelEntry
-
 from storelens.assets import sha256_of
+from storelens.models.manifest import NAME_PATTERN, Manifest, ModelEntry
 
 MANIFEST_NAME = "manifest.json"
 MAX_STRIDE = 32  # P5 heads; ultralytics rounds other sizes up and the manifest records the real one

@@ -10,9 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from storelens.models.manifest import Manifest, ModelEntry, builtin
-
 from storelens.assets import Asset, AssetError, find_asset, sha256_of
+from storelens.models.manifest import Manifest, ModelEntry, builtin
 
 MANIFEST_ENV = "STORELENS_MODEL_MANIFEST"
 

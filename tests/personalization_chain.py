@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 from storelens.cloud import auth, catalog, members, stores
 from storelens.cloud.store import Database
-
 from storelens.pseudonym import PseudonymKey
 
 KEY = PseudonymKey("k1", bytes.fromhex("ab" * 32))

@@ -26,10 +26,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import Broker, free_port
-from storelens.edge.outbox import Outbox
 
 from storelens.contract import parse_envelope, topics
 from storelens.contract.commands import OptOutList
+from storelens.edge.outbox import Outbox
 from storelens.pseudonym import generate_key_file, load_key
 
 pytestmark = pytest.mark.slow

@@ -13,12 +13,12 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import MOSQUITTO, free_port, wait_port
-from storelens.edge.config import parse_config
-from storelens.edge.outbox import Outbox
-from storelens.edge.publish import Publisher
 
 from storelens.contract import parse_envelope, topics
 from storelens.contract.events import OccupancySnapshot
+from storelens.edge.config import parse_config
+from storelens.edge.outbox import Outbox
+from storelens.edge.publish import Publisher
 
 PASSWORD = "s3cret-box-password"
 

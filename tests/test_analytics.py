@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+
 from storelens.cloud import (
     analytics,
     analytics_seed,
@@ -20,7 +21,6 @@ from storelens.cloud import (
     stores,
 )
 from storelens.cloud.analytics.scope import Scope, ScopeError
-
 from storelens.contract.events import (
     CameraStatus,
     DeviceStatus,

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 from fastapi.testclient import TestClient
+
 from storelens.cloud import analytics_seed, auth, stores
 from storelens.cloud.api.app import create_app
 from storelens.cloud.settings import Settings

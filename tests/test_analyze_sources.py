@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from storelens.edge.config import CameraConfig
 from storelens.edge.sources import FrameSource, SourceError, open_source
 

@@ -7,11 +7,11 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
+
 from storelens.cloud import auth, events, stores
 from storelens.cloud.api.app import create_app
 from storelens.cloud.ingest_bench import envelopes, realistic_events
 from storelens.cloud.settings import Settings
-
 from storelens.contract import topics
 
 

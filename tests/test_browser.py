@@ -66,7 +66,6 @@ def _require_chromium() -> None:
 def _visit_today(db, store: str, token: str, key_id: str) -> None:
     """One finished visit of the member 20 minutes ago, stored the way ingest stores it."""
     from storelens.cloud import events
-
     from storelens.contract.events import VisitEnded, VisitStarted, ZoneVisit
 
     now = datetime.now(UTC)
@@ -87,6 +86,7 @@ def _visit_today(db, store: str, token: str, key_id: str) -> None:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     _require_chromium()
     import uvicorn
+
     from storelens.cloud import auth, coupons, members, offers, seed
     from storelens.cloud.api.app import create_app
     from storelens.cloud.settings import Settings

@@ -10,6 +10,7 @@ import time
 import tty
 
 import pytest
+
 from storelens.edge.cards import build_reader
 from storelens.edge.cards.dedupe import SwipeDeduper
 from storelens.edge.cards.formats import (
@@ -25,7 +26,6 @@ from storelens.edge.cards.reader import Swipe
 from storelens.edge.cards.serial_port import SerialCardReader
 from storelens.edge.cards.tcp import TcpCardReader
 from storelens.edge.config import TcpReader
-
 from storelens.pseudonym import PseudonymKey
 
 KEY = PseudonymKey("k1", b"0123456789abcdef0123456789abcdef")

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
+
 from storelens.cloud import auth, catalog, stores
 from storelens.cloud.api.app import create_app
 from storelens.cloud.settings import Settings

@@ -8,11 +8,11 @@ import shlex
 from pathlib import Path
 
 import yaml
-from storelens.edge.config import load_config, parse_config
-from storelens.edge.config_check import SCHEMA_FILE, missing_files, render_schema
 from typer.testing import CliRunner
 
 from storelens.cli import app
+from storelens.edge.config import load_config, parse_config
+from storelens.edge.config_check import SCHEMA_FILE, missing_files, render_schema
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "firmware_config" / "store-box.example.yaml"

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from personalization_chain import build_chain
+
 from storelens.cloud import checkout, coupons, sales
 from storelens.cloud.coupons import BasketLine, CouponRejected, DiscountTerms
 

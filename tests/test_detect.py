@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
 from storelens.edge.detect import Detector, DetectorError, Layout
 
 SIZE = 64  # model input 64x64: YOLOX/ultralytics grids of 8x8 + 4x4 + 2x2 = 84 anchors

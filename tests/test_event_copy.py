@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
 from storelens.cloud import events as event_store
 from storelens.cloud import stores
 from storelens.cloud.ingest import Incoming, Ingestor
 from storelens.cloud.ingest_bench import envelopes, realistic_event_dicts
-
 from storelens.contract import topics
 
 STORE, DEVICE = "s1", "box-1"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from storelens.cloud import events as event_store
 from storelens.cloud import stores
 from storelens.cloud.event_text import event_texts
 from storelens.cloud.ingest import Incoming, Ingestor
 from storelens.cloud.ingest_bench import envelopes, realistic_event_dicts
-
 from storelens.contract import parse_envelope, topics
 
 STORE, DEVICE = "s1", "box-1"

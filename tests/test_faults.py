@@ -32,14 +32,14 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import free_port, wait_port
+
 from storelens.cloud.events import register_device
 from storelens.cloud.store import Database, connect
+from storelens.contract import topics
+from storelens.contract.events import DeviceStatus, LineCrossing
 from storelens.edge.config import CameraConfig, DeviceConfig, MqttConfig, OutboxConfig
 from storelens.edge.outbox import Outbox
 from storelens.edge.publish import Publisher
-
-from storelens.contract import topics
-from storelens.contract.events import DeviceStatus, LineCrossing
 from storelens.local_broker import LocalBroker
 
 STORE, DEVICE = "store-f", "box-f"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from storelens.cloud.fulfillment import deadlines, router, tasks, workflow
 from storelens.cloud.fulfillment.rules import DEFAULT_CONFIG
 from storelens.cloud.fulfillment.scenario import seed_network
@@ -346,7 +347,6 @@ def test_expired_pickup_is_reoffered_when_configured(net) -> None:  # noqa: ANN0
 
 def test_forget_me_drops_the_customer_from_fulfillment(net) -> None:  # noqa: ANN001
     from storelens.cloud import members, orders
-
     from storelens.pseudonym import PseudonymKey
 
     db = net

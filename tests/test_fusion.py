@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from storelens.contract.commands import OptOutList
 from storelens.edge.cards.reader import Swipe
 from storelens.edge.config import TcpReader
 from storelens.edge.fusion import CardFusion, OptOutRegistry, _centroid
-
-from storelens.contract.commands import OptOutList
 
 TOKEN = "ab" * 32
 OTHER = "cd" * 32

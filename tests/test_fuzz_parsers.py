@@ -10,11 +10,11 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storelens.edge.cards.formats import CardFormatError, encode_wiegand26, parse_card
-from storelens.edge.cards.keyboard_wedge import KEY_DOWN, KEY_UP, KeystrokeDecoder
 
 from storelens.contract import ContractError, encode_envelope, parse_envelope
 from storelens.contract.schema import example_envelope
+from storelens.edge.cards.formats import CardFormatError, encode_wiegand26, parse_card
+from storelens.edge.cards.keyboard_wedge import KEY_DOWN, KEY_UP, KeystrokeDecoder
 from storelens.pseudonym import normalize_card
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

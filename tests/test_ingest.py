@@ -13,12 +13,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from storelens.cloud import events as event_store
 from storelens.cloud import members, stores
 from storelens.cloud.ingest import Incoming, Ingestor, IngestWorker
 from storelens.cloud.ingest_bench import envelopes, realistic_events
 from storelens.cloud.settings import Settings
-
 from storelens.contract import (
     MAX_PAYLOAD_BYTES,
     CameraStatus,

@@ -10,16 +10,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from storelens.cloud import events as event_store
 from storelens.cloud import members, stores
 from storelens.cloud.ingest import IngestWorker, Prepared
 from storelens.cloud.ingest_bench import realistic_events
 from storelens.cloud.settings import Settings
+from storelens.contract.commands import OptOutList
 from storelens.edge.config import parse_config
 from storelens.edge.outbox import Outbox
 from storelens.edge.publish import Publisher
-
-from storelens.contract.commands import OptOutList
 from storelens.embedded_broker import EmbeddedBroker
 from storelens.local_broker import LocalBroker, open_broker
 from storelens.pseudonym import PseudonymKey, generate_key_file

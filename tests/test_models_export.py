@@ -197,6 +197,7 @@ def test_int8_export_is_quantized_and_runs(
     int8_onnx: Path, v11_onnx: Path, frame: np.ndarray
 ) -> None:
     import onnx
+
     from storelens.edge.detect import Detector, Layout
 
     entry = manifest_entry(int8_onnx)

@@ -6,6 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from storelens.assets import KNOWN_ASSETS, SAMPLE_MODEL, sha256_of
+from storelens.cli import app
 from storelens.models.lookup import MANIFEST_ENV, ModelLookupError, find_entry, model_path
 from storelens.models.manifest import (
     BUILTIN_MANIFEST,
@@ -15,10 +19,6 @@ from storelens.models.manifest import (
     ModelEntry,
     builtin,
 )
-from typer.testing import CliRunner
-
-from storelens.assets import KNOWN_ASSETS, SAMPLE_MODEL, sha256_of
-from storelens.cli import app
 
 runner = CliRunner()
 PAYLOAD = b"not really a model, but bytes with a checksum"

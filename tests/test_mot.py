@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from storelens.edge.mot import MotWriter, mot_row
 from storelens.edge.track import TrackedPerson
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from personalization_chain import KEY, build_chain
+
 from storelens.cloud import checkout, coupons, members, offers, sales
 from storelens.cloud.coupons import DiscountTerms
 from storelens.cloud.offers import MemberFacts, OfferError, OfferPolicy, OfferTemplate

@@ -10,9 +10,8 @@ import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
-from storelens.edge.outbox import Outbox
-
 from storelens.contract.events import OccupancySnapshot
+from storelens.edge.outbox import Outbox
 
 TS = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

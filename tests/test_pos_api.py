@@ -10,6 +10,7 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 from personalization_chain import KEY_HEX, build_chain
+
 from storelens.cloud import events, offers
 from storelens.cloud.api.app import create_app
 from storelens.cloud.coupons import DiscountTerms

@@ -16,11 +16,11 @@ import pytest
 import uvicorn
 from conftest import free_port, wait_port
 from personalization_chain import KEY_HEX, build_chain
+
 from storelens.cloud import push
 from storelens.cloud.api.app import create_app
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import connect
-
 from storelens.contract import topics
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
+
 from storelens.cloud.ratelimit import RateLimit, TokenBucket
 
 

@@ -8,6 +8,7 @@ import uuid
 
 import numpy as np
 from personalization_chain import build_chain
+
 from storelens.cloud import events, sales
 from storelens.cloud.recommend import RecommendationService, RecommendSettings, ServingContext
 from storelens.cloud.recommend.model import Catalog, Dwells, Interactions, build_model

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from storelens.cloud.fulfillment import router, tasks
 from storelens.cloud.fulfillment.rules import (
     RoutingConfig,

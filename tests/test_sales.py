@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+
 from storelens.cloud import auth, catalog, sales, stores
 from storelens.cloud.api.app import create_app
 from storelens.cloud.settings import Settings

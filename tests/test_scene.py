@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from storelens.edge.config import FloorConfig, LineConfig, ZoneConfig
 from storelens.edge.scene import (
     CountingLine,

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 import pytest
 from personalization_chain import build_chain
+
 from storelens.cloud import coupons, events, ingest, members, offers, push, scoring
 from storelens.cloud.scoring import ScoringPolicy, Threshold
-
 from storelens.contract import topics
 from storelens.contract.envelope import Envelope, encode_envelope
 from storelens.contract.events import ZoneVisit

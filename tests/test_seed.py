@@ -8,6 +8,7 @@ from datetime import date
 from itertools import combinations
 
 import pytest
+
 from storelens.cloud import auth, seed
 from storelens.cloud.store import connect
 

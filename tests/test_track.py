@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from storelens.edge.config import TrackerConfig
 from storelens.edge.detect import Detections
 from storelens.edge.track import PersonTracker, StaticObjects, confirm_frames

@@ -8,9 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from storelens.edge.config import CameraConfig, TrackerConfig
-from storelens.edge.detect import Detections
-from storelens.edge.pipeline import CameraPipeline
 
 from storelens.contract.events import (
     EVENT_TYPES,
@@ -20,6 +17,9 @@ from storelens.contract.events import (
     VisitStarted,
     ZoneVisit,
 )
+from storelens.edge.config import CameraConfig, TrackerConfig
+from storelens.edge.detect import Detections
+from storelens.edge.pipeline import CameraPipeline
 
 FPS = 10.0
 T0 = datetime(2026, 3, 2, 10, 0, 0, tzinfo=UTC)

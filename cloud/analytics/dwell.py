@@ -11,6 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
+
 from storelens.cloud.analytics.scope import Scope
 from storelens.cloud.analytics.table import Table, change
 from storelens.cloud.store import Database

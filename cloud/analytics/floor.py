@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+
 from storelens.cloud.analytics.scope import Scope
 from storelens.cloud.analytics.table import Table
 from storelens.cloud.store import Database

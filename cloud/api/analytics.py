@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field
+
 from storelens.cloud import analytics
 from storelens.cloud.api.deps import Caller, get_db, require_ops
 from storelens.cloud.store import Database

@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from storelens import __version__
 from storelens.cloud import auth, catalog, members, orders, sales, stores
 from storelens.cloud.api import auth as auth_api
 from storelens.cloud.api import catalog as catalog_api
@@ -25,8 +27,6 @@ from storelens.cloud.api import sales as sales_api
 from storelens.cloud.api import stores as stores_api
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database, connect
-
-from storelens import __version__
 from storelens.pseudonym import PseudonymError
 
 log = logging.getLogger(__name__)

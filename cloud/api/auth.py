@@ -7,6 +7,7 @@ import time
 from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
+
 from storelens.cloud import auth
 from storelens.cloud.api.deps import (
     Caller,
@@ -19,7 +20,6 @@ from storelens.cloud.api.deps import (
 from storelens.cloud.ratelimit import LOGIN_LIMIT
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database
-
 from storelens.contract.events import Identifier
 
 router = APIRouter(prefix="/auth", tags=["auth"])

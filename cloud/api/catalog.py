@@ -7,6 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+
 from storelens.cloud import catalog
 from storelens.cloud.api.deps import Caller, Page, get_db, page, require_ops, require_staff
 from storelens.cloud.api.pagination import Paged, paged

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
+
 from storelens.cloud.api.deps import Caller, get_db, require_ops, require_pos
 from storelens.cloud.fulfillment import router as fulfillment_router
 from storelens.cloud.fulfillment import tasks, workflow

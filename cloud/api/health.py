@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response, status
+
 from storelens.cloud.api.deps import get_db
 from storelens.cloud.store import Database
 from storelens.cloud.store.base import registered_migrations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
+
 from storelens.cloud import members
 from storelens.cloud.api.deps import (
     Caller,
@@ -17,7 +18,6 @@ from storelens.cloud.api.deps import (
 )
 from storelens.cloud.api.pagination import Paged, paged
 from storelens.cloud.store import Database
-
 from storelens.pseudonym import PseudonymKey
 
 router = APIRouter(prefix="/members", tags=["members"])

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, Histogram, generate_latest
+
 from storelens.cloud import ingest
 from storelens.cloud.api.deps import get_db
 from storelens.cloud.store import Database

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field
+
 from storelens.cloud import orders
 from storelens.cloud.api.deps import Caller, Page, get_db, page, require_ops
 from storelens.cloud.api.pagination import Paged, paged

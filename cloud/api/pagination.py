@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel, Field
+
 from storelens.cloud.api.deps import Page
 
 T = TypeVar("T")

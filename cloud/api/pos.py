@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from storelens.cloud import checkout, coupons, members, offers, push, sales, scoring
 from storelens.cloud.api import deps
 from storelens.cloud.api.deps import Caller, get_db, get_settings, require_pos

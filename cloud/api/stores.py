@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
 from pydantic import BaseModel, Field
+
 from storelens.cloud import stores
 from storelens.cloud.api.deps import (
     Caller,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from storelens.cloud.recommend.model import Catalog, Dwells, Interactions
 from storelens.cloud.store import Database
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from storelens.cloud.recommend.model import RecommendationModel
 
 StockCheck = Callable[[list[str]], set[str]]

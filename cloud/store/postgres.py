@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+
 from storelens.cloud.store.base import Database, IntegrityError, Row
 
 _PLACEHOLDER = re.compile(r"\?")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+
 from storelens.cloud.store.base import Database, IntegrityError, Row
 
 

@@ -12,7 +12,6 @@ from storelens.edge.config import (
     TcpReader,
     WedgeReader,
 )
-
 from storelens.pseudonym import PseudonymKey
 
 

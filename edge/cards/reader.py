@@ -17,10 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from storelens.contract.events import ReaderStatus
 from storelens.edge.cards.dedupe import SwipeDeduper
 from storelens.edge.cards.formats import CardFormat, CardFormatError, parse_card
-
-from storelens.contract.events import ReaderStatus
 from storelens.pseudonym import PseudonymError, PseudonymKey
 
 log = logging.getLogger(__name__)

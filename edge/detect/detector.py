@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnxruntime as ort
+
 from storelens.edge.detect.layouts import (
     Layout,
     YoloxGrid,

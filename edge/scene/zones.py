@@ -20,6 +20,7 @@ from enum import Enum
 
 import cv2
 import numpy as np
+
 from storelens.edge.config import ZoneConfig
 
 
