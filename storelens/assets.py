@@ -106,5 +106,5 @@ def resolve(ref: str | Path) -> Path:
     """A config reference: ``asset:models/x.onnx`` goes through the lookup, else a path."""
     s = str(ref)
     if s.startswith(ASSET_PREFIX):
-        return find_asset(s[len(ASSET_PREFIX):])
+        return find_asset(s[len(ASSET_PREFIX) :])
     return Path(s).expanduser()
