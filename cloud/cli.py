@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from storelens import load_bench as _load_bench
+from storelens.bench_report import write_report
 
 app = typer.Typer(no_args_is_help=True)
 bench_app = typer.Typer()
@@ -246,17 +247,11 @@ def bench_ingest(
 ) -> None:
     """Ingest throughput through a private Mosquitto: bare subscriber vs full ingest on
     SQLite and PostgreSQL, in events per second."""
-    import json
-    from pathlib import Path
 
     from storelens.cloud import ingest_bench
 
     result = ingest_bench.run(events=events, per_message=per_message, pg_url=pg, workers=workers)
-    text = json.dumps(result, indent=2)
-    typer.echo(text)
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(text + "\n")
+    write_report(result, json_out)
 
 
 @bench_app.command("routing")
@@ -269,7 +264,6 @@ def bench_routing(
     threads: int = typer.Option(4, min=1, max=64, help="Concurrent routing threads."),
 ) -> None:
     """Fulfillment routing speed (sequential and concurrent) and an oversell check."""
-    import json
     import tempfile
 
     from storelens.cloud.fulfillment.bench import run_bench
@@ -277,9 +271,7 @@ def bench_routing(
     with tempfile.TemporaryDirectory(prefix="storelens-bench-") as tmp:
         url = db or f"sqlite:///{Path(tmp) / 'bench.db'}"
         result = run_bench(url, stores=stores, skus=skus, orders=orders, threads=threads)
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(result, indent=2) + "\n")
-    typer.echo(json.dumps(result))
+    write_report(result, json_out)
 
 
 @bench_app.command("recommend")
@@ -291,16 +283,11 @@ def bench_recommend(
     seed: int = typer.Option(42, help="Seed of the generated chain."),
 ) -> None:
     """Recommender precision@10 and recall@10 vs the best-seller baseline (time split)."""
-    import json
 
     from storelens.cloud import recommend_bench
 
     result = recommend_bench.run(members=members, days=days, test_days=test_days, seed=seed)
-    text = json.dumps(result, indent=2)
-    typer.echo(text)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(text + "\n")
+    write_report(result, json_out)
 
 
 @bench_app.command("api")
@@ -312,16 +299,11 @@ def bench_api(
     workers: int = typer.Option(2, min=1, max=64, help="uvicorn worker processes (one per core)."),
 ) -> None:
     """POS recommendations endpoint latency at a fixed request rate, and /healthz's."""
-    import json
 
     from storelens.cloud import api_bench
 
     result = api_bench.run(rate=rate, seconds=seconds, members=members, workers=workers)
-    text = json.dumps(result, indent=2)
-    typer.echo(text)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(text + "\n")
+    write_report(result, json_out)
 
 
 @bench_app.command("analytics")
@@ -332,13 +314,8 @@ def bench_analytics(
     repeats: int = typer.Option(3, min=1, help="Runs per chart; the median is reported."),
 ) -> None:
     """Time of every ops chart over the seeded period, on SQLite and PostgreSQL."""
-    import json
 
     from storelens.cloud.analytics import bench
 
     result = bench.run(days=days, visitors_per_day=visitors, repeats=repeats)
-    text = json.dumps(result, indent=2)
-    typer.echo(text)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(text + "\n")
+    write_report(result, json_out)

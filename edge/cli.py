@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from storelens.bench_report import write_report
+
 app = typer.Typer(no_args_is_help=True)
 bench_app = typer.Typer()
 
@@ -89,7 +91,6 @@ def bench_edge(
     ),
 ) -> None:
     """Edge speed: decode alone, decode + inference (the bound), and the full pipeline."""
-    import json
 
     from storelens.edge.bench import run_bench
     from storelens.edge.config import ConfigError, load_config
@@ -100,9 +101,7 @@ def bench_edge(
         typer.echo(f"invalid config {exc}", err=True)
         raise typer.Exit(2) from None
     result = run_bench(video, cfg, max_frames=max_frames, rounds=rounds, motion_gate=motion_gate)
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(result, indent=2) + "\n")
-    typer.echo(json.dumps(result))
+    write_report(result, json_out)
 
 
 @app.command("run")
@@ -190,14 +189,11 @@ def bench_cameras(
     max_cameras: int = typer.Option(32, min=1, help="Upper end of the search."),
 ) -> None:
     """Largest number of live 10 fps cameras one box serves in real time, and CPU per camera."""
-    import json
 
     from storelens.edge.camera_bench import run_camera_bench
 
     result = run_camera_bench(video, config, seconds=seconds, max_cameras=max_cameras)
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(result, indent=2) + "\n")
-    typer.echo(json.dumps(result))
+    write_report(result, json_out)
 
 
 @app.command("swipe")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from storelens.bench_report import write_report
+
 app = typer.Typer(no_args_is_help=True)
 bench_app = typer.Typer()
 
@@ -120,7 +122,6 @@ def bench_export(
     json_out: Path | None = typer.Option(None, "--json", help="Write the result here."),
 ) -> None:
     """FP32 vs INT8 export of one checkpoint: latency, size and box agreement."""
-    import json
 
     from storelens.assets import AssetError, resolve
     from storelens.edge.detect import DetectorError
@@ -140,8 +141,4 @@ def bench_export(
     except (ExportError, AssetError, DetectorError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    text = json.dumps(result, indent=2)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(text + "\n")
-    typer.echo(text)
+    write_report(result, json_out)
