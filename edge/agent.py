@@ -129,6 +129,7 @@ class Agent:
                     threads=m.threads,
                     providers=m.providers,
                     person_class=m.person_class,
+                    parallel=m.parallel,
                 )
             except Exception as exc:
                 raise AgentError(f"model: {exc}") from None

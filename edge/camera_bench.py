@@ -133,14 +133,21 @@ def largest_passing(ok: Callable[[int], bool], upper: int) -> int:
 
 
 def run_camera_bench(
-    video: str, config: Path | None, *, seconds: float = 8.0, max_cameras: int = 32
+    video: str,
+    config: Path | None,
+    *,
+    seconds: float = 8.0,
+    max_cameras: int = 32,
+    threads: int | None = None,
+    parallel: int | None = None,
 ) -> dict:
     from storelens.assets import resolve
     from storelens.edge.detect import Detector
 
     base = load_config(config or DEFAULT_CONFIG)
     video_path = str(resolve(video))
-    m = base.model
+    overrides = {k: v for k, v in (("threads", threads), ("parallel", parallel)) if v}
+    m = base.model.model_copy(update=overrides)
     detector = Detector(
         resolve(m.path),
         confidence=m.confidence,
@@ -148,6 +155,7 @@ def run_camera_bench(
         threads=m.threads,
         providers=m.providers,
         person_class=m.person_class,
+        parallel=m.parallel,
     )
     trials: dict[int, dict] = {}
 
@@ -168,6 +176,7 @@ def run_camera_bench(
         "batched": bool(getattr(detector, "dynamic_batch", False)),
         "model": m.path,
         "threads": m.threads,
+        "parallel": m.parallel,
         "cpu_count": os.cpu_count(),
         # Other work on the machine during the bench (1/5/15 min): numbers above are
         # only comparable between runs with similar load.

@@ -187,12 +187,15 @@ def bench_cameras(
     json_out: Path = typer.Option(..., "--json", help="Where to write the result JSON."),
     seconds: float = typer.Option(8.0, min=2, help="Measured seconds per camera count."),
     max_cameras: int = typer.Option(32, min=1, help="Upper end of the search."),
+    threads: int | None = typer.Option(None, min=1, help="Override model.threads."),
+    parallel: int | None = typer.Option(None, min=1, help="Override model.parallel."),
 ) -> None:
     """Largest number of live 10 fps cameras one box serves in real time, and CPU per camera."""
-
     from storelens.edge.camera_bench import run_camera_bench
 
-    result = run_camera_bench(video, config, seconds=seconds, max_cameras=max_cameras)
+    result = run_camera_bench(
+        video, config, seconds=seconds, max_cameras=max_cameras, threads=threads, parallel=parallel
+    )
     write_report(result, json_out)
 
 

@@ -45,6 +45,13 @@ class ModelConfig(_Strict):
     confidence: float = Field(0.35, gt=0, lt=1)
     nms_iou: float = Field(0.45, gt=0, lt=1)
     threads: int = Field(2, ge=1, le=64, description="ONNX Runtime intra-op threads.")
+    parallel: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Frames inferred side by side (one ORT run per thread) when the model has "
+        "a fixed batch size; on a multi-camera box use threads: 1 and parallel: <cores>.",
+    )
     providers: list[str] | None = Field(None, description="Default: best installed, CPU last.")
     person_class: int | None = Field(None, description="Default: read from model metadata.")
 

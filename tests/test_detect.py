@@ -183,3 +183,19 @@ def test_grey_frames_are_refused_clearly(tmp_path: Path) -> None:
     det = load(constant_model(tmp_path / "yolox.onnx", yolox_output()))
     with pytest.raises(ValueError, match="BGR frame"):
         det.detect(np.zeros((64, 128), np.uint8))
+
+
+def test_parallel_runs_match_sequential_runs_on_a_fixed_batch_model(sample_model) -> None:
+    import cv2
+
+    from storelens.assets import SAMPLE_VIDEO, find_asset
+
+    cap = cv2.VideoCapture(str(find_asset(SAMPLE_VIDEO)))
+    frames = [cap.read()[1] for _ in range(4)]
+    cap.release()
+    one = Detector(sample_model, confidence=0.3, nms_iou=0.45, threads=1)
+    two = Detector(sample_model, confidence=0.3, nms_iou=0.45, threads=1, parallel=2)
+    assert not two.dynamic_batch
+    for a, b in zip(one.detect_many(frames), two.detect_many(frames), strict=True):
+        assert len(a) == len(b) > 0
+        assert np.allclose(a.xyxy, b.xyxy, atol=1e-3)

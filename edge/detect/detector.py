@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,8 +121,14 @@ class Detector:
         threads: int,
         providers: Sequence[str] | None = None,
         person_class: int | None = None,
+        parallel: int = 1,
     ) -> None:
         self.path = Path(path)
+        # Frames of a fixed-batch model inferred at once, one ORT run per thread (ORT runs
+        # are thread-safe and release the GIL). On small CPUs two single-thread runs side by
+        # side beat one two-thread run: intra-op parallelism of a nano model scales poorly.
+        self.parallel = max(1, parallel)
+        self._pool: ThreadPoolExecutor | None = None
         self.confidence = confidence
         self.nms_iou = nms_iou
         if not self.path.is_file():
@@ -239,9 +246,16 @@ class Detector:
         return self._decode(out[0], box, frame)
 
     def detect_many(self, frames: Sequence[np.ndarray]) -> list[Detections]:
-        """One batched inference when the model's batch dimension is dynamic, else a loop."""
-        if not self.dynamic_batch or len(frames) < 2:
+        """One batched inference when the model's batch dimension is dynamic, else one run per
+        frame, ``parallel`` of them at a time."""
+        if len(frames) < 2:
             return [self.detect(f) for f in frames]
+        if not self.dynamic_batch:
+            if self.parallel == 1:
+                return [self.detect(f) for f in frames]
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="detect")
+            return list(self._pool.map(self.detect, frames))
         prepared = [self._prepare(f) for f in frames]
         batch = np.concatenate([blob for blob, _ in prepared])
         out = self.session.run(None, {self._input_name: batch})[0]
