@@ -35,3 +35,25 @@ def test_batched_insert_ignores_duplicates_and_transactions_roll_back(db) -> Non
         {"id": "b"},
         {"id": "c"},
     ]
+
+
+def test_after_commit_waits_for_the_outermost_commit_and_is_dropped_on_rollback(db) -> None:
+    db.execute("CREATE TABLE note (id TEXT PRIMARY KEY)")
+    seen: list[int] = []
+
+    def count() -> None:
+        seen.append(db.scalar("SELECT count(*) FROM note"))
+
+    with db.transaction():
+        db.execute("INSERT INTO note (id) VALUES ('a')")
+        with db.transaction():
+            db.after_commit(count)
+        assert seen == []
+    assert seen == [1]
+    with pytest.raises(RuntimeError), db.transaction():
+        db.execute("INSERT INTO note (id) VALUES ('b')")
+        db.after_commit(count)
+        raise RuntimeError("abort")
+    assert seen == [1]
+    db.after_commit(count)  # no transaction open: runs at once
+    assert seen == [1, 1]

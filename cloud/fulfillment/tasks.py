@@ -178,13 +178,20 @@ def journey(db: Database, order_id: str) -> dict[str, Any] | None:
 
 
 def publish(db: Database, task_ids: Iterable[str], *, event: str) -> None:
-    """Push task cards to their stores' POS devices. Called after commit; a failed push only
-    logs, because the POS lists its tasks on (re)connect and the state is already durable."""
+    """Push task cards to their stores' POS devices once the surrounding transaction (for
+    example an order webhook's) commits; a failed push only logs, because the POS lists its
+    tasks on (re)connect and the state is already durable."""
+    ids = list(dict.fromkeys(task_ids))
+    if ids:
+        db.after_commit(lambda: _push_cards(db, ids, event))
+
+
+def _push_cards(db: Database, task_ids: list[str], event: str) -> None:
     try:
         from storelens.cloud import push
     except ImportError:  # the push channel is optional for CLI scenarios and tests
         return
-    for task_id in dict.fromkeys(task_ids):
+    for task_id in task_ids:
         card = get_task(db, task_id)
         if card is None:
             continue

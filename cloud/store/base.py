@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 Row = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class IntegrityError(Exception):
@@ -128,11 +130,30 @@ class Database(ABC):
                 self._local.depth = depth
             return
         self._local.depth = 1
+        self._local.after_commit = []
         try:
             with self._transaction(self.conn):
                 yield self
+        except BaseException:
+            self._local.after_commit = []  # rolled back: what it announced never happened
+            raise
         finally:
             self._local.depth = 0
+        callbacks, self._local.after_commit = self._local.after_commit, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # the data is committed; a failed notification only logs
+                log.exception("after-commit callback failed")
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the outermost transaction of this thread commits (at once
+        when none is open); dropped if it rolls back. For pushes and other announcements
+        that must never get ahead of the data they announce."""
+        if getattr(self._local, "depth", 0):
+            self._local.after_commit.append(callback)
+        else:
+            callback()
 
     def migrate(self) -> list[Migration]:
         """Apply every registered migration not yet applied; returns those applied."""
