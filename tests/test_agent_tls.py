@@ -12,7 +12,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import MOSQUITTO, free_port, wait_port
+from conftest import MOSQUITTO, free_port, make_test_ca, wait_port
 
 from storelens.contract import parse_envelope, topics
 from storelens.contract.events import OccupancySnapshot
@@ -23,57 +23,9 @@ from storelens.edge.publish import Publisher
 PASSWORD = "s3cret-box-password"
 
 
-def openssl(cwd: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=cwd)
-
-
 @pytest.fixture
 def tls_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl(
-        tmp_path,
-        "req",
-        "-x509",
-        *ec,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test CA",
-    )
-    openssl(
-        tmp_path,
-        "req",
-        *ec,
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    )
-    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl(
-        tmp_path,
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    )
+    make_test_ca(tmp_path)
     subprocess.run(
         ["mosquitto_passwd", "-b", "-c", str(tmp_path / "passwd"), "box-1", PASSWORD],
         check=True,

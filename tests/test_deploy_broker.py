@@ -20,7 +20,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import MOSQUITTO, REPO, free_port, wait_port
+from conftest import MOSQUITTO, REPO, free_port, make_test_ca, wait_port
 from paho.mqtt.reasoncodes import ReasonCode
 
 from storelens.contract import topics
@@ -68,59 +68,6 @@ def deploy_config(root: Path, port: int, tls_port: int | None) -> Path:
         tls = tls.replace("listener 8883", f"listener {tls_port} 127.0.0.1")
         (root / "conf.d" / "tls.conf").write_text(tls)
     return conf
-
-
-def make_test_ca(certs: Path) -> None:
-    """A throwaway CA and a server certificate for 127.0.0.1, made with the openssl CLI."""
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=certs)
-
-    run(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=storelens test CA",
-    )
-    run(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    )
-    (certs / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    run(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    )
 
 
 def start(root: Path, conf: Path, ports: list[int]) -> subprocess.Popen:
