@@ -284,23 +284,31 @@ def record(db: Database, *, task_id: str | None, order_id: str, now: float, acto
     )  # fmt: skip
 
 
+def _close_manual_entry(
+    db: Database, entry_id: int, *, actor: str, resolution: str, now: float
+) -> dict:
+    """Mark an open manual-queue entry resolved and return it; LookupError when none is open."""
+    entry = db.query_one(
+        "SELECT * FROM fulfillment_manual_queue WHERE id = ? AND resolved_at IS NULL",
+        (entry_id,),
+    )
+    if entry is None:
+        raise LookupError(f"no open manual-queue entry {entry_id}")
+    db.execute(
+        "UPDATE fulfillment_manual_queue SET resolved_at = ?, resolved_by = ?, resolution = ?"
+        " WHERE id = ?",
+        (now, actor, resolution, entry_id),
+    )
+    return entry
+
+
 def retry_manual(db: Database, entry_id: int, *, actor: str,
                  config: RoutingConfig = DEFAULT_CONFIG,
                  now: float | None = None) -> RoutingOutcome:  # fmt: skip
     """Ops asks for another routing attempt (stock arrived, a store got capacity back)."""
     now = time.time() if now is None else now
     with db.transaction():
-        entry = db.query_one(
-            "SELECT * FROM fulfillment_manual_queue WHERE id = ? AND resolved_at IS NULL",
-            (entry_id,),
-        )
-        if entry is None:
-            raise LookupError(f"no open manual-queue entry {entry_id}")
-        db.execute(
-            "UPDATE fulfillment_manual_queue SET resolved_at = ?, resolved_by = ?, resolution = ?"
-            " WHERE id = ?",
-            (now, actor, "retried", entry_id),
-        )
+        entry = _close_manual_entry(db, entry_id, actor=actor, resolution="retried", now=now)
         outcome = route_lines(db, entry["order_id"], json.loads(entry["lines"]), config=config,
                               now=now, actor=actor,
                               cause=f"retry of manual-queue entry {entry_id}")  # fmt: skip
@@ -314,17 +322,7 @@ def dismiss_manual(db: Database, entry_id: int, *, actor: str, resolution: str,
     """Ops settled an entry outside the system (refund, special order)."""
     now = time.time() if now is None else now
     with db.transaction():
-        entry = db.query_one(
-            "SELECT order_id FROM fulfillment_manual_queue WHERE id = ? AND resolved_at IS NULL",
-            (entry_id,),
-        )
-        if entry is None:
-            raise LookupError(f"no open manual-queue entry {entry_id}")
-        db.execute(
-            "UPDATE fulfillment_manual_queue SET resolved_at = ?, resolved_by = ?, resolution = ?"
-            " WHERE id = ?",
-            (now, actor, resolution, entry_id),
-        )
+        entry = _close_manual_entry(db, entry_id, actor=actor, resolution=resolution, now=now)
         record(db, task_id=None, order_id=entry["order_id"], now=now, actor=actor,
                action="manual_resolved", from_state=None, to_state=None,
                reason=resolution, detail={"manual_queue_id": entry_id})  # fmt: skip
