@@ -6,15 +6,17 @@ no generic top-level name (`models`!) collides with other distributions. pyproje
 `packages.find` cannot express that mapping for sub-packages, hence this file.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 MAPPED = {"edge": "storelens.edge", "cloud": "storelens.cloud", "models": "storelens.models"}
 
-packages = find_packages(include=["storelens", "storelens.*"])
+packages = find_namespace_packages(include=["storelens", "storelens.*"], exclude=["*__pycache__*"])
 package_dir = {"storelens": "storelens"}
 for folder, name in MAPPED.items():
     package_dir[name] = folder
     packages.append(name)
-    packages += [f"{name}.{sub}" for sub in find_packages(folder)]
+    # Namespace discovery so data-only folders (web templates, static files) ship too.
+    subs = find_namespace_packages(folder, exclude=["*__pycache__*"])
+    packages += [f"{name}.{sub}" for sub in subs]
 
 setup(packages=packages, package_dir=package_dir)
