@@ -6,10 +6,11 @@ device's availability, and `open_broker`'s choice."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from storelens.cloud import events as event_store
 from storelens.cloud import members, stores
@@ -26,15 +27,6 @@ from storelens.pseudonym import PseudonymKey, generate_key_file
 
 STORE, DEVICE = "s1", "d1"
 KEY = PseudonymKey("k1", b"k" * 32)
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture
