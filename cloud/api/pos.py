@@ -364,7 +364,11 @@ async def recommendations(
     )  # fmt: skip
 
 
-def _facts(db: Database, member: dict[str, Any], affinity: dict[str, float]) -> offers.MemberFacts:
+def _facts(
+    db: Database, member: dict[str, Any], store: str, recommender: RecommendationService
+) -> offers.MemberFacts:
+    """What offer eligibility looks at; today's dwell only for members who allow tracking."""
+    affinity = recommender.today_dwell(member["token"], store) if member["tracking"] else {}
     return offers.MemberFacts(
         member["id"], member["marketing"], member["tier"], scoring.score(db, member["id"]),
         affinity,
@@ -386,8 +390,7 @@ def member_offers(
 ) -> OffersOut:
     store = _store(caller, store, db)
     member = _member(db, member_id)
-    affinity = recommender.today_dwell(member["token"], store) if member["tracking"] else {}
-    proposals = offers.propose(db, _facts(db, member, affinity), store, policy=policy)
+    proposals = offers.propose(db, _facts(db, member, store, recommender), store, policy=policy)
     return OffersOut(
         member_id=member_id, store=store,
         offers=[OfferOut(**p.__dict__) for p in proposals],
@@ -416,10 +419,9 @@ def offer_shown(
 ) -> CouponOut:
     store = _store(caller, store, db)
     member = _member(db, member_id)
-    affinity = recommender.today_dwell(member["token"], store) if member["tracking"] else {}
     try:
         coupon = offers.mark_shown(
-            db, _facts(db, member, affinity), template_id, store, policy=policy
+            db, _facts(db, member, store, recommender), template_id, store, policy=policy
         )
     except offers.OfferError as exc:
         raise _offer_error(exc) from None
