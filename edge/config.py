@@ -228,6 +228,18 @@ class OutboxConfig(_Strict):
     batch_max_events: int = Field(200, ge=1, le=1000)
     batch_interval_s: float = Field(1.0, gt=0)
     inflight_max: int = Field(20, ge=1)
+    confirm: Literal["cloud", "broker"] = Field(
+        "cloud",
+        description="When events leave the outbox: on the cloud's receipt that they are stored "
+        "(`cloud`, the default: survives a broker that loses its queues) or on the broker's "
+        "PUBACK (`broker`: for a broker whose consumer sends no receipts).",
+    )
+    ack_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="With confirm=cloud, a batch not confirmed within this time is sent again "
+        "(doubling while nothing is confirmed, up to 20x).",
+    )
 
 
 class DeviceConfig(_Strict):

@@ -54,7 +54,7 @@ def password_line(username: str, password: str) -> str:
 
 
 def device_acl(store: str, device: str) -> str:
-    """ACL block: publish only its own events/status/availability, read only its own cmd."""
+    """ACL block: publish only its own events/status/availability, read only its own cmd and ack."""
     return (
         "\n".join(
             [
@@ -63,6 +63,7 @@ def device_acl(store: str, device: str) -> str:
                 f"topic write {topics.status(store, device)}",
                 f"topic write {topics.availability(store, device)}",
                 f"topic read {topics.cmd(store, device)}",
+                f"topic read {topics.ack(store, device)}",
             ]
         )
         + "\n"

@@ -1,11 +1,19 @@
-"""Messages the cloud sends to devices on ``storelens/v1/{store}/{device}/cmd``.
+"""Messages the cloud sends to devices.
 
-The opt-out list is published retained, so a device that (re)connects gets the current list
-at once and never links a card swipe of a member who opted out of in-store tracking.
+``storelens/v1/{store}/{device}/cmd``: the opt-out list, published retained, so a device that
+(re)connects gets the current list at once and never links a card swipe of a member who opted
+out of in-store tracking.
+
+``storelens/v1/{store}/{device}/ack``: an `Ack` names envelopes (by ``batch_id``) whose events
+the cloud has durably stored (or dead-lettered with their raw bytes). A device keeps events in
+its outbox until such a receipt arrives, not merely until the broker's PUBACK: a broker that
+restarts without its queues, or an ingest worker that dies holding messages, then costs a
+resend (absorbed by event-ID de-duplication), never an event.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,4 +29,13 @@ class OptOutList(BaseModel):
     tokens: list[Token] = Field(default_factory=list)
 
 
-Command = Annotated[OptOutList, Field(discriminator="type")]
+class Ack(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: Literal["ack"] = "ack"
+    batch_ids: list[uuid.UUID] = Field(
+        max_length=10_000, description="Envelopes whose events are stored (or dead-lettered)."
+    )
+
+
+Command = Annotated[OptOutList | Ack, Field(discriminator="type")]

@@ -3,7 +3,8 @@
 storelens/v1/{store}/{device}/events        batches of events (QoS 1)
 storelens/v1/{store}/{device}/status        periodic device status (QoS 1)
 storelens/v1/{store}/{device}/availability  retained "online"/"offline" (last will)
-storelens/v1/{store}/{device}/cmd           commands to the device
+storelens/v1/{store}/{device}/cmd           commands to the device (retained opt-out list)
+storelens/v1/{store}/{device}/ack           the cloud's receipts: batches durably stored
 storelens/v1/{store}/pos/{kind}             pushes to the store's POS devices
 """
 
@@ -35,6 +36,10 @@ def availability(store: str, device: str) -> str:
 
 def cmd(store: str, device: str) -> str:
     return f"{ROOT}/{store}/{device}/cmd"
+
+
+def ack(store: str, device: str) -> str:
+    return f"{ROOT}/{store}/{device}/ack"
 
 
 def pos(store: str, kind: str) -> str:
