@@ -1,15 +1,15 @@
-"""Store-and-forward: events wait in a local SQLite file until the broker acknowledged them.
+"""Store-and-forward: events wait in a local SQLite file until their delivery is confirmed.
 
 Row states::
 
-    pending --take()--> in flight (MQTT message id) --ack(mid)--> deleted
-       ^                      |
-       +---- restart ---------+   (the MQTT session died with the process: resend)
+    pending --take()/mark_sent(batch)--> sent (batch id) --confirm(batch)--> deleted
+       ^                                    |
+       +---- requeue: no receipt in time, or a restart (the MQTT session died) ----+
 
-While the process lives, in-flight messages belong to the MQTT client's session, which
-retransmits them with the same message id after a reconnect (paho does this for QoS 1), so
-the PUBACK still finds its rows; re-queueing them on every disconnect as well would send each
-one twice. At start-up the previous session is gone, so everything in flight is pending again.
+What confirms a batch is the publisher's choice (``outbox.confirm``): the cloud's receipt
+that the events are durably stored (default), or the broker's PUBACK. A row that is sent
+again goes out in a new envelope with a new batch id; its event ID does not change, so the
+cloud stores it once.
 
 The outbox is bounded by bytes and by age. When a bound is hit the oldest rows are dropped
 and counted in ``lost``, which is persisted and reported in the device status.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +37,20 @@ CREATE TABLE IF NOT EXISTS outbox (
     created REAL    NOT NULL,
     size    INTEGER NOT NULL,
     body    BLOB    NOT NULL,
-    mid     INTEGER
+    batch   TEXT
 );
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (kind, seq) WHERE mid IS NULL;
-CREATE INDEX IF NOT EXISTS outbox_mid ON outbox (mid) WHERE mid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (kind, seq) WHERE batch IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_batch ON outbox (batch) WHERE batch IS NOT NULL;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+# Outbox files written before receipts existed tracked the MQTT message id (``mid``); what
+# was in flight is resent at start anyway, so the column is simply replaced.
+_FROM_MID = """
+DROP INDEX IF EXISTS outbox_pending;
+DROP INDEX IF EXISTS outbox_mid;
+ALTER TABLE outbox DROP COLUMN mid;
+ALTER TABLE outbox ADD COLUMN batch TEXT;
 """
 
 
@@ -74,9 +83,12 @@ class Outbox:
         # NORMAL in WAL mode survives a process crash (SIGKILL); only a power cut may lose the
         # last transactions, which is the trade-off for not fsyncing on every frame's events.
         self._db.execute("PRAGMA synchronous=NORMAL")
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
+        if "mid" in columns:
+            self._db.executescript(_FROM_MID)
         self._db.executescript(_SCHEMA)
         with self._lock:
-            self._db.execute("UPDATE outbox SET mid = NULL WHERE mid IS NOT NULL")
+            self._db.execute("UPDATE outbox SET batch = NULL WHERE batch IS NOT NULL")
             row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
             self._depth, self._bytes = int(row[0]), int(row[1])
             self._next_seq = max(self._meta("next_seq"), self._max_seq() + 1, 1)
@@ -141,7 +153,7 @@ class Outbox:
         """The oldest pending rows of one kind, at most ``max_events`` and ``max_bytes``."""
         with self._lock:
             cur = self._db.execute(
-                "SELECT seq, kind, size, body FROM outbox WHERE mid IS NULL AND kind = ? "
+                "SELECT seq, kind, size, body FROM outbox WHERE batch IS NULL AND kind = ? "
                 "ORDER BY seq LIMIT ?",
                 (kind, max_events),
             )
@@ -154,26 +166,43 @@ class Outbox:
                 used += size
             return out
 
-    def mark_in_flight(self, seqs: Sequence[int], mid: int) -> None:
+    def mark_sent(self, seqs: Sequence[int], batch: str) -> None:
+        """Rows ``seqs`` left in envelope ``batch``; they stay until it is confirmed."""
         with self._lock:
             self._db.executemany(
-                "UPDATE outbox SET mid = ? WHERE seq = ?", [(mid, s) for s in seqs]
+                "UPDATE outbox SET batch = ? WHERE seq = ?", [(batch, s) for s in seqs]
             )
 
-    def ack(self, mid: int) -> int:
-        """The broker acknowledged message ``mid``: its rows are delivered. Returns the count."""
+    def confirm(self, batches: Iterable[str]) -> int:
+        """Envelopes ``batches`` were delivered: delete their rows. Returns the count.
+
+        An unknown batch (already confirmed, or requeued and sent again under a new id)
+        deletes nothing."""
         with self._lock:
-            sizes = self._db.execute(
-                "DELETE FROM outbox WHERE mid = ? RETURNING size", (mid,)
-            ).fetchall()
-            self._depth -= len(sizes)
-            self._bytes -= sum(r[0] for r in sizes)
-            return len(sizes)
+            deleted = 0
+            for batch in batches:
+                sizes = self._db.execute(
+                    "DELETE FROM outbox WHERE batch = ? RETURNING size", (batch,)
+                ).fetchall()
+                self._depth -= len(sizes)
+                self._bytes -= sum(r[0] for r in sizes)
+                deleted += len(sizes)
+            return deleted
+
+    def requeue(self, batches: Iterable[str]) -> int:
+        """Rows of unconfirmed envelopes ``batches`` become pending, to be sent again."""
+        with self._lock:
+            return sum(
+                self._db.execute("UPDATE outbox SET batch = NULL WHERE batch = ?", (b,)).rowcount
+                for b in batches
+            )
 
     def requeue_in_flight(self) -> int:
-        """Everything in flight becomes pending again (a new MQTT session)."""
+        """Everything sent but unconfirmed becomes pending again (a new MQTT session)."""
         with self._lock:
-            return self._db.execute("UPDATE outbox SET mid = NULL WHERE mid IS NOT NULL").rowcount
+            return self._db.execute(
+                "UPDATE outbox SET batch = NULL WHERE batch IS NOT NULL"
+            ).rowcount
 
     # -- numbers for the status message --------------------------------------------------
     @property
@@ -191,10 +220,10 @@ class Outbox:
     def pending(self, kind: str | None = None) -> int:
         with self._lock:
             if kind is None:
-                q = self._db.execute("SELECT COUNT(*) FROM outbox WHERE mid IS NULL")
+                q = self._db.execute("SELECT COUNT(*) FROM outbox WHERE batch IS NULL")
             else:
                 q = self._db.execute(
-                    "SELECT COUNT(*) FROM outbox WHERE mid IS NULL AND kind = ?", (kind,)
+                    "SELECT COUNT(*) FROM outbox WHERE batch IS NULL AND kind = ?", (kind,)
                 )
             return int(q.fetchone()[0])
 

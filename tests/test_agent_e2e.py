@@ -28,7 +28,7 @@ import pytest
 from conftest import Broker, free_port
 
 from storelens.contract import parse_envelope, topics
-from storelens.contract.commands import OptOutList
+from storelens.contract.commands import Ack, OptOutList
 from storelens.edge.outbox import Outbox
 from storelens.pseudonym import generate_key_file, load_key
 
@@ -61,9 +61,11 @@ def clip(tmp_path_factory: pytest.TempPathFactory, sample_video: Path) -> Path:
 
 @dataclass
 class Collector:
-    """A persistent-session QoS 1 subscriber to everything under storelens/v1/."""
+    """A persistent-session QoS 1 subscriber to everything under storelens/v1/, playing the
+    cloud: it records each envelope, then sends the device its receipt (`Ack`)."""
 
     port: int
+    receipts: bool = True
     messages: list[tuple[str, bytes]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     subscribed: threading.Event = field(default_factory=threading.Event)
@@ -82,6 +84,12 @@ class Collector:
     def _on_message(self, client, userdata, msg) -> None:
         with self.lock:
             self.messages.append((msg.topic, msg.payload))
+        where = topics.parse(msg.topic)
+        if self.receipts and where and where.kind in ("events", "status"):
+            batch = parse_envelope(msg.payload).batch_id
+            client.publish(
+                topics.ack(where.store, where.device), Ack(batch_ids=[batch]).model_dump_json(), 1
+            )
 
     def start(self) -> None:
         self.client.connect_async("127.0.0.1", self.port)
@@ -316,8 +324,8 @@ def test_privacy_nothing_identifying_leaves_the_device(outage_run: OutageRun) ->
         if topic.endswith("availability"):
             assert payload in (topics.ONLINE, topics.OFFLINE)
             continue
-        if topic.endswith("/cmd"):
-            continue  # the test's own malformed command
+        if topic.endswith(("/cmd", "/ack")):
+            continue  # the test's own malformed command and receipts
         for key, value in _keys(json.loads(payload)):
             assert key.lower() not in FORBIDDEN_KEYS, (topic, key)
             if key == "visit_id" and value is not None:

@@ -59,7 +59,12 @@ def device(tmp_path: Path, port: int, **mqtt_extra) -> dict:
             **mqtt_extra,
         },
         "cameras": [{"id": "c", "source": "0"}],
-        "outbox": {"path": str(tmp_path / f"outbox-{len(mqtt_extra)}.db"), "batch_interval_s": 0.1},
+        # No cloud here to send receipts: the broker's PUBACK confirms delivery.
+        "outbox": {
+            "path": str(tmp_path / f"outbox-{len(mqtt_extra)}.db"),
+            "batch_interval_s": 0.1,
+            "confirm": "broker",
+        },
     }
 
 
