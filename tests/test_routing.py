@@ -367,3 +367,42 @@ def test_documented_example_rules_load() -> None:
     example = Path(__file__).resolve().parent.parent / "docs" / "fulfillment-rules.example.yaml"
     cfg = load_config(example)
     assert cfg.rules[-1].filters.stores == ["paris-rivoli", "lyon-part-dieu"]
+
+
+def test_concurrent_routing_never_exceeds_a_stores_daily_capacity(db_url: str) -> None:
+    """Threads (each with its own connection) race for a store's last task slots: the
+    capacity is claimed behind the store's row lock, so exactly ``capacity`` tasks exist."""
+    import threading
+
+    from storelens.cloud.store import connect
+
+    db = connect(db_url)
+    try:
+        seed_network(
+            db,
+            stores=[{"id": "solo", "name": "Solo", "lat": 48.86, "lon": 2.35,
+                     "fulfillment_capacity": 3, "acceptance_deadline_min": 60}],
+            stock={"solo": {"A": (1000, 0, "A1")}},
+            products=[{"sku": "A", "name": "A", "category": "c", "price": 1.0}],
+        )  # fmt: skip
+        errors: list[str] = []
+
+        def worker(t: int) -> None:
+            try:
+                for i in range(5):
+                    order = router.OrderToRoute(f"o{t}-{i}", {"A": 1}, destination=PARIS)
+                    router.submit_order(db, order)
+            except Exception as exc:  # reported below, not swallowed
+                errors.append(repr(exc))
+
+        pool = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        assert errors == []
+        assert db.scalar("SELECT count(*) FROM fulfillment_tasks WHERE store_id = 'solo'") == 3
+        assert db.scalar("SELECT count(*) FROM fulfillment_manual_queue") == 17
+        assert db.scalar("SELECT reserved FROM inventory WHERE store = 'solo'") == 3
+    finally:
+        db.close()

@@ -107,6 +107,35 @@ def load_candidates(
     return out
 
 
+def claim_capacity(db: Database, store_id: str, now: float) -> bool:
+    """True when the store still has a free task slot today, holding the store's row lock
+    until the caller's transaction ends, so two routers cannot both take its last slot.
+
+    The candidates' ``capacity_left`` was read without a lock (read committed on PostgreSQL);
+    the decision is checked again here, behind the lock, before a task is created. SQLite
+    needs no row lock: its write transactions (BEGIN IMMEDIATE) already run one at a time."""
+    lock = " FOR UPDATE" if db.dialect == "postgres" else ""
+    row = db.query_one(
+        f"SELECT timezone, fulfillment_capacity FROM stores WHERE id = ?{lock}", (store_id,)
+    )
+    if row is None:
+        return False
+    limit = int(row["fulfillment_capacity"])
+    cut = db.scalar(
+        "SELECT capacity FROM fulfillment_capacity_cuts WHERE store_id = ? AND day = ?",
+        (store_id, local_day(row["timezone"], now)),
+    )
+    if cut is not None:
+        limit = min(limit, int(cut))
+    states = sorted(OPEN_STATES)
+    taken = db.scalar(
+        f"SELECT count(*) FROM fulfillment_tasks WHERE store_id = ? AND state IN"
+        f" ({_in_list(states)})",
+        (store_id, *states),
+    )
+    return int(taken or 0) < limit
+
+
 def reserve(db: Database, store_id: str, lines: Mapping[str, int]) -> bool:
     """Reserve every line at the store or none: False when stock moved under our feet."""
     now = time.time()

@@ -163,8 +163,9 @@ def route_lines(
 ) -> RoutingOutcome:
     """Place ``lines`` of a registered order; runs inside the caller's transaction.
 
-    Reserves stock with conditional updates; when stock moved since the decision, gives back
-    what it reserved and decides again on fresh numbers.
+    Claims each chosen store's capacity slot under its row lock and reserves stock with
+    conditional updates; when capacity or stock moved since the decision, gives back what it
+    reserved and decides again on fresh numbers.
     """
     order = db.query_one("SELECT * FROM fulfillment_orders WHERE order_id = ?", (order_id,))
     if order is None:
@@ -205,7 +206,10 @@ def route_lines(
                 return _to_manual_queue(db, order_id, lines, decision, now=now, actor=actor,
                                         cause=cause)  # fmt: skip
             reserved: list[tuple[str, dict[str, int]]] = []
+            # In store-ID order, so concurrent routers take the row locks without deadlock.
             for alloc in sorted(decision.allocations, key=lambda a: a.store_id):
+                if not network.claim_capacity(db, alloc.store_id, now):
+                    break
                 if not network.reserve(db, alloc.store_id, alloc.lines):
                     break
                 reserved.append((alloc.store_id, alloc.lines))
@@ -215,8 +219,9 @@ def route_lines(
             for store_id, taken in reserved:
                 network.release(db, store_id, taken)
         decision = RoutingDecision(rule=None)
+        moved = f"{cause}; stock or capacity kept changing while reserving"
         return _to_manual_queue(db, order_id, lines, decision, now=now, actor=actor,
-                                cause=f"{cause}; stock kept changing while reserving")  # fmt: skip
+                                cause=moved)  # fmt: skip
 
 
 def _create_tasks(db: Database, order_id: str, kind: TaskKind, decision: RoutingDecision, *,
