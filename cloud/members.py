@@ -65,6 +65,8 @@ Tier = Literal["standard", "silver", "gold", "platinum"]
 # Other domains (coupons, recommendations, fulfillment) register here to delete their own
 # rows about a member during forget-me: called inside the same transaction.
 on_member_forgotten: list[Callable[[Database, str, str], None]] = []
+# Called with (db, member_id) inside the enrollment's transaction (scoring awards points).
+on_member_enrolled: list[Callable[[Database, str], None]] = []
 
 
 class MemberError(ValueError):
@@ -146,6 +148,8 @@ def enroll(db: Database, key: PseudonymKey, enrollment: Enrollment) -> dict[str,
             if enrollment.account_id:
                 _link(db, member_id, enrollment.account_id, now)
             _bump_consent(db)
+            for hook in on_member_enrolled:
+                hook(db, member_id)
     except IntegrityError:
         raise MemberError("this card is already enrolled") from None
     return get_member(db, member_id)  # type: ignore[return-value]

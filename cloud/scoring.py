@@ -332,6 +332,10 @@ def _on_order_created(db: Database, order_id: str) -> None:
         award(db, row["member_id"], "online_order", at=row["created_at"])
 
 
+def _on_enrolled(db: Database, member_id: str) -> None:
+    award(db, member_id, "enrolled")
+
+
 def forget_member(db: Database, member_id: str, _token: str) -> None:
     db.execute("DELETE FROM member_scores WHERE member_id = ?", (member_id,))
     db.execute("DELETE FROM score_actions WHERE member_id = ?", (member_id,))
@@ -344,3 +348,4 @@ def _ingest_hook(db: Database, rows: list[dict[str, Any]]) -> None:
 ingest.on_events_stored.append(_ingest_hook)
 orders.on_order_created.append(_on_order_created)
 members.on_member_forgotten.append(forget_member)
+members.on_member_enrolled.append(_on_enrolled)

@@ -37,8 +37,15 @@ def pushed(monkeypatch) -> list[push.PushMessage]:
     return seen
 
 
+def _zero_scores(db) -> None:
+    """Start from no engagement: enrollment's own points would shift every expected total
+    (they are tested in test_enrollment_awards_its_points_once)."""
+    db.execute("DELETE FROM member_scores")
+
+
 def test_decay_and_running_totals(db) -> None:
     chain = build_chain(db, with_tokens=False)
+    _zero_scores(db)
     ann = chain.member("ann")["id"]
     policy = ScoringPolicy(half_life_days=30.0)
     t = time.time()
@@ -54,6 +61,7 @@ def test_decay_and_running_totals(db) -> None:
 
 def test_concurrent_awards_lose_nothing(db) -> None:
     chain = build_chain(db, with_tokens=False)
+    _zero_scores(db)
     cid = chain.member("cid")["id"]
     t = time.time()
     barrier = threading.Barrier(4)
@@ -88,6 +96,7 @@ def _ingest(db, *evts: ZoneVisit) -> None:
 
 def test_ingest_hook_scores_once_and_alerts_the_store_pos(db, pushed) -> None:
     chain = build_chain(db, with_tokens=False)
+    _zero_scores(db)
     events.register_device(db, "paris", "edge-1")
     ann, bob = chain.member("ann"), chain.member("bob")
     now = time.time()
@@ -149,3 +158,14 @@ def test_forget_me_deletes_scores(db) -> None:
     scoring.award(db, ann, "online_order")
     members.forget(db, ann)
     assert db.scalar("SELECT count(*) FROM member_scores WHERE member_id = ?", (ann,)) == 0
+
+
+def test_enrollment_awards_its_points_once(db) -> None:
+    from storelens.pseudonym import PseudonymKey
+
+    key = PseudonymKey("k1", b"\x01" * 32)
+    member = members.enroll(db, key, members.Enrollment(card_number="6012000011112222"))
+    assert scoring.score(db, member["id"]) == pytest.approx(scoring.policy().points["enrolled"])
+    with pytest.raises(members.MemberError):  # the same card again: no second award
+        members.enroll(db, key, members.Enrollment(card_number="6012000011112222"))
+    assert scoring.score(db, member["id"]) == pytest.approx(scoring.policy().points["enrolled"])
