@@ -24,6 +24,9 @@ def analyze(
     annotated: Path | None = typer.Option(None, help="Write an annotated video (.mp4)."),
     max_frames: int | None = typer.Option(None, min=1, help="Stop after this many frames."),
     fps: float | None = typer.Option(None, min=0.001, help="Override the container's fps."),
+    detect_every: int | None = typer.Option(
+        None, min=1, help="Override the camera's detect_every (detector on every k-th frame)."
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="Write the summary as JSON."),
 ) -> None:
     """Run the vision pipeline offline on a video and print a summary."""
@@ -69,6 +72,7 @@ def analyze(
                 annotated=annotated,
                 max_frames=max_frames,
                 fps=fps,
+                detect_every=detect_every,
                 progress=show,
             )
         except (AssetError, DetectorError, SourceError, ValueError, OSError) as exc:
@@ -111,7 +115,12 @@ def run(
     max_frames: int | None = typer.Option(
         None, min=1, help="Stop each camera after this many frames (tests and demos)."
     ),
-    drain_s: float = typer.Option(10.0, min=0, help="On stop, wait this long for PUBACKs."),
+    drain_s: float = typer.Option(
+        10.0,
+        min=0,
+        help="On stop, wait this long for the outbox to be confirmed (cloud receipts, or "
+        "PUBACKs with outbox.confirm=broker).",
+    ),
     log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Run the store device agent: cameras, card readers, outbox, MQTT."""
@@ -189,12 +198,26 @@ def bench_cameras(
     max_cameras: int = typer.Option(32, min=1, help="Upper end of the search."),
     threads: int | None = typer.Option(None, min=1, help="Override model.threads."),
     parallel: int | None = typer.Option(None, min=1, help="Override model.parallel."),
+    detect_every: int | None = typer.Option(
+        None,
+        min=1,
+        max=10,
+        help="Override the camera's detect_every: the detector runs on every k-th frame of "
+        "each camera (staggered); every frame is still decoded, tracked and counted. "
+        "Default: the config's value (1 = every frame).",
+    ),
 ) -> None:
     """Largest number of live 10 fps cameras one box serves in real time, and CPU per camera."""
     from storelens.edge.camera_bench import run_camera_bench
 
     result = run_camera_bench(
-        video, config, seconds=seconds, max_cameras=max_cameras, threads=threads, parallel=parallel
+        video,
+        config,
+        seconds=seconds,
+        max_cameras=max_cameras,
+        threads=threads,
+        parallel=parallel,
+        detect_every=detect_every,
     )
     write_report(result, json_out)
 
