@@ -4,9 +4,10 @@ Threads: one per camera feed (decode), one per card reader, paho's network threa
 publisher's sender; everything that touches tracking state runs on the one inference loop
 (the caller's thread), so pipelines need no locks and sequence numbers are handed out in
 order. Each loop turn takes the newest frame of every camera that has one, detects people in
-all of them with one batched call when the model has a dynamic batch (else one call per
-frame, round-robin), runs each camera's pipeline, links pending card swipes, and stores the
-turn's events in the outbox in one transaction.
+those on their camera's detection stride (``detect_every``, staggered across cameras) with one
+batched call when the model has a dynamic batch (else one call per frame, ``model.parallel``
+side by side), runs each camera's pipeline on every frame, links pending card swipes, and
+stores the turn's events in the outbox in one transaction.
 
 Failures stay local: a camera that fails is reopened with back-off, a reader is retried, an
 exception in one camera's pipeline is logged and that frame skipped. SIGTERM (or SIGINT)
@@ -65,6 +66,7 @@ class Agent:
         self._detector = detector
         self._on_frame = on_frame  # benches measure frame lag here
         self._gates: dict = {}
+        self._strides: dict = {}
         self._last_detections: dict = {}
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -93,6 +95,7 @@ class Agent:
         self.publisher = None
         self.frames = 0
         self.detect_calls = 0
+        self.detected_frames = 0  # frames that went through the detector (stride, gate)
         self.unstored = 0  # events the outbox could not write (disk errors)
         self.detect_s = 0.0  # wall time in detection and in the pipelines (benches)
         self.process_s = 0.0
@@ -133,10 +136,13 @@ class Agent:
                 )
             except Exception as exc:
                 raise AgentError(f"model: {exc}") from None
+        from storelens.edge.detect.stride import DetectStride
         from storelens.edge.pipeline import CameraPipeline
 
         attire = bool(self.config.privacy and self.config.privacy.attire)
-        for cam in self.config.cameras:
+        for index, cam in enumerate(self.config.cameras):
+            # Phase = camera index: cameras with a stride take turns at the detector.
+            self._strides[cam.id] = DetectStride(cam.detect_every, phase=index)
             self.pipelines[cam.id] = CameraPipeline(
                 cam,
                 self.config.tracker,
@@ -230,13 +236,18 @@ class Agent:
         batch = [(feed, item) for feed in self.feeds if (item := feed.take()) is not None]
         if not batch:
             return None
-        # Motion-gated cameras whose view did not change reuse their last detections.
+        # Frames off a camera's detection stride get none (the tracker predicts); on the
+        # stride, motion-gated cameras whose view did not change reuse their last detections.
+        due = {i for i, (feed, _) in enumerate(batch) if self._strides[feed.camera.id].due()}
         todo = [
             i
             for i, (feed, (frame, ts)) in enumerate(batch)
-            if (gate := self._gates.get(feed.camera.id)) is None
-            or gate.needs_detection(frame, ts.timestamp())
-            or feed.camera.id not in self._last_detections
+            if i in due
+            and (
+                (gate := self._gates.get(feed.camera.id)) is None
+                or gate.needs_detection(frame, ts.timestamp())
+                or feed.camera.id not in self._last_detections
+            )
         ]
         if todo:
             t0 = time.perf_counter()
@@ -249,15 +260,16 @@ class Agent:
             self.detect_s += spent
             per_frame_ms = spent * 1000 / len(todo)
             self.detect_calls += 1
+            self.detected_frames += len(todo)
             for i, dets in zip(todo, found, strict=True):
                 cam_id = batch[i][0].camera.id
                 self._last_detections[cam_id] = dets
                 self.pipelines[cam_id].stats.note_inference(per_frame_ms)
         events: list = []
         t1 = time.perf_counter()
-        for feed, (frame, ts) in batch:
+        for i, (feed, (frame, ts)) in enumerate(batch):
             pipe = self.pipelines[feed.camera.id]
-            dets = self._last_detections[feed.camera.id]
+            dets = self._last_detections.get(feed.camera.id) if i in due else None
             if feed.dropped > pipe.stats.dropped_frames:
                 pipe.stats.note_dropped(feed.dropped - pipe.stats.dropped_frames)
             try:

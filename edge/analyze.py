@@ -15,6 +15,7 @@ from storelens.contract.events import LineCrossing, VisitStarted, ZoneVisit
 from storelens.edge.annotate import VideoAnnotator
 from storelens.edge.config import CameraConfig, DeviceConfig
 from storelens.edge.detect import Detections, Detector
+from storelens.edge.detect.stride import DetectStride
 from storelens.edge.mot import MotWriter
 from storelens.edge.motion import MotionGate
 from storelens.edge.pipeline import CameraPipeline, PipelineEvent
@@ -65,6 +66,7 @@ class AnalysisSummary:
     def as_dict(self, camera: CameraConfig) -> dict:
         return {
             "frames": self.frames,
+            "detect_every": camera.detect_every,
             "effective_fps": round(self.effective_fps, 2),
             "visits": self.visits,
             "events": self.events,
@@ -106,9 +108,12 @@ def analyze(
     annotated: Path | None = None,
     max_frames: int | None = None,
     fps: float | None = None,
+    detect_every: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[AnalysisSummary, CameraConfig]:
     camera = camera_for(config, video, camera_id=camera_id, fps=fps)
+    if detect_every is not None:
+        camera = CameraConfig.model_validate({**camera.model_dump(), "detect_every": detect_every})
     m = config.model
     detector = Detector(
         resolve(m.path),
@@ -139,6 +144,7 @@ def analyze(
         VideoAnnotator(annotated, source.target_fps or source.fps, camera) if annotated else None
     )
     gate = MotionGate() if camera.motion_gate else None
+    stride = DetectStride(camera.detect_every)
     detections = Detections.empty()
     frame_of: dict[float, int] = {}  # frame time (ms) -> MOT frame number, recent frames
     last_ts = None
@@ -148,11 +154,12 @@ def analyze(
             for frame, ts in source:
                 if max_frames is not None and summary.frames >= max_frames:
                     break
-                if gate is None or gate.needs_detection(frame, ts.timestamp()):
+                due = stride.due()
+                if due and (gate is None or gate.needs_detection(frame, ts.timestamp())):
                     t0 = time.perf_counter()
                     detections = detector.detect(frame)
                     pipeline.stats.note_inference((time.perf_counter() - t0) * 1000)
-                events = pipeline.process(frame, ts, detections)
+                events = pipeline.process(frame, ts, detections if due else None)
                 summary.frames += 1
                 last_ts = ts
                 _record(events, summary, events_file)

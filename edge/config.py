@@ -125,6 +125,14 @@ class CameraConfig(_Strict):
     loop: bool = Field(False, description="Replay a file source forever (demos, benches).")
     realtime: bool = Field(False, description="Pace a file source at its frame rate.")
     motion_gate: bool = Field(False, description="Skip detection on frames with no motion.")
+    detect_every: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description="Run the detector on every k-th frame (1: every frame); frames in between "
+        "are still tracked (people move on at their recent velocity) and counted in zones and "
+        "lines. Cameras are staggered so detections spread evenly over the loop.",
+    )
     zones: list[ZoneConfig] = Field(default_factory=list)
     lines: list[LineConfig] = Field(default_factory=list)
     floor: FloorConfig | None = None

@@ -102,7 +102,9 @@ class CameraPipeline:
         # Unknown rate (live camera, no fps in config): measured from the first two frames.
         self._fps_known = bool(fps or camera.source_fps or camera.fps)
         self.tracker_config = tracker
-        self.tracker = PersonTracker(tracker, self.fps)
+        # With a detection stride the tracker only sees every k-th frame: its rate is fps / k.
+        self.detect_every = camera.detect_every
+        self.tracker = PersonTracker(tracker, self.fps / self.detect_every)
         self.zones = [Zone(z) for z in camera.zones]
         self.lines = [CountingLine(ln) for ln in camera.lines]
         self.floor = FloorPlan(camera.floor) if camera.floor else None
@@ -163,9 +165,14 @@ class CameraPipeline:
     # -- frames ---------------------------------------------------------------------------
 
     def process(
-        self, frame_bgr: np.ndarray | None, ts: datetime, detections: Detections
+        self, frame_bgr: np.ndarray | None, ts: datetime, detections: Detections | None
     ) -> list[PipelineEvent]:
-        """One frame: update tracks and scene state, return the events it produced."""
+        """One frame: update tracks and scene state, return the events it produced.
+
+        ``detections`` None: the detector skipped this frame (detection stride); the tracker
+        predicts where the people of its last update are now, and zones, lines and visits
+        run on those positions as on any frame.
+        """
         if ts.tzinfo is None:
             raise ValueError("frame timestamps must be timezone-aware (UTC)")
         self.stats.note_frame()
@@ -174,15 +181,19 @@ class CameraPipeline:
             self._t0 = t
         elif not self._fps_known:
             self._measure_fps(t)
-        tracked = self.tracker.update(detections, t - self._t0)
-        self.last_tracked = tracked
         t0 = self._t0
-        shown = {p.track_id for p in tracked}
-        self.confirmed_late = [
-            (datetime.fromtimestamp(t0 + rel, UTC), p)
-            for rel, p in self.tracker.confirmed_late
-            if p.track_id in shown  # withheld now (on a static object): not a person yet
-        ]
+        if detections is None:
+            tracked = self.tracker.predict(t - t0)
+            self.confirmed_late = []
+        else:
+            tracked = self.tracker.update(detections, t - t0)
+            shown = {p.track_id for p in tracked}
+            self.confirmed_late = [
+                (datetime.fromtimestamp(t0 + rel, UTC), p)
+                for rel, p in self.tracker.confirmed_late
+                if p.track_id in shown  # withheld now (on a static object): not a person yet
+            ]
+        self.last_tracked = tracked
         late: dict[int, list[tuple[datetime, TrackedPerson]]] = {}
         for when, person in self.confirmed_late:
             late.setdefault(person.track_id, []).append((when, person))
@@ -227,7 +238,7 @@ class CameraPipeline:
         dt = t - (self._t0 or t)
         if dt > 0 and 1.0 <= 1.0 / dt <= 120.0 and abs(1.0 / dt / self.fps - 1) > 0.2:
             self.fps = 1.0 / dt
-            self.tracker = PersonTracker(self.tracker_config, self.fps)
+            self.tracker = PersonTracker(self.tracker_config, self.fps / self.detect_every)
             self.tracker.update(Detections.empty(), 0.0)
 
     def _observe(

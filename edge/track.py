@@ -20,6 +20,10 @@ from storelens.edge.detect import Detections
 from storelens.edge.static_objects import StaticObjects, box_iou
 
 PENDING_MAX = 100  # sightings kept per track awaiting motion confirmation
+# Between detections (detection stride) people move on at their recent velocity for at most
+# this long; a velocity is only measured across detection gaps up to VELOCITY_GAP_S.
+PREDICT_MAX_S = 1.0
+VELOCITY_GAP_S = 1.0
 
 # `trackers` counts its lost buffer in frames at 30 fps and converts with the real rate.
 _TRACKERS_REFERENCE_FPS = 30.0
@@ -89,6 +93,10 @@ class PersonTracker:
         )
         self._born: set[int] = set()
         self._updates = 0
+        # For predict(): people output by the last update, their last box and velocity.
+        self._last_people: list[TrackedPerson] = []
+        self._seen_at: dict[int, tuple[float, np.ndarray]] = {}
+        self._velocity: dict[int, np.ndarray] = {}  # px/s of the box centre
 
     def update(self, detections: Detections, t: float) -> list[TrackedPerson]:
         """Feed one frame's detections at time ``t`` (seconds, non-decreasing)."""
@@ -131,6 +139,7 @@ class PersonTracker:
             self._tentative.append((t, out.xyxy[unnumbered], conf[unnumbered]))
         else:
             self._tentative.append((t, np.empty((0, 4)), np.empty((0,))))
+        self._note_motion(people, t)
         self._updates += 1
         if self._updates % 256 == 0:  # forget tracks the library dropped (bounded memory)
             kept = self._library_ids()
@@ -139,8 +148,44 @@ class PersonTracker:
             self._moved &= kept
             self._born &= kept
             self._shown = {k: v for k, v in self._shown.items() if k in kept}
+            self._seen_at = {k: v for k, v in self._seen_at.items() if k in kept}
+            self._velocity = {k: v for k, v in self._velocity.items() if k in kept}
             self.static.forget_old(t)
         return people
+
+    def _note_motion(self, people: list[TrackedPerson], t: float) -> None:
+        """Velocity of each person output now, smoothed over updates (detector box jitter)."""
+        self._last_people = people
+        for person in people:
+            centre = (person.xyxy[:2] + person.xyxy[2:]) / 2
+            prev = self._seen_at.get(person.track_id)
+            self._seen_at[person.track_id] = (t, centre)
+            if prev is None or not 0 < t - prev[0] <= VELOCITY_GAP_S:
+                self._velocity.pop(person.track_id, None)
+                continue
+            measured = (centre - prev[1]) / (t - prev[0])
+            old = self._velocity.get(person.track_id)
+            self._velocity[person.track_id] = measured if old is None else (old + measured) / 2
+
+    def predict(self, t: float) -> list[TrackedPerson]:
+        """The people of the last update, moved on to time ``t`` without a detection.
+
+        For frames the detector skips (``camera.detect_every``): the library's state is left
+        alone (an update without detections would count as a miss and age tracks out), and
+        each person's box is shifted by its recent velocity, for at most ``PREDICT_MAX_S``.
+        """
+        if self._last_t is None:
+            return []
+        dt = min(max(t - self._last_t, 0.0), PREDICT_MAX_S)
+        moved = []
+        for person in self._last_people:
+            v = self._velocity.get(person.track_id)
+            if v is None or dt == 0:
+                moved.append(person)
+                continue
+            shift = np.concatenate((v, v)).astype(np.float32) * dt
+            moved.append(TrackedPerson(person.track_id, person.xyxy + shift, person.confidence))
+        return moved
 
     def _trace_back(self, person: TrackedPerson, min_iou: float = 0.3) -> None:
         """Link a newly numbered track to its unnumbered boxes of the previous frames."""
@@ -208,4 +253,7 @@ class PersonTracker:
         self.confirmed_late = []
         self._moved.clear()
         self._shown.clear()
+        self._last_people = []
+        self._seen_at.clear()
+        self._velocity.clear()
         self.static = StaticObjects()
