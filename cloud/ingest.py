@@ -1,19 +1,30 @@
 """The ingest worker: MQTT batches in, validated and de-duplicated events out to storage.
 
 Flow per message: topic -> envelope (contract) -> registered device? -> consent filter ->
-rows. Many messages are written in one transaction, and each message is acknowledged to the
-broker (QoS 1, manual acks) only after that transaction commits, so a crash loses nothing
-and a redelivery is absorbed by the event-ID primary key. Any bad input becomes a dead letter
-with a reason; nothing a device sends can stop the worker.
+rows. Many messages are written in one transaction; only after that transaction commits does
+the worker send receipts and acknowledge the messages to the broker (QoS 1, manual acks).
+Any bad input becomes a dead letter with a reason; nothing a device sends can stop the worker.
+
+Receipts: after each commit the worker publishes one `Ack` per (store, device) on
+``storelens/v1/{store}/{device}/ack`` naming the ``batch_id`` of every envelope of that
+device in the batch (events and status topics) that is now durable: stored, all duplicates
+(a resend), or dead-lettered with its raw bytes (an unregistered device's messages included:
+they are dead letters too). The device keeps events in its outbox until then. The (store,
+device) is always the topic's, since broker ACLs let a device publish only under its own. A
+dead letter whose envelope did not parse is acked with a ``batch_id`` found in the raw bytes;
+without one (or when the raw bytes had to be truncated) no receipt can be sent, and the
+device resends with back-off until its outbox gives up on the batch.
 
 Workers join one shared subscription (``$share/<group>/...``): the broker hands each message to
 one member of the group, so workers scale horizontally without duplicates.
 
-Sessions are persistent so that nothing acknowledged-but-unwritten can exist: a worker that
-stops with messages in flight gets them again when it reconnects with the same client ID.
-Mosquitto also keeps queueing a share of new messages to a stopped member's session, so each
-worker needs a stable ID (default: the host name; set ``--client-id`` when a host runs
-several) and a supervisor that restarts it; the lag gauge shows a worker that stays away.
+Sessions are clean by default (MQTT v5 clean start, session expiry 0): when a worker dies,
+the broker drops its session at once and the whole stream goes to the other members of the
+group. Messages the dead worker held unacknowledged are lost with the session, but none of
+them was receipted, so devices resend them. A deployment whose devices do not wait for
+receipts can set ``mqtt_session_expiry_s`` > 0 for persistent sessions instead (stable client
+ID per worker, a supervisor that restarts it; Mosquitto keeps queueing a share of new
+messages to a stopped member's session meanwhile).
 """
 
 from __future__ import annotations
@@ -21,9 +32,11 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +60,7 @@ from storelens.contract import (
     parse_envelope,
     topics,
 )
-from storelens.contract.commands import OptOutList
+from storelens.contract.commands import Ack, OptOutList
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +82,12 @@ REGISTRY_TTL_S = 5.0
 _TS = event_store.EVENT_COLUMNS.index("ts")
 _MEMBER = event_store.EVENT_COLUMNS.index("member")
 RECEIVE_MAXIMUM = 250  # unacknowledged messages in flight to one worker (bounds memory)
+RECEIPT_KINDS = ("events", "status")  # the topics devices publish envelopes on
+MAX_ACK_IDS = 10_000  # `Ack.batch_ids` max_length
+_BATCH_ID = re.compile(rb'"batch_id"\s*:\s*"([0-9A-Fa-f-]{32,36})"')
+RECEIPTS = Counter("storelens_ingest_receipts_total", "Ack messages published to devices.")
+
+Receipts = dict[tuple[str, str], list[uuid.UUID]]  # (store, device) from the topic -> batch IDs
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,7 @@ class BatchResult:
     duplicates: int = 0
     dead: dict[str, int] = field(default_factory=dict)
     statuses: int = 0
+    receipts: Receipts = field(default_factory=dict)  # to publish once committed
 
 
 @dataclass
@@ -104,8 +124,32 @@ class Prepared:
     availability: list[tuple[str, str, bool]] = field(default_factory=list)
     seen: dict[tuple[str, str], float] = field(default_factory=dict)
     newest_sent: float = 0.0
+    receipts: Receipts = field(default_factory=dict)
     copied: bool = False  # the rows are in the transaction already (streamed by COPY)
     nested: bool = False  # written inside the caller's transaction: it runs the hooks
+
+
+def raw_batch_id(raw: bytes) -> uuid.UUID | None:
+    """Best effort for a dead letter whose envelope did not validate: the one ``batch_id``
+    in the raw bytes (None when there is none, or more than one)."""
+    if len(raw) > event_store.MAX_DEAD_LETTER_BYTES:
+        return None  # stored truncated: not durable as sent, so no receipt
+    found = _BATCH_ID.findall(raw)
+    if len(found) != 1:
+        return None
+    try:
+        return uuid.UUID(found[0].decode("ascii"))
+    except ValueError:
+        return None
+
+
+def receipt_target(topic: str) -> tuple[str, str] | None:
+    """The (store, device) a message on ``topic`` is receipted to; None for topics that do
+    not carry envelopes."""
+    where = topics.parse(topic)
+    if where is None or where.kind not in RECEIPT_KINDS:
+        return None
+    return where.store, where.device
 
 
 def parse_fast(raw: bytes) -> Envelope:
@@ -142,6 +186,7 @@ class Ingestor:
         self._opted_out: frozenset[str] = frozenset()
         self._forgotten: frozenset[str] = frozenset()
         self.consent_changed: list[Callable[[], None]] = []
+        self._batch_id: uuid.UUID | None = None
 
     # -- caches ----------------------------------------------------------------------------
     def refresh_consent(self) -> None:
@@ -221,17 +266,22 @@ class Ingestor:
         """Parse with the caches as they are, handing each message's rows to ``sink`` too."""
         prepared = Prepared(batch=batch, received_at=time.time())
         for msg in batch:
+            self._batch_id = None  # set by _prepare_one once the envelope is valid
             try:
                 rows = self._prepare_one(msg, prepared)
                 if rows and sink is not None:
                     sink(rows)
             except ContractError as exc:
                 prepared.dead.append((msg.topic, exc.reason, exc.detail, msg.payload))
+                self._batch_id = self._batch_id or raw_batch_id(msg.payload)
             except Exception as exc:  # a bug must not stop ingest: keep the bytes for replay
                 log.exception("unexpected error on %s", msg.topic)
                 prepared.dead.append(
                     (msg.topic, "internal_error", f"{type(exc).__name__}: {exc}", msg.payload)
                 )
+                self._batch_id = self._batch_id or raw_batch_id(msg.payload)
+            if self._batch_id is not None and (target := receipt_target(msg.topic)):
+                prepared.receipts.setdefault(target, []).append(self._batch_id)
         return prepared
 
     def _prepare_one(self, msg: Incoming, out: Prepared) -> list[tuple]:
@@ -246,6 +296,7 @@ class Ingestor:
                 out.availability.append((where.store, where.device, msg.payload == topics.ONLINE))
             return []
         envelope = parse_fast(msg.payload)
+        self._batch_id = envelope.batch_id
         if (envelope.store, envelope.device) != (where.store, where.device):
             raise ContractError(
                 "topic_mismatch", f"envelope {envelope.store}/{envelope.device} on {msg.topic}"
@@ -297,6 +348,7 @@ class Ingestor:
             stored=stored,
             duplicates=len(p.rows) - stored,
             statuses=sum(len(v) for v in p.statuses.values()),
+            receipts=p.receipts,
         )
         for _, reason, _, _ in p.dead:
             result.dead[reason] = result.dead.get(reason, 0) + 1
@@ -333,9 +385,10 @@ class IngestWorker:
     """An MQTT subscriber feeding an `Ingestor` from a writer thread.
 
     paho's network thread only enqueues messages; the writer drains up to
-    ``settings.ingest_batch_messages`` (or waits ``ingest_batch_seconds``), commits, then acks.
-    The MQTT v5 session is persistent (fixed client ID, session expiry) so unacknowledged
-    messages are redelivered after a crash or reconnect; paho reconnects with back-off.
+    ``settings.ingest_batch_messages`` (or waits ``ingest_batch_seconds``), commits, then
+    publishes the devices' receipts and acknowledges the messages to the broker. Sessions are
+    clean unless ``mqtt_session_expiry_s`` asks for persistent ones; paho reconnects with
+    back-off.
     """
 
     def __init__(
@@ -372,9 +425,8 @@ class IngestWorker:
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            # 3.1.1: a persistent session, so queued QoS 1 messages wait for this worker
-            # (v5 asks for the same with clean_start and a session expiry in `start`).
-            clean_session=None if v5 else False,
+            # v5 sets clean_start and the session expiry in `start`.
+            clean_session=None if v5 else self._clean_session,
             manual_ack=True,
         )
         if s.mqtt_user:
@@ -396,6 +448,10 @@ class IngestWorker:
                 client.message_callback_add(topic_filter, self._on_message)
             client.on_message = self._on_unsubscribed
         return client
+
+    @property
+    def _clean_session(self) -> bool:
+        return self.settings.mqtt_session_expiry_s == 0
 
     def _topic_filters(self) -> list[str]:
         filters = [topics.EVENTS_ALL]
@@ -469,7 +525,7 @@ class IngestWorker:
             self.settings.mqtt_host,
             self.settings.mqtt_port,
             keepalive=30,
-            clean_start=False,
+            clean_start=self._clean_session,
             properties=props,
         )
         self.client.loop_start()
@@ -533,6 +589,7 @@ class IngestWorker:
             if result is None:
                 return  # stopped during a database outage: the broker redelivers the batch
             done, batch = batch, []
+            self._send_receipts(result.receipts)
             for msg in done:
                 # After a reconnect the broker resends what was unacknowledged and may reuse
                 # packet IDs: acknowledging an old delivery could confirm a newer, unwritten
@@ -540,6 +597,17 @@ class IngestWorker:
                 if msg.qos > 0 and msg.connection == self._connection:
                     self.client.ack(msg.mid, msg.qos)
             self._add(result)
+
+    def _send_receipts(self, receipts: Receipts) -> None:
+        """Tell each device which of its envelopes are durable (after the commit). Not
+        retained: a receipt matters only to the device session that is waiting for it; one
+        lost in a disconnect makes the device resend, and de-duplication absorbs that."""
+        for (store, device), ids in receipts.items():
+            unique = list(dict.fromkeys(ids))  # a resend within the batch: named once
+            for i in range(0, len(unique), MAX_ACK_IDS):
+                payload = Ack(batch_ids=unique[i : i + MAX_ACK_IDS]).model_dump_json()
+                self.client.publish(topics.ack(store, device), payload, qos=1, retain=False)
+                RECEIPTS.inc()
 
     def _process_streaming(self, batch: list[Incoming]) -> BatchResult | None:
         """On PostgreSQL, parse and store in one pass (`Ingestor.process` streams rows while

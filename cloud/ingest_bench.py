@@ -278,7 +278,15 @@ def _ingest_worker(port: int, group: str, client_id: str, db: Any) -> Any:
     from storelens.cloud.ingest import IngestWorker
     from storelens.cloud.settings import Settings
 
-    settings = Settings(db_url="unused", mqtt_host="127.0.0.1", mqtt_port=port, share_group=group)
+    # Persistent sessions: the bench queues for each worker while it is offline. Receipts
+    # are published as in production (nobody subscribes to them here).
+    settings = Settings(
+        db_url="unused",
+        mqtt_host="127.0.0.1",
+        mqtt_port=port,
+        share_group=group,
+        mqtt_session_expiry_s=SESSION_EXPIRY_S,
+    )
     return IngestWorker(settings, db, client_id=client_id, subscribe_status=False)
 
 

@@ -40,10 +40,13 @@ class Settings(BaseModel):
     )
     share_group: str = Field(topics.DEFAULT_SHARE_GROUP, pattern=r"^[A-Za-z0-9_-]+$")
     mqtt_session_expiry_s: int = Field(
-        24 * 3600,
+        0,
         ge=0,
-        description="How long the broker keeps a stopped worker's session (its unacknowledged "
-        "and queued messages). Mosquitto keeps assigning a share of new messages to it.",
+        description="0 (default): clean sessions; a dead worker's share of the subscription "
+        "moves to the others at once and devices resend what it held (they wait for the "
+        "cloud's receipts). >0: a persistent session kept that long for a stopped worker (its "
+        "unacknowledged and queued messages; Mosquitto keeps assigning it a share of new "
+        "ones), for devices that do not wait for receipts.",
     )
     ingest_in_process: bool = Field(False, description="Run an ingest worker inside the API.")
     ingest_batch_messages: int = Field(50, ge=1, le=10_000, description="Messages per commit.")

@@ -236,7 +236,10 @@ def test_two_workers_share_the_subscription_exactly_once(chain, broker, publishe
 
 
 def test_ack_only_after_commit_so_a_failed_worker_loses_nothing(chain, broker, publisher) -> None:
-    settings = settings_for(broker)
+    # Persistent sessions (for devices that do not wait for receipts): the broker keeps what
+    # the worker never acknowledged. With the default clean sessions the devices resend it
+    # instead (tests/test_ingest_receipts.py).
+    settings = settings_for(broker, mqtt_session_expiry_s=60)
     failing = IngestWorker(settings, chain, client_id="crashy")
 
     attempts: list[int] = []

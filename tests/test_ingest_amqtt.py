@@ -1,7 +1,7 @@
 """Ingest and the edge publisher over the embedded amqtt broker (MQTT 3.1.1), as the demo runs
-them when Mosquitto is not installed: events stored exactly once, acknowledged only after
-their commit, queued for the worker while it is away, the retained opt-out list and the
-device's availability, and `open_broker`'s choice."""
+them when Mosquitto is not installed: events stored exactly once, acknowledged and receipted
+only after their commit, kept on the device while the worker is away, the retained opt-out
+list and the device's availability, and `open_broker`'s choice."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def chain(db):
     return db
 
 
-def worker_for(broker: EmbeddedBroker, db, client_id: str = "amqtt-ingest") -> IngestWorker:
+def worker_for(
+    broker: EmbeddedBroker, db, client_id: str = "amqtt-ingest", **kw: object
+) -> IngestWorker:
     settings = Settings(
         db_url="unused",
         mqtt_host=broker.host,
@@ -50,6 +52,7 @@ def worker_for(broker: EmbeddedBroker, db, client_id: str = "amqtt-ingest") -> I
         mqtt_protocol=broker.protocol,
         ingest_batch_seconds=0.02,
         ingest_batch_messages=5,
+        **kw,
     )
     return IngestWorker(settings, db, client_id=client_id)
 
@@ -78,7 +81,9 @@ class AckAudit:
         worker.client.ack = audited_ack  # type: ignore[method-assign]
 
 
-def edge_publisher(tmp_path: Path, broker: EmbeddedBroker, got: list) -> Publisher:
+def edge_publisher(
+    tmp_path: Path, broker: EmbeddedBroker, got: list, ack_timeout_s: float = 30.0
+) -> Publisher:
     key = tmp_path / "k.key"
     generate_key_file(key)
     cfg = parse_config({
@@ -87,7 +92,7 @@ def edge_publisher(tmp_path: Path, broker: EmbeddedBroker, got: list) -> Publish
         "mqtt": {"host": broker.host, "port": broker.port},
         "privacy": {"key_id": "k1", "key_file": str(key)},
         "outbox": {"path": str(tmp_path / "outbox.db"), "batch_interval_s": 0.05,
-                   "batch_max_events": 20},
+                   "batch_max_events": 20, "ack_timeout_s": ack_timeout_s},
     })  # fmt: skip
     return Publisher(cfg, Outbox(cfg.outbox.path), on_command=got.append)
 
@@ -129,13 +134,16 @@ def test_edge_to_ingest_over_amqtt_stores_once_and_acks_after_commit(
     assert ids == {str(e.id) for e in events}
 
 
-def test_events_sent_while_the_worker_is_away_wait_in_its_session(
+def test_events_sent_while_the_worker_is_away_stay_on_the_device_until_receipted(
     tmp_path: Path, amqtt_broker: EmbeddedBroker, chain
 ) -> None:
+    """Clean session (the default): what the device publishes while the only worker is away
+    is dropped by the broker, but the device never got a receipt for it, so it keeps it in
+    its outbox and sends it again once the worker is back; each event is stored once."""
     first = worker_for(amqtt_broker, chain)
     first.start()
     assert first.wait_ready()
-    publisher = edge_publisher(tmp_path, amqtt_broker, [])
+    publisher = edge_publisher(tmp_path, amqtt_broker, [], ack_timeout_s=0.5)
     publisher.start()
     try:
         events = realistic_events(DEVICE, 100, seed=22)
@@ -143,24 +151,23 @@ def test_events_sent_while_the_worker_is_away_wait_in_its_session(
         assert publisher.drain(20)
         wait_for(lambda: stored(chain) == 40)
         first.stop()
-        # The broker acknowledges these to the device and queues them for the session.
         publisher.outbox.put(events[40:])
-        assert publisher.drain(20)
-        time.sleep(0.2)
-        assert stored(chain) == 40
-        back = worker_for(amqtt_broker, chain)  # same client ID: the same session
+        assert not publisher.drain(1.5)  # the broker took them, but no receipt came
+        assert publisher.outbox.depth == 60 and stored(chain) == 40
+        back = worker_for(amqtt_broker, chain)
         back.start()
         try:
-            wait_for(lambda: stored(chain) == 100)
+            assert publisher.drain(30)  # resent after ack_timeout_s, stored, receipted
             publisher.stop()  # says goodbye: availability offline
             wait_for(lambda: event_store.get_device(chain, STORE, DEVICE)["online"] == 0)
-            time.sleep(0.3)  # a duplicate delivery would show up now
         finally:
             back.stop()
     finally:
         publisher.stop()  # idempotent
     assert stored(chain) == 100
-    assert back.totals.stored == 60 and back.totals.duplicates == 0
+    assert back.totals.stored == 60
+    ids = {r["id"] for r in chain.query("SELECT id FROM events")}
+    assert ids == {str(e.id) for e in events}
     # amqtt also replays the device's retained cmd topic to the reconnecting worker; it is
     # ignored, not dead-lettered.
     assert back.totals.dead == {} and chain.scalar("SELECT count(*) FROM dead_letters") == 0
@@ -211,3 +218,46 @@ def test_pos_pushes_cross_api_replicas_over_amqtt(amqtt_broker: EmbeddedBroker) 
             hub.close()
     assert got is not None and got.id == sent.id and got.payload == {"task_id": "t-1"}
     assert extra is None
+
+
+def test_receipts_over_amqtt_after_commit(amqtt_broker: EmbeddedBroker, chain) -> None:
+    """MQTT 3.1.1 (no shared subscriptions, clean session by default): each stored envelope
+    is receipted on the device's ack topic once committed."""
+    import json
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    from storelens.cloud.ingest_bench import envelopes
+    from storelens.contract import topics
+    from storelens.contract.commands import Ack
+
+    worker = worker_for(amqtt_broker, chain)
+    audit = AckAudit(worker)
+    receipts: list[tuple[str, Ack]] = []
+    subscribed = threading.Event()
+    device = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="amqtt-device", protocol=mqtt.MQTTv311
+    )
+    device.on_subscribe = lambda *a: subscribed.set()
+    device.on_message = lambda c, u, m: receipts.append(
+        (m.topic, Ack.model_validate_json(m.payload))
+    )
+    device.connect(amqtt_broker.host, amqtt_broker.port)
+    device.loop_start()
+    device.subscribe(topics.ack(STORE, DEVICE), qos=1)
+    worker.start()
+    try:
+        assert subscribed.wait(10) and worker.wait_ready()
+        msgs = envelopes(STORE, DEVICE, realistic_events(DEVICE, 60, seed=23), 20)
+        for raw in msgs:
+            device.publish(topics.events(STORE, DEVICE), raw, qos=1).wait_for_publish(10)
+        ids = {json.loads(raw)["batch_id"] for raw in msgs}
+        wait_for(lambda: {str(i) for _, a in receipts for i in a.batch_ids} == ids)
+    finally:
+        worker.stop()
+        device.disconnect()
+        device.loop_stop()
+    assert stored(chain) == 60
+    assert all(t == topics.ack(STORE, DEVICE) for t, _ in receipts)
+    assert audit.early == [] and len(audit.acked) == len(msgs)
