@@ -148,6 +148,56 @@ def event_values(
     )  # fmt: skip
 
 
+def _fast_typed() -> dict[type, Any]:
+    from storelens.contract.fast import FAST_EVENT_TYPES as fast
+
+    return {
+        fast["zone_visit"]: lambda e: (e.zone, None, None, e.dwell_s, e.entered_at.timestamp()),
+        fast["line_crossing"]: lambda e: (None, e.line, e.direction, None, None),
+        fast["visit_ended"]: lambda e: (None, None, None, e.duration_s, e.started_at.timestamp()),
+    }
+
+
+_FAST_TYPED = _fast_typed()
+_FAST_TAGS: dict[type, str] = {}
+
+
+def fast_rows(
+    store: str,
+    events: Sequence[Any],
+    texts: Sequence[str],
+    received_at: float,
+    linkable: Any,
+) -> list[tuple]:
+    """`event_values` for the structs of `storelens.contract.fast` (the ingest hot path, no
+    pydantic objects): ``texts`` are the events' own JSON texts, stored as the payload unless
+    the member must stay unlinked (``linkable(token)`` is None), which re-serialises the
+    event without its personal fields."""
+    from storelens.contract.events import EVENT_TYPES
+
+    rows = []
+    typed_of, tags = _FAST_TYPED, _FAST_TAGS
+    for event, text in zip(events, texts, strict=True):
+        cls = type(event)
+        tag = tags.get(cls) or tags.setdefault(cls, cls.__struct_config__.tag)
+        token = getattr(event, "member", None)
+        member = linkable(token) if token is not None else None
+        if member is not token:
+            text = (
+                EVENT_TYPES[tag]
+                .model_validate_json(text)
+                .model_dump_json(exclude_none=True, exclude=_PERSONAL)
+            )
+        typed = typed_of.get(cls)
+        rows.append((
+            event.id, store, event.device, event.seq, tag, event.ts.timestamp(),
+            getattr(event, "camera", None), getattr(event, "visit_id", None), member,
+            event.key_id if member is not None else None,
+            *(typed(event) if typed else _NOTHING), received_at, text,
+        ))  # fmt: skip
+    return rows
+
+
 def event_row(store: str, event: Any, received_at: float, member: str | None) -> dict[str, Any]:
     """Flatten one contract event into an ``events`` row (a dict keyed by column)."""
     return dict(zip(EVENT_COLUMNS, event_values(store, event, received_at, member), strict=True))

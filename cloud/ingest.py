@@ -61,6 +61,7 @@ from storelens.contract import (
     topics,
 )
 from storelens.contract.commands import Ack, OptOutList
+from storelens.contract.fast import decode_envelope
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +296,9 @@ class Ingestor:
             if self._registered(where.store, where.device):
                 out.availability.append((where.store, where.device, msg.payload == topics.ONLINE))
             return []
+        fast = decode_envelope(msg.payload)
+        if fast is not None:
+            return self._prepare_fast(msg, out, *fast)
         envelope = parse_fast(msg.payload)
         self._batch_id = envelope.batch_id
         if (envelope.store, envelope.device) != (where.store, where.device):
@@ -326,6 +330,23 @@ class Ingestor:
         if last:
             out.seen[key] = max(out.seen.get(key, 0.0), last)
         out.rows += rows  # only now: a message that fails part-way adds no rows
+        return rows
+
+    def _prepare_fast(self, msg: Incoming, out: Prepared, envelope: Any, texts: list[str]) -> list:
+        """`_prepare_one` for an envelope the fast decoder accepted (no device status in it)."""
+        self._batch_id = uuid.UUID(envelope.batch_id)
+        store, device = envelope.store, envelope.device
+        if msg.topic != topics.events(store, device) and msg.topic != topics.status(store, device):
+            raise ContractError("topic_mismatch", f"envelope {store}/{device} on {msg.topic}")
+        if not self._registered(store, device):
+            raise ContractError("unregistered_device", f"{store}/{device} is not registered")
+        out.newest_sent = max(out.newest_sent, envelope.sent_at.timestamp())
+        rows = event_store.fast_rows(store, envelope.events, texts, out.received_at, self._linkable)
+        if rows:
+            last = max(row[_TS] for row in rows)
+            key = (store, device)
+            out.seen[key] = max(out.seen.get(key, 0.0), last)
+        out.rows += rows
         return rows
 
     def write(self, prepared: Prepared) -> BatchResult:

@@ -1,0 +1,172 @@
+"""The fast envelope decoder (msgspec structs generated from the contract) may only accept
+what the pydantic contract accepts, with equal values: a hypothesis differential test over
+mutated realistic envelopes, plus the cases the fast path must leave to pydantic."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from storelens.cloud.ingest_bench import envelopes, realistic_event_dicts
+from storelens.contract import ContractError, parse_envelope
+from storelens.contract.events import EVENT_TYPES
+from storelens.contract.fast import FAST_EVENT_TYPES, decode_envelope
+
+STORE, DEVICE = "s1", "box-1"
+BASE = json.loads(envelopes(STORE, DEVICE, realistic_event_dicts(DEVICE, 60, seed=7), 60)[0])
+
+UUID = str(uuid.uuid4())
+odd_strings = st.sampled_from([
+    "", " ", "a", "A-1", "x" * 64, "x" * 65, "-lead", "tr\n", "ok\n", "1.0\n", "1.٣", "1.10",
+    "2.0", "1", "é", "a b", "cam1", UUID, UUID.upper(), UUID.replace("-", ""), "{" + UUID + "}",
+    f"urn:uuid:{UUID}", UUID + "\n", "9f" * 32, "9F" * 32, "9f" * 32 + "\n", "9f" * 31,
+    "2026-11-20T09:00:00Z", "2026-11-20T09:00:00+05:30", "2026-11-20T09:00:00",
+    "2026-11-20 09:00:00Z", "2026-11-20t09:00:00z", "2026-11-20T09:00:00.1234567Z",
+    "2026-11-20T09:00:00.123456789+00:00", "2026-11-20T24:00:00Z", "2026-02-30T09:00:00Z",
+    "2026-11-20T09:00Z", "2026-11-20T09:00:00-00:00", "2026-11-20T09:00:00+14:00",
+    "2026-11-20T09:00:00+23:59", "20261120T090000Z", "2026-11-20T09:00:60Z",
+    "linked", "ambiguous", "in", "out", "upper", "true", "5", "1e3", "NaN",
+])  # fmt: skip
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=False, allow_infinity=False),
+        odd_strings,
+        st.text(max_size=6),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(odd_strings, inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+ENVELOPE_KEYS = ["schema", "version", "store", "device", "batch_id", "sent_at", "extra"]
+EVENT_KEYS = sorted({k for e in BASE["events"] for k in e} | {"reason", "reader", "total"})
+
+
+@st.composite
+def mutated_envelopes(draw: st.DrawFn) -> bytes:
+    env = json.loads(json.dumps(BASE))
+    env["events"] = draw(st.lists(st.sampled_from(env["events"]), min_size=0, max_size=4))
+    for _ in range(draw(st.integers(0, 3))):
+        where = draw(st.sampled_from(["envelope", "event", "event", "event"]))
+        target = env
+        if where == "event" and env["events"]:
+            i = draw(st.integers(0, len(env["events"]) - 1))
+            env["events"][i] = target = dict(env["events"][i])
+            keys = EVENT_KEYS
+        else:
+            keys = ENVELOPE_KEYS
+        key = draw(st.sampled_from(keys))
+        action = draw(st.sampled_from(["set", "set", "drop"]))
+        if action == "drop":
+            target.pop(key, None)
+        else:
+            target[key] = draw(json_values)
+    return json.dumps(env).encode()
+
+
+def _equal(fast: Any, slow: Any) -> bool:
+    """A fast struct value equals the pydantic value."""
+    if isinstance(slow, uuid.UUID):
+        return fast == str(slow)
+    if isinstance(slow, datetime):
+        return fast == slow and fast.utcoffset() == slow.utcoffset()
+    if isinstance(slow, list):
+        return len(fast) == len(slow) and all(_equal(a, b) for a, b in zip(fast, slow, strict=True))
+    if isinstance(slow, dict):
+        return fast.keys() == slow.keys() and all(_equal(fast[k], slow[k]) for k in slow)
+    return type(fast) is type(slow) and fast == slow
+
+
+def assert_same(raw: bytes) -> None:
+    fast = decode_envelope(raw)
+    if fast is None:
+        return  # pydantic decides
+    envelope, texts = fast
+    slow = parse_envelope(raw)  # must not raise: fast-accept implies contract-accept
+    for name in ("store", "device", "batch_id", "sent_at", "version", "schema_name"):
+        assert _equal(getattr(envelope, name), getattr(slow, name)), name
+    assert len(envelope.events) == len(slow.events) == len(texts)
+    for event, model, text in zip(envelope.events, slow.events, texts, strict=True):
+        tag = type(event).__struct_config__.tag
+        assert tag == model.type
+        for name in msgspec.structs.fields(event):
+            assert _equal(getattr(event, name.name), getattr(model, name.name)), name.name
+        # The text is the event itself, with nothing the model does not know.
+        assert EVENT_TYPES[tag].model_validate_json(text) == model
+        assert set(json.loads(text)) <= set(type(model).model_fields) | {"type"}
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=mutated_envelopes())
+def test_fast_accept_implies_contract_accept_with_equal_values(raw: bytes) -> None:
+    assert_same(raw)
+
+
+def test_realistic_traffic_takes_the_fast_path() -> None:
+    raw = json.dumps(BASE).encode()
+    assert decode_envelope(raw) is not None
+    assert_same(raw)
+
+
+def _variant(path: tuple, value: Any, drop: bool = False) -> bytes:
+    env = json.loads(json.dumps(BASE))
+    target = env
+    for key in path[:-1]:
+        target = target[key]
+    if drop:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return json.dumps(env).encode()
+
+
+def test_what_the_fast_path_leaves_to_pydantic() -> None:
+    member_event = next(i for i, e in enumerate(BASE["events"]) if "member" in e)
+    cases = {
+        "uppercase uuid": _variant(("events", 0, "id"), UUID.upper()),
+        "no event id": _variant(("events", 0, "id"), None, drop=True),
+        "no batch id": _variant(("batch_id",), None, drop=True),
+        "no version": _variant(("version",), None, drop=True),
+        "null member": _variant(("events", member_event, "member"), None),
+        "unknown event key": _variant(("events", 0, "image"), "..."),
+        "string seq": _variant(("events", 0, "seq"), "5"),
+        "numeric ts": _variant(("events", 0, "ts"), 1_700_000_000),
+        "version newline": _variant(("version",), "1.0\n"),
+        "device status": _variant(
+            ("events",),
+            [
+                {
+                    "type": "device_status",
+                    "device": DEVICE,
+                    "seq": 1,
+                    "ts": "2026-11-20T09:00:00Z",
+                    "id": UUID,
+                }
+            ],
+        ),  # fmt: skip
+    }
+    for name, raw in cases.items():
+        assert decode_envelope(raw) is None, name
+    # The contract still accepts most of them (pydantic is lax); none of them is lost.
+    accepted = set()
+    for name, raw in cases.items():
+        try:
+            parse_envelope(raw)
+            accepted.add(name)
+        except ContractError:
+            pass
+    assert {"uppercase uuid", "no event id", "string seq", "device status"} <= accepted
+    assert "version newline" not in accepted
+
+
+def test_every_event_type_but_status_has_a_fast_struct() -> None:
+    assert set(FAST_EVENT_TYPES) == set(EVENT_TYPES) - {"device_status"}
