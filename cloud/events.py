@@ -99,6 +99,9 @@ register_migrations(
         DROP INDEX events_member_ts;
         CREATE INDEX events_member_ts ON events (member, ts) WHERE member IS NOT NULL
         """,
+        # Every analytics query filters on type (events_type_ts) or member; (store, ts) only
+        # cost each insert about a quarter of ingest's SQLite time.
+        "DROP INDEX events_store_ts",
     ],
 )
 

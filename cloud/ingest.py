@@ -29,6 +29,7 @@ messages to a stopped member's session meanwhile).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -51,6 +52,7 @@ from storelens.cloud import events as event_store
 from storelens.cloud import members
 from storelens.cloud.event_text import event_texts
 from storelens.cloud.settings import Settings
+from storelens.cloud.sqlite_writer import SqliteWriter
 from storelens.cloud.store import Database
 from storelens.contract import (
     MAX_PAYLOAD_BYTES,
@@ -171,6 +173,28 @@ def parse_fast(raw: bytes) -> Envelope:
     return parse_envelope(raw)
 
 
+def store_prepared(
+    db: Database,
+    rows: list[tuple],
+    dead: list[tuple[str, str, str, bytes]],
+    statuses: dict[str, list[DeviceStatus]],
+    availability: list[tuple[str, str, bool]],
+    seen: dict[tuple[str, str], float],
+    received_at: float,
+    copied: bool = False,
+) -> int:
+    """Write one prepared batch inside the caller's transaction; returns new event rows."""
+    stored = len(rows) if copied else event_store.store_events(db, rows)
+    for topic, reason, detail, raw in dead:
+        event_store.dead_letter(db, topic, reason, detail, raw, received_at)
+    for store, items in statuses.items():
+        event_store.apply_status(db, store, items)
+    for store, device, online in availability:
+        event_store.set_availability(db, store, device, online)
+    event_store.mark_seen(db, seen)
+    return stored
+
+
 class Ingestor:
     """The storage half of ingest (no MQTT): turns messages into one committed batch.
 
@@ -188,6 +212,7 @@ class Ingestor:
         self._forgotten: frozenset[str] = frozenset()
         self.consent_changed: list[Callable[[], None]] = []
         self._batch_id: uuid.UUID | None = None
+        self.writer: SqliteWriter | None = None  # set by the worker: writes in a child process
 
     # -- caches ----------------------------------------------------------------------------
     def refresh_consent(self) -> None:
@@ -350,18 +375,16 @@ class Ingestor:
         return rows
 
     def write(self, prepared: Prepared) -> BatchResult:
-        """The storage half: one transaction for the whole batch."""
+        """The storage half: one transaction for the whole batch (in the writer process
+        when there is one)."""
         start = time.perf_counter()
         p = prepared
-        with self.db.transaction():
-            stored = len(p.rows) if p.copied else event_store.store_events(self.db, p.rows)
-            for topic, reason, detail, raw in p.dead:
-                event_store.dead_letter(self.db, topic, reason, detail, raw, p.received_at)
-            for store, items in p.statuses.items():
-                event_store.apply_status(self.db, store, items)
-            for store, device, online in p.availability:
-                event_store.set_availability(self.db, store, device, online)
-            event_store.mark_seen(self.db, p.seen)
+        parts = (p.rows, p.dead, p.statuses, p.availability, p.seen, p.received_at, p.copied)
+        if self.writer is not None and not p.nested:
+            stored = self.writer.write(parts)
+        else:
+            with self.db.transaction():
+                stored = store_prepared(self.db, *parts)
         if not p.nested:
             self._after_commit(p.rows)
         result = BatchResult(
@@ -376,7 +399,14 @@ class Ingestor:
         self._observe(result, p.newest_sent, time.perf_counter() - start)
         return result
 
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
     def _after_commit(self, rows: list[tuple]) -> None:
+        if not on_events_stored:
+            return
         # Only events linked to a member interest the hooks; most rows are anonymous.
         linked = [dict(zip(event_store.EVENT_COLUMNS, r, strict=True))
                   for r in rows if r[_MEMBER] is not None]  # fmt: skip
@@ -437,6 +467,17 @@ class IngestWorker:
         self._republish = threading.Event()  # set on (re)connect: send every device its list
         self.totals = BatchResult()
         self.client = self._make_client()
+        # SQLite: inserts and commits in a writer process (started now, in the background),
+        # batches handed to it by a committer thread.
+        self._commits: queue.Queue[tuple[list[Incoming], Prepared] | None] | None = None
+        path = getattr(db, "path", None)
+        if (
+            settings.ingest_writer_process
+            and db.dialect == "sqlite"
+            and path not in (None, ":memory:")
+        ):
+            self.ingestor.writer = SqliteWriter(f"sqlite:///{path}")
+            self._commits = queue.Queue(maxsize=1)
 
     # -- MQTT ------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
@@ -550,9 +591,17 @@ class IngestWorker:
             properties=props,
         )
         self.client.loop_start()
-        # One thread parses and writes: a second thread for writing loses more to GIL
-        # hand-offs (the driver drops and re-takes the GIL for every row) than it overlaps.
+        self._start_threads()
+
+    def _start_threads(self) -> None:
+        # One thread parses and writes, unless SQLite writes go to a writer process: a second
+        # thread writing in this process loses more to GIL hand-offs (the driver drops and
+        # re-takes the GIL for every row) than it overlaps; one waiting on a pipe does not.
         self._threads = [threading.Thread(target=self._run, name="ingest", daemon=True)]
+        if self._commits is not None:
+            self._threads.append(
+                threading.Thread(target=self._commit_loop, name="ingest-commit", daemon=True)
+            )
         for thread in self._threads:
             thread.start()
 
@@ -563,8 +612,7 @@ class IngestWorker:
         )
         self.client.connect_async(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30)
         self.client.loop_start()
-        self._threads = [threading.Thread(target=self._run, name="ingest", daemon=True)]
-        self._threads[0].start()
+        self._start_threads()
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         return self._subscribed.wait(timeout)
@@ -576,10 +624,15 @@ class IngestWorker:
         """Stop taking messages, finish the batch in hand, disconnect. Messages not yet
         written stay unacknowledged and the broker redelivers them."""
         self._stop.set()
+        if self._commits is not None:
+            self._threads[0].join(30)
+            with contextlib.suppress(queue.Full):  # after the batches already handed over
+                self._commits.put(None, timeout=30)
         for thread in self._threads:
             thread.join(30)
         self.client.disconnect()
         self.client.loop_stop()
+        self.ingestor.close()
 
     def _run(self) -> None:
         batch: list[Incoming] = []
@@ -605,19 +658,52 @@ class IngestWorker:
                 log.exception("preparing a batch of %d messages failed; retrying", len(batch))
                 self._stop.wait(1.0)
                 continue
+            if prepared is not None and self._commits is not None:
+                # The committer thread writes it (in the writer process) while this thread
+                # parses the next batch; waits here while one batch is already queued.
+                if self._hand_over(batch, prepared):
+                    batch = []
+                continue
             if prepared is not None:
                 result = self._write(prepared)
             if result is None:
                 return  # stopped during a database outage: the broker redelivers the batch
             done, batch = batch, []
-            self._send_receipts(result.receipts)
-            for msg in done:
-                # After a reconnect the broker resends what was unacknowledged and may reuse
-                # packet IDs: acknowledging an old delivery could confirm a newer, unwritten
-                # message. Old deliveries were stored (duplicates are absorbed) but not acked.
-                if msg.qos > 0 and msg.connection == self._connection:
-                    self.client.ack(msg.mid, msg.qos)
-            self._add(result)
+            self._finish(done, result)
+
+    def _hand_over(self, batch: list[Incoming], prepared: Prepared) -> bool:
+        assert self._commits is not None
+        while not self._stop.is_set():
+            try:
+                self._commits.put((batch, prepared), timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False  # stopping: never acknowledged, so the devices send it again
+
+    def _commit_loop(self) -> None:
+        """With a writer process: commit prepared batches in order, then receipt and ack."""
+        assert self._commits is not None
+        while True:
+            item = self._commits.get()
+            if item is None:
+                return
+            batch, prepared = item
+            result = self._write(prepared)
+            if result is None:
+                return  # stopped during a database outage: the broker redelivers the batch
+            self._finish(batch, result)
+
+    def _finish(self, done: list[Incoming], result: BatchResult) -> None:
+        """After the commit: receipts to the devices, then acks to the broker."""
+        self._send_receipts(result.receipts)
+        for msg in done:
+            # After a reconnect the broker resends what was unacknowledged and may reuse
+            # packet IDs: acknowledging an old delivery could confirm a newer, unwritten
+            # message. Old deliveries were stored (duplicates are absorbed) but not acked.
+            if msg.qos > 0 and msg.connection == self._connection:
+                self.client.ack(msg.mid, msg.qos)
+        self._add(result)
 
     def _send_receipts(self, receipts: Receipts) -> None:
         """Tell each device which of its envelopes are durable (after the commit). Not

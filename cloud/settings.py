@@ -51,6 +51,11 @@ class Settings(BaseModel):
     ingest_in_process: bool = Field(False, description="Run an ingest worker inside the API.")
     ingest_batch_messages: int = Field(50, ge=1, le=10_000, description="Messages per commit.")
     ingest_batch_seconds: float = Field(0.05, gt=0, le=10, description="Max wait to fill a batch.")
+    ingest_writer_process: bool = Field(
+        True,
+        description="On SQLite, insert and commit in a child process, so parsing and writing "
+        "run on two cores.",
+    )
     pseudonym_key_id: str = Field("k1", description="ID of the member-card HMAC key.")
     pseudonym_key_file: Path | None = Field(None, description="File with the key (hex or raw).")
     pseudonym_key_env: str | None = Field(
