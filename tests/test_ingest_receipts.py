@@ -6,6 +6,7 @@ topic's device only; and clean sessions: a killed worker's share moves to the ot
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -285,3 +286,23 @@ def test_a_killed_workers_share_moves_to_the_other_at_once(chain, broker, device
         if doomed.poll() is None:
             doomed.kill()
         survivor.stop()
+
+
+def test_a_dead_sqlite_writer_process_is_replaced_and_nothing_is_lost(
+    chain, worker, device
+) -> None:
+    if chain.dialect != "sqlite":
+        pytest.skip("the writer process is SQLite's")
+    writer = worker.ingestor.writer
+    assert writer is not None
+    raw = envelopes(STORE, DEVICE, realistic_events(DEVICE, 20, seed=38), 20)[0]
+    device.publish(topics.events(STORE, DEVICE), raw)
+    wait_for(lambda: device.acked() == [batch_id(raw)])
+    first = writer._proc.pid
+    os.kill(first, signal.SIGKILL)
+    msgs = envelopes(STORE, DEVICE, realistic_events(DEVICE, 60, seed=39, first_seq=100), 20)
+    for raw in msgs:
+        device.publish(topics.events(STORE, DEVICE), raw)
+    wait_for(lambda: chain.scalar("SELECT count(*) FROM events") == 80, timeout=60)
+    wait_for(lambda: set(device.acked()) >= {batch_id(r) for r in msgs})
+    assert writer._proc.pid != first and worker.healthy()
