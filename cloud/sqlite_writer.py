@@ -24,6 +24,7 @@ import msgspec
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 60.0
+CHECKPOINT_S = 1.0
 
 
 def _serve(url: str, conn: Any) -> None:
@@ -33,7 +34,8 @@ def _serve(url: str, conn: Any) -> None:
 
     db = connect(url, migrate=False)
     # Checkpoints (copying the WAL into the database, with fsyncs) run in a thread of their
-    # own: sqlite3 releases the GIL while it works, so inserting does not wait for the disk.
+    # own, every CHECKPOINT_S: sqlite3 releases the GIL while it works, so inserting does not
+    # wait for the disk, and a page written by many commits meanwhile is copied once.
     db.execute("PRAGMA wal_autocheckpoint=0")
     wake, done = threading.Event(), threading.Event()
     threading.Thread(
@@ -51,7 +53,6 @@ def _serve(url: str, conn: Any) -> None:
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
             else:
                 conn.send(("ok", stored))
-                wake.set()
     except (EOFError, OSError):
         pass  # the parent is gone or closed the pipe
     finally:
@@ -64,8 +65,7 @@ def _checkpoints(path: str, wake: threading.Event, done: threading.Event) -> Non
     conn = sqlite3.connect(path, timeout=30)
     try:
         while not done.is_set():
-            wake.wait(1.0)
-            wake.clear()
+            wake.wait(CHECKPOINT_S)
             try:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.Error as exc:  # busy or locked: the next round catches up
