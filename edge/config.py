@@ -131,7 +131,8 @@ class CameraConfig(_Strict):
         le=10,
         description="Run the detector on every k-th frame (1: every frame); frames in between "
         "are still tracked (people move on at their recent velocity) and counted in zones and "
-        "lines. Cameras are staggered so detections spread evenly over the loop.",
+        "lines; the tracker's match_iou is divided by sqrt(k). Cameras are staggered so "
+        "detections spread evenly over the loop.",
     )
     zones: list[ZoneConfig] = Field(default_factory=list)
     lines: list[LineConfig] = Field(default_factory=list)

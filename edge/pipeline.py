@@ -36,7 +36,7 @@ from storelens.edge.scene import (
     ZoneStay,
 )
 from storelens.edge.scene.zones import as_polygon, in_polygon
-from storelens.edge.track import PersonTracker, TrackedPerson
+from storelens.edge.track import PersonTracker, TrackedPerson, for_stride
 
 PipelineEvent = VisitStarted | VisitEnded | ZoneVisit | LineCrossing | OccupancySnapshot
 DEFAULT_FPS = 10.0  # when neither the caller nor the config knows the source rate
@@ -101,10 +101,11 @@ class CameraPipeline:
         self.fps = fps or camera.source_fps or camera.fps or DEFAULT_FPS
         # Unknown rate (live camera, no fps in config): measured from the first two frames.
         self._fps_known = bool(fps or camera.source_fps or camera.fps)
-        self.tracker_config = tracker
-        # With a detection stride the tracker only sees every k-th frame: its rate is fps / k.
+        # With a detection stride the tracker only sees every k-th frame: its rate is fps / k
+        # and its IoU gate is widened for the longer steps (see ``for_stride``).
         self.detect_every = camera.detect_every
-        self.tracker = PersonTracker(tracker, self.fps / self.detect_every)
+        self.tracker_config = for_stride(tracker, self.detect_every)
+        self.tracker = PersonTracker(self.tracker_config, self.fps / self.detect_every)
         self.zones = [Zone(z) for z in camera.zones]
         self.lines = [CountingLine(ln) for ln in camera.lines]
         self.floor = FloorPlan(camera.floor) if camera.floor else None

@@ -49,6 +49,19 @@ def confirm_frames(confirm_s: float, fps: float) -> int:
     return max(2, math.ceil(confirm_s * fps - 1e-9))
 
 
+def for_stride(config: TrackerConfig, detect_every: int) -> TrackerConfig:
+    """Tracker settings for detections on every ``detect_every``-th frame only.
+
+    A walker's box moves k times further between detections, so its overlap with the track's
+    prediction shrinks and a fixed IoU gate splits tracks (more visits than people). The gate
+    is divided by sqrt(k). On the sample video, detections on every 2nd frame gave 34 visits
+    with the fixed gate and 30 with this one, against 31 on every frame; every 3rd: 46 vs 36.
+    """
+    if detect_every <= 1:
+        return config
+    return config.model_copy(update={"match_iou": config.match_iou / math.sqrt(detect_every)})
+
+
 class PersonTracker:
     """Assigns persistent IDs to person detections; only confirmed tracks come out.
 

@@ -181,3 +181,13 @@ def test_agent_detects_only_on_each_cameras_stride(tmp_path: Path, clip: Path) -
     # camera c0: all 30; camera c1 (phase 1): frames 2, 5, ..., 29 -> 10
     assert detector.frames == agent.detected_frames == 30 + 10
     assert agent.pipelines["c1"].tracker.fps == pytest.approx(FPS / 3)
+
+
+def test_strided_tracker_widens_its_iou_gate() -> None:
+    from storelens.edge.track import for_stride
+
+    base = TrackerConfig(match_iou=0.2)
+    assert for_stride(base, 1) is base
+    assert for_stride(base, 4).match_iou == pytest.approx(0.1)
+    assert make(2).tracker_config.match_iou == pytest.approx(0.2 / 2**0.5)
+    assert make(1).tracker_config.match_iou == pytest.approx(0.2)
