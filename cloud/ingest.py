@@ -1,9 +1,14 @@
 """The ingest worker: MQTT batches in, validated and de-duplicated events out to storage.
 
 Flow per message: topic -> envelope (contract) -> registered device? -> consent filter ->
-rows. Many messages are written in one transaction; only after that transaction commits does
-the worker send receipts and acknowledge the messages to the broker (QoS 1, manual acks).
-Any bad input becomes a dead letter with a reason; nothing a device sends can stop the worker.
+rows. Envelopes are decoded by `storelens.contract.fast` (msgspec structs generated from the
+contract, rows built straight from them); whatever it does not accept goes through pydantic,
+which decides and names the dead-letter reason. Many messages are written in one
+transaction (on SQLite in a writer process, `storelens.cloud.sqlite_writer`, while the next
+batch is parsed; on PostgreSQL streamed with COPY while parsing); only after that transaction
+commits does the worker send receipts and acknowledge the messages to the broker (QoS 1,
+manual acks). Any bad input becomes a dead letter with a reason; nothing a device sends can
+stop the worker.
 
 Receipts: after each commit the worker publishes one `Ack` per (store, device) on
 ``storelens/v1/{store}/{device}/ack`` naming the ``batch_id`` of every envelope of that

@@ -4,8 +4,9 @@ Realistic traffic (visits with floor paths, zone visits, line crossings, occupan
 swipes) is published once, in envelopes of ``per_message`` events, through a private
 Mosquitto to three persistent sessions, each in its own share group. Each session is then
 drained in turn: by a bare subscriber (receive + JSON decode), by the ingest worker on SQLite
-and by the ingest worker on PostgreSQL. A rate is events / seconds of draining, so publishing
-speed does not enter any of them.
+and by the ingest worker on PostgreSQL (validate, de-duplicate, store, publish the devices'
+receipts, acknowledge). A rate is events / seconds of draining, so publishing speed does not
+enter any of them; a worker's start (MQTT connection, SQLite writer process) is inside it.
 """
 
 from __future__ import annotations
