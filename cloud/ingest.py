@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import multiprocessing
 import queue
 import re
 import socket
@@ -481,8 +482,12 @@ class IngestWorker:
             and db.dialect == "sqlite"
             and path not in (None, ":memory:")
         ):
-            self.ingestor.writer = SqliteWriter(f"sqlite:///{path}")
-            self._commits = queue.Queue(maxsize=1)
+            if multiprocessing.current_process().daemon:
+                # A daemonic process may not start children: write in this process.
+                log.info("ingest worker in a daemonic process: no SQLite writer process")
+            else:
+                self.ingestor.writer = SqliteWriter(f"sqlite:///{path}")
+                self._commits = queue.Queue(maxsize=1)
 
     # -- MQTT ------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
