@@ -166,7 +166,8 @@ def write_config(tmp: Path, port: int, clip: Path, reader_port: int, *, realtime
             }
         ],
         "privacy": {"key_id": "k1", "key_file": str(key)},
-        "outbox": {"path": str(tmp / "outbox.db"), "batch_interval_s": 0.3},
+        # Receipts sent while the broker was down are lost: resend soon, within the drain.
+        "outbox": {"path": str(tmp / "outbox.db"), "batch_interval_s": 0.3, "ack_timeout_s": 2},
         "status_interval_s": 1,
     }
     path = tmp / "device.yaml"
