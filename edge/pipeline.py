@@ -271,6 +271,7 @@ class CameraPipeline:
                         ts=ts,
                         line=side.line.name,
                         direction=direction,
+                        entrance=side.line.config.entrance,
                         **self._person(visit),
                     )
                 )

@@ -117,6 +117,23 @@ def test_footfall_counts_entrances_in_local_hours_and_marks_peaks(chain) -> None
     ]  # fmt: skip
 
 
+def test_entrance_flag_from_the_device_decides_over_the_line_name(chain) -> None:
+    """Contract 1.1 devices say which lines are entrances; older ones are judged by name."""
+    dev = Device(chain)
+    crossings = [
+        ("main_gate", True),  # flagged entrance, whatever its name: counts
+        ("door_staff", False),  # named like a door, but the device says it is not: no
+        ("door_a", None),  # an older device: the name decides: counts
+        ("aisle_2", None),  # neither: no
+    ]
+    for line, flag in crossings:
+        extra = {} if flag is None else {"entrance": flag}
+        dev.put(LineCrossing, ts=at(12), visit_id=uuid.uuid4(), line=line, direction="in",
+                **extra)  # fmt: skip
+    t = table(chain, "footfall-hourly", stores=("paris",))
+    assert {r["hour"]: r["entrances"] for r in t.rows}["2026-03-10T12:00"] == 2
+
+
 def test_filters_hours_stores_and_previous_period(chain) -> None:
     dev = Device(chain)
     dev.visit(at(9, 30))

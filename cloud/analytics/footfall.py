@@ -2,10 +2,10 @@
 
 Two counts, both from the wire contract:
 
-- ``entrances``: ``line_crossing`` events with ``direction = "in"`` on an entrance line. The
-  device config marks entrance lines (``LineConfig.entrance``) but the event does not carry
-  the flag, so the cloud recognises them by name: lines named ``entrance*`` or ``door*``
-  (case-insensitive). Name store doors that way in device configs.
+- ``entrances``: ``line_crossing`` events with ``direction = "in"`` on an entrance line: one
+  the device config marks ``entrance: true`` (the event's ``entrance`` flag, contract 1.1).
+  Events from devices before 1.1 carry no flag; for them lines named ``entrance*`` or
+  ``door*`` (case-insensitive) count.
 - ``visits``: confirmed visits (``visit_started``), one per person per camera view.
 
 ``visitors`` is what conversion and comparisons use: a store's entrance count when the store
@@ -23,7 +23,20 @@ from storelens.cloud.analytics.scope import DAY_S, HOUR_S, Scope, local_label
 from storelens.cloud.analytics.table import Table, change, ratio
 from storelens.cloud.store import Database
 
-ENTRANCE_LINE_SQL = "(LOWER(line) LIKE 'entrance%' OR LOWER(line) LIKE 'door%')"
+_NAMED_ENTRANCE = "(LOWER(line) LIKE 'entrance%' OR LOWER(line) LIKE 'door%')"
+# The flag lives in the stored event JSON (no typed column: line crossings are a small share
+# of events, and a column would cost every insert).
+_FLAG = {
+    "sqlite": "json_extract(payload, '$.entrance')",
+    "postgres": "CAST(payload AS jsonb) ->> 'entrance'",
+}
+_TRUE = {"sqlite": "1", "postgres": "'true'"}
+
+
+def entrance_line_sql(dialect: str) -> str:
+    """SQL that is true for a line crossing on an entrance line (see the module doc)."""
+    flag = _FLAG[dialect]
+    return f"({flag} = {_TRUE[dialect]} OR ({flag} IS NULL AND {_NAMED_ENTRANCE}))"
 PEAKS_MARKED = 3
 
 Counts = dict[int, dict[str, int]]  # bucket start (local epoch) -> entrances/visits/visitors
@@ -38,7 +51,7 @@ def counts_by_store(db: Database, scope: Scope, seconds: int) -> dict[str, Count
         " SUM(CASE WHEN type = 'line_crossing' THEN 1 ELSE 0 END) AS entrances,"
         " SUM(CASE WHEN type = 'visit_started' THEN 1 ELSE 0 END) AS visits"
         f" FROM events WHERE {where} AND ((type = 'line_crossing' AND direction = 'in'"
-        f" AND {ENTRANCE_LINE_SQL}) OR type = 'visit_started')"
+        f" AND {entrance_line_sql(db.dialect)}) OR type = 'visit_started')"
         " GROUP BY store, b",
         bucket_params + where_params,
     )

@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from storelens.contract.events import Event, Identifier
 
 SCHEMA_NAME = "storelens.events"
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: LineCrossing.entrance
 SCHEMA_MAJOR = 1
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_EVENTS_PER_BATCH = 1000

@@ -98,6 +98,12 @@ class LineCrossing(_PersonEvent):
     type: Literal["line_crossing"] = "line_crossing"
     line: Identifier
     direction: Literal["in", "out"]
+    entrance: bool | None = Field(
+        default=None,
+        description="Whether the device config marks the line as a store entrance (counts "
+        "footfall). Since 1.1; absent from older devices, whose entrance lines the cloud "
+        "recognises by name (entrance*/door*).",
+    )
 
 
 class OccupancySnapshot(_Event):

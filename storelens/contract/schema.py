@@ -69,6 +69,7 @@ def example_events() -> list:
             key_id="k2026",
             line="door",
             direction="in",
+            entrance=True,
         ),
         ZoneVisit(
             **common,
