@@ -35,6 +35,21 @@ def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+def write_moving_box_clip(path: Path, frames: int) -> Path:
+    """A small MJPG clip (160x120, 10 fps) of a light box sliding right: a camera source
+    for agent tests that need frames, not people."""
+    import cv2
+    import numpy as np
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    for i in range(frames):
+        img = np.full((120, 160, 3), 40, np.uint8)
+        cv2.rectangle(img, (i * 3, 30), (i * 3 + 20, 100), (200, 200, 200), -1)
+        w.write(img)
+    w.release()
+    return path
+
+
 def wait_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

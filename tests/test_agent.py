@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import free_port
+from conftest import free_port, write_moving_box_clip
 
 from storelens.contract import parse_envelope
 from storelens.contract.commands import OptOutList
@@ -83,16 +83,7 @@ def test_live_feed_drops_instead_of_queueing() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import cv2
-
-    path = tmp_path_factory.mktemp("tiny") / "tiny.avi"
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
-    for i in range(40):
-        img = np.full((120, 160, 3), 40, np.uint8)
-        cv2.rectangle(img, (i * 3, 30), (i * 3 + 20, 100), (200, 200, 200), -1)
-        w.write(img)
-    w.release()
-    return path
+    return write_moving_box_clip(tmp_path_factory.mktemp("tiny") / "tiny.avi", 40)
 
 
 class NoPeople:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_moving_box_clip
 from pydantic import ValidationError
 
 from storelens.contract.events import LineCrossing, VisitEnded, VisitStarted, ZoneVisit
@@ -144,16 +145,7 @@ class CountingDetector:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import cv2
-
-    path = tmp_path_factory.mktemp("stride") / "clip.avi"
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
-    for i in range(30):
-        img = np.full((120, 160, 3), 40, np.uint8)
-        cv2.rectangle(img, (i * 3, 30), (i * 3 + 20, 100), (200, 200, 200), -1)
-        w.write(img)
-    w.release()
-    return path
+    return write_moving_box_clip(tmp_path_factory.mktemp("stride") / "clip.avi", 30)
 
 
 def test_agent_detects_only_on_each_cameras_stride(tmp_path: Path, clip: Path) -> None:
