@@ -18,7 +18,7 @@ they are dead letters too). The device keeps events in its outbox until then. Th
 device) is always the topic's, since broker ACLs let a device publish only under its own. A
 dead letter whose envelope did not parse is acked with a ``batch_id`` found in the raw bytes;
 without one (or when the raw bytes had to be truncated) no receipt can be sent, and the
-device resends with back-off until its outbox gives up on the batch.
+device resends with back-off until its outbox's age bound drops the events (counted as lost).
 
 Workers join one shared subscription (``$share/<group>/...``): the broker hands each message to
 one member of the group, so workers scale horizontally without duplicates.
