@@ -216,6 +216,23 @@ def run_traffic(device: SyntheticDevice, seconds: float, fault: Callable[[float]
     device.publish_malformed()
 
 
+def restart_once(
+    stop: Callable[[], None], start: Callable[[], None], *, pause_s: float, after_s: float = 2.0
+) -> Callable[[float], None]:
+    """A `run_traffic` fault: the first tick after ``after_s`` stops a server, waits
+    ``pause_s`` and starts it again."""
+    done: list[float] = []
+
+    def fault(t: float) -> None:
+        if t > after_s and not done:
+            done.append(t)
+            stop()
+            time.sleep(pause_s)
+            start()
+
+    return fault
+
+
 @pytest.fixture
 def cloud_db(tmp_path: Path) -> Iterator[tuple[str, Database]]:
     url = f"sqlite:///{tmp_path / 'cloud.db'}"
@@ -243,16 +260,8 @@ def test_broker_restart_during_ingest(
         workers.start("w1", broker)
         workers.start("w2", broker)
         device.start()
-        restarted: list[float] = []
-
-        def restart(t: float) -> None:
-            if t > 2.0 and not restarted:
-                restarted.append(t)
-                broker.stop()
-                time.sleep(1.5)  # traffic keeps landing in the outbox meanwhile
-                broker.start()
-
-        run_traffic(device, 6.0, restart)
+        # traffic keeps landing in the outbox meanwhile
+        run_traffic(device, 6.0, restart_once(broker.stop, broker.start, pause_s=1.5))
         device.drain()
         got = settle(db, device, workers)
         assert got["lost"] == 0 and got["stored"] == device.produced
@@ -386,16 +395,8 @@ def test_postgres_restart_during_ingest(tmp_path: Path) -> None:
             workers.start("w1", broker)
             workers.start("w2", broker)
             device.start()
-            restarted: list[float] = []
-
-            def restart(t: float) -> None:
-                if t > 2.0 and not restarted:
-                    restarted.append(t)
-                    pg.stop()  # workers' batches fail, stay unacknowledged, and are retried
-                    time.sleep(2.0)
-                    pg.start()
-
-            run_traffic(device, 6.0, restart)
+            # workers' batches fail, stay unacknowledged, and are retried
+            run_traffic(device, 6.0, restart_once(pg.stop, pg.start, pause_s=2.0))
             device.drain()
             db.close()
             db = connect(pg.url)  # this test's own connection died with the server too
