@@ -197,13 +197,6 @@ class Outbox:
                 for b in batches
             )
 
-    def requeue_in_flight(self) -> int:
-        """Everything sent but unconfirmed becomes pending again (a new MQTT session)."""
-        with self._lock:
-            return self._db.execute(
-                "UPDATE outbox SET batch = NULL WHERE batch IS NOT NULL"
-            ).rowcount
-
     # -- numbers for the status message --------------------------------------------------
     @property
     def depth(self) -> int:
