@@ -89,8 +89,14 @@ def _visit(
     person = {"camera": CAMERA, "visit_id": str(visit_id)}
     linked = {"member": member[0], "key_id": member[1]} if member else {}
     out: list[dict[str, Any]] = [
-        {"type": "line_crossing", "ts": start, **person, "line": ENTRANCE_LINE, "direction": "in",
-         "entrance": True},
+        {
+            "type": "line_crossing",
+            "ts": start,
+            **person,
+            "line": ENTRANCE_LINE,
+            "direction": "in",
+            "entrance": True,
+        },
         {"type": "visit_started", "ts": start + 1.0, **person},
     ]
     # Members shop more: they come for something.
@@ -125,8 +131,14 @@ def _visit(
     t += math.dist((x, y), DOOR_XY) / WALK_M_PER_S
     path.append([DOOR_XY[0], DOOR_XY[1], round(t - start, 1)])
     out.append(
-        {"type": "line_crossing", "ts": t, **person, "line": ENTRANCE_LINE, "direction": "out",
-         "entrance": True}
+        {
+            "type": "line_crossing",
+            "ts": t,
+            **person,
+            "line": ENTRANCE_LINE,
+            "direction": "out",
+            "entrance": True,
+        }
     )
     out.append({"type": "visit_ended", "ts": t + 0.5, **person, **linked, "started_at": start + 1.0,
                 "duration_s": round(t - start, 1), "path": path, "zones": chosen})  # fmt: skip

@@ -318,6 +318,28 @@ class EventCopy:
             raise self._error  # a database fault, not a duplicate: the caller retries
 
 
+def store_prepared(
+    db: Database,
+    rows: list[tuple],
+    dead: list[tuple[str, str, str, bytes]],
+    statuses: dict[str, list[DeviceStatus]],
+    availability: list[tuple[str, str, bool]],
+    seen: dict[tuple[str, str], float],
+    received_at: float,
+    copied: bool = False,
+) -> int:
+    """Write one prepared batch inside the caller's transaction; returns new event rows."""
+    stored = len(rows) if copied else store_events(db, rows)
+    for topic, reason, detail, raw in dead:
+        dead_letter(db, topic, reason, detail, raw, received_at)
+    for store, items in statuses.items():
+        apply_status(db, store, items)
+    for store, device, online in availability:
+        set_availability(db, store, device, online)
+    mark_seen(db, seen)
+    return stored
+
+
 def dead_letter(
     db: Database, topic: str, reason: str, detail: str, raw: bytes, received_at: float | None = None
 ) -> None:

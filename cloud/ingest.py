@@ -179,28 +179,6 @@ def parse_fast(raw: bytes) -> Envelope:
     return parse_envelope(raw)
 
 
-def store_prepared(
-    db: Database,
-    rows: list[tuple],
-    dead: list[tuple[str, str, str, bytes]],
-    statuses: dict[str, list[DeviceStatus]],
-    availability: list[tuple[str, str, bool]],
-    seen: dict[tuple[str, str], float],
-    received_at: float,
-    copied: bool = False,
-) -> int:
-    """Write one prepared batch inside the caller's transaction; returns new event rows."""
-    stored = len(rows) if copied else event_store.store_events(db, rows)
-    for topic, reason, detail, raw in dead:
-        event_store.dead_letter(db, topic, reason, detail, raw, received_at)
-    for store, items in statuses.items():
-        event_store.apply_status(db, store, items)
-    for store, device, online in availability:
-        event_store.set_availability(db, store, device, online)
-    event_store.mark_seen(db, seen)
-    return stored
-
-
 class Ingestor:
     """The storage half of ingest (no MQTT): turns messages into one committed batch.
 
@@ -390,7 +368,7 @@ class Ingestor:
             stored = self.writer.write(parts)
         else:
             with self.db.transaction():
-                stored = store_prepared(self.db, *parts)
+                stored = event_store.store_prepared(self.db, *parts)
         if not p.nested:
             self._after_commit(p.rows)
         result = BatchResult(
@@ -626,6 +604,11 @@ class IngestWorker:
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         return self._subscribed.wait(timeout)
+
+    def wait_writer(self, timeout: float = 60.0) -> bool:
+        """Wait until the SQLite writer process (if any) has started; False on timeout."""
+        writer = self.ingestor.writer
+        return writer is None or writer.wait_ready(timeout)
 
     def healthy(self) -> bool:
         return self._connected.is_set() and all(t.is_alive() for t in self._threads)

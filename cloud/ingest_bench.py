@@ -6,7 +6,8 @@ Mosquitto to three persistent sessions, each in its own share group. Each sessio
 drained in turn: by a bare subscriber (receive + JSON decode), by the ingest worker on SQLite
 and by the ingest worker on PostgreSQL (validate, de-duplicate, store, publish the devices'
 receipts, acknowledge). A rate is events / seconds of draining, so publishing speed does not
-enter any of them; a worker's start (MQTT connection, SQLite writer process) is inside it.
+enter any of them. A subscriber's MQTT connection is inside it; process start-up is not (the
+bare subscriber's imports, the SQLite writer process's start), as for a running service.
 """
 
 from __future__ import annotations
@@ -313,6 +314,8 @@ def _drain_ingest(
     deadline = time.monotonic() + timeout
     if workers == 1:
         worker = _ingest_worker(port, group, _client_ids(group, 1)[0], db)
+        if not worker.wait_writer():
+            raise RuntimeError("the SQLite writer process did not start")
         start = time.perf_counter()
         worker.start()
         try:
@@ -361,6 +364,7 @@ def _worker_process(
 
     db = connect(db_url, migrate=False)
     worker = _ingest_worker(port, group, client_id, db)
+    worker.wait_writer()
     ready.put(client_id)
     go.wait()
     worker.start()

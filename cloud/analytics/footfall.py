@@ -37,6 +37,8 @@ def entrance_line_sql(dialect: str) -> str:
     """SQL that is true for a line crossing on an entrance line (see the module doc)."""
     flag = _FLAG[dialect]
     return f"({flag} = {_TRUE[dialect]} OR ({flag} IS NULL AND {_NAMED_ENTRANCE}))"
+
+
 PEAKS_MARKED = 3
 
 Counts = dict[int, dict[str, int]]  # bucket start (local epoch) -> entrances/visits/visitors

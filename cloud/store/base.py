@@ -157,6 +157,10 @@ class Database(ABC):
 
     def migrate(self) -> list[Migration]:
         """Apply every registered migration not yet applied; returns those applied."""
+        # Importing the domain modules registers their migrations (only here: a process
+        # that only reads or writes, like the SQLite ingest writer, starts without them).
+        from storelens.cloud.store import schema  # noqa: F401
+
         self.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " component TEXT NOT NULL, version INTEGER NOT NULL, applied_at "
@@ -198,9 +202,6 @@ def _split(script: str) -> list[str]:
 
 def connect(url: str, *, migrate: bool = True) -> Database:
     """``sqlite:///path/to.db`` (or a bare path) or ``postgresql://...``."""
-    # Importing the domain modules registers their migrations.
-    from storelens.cloud.store import schema  # noqa: F401
-
     if url.startswith(("postgresql://", "postgres://")):
         from storelens.cloud.store.postgres import PostgresDatabase
 

@@ -208,6 +208,7 @@ def struct_for(
         tag=tag,
         forbid_unknown_fields=forbid_unknown,
         frozen=True,
+        gc=False,  # lists and dicts of scalars: no cycles, so no cyclic-GC passes over them
     )
     if types_ is None:
         structs[model] = struct
