@@ -180,6 +180,26 @@ def envelopes(store: str, device: str, events: list, per_message: int) -> list[b
 # -- the run -------------------------------------------------------------------------------
 
 
+def machine_cpu_seconds() -> float | None:
+    """CPU seconds used by every process on this machine so far (Linux ``/proc/stat``:
+    user, nice, system, irq, softirq), or None elsewhere. A drain's delta over its events is
+    what one event costs in all (subscriber, writer process, broker, database server)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = sum(int(fields[i]) for i in (1, 2, 3, 6, 7))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _since(before: float | None) -> float | None:
+    after = machine_cpu_seconds()
+    return None if before is None or after is None else after - before
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -307,15 +327,24 @@ def _create_sessions(port: int, group: str, workers: int, db: Any) -> None:
 
 
 def _drain_ingest(
-    port: int, group: str, db: Any, db_url: str, expected: int, workers: int, timeout: float
+    port: int,
+    group: str,
+    db: Any,
+    db_url: str,
+    expected: int,
+    workers: int,
+    timeout: float,
+    cpu: dict[str, float | None],
 ) -> float:
     """Seconds for ``workers`` ingest workers to store every queued event. One worker runs
-    in this process; more run as processes, as a deployment scales out on one box."""
+    in this process; more run as processes, as a deployment scales out on one box. The
+    machine's CPU seconds over the same window go to ``cpu[group]``."""
     deadline = time.monotonic() + timeout
     if workers == 1:
         worker = _ingest_worker(port, group, _client_ids(group, 1)[0], db)
         if not worker.wait_writer():
             raise RuntimeError("the SQLite writer process did not start")
+        cpu0 = machine_cpu_seconds()
         start = time.perf_counter()
         worker.start()
         try:
@@ -324,6 +353,7 @@ def _drain_ingest(
                     raise TimeoutError(f"{group}: {worker.totals.stored}/{expected} stored")
                 time.sleep(0.01)
             elapsed = time.perf_counter() - start
+            cpu[group] = _since(cpu0)
         finally:
             worker.stop()
     else:
@@ -340,6 +370,7 @@ def _drain_ingest(
         try:
             for _ in procs:
                 ready.get(timeout=120)  # imported and connected to the database
+            cpu0 = machine_cpu_seconds()
             start = time.perf_counter()
             go.set()
             while db.scalar("SELECT count(*) FROM events") < expected:
@@ -347,6 +378,7 @@ def _drain_ingest(
                     raise TimeoutError(f"{group}: fewer than {expected} events stored")
                 time.sleep(0.02)
             elapsed = time.perf_counter() - start
+            cpu[group] = _since(cpu0)
         finally:
             stop.set()
             for proc in procs:
@@ -457,17 +489,22 @@ def run(
         _publish(port, messages)
         publish_s = time.perf_counter() - t0
         # 3. Drain each session.
+        cpu: dict[str, float | None] = {}
         bare = BareSubscriber(port, "bare", total)
+        cpu0 = machine_cpu_seconds()
         t0 = time.perf_counter()
         bare.connect()
         if not bare.done.wait(timeout):
             raise TimeoutError(f"bare subscriber got {bare.events}/{total} events")
         bare_s = time.perf_counter() - t0
+        cpu["bare"] = _since(cpu0)
         bare.disconnect()
-        sqlite_s = _drain_ingest(port, "sqlite", sqlite_db, sqlite_url, total, workers, timeout)
+        sqlite_s = _drain_ingest(
+            port, "sqlite", sqlite_db, sqlite_url, total, workers, timeout, cpu
+        )
         pg_s = None
         if pg_db is not None:
-            pg_s = _drain_ingest(port, "postgres", pg_db, pg, total, workers, timeout)
+            pg_s = _drain_ingest(port, "postgres", pg_db, pg, total, workers, timeout, cpu)
         sqlite_db.close()
         if pg_db is not None:
             pg_db.close()
@@ -485,5 +522,10 @@ def run(
         "publish_eps": round(total / publish_s),
         "ingest_workers": workers,
         "cpu_count": os.cpu_count(),
+        # Machine-wide CPU per event while each drain ran (all processes, broker and database
+        # server included); cpu_count / this is the most any design of that shape could reach.
+        "cpu_us_per_event": {
+            k: None if v is None else round(v / total * 1e6, 2) for k, v in cpu.items()
+        },
     }
     return result
