@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,3 +195,29 @@ def sample_model() -> Path:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+# -- ingest workers ------------------------------------------------------------------------
+
+
+def ingest_settings(broker: Broker, **kw: Any) -> Any:
+    """Settings for an ingest worker on ``broker`` that commits small batches quickly."""
+    from storelens.cloud.settings import Settings
+
+    return Settings(
+        db_url="unused", mqtt_host=broker.host, mqtt_port=broker.port, ingest_batch_seconds=0.02,
+        **kw,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def worker(chain: Any, broker: Broker) -> Iterator[Any]:
+    """A started ingest worker on the test's ``chain`` database (each module registers its
+    stores and devices in its own ``chain`` fixture)."""
+    from storelens.cloud.ingest import IngestWorker
+
+    w = IngestWorker(ingest_settings(broker), chain, client_id=f"w-{uuid.uuid4().hex[:6]}")
+    w.start()
+    assert w.wait_ready()
+    yield w
+    w.stop()

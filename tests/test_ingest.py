@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import wait_for
+from conftest import ingest_settings, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +18,6 @@ from storelens.cloud import events as event_store
 from storelens.cloud import members, stores
 from storelens.cloud.ingest import Incoming, Ingestor, IngestWorker
 from storelens.cloud.ingest_bench import envelopes, realistic_events
-from storelens.cloud.settings import Settings
 from storelens.contract import (
     MAX_PAYLOAD_BYTES,
     CameraStatus,
@@ -54,25 +52,6 @@ def publisher(broker) -> Iterator[Callable[[str, bytes], None]]:
     yield publish
     client.disconnect()
     client.loop_stop()
-
-
-def settings_for(broker, **kw) -> Settings:
-    return Settings(
-        db_url="unused",
-        mqtt_host=broker.host,
-        mqtt_port=broker.port,
-        ingest_batch_seconds=0.02,
-        **kw,
-    )
-
-
-@pytest.fixture
-def worker(chain, broker) -> Iterator[IngestWorker]:
-    w = IngestWorker(settings_for(broker), chain, client_id=f"w-{uuid.uuid4().hex[:6]}")
-    w.start()
-    assert w.wait_ready()
-    yield w
-    w.stop()
 
 
 def count(db, sql: str = "SELECT count(*) FROM events", params: tuple = ()) -> int:
@@ -214,7 +193,7 @@ def test_consent_opt_out_unlinks_and_is_published_to_devices(
 
 
 def test_two_workers_share_the_subscription_exactly_once(chain, broker, publisher) -> None:
-    settings = settings_for(broker, ingest_batch_messages=5)
+    settings = ingest_settings(broker, ingest_batch_messages=5)
     workers = [IngestWorker(settings, chain, client_id=f"share-{i}") for i in range(2)]
     for w in workers:
         w.start()
@@ -239,7 +218,7 @@ def test_ack_only_after_commit_so_a_failed_worker_loses_nothing(chain, broker, p
     # Persistent sessions (for devices that do not wait for receipts): the broker keeps what
     # the worker never acknowledged. With the default clean sessions the devices resend it
     # instead (tests/test_ingest_receipts.py).
-    settings = settings_for(broker, mqtt_session_expiry_s=60)
+    settings = ingest_settings(broker, mqtt_session_expiry_s=60)
     failing = IngestWorker(settings, chain, client_id="crashy")
 
     attempts: list[int] = []

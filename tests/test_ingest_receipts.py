@@ -18,13 +18,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import wait_for
+from conftest import ingest_settings, wait_for
 
 from storelens.cloud import events as event_store
 from storelens.cloud import stores
 from storelens.cloud.ingest import IngestWorker, raw_batch_id
 from storelens.cloud.ingest_bench import envelopes, realistic_events
-from storelens.cloud.settings import Settings
 from storelens.cloud.store import connect
 from storelens.contract import topics
 from storelens.contract.commands import Ack
@@ -38,16 +37,6 @@ def chain(db):
     stores.upsert_store(db, stores.Store(id=STORE, name="One", lat=48.85, lon=2.35))
     event_store.register_device(db, STORE, DEVICE)
     return db
-
-
-def settings_for(broker, **kw: Any) -> Settings:
-    return Settings(
-        db_url="unused",
-        mqtt_host=broker.host,
-        mqtt_port=broker.port,
-        ingest_batch_seconds=0.02,
-        **kw,
-    )
 
 
 class Client:
@@ -88,15 +77,6 @@ def device(broker) -> Iterator[Client]:
     client.close()
 
 
-@pytest.fixture
-def worker(chain, broker) -> Iterator[IngestWorker]:
-    w = IngestWorker(settings_for(broker), chain, client_id=f"w-{uuid.uuid4().hex[:6]}")
-    w.start()
-    assert w.wait_ready()
-    yield w
-    w.stop()
-
-
 def batch_id(raw: bytes) -> uuid.UUID:
     return uuid.UUID(json.loads(raw)["batch_id"])
 
@@ -104,7 +84,7 @@ def batch_id(raw: bytes) -> uuid.UUID:
 def test_receipt_names_each_batch_only_once_its_events_are_committed(
     chain, broker, device, db_url
 ) -> None:
-    w = IngestWorker(settings_for(broker, ingest_batch_messages=2), chain, client_id="audited")
+    w = IngestWorker(ingest_settings(broker, ingest_batch_messages=2), chain, client_id="audited")
     msgs = envelopes(STORE, DEVICE, realistic_events(DEVICE, 300, seed=31), 50)
     event_ids = {batch_id(raw): [e["id"] for e in json.loads(raw)["events"]] for raw in msgs}
     early: list[uuid.UUID] = []
@@ -210,7 +190,7 @@ def test_raw_batch_id_is_best_effort() -> None:
 
 
 def test_no_receipt_while_the_database_is_down(chain, broker, device) -> None:
-    failing = IngestWorker(settings_for(broker), chain, client_id="crashy")
+    failing = IngestWorker(ingest_settings(broker), chain, client_id="crashy")
     attempts: list[int] = []
 
     def database_down(prepared: object) -> None:
@@ -257,7 +237,7 @@ def test_a_killed_workers_share_moves_to_the_other_at_once(chain, broker, device
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     survivor = IngestWorker(
-        settings_for(broker, ingest_batch_messages=2), chain, client_id="survivor"
+        ingest_settings(broker, ingest_batch_messages=2), chain, client_id="survivor"
     )
     survivor.start()
     try:
