@@ -222,6 +222,35 @@ def bench_cameras(
     write_report(result, json_out)
 
 
+@bench_app.command("tracking")
+def bench_tracking(
+    json_out: Path = typer.Option(..., "--json", help="Where to write the result JSON."),
+    seed: int = typer.Option(1, help="Seed of the simulated scene (same seed, same scene)."),
+    seconds: float = typer.Option(90.0, min=10, help="Simulated seconds at 10 fps."),
+    detect_every: list[int] = typer.Option(
+        [1, 2, 3], min=1, max=10, help="Detector strides to score (repeat the option)."
+    ),
+) -> None:
+    """Tracker accuracy (MOTA, IDF1) on a simulated scene, for each detection stride."""
+    from storelens.edge.track_bench import TrackBenchError, run_track_bench
+
+    try:
+        result = run_track_bench(
+            seed=seed, seconds=seconds, detect_every=tuple(dict.fromkeys(detect_every))
+        )
+    except TrackBenchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    write_report(result, json_out)
+    for k, r in result["detect_every"].items():
+        typer.echo(
+            f"detect_every {k}: MOTA {r['mota']:.3f}  IDF1 {r['idf1']:.3f}  "
+            f"ID switches {r['id_switches']}  ({result['people']} people, "
+            f"{result['frames']} frames, seed {seed})",
+            err=True,
+        )
+
+
 @app.command("swipe")
 def swipe(
     read: str = typer.Argument(..., help="What the reader sends: digits, ;PAN=...? or 26 bits."),
