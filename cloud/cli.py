@@ -254,6 +254,22 @@ def bench_ingest(
     write_report(result, json_out)
 
 
+@bench_app.command("ingest-stages")
+def bench_ingest_stages(
+    json_out: str | None = typer.Option(None, "--json", help="Write the result JSON here."),
+    events: int = typer.Option(100_000, min=1000, help="Events to time each stage over."),
+    repeat: int = typer.Option(3, min=1, max=10, help="Runs per stage; the best counts."),
+    pg: str | None = typer.Option(
+        None, help="PostgreSQL admin URL (default STORELENS_TEST_PG or local test database)."
+    ),
+) -> None:
+    """What each stage of ingest costs per event (microseconds), each timed alone: decoding,
+    validating, building rows, handing them over, and the database insert on each backend."""
+    from storelens.cloud import ingest_stages
+
+    write_report(ingest_stages.run(events=events, repeat=repeat, pg_url=pg), json_out)
+
+
 @bench_app.command("routing")
 def bench_routing(
     json_out: Path = typer.Option(..., "--json", help="Write the results here."),
