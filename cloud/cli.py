@@ -235,14 +235,19 @@ def import_data(
     typer.echo(f"imported {written} {kind} rows")
 
 
+# Shared by the ingest benches.
+_JSON_OUT = typer.Option(None, "--json", help="Write the result JSON here.")
+_PG_ADMIN = typer.Option(
+    None, help="PostgreSQL admin URL (default STORELENS_TEST_PG or local test database)."
+)
+
+
 @bench_app.command("ingest")
 def bench_ingest(
-    json_out: str | None = typer.Option(None, "--json", help="Write the result JSON here."),
+    json_out: str | None = _JSON_OUT,
     events: int = typer.Option(200_000, min=1000, help="Events to publish per run."),
     per_message: int = typer.Option(200, min=1, max=1000, help="Events per MQTT message."),
-    pg: str | None = typer.Option(
-        None, help="PostgreSQL admin URL (default STORELENS_TEST_PG or local test database)."
-    ),
+    pg: str | None = _PG_ADMIN,
     workers: int = typer.Option(1, min=1, max=16, help="Ingest workers sharing the subscription."),
 ) -> None:
     """Ingest throughput through a private Mosquitto: bare subscriber vs full ingest on
@@ -256,12 +261,10 @@ def bench_ingest(
 
 @bench_app.command("ingest-stages")
 def bench_ingest_stages(
-    json_out: str | None = typer.Option(None, "--json", help="Write the result JSON here."),
+    json_out: str | None = _JSON_OUT,
     events: int = typer.Option(100_000, min=1000, help="Events to time each stage over."),
     repeat: int = typer.Option(3, min=1, max=10, help="Runs per stage; the best counts."),
-    pg: str | None = typer.Option(
-        None, help="PostgreSQL admin URL (default STORELENS_TEST_PG or local test database)."
-    ),
+    pg: str | None = _PG_ADMIN,
 ) -> None:
     """What each stage of ingest costs per event (microseconds), each timed alone: decoding,
     validating, building rows, handing them over, and the database insert on each backend."""
