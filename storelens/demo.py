@@ -324,37 +324,49 @@ class Demo:
         )
 
     def run(self, duration: float | None, echo: Any) -> DemoStats:
-        self.prepare()
-        self.start_cloud()
-        self.start_edge()
-        for target in (self._swipes, self._order):
-            t = threading.Thread(target=target, name=target.__name__, daemon=True)
-            t.start()
-            self.threads.append(t)
-        echo(self.banner())
-        started = time.monotonic()
         interrupted = threading.Event()
-        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+        # Ctrl-C, `kill` (make and supervisors send SIGTERM) and a closed terminal all stop
+        # the demo the same way, from the first step on: the agent and the broker run in
+        # sessions of their own, so a demo that died on a signal would leave them running.
+        previous = {
+            sig: signal.signal(sig, lambda *_: interrupted.set())
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        }
         try:
-            while not interrupted.is_set():
-                left = None if duration is None else duration - (time.monotonic() - started)
-                if left is not None and left <= 0:
-                    break
-                interrupted.wait(min(10.0, left) if left is not None else 10.0)
-                if self.edge is not None and self.edge.poll() is not None:
-                    self._error(f"edge agent exited with {self.edge.returncode} (see edge.log)")
-                    break
-                s = self.refresh_stats()
-                echo(
-                    f"[{time.monotonic() - started:5.0f} s] events stored {s.events_ingested}, "
-                    f"footfall in {s.footfall_in}, zone visits {s.zone_visits}, swipes "
-                    f"{s.swipes_sent}, recommendations {s.recommendations_served}, "
-                    f"ship-from-store tasks {s.fulfillment_tasks}"
-                )
+            for step in (self.prepare, self.start_cloud, self.start_edge):
+                if interrupted.is_set():
+                    return self.stats  # stopped while starting: nothing flowed yet
+                step()
+            for target in (self._swipes, self._order):
+                t = threading.Thread(target=target, name=target.__name__, daemon=True)
+                t.start()
+                self.threads.append(t)
+            echo(self.banner())
+            self._watch(duration, echo, interrupted)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self.shutdown()
         return self.refresh_stats()
+
+    def _watch(self, duration: float | None, echo: Any, interrupted: threading.Event) -> None:
+        """Print progress every 10 s until the duration is up, a signal, or the agent dies."""
+        started = time.monotonic()
+        while not interrupted.is_set():
+            left = None if duration is None else duration - (time.monotonic() - started)
+            if left is not None and left <= 0:
+                return
+            interrupted.wait(min(10.0, left) if left is not None else 10.0)
+            if self.edge is not None and self.edge.poll() is not None:
+                self._error(f"edge agent exited with {self.edge.returncode} (see edge.log)")
+                return
+            s = self.refresh_stats()
+            echo(
+                f"[{time.monotonic() - started:5.0f} s] events stored {s.events_ingested}, "
+                f"footfall in {s.footfall_in}, zone visits {s.zone_visits}, swipes "
+                f"{s.swipes_sent}, recommendations {s.recommendations_served}, "
+                f"ship-from-store tasks {s.fulfillment_tasks}"
+            )
 
     def shutdown(self) -> None:
         self.stop.set()

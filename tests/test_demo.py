@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from conftest import free_port
+from conftest import free_port, wait_for
 
 
 def test_demo_headless_runs_the_whole_loop(tmp_path: Path) -> None:
@@ -42,6 +44,37 @@ def test_demo_headless_runs_the_whole_loop(tmp_path: Path) -> None:
     assert "warning:" not in proc.stderr, proc.stderr[-2000:]
 
     # Everything it started has stopped: no broker or agent left on the demo's files.
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(workdir) not in ps
     assert (workdir / "credentials.json").stat().st_mode & 0o077 == 0
+
+
+def test_demo_stopped_with_sigterm_stops_everything_it_started(tmp_path: Path) -> None:
+    """`kill` (or make passing on SIGTERM) stops the demo like Ctrl-C: the agent and the
+    broker, which run in sessions of their own, must not outlive it."""
+    workdir = tmp_path / "demo"
+    log = (tmp_path / "demo.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from storelens.cli import app; app()", "demo",
+         "--duration", "300", "--port", str(free_port()), "--workdir", str(workdir),
+         "--members", "50"],
+        stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+    )  # fmt: skip
+
+    def running() -> list[str]:
+        ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+        return [line for line in ps.splitlines() if str(workdir) in line]
+
+    try:
+        # Its agent and broker are up (they name the demo's directory on their command line).
+        wait_for(lambda: any(" edge run " in line for line in running()), timeout=120)
+        wait_for(lambda: any("mosquitto" in line for line in running()), timeout=10)
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    wait_for(lambda: not running(), timeout=10)
+    assert "events_ingested" in (tmp_path / "demo.log").read_text().splitlines()[-1]
