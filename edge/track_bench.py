@@ -27,6 +27,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import supervision as sv
 
 from storelens.edge.config import TrackerConfig
 from storelens.edge.detect import Detections
@@ -90,20 +91,6 @@ class Simulation:
     false_positives: int
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a`` (Nx4 xyxy) with every box of ``b`` (Mx4): NxM."""
-    a, b = a.reshape(-1, 4), b.reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-
-
 def _box(scene: Scene, x: float, y_feet: float) -> np.ndarray:
     """A person's box with feet at (x, y_feet): 80 px tall at mid-frame, 120 at the bottom."""
     h = 80.0 + 40.0 * (y_feet - scene.height / 2) / (scene.height / 2)
@@ -158,7 +145,7 @@ def _walk(scene: Scene, rng: np.random.Generator, start: int) -> list[tuple[int,
 def _overlaps(path: list[tuple[int, np.ndarray]], by_frame: dict[int, list[np.ndarray]]) -> bool:
     for frame, box in path:
         others = by_frame.get(frame)
-        if others and _iou(box, np.array(others)).max() > 0:
+        if others and sv.box_iou_batch(box[None], np.array(others)).max() > 0:
             return True
     return False
 
@@ -196,18 +183,16 @@ def simulate(scene: Scene, seed: int) -> Simulation:
     for frame in range(frames):
         people = truth[frame]
         boxes = np.array([box for _, box in people]).reshape(-1, 4)
-        iou = _iou(boxes, boxes)
+        iou = sv.box_iou_batch(boxes, boxes)
         xyxy: list[np.ndarray] = []
         conf: list[float] = []
         for i, (person, box) in enumerate(people):
-            behind = [
-                j
-                for j in range(len(people))
-                if j != i and iou[i, j] > scene.occlusion_iou and boxes[j, 3] > box[3]
+            overlapping = [
+                j for j in range(len(people)) if j != i and iou[i, j] > scene.occlusion_iou
             ]
-            for j in range(len(people)):
-                if j != i and iou[i, j] > scene.occlusion_iou:
-                    crossed.add((min(person, people[j][0]), max(person, people[j][0])))
+            for j in overlapping:
+                crossed.add((min(person, people[j][0]), max(person, people[j][0])))
+            behind = any(boxes[j, 3] > box[3] for j in overlapping)  # a nearer one hides it
             miss = scene.occluded_miss_rate if behind else scene.miss_rate
             if rng.random() < miss:
                 continue
@@ -250,7 +235,7 @@ def _distances(truth: np.ndarray, hyps: np.ndarray) -> np.ndarray:
     Computed here because ``motmetrics.distances.iou_matrix`` 1.4 calls ``np.asfarray``,
     which NumPy 2 removed.
     """
-    dist = 1.0 - _iou(truth, hyps)
+    dist = 1.0 - sv.box_iou_batch(truth, hyps).astype(np.float64)
     dist[dist > 1.0 - MATCH_IOU] = np.nan
     return dist
 
