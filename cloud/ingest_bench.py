@@ -405,25 +405,6 @@ def _worker_process(
     db.close()
 
 
-@contextmanager
-def _postgres(admin_url: str) -> Iterator[str | None]:
-    try:
-        import psycopg
-
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as conn:
-            schema = "bench_" + uuid.uuid4().hex[:10]
-            conn.execute(f"CREATE SCHEMA {schema}")
-    except Exception:
-        yield None
-        return
-    sep = "&" if "?" in admin_url else "?"
-    try:
-        yield f"{admin_url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 def run(
     *,
     events: int = 200_000,
@@ -439,11 +420,9 @@ def run(
     from storelens.cloud import events as event_store
     from storelens.cloud import stores as store_registry
     from storelens.cloud.store import connect
+    from storelens.cloud.store.scratch import scratch_postgres
     from storelens.contract import topics
 
-    pg_admin = pg_url or os.environ.get(
-        "STORELENS_TEST_PG", "postgresql://root@127.0.0.1:5432/test"
-    )
     devices = [(f"bench-store-{i}", f"box-{i}") for i in range(stores)]
     per_device = events // len(devices)
     total = per_device * len(devices)
@@ -467,7 +446,7 @@ def run(
     with (
         tempfile.TemporaryDirectory(prefix="storelens-bench-") as tmp,
         private_broker(Path(tmp)) as port,
-        _postgres(pg_admin) as pg,
+        scratch_postgres(pg_url) as pg,
     ):
         sqlite_url = f"sqlite:///{tmp}/bench.db"
         sqlite_db = connect(sqlite_url)

@@ -106,14 +106,16 @@ def _sqlite(rows: list[tuple], per_commit: int, repeat: int, tmp: Path) -> dict[
     }
 
 
-def _postgres(rows: list[tuple], per_commit: int, repeat: int, admin_url: str) -> dict[str, Any]:
+def _postgres(
+    rows: list[tuple], per_commit: int, repeat: int, admin_url: str | None
+) -> dict[str, Any]:
     from storelens.cloud import events as event_store
-    from storelens.cloud.ingest_bench import _postgres as private_schema
     from storelens.cloud.store import connect
+    from storelens.cloud.store.scratch import scratch_postgres
 
     columns = ", ".join(event_store.EVENT_COLUMNS)
     best: dict[str, Any] = {}
-    with private_schema(admin_url) as url:
+    with scratch_postgres(admin_url) as url:
         if url is None:
             return {"postgres_copy_client": None, "postgres_copy_server": None}
         for _ in range(repeat):
@@ -194,8 +196,7 @@ def run(
     }
     with tempfile.TemporaryDirectory(prefix="storelens-stages-") as tmp:
         seconds |= _sqlite(rows, rows_per_commit, repeat, Path(tmp))
-    admin = pg_url or os.environ.get("STORELENS_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
-    seconds |= _postgres(rows, rows_per_commit, repeat, admin)
+    seconds |= _postgres(rows, rows_per_commit, repeat, pg_url)
     us = {k: None if v is None else round(v / len(rows) * 1e6, 2) for k, v in seconds.items()}
     return {
         "events": len(rows),

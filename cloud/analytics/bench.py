@@ -3,19 +3,17 @@ on SQLite and on PostgreSQL, in the same run."""
 
 from __future__ import annotations
 
-import os
 import statistics
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from storelens.cloud import analytics, analytics_seed, stores
 from storelens.cloud.store import Database, connect
+from storelens.cloud.store.scratch import scratch_postgres
 
-PG_ADMIN_URL = os.environ.get("STORELENS_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 BENCH_STORES = (("paris", "Europe/Paris"), ("lyon", "Europe/Paris"), ("lille", "Europe/Paris"),
                 ("lisbon", "Europe/Lisbon"), ("london", "Europe/London"))  # fmt: skip
 
@@ -43,19 +41,6 @@ def _time_charts(db: Database, days: int, until: float, repeats: int) -> dict[st
     return out
 
 
-def _pg_schema_url() -> tuple[str, str] | None:
-    try:
-        import psycopg
-
-        schema = "bench_" + uuid.uuid4().hex[:10]
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f"CREATE SCHEMA {schema}")
-    except Exception:
-        return None
-    sep = "&" if "?" in PG_ADMIN_URL else "?"
-    return f"{PG_ADMIN_URL}{sep}options=-csearch_path%3D{schema}", schema
-
-
 def run(*, days: int = 28, visitors_per_day: int = 300, repeats: int = 3) -> dict[str, Any]:
     """Seed the same traffic into both backends, then time every chart over the whole period
     (each chart also reads the previous period of equal length). Milliseconds, median."""
@@ -66,21 +51,16 @@ def run(*, days: int = 28, visitors_per_day: int = 300, repeats: int = 3) -> dic
         result["events"] = _fill(db, days, visitors_per_day, until)
         result["sqlite_ms"] = _time_charts(db, days, until, repeats)
         db.close()
-    pg = _pg_schema_url()
-    if pg is None:
-        result["postgres_ms"] = None
-    else:
-        url, schema = pg
-        db = connect(url)
-        try:
-            _fill(db, days, visitors_per_day, until)
-            result["postgres_ms"] = _time_charts(db, days, until, repeats)
-        finally:
-            db.close()
-            import psycopg
-
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with scratch_postgres() as url:
+        if url is None:
+            result["postgres_ms"] = None
+        else:
+            db = connect(url)
+            try:
+                _fill(db, days, visitors_per_day, until)
+                result["postgres_ms"] = _time_charts(db, days, until, repeats)
+            finally:
+                db.close()
     for backend in ("sqlite", "postgres"):
         ms = result.get(f"{backend}_ms")
         result[f"{backend}_dashboard_ms"] = round(sum(ms.values()), 1) if ms else None
