@@ -56,7 +56,6 @@ class _Sent:
 
     kind: str
     at: float  # monotonic; reset on reconnect, when paho sends it again
-    pubacked: bool = False
 
 
 class PublisherError(ValueError):
@@ -261,13 +260,12 @@ class Publisher:
 
     def _on_puback(self, mid: int) -> None:
         batch = self._mids.pop(mid, None)
+        if self._by_receipt:
+            return  # the broker has it; only the cloud's receipt confirms it
         if batch is None or batch not in self._unconfirmed:
             return  # an envelope already confirmed, or requeued and sent again
-        if self._by_receipt:
-            self._unconfirmed[batch].pubacked = True
-        else:
-            del self._unconfirmed[batch]
-            self.outbox.confirm([batch])
+        del self._unconfirmed[batch]
+        self.outbox.confirm([batch])
 
     def _on_receipt(self, batches: list[str]) -> None:
         self.receipts += 1
