@@ -307,7 +307,7 @@ class Ingestor:
             return []
         fast = decode_envelope(msg.payload)
         if fast is not None:
-            return self._prepare_fast(msg, out, *fast)
+            return self._prepare_fast(msg, where, out, *fast)
         envelope = parse_fast(msg.payload)
         self._batch_id = envelope.batch_id
         if (envelope.store, envelope.device) != (where.store, where.device):
@@ -341,11 +341,19 @@ class Ingestor:
         out.rows += rows  # only now: a message that fails part-way adds no rows
         return rows
 
-    def _prepare_fast(self, msg: Incoming, out: Prepared, envelope: Any, texts: list[str]) -> list:
-        """`_prepare_one` for an envelope the fast decoder accepted (no device status in it)."""
+    def _prepare_fast(
+        self,
+        msg: Incoming,
+        where: topics.DeviceTopic,
+        out: Prepared,
+        envelope: Any,
+        texts: list[str],
+    ) -> list:
+        """`_prepare_one` for an envelope the fast decoder accepted (no device status in it);
+        ``where`` is the message's parsed topic."""
         self._batch_id = uuid.UUID(envelope.batch_id)
         store, device = envelope.store, envelope.device
-        if msg.topic != topics.events(store, device) and msg.topic != topics.status(store, device):
+        if where.kind not in RECEIPT_KINDS or (where.store, where.device) != (store, device):
             raise ContractError("topic_mismatch", f"envelope {store}/{device} on {msg.topic}")
         if not self._registered(store, device):
             raise ContractError("unregistered_device", f"{store}/{device} is not registered")
