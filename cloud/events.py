@@ -152,12 +152,13 @@ def event_values(
 
 
 def _fast_typed() -> dict[type, Any]:
+    # The fast structs carry the models' field names, so the same extractors serve both.
     from storelens.contract.fast import FAST_EVENT_TYPES as fast
 
     return {
-        fast["zone_visit"]: lambda e: (e.zone, None, None, e.dwell_s, e.entered_at.timestamp()),
-        fast["line_crossing"]: lambda e: (None, e.line, e.direction, None, None),
-        fast["visit_ended"]: lambda e: (None, None, None, e.duration_s, e.started_at.timestamp()),
+        fast["zone_visit"]: _zone_visit,
+        fast["line_crossing"]: _line_crossing,
+        fast["visit_ended"]: _visit_ended,
     }
 
 
