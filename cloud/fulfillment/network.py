@@ -44,14 +44,22 @@ def store_row(db: Database, store_id: str) -> dict[str, Any] | None:
     )
 
 
-def open_task_counts(db: Database) -> dict[str, int]:
+def open_task_counts(db: Database, store_id: str | None = None) -> dict[str, int]:
+    """Open tasks per store (only ``store_id``'s when given)."""
     states = sorted(OPEN_STATES)
+    where, params = (" AND store_id = ?", [*states, store_id]) if store_id else ("", states)
     rows = db.query(
         f"SELECT store_id, count(*) AS n FROM fulfillment_tasks WHERE state IN ({_in_list(states)})"
-        " GROUP BY store_id",
-        states,
+        f"{where} GROUP BY store_id",
+        params,
     )
     return {r["store_id"]: int(r["n"]) for r in rows}
+
+
+def day_limit(capacity: Any, cut: Any) -> int:
+    """Tasks a store takes on a day: its configured capacity, lowered by that day's cut."""
+    limit = int(capacity)
+    return limit if cut is None else min(limit, int(cut))
 
 
 def rejection_rates(db: Database, since: float) -> dict[str, float]:
@@ -89,10 +97,9 @@ def load_candidates(
             available.setdefault(r["store"], {})[r["sku"]] = int(r["available"])
     out = []
     for s in stores:
-        limit = int(s["fulfillment_capacity"])
-        cut = cuts.get((s["id"], local_day(s["timezone"], now)))
-        if cut is not None:
-            limit = min(limit, cut)
+        limit = day_limit(
+            s["fulfillment_capacity"], cuts.get((s["id"], local_day(s["timezone"], now)))
+        )
         out.append(
             StoreCandidate(
                 store_id=s["id"],
@@ -120,20 +127,12 @@ def claim_capacity(db: Database, store_id: str, now: float) -> bool:
     )
     if row is None:
         return False
-    limit = int(row["fulfillment_capacity"])
     cut = db.scalar(
         "SELECT capacity FROM fulfillment_capacity_cuts WHERE store_id = ? AND day = ?",
         (store_id, local_day(row["timezone"], now)),
     )
-    if cut is not None:
-        limit = min(limit, int(cut))
-    states = sorted(OPEN_STATES)
-    taken = db.scalar(
-        f"SELECT count(*) FROM fulfillment_tasks WHERE store_id = ? AND state IN"
-        f" ({_in_list(states)})",
-        (store_id, *states),
-    )
-    return int(taken or 0) < limit
+    taken = open_task_counts(db, store_id).get(store_id, 0)
+    return taken < day_limit(row["fulfillment_capacity"], cut)
 
 
 def reserve(db: Database, store_id: str, lines: Mapping[str, int]) -> bool:
