@@ -29,7 +29,7 @@ CACHE_KIB = 64 * 1024
 
 
 def _serve(url: str, conn: Any) -> None:
-    """The child: one transaction per message until the pipe closes."""
+    """The child: one transaction per batch until the pipe closes."""
     from storelens.cloud.events import store_prepared
     from storelens.cloud.store import connect
 
