@@ -113,7 +113,7 @@ def analyze(
 ) -> tuple[AnalysisSummary, CameraConfig]:
     camera = camera_for(config, video, camera_id=camera_id, fps=fps)
     if detect_every is not None:
-        camera = CameraConfig.model_validate({**camera.model_dump(), "detect_every": detect_every})
+        camera = camera.with_detect_every(detect_every)
     m = config.model
     detector = Detector(
         resolve(m.path),

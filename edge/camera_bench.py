@@ -153,10 +153,7 @@ def run_camera_bench(
 
     base = load_config(config or DEFAULT_CONFIG)
     if detect_every is not None:
-        cams = [
-            CameraConfig.model_validate({**c.model_dump(), "detect_every": detect_every})
-            for c in base.cameras
-        ]
+        cams = [c.with_detect_every(detect_every) for c in base.cameras]
         base = base.model_copy(update={"cameras": cams})
     every = base.cameras[0].detect_every
     video_path = str(resolve(video))

@@ -139,6 +139,11 @@ class CameraConfig(_Strict):
     floor: FloorConfig | None = None
     occupancy_interval_s: float = Field(60.0, gt=0)
 
+    def with_detect_every(self, every: int) -> CameraConfig:
+        """This camera with another detection stride, validated like the YAML (benches and
+        analysis try strides without editing the config)."""
+        return CameraConfig.model_validate({**self.model_dump(), "detect_every": every})
+
     @model_validator(mode="after")
     def _unique(self) -> CameraConfig:
         names = [z.name for z in self.zones] + [ln.name for ln in self.lines]
