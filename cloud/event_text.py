@@ -16,6 +16,7 @@ import msgspec
 from pydantic import BaseModel
 
 from storelens.contract.events import EVENT_TYPES
+from storelens.contract.fast import raw_event_texts
 
 _PERSONAL = frozenset({"member", "key_id"})
 
@@ -34,10 +35,6 @@ def _key_struct(tag: str, model: type[BaseModel]) -> type[msgspec.Struct]:
     )
 
 
-class _Texts(msgspec.Struct):
-    events: list[msgspec.Raw]
-
-
 _KeyedEvent = Union[tuple(_key_struct(tag, model) for tag, model in EVENT_TYPES.items())]  # noqa: UP007
 
 
@@ -45,21 +42,17 @@ class _Keys(msgspec.Struct):
     events: list[_KeyedEvent]
 
 
-_TEXTS = msgspec.json.Decoder(_Texts)
 _KEYS = msgspec.json.Decoder(_Keys)
 
 
 def event_texts(raw: bytes, events: Sequence[BaseModel]) -> list[str | None]:
     """The JSON text of each of ``events`` (the validated ``events`` of envelope ``raw``);
     all None when any event of the message has a key its contract model does not name."""
-    # A repeated "events" key: the two parsers might not keep the same one.
-    if raw.count(b'"events"') != 1:
+    texts = raw_event_texts(raw)
+    if texts is None or len(texts) != len(events):
         return [None] * len(events)
     try:
         _KEYS.decode(raw)
-        texts = _TEXTS.decode(raw).events
     except msgspec.DecodeError:
         return [None] * len(events)
-    if len(texts) != len(events):
-        return [None] * len(events)
-    return [str(text, "utf-8") for text in texts]
+    return list(texts)

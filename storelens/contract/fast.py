@@ -309,14 +309,25 @@ class _Texts(msgspec.Struct):
 _TEXTS = msgspec.json.Decoder(_Texts)
 
 
+def raw_event_texts(raw: bytes) -> list[str] | None:
+    """Each element of the envelope's ``events`` as its own JSON text, cut out of ``raw`` in C
+    (no re-serialising); None when ``raw`` is not such an object, or names ``events`` twice
+    (then two parsers might not keep the same one)."""
+    if raw.count(b'"events"') != 1:
+        return None
+    try:
+        return [str(t, "utf-8") for t in _TEXTS.decode(raw).events]
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+
+
 def decode_envelope(raw: bytes) -> tuple[Any, list[str]] | None:
     """The envelope as a fast struct and each event's own JSON text, or None when the fast
     path does not accept it (then `parse_envelope` decides). Never raises on input."""
-    if len(raw) > MAX_PAYLOAD_BYTES or raw.count(b'"events"') != 1:
-        return None  # a repeated "events" key: the two decoders might not keep the same one
+    if len(raw) > MAX_PAYLOAD_BYTES or (texts := raw_event_texts(raw)) is None:
+        return None
     try:
         envelope = _DECODER.decode(raw)
-        texts = _TEXTS.decode(raw).events
     except (msgspec.DecodeError, UnicodeDecodeError):
         return None
     device = envelope.device
@@ -324,4 +335,4 @@ def decode_envelope(raw: bytes) -> tuple[Any, list[str]] | None:
         return None
     if not check_patterns(envelope.events):
         return None
-    return envelope, [str(t, "utf-8") for t in texts]
+    return envelope, texts
