@@ -68,7 +68,7 @@ from storelens.contract import (
     parse_envelope,
     topics,
 )
-from storelens.contract.commands import Ack, OptOutList
+from storelens.contract.commands import MAX_ACK_IDS, Ack, OptOutList
 from storelens.contract.fast import decode_envelope
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,6 @@ _TS = event_store.EVENT_COLUMNS.index("ts")
 _MEMBER = event_store.EVENT_COLUMNS.index("member")
 RECEIVE_MAXIMUM = 250  # unacknowledged messages in flight to one worker (bounds memory)
 RECEIPT_KINDS = ("events", "status")  # the topics devices publish envelopes on
-MAX_ACK_IDS = 10_000  # `Ack.batch_ids` max_length
 _BATCH_ID = re.compile(rb'"batch_id"\s*:\s*"([0-9A-Fa-f-]{32,36})"')
 RECEIPTS = Counter("storelens_ingest_receipts_total", "Ack messages published to devices.")
 

@@ -29,12 +29,16 @@ class OptOutList(BaseModel):
     tokens: list[Token] = Field(default_factory=list)
 
 
+MAX_ACK_IDS = 10_000  # batch IDs per Ack; more go in several
+
+
 class Ack(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     type: Literal["ack"] = "ack"
     batch_ids: list[uuid.UUID] = Field(
-        max_length=10_000, description="Envelopes whose events are stored (or dead-lettered)."
+        max_length=MAX_ACK_IDS,
+        description="Envelopes whose events are stored (or dead-lettered).",
     )
 
 
