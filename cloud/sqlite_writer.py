@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import signal
 import sqlite3
 import threading
 from typing import Any
@@ -30,6 +31,9 @@ CACHE_KIB = 64 * 1024
 
 def _serve(url: str, conn: Any) -> None:
     """The child: one transaction per batch until the pipe closes."""
+    # Ctrl-C reaches the whole process group; the parent decides when writing stops (it
+    # closes the pipe, or dies and the pipe reports EOF), so a batch is never cut short here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from storelens.cloud.events import store_prepared
     from storelens.cloud.store import connect
 

@@ -286,3 +286,22 @@ def test_a_dead_sqlite_writer_process_is_replaced_and_nothing_is_lost(
     wait_for(lambda: chain.scalar("SELECT count(*) FROM events") == 80, timeout=60)
     wait_for(lambda: set(device.acked()) >= {batch_id(r) for r in msgs})
     assert writer._proc.pid != first and worker.healthy()
+
+
+def test_ctrl_c_leaves_the_sqlite_writer_process_to_its_worker(chain, worker, device) -> None:
+    """Ctrl-C reaches the whole process group; the writer keeps serving until the worker
+    stops it (no traceback, no restart, nothing lost)."""
+    if chain.dialect != "sqlite":
+        pytest.skip("the writer process is SQLite's")
+    writer = worker.ingestor.writer
+    assert writer is not None
+    first = envelopes(STORE, DEVICE, realistic_events(DEVICE, 20, seed=40), 20)[0]
+    device.publish(topics.events(STORE, DEVICE), first)
+    wait_for(lambda: device.acked() == [batch_id(first)])
+    pid = writer._proc.pid
+    os.kill(pid, signal.SIGINT)
+    second = envelopes(STORE, DEVICE, realistic_events(DEVICE, 20, seed=41, first_seq=100), 20)[0]
+    device.publish(topics.events(STORE, DEVICE), second)
+    wait_for(lambda: batch_id(second) in device.acked())
+    assert chain.scalar("SELECT count(*) FROM events") == 40
+    assert writer._proc.pid == pid and writer._proc.is_alive()
