@@ -49,6 +49,7 @@ LAST = ("Martin", "Bernard", "Dubois", "Durand", "Lefebvre", "Moreau", "Laurent"
         "Michel", "Garcia", "Roux", "Fournier", "Girard", "Bonnet", "Dupont")  # fmt: skip
 
 # Zones of the sample camera (firmware_config/sample.yaml) and the categories shown there.
+SAMPLE_STORE, SAMPLE_DEVICE = "sample-store", "sample-edge"  # firmware_config/sample.yaml
 SAMPLE_ZONES = {"west_walk": "entrance", "plaza": "promotions", "east_road": "checkout"}
 STORE_ZONES = {"entrance_area": "entrance", **{c: c for c, *_ in CATEGORIES}}
 
@@ -126,9 +127,9 @@ def seed(db: Database, *, seed: int = 42, key: PseudonymKey | None = None, membe
         orders, sales = _history(db, rng, prng, products, people, t_start, t_end)
         result.online_orders, result.pos_sales = orders, sales
         result.inventory_rows = _inventory(db, rng, products, t_end)
-        for spec in STORES:
-            events.register_device(db, spec.id, f"{spec.id}-edge1", "seeded camera box")
-        events.register_device(db, "sample-store", "sample-edge", "sample video device")
+        # Only the sample video's device: the other stores' boxes exist once in-store traffic
+        # is seeded for them (a registered box that never reported reads "never seen").
+        events.register_device(db, SAMPLE_STORE, SAMPLE_DEVICE, "sample video device")
     password = admin_password or secrets.token_urlsafe(12)
     auth.create_user(db, "admin", password, "admin")
     pos_tokens = {s.id: auth.create_pos_token(db, s.id, "till-1") for s in STORES}
@@ -136,7 +137,7 @@ def seed(db: Database, *, seed: int = 42, key: PseudonymKey | None = None, membe
         from storelens.cloud.analytics_seed import seed_instore
 
         counts = seed_instore(db, days=instore_days, end=end - timedelta(days=1), seed=seed,
-                              until=t_end)  # fmt: skip
+                              until=t_end, devices={SAMPLE_STORE: SAMPLE_DEVICE})  # fmt: skip
         result.instore_events = sum(counts.values())
     result.credentials = {
         "admin": {"username": "admin", "password": password},
@@ -151,7 +152,7 @@ def seed(db: Database, *, seed: int = 42, key: PseudonymKey | None = None, membe
 def _stores(db: Database) -> int:
     for spec in STORES:
         zones = dict(STORE_ZONES)
-        if spec.id == "sample-store":
+        if spec.id == SAMPLE_STORE:
             zones.update(SAMPLE_ZONES)
         stores.upsert_store(
             db,

@@ -32,6 +32,7 @@ STORE, DEVICE, CAMERA = "sample-store", "sample-edge", "plaza"
 READER_ZONE = "west_walk"  # the card reader stands at the entrance walk
 SWIPE_EVERY_S = 15.0
 ORDER_AFTER_S = 20.0
+INSTORE_DAYS = 28
 
 
 class BrokerChoice(StrEnum):
@@ -91,7 +92,11 @@ class Demo:
         self.db_url = f"sqlite:///{self.workdir / 'storelens.db'}"
         db = connect(self.db_url)
         try:
-            result = seeding.seed(db, seed=self.seed, key=key, members=self.members, days=90)
+            # Sales for 90 days and in-store traffic (visits, dwell, paths, device reports) for
+            # the last INSTORE_DAYS: the ops page's default week and the week it compares with
+            # have footfall beside the seeded sales, and the live device joins its history.
+            result = seeding.seed(db, seed=self.seed, key=key, members=self.members, days=90,
+                                  instore_days=INSTORE_DAYS)  # fmt: skip
         finally:
             db.close()
         self.credentials = result.credentials
