@@ -76,6 +76,7 @@ class Demo:
         self.server_thread: threading.Thread | None = None
         self.broker: Any = None
         self.threads: list[threading.Thread] = []
+        self.live_since = time.time()  # set again when the agent starts
 
     # -- setup ---------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -161,6 +162,7 @@ class Demo:
 
     def start_edge(self) -> None:
         config = self.edge_config()
+        self.live_since = time.time()
         log = (self.workdir / "edge.log").open("ab")
         self.edge = subprocess.Popen(
             [sys.executable, "-c", "from storelens.cli import app; app()", "edge", "run",
@@ -261,20 +263,20 @@ class Demo:
         db = connect(self.db_url, migrate=False)
         try:
             s = self.stats
-            s.events_ingested = db.scalar(
-                "SELECT COUNT(*) FROM events WHERE store = ? AND device = ?", (STORE, DEVICE)
-            )
+            # Live rows only: the seeded history of the same store and device came before.
+            live = "store = ? AND device = ? AND received_at >= ?"
+            args = (STORE, DEVICE, self.live_since)
+            s.events_ingested = db.scalar(f"SELECT COUNT(*) FROM events WHERE {live}", args)
             s.footfall_in = db.scalar(
-                "SELECT COUNT(*) FROM events WHERE store = ? AND device = ? AND type = "
-                "'line_crossing' AND direction = 'in'", (STORE, DEVICE),
+                f"SELECT COUNT(*) FROM events WHERE {live} AND type = 'line_crossing' "
+                "AND direction = 'in'", args,
             )  # fmt: skip
             s.zone_visits = db.scalar(
-                "SELECT COUNT(*) FROM events WHERE store = ? AND device = ? "
-                "AND type = 'zone_visit'", (STORE, DEVICE),
-            )  # fmt: skip
+                f"SELECT COUNT(*) FROM events WHERE {live} AND type = 'zone_visit'", args
+            )
             s.swipes_linked = db.scalar(
-                "SELECT COUNT(*) FROM events WHERE store = ? AND type = 'card_swipe' "
-                "AND visit_id IS NOT NULL", (STORE,),
+                f"SELECT COUNT(*) FROM events WHERE {live} AND type = 'card_swipe' "
+                "AND visit_id IS NOT NULL", args,
             )  # fmt: skip
             s.dead_letters = db.scalar("SELECT COUNT(*) FROM dead_letters")
             s.fulfillment_tasks = db.scalar(
