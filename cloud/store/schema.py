@@ -19,6 +19,7 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.coupons",
     "storelens.cloud.offers",
     "storelens.cloud.scoring",
+    "storelens.cloud.history.importer",
 )
 
 for _name in COMPONENTS:
