@@ -67,6 +67,5 @@ def version() -> None:
     typer.echo(__version__)
 
 
-
 app.command("demo")(tools_cli.demo)
 app.add_typer(provision.app, name="provision", help="Device credentials, ACLs, configs.")
