@@ -151,13 +151,15 @@ def _rows(path: Path) -> np.ndarray:
 
 
 def _write_range(rows: np.ndarray, first: int, last: int, out: Path) -> int:
-    """Rows of frames first..last renumbered from frame 1; the number of distinct IDs."""
+    """Rows of frames first..last renumbered from frame 1; the number of distinct IDs with a
+    scored row (MOT class 1 where the file has classes: ground truth distractors are not)."""
     part = rows[(rows[:, 0] >= first) & (rows[:, 0] <= last)].copy()
     part[:, 0] -= first - 1
     with out.open("w") as f:
         for r in part:
             f.write(f"{int(r[0])},{int(r[1])}," + ",".join(f"{v:g}" for v in r[2:]) + "\n")
-    return len(np.unique(part[:, 1])) if len(part) else 0
+    scored = part[part[:, 7] == 1] if part.shape[1] > 7 and (part[:, 7] > 0).any() else part
+    return len(np.unique(scored[:, 1])) if len(scored) else 0
 
 
 def score(gt: Path, hyp: Path, first: int, last: int, work: Path) -> dict[str, Any]:
