@@ -20,6 +20,7 @@ conditional upsert, so several ingest workers cannot fire it twice. Every action
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -378,11 +379,26 @@ def _event_interaction(
         return None
     dwell = float(row.get("dwell_s") or 0.0)
     try_on = plan.interactions.get("try_on")
-    if try_on is not None and category and category in try_on.categories:
+    if try_on is not None and (
+        _is_fitting_room(row) or (category and category in try_on.categories)
+    ):
         return ("try_on", category) if dwell >= try_on.min_dwell_s else None
     if dwell < plan.min_dwell_s("zone_dwell"):
         return None
     return ("zone_dwell", category)
+
+
+def _is_fitting_room(row: dict[str, Any]) -> bool:
+    """A stay the device marked as a try-on session (ZoneVisit.kind, contract 1.2)."""
+    payload = row.get("payload") or ""
+    if row.get("kind") == "fitting_room":
+        return True
+    if "fitting_room" not in payload:  # most rows: no JSON parse
+        return False
+    try:
+        return json.loads(payload).get("kind") == "fitting_room"
+    except (ValueError, AttributeError):
+        return False
 
 
 def on_events_stored(

@@ -167,7 +167,9 @@ def test_plan_api_and_half_life_change_keeps_scores(api) -> None:
     )
 
 
-def _zone_visit(db, member: dict, zone: str, dwell_s: float, at: float) -> list[dict]:
+def _zone_visit(
+    db, member: dict, zone: str, dwell_s: float, at: float, payload: str = "{}"
+) -> list[dict]:
     from storelens.cloud import events
 
     row = {
@@ -175,7 +177,7 @@ def _zone_visit(db, member: dict, zone: str, dwell_s: float, at: float) -> list[
         "type": "zone_visit", "ts": at, "camera": "cam-1", "visit_id": str(uuid.uuid4()),
         "member": member["token"], "key_id": "k1", "zone": zone, "line": None,
         "direction": None, "dwell_s": dwell_s, "t_start": at - dwell_s, "received_at": at,
-        "payload": "{}",
+        "payload": payload,
     }  # fmt: skip
     events.store_events(db, [row])
     return [row]
@@ -190,7 +192,7 @@ def test_category_dwell_and_try_on_points(db) -> None:
     plan = parse_plan({
         "id": "instore", "interactions": {
             "zone_dwell": {"points": 2, "min_dwell_s": 60, "categories": {"Handbags": 7}},
-            "try_on": {"points": 0, "min_dwell_s": 30, "categories": {"Fitting rooms": 9}},
+            "try_on": {"points": 3, "min_dwell_s": 30, "categories": {"Fitting rooms": 9}},
         },
     })  # fmt: skip
     scoring.put_plan(db, plan)
@@ -204,6 +206,12 @@ def test_category_dwell_and_try_on_points(db) -> None:
     assert scoring.score(db, ann["id"], now=now) == pytest.approx(9.0, 1e-3)
     scoring.on_events_stored(db, _zone_visit(db, ann, "z_fit", 45, now - 3), now=now)
     assert scoring.score(db, ann["id"], now=now) == pytest.approx(18.0, 1e-3)
+    # A zone the device marks as a fitting room (contract 1.2 ZoneVisit.kind) is a try-on too.
+    marked = json.dumps({"kind": "fitting_room"})
+    scoring.on_events_stored(db, _zone_visit(db, ann, "z_shoes", 40, now - 2, marked), now=now)
+    assert scoring.score(db, ann["id"], now=now) == pytest.approx(21.0, 1e-3)
+    scoring.on_events_stored(db, _zone_visit(db, ann, "z_shoes", 20, now - 1, marked), now=now)
+    assert scoring.score(db, ann["id"], now=now) == pytest.approx(21.0, 1e-3)  # too short
 
 
 class _Receiver(BaseHTTPRequestHandler):
