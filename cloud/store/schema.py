@@ -21,6 +21,7 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.handoff",
     "storelens.cloud.scoring",
     "storelens.cloud.interactions",
+    "storelens.cloud.history.importer",
 )
 
 for _name in COMPONENTS:
