@@ -280,13 +280,9 @@ def set_consent(db: Database, member_id: str, consent: Consent) -> dict[str, Any
         if not tracking and current["tracking"]:
             # Withdrawing consent also unlinks what was already collected.
             event_store.unlink_member_events(db, current["token"])
-<<<<<<< HEAD
             for hook in on_tracking_withdrawn:
                 hook(db, member_id)
-        _bump_consent(db)
-=======
         bump_consent_version(db)
->>>>>>> main
     return get_member(db, member_id)  # type: ignore[return-value]
 
 
