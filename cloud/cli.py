@@ -174,6 +174,57 @@ def pos_token(
         raise typer.Exit(1) from None
 
 
+@app.command("integration-token")
+def integration_token(
+    name: str = typer.Argument(..., help="The system, e.g. webshop or crm."),
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+) -> None:
+    """Issue a bearer token another system uses to POST /api/v1/interactions (printed once)."""
+    from storelens.cloud import auth
+    from storelens.cloud.store import connect
+
+    database = connect(_settings(db).db_url)
+    try:
+        typer.echo(auth.create_integration_token(database, name))
+    except auth.AuthError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("scoring-plans")
+def scoring_plans(
+    path: str | None = typer.Argument(None, help="YAML with one plan or a list; none: list."),
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+) -> None:
+    """Load engagement scoring plans from YAML (all or none), or list the stored ones."""
+    from pathlib import Path
+
+    from storelens.cloud import scoring, scoring_plans
+    from storelens.cloud.store import connect
+
+    database = connect(_settings(db).db_url)
+    try:
+        if path is None:
+            for plan in scoring_plans.list_plans(database):
+                state = f"active, share {plan.share:g}" if plan.active else "inactive"
+                typer.echo(f"{plan.id}: {plan.name or '-'} ({state}), "
+                           f"{len(plan.interactions)} interaction types, "
+                           f"{len(plan.thresholds)} thresholds")  # fmt: skip
+            return
+        plans = scoring_plans.load_yaml(Path(path))
+        with database.transaction():
+            for plan in plans:
+                scoring.put_plan(database, plan)
+    except scoring_plans.PlanError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        for error in exc.errors or []:
+            typer.echo(f"  {'.'.join(map(str, error['loc']))}: {error['msg']}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        database.close()
+    typer.echo(f"loaded {len(plans)} scoring plan(s): {', '.join(p.id for p in plans)}")
+
+
 @app.command("device-add")
 def device_add(
     store: str = typer.Argument(..., help="Store ID."),
@@ -193,14 +244,38 @@ def device_add(
     typer.echo(f"registered {store}/{device}")
 
 
+_HISTORY = "History only: "
+
+
 @app.command("import")
 def import_data(
-    kind: str = typer.Argument(..., help="catalog, stores or inventory."),
-    path: str = typer.Argument(..., help="The file (CSV or JSON; stores: JSON)."),
+    kind: str = typer.Argument(..., help="catalog, stores, inventory or history."),
+    path: str = typer.Argument(..., help="The file (CSV or JSON; stores: JSON; history: CSV)."),
     store: str | None = typer.Option(None, help="Inventory only: the store the levels are for."),
+    map_spec: str | None = typer.Option(
+        None, "--map", help=_HISTORY + "canonical=theirs,... for files with other column names."
+    ),
+    exclude_skus: str | None = typer.Option(
+        None, help=_HISTORY + "comma-separated SKUs that are not products (postage, fees)."
+    ),
+    exclude_pattern: str | None = typer.Option(
+        None, help=_HISTORY + "regular expression (full match) of SKUs that are not products."
+    ),
+    cancelled_prefix: str | None = typer.Option(
+        None, help=_HISTORY + "order IDs starting with this are cancellations (returns)."
+    ),
+    rejects: Path | None = typer.Option(
+        None, help=_HISTORY + "where rejected rows go (default FILE.rejects.csv)."
+    ),
+    currency: str = typer.Option("EUR", help=_HISTORY + "currency of the prices."),
+    timezone: str = typer.Option("UTC", help=_HISTORY + "zone of timestamps without offset."),
+    date_format: str | None = typer.Option(
+        None, help=_HISTORY + "strptime format of ordered_at (default ISO 8601 or epoch)."
+    ),
     db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
 ) -> None:
-    """Bulk import products, stores or one store's stock levels; all rows or none."""
+    """Bulk import products, stores or one store's stock levels (all rows or none), or a
+    purchase history (bad rows go to a reject file; importing it again changes nothing)."""
     from pathlib import Path
 
     from storelens.cloud import catalog, stores
@@ -210,6 +285,15 @@ def import_data(
     if not file.is_file():
         typer.echo(f"error: no file {file}", err=True)
         raise typer.Exit(1)
+    if kind == "history":
+        from storelens.cloud.history.command import import_history_file
+
+        import_history_file(
+            _settings(db).db_url, file, map_spec=map_spec, exclude_skus=exclude_skus,
+            exclude_pattern=exclude_pattern, cancelled_prefix=cancelled_prefix,
+            rejects=rejects, currency=currency, timezone=timezone, date_format=date_format,
+        )  # fmt: skip
+        return
     data = file.read_bytes()
     fmt = "csv" if file.suffix.lower() == ".csv" else "json"
     database = connect(_settings(db).db_url)
@@ -221,7 +305,9 @@ def import_data(
         elif kind == "inventory" and store:
             written = stores.set_inventory(database, store, stores.parse_inventory(data, fmt))
         else:
-            typer.echo("error: kind is catalog, stores or inventory (with --store)", err=True)
+            typer.echo(
+                "error: kind is catalog, stores, inventory (with --store) or history", err=True
+            )
             raise typer.Exit(2)
     except (catalog.CatalogImportError, stores.StoreImportError) as exc:
         for line in exc.errors:

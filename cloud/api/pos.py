@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storelens.cloud import checkout, coupons, members, offers, push, sales, scoring
+from storelens.cloud import checkout, coupons, members, offers, push, sales, scoring, visit_today
 from storelens.cloud.api import deps
 from storelens.cloud.api.deps import Caller, get_db, get_settings, require_pos
 from storelens.cloud.coupons import CouponRejected, DiscountTerms
@@ -334,6 +334,41 @@ def member_card(
     member_id: str, db: Database = Depends(get_db), caller: Caller = Depends(require_pos())
 ) -> MemberCard:
     return _card(db, _member(db, member_id))
+
+
+class ZoneStayOut(BaseModel):
+    zone: str
+    entered_at: float | None = Field(description="Epoch seconds.")
+    dwell_s: float | None
+    kind: str | None = Field(description="fitting_room, checkout, or none.")
+
+
+class VisitTodayOut(BaseModel):
+    """The member's latest visit to this store today (local day)."""
+
+    visits_today: int = Field(description="Visits of the member to this store today.")
+    in_store: bool = Field(description="The latest visit has not ended yet.")
+    started_at: float | None = Field(description="When it began, epoch seconds.")
+    ended_at: float | None = Field(description="When it ended (None while in store).")
+    minutes_in_store: float = Field(description="Minutes so far (or in total, once ended).")
+    zones: list[ZoneStayOut] = Field(description="Zone stays of the visit, in order.")
+    tryons: int = Field(description="Fitting-room sessions (the camera cannot see garments).")
+    tryon_minutes: float
+    checkout: bool = Field(description="The visit went through a checkout zone.")
+
+
+@router.get(
+    "/members/{member_id}/visit-today",
+    response_model=VisitTodayOut,
+    summary="The member's visit to this store today: zones, try-ons, minutes in store",
+)
+def member_visit_today(
+    member_id: str,
+    store: str | None = Query(None, description="Store (staff callers); a POS: its own."),
+    db: Database = Depends(get_db),
+    caller: Caller = Depends(require_pos()),
+) -> dict:
+    return visit_today.member_visit_today(db, _store(caller, store, db), _member(db, member_id))
 
 
 @router.get(
