@@ -56,7 +56,7 @@ CODE_LENGTH = 14
 DiscountKind = Literal["percent", "amount"]
 Scope = Literal["basket", "category", "brand", "sku"]
 RejectReason = Literal[
-    "unknown", "wrong_member", "wrong_store", "redeemed", "expired", "not_yet_valid", "voided",
+    "unknown", "wrong_store", "redeemed", "expired", "not_yet_valid", "voided",
     "min_spend", "no_matching_items",
 ]  # fmt: skip
 
@@ -199,10 +199,10 @@ def evaluate(
     now = time.time() if now is None else now
     code = normalize_code(code)
     coupon = get(db, code)
-    if coupon is None:
-        raise CouponRejected(code, "unknown")
-    if member_id is None or coupon["member_id"] != member_id:
-        raise CouponRejected(code, "wrong_member", "the coupon belongs to another member")
+    # Another member's code answers exactly like a code that does not exist: a guesser must
+    # not learn that a code is real.
+    if coupon is None or member_id is None or coupon["member_id"] != member_id:
+        raise CouponRejected(code, "unknown", "no such coupon for this member")
     if coupon["store"] and coupon["store"] != store:
         raise CouponRejected(code, "wrong_store", f"valid only at store {coupon['store']}")
     if coupon["redeemed_at"] is not None:

@@ -22,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from storelens.cloud import checkout, coupons, members, offers, push, sales, scoring
 from storelens.cloud.api import deps
 from storelens.cloud.api.deps import Caller, get_db, get_settings, require_pos
+from storelens.cloud.api.member_access import MemberAction, authorize, identified
 from storelens.cloud.coupons import CouponRejected, DiscountTerms
-from storelens.cloud.ratelimit import COUPON_REDEEM_LIMIT
+from storelens.cloud.ratelimit import MEMBER_LOOKUP_LIMIT, coupon_attempt
 from storelens.cloud.recommend import RecommendationService
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database
@@ -149,7 +150,10 @@ def _store(caller: Caller, store: str | None, db: Database) -> str:
     return store
 
 
-def _member(db: Database, member_id: str) -> dict[str, Any]:
+def _member(db: Database, member_id: str, caller: Caller | None = None) -> dict[str, Any]:
+    """The member, once ``caller`` may act for them (a POS: the member at its till)."""
+    if caller is not None:
+        authorize(db, caller, MemberAction.READ, member_id)
     row = members.get_member(db, member_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"not found: member {member_id}")
@@ -313,7 +317,8 @@ async def pos_status(request: Request, caller: Caller = Depends(pos_caller)) -> 
 @router.post(
     "/members/lookup",
     response_model=MemberCard,
-    summary="Find a member by scanned card number or member ID",
+    dependencies=[Depends(MEMBER_LOOKUP_LIMIT)],
+    summary="Identify the member at this till by a swiped card or the member code they show",
 )
 def lookup(
     body: LookupIn,
@@ -321,19 +326,22 @@ def lookup(
     settings: Settings = Depends(get_settings),
     caller: Caller = Depends(require_pos()),
 ) -> MemberCard:
+    authorize(db, caller, MemberAction.IDENTIFY, None)
     if body.card_number is not None:
         row = members.member_by_card(db, settings.pseudonym_key, body.card_number)
-        if row is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "not found: no member holds this card")
-        return _card(db, row)
-    return _card(db, _member(db, body.member_id or ""))
+    else:
+        row = members.get_member(db, body.member_id or "")
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found: no such member")
+    identified(db, caller, row["id"])  # from now on this till may act for them
+    return _card(db, row)
 
 
 @router.get("/members/{member_id}", response_model=MemberCard, summary="A member, for the clerk")
 def member_card(
     member_id: str, db: Database = Depends(get_db), caller: Caller = Depends(require_pos())
 ) -> MemberCard:
-    return _card(db, _member(db, member_id))
+    return _card(db, _member(db, member_id, caller))
 
 
 @router.get(
@@ -352,7 +360,7 @@ async def recommendations(
 ) -> RecommendationsOut:
     db: Database = request.app.state.db
     store = _store(caller, store, db)
-    member = _member(db, member_id)
+    member = _member(db, member_id, caller)
     now = time.time()
     items = recommender.for_member(member, store, limit=limit, now=now)
     if member["marketing"] and not offers.in_holdout(member_id, policy):
@@ -389,7 +397,7 @@ def member_offers(
     policy: offers.OfferPolicy = Depends(get_policy),
 ) -> OffersOut:
     store = _store(caller, store, db)
-    member = _member(db, member_id)
+    member = _member(db, member_id, caller)
     proposals = offers.propose(db, _facts(db, member, store, recommender), store, policy=policy)
     return OffersOut(
         member_id=member_id, store=store,
@@ -418,7 +426,7 @@ def offer_shown(
     policy: offers.OfferPolicy = Depends(get_policy),
 ) -> CouponOut:
     store = _store(caller, store, db)
-    member = _member(db, member_id)
+    member = _member(db, member_id, caller)
     try:
         coupon = offers.mark_shown(
             db, _facts(db, member, store, recommender), template_id, store, policy=policy
@@ -441,7 +449,7 @@ def offer_declined(
     caller: Caller = Depends(require_pos()),
 ) -> DeclinedOut:
     store = _store(caller, store, db)
-    _member(db, member_id)
+    _member(db, member_id, caller)
     try:
         voided = offers.mark_declined(db, member_id, template_id, store)
     except offers.OfferError as exc:
@@ -452,16 +460,19 @@ def offer_declined(
 @router.post(
     "/coupons/validate",
     response_model=ValidateOut,
-    dependencies=[Depends(COUPON_REDEEM_LIMIT)],
+    responses={429: {"description": "Too many coupon attempts for this token or member."}},
     summary="Check a coupon against a basket without redeeming it",
 )
 def validate_coupon(
+    request: Request,
     body: ValidateIn,
     store: str | None = StoreQuery,
     db: Database = Depends(get_db),
     caller: Caller = Depends(require_pos()),
 ) -> ValidateOut:
     store = _store(caller, store, db)
+    authorize(db, caller, MemberAction.READ, body.member_id)
+    coupon_attempt(request, body.member_id, 1)
     lines = checkout.basket_lines(db, body.items)
     code = coupons.normalize_code(body.code)
     try:
@@ -475,8 +486,10 @@ def validate_coupon(
     "/sales",
     response_model=CheckoutOut,
     status_code=201,
-    dependencies=[Depends(COUPON_REDEEM_LIMIT)],
-    responses={409: {"description": "A coupon was rejected; nothing was recorded."}},
+    responses={
+        409: {"description": "A coupon was rejected; nothing was recorded."},
+        429: {"description": "Too many coupon attempts for this token or member."},
+    },
     summary="Record a sale with its coupons (all or nothing)",
 )
 async def record_sale(
@@ -489,6 +502,9 @@ async def record_sale(
     policy: offers.OfferPolicy = Depends(get_policy),
 ) -> Any:
     impressions = _impressions(request)
+    if body.member_id:
+        authorize(db, caller, MemberAction.READ, body.member_id)
+    coupon_attempt(request, body.member_id, len(body.coupon_codes))
 
     def work() -> checkout.CheckoutResult:
         # Off the event loop: a checkout waits for database write locks.

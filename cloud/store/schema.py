@@ -18,6 +18,7 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.coupons",
     "storelens.cloud.offers",
     "storelens.cloud.scoring",
+    "storelens.cloud.till",
 )
 
 for _name in COMPONENTS:

@@ -10,7 +10,6 @@ const state = { store: null, member: null, basket: new Map(), products: new Map(
 
 const COUPON_WORDS = {
   unknown: "No coupon has this code.",
-  wrong_member: "This coupon belongs to another member.",
   wrong_store: "This coupon can only be used in another store.",
   redeemed: "This coupon has already been used.",
   expired: "This coupon has expired.",
