@@ -112,6 +112,18 @@ def _mask(code: str) -> str:
     return "*" * max(len(code) - 4, 0) + code[-4:]
 
 
+def push_view(coupon: dict[str, Any], member_id: str, name: str | None = None) -> dict[str, Any]:
+    """What a POS screen is told when a coupon is issued: who, what it gives, until when, and
+    the code's last four characters to recognise it. Never the code: a push fans out to every
+    device of the store (and over MQTT), and the full code is a usable coupon; the till
+    fetches it with the member's card when the member is at the till."""
+    return {
+        "member_id": member_id, "code_hint": _mask(coupon["code"]),
+        "template_id": coupon.get("template_id"), "name": name, "kind": coupon.get("kind"),
+        "value": coupon.get("value"), "expires_at": coupon.get("expires_at"),
+    }  # fmt: skip
+
+
 def new_code() -> str:
     return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
 

@@ -1,10 +1,11 @@
 """Token-bucket rate limits per key (client address, bearer token, member).
 
-Guards brute-forcing logins (per client address), member lookups (per token) and coupon codes
-(per token and per member, counted only on requests that try a coupon). Written here rather than taken from a library
-because it is small and in-process: slowapi/limits want decorators on the route and a storage
-backend. Limits are per API process; with N replicas behind a balancer a key gets at most N
-times the budget (docs/scaling.md), still enough to make guessing useless.
+Guards brute-forcing logins (per client address), member lookups (per token) and coupon
+codes (per token and per member, counted only on requests that try a coupon). Written here
+rather than taken from a library because it is small and in-process: slowapi/limits want
+decorators on the route and a storage backend. Limits are per API process; with N replicas
+behind a balancer a key gets at most N times the budget (docs/scaling.md), still enough to
+make guessing useless.
 """
 
 from __future__ import annotations

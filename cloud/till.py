@@ -32,7 +32,9 @@ register_migrations(
 TILL_WINDOW_S = 2 * 3600.0
 
 
-def arrived(db: Database, store: str, device: str, member_id: str, now: float | None = None) -> None:
+def arrived(
+    db: Database, store: str, device: str, member_id: str, now: float | None = None
+) -> None:
     """The member identified themselves at this till."""
     now = time.time() if now is None else now
     db.execute(

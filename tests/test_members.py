@@ -173,7 +173,8 @@ def test_members_api(shop, monkeypatch) -> None:
     pos = {"Authorization": f"Bearer {token}"}
     with TestClient(create_app(Settings.from_env({}, db_url="unused"), db=shop)) as c:
         login = {"username": "boss", "password": "correct horse"}
-        admin = {"Authorization": f"Bearer {c.post('/api/v1/auth/login', json=login).json()['token']}"}
+        session = c.post("/api/v1/auth/login", json=login).json()["token"]
+        admin = {"Authorization": f"Bearer {session}"}
         r = c.post("/api/v1/members", json={"card_number": CARD, "name": "Ann"}, headers=pos)
         assert r.status_code == 201 and "token" not in r.json()
         mid = r.json()["id"]
@@ -282,8 +283,9 @@ def test_a_pos_cannot_probe_member_ids(shop, monkeypatch) -> None:
         assert {v["store"] for v in p["visits"] + p["zone_dwell"]} == {"s1"}
         # Sequential card guesses run out of budget: 429 long before a sweep finishes.
         codes = [
-            c.post("/api/v1/members/lookup", json={"card_number": f"7000{i:04d}"}, headers=pos)
-            .status_code
+            c.post(
+                "/api/v1/members/lookup", json={"card_number": f"7000{i:04d}"}, headers=pos
+            ).status_code
             for i in range(40)
         ]
         assert codes.count(404) < 25 and codes[-1] == 429

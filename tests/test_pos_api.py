@@ -172,8 +172,11 @@ def test_offers_caps_decline_and_checkout(pos) -> None:
     v = client.post(f"{API}/coupons/validate", headers=paris,
                     json={"code": code, "member_id": other, "items": basket}).json()  # fmt: skip
     assert v["valid"] is False and v["reason"] == "unknown"  # as for a code nobody holds
-    made_up = client.post(f"{API}/coupons/validate", headers=paris,
-                          json={"code": "ZZZZ-ZZZZ", "member_id": other, "items": basket})
+    made_up = client.post(
+        f"{API}/coupons/validate",
+        headers=paris,
+        json={"code": "ZZZZ-ZZZZ", "member_id": other, "items": basket},
+    )
     assert {k: v for k, v in made_up.json().items() if k != "code"} == {
         k: val for k, val in v.items() if k != "code"}  # fmt: skip
 

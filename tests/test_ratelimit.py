@@ -138,3 +138,41 @@ def test_coupon_guesses_are_limited_per_token_and_member_only(tmp_path, monkeypa
                     "coupon_codes": [f"NOPE-{n:04d}"]}  # fmt: skip
             codes.append(client.post("/api/v1/sales", json=sale, headers=till).status_code)
         assert codes[:20] == [409] * 20 and codes[20:] == [429, 429]
+
+
+@pytest.mark.parametrize("trusted", ["", "127.0.0.1"])
+def test_forwarded_for_is_believed_only_from_configured_proxies(tmp_path, trusted) -> None:  # noqa: ANN001
+    """A real uvicorn with `cloud serve`'s options: a local client naming a new address in
+    X-Forwarded-For on every try still hits the login limit, unless 127.0.0.1 is a proxy."""
+    import threading
+
+    import httpx
+    import uvicorn
+    from conftest import free_port, wait_port
+
+    from storelens.cloud.api.app import server_options
+    from storelens.cloud.settings import Settings
+
+    app, _ = _app(tmp_path)
+    options = server_options(Settings(db_url="unused", trusted_proxies=trusted))
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_port(port)
+        wrong = {"username": "ops", "password": "guess-guess"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            codes = [
+                client.post("/api/v1/auth/login", json=wrong,
+                            headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
+                for n in range(12)
+            ]  # fmt: skip
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    if trusted:
+        assert codes == [401] * 12  # each forwarded address has its own budget
+    else:
+        assert codes[:10] == [401] * 10 and codes[10:] == [429, 429]

@@ -64,9 +64,9 @@ def authorize(db: Database, caller: Caller, action: MemberAction, member_id: str
         return
     if pos_rule is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"a POS device may not {action} members")
-    if pos_rule == "at_till" and member_id is not None:
-        if not till.is_at_till(db, principal.store or "", principal.subject, member_id):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, NOT_AT_TILL)
+    needs_till = pos_rule == "at_till" and member_id is not None
+    if needs_till and not till.is_at_till(db, principal.store or "", principal.subject, member_id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, NOT_AT_TILL)
 
 
 def member_access(action: MemberAction) -> Callable[..., Caller]:

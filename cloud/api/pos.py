@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storelens.cloud import checkout, coupons, members, offers, push, sales, scoring
+from storelens.cloud import auth, checkout, coupons, members, offers, push, sales, scoring
 from storelens.cloud.api import deps
 from storelens.cloud.api.deps import Caller, get_db, get_settings, require_pos
 from storelens.cloud.api.member_access import MemberAction, authorize, identified
@@ -543,22 +543,45 @@ async def record_sale(
     "/stream",
     response_class=EventSourceResponse,
     summary="Live pushes to this store's POS (member_alert, task, coupon_issued)",
+    description="The stream re-checks its token every `STORELENS_PUSH_TOKEN_CHECK_S` and ends "
+    "when it is revoked or expired, and after `STORELENS_PUSH_STREAM_MAX_S` in any case: "
+    "reconnect with `Last-Event-ID` to resume without gaps.",
 )
 async def stream(
+    request: Request,
     store: str | None = StoreQuery,
     keepalive_s: float = Query(15.0, ge=0.05, le=120, description="Keep-alive comment interval."),
     last_event_id: str | None = Header(None, alias="Last-Event-ID"),
+    credentials: HTTPAuthorizationCredentials | None = Depends(deps.bearer),
     db: Database = Depends(get_db),
     caller: Caller = Depends(require_pos()),
 ) -> AsyncIterator[ServerSentEvent]:
     store = _store(caller, store, db)
+    settings: Settings = request.app.state.settings
+    token = credentials.credentials if credentials is not None else ""
+    check_s = settings.push_token_check_s
+    started = last_sent = last_check = time.monotonic()
     yield ServerSentEvent(comment="connected", retry=3000)
-    async for msg in push.hub().stream(store, last_event_id, keepalive_s=keepalive_s):
+    # Wake at least every check_s, whatever the keep-alive, to notice a revoked token.
+    wake_s = min(keepalive_s, check_s)
+    async for msg in push.hub().stream(store, last_event_id, keepalive_s=wake_s):
+        now = time.monotonic()
+        if now - last_check >= check_s:
+            last_check = now
+            if await anyio.to_thread.run_sync(auth.authenticate, db, token) is None:
+                yield ServerSentEvent(comment="token revoked or expired")
+                return
+        if now - started >= settings.push_stream_max_s:
+            yield ServerSentEvent(comment="stream lifetime reached: reconnect")
+            return
         if msg is None:
-            yield ServerSentEvent(comment="keep-alive")
-        else:
-            yield ServerSentEvent(
-                id=msg.id, event=msg.kind,
-                data={"id": msg.id, "kind": msg.kind, "store": msg.store, "at": msg.at,
-                      "payload": msg.payload},
-            )  # fmt: skip
+            if now - last_sent >= keepalive_s:
+                last_sent = now
+                yield ServerSentEvent(comment="keep-alive")
+            continue
+        last_sent = now
+        yield ServerSentEvent(
+            id=msg.id, event=msg.kind,
+            data={"id": msg.id, "kind": msg.kind, "store": msg.store, "at": msg.at,
+                  "payload": msg.payload},
+        )  # fmt: skip

@@ -483,8 +483,9 @@ function onPush(kind, payload) {
 function onCouponIssued(p) {
   const current = state.member && state.member.id === p.member_id;
   const who = current ? state.member.name || "this member" : `member ${p.member_id}`;
-  notice(`New coupon ${p.code} for ${who}${p.name ? ` (${p.name})` : ""}.`, "info");
-  if (current && !state.member.coupons.some((c) => c.code === p.code)) {
+  // A push names the coupon by its last characters only; the full code comes with the card.
+  notice(`New coupon ${p.code_hint || ""} for ${who}${p.name ? ` (${p.name})` : ""}.`, "info");
+  if (current) {
     Api.call("GET", `/api/v1/pos/members/${encodeURIComponent(p.member_id)}`)
       .then((fresh) => {
         state.member = fresh;
