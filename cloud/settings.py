@@ -68,16 +68,23 @@ class Settings(BaseModel):
         False, description="Relay POS pushes via the broker (API replicas, native apps)."
     )
     push_token_check_s: float = Field(
-        5.0, gt=0, le=300, description="How often an open POS stream re-checks its token "
-        "(a revoked or expired token closes the stream within this time)."
+        5.0,
+        gt=0,
+        le=300,
+        description="How often an open POS stream re-checks its token "
+        "(a revoked or expired token closes the stream within this time).",
     )
     push_stream_max_s: float = Field(
-        1800.0, gt=0, le=86400, description="Longest life of one POS stream; the client "
-        "reconnects (with Last-Event-ID) after it, re-authenticating."
+        1800.0,
+        gt=0,
+        le=86400,
+        description="Longest life of one POS stream; the client "
+        "reconnects (with Last-Event-ID) after it, re-authenticating.",
     )
     trusted_proxies: str = Field(
-        "", description="Comma-separated proxy addresses whose X-Forwarded-For `cloud serve` "
-        "believes; empty = none (the peer address is the client)."
+        "",
+        description="Comma-separated proxy addresses whose X-Forwarded-For `cloud serve` "
+        "believes; empty = none (the peer address is the client).",
     )
     fulfillment_rules: Path | None = Field(
         None, description="Routing rules file (YAML/JSON); default the built-in rules."
