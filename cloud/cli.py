@@ -195,14 +195,38 @@ def device_add(
     typer.echo(f"registered {store}/{device}")
 
 
+_HISTORY = "History only: "
+
+
 @app.command("import")
 def import_data(
-    kind: str = typer.Argument(..., help="catalog, stores or inventory."),
-    path: str = typer.Argument(..., help="The file (CSV or JSON; stores: JSON)."),
+    kind: str = typer.Argument(..., help="catalog, stores, inventory or history."),
+    path: str = typer.Argument(..., help="The file (CSV or JSON; stores: JSON; history: CSV)."),
     store: str | None = typer.Option(None, help="Inventory only: the store the levels are for."),
+    map_spec: str | None = typer.Option(
+        None, "--map", help=_HISTORY + "canonical=theirs,... for files with other column names."
+    ),
+    exclude_skus: str | None = typer.Option(
+        None, help=_HISTORY + "comma-separated SKUs that are not products (postage, fees)."
+    ),
+    exclude_pattern: str | None = typer.Option(
+        None, help=_HISTORY + "regular expression (full match) of SKUs that are not products."
+    ),
+    cancelled_prefix: str | None = typer.Option(
+        None, help=_HISTORY + "order IDs starting with this are cancellations (returns)."
+    ),
+    rejects: Path | None = typer.Option(
+        None, help=_HISTORY + "where rejected rows go (default FILE.rejects.csv)."
+    ),
+    currency: str = typer.Option("EUR", help=_HISTORY + "currency of the prices."),
+    timezone: str = typer.Option("UTC", help=_HISTORY + "zone of timestamps without offset."),
+    date_format: str | None = typer.Option(
+        None, help=_HISTORY + "strptime format of ordered_at (default ISO 8601 or epoch)."
+    ),
     db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
 ) -> None:
-    """Bulk import products, stores or one store's stock levels; all rows or none."""
+    """Bulk import products, stores or one store's stock levels (all rows or none), or a
+    purchase history (bad rows go to a reject file; importing it again changes nothing)."""
     from pathlib import Path
 
     from storelens.cloud import catalog, stores
@@ -212,6 +236,15 @@ def import_data(
     if not file.is_file():
         typer.echo(f"error: no file {file}", err=True)
         raise typer.Exit(1)
+    if kind == "history":
+        from storelens.cloud.history.command import import_history_file
+
+        import_history_file(
+            _settings(db).db_url, file, map_spec=map_spec, exclude_skus=exclude_skus,
+            exclude_pattern=exclude_pattern, cancelled_prefix=cancelled_prefix,
+            rejects=rejects, currency=currency, timezone=timezone, date_format=date_format,
+        )  # fmt: skip
+        return
     data = file.read_bytes()
     fmt = "csv" if file.suffix.lower() == ".csv" else "json"
     database = connect(_settings(db).db_url)
@@ -223,7 +256,9 @@ def import_data(
         elif kind == "inventory" and store:
             written = stores.set_inventory(database, store, stores.parse_inventory(data, fmt))
         else:
-            typer.echo("error: kind is catalog, stores or inventory (with --store)", err=True)
+            typer.echo(
+                "error: kind is catalog, stores, inventory (with --store) or history", err=True
+            )
             raise typer.Exit(2)
     except (catalog.CatalogImportError, stores.StoreImportError) as exc:
         for line in exc.errors:

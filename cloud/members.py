@@ -103,7 +103,8 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _bump_consent(db: Database) -> None:
+def bump_consent_version(db: Database) -> None:
+    """Consent changed: ingest, which caches opted-out tokens by this version, reloads."""
     db.execute("UPDATE consent_state SET version = version + 1 WHERE id = 1")
 
 
@@ -147,7 +148,7 @@ def enroll(db: Database, key: PseudonymKey, enrollment: Enrollment) -> dict[str,
             )
             if enrollment.account_id:
                 _link(db, member_id, enrollment.account_id, now)
-            _bump_consent(db)
+            bump_consent_version(db)
             for hook in on_member_enrolled:
                 hook(db, member_id)
     except IntegrityError:
@@ -276,7 +277,7 @@ def set_consent(db: Database, member_id: str, consent: Consent) -> dict[str, Any
         if not tracking and current["tracking"]:
             # Withdrawing consent also unlinks what was already collected.
             event_store.unlink_member_events(db, current["token"])
-        _bump_consent(db)
+        bump_consent_version(db)
     return get_member(db, member_id)  # type: ignore[return-value]
 
 
@@ -305,7 +306,7 @@ def forget(db: Database, member_id: str) -> dict[str, int]:
             " ON CONFLICT (token_sha256) DO NOTHING",
             (token_digest(token), time.time()),
         )
-        _bump_consent(db)
+        bump_consent_version(db)
     return counts
 
 

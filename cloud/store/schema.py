@@ -19,6 +19,7 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.offers",
     "storelens.cloud.scoring",
     "storelens.cloud.till",
+    "storelens.cloud.history.importer",
 )
 
 for _name in COMPONENTS:
