@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from storelens.cloud import coupons, members, offers, push, sales, scoring
+from storelens.cloud import coupons, members, offers, push, sales, scoring, visit_sales
 from storelens.cloud.coupons import BasketLine, CouponRejected
 from storelens.cloud.store import Database
 
@@ -115,6 +115,10 @@ def checkout(
         total=round(subtotal - discount, 2),
         redeemed=[{"code": c, "discount": d} for c, d in codes],
     )  # fmt: skip
+    try:  # a member's visit is usually open at the till: attach the sale to it now
+        visit_sales.link_sale(db, sale_id, now)
+    except Exception:  # the sale is committed; `link_pending` retries later
+        log.exception("linking sale %s to its visit failed", sale_id)
     if sale.member_id:
         try:
             result.issued = _after_sale(db, sale, lines, codes, now, start_of_day, policy)

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 from fastapi.testclient import TestClient
-from personalization_chain import KEY_HEX, build_chain
+from personalization_chain import KEY_HEX, build_chain, swipe_at_till
 
 from storelens.cloud import events, offers
 from storelens.cloud.api.app import create_app
@@ -36,10 +36,7 @@ def pos(db, monkeypatch):
     app.state.offer_policy = offers.OfferPolicy(holdout_share=0.0, cap_per_day=2, cap_per_week=5)
     with TestClient(app) as client:
         headers = {s: {"Authorization": f"Bearer {t}"} for s, t in chain.tokens.items()}
-        for n in range(len(chain.members)):  # every member swipes their card at the Paris till
-            r = client.post(f"{API}/members/lookup", json={"card_number": f"CARD{n:04d}"},
-                            headers=headers["paris"])  # fmt: skip
-            assert r.status_code == 200, r.text
+        swipe_at_till(client, chain, headers["paris"])
         yield client, chain, headers
         recommender = getattr(app.state, "recommender", None)
         if recommender is not None:

@@ -19,7 +19,17 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storelens.cloud import auth, checkout, coupons, members, offers, push, sales, scoring
+from storelens.cloud import (
+    auth,
+    checkout,
+    coupons,
+    members,
+    offers,
+    push,
+    sales,
+    scoring,
+    visit_today,
+)
 from storelens.cloud.api import deps
 from storelens.cloud.api.deps import Caller, get_db, get_settings, require_pos
 from storelens.cloud.api.member_access import MemberAction, authorize, identified
@@ -150,10 +160,10 @@ def _store(caller: Caller, store: str | None, db: Database) -> str:
     return store
 
 
-def _member(db: Database, member_id: str, caller: Caller | None = None) -> dict[str, Any]:
-    """The member, once ``caller`` may act for them (a POS: the member at its till)."""
-    if caller is not None:
-        authorize(db, caller, MemberAction.READ, member_id)
+def _member(db: Database, member_id: str, caller: Caller) -> dict[str, Any]:
+    """The member, once ``caller`` may act for them (a POS: the member at its till). Every
+    route about a member gets it here, so none can skip the rule."""
+    authorize(db, caller, MemberAction.READ, member_id)
     row = members.get_member(db, member_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"not found: member {member_id}")
@@ -342,6 +352,42 @@ def member_card(
     member_id: str, db: Database = Depends(get_db), caller: Caller = Depends(require_pos())
 ) -> MemberCard:
     return _card(db, _member(db, member_id, caller))
+
+
+class ZoneStayOut(BaseModel):
+    zone: str
+    entered_at: float | None = Field(description="Epoch seconds.")
+    dwell_s: float | None
+    kind: str | None = Field(description="fitting_room, checkout, or none.")
+
+
+class VisitTodayOut(BaseModel):
+    """The member's latest visit to this store today (local day)."""
+
+    visits_today: int = Field(description="Visits of the member to this store today.")
+    in_store: bool = Field(description="The latest visit has not ended yet.")
+    started_at: float | None = Field(description="When it began, epoch seconds.")
+    ended_at: float | None = Field(description="When it ended (None while in store).")
+    minutes_in_store: float = Field(description="Minutes so far (or in total, once ended).")
+    zones: list[ZoneStayOut] = Field(description="Zone stays of the visit, in order.")
+    tryons: int = Field(description="Fitting-room sessions (the camera cannot see garments).")
+    tryon_minutes: float
+    checkout: bool = Field(description="The visit went through a checkout zone.")
+
+
+@router.get(
+    "/members/{member_id}/visit-today",
+    response_model=VisitTodayOut,
+    summary="The member's visit to this store today: zones, try-ons, minutes in store",
+)
+def member_visit_today(
+    member_id: str,
+    store: str | None = Query(None, description="Store (staff callers); a POS: its own."),
+    db: Database = Depends(get_db),
+    caller: Caller = Depends(require_pos()),
+) -> dict:
+    member = _member(db, member_id, caller)
+    return visit_today.member_visit_today(db, _store(caller, store, db), member)
 
 
 @router.get(

@@ -14,6 +14,7 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.orders",
     "storelens.cloud.fulfillment",
     "storelens.cloud.sales",
+    "storelens.cloud.visit_sales",
     "storelens.cloud.auth",
     "storelens.cloud.coupons",
     "storelens.cloud.offers",
