@@ -105,7 +105,7 @@ def test_demo_without_its_assets_fails_fast_with_the_reason(tmp_path: Path) -> N
 
 
 def test_a_step_that_did_not_happen_is_named_once_it_is_due() -> None:
-    from storelens.demo_story import STEPS, problems
+    from storelens.tools.demo_story import STEPS, problems
 
     done = {step.key: step.minimum for step in STEPS} | {"events_published": 10}
     assert problems(done, 90) == []

@@ -18,7 +18,11 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.auth",
     "storelens.cloud.coupons",
     "storelens.cloud.offers",
+    "storelens.cloud.scoring_plans",
+    "storelens.cloud.handoff",
     "storelens.cloud.scoring",
+    "storelens.cloud.till",
+    "storelens.cloud.interactions",
     "storelens.cloud.history.importer",
 )
 

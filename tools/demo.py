@@ -9,7 +9,7 @@ to the store as a ship-from-store task. The ops and POS URLs and their logins ar
 Ctrl-C stops everything.
 ``--duration S`` runs headless for S seconds and prints what flowed as JSON, alone on stdout
 (progress goes to stderr), then exits non-zero if a step of the story did not happen
-(`storelens.demo_story`), with its reason.
+(`storelens.tools.demo_story`), with its reason.
 """
 
 from __future__ import annotations
@@ -95,10 +95,10 @@ class Demo:
         self.assets = {name: find_asset(name) for name in (SAMPLE_MODEL, SAMPLE_VIDEO)}
 
     def prepare(self) -> None:
-        from storelens.cloud import seed as seeding
         from storelens.cloud.store import connect
-        from storelens.local_broker import open_broker
         from storelens.pseudonym import generate_key_file, load_key
+        from storelens.tools.brokers.local import open_broker
+        from storelens.tools.seed import chain as seeding
 
         if self.workdir.exists():
             shutil.rmtree(self.workdir)  # a demo always starts from a fresh chain
@@ -153,7 +153,7 @@ class Demo:
 
         from storelens.assets import ASSET_PREFIX
         from storelens.edge.config import parse_config
-        from storelens.local_broker import free_port
+        from storelens.tools.brokers.local import free_port
 
         doc = yaml.safe_load(SAMPLE_CONFIG.read_text())
         camera = doc["cameras"][0]
@@ -473,8 +473,8 @@ def demo(
     import socket
 
     from storelens.assets import AssetError
-    from storelens.demo_story import problems
-    from storelens.local_broker import BrokerUnavailable, free_port
+    from storelens.tools.brokers.local import BrokerUnavailable, free_port
+    from storelens.tools.demo_story import problems
 
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", port)) == 0:
