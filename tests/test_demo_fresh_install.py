@@ -215,11 +215,13 @@ def test_demo_headless_shows_its_whole_story(demo: RunningDemo) -> None:
         shlex.split(command)
         for command in (
             "contract schema",
+            "cloud seed --db sqlite:///seed.db --members 100 --instore-days 2",
+            "analyze asset:media/vtest.avi --config firmware_config/sample.yaml --max-frames 30",
             "bench tracking --json tracking.json",
             "bench api --rate 20 --seconds 1 --members 100 --workers 1 --json api.json",
         )
     ],
-    ids=["contract-schema", "bench-tracking", "bench-api"],
+    ids=["contract-schema", "cloud-seed", "analyze", "bench-tracking", "bench-api"],
 )
 def test_readme_commands_run_on_the_demo_install(fresh, args: list[str]) -> None:
     """README commands that need more than the core (the benches needed httpx and motmetrics
