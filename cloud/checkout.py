@@ -139,11 +139,11 @@ def _after_sale(
     member = members.get_member(db, sale.member_id or "")
     if member is None:
         return []
-    before, after = scoring.award(db, member["id"], "store_purchase", at=sale.ts or now, now=now)
-    for _ in codes:
-        _, after = scoring.award(db, member["id"], "coupon_redeemed", now=now)
-    scoring.check_thresholds(db, member, before, after, presence=None, now=now, offer_policy=policy)
-    facts = offers.MemberFacts(member["id"], member["marketing"], member["tier"], after)
+    scored = scoring.record(
+        db, member, [("store_purchase", None)] + [("coupon_redeemed", None)] * len(codes),
+        at=sale.ts or now, now=now, offer_policy=policy,
+    )  # fmt: skip
+    facts = offers.MemberFacts(member["id"], member["marketing"], member["tier"], scored.score)
     since = start_of_day if start_of_day is not None else now - 86400
     issued = offers.reward_recommended_purchase(
         db,

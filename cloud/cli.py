@@ -174,6 +174,57 @@ def pos_token(
         raise typer.Exit(1) from None
 
 
+@app.command("integration-token")
+def integration_token(
+    name: str = typer.Argument(..., help="The system, e.g. webshop or crm."),
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+) -> None:
+    """Issue a bearer token another system uses to POST /api/v1/interactions (printed once)."""
+    from storelens.cloud import auth
+    from storelens.cloud.store import connect
+
+    database = connect(_settings(db).db_url)
+    try:
+        typer.echo(auth.create_integration_token(database, name))
+    except auth.AuthError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("scoring-plans")
+def scoring_plans(
+    path: str | None = typer.Argument(None, help="YAML with one plan or a list; none: list."),
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+) -> None:
+    """Load engagement scoring plans from YAML (all or none), or list the stored ones."""
+    from pathlib import Path
+
+    from storelens.cloud import scoring, scoring_plans
+    from storelens.cloud.store import connect
+
+    database = connect(_settings(db).db_url)
+    try:
+        if path is None:
+            for plan in scoring_plans.list_plans(database):
+                state = f"active, share {plan.share:g}" if plan.active else "inactive"
+                typer.echo(f"{plan.id}: {plan.name or '-'} ({state}), "
+                           f"{len(plan.interactions)} interaction types, "
+                           f"{len(plan.thresholds)} thresholds")  # fmt: skip
+            return
+        plans = scoring_plans.load_yaml(Path(path))
+        with database.transaction():
+            for plan in plans:
+                scoring.put_plan(database, plan)
+    except scoring_plans.PlanError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        for error in exc.errors or []:
+            typer.echo(f"  {'.'.join(map(str, error['loc']))}: {error['msg']}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        database.close()
+    typer.echo(f"loaded {len(plans)} scoring plan(s): {', '.join(p.id for p in plans)}")
+
+
 @app.command("device-add")
 def device_add(
     store: str = typer.Argument(..., help="Store ID."),

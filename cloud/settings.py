@@ -71,6 +71,9 @@ class Settings(BaseModel):
     fulfillment_sweep_s: float = Field(
         30, ge=0, le=3600, description="Deadline sweeper interval in the API; 0 = off."
     )
+    handoff_interval_s: float = Field(
+        5, ge=0, le=3600, description="Hand-off webhook delivery interval in the API; 0 = off."
+    )
 
     @model_validator(mode="after")
     def _tls_needs_no_plain_port(self) -> Settings:

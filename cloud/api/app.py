@@ -25,6 +25,7 @@ from storelens.cloud.api import metrics as metrics_api
 from storelens.cloud.api import orders as orders_api
 from storelens.cloud.api import sales as sales_api
 from storelens.cloud.api import stores as stores_api
+from storelens.cloud.scoring_plans import PlanError
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database, connect
 from storelens.pseudonym import PseudonymError
@@ -45,6 +46,7 @@ ERROR_STATUS: list[tuple[type[Exception], int]] = [
     (stores.StoreImportError, 422),
     (PseudonymError, 422),
     (auth.AuthError, 400),
+    (PlanError, 422),
 ]
 
 
@@ -105,6 +107,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     from storelens.cloud.api import fulfillment as fulfillment_api
 
     app.include_router(fulfillment_api.router, prefix=api)  # POS tasks, manual queue, journeys
+    from storelens.cloud.api import scoring as scoring_api
+
+    app.include_router(scoring_api.router, prefix=api)  # interactions, plans, contacts report
 
     for exc_type, code in ERROR_STATUS:
         app.add_exception_handler(exc_type, _handler(code))

@@ -58,6 +58,15 @@ class ProfileOut(BaseModel):
     online_orders: list[dict] = Field(description="Recent online orders with items.")
     pos_purchases: list[dict] = Field(description="Recent in-store purchases with items.")
     coupons: list[dict] = Field(description="Coupons issued to the member.")
+    online_interest: list[dict] = Field(
+        default_factory=list,
+        description="Products viewed or put in a cart online lately; with `store`, what that "
+        "store has in stock of each (viewed online, in stock here).",
+    )
+    scores: dict[str, float] = Field(
+        default_factory=dict, description="Engagement score per active scoring plan."
+    )
+    scoring_plan: str | None = Field(None, description="The plan that acts for this member.")
 
 
 def _out(row: dict) -> MemberOut:
@@ -181,9 +190,22 @@ def profile(
     member_id: str,
     days: float = Query(90, gt=0, le=3650, description="Look-back."),
     limit: int = Query(20, ge=1, le=200, description="Items per section."),
+    store: str | None = Query(
+        None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="Stock of this store."
+    ),
     db: Database = Depends(get_db),
-    _: Caller = Depends(require_staff()),
+    caller: Caller = Depends(require_staff()),
 ) -> ProfileOut:
+    from storelens.cloud import interactions, scoring
+    from storelens.cloud.scoring_plans import active_plans
+
     data = members.profile(db, member_id, days=days, limit=limit)
     data["member"] = _out(data["member"])
+    store = store or caller.store  # a POS sees its own store's stock
+    data["online_interest"] = interactions.online_interest(
+        db, member_id, store=store, days=days, limit=limit
+    )
+    plans = active_plans(db)
+    data["scores"] = {p.id: round(scoring.score(db, member_id, plan=p), 2) for p in plans}
+    data["scoring_plan"] = scoring.plan_for(db, member_id).id
     return ProfileOut(**data)

@@ -18,7 +18,10 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.auth",
     "storelens.cloud.coupons",
     "storelens.cloud.offers",
+    "storelens.cloud.scoring_plans",
+    "storelens.cloud.handoff",
     "storelens.cloud.scoring",
+    "storelens.cloud.interactions",
     "storelens.cloud.history.importer",
 )
 
