@@ -66,10 +66,12 @@ def serve(
     """Run the API (and, for single-machine installs, an ingest worker beside it)."""
     import uvicorn
 
-    from storelens.cloud.api.app import create_app
+    from storelens.cloud.api.app import create_app, server_options
 
     settings = _settings(db, ingest_in_process=ingest)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_level="info", **server_options(settings)
+    )
 
 
 @app.command("ingest")

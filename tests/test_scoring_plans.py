@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 from fastapi.testclient import TestClient
-from personalization_chain import KEY_HEX, build_chain
+from personalization_chain import KEY_HEX, build_chain, swipe_at_till
 
 from storelens.cloud import auth, handoff, interactions, members, sales, scoring, scoring_report
 from storelens.cloud.api.app import create_app
@@ -358,6 +358,7 @@ def test_online_views_on_the_profile_with_store_stock(api) -> None:
              _item("cart_add", ann, sku="H2")]  # fmt: skip
     client.post("/api/v1/interactions", json={"interactions": items}, headers=shop)
     paris = {"Authorization": f"Bearer {chain.tokens['paris']}"}
+    swipe_at_till(client, chain, paris)  # a POS reads only the member at its till
     profile = client.get(f"/api/v1/members/{ann}/profile", headers=paris).json()
     interest = {r["sku"]: r for r in profile["online_interest"]}
     assert interest["H2"]["views"] == 1 and interest["H2"]["cart_adds"] == 1
