@@ -12,7 +12,7 @@ import yaml
 
 from storelens.edge.config import load_config, parse_config
 from storelens.edge.split_cameras import HEADER, split
-from storelens.edge.two_camera_bench import TOLERANCE, run
+from storelens.tools.bench.two_cameras import TOLERANCE, run
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "firmware_config" / "sample.yaml"
