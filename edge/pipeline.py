@@ -134,10 +134,6 @@ class CameraPipeline:
             "key_id": visit.key_id,
         }
 
-    def visit_id_of(self, track_id: int) -> uuid.UUID | None:
-        visit = self._visits.get(track_id)
-        return visit.visit_id if visit else None
-
     def set_member(self, visit_id: uuid.UUID, member_token: str, key_id: str) -> bool:
         """Tag a visit with a member pseudonym; later events of the visit carry it."""
         for visit in self._visits.values():

@@ -176,4 +176,6 @@ def example_envelope() -> Envelope:
 
 
 def example_payload() -> str:
+    """The example envelope as indented JSON (`storelens contract example`); event IDs are
+    fresh on every call, everything else is fixed."""
     return json.dumps(json.loads(encode_envelope(example_envelope())), indent=2) + "\n"
