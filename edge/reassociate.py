@@ -24,7 +24,7 @@ GATE_H = 0.5  # feet within this many box heights of where the lost person shoul
 GATE_H_PER_S = 0.5  # ... plus this many per second lost (a walker covers ~0.7 a second)
 COAST_S = 1.0  # a lost person's velocity is extrapolated at most this long (people stop)
 MAX_SIZE_RATIO = 1.4  # box heights of the two within this factor
-MAX_LOOKS = 0.4  # Hellinger distance of the descriptors at most this
+MAX_LOOKS = 0.4  # Bhattacharyya distance of the colour descriptors at most this
 NO_LOOKS_GATE = 0.5  # without descriptors the motion gate is this much tighter
 AMBIGUITY = 0.25  # a runner-up this close in cost makes the pair ambiguous: not joined
 
@@ -68,7 +68,7 @@ def cost(lost: Lost, born: Born, t: float) -> float | None:
         gate *= NO_LOOKS_GATE
         return moved / gate + 1.0 if moved <= gate else None
     looks = appearance.distance(lost.looks, born.looks)
-    if moved > gate or looks > MAX_LOOKS:
+    if looks is None or moved > gate or looks > MAX_LOOKS:
         return None
     return moved / gate + looks / MAX_LOOKS
 

@@ -286,10 +286,11 @@ class PersonTracker:
                 overlap = box_iou(person.xyxy, np.delete(boxes, i, axis=0))
                 if overlap.max() > LOOKS_MAX_OVERLAP:
                     continue
-            looks = appearance.describe(frame, person.xyxy)
+            looks = appearance.blend(
+                last[1] if last is not None else None, appearance.describe(frame, person.xyxy)
+            )
             if looks is not None:
-                old = last[1] if last is not None else None
-                self._looks[person.track_id] = (t, appearance.blend(old, looks))
+                self._looks[person.track_id] = (t, looks)
 
     def _note_motion(self, people: list[TrackedPerson], t: float) -> None:
         """Velocity of each person output now: the library's Kalman estimate where it has one

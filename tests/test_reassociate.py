@@ -90,7 +90,8 @@ def test_descriptors_tell_colours_apart_and_stay_small() -> None:
     red2 = appearance.describe(draw([(box + 3, RED)]), box + 3)
     blue = appearance.describe(draw([(box, BLUE)]), box)
     assert red is not None and red2 is not None and blue is not None
-    assert abs(float(red.sum()) - 1) < 1e-4 and red.size < 200
-    assert appearance.distance(red, red2) < 0.15 < 0.4 < appearance.distance(red, blue)
+    assert red.size < 200  # a few coarse histograms, nothing like an image
+    near, far = appearance.distance(red, red2), appearance.distance(red, blue)
+    assert near is not None and far is not None and near < 0.15 < 0.4 < far
     tiny = np.array([0, 0, 10, 20], np.float32)
     assert appearance.describe(draw([]), tiny) is None
