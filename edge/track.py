@@ -233,16 +233,14 @@ class PersonTracker:
                 self._looks[tid][1] if tid in self._looks else None,
             )
             for tid, last in self._shown.items()
-            if tid not in present
-            and tid in self._moved
-            and tid in self._last_box
-            and 0 < t - last <= window
-            and not self._left_view(self._last_box[tid])
+            if tid not in present and 0 < t - last <= window and self._may_rejoin(tid)
         ]
         if not lost:
             return
         born = []
         for i in new:
+            if self._left_view(out.xyxy[i]):
+                continue  # walked in from outside the view: not someone hidden inside it
             looks = appearance.describe(frame, out.xyxy[i]) if frame is not None else None
             born.append(reassociate.Born(ids[i], out.xyxy[i].astype(np.float32), looks))
         lost_at = {m.track_id: m.t for m in lost}
@@ -265,8 +263,8 @@ class PersonTracker:
         ]
 
     def _left_view(self, box: np.ndarray) -> bool:
-        """Lost at the image border: walked out of view, not hidden (whoever comes in there
-        next is someone else, or a new visit of the same person)."""
+        """At the image border: a track lost there walked out of view, one born there walked
+        in; neither was hidden (whoever comes in is someone else, or a new visit)."""
         if self._frame_size is None:
             return False
         w, h = self._frame_size
@@ -411,7 +409,8 @@ class PersonTracker:
 
     def alive_ids(self) -> set[int]:
         """Tracks that count as present: output within the lost-track buffer and still kept
-        by the library, or within ``stitch_s`` (a new track may still continue them)."""
+        by the library, or within ``stitch_s`` while a new track may still continue them
+        (hidden inside the view: one who walked out is not held)."""
         if self._last_t is None:
             return set()
         t = self._last_t
@@ -421,8 +420,13 @@ class PersonTracker:
         return {
             tid
             for tid, last in self._shown.items()
-            if (last >= buffer and tid in kept) or (last >= stitch and tid in self._moved)
+            if (last >= buffer and tid in kept) or (last >= stitch and self._may_rejoin(tid))
         }
+
+    def _may_rejoin(self, tid: int) -> bool:
+        """A lost track a new one could still continue (moved, and hidden, not gone)."""
+        box = self._last_box.get(tid)
+        return tid in self._moved and box is not None and not self._left_view(box)
 
     def reset(self) -> None:
         self._tracker.reset()
