@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from storelens.cloud import analytics
 from storelens.cloud.api.deps import Caller, get_db, require_ops
 from storelens.cloud.store import Database
+from storelens.contract.bounds import MAX_EPOCH_S, MIN_EPOCH_S
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
 
@@ -48,6 +49,12 @@ class ChartOut(BaseModel):
     model_config = {"extra": "allow"}
 
 
+# The days a store's data can have (storelens.contract.bounds); the year 1 or 9999 made date
+# arithmetic overflow into a 500.
+FIRST_DAY = datetime.fromtimestamp(MIN_EPOCH_S, UTC).date()
+LAST_DAY = datetime.fromtimestamp(MAX_EPOCH_S, UTC).date() - timedelta(days=1)
+
+
 class Filters:
     """Query parameters shared by every chart."""
 
@@ -56,8 +63,15 @@ class Filters:
         stores: str | None = Query(
             None, description="Comma-separated store IDs; empty = all stores.", max_length=2000
         ),
-        start: date | None = Query(None, description="First local day (default: 6 days ago)."),
-        end: date | None = Query(None, description="Last local day, inclusive (default: today)."),
+        start: date | None = Query(
+            None, ge=FIRST_DAY, le=LAST_DAY, description="First local day (default: 6 days ago)."
+        ),
+        end: date | None = Query(
+            None,
+            ge=FIRST_DAY,
+            le=LAST_DAY,
+            description="Last local day, inclusive (default: today).",
+        ),
         hour_from: int = Query(0, ge=0, le=23, description="Local hours from (inclusive)."),
         hour_to: int = Query(24, ge=1, le=24, description="Local hours to (exclusive); wraps."),
     ) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from storelens.cloud.store.base import Database, IntegrityError, Row
+from storelens.cloud.store.base import Database, DataError, IntegrityError, Row
 
 _PLACEHOLDER = re.compile(r"\?")
 
@@ -56,6 +56,8 @@ class PostgresDatabase(Database):
             return conn.execute(_pg(sql), tuple(params), prepare=False)
         except psycopg.errors.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
+        except psycopg.errors.DataError as exc:  # out of range, bad value: as on SQLite
+            raise DataError(str(exc)) from exc
 
     def _executemany(
         self, conn: psycopg.Connection, sql: str, rows: Iterable[Sequence[Any]]
