@@ -93,8 +93,8 @@ def test_storage_refuses_what_postgres_refuses_and_rolls_back(db) -> None:
 
 
 def _raw(client, method: str, url: str, text: str, headers: dict | None = None):  # noqa: ANN001, ANN202
-    return client.request(method, url, content=text.encode(),
-                          headers={**(headers or {}), "Content-Type": "application/json"})  # fmt: skip
+    headers = {**(headers or {}), "Content-Type": "application/json"}
+    return client.request(method, url, content=text.encode(), headers=headers)
 
 
 def test_lone_surrogates_are_422_never_500(api) -> None:
