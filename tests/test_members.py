@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from storelens.cloud import auth, catalog, members, orders, sales, stores
 from storelens.cloud import events as event_store
 from storelens.cloud.api.app import create_app
-from storelens.cloud.ingest_bench import realistic_events
 from storelens.cloud.settings import Settings
 from storelens.pseudonym import PseudonymKey
+from storelens.tools.bench.ingest import realistic_events
 
 
 @pytest.fixture(autouse=True)

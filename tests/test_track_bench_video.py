@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from storelens.cli import app
 from storelens.edge.config import load_config
-from storelens.edge.track_bench import TrackBenchError
-from storelens.edge.track_bench_video import parse_splits, run_video_bench, score
+from storelens.tools.bench.tracking import TrackBenchError
+from storelens.tools.bench.tracking_video import parse_splits, run_video_bench, score
 
 GT = Path(__file__).parent / "data" / "tracking" / "vtest_gt.txt"
 SAMPLE = Path(__file__).parent.parent / "firmware_config" / "sample.yaml"

@@ -35,7 +35,7 @@ from storelens.edge.detect.stride import DetectStride
 from storelens.edge.mot import MotWriter
 from storelens.edge.pipeline import CameraPipeline
 from storelens.edge.sources import FrameSource
-from storelens.edge.track_bench import TrackBenchError
+from storelens.tools.bench.tracking import TrackBenchError
 
 MATCH_IOU = 0.5
 
