@@ -19,7 +19,17 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storelens.cloud import checkout, coupons, members, offers, push, sales, scoring, visit_today
+from storelens.cloud import (
+    checkout,
+    coupons,
+    members,
+    offers,
+    propensity,
+    push,
+    sales,
+    scoring,
+    visit_today,
+)
 from storelens.cloud.api import deps
 from storelens.cloud.api.deps import Caller, get_db, get_settings, require_pos
 from storelens.cloud.coupons import CouponRejected, DiscountTerms
@@ -196,6 +206,11 @@ class MemberCard(BaseModel):
     tracking: bool = Field(description="In-store tracking consent.")
     score: float = Field(description="Engagement score now (decayed).")
     coupons: list[CouponOut] = Field(description="Active coupons the member can use.")
+    propensity: dict[str, float] = Field(
+        default_factory=dict,
+        description="Top categories by probability of buying within the propensity horizon "
+        "(members with marketing consent).",
+    )
 
 
 class RecommendationOut(BaseModel):
@@ -288,6 +303,8 @@ def _card(db: Database, member: dict[str, Any]) -> MemberCard:
     return MemberCard(
         id=member["id"], name=member["name"], tier=member["tier"], marketing=member["marketing"],
         tracking=member["tracking"], score=round(scoring.score(db, member["id"]), 1),
+        # Profiling for offers: shown to the clerk only with marketing consent.
+        propensity=propensity.for_member(db, member["id"], limit=5) if member["marketing"] else {},
         coupons=[
             CouponOut(**c) for c in coupons.list_for_member(db, member["id"], active_only=True)
         ],
@@ -406,7 +423,7 @@ def _facts(
     affinity = recommender.today_dwell(member["token"], store) if member["tracking"] else {}
     return offers.MemberFacts(
         member["id"], member["marketing"], member["tier"], scoring.score(db, member["id"]),
-        affinity,
+        affinity, propensity.for_member(db, member["id"]),
     )  # fmt: skip
 
 

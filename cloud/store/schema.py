@@ -23,6 +23,7 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.scoring",
     "storelens.cloud.interactions",
     "storelens.cloud.history.importer",
+    "storelens.cloud.propensity",
 )
 
 for _name in COMPONENTS:
