@@ -167,15 +167,7 @@ def _after_sale(
         policy=policy,
     )
     for coupon in issued:
-        push.publish(
-            sale.store,
-            "coupon_issued",
-            {
-                "member_id": member["id"], "code": coupon["code"],
-                "template_id": coupon["template_id"], "expires_at": coupon["expires_at"],
-                "kind": coupon["kind"], "value": coupon["value"],
-            },
-        )  # fmt: skip
+        push.publish(sale.store, "coupon_issued", coupons.push_view(coupon, member["id"]))
     return issued
 
 

@@ -267,10 +267,7 @@ def check_thresholds(
                 db, member["id"], template.terms, valid_days=template.coupon_days,
                 source="score", template_id=template.id, now=now,
             )  # fmt: skip
-            payload = {
-                "member_id": member["id"], "code": coupon["code"], "template_id": template.id,
-                "name": template.name, "expires_at": coupon["expires_at"],
-            }  # fmt: skip
+            payload = coupons.push_view(coupon, member["id"], template.name)
             store = presence.store if presence else ""
             _contact(db, plan, th, member["id"], store, now, coupon["code"])
             if store:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from personalization_chain import KEY_HEX, build_chain
+from personalization_chain import KEY_HEX, build_chain, swipe_at_till
 from visit_story import visit
 
 from storelens.cloud import members
@@ -23,7 +23,9 @@ def pos(db, monkeypatch):
     chain = build_chain(db)
     app = create_app(Settings.from_env({}, db_url="unused"), db=db)
     with TestClient(app) as client:
-        yield client, chain, {s: {"Authorization": f"Bearer {t}"} for s, t in chain.tokens.items()}
+        headers = {s: {"Authorization": f"Bearer {t}"} for s, t in chain.tokens.items()}
+        swipe_at_till(client, chain, headers["paris"])
+        yield client, chain, headers
         recommender = getattr(app.state, "recommender", None)
         if recommender is not None:
             recommender.stop()
@@ -52,4 +54,5 @@ def test_member_visit_today_shows_zones_try_ons_and_minutes(pos, db) -> None:
     members.set_consent(db, ann["id"], members.Consent(tracking=False))
     v = client.get(f"{API}/members/{ann['id']}/visit-today", headers=h["paris"]).json()
     assert v["visits_today"] == 0 and v["zones"] == []
-    assert client.get(f"{API}/members/nobody/visit-today", headers=h["paris"]).status_code == 404
+    # Nobody of that ID identified at this till: the same 403 as for any member not at it.
+    assert client.get(f"{API}/members/nobody/visit-today", headers=h["paris"]).status_code == 403

@@ -23,14 +23,15 @@ DAY = 86400.0
 SETTINGS = propensity.PropensitySettings(horizon_days=14, training_cutoffs=3)
 
 
-def _history(db, chain, now: float) -> tuple[set[str], set[str]]:
+def _history(db, chain, now: float) -> tuple[set[str], set[str], dict[str, str]]:
     """Regulars buy Beauty every ~10 days; occasionals bought Handbags once or twice."""
     from personalization_chain import KEY
 
     rng = np.random.default_rng(7)
-    regulars, occasionals = set(), set()
+    regulars, occasionals, cards = set(), set(), {}
     for n in range(60):
         m = members.enroll(db, KEY, members.Enrollment(card_number=f"7700{n:04d}", marketing=True))
+        cards[m["id"]] = f"7700{n:04d}"
         if n % 2 == 0:
             regulars.add(m["id"])
             t = now - 120 * DAY + rng.uniform(0, 10) * DAY
@@ -58,14 +59,14 @@ def _history(db, chain, now: float) -> tuple[set[str], set[str]]:
                         items=[sales.SaleItem(sku="H2", qty=1)],
                     ),
                 )
-    return regulars, occasionals
+    return regulars, occasionals, cards
 
 
 def test_refresh_scores_members_and_feeds_profile_pos_and_offers(db, monkeypatch) -> None:
     monkeypatch.setenv("STORELENS_PSEUDONYM_KEY", KEY_HEX)
     chain = build_chain(db)
     now = time.time()
-    regulars, occasionals = _history(db, chain, now)
+    regulars, occasionals, cards = _history(db, chain, now)
     summary = propensity.refresh(db, settings=SETTINGS, now=now)
     # Members who bought within the feature window (shortened to the 78 days of history the
     # oldest training cutoff has) are scored: every regular, most occasionals.
@@ -107,6 +108,11 @@ def test_refresh_scores_members_and_feeds_profile_pos_and_offers(db, monkeypatch
     app = create_app(Settings.from_env({}, db_url="unused", handoff_interval_s=0), db=db)
     paris = {"Authorization": f"Bearer {chain.tokens['paris']}"}
     with TestClient(app) as client:
+        # A POS reads only the member at its till: the regular swipes their card first.
+        swipe = client.post(
+            "/api/v1/pos/members/lookup", json={"card_number": cards[regular]}, headers=paris
+        )
+        assert swipe.status_code == 200, swipe.text
         profile = client.get(f"/api/v1/members/{regular}/profile", headers=paris).json()
         assert profile["propensity"]["Beauty"] == pytest.approx(beauty[regular])
         assert profile["propensity_horizon_days"] == 14

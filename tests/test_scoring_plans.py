@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 from fastapi.testclient import TestClient
-from personalization_chain import KEY_HEX, build_chain
+from personalization_chain import KEY_HEX, build_chain, swipe_at_till
 
 from storelens.cloud import auth, handoff, interactions, members, sales, scoring, scoring_report
 from storelens.cloud.api.app import create_app
@@ -128,8 +128,12 @@ def test_interactions_endpoint_auth_idempotency_and_consent(api) -> None:
     ):
         assert client.post(url, json={"interactions": [bad]}, headers=shop).status_code == 422
     assert client.post(url, json={"interactions": []}, headers=shop).status_code == 422
-    # An integration token reports interactions and reads nothing.
+    # An integration token reports interactions and reads nothing, enrolls no one.
     assert client.get(f"/api/v1/members/{ann['id']}", headers=shop).status_code == 403
+    enroll = {"card_number": "601100009999", "marketing": True}
+    assert client.post("/api/v1/members", json=enroll, headers=shop).status_code == 403
+    lookup = {"card_number": "CARD0000"}
+    assert client.post("/api/v1/members/lookup", json=lookup, headers=shop).status_code == 403
     assert client.get("/api/v1/scoring/report", headers=shop).status_code == 403
     # A POS may report try-ons only for its own store.
     lyon = {"Authorization": f"Bearer {chain.tokens['lyon']}"}
@@ -358,6 +362,7 @@ def test_online_views_on_the_profile_with_store_stock(api) -> None:
              _item("cart_add", ann, sku="H2")]  # fmt: skip
     client.post("/api/v1/interactions", json={"interactions": items}, headers=shop)
     paris = {"Authorization": f"Bearer {chain.tokens['paris']}"}
+    swipe_at_till(client, chain, paris)  # a POS reads only the member at its till
     profile = client.get(f"/api/v1/members/{ann}/profile", headers=paris).json()
     interest = {r["sku"]: r for r in profile["online_interest"]}
     assert interest["H2"]["views"] == 1 and interest["H2"]["cart_adds"] == 1

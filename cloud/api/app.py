@@ -116,6 +116,16 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     return app
 
 
+def server_options(settings: Settings) -> dict[str, object]:
+    """uvicorn options for `cloud serve`: X-Forwarded-For is believed only from the proxies in
+    ``STORELENS_TRUSTED_PROXIES`` (uvicorn's own default trusts 127.0.0.1, so any local
+    process could name its address and walk past the per-address login limit)."""
+    trusted = [a.strip() for a in settings.trusted_proxies.split(",") if a.strip()]
+    if not trusted:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted}
+
+
 def _handler(code: int):  # noqa: ANN202 - a Starlette exception handler
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         body: dict = {

@@ -21,6 +21,7 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.scoring_plans",
     "storelens.cloud.handoff",
     "storelens.cloud.scoring",
+    "storelens.cloud.till",
     "storelens.cloud.interactions",
     "storelens.cloud.history.importer",
     "storelens.cloud.propensity",

@@ -10,7 +10,6 @@ const state = { store: null, member: null, basket: new Map(), products: new Map(
 
 const COUPON_WORDS = {
   unknown: "No coupon has this code.",
-  wrong_member: "This coupon belongs to another member.",
   wrong_store: "This coupon can only be used in another store.",
   redeemed: "This coupon has already been used.",
   expired: "This coupon has expired.",
@@ -485,8 +484,9 @@ function onPush(kind, payload) {
 function onCouponIssued(p) {
   const current = state.member && state.member.id === p.member_id;
   const who = current ? state.member.name || "this member" : `member ${p.member_id}`;
-  notice(`New coupon ${p.code} for ${who}${p.name ? ` (${p.name})` : ""}.`, "info");
-  if (current && !state.member.coupons.some((c) => c.code === p.code)) {
+  // A push names the coupon by its last characters only; the full code comes with the card.
+  notice(`New coupon ${p.code_hint || ""} for ${who}${p.name ? ` (${p.name})` : ""}.`, "info");
+  if (current) {
     Api.call("GET", `/api/v1/pos/members/${encodeURIComponent(p.member_id)}`)
       .then((fresh) => {
         state.member = fresh;

@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from storelens.cloud import analytics, analytics_seed, stores
+from storelens.cloud import analytics, stores
 from storelens.cloud.store import Database, connect
-from storelens.cloud.store.scratch import scratch_postgres
+from storelens.tools.scratch_db import scratch_postgres
+from storelens.tools.seed import instore as analytics_seed
 
 BENCH_STORES = (("paris", "Europe/Paris"), ("lyon", "Europe/Paris"), ("lille", "Europe/Paris"),
                 ("lisbon", "Europe/Lisbon"), ("london", "Europe/London"))  # fmt: skip
