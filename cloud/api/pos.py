@@ -25,6 +25,7 @@ from storelens.cloud import (
     coupons,
     members,
     offers,
+    propensity,
     push,
     sales,
     scoring,
@@ -211,6 +212,11 @@ class MemberCard(BaseModel):
     tracking: bool = Field(description="In-store tracking consent.")
     score: float = Field(description="Engagement score now (decayed).")
     coupons: list[CouponOut] = Field(description="Active coupons the member can use.")
+    propensity: dict[str, float] = Field(
+        default_factory=dict,
+        description="Top categories by probability of buying within the propensity horizon "
+        "(members with marketing consent).",
+    )
 
 
 class RecommendationOut(BaseModel):
@@ -303,6 +309,8 @@ def _card(db: Database, member: dict[str, Any]) -> MemberCard:
     return MemberCard(
         id=member["id"], name=member["name"], tier=member["tier"], marketing=member["marketing"],
         tracking=member["tracking"], score=round(scoring.score(db, member["id"]), 1),
+        # Profiling for offers: shown to the clerk only with marketing consent.
+        propensity=propensity.for_member(db, member["id"], limit=5) if member["marketing"] else {},
         coupons=[
             CouponOut(**c) for c in coupons.list_for_member(db, member["id"], active_only=True)
         ],
@@ -426,7 +434,7 @@ def _facts(
     affinity = recommender.today_dwell(member["token"], store) if member["tracking"] else {}
     return offers.MemberFacts(
         member["id"], member["marketing"], member["tier"], scoring.score(db, member["id"]),
-        affinity,
+        affinity, propensity.for_member(db, member["id"]),
     )  # fmt: skip
 
 
