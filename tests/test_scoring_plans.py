@@ -381,3 +381,30 @@ def test_online_views_on_the_profile_with_store_stock(api) -> None:
     members.forget(chain.db, cid)
     for table in ("interactions", "member_scores", "score_contacts", "handoff_deliveries"):
         assert chain.db.scalar(f"SELECT count(*) FROM {table} WHERE member_id = ?", (cid,)) == 0
+
+
+def test_online_views_feed_the_recommender(api) -> None:
+    """Dee never bought or visited; her web-shop views of Beauty make Beauty her category."""
+    from storelens.cloud.recommend.service import RecommendationService
+
+    client, chain, admin, shop = api
+    dee = chain.member("dee")
+    for sku in ("H1", "H2", "S1", "S2", "B1", "B3", "H1", "S1"):  # walk-in sales: popularity
+        sale = sales.SaleIn(store="paris", ts=time.time() - 86400, items=[sales.SaleItem(sku=sku, qty=1)])
+        sales.record_sale(chain.db, sale)
+    service = RecommendationService(chain.db)
+    before = [r.sku for r in service.for_member(dee, "paris", limit=2)]
+    assert set(before) == {"H1", "S1"}  # nothing known about her: the store's best sellers
+    items = [_item("product_viewed", dee["id"], sku=f"B{i}") for i in range(4)]
+    items.append(_item("cart_add", dee["id"], sku="B2"))
+    client.post("/api/v1/interactions", json={"interactions": items}, headers=shop)
+    model = service.rebuild()
+    row = model.dwell_affinity[model.member_index[dee["id"]]]
+    assert row[model.category_index["Beauty"]] == pytest.approx(1.0)
+    recs = service.for_member(dee, "paris", limit=3)
+    assert {r.sku for r in recs[:2]} == {"B1", "B3"}  # the Beauty items the store sells
+    assert {r.source for r in recs[:2]} == {"affinity"}
+    # Without tracking consent her views are deleted and no longer count.
+    members.set_consent(chain.db, dee["id"], members.Consent(tracking=False))
+    model = service.rebuild()
+    assert dee["id"] not in model.member_index
