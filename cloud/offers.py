@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from storelens.cloud import coupons, members
 from storelens.cloud.coupons import DiscountTerms
 from storelens.cloud.store import Database, register_migrations
+from storelens.contract.bounds import EpochSeconds
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,8 @@ class OfferTemplate(BaseModel):
     description: str = Field("", max_length=1000)
     trigger: Trigger = "offer"
     terms: DiscountTerms
-    valid_from: float | None = Field(None, description="Epoch s; offer not shown before.")
-    valid_until: float | None = Field(None, description="Epoch s; offer not shown after.")
+    valid_from: EpochSeconds | None = Field(None, description="Epoch s; offer not shown before.")
+    valid_until: EpochSeconds | None = Field(None, description="Epoch s; offer not shown after.")
     coupon_days: float = Field(14, gt=0, le=366, description="Coupon lifetime after issue.")
     audience: Audience = Field("all", description="Who is eligible.")
     audience_value: str | None = Field(
@@ -133,7 +134,12 @@ class OfferTemplate(BaseModel):
         "the propensity horizon is above 0.3).",
     )
     stores: list[str] = Field(default_factory=list, description="Stores offering it; empty = all.")
-    priority: int = Field(0, description="Higher first when more offers qualify than fit.")
+    priority: int = Field(
+        0,
+        ge=-1_000_000,
+        le=1_000_000,
+        description="Higher first when more offers qualify than fit.",
+    )
     active: bool = True
 
     @model_validator(mode="after")

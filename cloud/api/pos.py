@@ -39,6 +39,7 @@ from storelens.cloud.ratelimit import MEMBER_LOOKUP_LIMIT, coupon_attempt
 from storelens.cloud.recommend import RecommendationService
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database
+from storelens.contract.bounds import EpochSeconds
 
 
 @asynccontextmanager
@@ -280,7 +281,7 @@ class CheckoutIn(BaseModel):
         None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$",
         description="POS-generated sale ID; replays are safe.",
     )  # fmt: skip
-    ts: float | None = Field(None, description="Checkout time, epoch s; default now.")
+    ts: EpochSeconds | None = Field(None, description="Checkout time, epoch s; default now.")
     member_id: str | None = Field(None, max_length=64)
     items: list[sales.SaleItem] = Field(min_length=1, max_length=500)
     coupon_codes: list[str] = Field(default_factory=list, max_length=20)
