@@ -390,7 +390,9 @@ def test_online_views_feed_the_recommender(api) -> None:
     client, chain, admin, shop = api
     dee = chain.member("dee")
     for sku in ("H1", "H2", "S1", "S2", "B1", "B3", "H1", "S1"):  # walk-in sales: popularity
-        sale = sales.SaleIn(store="paris", ts=time.time() - 86400, items=[sales.SaleItem(sku=sku, qty=1)])
+        sale = sales.SaleIn(
+            store="paris", ts=time.time() - 86400, items=[sales.SaleItem(sku=sku, qty=1)]
+        )
         sales.record_sale(chain.db, sale)
     service = RecommendationService(chain.db)
     before = [r.sku for r in service.for_member(dee, "paris", limit=2)]
