@@ -410,3 +410,34 @@ def test_online_views_feed_the_recommender(api) -> None:
     members.set_consent(chain.db, dee["id"], members.Consent(tracking=False))
     model = service.rebuild()
     assert dee["id"] not in model.member_index
+
+
+def test_cli_loads_plans_all_or_none_and_issues_integration_tokens(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from storelens.cli import app
+    from storelens.cloud.store import connect
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    runner = CliRunner()
+    ok = runner.invoke(app, ["cloud", "scoring-plans", str(DOCS_PLANS), "--db", url])
+    assert ok.exit_code == 0, ok.output
+    assert "loaded 2 scoring plan(s): scored, contact_all" in ok.output
+    listed = runner.invoke(app, ["cloud", "scoring-plans", "--db", url])
+    assert "scored: Points and thresholds" in listed.output and "contact_all" in listed.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "- {id: fine, interactions: {email_opened: {points: 1}}}\n"
+        "- {id: broken, interactions: {email_opened: {points: lots}}}\n"
+    )
+    failed = runner.invoke(app, ["cloud", "scoring-plans", str(bad), "--db", url])
+    assert failed.exit_code == 1 and "interactions.email_opened.points" in failed.output
+    db = connect(url)
+    try:
+        assert [p.id for p in active_plans(db)] == ["contact_all", "scored"]  # none of bad.yaml
+        token = runner.invoke(app, ["cloud", "integration-token", "webshop", "--db", url])
+        assert token.exit_code == 0
+        principal = auth.authenticate(db, token.output.strip())
+        assert principal is not None and principal.kind == "integration"
+    finally:
+        db.close()
