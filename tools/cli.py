@@ -91,6 +91,33 @@ def bench_cameras(
     write_report(result, json_out)
 
 
+@bench_app.command("two-cameras")
+def bench_two_cameras(
+    single: Path = typer.Option(
+        Path("firmware_config/sample.yaml"), help="The single-camera device YAML."
+    ),
+    split: Path = typer.Option(
+        Path("firmware_config/two-cameras.yaml"), help="Its split into cameras."
+    ),
+    json_out: Path = typer.Option(..., "--json", help="Where to write the result JSON."),
+    max_frames: int | None = typer.Option(None, min=1, help="Stop after this many frames."),
+) -> None:
+    """Two overlapping cameras fused into store visits vs the single camera, same video."""
+    from storelens.edge.config import ConfigError, load_config
+    from storelens.tools.bench.two_cameras import run as run_bench
+
+    try:
+        result = run_bench(load_config(single), load_config(split), max_frames=max_frames)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    write_report(result, json_out)
+    if not result["equivalent"]:
+        failed = [k for k, ok in result["checks"].items() if not ok]
+        typer.echo(f"not equivalent within tolerance: {', '.join(failed)}", err=True)
+        raise typer.Exit(2)
+
+
 @bench_app.command("tracking")
 def bench_tracking(
     json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON here."),
@@ -256,6 +283,42 @@ def bench_recommend(
     from storelens.tools.bench import recommend as recommend_bench
 
     result = recommend_bench.run(members=members, days=days, test_days=test_days, seed=seed)
+    write_report(result, json_out)
+
+
+@bench_app.command("propensity")
+def bench_propensity(
+    history: Path = typer.Option(..., "--history", help="Order-line CSV (UCI columns detected)."),
+    split: list[str] = typer.Option(
+        ..., "--split", help="Held-out period starts here (YYYY-MM-DD); repeat for several."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON here."),
+    horizon_days: float = typer.Option(30.0, min=1, max=365, help="Buy within this many days."),
+    category: str = typer.Option(
+        "prefix:3", help="Category when the file has none: prefix:N (of the SKU) or word."
+    ),
+    map_: str | None = typer.Option(None, "--map", help="canonical=theirs,... column mapping."),
+) -> None:
+    """Propensity AUC, Brier and calibration on the period after each split, vs baselines."""
+    from datetime import date
+
+    from storelens.cloud.history.reader import HistoryFormatError, parse_mapping
+    from storelens.tools.bench import propensity as propensity_bench
+
+    if not history.is_file():
+        typer.echo(f"error: no file {history}", err=True)
+        raise typer.Exit(1)
+    try:
+        for text in split:
+            date.fromisoformat(text)
+        propensity_bench.category_rule(category)
+        mapping = parse_mapping(map_) if map_ else None
+        result = propensity_bench.run(
+            history, split, horizon_days=horizon_days, category=category, mapping=mapping
+        )
+    except (ValueError, HistoryFormatError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     write_report(result, json_out)
 
 
