@@ -198,7 +198,7 @@ class CameraPipeline:
             tracked = self.tracker.predict(t - t0)
             self.confirmed_late = []
         else:
-            tracked = self.tracker.update(detections, t - t0)
+            tracked = self.tracker.update(detections, t - t0, frame_bgr)
             shown = {p.track_id for p in tracked}
             self.confirmed_late = [
                 (datetime.fromtimestamp(t0 + rel, UTC), p)
