@@ -110,6 +110,7 @@ class _Part:
         self.appearance: np.ndarray | None = None
         self.appearance_next_t = -math.inf
         self.member: tuple[str, str] | None = None
+        self.staff = False
         self.ended = False
 
     @property
@@ -173,6 +174,10 @@ class StoreVisits:
             if part is None:  # not a visit this layer saw start: pass on as it is
                 out.append(event.model_copy(update={"seq": self.next_seq()}))
                 continue
+            if getattr(event, "staff", None):  # learned by the camera (staff-only zone)
+                part.staff = True
+                if part.store is not None:
+                    part.store.staff = True
             if isinstance(event, VisitEnded):
                 part.ended = True
                 if part.store is None:
@@ -247,6 +252,15 @@ class StoreVisits:
         part.store.member, part.store.key_id = member, key_id
         return True
 
+    def set_staff(self, part_visit_id: uuid.UUID) -> bool:
+        part = self._parts.get(part_visit_id)
+        if part is None:
+            return False
+        part.staff = True
+        if part.store is not None:
+            part.store.staff = True
+        return True
+
     def swipe(self, event: CardSwipe) -> CardSwipe:
         """A card swipe linked to a part -> linked to the part's store visit."""
         part = self._parts.get(event.visit_id) if event.visit_id else None
@@ -307,6 +321,8 @@ class StoreVisits:
             visit.cameras.append(part.camera)
         if part.member is not None:
             visit.member, visit.key_id = part.member
+        if part.staff:
+            visit.staff = True
         for t, x, y in part.track:
             self._seen(visit, part.camera, t, x, y)
         visit.appearance = appearance.blend(visit.appearance, part.appearance)
@@ -451,3 +467,6 @@ class FusedView:
 
     def set_member(self, visit_id: uuid.UUID, member_token: str, key_id: str) -> bool:
         return self.visits.set_member(visit_id, member_token, key_id)
+
+    def set_staff(self, visit_id: uuid.UUID) -> bool:
+        return self.visits.set_staff(visit_id)

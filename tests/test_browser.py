@@ -207,6 +207,11 @@ def test_ops_dashboard_charts_filters_and_csv(service: Service, page_for, artifa
             page.locator(f'section[data-chart="{chart}"]').get_attribute("data-state") == "ready"
         ), chart
         assert _plotted_points(page, chart) > 0, chart
+    # The scoring plans module (static/ops-scoring.js): its own card, the report's numbers.
+    page.wait_for_selector('section[data-chart="scoring-plans"][data-state="ready"]')
+    caption = page.locator('section[data-chart="scoring-plans"] .caption').inner_text()
+    for plan in service.api("GET", "/api/v1/scoring/report").json()["plans"]:
+        assert f"{plan['plan']}: {plan['members']} members" in caption
     # One box per store (the sample store's is the sample device): no phantom, none unseen.
     assert page.locator("#plot-devices tbody tr").count() == 5
     assert page.locator("#plot-devices .health-never-seen").count() == 0
