@@ -55,7 +55,7 @@ def ingest(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = _settings(db, mqtt_host=mqtt_host, mqtt_port=mqtt_port, share_group=group,
                          mqtt_client_id=client_id)  # fmt: skip
-    run_worker(settings, connect(settings.db_url))
+    run_worker(settings, connect(settings.db_url), client_id=client_id)
 
 
 @app.command("user-add")

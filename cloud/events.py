@@ -264,8 +264,8 @@ def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
     # staging table and one INSERT .. ON CONFLICT DO NOTHING.
     import psycopg
 
-    conn = db.conn
     with db.transaction():
+        conn = db.conn  # the transaction's connection
         try:
             with (
                 conn.transaction(),  # nested in db.transaction(): a savepoint

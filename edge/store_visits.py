@@ -3,8 +3,9 @@
 Each camera's pipeline keeps its own visits ("parts" here). This layer sits between the
 pipelines and the outbox and decides which parts are one person:
 
-- A new part is *pending* for ``decide_s``: its events are held while its floor positions are
-  compared with the people other cameras see at the same moments. When the median distance
+- A new part is *pending* for ``decide_s`` (and until it has ``min_overlap`` sightings, or
+  ends): its events are held while its floor positions are compared with the people other
+  cameras see at the same moments. When the median distance
   over at least ``min_overlap`` simultaneous sightings is within ``same_person_m``, it is the
   same person seen by overlapping cameras and joins that store visit (two candidates: the
   clearly nearer one, else appearance, else a new visit).
@@ -165,7 +166,7 @@ class StoreVisits:
         out: list[Any] = []
         for event in events:
             if isinstance(event, OccupancySnapshot):
-                out.append(event.model_copy(update={"seq": self.next_seq()}))
+                out.append(self._snapshot(camera, event))
                 continue
             if isinstance(event, VisitStarted):
                 self._parts[event.visit_id] = _Part(camera, event.visit_id, event.ts)
@@ -223,10 +224,16 @@ class StoreVisits:
         """Decide parts held long enough and end store visits nobody can continue."""
         out, self._ready = self._ready, []
         for part in sorted(self._pending(), key=lambda p: p.first_t):
-            if t - part.first_t >= self.config.decide_s:
+            # A part seen fewer than min_overlap times waits for more sightings or its end
+            # (the tracker's lost-track buffer), whichever comes first.
+            seen_enough = len(part.track) >= self.config.min_overlap
+            if t - part.first_t >= self.config.decide_s and seen_enough:
                 out += self._decide(part)
+        pending_from = min((p.first_t for p in self._pending()), default=math.inf)
         for visit in list(self._visits.values()):
             if visit.all_ended and visit.close_after is not None and t >= visit.close_after:
+                if pending_from <= visit.last_t + SAME_MOMENT_S:
+                    continue  # a held part seen while this person was: it may be them
                 out += self._end(visit)
         return out
 
@@ -342,7 +349,11 @@ class StoreVisits:
                     pos = other.position_at(t)
                     if pos is not None:
                         dists.append(math.hypot(pos[0] - x, pos[1] - y))
-            if len(dists) >= self.config.min_overlap:
+            # A part that ended before it had ``min_overlap`` sightings (a person glimpsed at
+            # the edge of a view, box cut by the border) is judged on what it has: left
+            # alone it would count as one more visitor.
+            enough = self.config.min_overlap if not part.ended else 1
+            if len(dists) >= enough:
                 d = statistics.median(dists)
                 if d <= self.config.same_person_m:
                     found.append((d, visit))
@@ -414,6 +425,38 @@ class StoreVisits:
             visit.last_seen = datetime.fromtimestamp(t, UTC)
             visit.last_floor = (mx, my)
             visit.last_camera = camera
+
+    def _snapshot(self, camera: str, event: OccupancySnapshot) -> OccupancySnapshot:
+        """A camera's snapshot with each person counted once per store: someone seen by
+        several cameras counts in the ``total`` of the first of them still seeing them (so
+        the totals of one instant add up to the people in the store). Zones and queues stay
+        per camera: each zone belongs to one camera."""
+        elsewhere = 0
+        for part in self._parts.values():
+            if part.camera != camera or part.ended:
+                continue
+            if part.store is None:  # not decided yet: counted elsewhere if it is likely them
+                elsewhere += self._seen_elsewhere(part)
+                continue
+            if part.store.staff:
+                continue
+            primary = next((p.camera for p in part.store.parts if not p.ended), camera)
+            elsewhere += primary != camera
+        total = max(0, event.total - elsewhere)
+        return event.model_copy(update={"seq": self.next_seq(), "total": total})
+
+    def _seen_elsewhere(self, part: _Part) -> bool:
+        """Whether another camera's decided person stands where this held part is now."""
+        if not part.track:
+            return False
+        t, x, y = part.track[-1]
+        for other in self._parts.values():
+            if other.camera == part.camera or other.ended or other.store is None:
+                continue
+            pos = other.position_at(t)
+            if pos is not None and math.hypot(pos[0] - x, pos[1] - y) <= self.config.same_person_m:
+                return True
+        return False
 
     def _relabel(self, event: Any, visit: _StoreVisit) -> Any:
         update: dict[str, Any] = {
