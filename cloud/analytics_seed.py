@@ -218,8 +218,9 @@ def generate(store: dict[str, Any], members: list[tuple[str, str]], start: date,
 
 def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed: int = 7,
                  profile: TrafficProfile = TrafficProfile(), until: float | None = None,
-                 batch: int = 5000) -> dict[str, int]:  # fmt: skip
+                 batch: int = 5000, settle: bool = True) -> dict[str, int]:  # fmt: skip
     """Generate and store traffic for every store in the database; returns events per store.
+    With ``settle``, the rollups' visit shapes are computed at once (not by ingest later).
 
     Registers each store's device and records a recent status (one store shows a camera down,
     so the device health table has something to say).
@@ -279,4 +280,8 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
             lost_events=0,
         )
         event_store.apply_status(db, store["id"], [status])
+    if settle:
+        from storelens.cloud.rollups.settle import settle_all
+
+        settle_all(db)
     return counts

@@ -45,6 +45,45 @@ def scenario_ship_from_store(
         Console().print(scenario.render(result))
 
 
+rollups_app = typer.Typer(help="Analytics rollups: recompute them from the raw events.",
+                          no_args_is_help=True)  # fmt: skip
+app.add_typer(rollups_app, name="rollups")
+
+
+@rollups_app.command("rebuild")
+def rollups_rebuild(
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+    since: str | None = typer.Option(
+        None, "--from", help="First UTC day to rebuild (YYYY-MM-DD); default the oldest event."
+    ),
+    store: str | None = typer.Option(None, help="Only this store (default all)."),
+) -> None:
+    """Recompute the rollups from the raw events, a day at a time, with a progress bar."""
+    from datetime import date
+
+    from rich.progress import Progress
+
+    from storelens.cloud.rollups import rebuild
+    from storelens.cloud.store import connect
+
+    try:
+        first = date.fromisoformat(since) if since else None
+    except ValueError:
+        typer.echo(f"error: --from {since!r} is not a date (YYYY-MM-DD)", err=True)
+        raise typer.Exit(2) from None
+    database = connect(_settings(db).db_url)
+    try:
+        with Progress(transient=True) as bar:
+            task = bar.add_task("rebuilding rollups", total=None)
+            result = rebuild.rebuild(
+                database, first, store, lambda done, total: bar.update(task, completed=done,
+                                                                       total=total)  # fmt: skip
+            )
+    finally:
+        database.close()
+    typer.echo(f"rebuilt {result['days']} day(s) from {result['events']} events")
+
+
 # -- the core service: API, ingest, seed, admin --------------------------------------------
 
 
@@ -249,13 +288,19 @@ def bench_ingest(
     per_message: int = typer.Option(200, min=1, max=1000, help="Events per MQTT message."),
     pg: str | None = _PG_ADMIN,
     workers: int = typer.Option(1, min=1, max=16, help="Ingest workers sharing the subscription."),
+    rollups_off: bool = typer.Option(
+        True, help="Also drain each backend with analytics rollups off (their cost)."
+    ),
 ) -> None:
     """Ingest throughput through a private Mosquitto: bare subscriber vs full ingest on
-    SQLite and PostgreSQL, in events per second."""
+    SQLite and PostgreSQL, in events per second, with rollups on and off."""
 
     from storelens.cloud import ingest_bench
 
-    result = ingest_bench.run(events=events, per_message=per_message, pg_url=pg, workers=workers)
+    result = ingest_bench.run(
+        events=events, per_message=per_message, pg_url=pg, workers=workers,
+        rollups_off=rollups_off,
+    )  # fmt: skip
     write_report(result, json_out)
 
 

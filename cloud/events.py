@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from contextlib import ExitStack, suppress
 from typing import Any
 
+from storelens.cloud import rollups
+from storelens.cloud.rollups import sql as rollup_tables
 from storelens.cloud.store import Database, register_migrations
 from storelens.contract.events import (
     CardSwipe,
@@ -222,7 +224,24 @@ def store_events(db: Database, rows: Sequence[dict[str, Any] | tuple]) -> int:
     values = [tuple(r[c] for c in EVENT_COLUMNS) if isinstance(r, dict) else r for r in rows]
     if db.dialect == "postgres":
         return _copy_events(db, values)
-    return db.executemany(_INSERT, values)
+    with db.transaction():
+        # SQLite has one writer: the rows this transaction adds are those past the last rowid.
+        before = db.scalar("SELECT COALESCE(MAX(rowid), 0) FROM events")
+        stored = db.executemany(_INSERT, values)
+        if stored:
+            rollups.record_sqlite_since(db, before)
+    return stored
+
+
+def _first_of(values: Sequence[tuple], ids: set[str]) -> list[tuple]:
+    """The rows whose ID is in ``ids``, each ID once (a batch may hold a resend twice)."""
+    out, left = [], set(ids)
+    for row in values:
+        key = str(row[0])
+        if key in left:
+            left.discard(key)
+            out.append(row)
+    return out
 
 
 def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
@@ -242,6 +261,7 @@ def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
             ):
                 for row in rows:
                     copy.write_row(row)
+            rollups.record(db, rows)  # COPY failed on any ID already stored: all are new
             return len(rows)
         except psycopg.errors.UniqueViolation:
             pass
@@ -255,11 +275,12 @@ def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
                     copy.write_row(row)
             cur.execute(
                 f"INSERT INTO events ({_COLUMNS}) SELECT DISTINCT ON (id) {_COLUMNS} "
-                "FROM events_stage ON CONFLICT (id) DO NOTHING"
+                "FROM events_stage ON CONFLICT (id) DO NOTHING RETURNING id"
             )
-            new = max(cur.rowcount, 0)
+            inserted = {str(r["id"]) for r in cur.fetchall()}
             cur.execute("DELETE FROM events_stage")
-    return new
+        rollups.record(db, _first_of(rows, inserted))
+    return len(inserted)
 
 
 class _Abandon(Exception):
@@ -330,7 +351,11 @@ def store_prepared(
     copied: bool = False,
 ) -> int:
     """Write one prepared batch inside the caller's transaction; returns new event rows."""
-    stored = len(rows) if copied else store_events(db, rows)
+    if copied:  # streamed by `EventCopy`, which fails on any ID already stored: all new
+        stored = len(rows)
+        rollups.record(db, rows)
+    else:
+        stored = store_events(db, rows)
     for topic, reason, detail, raw in dead:
         dead_letter(db, topic, reason, detail, raw, received_at)
     for store, items in statuses.items():
@@ -473,6 +498,7 @@ def unlink_member_events(db: Database, token: str) -> int:
                 "UPDATE events SET member = NULL, key_id = NULL, payload = ? WHERE id = ?",
                 (json.dumps(payload, separators=(",", ":")), row["id"]),
             )
+        rollup_tables.forget_member(db, token)
         # A swipe that never carried the member column still names the token in its payload.
         deleted += db.execute(
             "DELETE FROM events WHERE type = ? AND payload LIKE ?",

@@ -593,6 +593,10 @@ class IngestWorker:
         # thread writing in this process loses more to GIL hand-offs (the driver drops and
         # re-takes the GIL for every row) than it overlaps; one waiting on a pipe does not.
         self._threads = [threading.Thread(target=self._run, name="ingest", daemon=True)]
+        if self.settings.rollup_settle_s > 0:
+            self._threads.append(
+                threading.Thread(target=self._settle_loop, name="rollup-settle", daemon=True)
+            )
         if self._commits is not None:
             self._threads.append(
                 threading.Thread(target=self._commit_loop, name="ingest-commit", daemon=True)
@@ -670,6 +674,17 @@ class IngestWorker:
                 return  # stopped during a database outage: the broker redelivers the batch
             done, batch = batch, []
             self._finish(done, result)
+
+    def _settle_loop(self) -> None:
+        """Compute the visit shapes of quiet dirty hours (`storelens.cloud.rollups.settle`),
+        off the hot path; a failure only delays them (charts read dirty hours raw)."""
+        from storelens.cloud.rollups.settle import settle
+
+        while not self._stop.wait(self.settings.rollup_settle_s):
+            try:
+                settle(self.ingestor.db)
+            except Exception:
+                log.exception("settling rollups failed; retrying later")
 
     def _hand_over(self, batch: list[Incoming], prepared: Prepared) -> bool:
         assert self._commits is not None

@@ -56,6 +56,13 @@ class Settings(BaseModel):
         description="On SQLite, insert and commit in a child process, so parsing and writing "
         "run on two cores.",
     )
+    rollup_settle_s: float = Field(
+        15.0,
+        ge=0,
+        le=3600,
+        description="How often an ingest worker computes the visit shapes (flows, paths, "
+        "heatmap) of the hours it marked dirty; 0 = never (another worker or process does).",
+    )
     pseudonym_key_id: str = Field("k1", description="ID of the member-card HMAC key.")
     pseudonym_key_file: Path | None = Field(None, description="File with the key (hex or raw).")
     pseudonym_key_env: str | None = Field(

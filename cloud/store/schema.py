@@ -10,6 +10,7 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.stores",
     "storelens.cloud.catalog",
     "storelens.cloud.events",
+    "storelens.cloud.rollups.sql",
     "storelens.cloud.members",
     "storelens.cloud.orders",
     "storelens.cloud.fulfillment",
