@@ -220,7 +220,8 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
                  profile: TrafficProfile = TrafficProfile(), until: float | None = None,
                  batch: int = 5000, settle: bool = True) -> dict[str, int]:  # fmt: skip
     """Generate and store traffic for every store in the database; returns events per store.
-    With ``settle``, the rollups' visit shapes are computed at once (not by ingest later).
+    With ``settle``, the rollups of the seeded hours are computed at once (as ingest workers
+    would settle them within minutes).
 
     Registers each store's device and records a recent status (one store shows a camera down,
     so the device health table has something to say).

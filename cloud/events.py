@@ -225,23 +225,10 @@ def store_events(db: Database, rows: Sequence[dict[str, Any] | tuple]) -> int:
     if db.dialect == "postgres":
         return _copy_events(db, values)
     with db.transaction():
-        # SQLite has one writer: the rows this transaction adds are those past the last rowid.
-        before = db.scalar("SELECT COALESCE(MAX(rowid), 0) FROM events")
         stored = db.executemany(_INSERT, values)
         if stored:
-            rollups.record_sqlite_since(db, before)
+            rollups.record(db, values)
     return stored
-
-
-def _first_of(values: Sequence[tuple], ids: set[str]) -> list[tuple]:
-    """The rows whose ID is in ``ids``, each ID once (a batch may hold a resend twice)."""
-    out, left = [], set(ids)
-    for row in values:
-        key = str(row[0])
-        if key in left:
-            left.discard(key)
-            out.append(row)
-    return out
 
 
 def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
@@ -261,7 +248,7 @@ def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
             ):
                 for row in rows:
                     copy.write_row(row)
-            rollups.record(db, rows)  # COPY failed on any ID already stored: all are new
+            rollups.record(db, rows)
             return len(rows)
         except psycopg.errors.UniqueViolation:
             pass
@@ -275,12 +262,13 @@ def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
                     copy.write_row(row)
             cur.execute(
                 f"INSERT INTO events ({_COLUMNS}) SELECT DISTINCT ON (id) {_COLUMNS} "
-                "FROM events_stage ON CONFLICT (id) DO NOTHING RETURNING id"
+                "FROM events_stage ON CONFLICT (id) DO NOTHING"
             )
-            inserted = {str(r["id"]) for r in cur.fetchall()}
+            new = max(cur.rowcount, 0)
             cur.execute("DELETE FROM events_stage")
-        rollups.record(db, _first_of(rows, inserted))
-    return len(inserted)
+        if new:
+            rollups.record(db, rows)
+    return new
 
 
 class _Abandon(Exception):
@@ -351,7 +339,7 @@ def store_prepared(
     copied: bool = False,
 ) -> int:
     """Write one prepared batch inside the caller's transaction; returns new event rows."""
-    if copied:  # streamed by `EventCopy`, which fails on any ID already stored: all new
+    if copied:  # streamed by `EventCopy`
         stored = len(rows)
         rollups.record(db, rows)
     else:

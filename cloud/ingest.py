@@ -676,8 +676,8 @@ class IngestWorker:
             self._finish(done, result)
 
     def _settle_loop(self) -> None:
-        """Compute the visit shapes of quiet dirty hours (`storelens.cloud.rollups.settle`),
-        off the hot path; a failure only delays them (charts read dirty hours raw)."""
+        """Recompute the rollups of quiet dirty hours (`storelens.cloud.rollups.settle`), off
+        the hot path; a failure only delays them (charts read dirty hours raw meanwhile)."""
         from storelens.cloud.rollups.settle import settle
 
         while not self._stop.wait(self.settings.rollup_settle_s):

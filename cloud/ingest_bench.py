@@ -518,7 +518,9 @@ def run(
         "ratio_sqlite": round(total / sqlite_s / bare_eps, 3),
         "ratio_postgres": round(total / pg_s / bare_eps, 3) if pg_s else None,
         "rollups_off_eps": {
-            g.removesuffix("-off"): round(total / v) for g, v in seconds.items() if g.endswith("-off")
+            g.removesuffix("-off"): round(total / v)
+            for g, v in seconds.items()
+            if g.endswith("-off")
         },
         # 1 - (events/s with rollups) / (events/s without): the share of throughput they cost.
         "rollup_cost": {

@@ -60,8 +60,8 @@ class Settings(BaseModel):
         15.0,
         ge=0,
         le=3600,
-        description="How often an ingest worker computes the visit shapes (flows, paths, "
-        "heatmap) of the hours it marked dirty; 0 = never (another worker or process does).",
+        description="How often an ingest worker recomputes the analytics rollups of hours "
+        "that received events (once quiet); 0 = never (another worker does).",
     )
     pseudonym_key_id: str = Field("k1", description="ID of the member-card HMAC key.")
     pseudonym_key_file: Path | None = Field(None, description="File with the key (hex or raw).")

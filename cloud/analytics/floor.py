@@ -17,8 +17,8 @@ import numpy as np
 
 from storelens.cloud import rollups
 from storelens.cloud.analytics.scope import Scope
-from storelens.cloud.rollups.aggregate import ENTRY, EXIT, FLOW_SEP, PATH_SEP
 from storelens.cloud.analytics.table import Table
+from storelens.cloud.rollups.aggregate import ENTRY, EXIT, FLOW_SEP, PATH_SEP
 from storelens.cloud.store import Database
 
 CELL_M = 0.5

@@ -47,7 +47,10 @@ Counts = dict[int, dict[str, int]]  # bucket start (local epoch) -> entrances/vi
 
 def counts_by_store(db: Database, scope: Scope, seconds: int) -> dict[str, Counts]:
     """Per store and local bucket: entrances, visits, and visitors (see module doc)."""
-    rows = _raw_counts(db, scope, seconds) if scope.raw else rollups.reader(db).counts(scope, seconds)
+    if scope.raw:
+        rows = _raw_counts(db, scope, seconds)
+    else:
+        rows = rollups.reader(db).counts(scope, seconds)
     per_store: dict[str, Counts] = defaultdict(dict)
     for r in rows:
         per_store[r["store"]][int(r["b"])] = {

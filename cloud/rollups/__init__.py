@@ -1,18 +1,21 @@
-"""Rollups: aggregates of the in-store events, maintained by ingest, read by every chart.
+"""Rollups: aggregates of the in-store events, maintained behind ingest, read by every chart.
 
 Raw ``events`` stay the system of record; the rollups are what the ops dashboard reads, so a
 chart's cost depends on the hours and stores it shows, not on how many events are stored.
 
-Two halves behind one interface each, so an OLAP engine can take over (docs/scaling.md):
+- Ingest calls `record` with the rows of each batch inside the transaction that stores
+  them: it marks their (store, hour) dirty, a few upserts per batch whatever its size.
+- `storelens.cloud.rollups.settle` (a thread of every ingest worker) recomputes each dirty
+  hour from its raw events once quiet, replacing its rollup rows: a follow-up step with the
+  same exactly-once guarantee, because a settled hour is a pure function of its raw events
+  (a duplicate or a resend changes nothing; a late event re-dirties its hour, which is
+  recomputed once).
+- Charts read a `RollupReader`; `SqlRollups` answers from the rollup tables for settled
+  hours and from the raw events for the few dirty ones, so numbers are exact at all times.
+- `storelens.cloud.rollups.rebuild` recomputes any period (`storelens cloud rollups rebuild`).
 
-- writing: `record` is called with the rows ingest has just stored as new, inside the same
-  transaction (`storelens.cloud.events.store_events` and the PostgreSQL COPY path call it);
-  duplicates are never passed, so a resend changes nothing and a late event updates its hour
-  once. `storelens.cloud.rollups.rebuild` recomputes them from the raw events.
-- reading: `RollupReader`, answered here by `SqlRollups` (the service's own database).
-
-``STORELENS_ROLLUPS=0`` turns maintenance off (benchmarks compare ingest with and without);
-charts then read stale rollups until `storelens cloud rollups rebuild` runs.
+``STORELENS_ROLLUPS=0`` stops the marking (benchmarks compare ingest with and without);
+charts then miss what arrived until `storelens cloud rollups rebuild` runs.
 """
 
 from __future__ import annotations
@@ -31,25 +34,18 @@ def enabled() -> bool:
 
 
 def record(db: Database, rows: Sequence[Sequence[Any]]) -> None:
-    """Add newly stored ``events`` rows (each exactly once) to the rollups, in the caller's
-    transaction."""
-    if not rows or not enabled():
-        return
-    from storelens.cloud.rollups import sql
-
-    sql.apply(db, aggregate.deltas_of(rows))
-
-
-def record_sqlite_since(db: Database, rowid: int) -> None:
-    """`record` for SQLite: the rows the current transaction stored past ``rowid``."""
-    if enabled():
+    """Mark the hours of stored ``events`` rows for settling, in the caller's transaction
+    (rows already stored may be among them: an hour marked once too often is only
+    recomputed to the same numbers)."""
+    if rows and enabled():
         from storelens.cloud.rollups import sql
 
-        sql.apply_sqlite_since(db, rowid)
+        sql.mark_dirty(db, aggregate.hours_of(rows))
 
 
 class RollupReader(Protocol):
-    """What the charts read; see `SqlRollups` for the meaning of each method."""
+    """What the charts read (an OLAP engine's adapter implements the same); see
+    `SqlRollups` for the meaning of each method."""
 
     def counts(self, scope: Any, seconds: int) -> list[dict[str, Any]]: ...
     def member_visits(self, scope: Any) -> list[dict[str, Any]]: ...

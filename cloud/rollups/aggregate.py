@@ -1,22 +1,15 @@
-"""What a set of new ``events`` rows adds to the rollups (pure Python, no database).
+"""What raw ``events`` rows add up to in the rollups (pure Python, no database).
 
 Every rollup is keyed by (store, hour bucket start in UTC epoch seconds) and one of:
 
-- ``counts``: additive counters per metric (``visits``, ``entrances``, ``exits``,
-  ``visits_ended``, ``occupancy``: ``n`` and a ``total``);
+- ``counts``: counters per metric (``visits``, ``entrances``, ``exits``, ``visits_ended``,
+  ``occupancy``: ``n`` and a ``total``);
 - ``members``: finished visits per member pseudonym (the only personal rollup; forget-me
-  deletes its rows, like it unlinks the events);
-- ``maps``: sparse distributions merged in Python, one value per (store, hour, kind):
-  ``dwell`` (zone -> whole second of dwell -> [n, total, min, max]: a fixed-bucket histogram
-  of 1-second buckets), ``flows`` (zone-to-zone moves), ``paths`` (zone sequences) and
-  ``heat`` (seconds of presence per 0.5 m floor cell, plus the number of samples).
-
-Counters, member visits and dwell cost ingest a dict update per event. The *visit shapes*
-(flows, paths, heat) need each finished visit's JSON and its floor path sampled every
-quarter metre (hundreds of samples per visit): several times the cost of storing the event.
-Ingest therefore only marks their (store, hour) ``dirty`` and `storelens.cloud.rollups.
-settle` recomputes a dirty hour from its raw events once it has been quiet for a while;
-charts read a dirty hour from the raw events meanwhile, so they are exact at all times.
+  deletes its rows, as it unlinks the events);
+- ``maps``: sparse distributions, one value per (store, hour, kind): ``dwell`` (zone ->
+  whole second of dwell -> [n, total, min, max]: a fixed-bucket histogram of 1-second
+  buckets), ``flows`` (zone-to-zone moves), ``paths`` (zone sequences) and ``heat``
+  (seconds of presence per 0.5 m floor cell, plus the number of samples).
 
 Why 1-second histogram buckets and not a sketch (DDSketch, t-digest): the dwell chart's
 quartiles were already computed from whole-second groups, so this histogram reproduces them
@@ -32,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +42,8 @@ ENTRY, EXIT = "(entry)", "(exit)"
 _STORE, _TYPE, _TS, _MEMBER, _ZONE, _LINE, _DIR, _DWELL, _PAYLOAD = 1, 4, 5, 8, 10, 11, 12, 13, 16
 
 Key = tuple[str, int]  # (store, hour bucket start)
+# The event types any rollup counts (card swipes and device status are in none).
+ROLLED_TYPES = ("visit_started", "line_crossing", "zone_visit", "visit_ended", "occupancy")
 
 
 @dataclass
@@ -62,33 +56,38 @@ class Deltas:
     flows: dict[Key, dict[str, int]] = field(default_factory=dict)
     paths: dict[Key, dict[str, int]] = field(default_factory=dict)
     walks: dict[Key, list[list[Any]]] = field(default_factory=dict)  # floor paths, for heat
-    dirty: set[Key] = field(default_factory=set)  # hours whose visit shapes are not computed
-    shapes: set[Key] = field(default_factory=set)  # hours whose visit shapes were computed
 
-    def maps(self) -> dict[tuple[str, int, str], Any]:
-        """Every sparse-map delta keyed (store, hour, kind); heat computed here, in one
-        vectorised pass per (store, hour)."""
+    def maps(
+        self, kinds: tuple[str, ...] = ("dwell", "flows", "paths", "heat"), store: str | None = None
+    ) -> dict[tuple[str, int, str], Any]:
+        """The sparse-map values keyed (store, hour, kind), of ``kinds`` (and one store);
+        heat is computed here, one vectorised pass per (store, hour)."""
         out: dict[tuple[str, int, str], Any] = {}
         for kind, per_key in (("dwell", self.dwell), ("flows", self.flows),
                               ("paths", self.paths)):  # fmt: skip
-            for (store, hour), value in per_key.items():
-                out[(store, hour, kind)] = value
-        for (store, hour), walks in self.walks.items():
-            heat = heat_cells(walks)
-            if heat[0]:
-                out[(store, hour, "heat")] = heat
+            if kind in kinds:
+                for (s, hour), value in per_key.items():
+                    if store is None or s == store:
+                        out[(s, hour, kind)] = value
+        if "heat" in kinds:
+            for (s, hour), walks in self.walks.items():
+                if store is None or s == store:
+                    heat = heat_cells(walks)
+                    if heat[0]:
+                        out[(s, hour, "heat")] = heat
         return out
 
     def __bool__(self) -> bool:
-        return bool(self.counts or self.members or self.dwell or self.dirty or self.shapes)
+        return bool(self.counts or self.members or self.dwell or self.flows or self.walks)
 
 
 def check_positions() -> None:
     """Raise when `EVENT_COLUMNS` moved (a test calls it; importing events here would cycle)."""
     from storelens.cloud.events import EVENT_COLUMNS as c
 
-    expected = {"store": _STORE, "type": _TYPE, "ts": _TS, "member": _MEMBER, "zone": _ZONE,
-                "line": _LINE, "direction": _DIR, "dwell_s": _DWELL, "payload": _PAYLOAD}  # fmt: skip
+    expected = {"store": _STORE, "type": _TYPE, "ts": _TS, "member": _MEMBER,
+                "zone": _ZONE, "line": _LINE, "direction": _DIR, "dwell_s": _DWELL,
+                "payload": _PAYLOAD}  # fmt: skip
     if any(c[i] != name for name, i in expected.items()):
         raise RuntimeError("events columns moved: update storelens.cloud.rollups.aggregate")
 
@@ -138,9 +137,8 @@ def _shape(text: Any) -> _Shape:
         return _Shape()
 
 
-def add_rows(d: Deltas, rows: Iterable[Sequence[Any]], *, shapes: bool = False) -> Deltas:
-    """Add ``events`` rows (tuples in `EVENT_COLUMNS` order), each once, to ``d``. Visit
-    shapes are computed with ``shapes`` (a settle or a rebuild), else only marked dirty."""
+def add_rows(d: Deltas, rows: Iterable[Sequence[Any]]) -> Deltas:
+    """Add ``events`` rows (tuples in `EVENT_COLUMNS` order), each once, to ``d``."""
     for r in rows:
         kind = r[_TYPE]
         store = r[_STORE]
@@ -175,11 +173,7 @@ def add_rows(d: Deltas, rows: Iterable[Sequence[Any]], *, shapes: bool = False) 
             if member is not None:
                 key = (store, hour, member)
                 d.members[key] = d.members.get(key, 0) + 1
-            if shapes:
-                d.shapes.add((store, hour))
-                _visit_shape(d, (store, hour), _shape(r[_PAYLOAD]))
-            else:
-                d.dirty.add((store, hour))
+            _visit_shape(d, (store, hour), _shape(r[_PAYLOAD]))
         elif kind == "occupancy":
             total = _payload(r[_PAYLOAD]).get("total")
             if isinstance(total, (int, float)) and not isinstance(total, bool):
@@ -204,28 +198,16 @@ def _visit_shape(d: Deltas, key: Key, payload: _Shape) -> None:
         d.walks.setdefault(key, []).append(walk)
 
 
-def deltas_of(rows: Iterable[Sequence[Any]], *, shapes: bool = False) -> Deltas:
-    return add_rows(Deltas(), rows, shapes=shapes)
+def deltas_of(rows: Iterable[Sequence[Any]]) -> Deltas:
+    return add_rows(Deltas(), rows)
+
+
+def hours_of(rows: Iterable[Sequence[Any]]) -> set[Key]:
+    """The (store, hour) pairs some ``events`` rows fall in (what ingest marks dirty)."""
+    return {(r[_STORE], int(r[_TS] // HOUR_S) * HOUR_S) for r in rows}
 
 
 SHAPE_KINDS = ("flows", "paths", "heat")
-
-
-def shapes_of(payloads: Iterable[Any]) -> dict[str, Any]:
-    """Flows, paths and heat of some ``visit_ended`` payloads (JSON texts), as one hour's
-    map values (empty kinds left out)."""
-    d = Deltas()
-    for text in payloads:
-        _visit_shape(d, ("", 0), _shape(text))
-    out: dict[str, Any] = {}
-    if d.flows:
-        out["flows"] = d.flows[("", 0)]
-        out["paths"] = d.paths[("", 0)]
-    if d.walks:
-        heat = heat_cells(d.walks[("", 0)])
-        if heat[0]:
-            out["heat"] = heat
-    return out
 
 
 # -- heat --------------------------------------------------------------------------------
@@ -252,7 +234,7 @@ def heat_cells(walks: list[list[Any]]) -> Heat:
                            for x, y, s in zip(xs, ys, seconds[hit], strict=True)]]  # fmt: skip
 
 
-# -- merging map values (read-modify-write at ingest, and summing at read time) -----------
+# -- summing the hours of a chart -----------------------------------------------------
 def merge_dwell(into: dict[str, dict[int, list[float]]], add: dict[str, Any]) -> None:
     for zone, seconds in add.items():
         target = into.setdefault(zone, {})
@@ -271,28 +253,3 @@ def merge_dwell(into: dict[str, dict[int, list[float]]], add: dict[str, Any]) ->
 def merge_counter(into: dict[str, int], add: dict[str, int]) -> None:
     for k, n in add.items():
         into[k] = into.get(k, 0) + n
-
-
-def merge_heat(into: Heat, add: Heat) -> Heat:
-    cells: dict[tuple[int, int], float] = defaultdict(float)
-    for x, y, s in into[1]:
-        cells[(x, y)] += s
-    for x, y, s in add[1]:
-        cells[(x, y)] += s
-    return [into[0] + add[0], [[x, y, s] for (x, y), s in sorted(cells.items())]]
-
-
-def empty(kind: str) -> Any:
-    return [0, []] if kind == "heat" else {}
-
-
-def merge(kind: str, into: Any, add: Any) -> Any:
-    """``into`` with ``add`` merged in (either may be an empty value)."""
-    if kind == "dwell":
-        merge_dwell(into, add)
-        return into
-    if kind == "heat":
-        return merge_heat(into, add)
-    merge_counter(into, add)
-    return into
-

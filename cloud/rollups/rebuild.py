@@ -1,9 +1,9 @@
 """`storelens cloud rollups rebuild`: recompute the rollups from the raw events.
 
 After a migration, a bug fix in an aggregate, or a period ingested with rollups off. One
-transaction per UTC day and store set: the day's rollup rows are deleted and recomputed from
-its events with the same code ingest runs (`aggregate`), so a rebuild equals what incremental
-maintenance produced. On PostgreSQL each day's transaction holds a SHARE lock on ``events``,
+transaction per UTC day: the day's rollup rows (and dirty marks) are deleted and recomputed
+from its events with the code settling runs (`aggregate`), so a rebuild equals what ingest
+and settling produced. On PostgreSQL each day's transaction holds a SHARE lock on ``events``,
 so ingest waits for that day instead of racing it; on SQLite the write lock does the same.
 Rollups older than the oldest raw event are kept (retention dropped their events, not them).
 """
@@ -50,20 +50,20 @@ def rebuild_day(db: Database, day: int, store: str | None = None) -> int:
             db.execute("LOCK TABLE events IN SHARE MODE")
         _clear_day(db, day, store)
         deltas = aggregate.Deltas()
+        hours: set[tuple[str, int]] = set()
         last = ""
         while True:  # in pages by ID: a day of a big chain does not fit in memory at once
-            rows = db.query(
+            rows = [tuple(r[c] for c in EVENT_COLUMNS) for r in db.query(
                 f"SELECT {columns} FROM events WHERE {where} AND id > ? ORDER BY id LIMIT ?",
                 [*params, last, _FETCH],
-            )
-            aggregate.add_rows(
-                deltas, [tuple(r[c] for c in EVENT_COLUMNS) for r in rows], shapes=True
-            )
+            )]  # fmt: skip
+            aggregate.add_rows(deltas, rows)
+            hours |= aggregate.hours_of(rows)
             read += len(rows)
             if len(rows) < _FETCH:
                 break
-            last = rows[-1]["id"]
-        sql.apply(db, deltas)
+            last = rows[-1][0]
+        sql.write_hours(db, deltas, hours)
     return read
 
 

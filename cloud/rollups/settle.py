@@ -1,71 +1,79 @@
-"""Compute the visit shapes (flows, paths, heat) of hours ingest marked dirty.
+"""Settle dirty hours: recompute their rollups from the raw events, off the ingest path.
 
-Each dirty (store, hour) is recomputed whole from its raw ``visit_ended`` events and its
-rollup rows replaced, so settling is idempotent: two workers settling the same hour write
-the same rows, and an event is never counted twice. The dirty mark carries a version that
-every ingest commit touching the hour increments; the mark is removed only if the version is
-still the one read before the recompute, so an event committed meanwhile leaves the hour
-dirty for the next round. Hours are settled once quiet for ``quiet_s`` (the hour being
-filled now is recomputed once it is over, not after every batch).
+An hour ingest marked dirty is recomputed whole (`write_hours` replaces its rows), so
+settling is idempotent: two workers settling the same hour write the same rows, and an event
+is never counted twice. The dirty mark carries a version that every ingest commit touching
+the hour increments; it is removed only if it still has the version read before the
+recompute, so an event committed meanwhile leaves the hour dirty for the next round. Hours
+are settled once quiet for ``quiet_s``: the hour being filled now is computed once it is
+over, not after every batch (charts read dirty hours from the raw events meanwhile).
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 
+from storelens.cloud.events import EVENT_COLUMNS
 from storelens.cloud.rollups import aggregate, sql
 from storelens.cloud.store import Database
 
 QUIET_S = 120.0
 HOUR_S = aggregate.HOUR_S
+DAY_S = 86_400
+_COLUMNS = ", ".join(EVENT_COLUMNS)
+_TYPES = ", ".join(f"'{t}'" for t in aggregate.ROLLED_TYPES)
 
 
-def settle(db: Database, *, quiet_s: float = QUIET_S, limit: int = 200) -> int:
+def settle(db: Database, *, quiet_s: float = QUIET_S, limit: int = 500) -> int:
     """Settle up to ``limit`` dirty hours quiet for ``quiet_s``; returns how many."""
     due = db.query(
         "SELECT store, ts, version FROM rollup_dirty WHERE marked_at <= ? ORDER BY ts LIMIT ?",
         (time.time() - quiet_s, limit),
     )
-    for row in due:
-        settle_hour(db, row["store"], int(row["ts"]), int(row["version"]))
-    return len(due)
-
-
-def hour_shapes(db: Database, store: str, hour: int) -> dict[str, object]:
-    """Flows, paths and heat of one store's hour, from its raw events."""
-    rows = db.query(
-        "SELECT payload FROM events WHERE type = 'visit_ended' AND ts >= ? AND ts < ?"
-        " AND store = ?",
-        (hour, hour + HOUR_S, store),
-    )
-    return aggregate.shapes_of(r["payload"] for r in rows)
-
-
-def settle_hour(db: Database, store: str, hour: int, version: int | None = None) -> None:
-    with db.transaction():
-        shapes = hour_shapes(db, store, hour)
-        db.execute(
-            "DELETE FROM rollup_maps WHERE store = ? AND ts = ? AND kind IN (?, ?, ?)",
-            (store, hour, *aggregate.SHAPE_KINDS),
-        )
-        if shapes:
+    per_day: dict[int, dict[tuple[str, int], int]] = defaultdict(dict)
+    for r in due:
+        per_day[int(r["ts"]) // DAY_S * DAY_S][(r["store"], int(r["ts"]))] = int(r["version"])
+    for _, versions in sorted(per_day.items()):
+        with db.transaction():
+            sql.write_hours(db, deltas_for(db, set(versions)), versions)
             db.executemany(
-                "INSERT INTO rollup_maps (store, ts, kind, data) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (kind, ts, store) DO UPDATE SET data = excluded.data",
-                [(store, hour, kind, sql.encode(value)) for kind, value in shapes.items()],
+                "DELETE FROM rollup_dirty WHERE ts = ? AND store = ? AND version = ?",
+                [(h, s, v) for (s, h), v in sorted(versions.items())],
             )
-        if version is None:
-            db.execute("DELETE FROM rollup_dirty WHERE store = ? AND ts = ?", (store, hour))
-        else:
-            db.execute(
-                "DELETE FROM rollup_dirty WHERE store = ? AND ts = ? AND version = ?",
-                (store, hour, version),
-            )
+    return len(due)
 
 
 def settle_all(db: Database) -> int:
     """Settle every dirty hour now (after a bulk load)."""
     total = 0
-    while done := settle(db, quiet_s=float("-inf"), limit=1000):
+    while done := settle(db, quiet_s=float("-inf"), limit=5000):
         total += done
     return total
+
+
+def raw_rows(db: Database, hours: set[tuple[str, int]]) -> list[tuple]:
+    """The raw ``events`` rows of some (store, hour) pairs, one query per UTC day."""
+    per_day: dict[int, set[str]] = defaultdict(set)
+    for store, hour in hours:
+        per_day[hour // DAY_S * DAY_S].add(store)
+    out: list[tuple] = []
+    for day, stores in sorted(per_day.items()):
+        lo = min(h for s, h in hours if h // DAY_S * DAY_S == day)
+        hi = max(h for s, h in hours if h // DAY_S * DAY_S == day) + HOUR_S
+        marks = ", ".join("?" for _ in stores)
+        for r in db.query(
+            # type first: the events index is (type, ts), there is none on store
+            f"SELECT {_COLUMNS} FROM events WHERE type IN ({_TYPES}) AND ts >= ? AND ts < ?"
+            f" AND store IN ({marks})",
+            [lo, hi, *sorted(stores)],
+        ):
+            row = tuple(r[c] for c in EVENT_COLUMNS)
+            if (row[1], int(row[5] // HOUR_S) * HOUR_S) in hours:
+                out.append(row)
+    return out
+
+
+def deltas_for(db: Database, hours: set[tuple[str, int]]) -> aggregate.Deltas:
+    """What the raw events of ``hours`` add up to."""
+    return aggregate.deltas_of(raw_rows(db, hours)) if hours else aggregate.Deltas()
