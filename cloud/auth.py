@@ -1,5 +1,5 @@
-"""Who may call the API: ops users (roles ``analyst`` < ``admin``) and POS devices scoped to
-one store.
+"""Who may call the API: ops users (roles ``analyst`` < ``admin``), POS devices scoped to
+one store, and integrations (other systems that may only report interactions).
 
 Bearer tokens are random (`secrets.token_urlsafe`) and only their SHA-256 is stored, so a
 database leak does not leak usable tokens. Passwords are hashed with scrypt (hashlib, no extra
@@ -56,8 +56,8 @@ class AuthError(ValueError):
 class Principal:
     """The caller behind a token."""
 
-    kind: Literal["ops", "pos"]
-    subject: str  # username, or the POS device name
+    kind: Literal["ops", "pos", "integration"]
+    subject: str  # username, the POS device name, or the integration's name
     role: str | None = None  # ops only
     store: str | None = None  # pos only
 
@@ -134,6 +134,14 @@ def create_pos_token(db: Database, store: str, device_name: str) -> str:
     return _issue(db, "pos", device_name, store=store)
 
 
+def create_integration_token(db: Database, name: str) -> str:
+    """A long-lived token for another system (web shop, CRM, events tool) that may only report
+    interactions (POST /api/v1/interactions): it reads nothing."""
+    if not name or len(name) > 64:
+        raise AuthError("integration name must have 1-64 characters")
+    return _issue(db, "integration", name)
+
+
 def create_api_token(db: Database, username: str) -> str:
     """A long-lived token for an ops user's scripts (same role as the user)."""
     row = db.query_one("SELECT role FROM ops_users WHERE username = ?", (username,))
@@ -176,6 +184,8 @@ def authenticate(db: Database, token: str) -> Principal | None:
         if user is None or user["disabled"]:
             return None
         return Principal("ops", row["subject"], role=user["role"])
+    if row["kind"] == "integration":
+        return Principal("integration", row["subject"])
     return Principal("pos", row["subject"], store=row["store"])
 
 

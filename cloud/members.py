@@ -67,6 +67,9 @@ Tier = Literal["standard", "silver", "gold", "platinum"]
 on_member_forgotten: list[Callable[[Database, str, str], None]] = []
 # Called with (db, member_id) inside the enrollment's transaction (scoring awards points).
 on_member_enrolled: list[Callable[[Database, str], None]] = []
+# Called with (db, member_id) when a member withdraws tracking consent (behaviour other
+# domains recorded about them goes, as their in-store events are unlinked).
+on_tracking_withdrawn: list[Callable[[Database, str], None]] = []
 
 
 class MemberError(ValueError):
@@ -103,7 +106,8 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _bump_consent(db: Database) -> None:
+def bump_consent_version(db: Database) -> None:
+    """Consent changed: ingest, which caches opted-out tokens by this version, reloads."""
     db.execute("UPDATE consent_state SET version = version + 1 WHERE id = 1")
 
 
@@ -147,7 +151,7 @@ def enroll(db: Database, key: PseudonymKey, enrollment: Enrollment) -> dict[str,
             )
             if enrollment.account_id:
                 _link(db, member_id, enrollment.account_id, now)
-            _bump_consent(db)
+            bump_consent_version(db)
             for hook in on_member_enrolled:
                 hook(db, member_id)
     except IntegrityError:
@@ -276,7 +280,9 @@ def set_consent(db: Database, member_id: str, consent: Consent) -> dict[str, Any
         if not tracking and current["tracking"]:
             # Withdrawing consent also unlinks what was already collected.
             event_store.unlink_member_events(db, current["token"])
-        _bump_consent(db)
+            for hook in on_tracking_withdrawn:
+                hook(db, member_id)
+        bump_consent_version(db)
     return get_member(db, member_id)  # type: ignore[return-value]
 
 
@@ -305,7 +311,7 @@ def forget(db: Database, member_id: str) -> dict[str, int]:
             " ON CONFLICT (token_sha256) DO NOTHING",
             (token_digest(token), time.time()),
         )
-        _bump_consent(db)
+        bump_consent_version(db)
     return counts
 
 

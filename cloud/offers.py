@@ -88,6 +88,20 @@ register_migrations(
             'Issued when the engagement score crosses its threshold.',
             'score', 'percent', 15, 'basket', 14, 'all', 0, 1, 0)
         """,
+        # The business case's next-purchase rule is 20% off. It replaces the 10% default
+        # unless ops changed that one (then theirs stays active and the new rule starts off).
+        """
+        INSERT INTO offer_templates (id, name, description, trigger, kind, value, scope,
+            coupon_days, audience, priority, active, created_at)
+        SELECT 'next_purchase', '20% off your next purchase',
+            'You bought an item we recommended today: 20% off your next basket.',
+            'recommended_purchase', 'percent', 20, 'basket', 30, 'all', 0,
+            CASE WHEN EXISTS (SELECT 1 FROM offer_templates WHERE id = 'next_purchase_10'
+                AND active = 1 AND NOT (kind = 'percent' AND value = 10 AND scope = 'basket'
+                AND min_spend = 0 AND coupon_days = 30)) THEN 0 ELSE 1 END, 0;
+        UPDATE offer_templates SET active = 0 WHERE id = 'next_purchase_10' AND kind = 'percent'
+            AND value = 10 AND scope = 'basket' AND min_spend = 0 AND coupon_days = 30
+        """,
     ],
 )
 

@@ -70,20 +70,46 @@ class TrackerConfig(_Strict):
     )
 
 
+ZONE_KINDS = ("fitting_room", "checkout", "staff_only")
+
+
 class ZoneConfig(_Strict):
     name: Identifier
     points: list[Point] = Field(description="Polygon in image pixels.")
-    category: str | None = Field(None, description="Product category shown in this zone.")
+    category: str | None = Field(
+        None,
+        description="Product category shown in this zone, or what the zone is for: "
+        "`fitting_room` (each stay is a try-on session; the camera sees people, never "
+        "garments), `checkout` (stays carry queue and service times), `staff_only` (a stay "
+        "marks the person as staff when `staff.learn_from_zones` is on).",
+    )
+    service_area: list[Point] | None = Field(
+        None,
+        description="Checkout zones: polygon (image pixels) at the till where a customer is "
+        "served; the queue lasts until the person first steps into it. Without it a checkout "
+        "stay has no queue/service split.",
+    )
     enter_s: float = Field(0.5, ge=0, description="Must stay inside this long to enter.")
     exit_grace_s: float = Field(2.0, ge=0, description="Brief absences shorter than this merge.")
     min_dwell_s: float = Field(3.0, ge=0, description="Shorter stays are walk-throughs.")
 
-    @field_validator("points")
+    @field_validator("points", "service_area")
     @classmethod
-    def _polygon(cls, v: list[Point]) -> list[Point]:
-        if len(v) < 3:
+    def _polygon(cls, v: list[Point] | None) -> list[Point] | None:
+        if v is not None and len(v) < 3:
             raise ValueError("needs 3 or more points")
         return v
+
+    @model_validator(mode="after")
+    def _service_area(self) -> ZoneConfig:
+        if self.service_area is not None and self.category != "checkout":
+            raise ValueError("service_area is for zones of category checkout")
+        return self
+
+    @property
+    def kind(self) -> str | None:
+        """What the zone is for, when its category is one the pipeline gives meaning."""
+        return self.category if self.category in ZONE_KINDS else None
 
 
 class LineConfig(_Strict):

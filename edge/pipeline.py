@@ -35,7 +35,8 @@ from storelens.edge.scene import (
     ZonePresence,
     ZoneStay,
 )
-from storelens.edge.scene.zones import as_polygon, in_polygon
+from storelens.edge.scene.checkout import TillTimer
+from storelens.edge.scene.zones import Presence, as_polygon, in_polygon
 from storelens.edge.track import PersonTracker, TrackedPerson, for_stride
 
 PipelineEvent = VisitStarted | VisitEnded | ZoneVisit | LineCrossing | OccupancySnapshot
@@ -75,6 +76,7 @@ class _Visit:
         self.key_id: str | None = None
         self.path = FloorPath(camera.floor.path_tolerance_m if camera.floor else 0.25)
         self.presence = {z.name: ZonePresence(z) for z in camera.zones}
+        self.tills = {z.name: TillTimer(z) for z in camera.zones if z.service_area is not None}
         self.sides = [LineSide(line) for line in lines]
         self.zones_visited: list[str] = []
         self.attire = AttireVotes()
@@ -107,6 +109,7 @@ class CameraPipeline:
         self.tracker_config = for_stride(tracker, self.detect_every)
         self.tracker = PersonTracker(self.tracker_config, self.fps / self.detect_every)
         self.zones = [Zone(z) for z in camera.zones]
+        self.zone_kinds = {z.name: z.kind for z in camera.zones}
         self.lines = [CountingLine(ln) for ln in camera.lines]
         self.floor = FloorPlan(camera.floor) if camera.floor else None
         self.occupancy = OccupancyClock(camera.occupancy_interval_s)
@@ -260,8 +263,14 @@ class CameraPipeline:
             x, y = self.floor.point(anchor)
             visit.path.add(x, y, t)
         for zone in self.zones:
-            stay = visit.presence[zone.name].observe(t, zone.contains(anchor))
+            presence = visit.presence[zone.name]
+            stay = presence.observe(t, zone.contains(anchor))
+            till = visit.tills.get(zone.name)
+            if till is not None and presence.state is not Presence.OUTSIDE:
+                till.observe(t, anchor)
             self._stay_event(visit, stay, events)
+            if till is not None and presence.state is Presence.OUTSIDE:
+                till.reset()  # a brush past the edge, or a stay too short to count
         for side in visit.sides:
             direction = side.observe(anchor)
             if direction is not None:
@@ -289,6 +298,8 @@ class CameraPipeline:
         exited = datetime.fromtimestamp(stay.exited_t, UTC)
         if stay.zone not in visit.zones_visited:
             visit.zones_visited.append(stay.zone)
+        till = visit.tills.get(stay.zone)
+        queue_s, service_s = till.split(stay) if till is not None else (None, None)
         events.append(
             ZoneVisit(
                 seq=self.next_seq(),
@@ -297,6 +308,9 @@ class CameraPipeline:
                 entered_at=datetime.fromtimestamp(stay.entered_t, UTC),
                 exited_at=exited,
                 dwell_s=round(stay.dwell_s, 3),
+                kind=self.zone_kinds.get(stay.zone),
+                queue_s=None if queue_s is None else round(queue_s, 3),
+                service_s=None if service_s is None else round(service_s, 3),
                 **self._person(visit),
             )
         )
@@ -324,9 +338,12 @@ class CameraPipeline:
     def snapshot(self, ts: datetime) -> OccupancySnapshot:
         """People in view and per zone now (in a zone = inside or within its exit grace)."""
         counts = {z.name: 0 for z in self.zones}
+        queues = {z.name: 0 for z in self.zones if z.config.service_area is not None}
         for visit in self._visits.values():
             for name, presence in visit.presence.items():
                 counts[name] += presence.is_inside
+            for name, till in visit.tills.items():
+                queues[name] += visit.presence[name].is_inside and till.waiting
         return OccupancySnapshot(
             device=self.device,
             seq=self.next_seq(),
@@ -334,6 +351,7 @@ class CameraPipeline:
             camera=self.camera.id,
             total=len(self._visits),
             zones=counts,
+            queues=queues or None,
         )
 
     def flush(self, ts: datetime | None = None) -> list[PipelineEvent]:

@@ -11,7 +11,6 @@ import pytest
 
 from storelens.cloud import (
     analytics,
-    analytics_seed,
     catalog,
     coupons,
     events,
@@ -30,6 +29,7 @@ from storelens.contract.events import (
     ZoneVisit,
 )
 from storelens.pseudonym import PseudonymKey
+from storelens.tools.seed import instore as analytics_seed
 
 DAY = date(2026, 3, 10)  # a Tuesday; Paris is UTC+1 then
 TOKEN = "ab" * 32

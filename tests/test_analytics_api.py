@@ -10,9 +10,10 @@ from datetime import UTC, date, datetime
 import pytest
 from fastapi.testclient import TestClient
 
-from storelens.cloud import analytics_seed, auth, stores
+from storelens.cloud import auth, stores
 from storelens.cloud.api.app import create_app
 from storelens.cloud.settings import Settings
+from storelens.tools.seed import instore as analytics_seed
 
 PERIOD = {"start": "2026-03-09", "end": "2026-03-10"}
 

@@ -87,10 +87,11 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     _require_chromium()
     import uvicorn
 
-    from storelens.cloud import auth, coupons, members, offers, seed
+    from storelens.cloud import auth, coupons, members, offers
     from storelens.cloud.api.app import create_app
     from storelens.cloud.settings import Settings
     from storelens.cloud.store import connect
+    from storelens.tools.seed import chain as seed
 
     tmp = tmp_path_factory.mktemp("web")
     url = f"sqlite:///{tmp / 'storelens.db'}"

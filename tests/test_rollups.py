@@ -12,12 +12,13 @@ from datetime import UTC, date, datetime, timedelta
 import msgspec
 from typer.testing import CliRunner
 
-from storelens.cloud import analytics, analytics_seed, events, members, stores
+from storelens.cloud import analytics, events, members, stores
 from storelens.cloud.ingest import Incoming, Ingestor
-from storelens.cloud.ingest_bench import envelopes, realistic_event_dicts
 from storelens.cloud.rollups import aggregate, rebuild, settle
 from storelens.contract import topics
 from storelens.pseudonym import PseudonymKey
+from storelens.tools.bench.ingest import envelopes, realistic_event_dicts
+from storelens.tools.seed import instore as analytics_seed
 
 UNTIL = datetime(2026, 3, 20, 19, tzinfo=UTC).timestamp()  # a Friday evening, before DST
 LAST = date(2026, 3, 20)

@@ -9,8 +9,9 @@ from itertools import combinations
 
 import pytest
 
-from storelens.cloud import auth, seed
+from storelens.cloud import auth
 from storelens.cloud.store import connect
+from storelens.tools.seed import chain as seed
 
 
 @pytest.fixture(autouse=True)

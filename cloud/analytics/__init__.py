@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 
-from storelens.cloud.analytics import commerce, devices, dwell, floor, footfall
+from storelens.cloud.analytics import (
+    checkout_times,
+    commerce,
+    devices,
+    dwell,
+    floor,
+    footfall,
+    tryons,
+)
 from storelens.cloud.analytics.scope import Scope, ScopeError, utc_offsets
 from storelens.cloud.analytics.table import Table
 from storelens.cloud.store import Database
@@ -55,6 +63,9 @@ CHARTS: dict[str, Callable[[Database, Scope], Table]] = {
     "conversion-hourly": commerce.conversion_hourly,
     "member-share": commerce.member_share,
     "coupon-uplift": commerce.coupon_uplift,
+    "try-ons": tryons.tryons,
+    "checkout-queue": checkout_times.checkout_queue,
+    "entry-to-checkout": checkout_times.entry_to_checkout,
     "devices": lambda db, scope: devices.device_health(db, scope.stores),
 }
 

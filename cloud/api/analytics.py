@@ -29,6 +29,12 @@ CHART_DOCS = {
     "conversion-hourly": "POS transactions / visitors per hour of the day.",
     "member-share": "Share of finished visits linked to a member, per store and day.",
     "coupon-uplift": "Members offered coupons vs the holdout group: redemption and spend.",
+    "try-ons": "Per store and day: visits using a fitting room, session length, members' "
+    "try-on to purchase conversion (the camera sees people, never garments).",
+    "checkout-queue": "Per store and hour of day: people queueing at the tills (occupancy "
+    "snapshots), checkouts, wait and service times.",
+    "entry-to-checkout": "Per store and day: sales attached to a visit (member at the till, or "
+    "by time at the till), unmatched, and minutes from entry to checkout.",
     "devices": "Each edge device: last seen, fps, cameras, outbox depth, losses.",
 }
 

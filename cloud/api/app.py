@@ -25,6 +25,7 @@ from storelens.cloud.api import metrics as metrics_api
 from storelens.cloud.api import orders as orders_api
 from storelens.cloud.api import sales as sales_api
 from storelens.cloud.api import stores as stores_api
+from storelens.cloud.scoring_plans import PlanError
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database, connect
 from storelens.pseudonym import PseudonymError
@@ -45,6 +46,7 @@ ERROR_STATUS: list[tuple[type[Exception], int]] = [
     (stores.StoreImportError, 422),
     (PseudonymError, 422),
     (auth.AuthError, 400),
+    (PlanError, 422),
 ]
 
 
@@ -105,10 +107,23 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     from storelens.cloud.api import fulfillment as fulfillment_api
 
     app.include_router(fulfillment_api.router, prefix=api)  # POS tasks, manual queue, journeys
+    from storelens.cloud.api import scoring as scoring_api
+
+    app.include_router(scoring_api.router, prefix=api)  # interactions, plans, contacts report
 
     for exc_type, code in ERROR_STATUS:
         app.add_exception_handler(exc_type, _handler(code))
     return app
+
+
+def server_options(settings: Settings) -> dict[str, object]:
+    """uvicorn options for `cloud serve`: X-Forwarded-For is believed only from the proxies in
+    ``STORELENS_TRUSTED_PROXIES`` (uvicorn's own default trusts 127.0.0.1, so any local
+    process could name its address and walk past the per-address login limit)."""
+    trusted = [a.strip() for a in settings.trusted_proxies.split(",") if a.strip()]
+    if not trusted:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted}
 
 
 def _handler(code: int):  # noqa: ANN202 - a Starlette exception handler

@@ -117,6 +117,20 @@ def require_staff() -> Callable[..., Caller]:
     return require_pos(allow_ops="analyst")
 
 
+def require_integration() -> Callable[..., Caller]:
+    """Integration tokens (web shop, CRM), POS devices (scoped to their store) or ops users."""
+    staff = require_staff()
+
+    def dependency(
+        request: Request, principal: auth.Principal = Depends(current_principal)
+    ) -> Caller:
+        if principal.kind == "integration":
+            return Caller(principal, None)
+        return staff(request, principal)
+
+    return dependency
+
+
 @dataclass(frozen=True)
 class Page:
     limit: int

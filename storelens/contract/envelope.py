@@ -12,7 +12,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from storelens.contract.events import Event, Identifier
 
 SCHEMA_NAME = "storelens.events"
-SCHEMA_VERSION = "1.1"  # 1.1: LineCrossing.entrance
+# 1.1: LineCrossing.entrance. 1.2: ZoneVisit.kind/queue_s/service_s (try-on sessions,
+# checkout times), staff flags and counts, VisitEnded.cameras/handoffs (store visits).
+SCHEMA_VERSION = "1.2"
 SCHEMA_MAJOR = 1
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_EVENTS_PER_BATCH = 1000

@@ -24,6 +24,11 @@ Identifier = Annotated[
 ]
 Token = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256 pseudonym, hex")]
 Seconds = Annotated[float, Field(ge=0)]
+Count = Annotated[int, Field(ge=0)]
+# What a zone is for (its `category` in the device config), where that gives events meaning.
+# A try-on session is a stay in a `fitting_room` zone: the camera sees a person go in and come
+# out, never garments, so a person entering empty-handed is a try-on session all the same.
+ZoneKind = Literal["fitting_room", "checkout", "staff_only"]
 
 
 def new_event_id() -> uuid.UUID:
@@ -56,6 +61,12 @@ class _PersonEvent(_Event):
     visit_id: uuid.UUID = Field(description="Random per visit; never a track number.")
     member: Token | None = Field(default=None, description="Pseudonym of a linked member.")
     key_id: Identifier | None = Field(default=None, description="Key that made `member`.")
+    staff: bool | None = Field(
+        default=None,
+        description="Since 1.2: the person is staff (badge or staff-only zone), known from "
+        "this event on; the cloud keeps the whole visit out of shopper analytics. Absent: no "
+        "staff signal (a shopper, as before 1.2).",
+    )
 
 
 class VisitStarted(_PersonEvent):
@@ -80,6 +91,16 @@ class VisitEnded(_PersonEvent):
     attire: dict[Literal["upper", "lower"], str] | None = Field(
         default=None, description="Optional coarse clothing colour names, computed on device."
     )
+    cameras: Annotated[list[Identifier], Field(max_length=64)] | None = Field(
+        default=None,
+        description="Since 1.2: every camera that saw this store visit, in order of first "
+        "sight, when the device fuses several cameras into one visit (``camera`` is then the "
+        "last one). ``path`` is then the one floor path across them.",
+    )
+    handoffs: Count | None = Field(
+        default=None,
+        description="Since 1.2: times the visit was handed from one camera's view to another's.",
+    )
 
 
 class ZoneVisit(_PersonEvent):
@@ -90,6 +111,22 @@ class ZoneVisit(_PersonEvent):
     entered_at: AwareDatetime
     exited_at: AwareDatetime
     dwell_s: Seconds
+    kind: ZoneKind | None = Field(
+        default=None,
+        description="Since 1.2: what the zone is for. `fitting_room`: this stay is a try-on "
+        "session (entered_at to exited_at, dwell_s long; the camera cannot see garments, so "
+        "it means someone used the fitting room, not that anything was tried). `checkout`: "
+        "see queue_s and service_s.",
+    )
+    queue_s: Seconds | None = Field(
+        default=None,
+        description="Since 1.2, checkout zones with a service area: seconds from entering the "
+        "zone to reaching the till (the whole stay when never served).",
+    )
+    service_s: Seconds | None = Field(
+        default=None,
+        description="Since 1.2, checkout zones with a service area: seconds at the till.",
+    )
 
 
 class LineCrossing(_PersonEvent):
@@ -111,8 +148,18 @@ class OccupancySnapshot(_Event):
 
     type: Literal["occupancy"] = "occupancy"
     camera: Identifier
-    total: int = Field(ge=0)
+    total: int = Field(ge=0, description="People in view (without staff, since 1.2).")
     zones: dict[Identifier, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    staff: Count | None = Field(
+        default=None,
+        description="Since 1.2: staff in view, not counted in `total` or `zones`; absent "
+        "when the device has no staff signal.",
+    )
+    queues: dict[Identifier, Count] | None = Field(
+        default=None,
+        description="Since 1.2: per checkout zone, people waiting (in the zone, not at the "
+        "till) at ``ts``.",
+    )
 
 
 class CardSwipe(_Event):

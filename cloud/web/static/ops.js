@@ -5,7 +5,8 @@ Api.storageKey = "storelens.ops.token";
 
 const CHARTS = [
   "footfall-hourly", "footfall-daily", "peak-hours", "dwell", "heatmap", "flows", "paths",
-  "conversion", "conversion-hourly", "member-share", "coupon-uplift", "devices",
+  "conversion", "conversion-hourly", "member-share", "coupon-uplift", "try-ons",
+  "checkout-queue", "entry-to-checkout", "devices",
 ];
 const PLOT_CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 const COLORS = { now: "#2f6f8f", before: "#b0b8c0", peak: "#d9534f", alt: "#e0a030" };
@@ -153,6 +154,32 @@ const RENDER = {
     });
     const u = d.uplift_pct;
     caption("coupon-uplift", `Members: ${num(g.offered.members)} offered, ${num(g.holdout.members)} holdout. Uplift: spend/member ${u.spend_per_member ?? "–"}%, purchase rate ${u.purchase_rate ?? "–"}%.`);
+  },
+  "try-ons"(d) {
+    const byStore = group(d.rows, "store");
+    plot("try-ons", Object.entries(byStore).flatMap(([store, rows]) => [
+      { type: "bar", name: `${store} try-on rate`, x: rows.map((r) => r.day), y: rows.map((r) => r.tryon_rate) },
+      { type: "scatter", mode: "lines+markers", name: `${store} median min`, x: rows.map((r) => r.day), y: rows.map((r) => (r.median_tryon_s === null ? null : r.median_tryon_s / 60)), yaxis: "y2" },
+    ]), { yaxis: { tickformat: ".0%", title: { text: "visits with a try-on" } }, yaxis2: { overlaying: "y", side: "right", title: { text: "minutes" } } });
+    const t = d.totals;
+    caption("try-ons", `${num(t.sessions)} fitting-room sessions in ${num(t.tryon_visits)} of ${num(t.visits)} visits (${pct(t.tryon_rate)}), median ${t.median_tryon_s === null ? "–" : Math.round(t.median_tryon_s / 6) / 10} min; members who tried on and bought: ${pct(t.member_tryon_conversion)}. The camera sees people, not garments.`);
+  },
+  "checkout-queue"(d) {
+    const byStore = group(d.rows, "store");
+    plot("checkout-queue", Object.entries(byStore).flatMap(([store, rows]) => [
+      { type: "bar", name: `${store} queue`, x: rows.map((r) => r.hour_of_day), y: rows.map((r) => r.avg_queue) },
+      { type: "scatter", mode: "lines+markers", name: `${store} median wait (s)`, x: rows.map((r) => r.hour_of_day), y: rows.map((r) => r.median_wait_s), yaxis: "y2" },
+    ]), { xaxis: { title: { text: "hour of day" }, dtick: 2 }, yaxis: { title: { text: "people waiting" } }, yaxis2: { overlaying: "y", side: "right", title: { text: "seconds" } } });
+    const t = d.totals;
+    caption("checkout-queue", `${num(t.checkouts)} checkout stays, median wait ${t.median_wait_s ?? "–"} s, average queue ${t.avg_queue ?? "–"} (max ${t.max_queue ?? "–"}).`);
+  },
+  "entry-to-checkout"(d) {
+    const byStore = group(d.rows, "store");
+    plot("entry-to-checkout", Object.entries(byStore).map(([store, rows]) => ({
+      type: "scatter", mode: "lines+markers", name: store, x: rows.map((r) => r.day), y: rows.map((r) => (r.median_entry_to_checkout_s === null ? null : r.median_entry_to_checkout_s / 60)),
+    })), { yaxis: { title: { text: "median minutes, entry to checkout" } } });
+    const t = d.totals;
+    caption("entry-to-checkout", `${num(t.sales)} sales: ${num(t.linked_member)} members' and ${num(t.linked_time)} by time at the till linked to their visit, ${num(t.unmatched)} unmatched, ${num(t.pending)} pending; median ${t.median_entry_to_checkout_s === null ? "–" : Math.round(t.median_entry_to_checkout_s / 6) / 10} min.`);
   },
   devices(d) {
     const cols = ["store", "device", "health", "last_seen", "fps", "cameras_online", "cameras_offline", "outbox_depth", "lost_events"];

@@ -21,14 +21,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from storelens.cloud import analytics, analytics_seed, stores
+from storelens.cloud import analytics, stores
 from storelens.cloud import events as event_store
 from storelens.cloud.ingest import Incoming, Ingestor
-from storelens.cloud.ingest_bench import envelopes
 from storelens.cloud.rollups.settle import settle_all
 from storelens.cloud.store import Database, connect
-from storelens.cloud.store.scratch import scratch_postgres
 from storelens.contract import topics
+from storelens.tools.bench.ingest import envelopes
+from storelens.tools.scratch_db import scratch_postgres
+from storelens.tools.seed import instore as analytics_seed
 
 TIMEZONES = ("Europe/Paris", "Europe/Lisbon", "Europe/London", "Europe/Berlin")
 DASHBOARD_DAYS = 7  # the ops page's and the API's default period

@@ -133,7 +133,7 @@ def seed(db: Database, *, seed: int = 42, key: PseudonymKey | None = None, membe
     auth.create_user(db, "admin", password, "admin")
     pos_tokens = {s.id: auth.create_pos_token(db, s.id, "till-1") for s in STORES}
     if instore_days:
-        from storelens.cloud.analytics_seed import seed_instore
+        from storelens.tools.seed.instore import seed_instore
 
         counts = seed_instore(db, days=instore_days, end=end - timedelta(days=1), seed=seed,
                               until=t_end)  # fmt: skip

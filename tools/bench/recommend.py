@@ -117,8 +117,8 @@ def run(*, members: int = 3000, days: int = 180, test_days: int = 30,
     from datetime import UTC, date, datetime
     from pathlib import Path
 
-    from storelens.cloud import seed as seed_data
     from storelens.cloud.store import connect
+    from storelens.tools.seed import chain as seed_data
 
     end = date(2026, 1, 1)  # fixed: the same seed gives the same numbers on every run
     with tempfile.TemporaryDirectory() as tmp:

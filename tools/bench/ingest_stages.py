@@ -35,7 +35,7 @@ from typing import Any
 
 import msgspec
 
-from storelens.cloud.ingest_bench import envelopes, realistic_event_dicts
+from storelens.tools.bench.ingest import envelopes, realistic_event_dicts
 
 
 def _best(repeat: int, run: Callable[[], None]) -> float:
@@ -111,7 +111,7 @@ def _postgres(
 ) -> dict[str, Any]:
     from storelens.cloud import events as event_store
     from storelens.cloud.store import connect
-    from storelens.cloud.store.scratch import scratch_postgres
+    from storelens.tools.scratch_db import scratch_postgres
 
     columns = ", ".join(event_store.EVENT_COLUMNS)
     best: dict[str, Any] = {}

@@ -55,7 +55,7 @@ def require_motmetrics() -> ModuleType:
     except ImportError:
         raise TrackBenchError(
             "the tracking bench needs motmetrics: pip install 'motmetrics>=1.4' "
-            "(or pip install -e '.[dev]')"
+            "(the edge extra has it)"
         ) from None
     return motmetrics
 

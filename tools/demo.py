@@ -78,10 +78,10 @@ class Demo:
 
     # -- setup ---------------------------------------------------------------------------
     def prepare(self) -> None:
-        from storelens.cloud import seed as seeding
         from storelens.cloud.store import connect
-        from storelens.local_broker import open_broker
         from storelens.pseudonym import generate_key_file, load_key
+        from storelens.tools.brokers.local import open_broker
+        from storelens.tools.seed import chain as seeding
 
         if self.workdir.exists():
             shutil.rmtree(self.workdir)  # a demo always starts from a fresh chain
@@ -131,7 +131,7 @@ class Demo:
         import yaml
 
         from storelens.edge.config import parse_config
-        from storelens.local_broker import free_port
+        from storelens.tools.brokers.local import free_port
 
         doc = yaml.safe_load(SAMPLE_CONFIG.read_text())
         camera = doc["cameras"][0]
@@ -405,7 +405,7 @@ def demo(
     """The whole loop on this machine: broker, cloud, API, edge agent on the sample video."""
     import socket
 
-    from storelens.local_broker import BrokerUnavailable, free_port
+    from storelens.tools.brokers.local import BrokerUnavailable, free_port
 
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", port)) == 0:

@@ -35,7 +35,7 @@ from typing import Any
 import typer
 
 from storelens.contract import SCHEMA_NAME, SCHEMA_VERSION, new_event_id, topics
-from storelens.local_broker import BrokerUnavailable, LocalBroker
+from storelens.tools.brokers.local import BrokerUnavailable, LocalBroker
 
 CAMERAS = ("door", "aisle", "checkout")
 OFFERED_SHARE = 0.9  # a held step must have published at least this share of its nominal load

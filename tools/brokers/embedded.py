@@ -51,7 +51,7 @@ class EmbeddedBroker:
     name = "amqtt (embedded, MQTT 3.1.1)"
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
-        from storelens.local_broker import free_port
+        from storelens.tools.brokers.local import free_port
 
         self.workdir = workdir
         self.port = port or free_port()
@@ -95,7 +95,7 @@ class EmbeddedBroker:
             self._log_handler = None
 
     def start(self, timeout: float = 10.0) -> None:
-        from storelens.local_broker import BrokerUnavailable
+        from storelens.tools.brokers.local import BrokerUnavailable
 
         self._open_log()
         started = threading.Event()

@@ -439,8 +439,8 @@ def run(
     from storelens.cloud import events as event_store
     from storelens.cloud import stores as store_registry
     from storelens.cloud.store import connect
-    from storelens.cloud.store.scratch import scratch_postgres
     from storelens.contract import topics
+    from storelens.tools.scratch_db import scratch_postgres
 
     devices = [(f"bench-store-{i}", f"box-{i}") for i in range(stores)]
     per_device = events // len(devices)

@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 from storelens.cloud.fulfillment import router
-from storelens.cloud.fulfillment.scenario import seed_network
 from storelens.cloud.store import Database, connect
+from storelens.tools.scenario import seed_network
 
 
 def _chain(n_stores: int, n_skus: int, seed: int) -> tuple[list[dict], dict, list[dict]]:

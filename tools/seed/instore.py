@@ -38,6 +38,10 @@ WALK_M_PER_S = 0.9
 HOURLY_SHAPE = {9: 0.5, 10: 0.8, 11: 1.0, 12: 1.5, 13: 1.4, 14: 0.9, 15: 0.8, 16: 1.0,
                 17: 1.6, 18: 1.7, 19: 1.2, 20: 0.6}  # fmt: skip
 DEFAULT_ZONES = ("entrance_area", "shoes", "handbags", "menswear", "womenswear", "accessories")
+# Every seeded store has fitting rooms at the back and tills by the door (contract 1.2 kinds).
+FITTING_ROOMS, TILLS = "fitting_rooms", "tills"
+FITTING_XY = (FLOOR_W_M - 2.0, 3.0)
+TILLS_XY = (3.0, FLOOR_H_M - 2.0)
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,29 @@ def _visit(
         x, y = cx, cy
         out.append({"type": "zone_visit", "ts": t, **person, **linked, "zone": zone,
                     "entered_at": entered, "exited_at": t, "dwell_s": round(dwell, 1)})  # fmt: skip
+    # Try-ons and checkout from their own random stream, so the rest of the history (and
+    # what other tests expect of it) does not depend on them.
+    extra = random.Random(visit_id.int)
+    stays: list[tuple[str, tuple[float, float], float, dict[str, Any]]] = []
+    if extra.random() < (0.45 if member else 0.3):
+        tryon = min(1200.0, extra.lognormvariate(math.log(180), 0.6))
+        stays.append((FITTING_ROOMS, FITTING_XY, tryon, {"kind": "fitting_room"}))
+    if extra.random() < (0.6 if member else 0.3):
+        queue = min(900.0, extra.lognormvariate(math.log(50), 0.8))
+        service = min(600.0, extra.lognormvariate(math.log(70), 0.4))
+        stays.append((TILLS, TILLS_XY, queue + service,
+                      {"kind": "checkout", "queue_s": round(queue, 1),
+                       "service_s": round(service, 1)}))  # fmt: skip
+    for zone, (cx, cy), dwell, fields in stays:
+        t += math.dist((x, y), (cx, cy)) / WALK_M_PER_S
+        entered = t
+        path.append([round(cx, 2), round(cy, 2), round(entered - start, 1)])
+        t = entered + round(dwell, 1)
+        x, y = cx, cy
+        chosen.append(zone)
+        out.append({"type": "zone_visit", "ts": t, **person, **linked, "zone": zone,
+                    "entered_at": entered, "exited_at": t, "dwell_s": round(dwell, 1),
+                    **fields})  # fmt: skip
     if member:
         swipe_at = t + rng.uniform(20, 90)
         out.append({"type": "card_swipe", "ts": swipe_at, "reader": READER, "member": member[0],
@@ -175,15 +202,18 @@ def _day_events(rng: random.Random, day: date, tz: ZoneInfo, zones: list[str], w
         inside = [v for v in visits if v.start <= at < v.end]
         if inside:
             per_zone: dict[str, int] = {}
+            queue = 0
             for v in inside:
                 current = [
-                    e["zone"]
+                    e
                     for e in v.events
                     if e["type"] == "zone_visit" and e["entered_at"] <= at < e["ts"]
                 ]
-                for z in current:
-                    per_zone[z] = per_zone.get(z, 0) + 1
-            snapshot = {"ts": float(at), "camera": CAMERA, "total": len(inside), "zones": per_zone}
+                for e in current:
+                    per_zone[e["zone"]] = per_zone.get(e["zone"], 0) + 1
+                    queue += e.get("queue_s") is not None and at < e["entered_at"] + e["queue_s"]
+            snapshot = {"ts": float(at), "camera": CAMERA, "total": len(inside), "zones": per_zone,
+                        "queues": {TILLS: queue}}  # fmt: skip
             out.append({"type": "occupancy", **snapshot})
     return out
 

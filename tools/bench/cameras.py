@@ -30,7 +30,7 @@ CAMERA_FPS = 10.0
 WARMUP_S = 2.0
 MIN_PROCESSED = 0.97
 MAX_LAG_PERIODS = 2.0
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "firmware_config" / "sample.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "firmware_config" / "sample.yaml"
 
 
 def _cpu_seconds() -> float:

@@ -2,7 +2,7 @@
 
 Mosquitto first, started from its binary with a throwaway config: the cloud's ingest workers
 speak MQTT 5 with shared subscriptions and persistent sessions. Without Mosquitto the demo
-falls back to amqtt inside the process (`storelens.embedded_broker`, MQTT 3.1.1, one ingest
+falls back to amqtt inside the process (`storelens.tools.brokers.embedded`, MQTT 3.1.1, one ingest
 worker); `open_broker` picks, and each broker says which protocol the ingest must speak.
 Nothing is installed or left running: the broker belongs to the caller and stops with it.
 """
@@ -160,7 +160,7 @@ def open_broker(kind: BrokerKind, workdir: Path) -> PrivateBroker:
             if kind == "mosquitto":
                 raise
     try:
-        from storelens.embedded_broker import EmbeddedBroker
+        from storelens.tools.brokers.embedded import EmbeddedBroker
     except ImportError as exc:
         raise BrokerUnavailable(
             f"needs an MQTT broker: install Mosquitto, or amqtt (pip install amqtt): {exc}"
