@@ -102,6 +102,11 @@ def ingest(
 def user_add(
     username: str = typer.Argument(..., help="Login name."),
     role: str = typer.Option("analyst", help="analyst or admin."),
+    stores: str | None = typer.Option(
+        None,
+        help="Comma-separated stores the user sees (a region, or one store for a store "
+        "manager); default the whole chain.",
+    ),
     db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
 ) -> None:
     """Create an ops user (the password is asked for, never passed on the command line)."""
@@ -110,12 +115,13 @@ def user_add(
 
     password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     database = connect(_settings(db).db_url)
+    scope = auth.parse_scope(stores)
     try:
-        auth.create_user(database, username, password, role)
+        auth.create_user(database, username, password, role, scope)
     except auth.AuthError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"created {role} {username}")
+    typer.echo(f"created {role} {username}" + (f" for {', '.join(scope)}" if scope else ""))
 
 
 @app.command("pos-token")

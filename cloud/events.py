@@ -262,7 +262,7 @@ def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
                     copy.write_row(row)
             cur.execute(
                 f"INSERT INTO events ({_COLUMNS}) SELECT DISTINCT ON (id) {_COLUMNS} "
-                "FROM events_stage ON CONFLICT (id) DO NOTHING"
+                "FROM events_stage ON CONFLICT DO NOTHING"  # (id), or (id, ts) when partitioned
             )
             new = max(cur.rowcount, 0)
             cur.execute("DELETE FROM events_stage")
@@ -417,9 +417,16 @@ def get_device(db: Database, store: str, device: str) -> dict[str, Any] | None:
 
 
 def list_devices(
-    db: Database, store: str | None = None, *, limit: int = 100, offset: int = 0
+    db: Database,
+    store: str | Sequence[str] | None = None,
+    *,
+    limit: int = 100,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
-    where, params = ("WHERE store = ?", [store]) if store else ("", [])
+    """Devices of one store, of some stores, or of all (None)."""
+    chosen = [store] if isinstance(store, str) else list(store or [])
+    where = f"WHERE store IN ({', '.join('?' for _ in chosen)})" if chosen else ""
+    params: list[Any] = chosen
     rows = db.query(
         f"SELECT * FROM devices {where} ORDER BY store, device LIMIT ? OFFSET ?",
         (*params, limit, offset),

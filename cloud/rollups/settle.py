@@ -25,8 +25,14 @@ _COLUMNS = ", ".join(EVENT_COLUMNS)
 _TYPES = ", ".join(f"'{t}'" for t in aggregate.ROLLED_TYPES)
 
 
-def settle(db: Database, *, quiet_s: float = QUIET_S, limit: int = 500) -> int:
-    """Settle up to ``limit`` dirty hours quiet for ``quiet_s``; returns how many."""
+def settle(
+    db: Database, *, quiet_s: float = QUIET_S, limit: int = 500, events_since: float | None = None
+) -> int:
+    """Settle up to ``limit`` dirty hours quiet for ``quiet_s``; returns how many. Hours
+    before ``events_since`` (the retention cut-off) are only unmarked: their raw events are
+    gone, and recomputing them from a late straggler would erase what the rollups hold."""
+    if events_since is not None:
+        db.execute("DELETE FROM rollup_dirty WHERE ts < ?", (int(events_since),))
     due = db.query(
         "SELECT store, ts, version FROM rollup_dirty WHERE marked_at <= ? ORDER BY ts LIMIT ?",
         (time.time() - quiet_s, limit),

@@ -11,6 +11,7 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.catalog",
     "storelens.cloud.events",
     "storelens.cloud.rollups.sql",
+    "storelens.cloud.retention",
     "storelens.cloud.members",
     "storelens.cloud.orders",
     "storelens.cloud.fulfillment",

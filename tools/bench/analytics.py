@@ -185,8 +185,10 @@ def run(*, stores_sizes: tuple[int, ...] = (5, 50), days: int = 90, visitors_per
                 "sizes": list(sizes.values()),
                 "events_ratio": round(b["events"] / a["events"], 2),
                 "dashboard_ratio": round(b["dashboard_ms"] / a["dashboard_ms"], 2),
-                "chart_ratio": {k: round(b["chart_ms"][k] / a["chart_ms"][k], 2)
-                                if a["chart_ms"][k] else None for k in a["chart_ms"]},  # fmt: skip
+                "chart_ratio": {
+                    k: round(b["chart_ms"][k] / a["chart_ms"][k], 2) if a["chart_ms"][k] else None
+                    for k in a["chart_ms"]
+                },  # fmt: skip
                 "ingest": _ingest_cost(backend, Path(tmp), sample, _chain(small), pg_url),
             }
     return result
