@@ -138,6 +138,8 @@ def create_user(
 
 
 def set_password(db: Database, username: str, password: str) -> None:
+    """Replace an ops user's password (`storelens cloud user-password`); their sessions and
+    API tokens stay valid until they expire or are revoked."""
     if len(password) < 8:
         raise AuthError("password must have at least 8 characters")
     if not db.execute(
@@ -227,7 +229,11 @@ def revoke(db: Database, token: str) -> bool:
     )
 
 
-def revoke_subject(db: Database, kind: str, subject: str) -> int:
+def revoke_pos_device(db: Database, store: str, device_name: str) -> int:
+    """Retire a lost or replaced POS device: every token of that device of that store stops
+    working, open push streams included (DELETE /api/v1/auth/pos-tokens/{store}/{device}).
+    Device names repeat across stores (every store has a till-1): the store is part of the key."""
     return db.execute(
-        "UPDATE auth_tokens SET revoked = 1 WHERE kind = ? AND subject = ?", (kind, subject)
+        "UPDATE auth_tokens SET revoked = 1 WHERE kind = 'pos' AND store = ? AND subject = ?",
+        (store, device_name),
     )

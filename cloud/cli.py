@@ -124,6 +124,25 @@ def user_add(
     typer.echo(f"created {role} {username}" + (f" for {', '.join(scope)}" if scope else ""))
 
 
+@app.command("user-password")
+def user_password(
+    username: str = typer.Argument(..., help="Login name."),
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+) -> None:
+    """Set a new password for an ops user (asked for, never passed on the command line)."""
+    from storelens.cloud import auth
+    from storelens.cloud.store import connect
+
+    password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    database = connect(_settings(db).db_url)
+    try:
+        auth.set_password(database, username, password)
+    except auth.AuthError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"password of {username} changed")
+
+
 @app.command("pos-token")
 def pos_token(
     store: str = typer.Argument(..., help="Store the POS device belongs to."),

@@ -176,3 +176,39 @@ def swipe(
     except (OSError, UnicodeEncodeError) as exc:
         typer.echo(f"error: cannot send to {host}:{port}: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _crop_option(text: str) -> tuple[str, tuple[int, int, int, int]]:
+    name, _, rect = text.partition("=")
+    try:
+        x, y, w, h = (int(v) for v in rect.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: give NAME=x,y,width,height") from None
+    return name, (x, y, w, h)
+
+
+@app.command("split-cameras")
+def split_cameras(
+    config: Path = typer.Option(..., "--config", "-c", help="Single-camera device YAML."),
+    crop: list[str] = typer.Option(
+        ..., help="NAME=x,y,width,height of one camera's crop (repeat, in hand-off order)."
+    ),
+    out: Path = typer.Option(..., help="Where to write the split device YAML."),
+) -> None:
+    """Split a camera into overlapping crop 'cameras' of one store (store-visit testing)."""
+    import yaml
+
+    from storelens.edge.config import ConfigError, load_config, parse_config
+    from storelens.edge.split_cameras import HEADER, split
+
+    try:
+        crops = dict(_crop_option(c) for c in crop)
+        data = split(load_config(config), crops)
+        parse_config(data, str(out))  # what we write must load
+    except (ConfigError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    out.write_text(
+        HEADER + yaml.safe_dump(data, sort_keys=False, width=100, default_flow_style=None)
+    )
+    typer.echo(str(out))

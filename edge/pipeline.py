@@ -37,6 +37,7 @@ from storelens.edge.scene import (
 )
 from storelens.edge.scene.checkout import TillTimer
 from storelens.edge.scene.zones import Presence, as_polygon, in_polygon
+from storelens.edge.store_visits import Sighting
 from storelens.edge.track import PersonTracker, TrackedPerson, for_stride
 
 PipelineEvent = VisitStarted | VisitEnded | ZoneVisit | LineCrossing | OccupancySnapshot
@@ -116,6 +117,7 @@ class CameraPipeline:
         self.stats = CameraStats(camera.id)
         self._visits: dict[int, _Visit] = {}
         self._t0: float | None = None
+        self._frame_t: float | None = None
         self.last_tracked: list[TrackedPerson] = []
         # Earlier sightings of tracks that became visits in the last frame (frame time,
         # person): replayed into the new visits, and for offline track output (MOT).
@@ -131,10 +133,6 @@ class CameraPipeline:
             "member": visit.member,
             "key_id": visit.key_id,
         }
-
-    def visit_id_of(self, track_id: int) -> uuid.UUID | None:
-        visit = self._visits.get(track_id)
-        return visit.visit_id if visit else None
 
     def set_member(self, visit_id: uuid.UUID, member_token: str, key_id: str) -> bool:
         """Tag a visit with a member pseudonym; later events of the visit carry it."""
@@ -166,6 +164,15 @@ class CameraPipeline:
     def visits_in_view(self) -> int:
         return len(self._visits)
 
+    def sightings(self) -> list[Sighting]:
+        """People placed on the last processed frame (detected or predicted), for fusing the
+        store's cameras on the floor (`storelens.edge.store_visits`)."""
+        return [
+            Sighting(v.visit_id, v.anchor, v.box)
+            for v in self._visits.values()
+            if v.last_seen_t == self._frame_t
+        ]
+
     # -- frames ---------------------------------------------------------------------------
 
     def process(
@@ -181,6 +188,7 @@ class CameraPipeline:
             raise ValueError("frame timestamps must be timezone-aware (UTC)")
         self.stats.note_frame()
         t = ts.timestamp()
+        self._frame_t = t
         if self._t0 is None:
             self._t0 = t
         elif not self._fps_known:

@@ -61,6 +61,14 @@ def contract_schema(
     typer.echo(str(schema.write_schema()))
 
 
+@contract.command("example")
+def contract_example() -> None:
+    """Print an example envelope with one event of every type (docs/contract-example.json)."""
+    from storelens.contract import schema
+
+    typer.echo(schema.example_payload(), nl=False)
+
+
 @app.command("version")
 def version() -> None:
     """Print the version."""

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -206,13 +207,15 @@ def test_ops_dashboard_charts_filters_and_csv(service: Service, page_for, artifa
             page.locator(f'section[data-chart="{chart}"]').get_attribute("data-state") == "ready"
         ), chart
         assert _plotted_points(page, chart) > 0, chart
-    assert (
-        page.locator("#plot-devices tbody tr").count() == 6
-    )  # five stores' boxes + the sample device
+    # One box per store (the sample store's is the sample device): no phantom, none unseen.
+    assert page.locator("#plot-devices tbody tr").count() == 5
+    assert page.locator("#plot-devices .health-never-seen").count() == 0
     assert page.locator("#plot-devices .health-degraded").count() >= 1  # the seeded camera outage
 
     start, end = page.input_value("input[name=start]"), page.input_value("input[name=end]")
     params = {"start": start, "end": end}
+    # The default period ends today on the stores' clock (Paris), whatever the browser's is.
+    assert end == datetime.now(ZoneInfo("Europe/Paris")).date().isoformat()
     api = service.api("GET", "/api/v1/analytics/footfall-daily", params=params).json()
     all_visitors = api["comparison"]["totals"]["visitors"]
     assert all_visitors > 0 and _kpi(page, "visitors") == f"{all_visitors:,}"
@@ -250,6 +253,17 @@ def test_ops_dashboard_charts_filters_and_csv(service: Service, page_for, artifa
             for r in rows + expected:
                 r.pop("seconds_since_seen")
         assert rows == expected, chart
+
+    # A period with nothing in it says so in words (plotly would draw axes from -1 to 1).
+    page.fill("input[name=start]", "2020-01-01")
+    page.fill("input[name=end]", "2020-01-07")
+    page.click("#filters button[type=submit]")
+    page.wait_for_function("!document.body.dataset.loading", timeout=30_000)
+    for chart in (c for c in PLOTTED if c != "coupon-uplift"):  # members exist regardless
+        box = page.locator(f'section[data-chart="{chart}"]')
+        assert box.get_attribute("data-empty") == "1", chart
+        assert box.locator(".plot p.empty").inner_text().startswith("No "), chart
+        assert _plotted_points(page, chart) == 0, chart
     assert page.external == []  # type: ignore[attr-defined]
 
 

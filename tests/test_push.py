@@ -159,7 +159,7 @@ def test_revoking_a_token_closes_its_stream(short_server, hub, tmp_path) -> None
     assert _wait(q, "status")[1] == 200
     _wait_clients(hub, "paris", 1)
     db = connect(f"sqlite:///{tmp_path / 'push.db'}")  # the server's database
-    assert auth.revoke_subject(db, "pos", "till-paris") == 1
+    assert auth.revoke_pos_device(db, "paris", "till-paris") == 1
     _wait(q, "end", timeout=3)  # within the check interval, not at the next push
     _wait_clients(hub, "paris", 0)
     push.publish("paris", "task", {"task_id": "after-revocation"})

@@ -91,6 +91,33 @@ def bench_cameras(
     write_report(result, json_out)
 
 
+@bench_app.command("two-cameras")
+def bench_two_cameras(
+    single: Path = typer.Option(
+        Path("firmware_config/sample.yaml"), help="The single-camera device YAML."
+    ),
+    split: Path = typer.Option(
+        Path("firmware_config/two-cameras.yaml"), help="Its split into cameras."
+    ),
+    json_out: Path = typer.Option(..., "--json", help="Where to write the result JSON."),
+    max_frames: int | None = typer.Option(None, min=1, help="Stop after this many frames."),
+) -> None:
+    """Two overlapping cameras fused into store visits vs the single camera, same video."""
+    from storelens.edge.config import ConfigError, load_config
+    from storelens.tools.bench.two_cameras import run as run_bench
+
+    try:
+        result = run_bench(load_config(single), load_config(split), max_frames=max_frames)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    write_report(result, json_out)
+    if not result["equivalent"]:
+        failed = [k for k, ok in result["checks"].items() if not ok]
+        typer.echo(f"not equivalent within tolerance: {', '.join(failed)}", err=True)
+        raise typer.Exit(2)
+
+
 @bench_app.command("tracking")
 def bench_tracking(
     json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON here."),

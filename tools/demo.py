@@ -7,7 +7,9 @@ camera, with a TCP card reader at the entrance that a simulator swipes seeded me
 into. After a short delay an online order arrives through the web-shop webhook and is routed
 to the store as a ship-from-store task. The ops and POS URLs and their logins are printed;
 Ctrl-C stops everything.
-``--duration S`` runs headless for S seconds and prints what flowed as JSON.
+``--duration S`` runs headless for S seconds and prints what flowed as JSON, alone on stdout
+(progress goes to stderr), then exits non-zero if a step of the story did not happen
+(`storelens.tools.demo_story`), with its reason.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ STORE, DEVICE, CAMERA = "sample-store", "sample-edge", "plaza"
 READER_ZONE = "west_walk"  # the card reader stands at the entrance walk
 SWIPE_EVERY_S = 15.0
 ORDER_AFTER_S = 20.0
+INSTORE_DAYS = 28
 
 
 class BrokerChoice(StrEnum):
@@ -53,8 +56,11 @@ class DemoStats:
     swipes_sent: int = 0
     swipes_linked: int = 0
     recommendations_served: int = 0
+    offers_served: int = 0
     orders_placed: int = 0
     fulfillment_tasks: int = 0
+    tasks_pushed: int = 0
+    ran_s: float = 0.0
     errors: list[str] = field(default_factory=list)
 
 
@@ -75,8 +81,19 @@ class Demo:
         self.server_thread: threading.Thread | None = None
         self.broker: Any = None
         self.threads: list[threading.Thread] = []
+        self.live_since = time.time()  # set again when the agent starts
+        self.order_id: str | None = None
+        self.pushed_orders: list[str] = []  # order IDs of the tasks pushed to the POS
+        self.assets: dict[str, Path] = {}
 
     # -- setup ---------------------------------------------------------------------------
+    def find_assets(self) -> None:
+        """The sample model and video, before anything starts: without them (no
+        STORELENS_ASSETS and no network) the demo stops here with the reason."""
+        from storelens.assets import SAMPLE_MODEL, SAMPLE_VIDEO, find_asset
+
+        self.assets = {name: find_asset(name) for name in (SAMPLE_MODEL, SAMPLE_VIDEO)}
+
     def prepare(self) -> None:
         from storelens.cloud.store import connect
         from storelens.pseudonym import generate_key_file, load_key
@@ -91,7 +108,11 @@ class Demo:
         self.db_url = f"sqlite:///{self.workdir / 'storelens.db'}"
         db = connect(self.db_url)
         try:
-            result = seeding.seed(db, seed=self.seed, key=key, members=self.members, days=90)
+            # Sales for 90 days and in-store traffic (visits, dwell, paths, device reports) for
+            # the last INSTORE_DAYS: the ops page's default week and the week it compares with
+            # have footfall beside the seeded sales, and the live device joins its history.
+            result = seeding.seed(db, seed=self.seed, key=key, members=self.members, days=90,
+                                  instore_days=INSTORE_DAYS)  # fmt: skip
         finally:
             db.close()
         self.credentials = result.credentials
@@ -130,12 +151,18 @@ class Demo:
     def edge_config(self) -> Path:
         import yaml
 
+        from storelens.assets import ASSET_PREFIX
         from storelens.edge.config import parse_config
         from storelens.tools.brokers.local import free_port
 
         doc = yaml.safe_load(SAMPLE_CONFIG.read_text())
         camera = doc["cameras"][0]
         camera.update(realtime=True, loop=True, occupancy_interval_s=15)
+        # The files found up front, so the agent never tries a download of its own.
+        for holder, key in ((doc["model"], "path"), (camera, "source")):
+            ref = str(holder[key])
+            if ref.startswith(ASSET_PREFIX):
+                holder[key] = str(self.assets[ref[len(ASSET_PREFIX) :]])
         zone = next(z["points"] for z in camera["zones"] if z["name"] == READER_ZONE)
         self.reader_port = free_port()
         doc.update(
@@ -156,6 +183,7 @@ class Demo:
 
     def start_edge(self) -> None:
         config = self.edge_config()
+        self.live_since = time.time()
         log = (self.workdir / "edge.log").open("ab")
         self.edge = subprocess.Popen(
             [sys.executable, "-c", "from storelens.cli import app; app()", "edge", "run",
@@ -175,7 +203,7 @@ class Demo:
         import socket
 
         cards = self.credentials["demo_cards"]
-        i = 0
+        i = 0  # the first swipe at 8 s, then every SWIPE_EVERY_S (demo_story's schedule)
         while not self.stop.wait(SWIPE_EVERY_S if i else 8.0):
             card = cards[i % len(cards)]
             try:
@@ -205,6 +233,11 @@ class Demo:
                     self.stats.recommendations_served += len(recs.json()["items"])
                 else:
                     self._error(f"recommendations: HTTP {recs.status_code}")
+                offered = http.get(f"/api/v1/pos/members/{member_id}/offers", headers=headers)
+                if offered.status_code == 200:
+                    self.stats.offers_served += len(offered.json()["offers"])
+                else:
+                    self._error(f"offers: HTTP {offered.status_code}")
         except Exception as exc:  # the demo keeps going; the summary shows the error
             self._error(f"POS call failed: {exc}")
 
@@ -239,11 +272,39 @@ class Demo:
                            "Idempotency-Key": f"demo-{uuid.uuid4()}"}  # fmt: skip
                 placed = http.post("/api/v1/orders", json=order, headers=headers)
                 if placed.status_code in (200, 201):
+                    self.order_id = placed.json()["id"]
                     self.stats.orders_placed += 1
                 else:
                     self._error(f"order webhook: HTTP {placed.status_code} {placed.text[:200]}")
         except Exception as exc:
             self._error(f"order webhook failed: {exc}")
+
+    def _pushes(self) -> None:
+        """The store's POS push stream, as the web POS reads it: counts the tasks pushed for
+        the demo's order (started before the order, so the push cannot be missed)."""
+        token = self.credentials["pos_tokens"][STORE]
+        headers = {"Authorization": f"Bearer {token}"}
+        while not self.stop.is_set():
+            try:
+                with self._client() as http, http.stream(
+                    "GET", "/api/v1/pos/stream", params={"keepalive_s": 1}, headers=headers,
+                    timeout=10,
+                ) as stream:  # fmt: skip
+                    kind = ""
+                    for line in stream.iter_lines():
+                        if self.stop.is_set():
+                            return
+                        if line.startswith("event:"):
+                            kind = line[6:].strip()
+                        elif line.startswith("data:") and kind == "task":
+                            task = json.loads(line[5:]).get("payload", {}).get("task", {})
+                            # Matched to the demo's order later: the push goes out while
+                            # the webhook call that tells us the order's ID is still open.
+                            self.pushed_orders.append(str(task.get("order_id")))
+            except Exception as exc:  # the stream ended or failed: reconnect, say so once
+                if not self.stop.is_set():
+                    self._error(f"POS push stream: {exc}")
+                    self.stop.wait(1.0)
 
     def _error(self, message: str) -> None:
         if message not in self.stats.errors:
@@ -256,29 +317,37 @@ class Demo:
         db = connect(self.db_url, migrate=False)
         try:
             s = self.stats
-            s.events_ingested = db.scalar(
-                "SELECT COUNT(*) FROM events WHERE store = ? AND device = ?", (STORE, DEVICE)
-            )
+            # Live rows only: the seeded history of the same store and device came before.
+            live = "store = ? AND device = ? AND received_at >= ?"
+            args = (STORE, DEVICE, self.live_since)
+            s.events_ingested = db.scalar(f"SELECT COUNT(*) FROM events WHERE {live}", args)
             s.footfall_in = db.scalar(
-                "SELECT COUNT(*) FROM events WHERE store = ? AND device = ? AND type = "
-                "'line_crossing' AND direction = 'in'", (STORE, DEVICE),
+                f"SELECT COUNT(*) FROM events WHERE {live} AND type = 'line_crossing' "
+                "AND direction = 'in'", args,
             )  # fmt: skip
             s.zone_visits = db.scalar(
-                "SELECT COUNT(*) FROM events WHERE store = ? AND device = ? "
-                "AND type = 'zone_visit'", (STORE, DEVICE),
-            )  # fmt: skip
+                f"SELECT COUNT(*) FROM events WHERE {live} AND type = 'zone_visit'", args
+            )
             s.swipes_linked = db.scalar(
-                "SELECT COUNT(*) FROM events WHERE store = ? AND type = 'card_swipe' "
-                "AND visit_id IS NOT NULL", (STORE,),
+                f"SELECT COUNT(*) FROM events WHERE {live} AND type = 'card_swipe' "
+                "AND visit_id IS NOT NULL", args,
             )  # fmt: skip
             s.dead_letters = db.scalar("SELECT COUNT(*) FROM dead_letters")
-            s.fulfillment_tasks = db.scalar(
-                "SELECT COUNT(*) FROM fulfillment_tasks WHERE store_id = ?", (STORE,)
-            )
+            if self.order_id:  # the demo's order only: the seeded chain has tasks of its own
+                s.fulfillment_tasks = db.scalar(
+                    "SELECT COUNT(*) FROM fulfillment_tasks WHERE store_id = ? AND order_id = ?",
+                    (STORE, self.order_id),
+                )
         except Exception as exc:
             self._error(f"reading stats: {exc}")
         finally:
             db.close()
+        if self.order_id:
+            self.stats.tasks_pushed = self.pushed_orders.count(self.order_id)
+        ingest = getattr(getattr(self, "app", None), "state", None)
+        worker = getattr(ingest, "ingest", None)
+        if worker is not None:  # what the cloud's ingest took in, not what the device queued
+            self.stats.device_statuses = worker.totals.statuses
         self._read_outbox()
         return self.stats
 
@@ -294,9 +363,6 @@ class Demo:
             with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2) as conn:
                 meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
                 pending = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-                statuses = conn.execute(
-                    "SELECT COUNT(*) FROM outbox WHERE kind = 'status'"
-                ).fetchone()[0]
         except sqlite3.Error as exc:
             self._error(f"reading the outbox: {exc}")
             return
@@ -305,7 +371,6 @@ class Demo:
         s.outbox_lost = int(meta.get("lost", 0))
         handed_out = max(0, int(meta.get("next_seq", 1)) - 1)
         s.events_published = max(0, handed_out - pending - s.outbox_lost)
-        s.device_statuses = statuses
 
     # -- lifecycle -------------------------------------------------------------------------
     def banner(self) -> str:
@@ -333,11 +398,11 @@ class Demo:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         }
         try:
-            for step in (self.prepare, self.start_cloud, self.start_edge):
+            for step in (self.find_assets, self.prepare, self.start_cloud, self.start_edge):
                 if interrupted.is_set():
                     return self.stats  # stopped while starting: nothing flowed yet
                 step()
-            for target in (self._swipes, self._order):
+            for target in (self._pushes, self._swipes, self._order):
                 t = threading.Thread(target=target, name=target.__name__, daemon=True)
                 t.start()
                 self.threads.append(t)
@@ -357,6 +422,7 @@ class Demo:
             if left is not None and left <= 0:
                 return
             interrupted.wait(min(10.0, left) if left is not None else 10.0)
+            self.stats.ran_s = round(time.monotonic() - started, 1)
             if self.edge is not None and self.edge.poll() is not None:
                 self._error(f"edge agent exited with {self.edge.returncode} (see edge.log)")
                 return
@@ -364,8 +430,9 @@ class Demo:
             echo(
                 f"[{time.monotonic() - started:5.0f} s] events stored {s.events_ingested}, "
                 f"footfall in {s.footfall_in}, zone visits {s.zone_visits}, swipes "
-                f"{s.swipes_sent}, recommendations {s.recommendations_served}, "
-                f"ship-from-store tasks {s.fulfillment_tasks}"
+                f"{s.swipes_sent} ({s.swipes_linked} linked), recommendations "
+                f"{s.recommendations_served}, offers {s.offers_served}, ship-from-store tasks "
+                f"{s.fulfillment_tasks} ({s.tasks_pushed} pushed)"
             )
 
     def shutdown(self) -> None:
@@ -405,21 +472,30 @@ def demo(
     """The whole loop on this machine: broker, cloud, API, edge agent on the sample video."""
     import socket
 
+    from storelens.assets import AssetError
     from storelens.tools.brokers.local import BrokerUnavailable, free_port
+    from storelens.tools.demo_story import problems
 
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", port)) == 0:
             port = free_port()
     runner = Demo(workdir.resolve(), port, members, seed, broker.value)
+    # Headless, stdout carries the JSON summary alone (`| jq` works); the rest goes to stderr.
+    progress = (lambda text: typer.echo(text, err=True)) if duration else typer.echo
     try:
-        stats = runner.run(duration, typer.echo)
+        stats = runner.run(duration, progress)
+    except AssetError as exc:
+        typer.echo(f"error: the demo needs the sample model and video: {exc}", err=True)
+        raise typer.Exit(2) from None
     except BrokerUnavailable as exc:
         typer.echo(f"error: the demo {exc}", err=True)
         raise typer.Exit(2) from None
     summary = {k: v for k, v in asdict(stats).items() if k != "errors"}
-    typer.echo(json.dumps(summary))
-    for problem in stats.errors:
-        typer.echo(f"warning: {problem}", err=True)
-    if stats.events_ingested == 0:
-        typer.echo("error: no events reached the cloud (see var/demo/edge.log)", err=True)
+    failed = problems(summary, stats.ran_s)
+    # Reasons first: the errors met on the way, then the steps of the story that did not happen.
+    for message in stats.errors + failed:
+        typer.echo(f"error: {message}", err=True)
+    typer.echo(json.dumps({**summary, "errors": stats.errors, "failed_steps": failed}))
+    if failed or stats.errors:  # a POS call that failed is a broken demo too, not a warning
+        typer.echo(f"error: the demo did not do its whole job (data in {runner.workdir})", err=True)
         raise typer.Exit(1)

@@ -4,7 +4,7 @@ matches what the dashboard plotted."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
@@ -16,16 +16,17 @@ from storelens.cloud.store import Database
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
 
-DEFAULT_DAYS = 7
 CHART_DOCS = {
     "footfall-hourly": "Entrances, visits, visitors per local hour; each day's peak hour marked.",
     "footfall-daily": "Visitors per local day with the previous period; busiest days marked.",
     "peak-hours": "Average visitors per hour of the day; the busiest hours marked.",
     "dwell": "Per zone: visits, dwell quartiles, histogram bins; ranked by visits.",
-    "heatmap": "Seconds of presence per 0.5 m floor cell of one store (the first selected).",
+    "heatmap": "Seconds of presence per 0.5 m floor cell of one store (the one selected, else "
+    "the selected store with most visits).",
     "flows": "Moves from one zone straight to another, with entry and exit.",
     "paths": "The most common zone sequences of a visit.",
-    "conversion": "POS transactions / visitors, revenue and basket per store and day.",
+    "conversion": "POS transactions / visitors, revenue and basket per store and day; the "
+    "period's rate counts the transactions of store-days that counted visitors.",
     "conversion-hourly": "POS transactions / visitors per hour of the day.",
     "member-share": "Share of finished visits linked to a member, per store and day.",
     "coupon-uplift": "Members offered coupons vs the holdout group: redemption and spend.",
@@ -56,14 +57,21 @@ class Filters:
         stores: str | None = Query(
             None, description="Comma-separated store IDs; empty = all stores.", max_length=2000
         ),
-        start: date | None = Query(None, description="First local day (default: 6 days ago)."),
-        end: date | None = Query(None, description="Last local day, inclusive (default: today)."),
+        start: date | None = Query(
+            None,
+            description=f"First local day (default: {analytics.DEFAULT_DAYS - 1} days "
+            "before the last).",
+        ),
+        end: date | None = Query(
+            None,
+            description="Last local day, inclusive (default: today on the selected "
+            "stores' clocks, in their time zone).",
+        ),
         hour_from: int = Query(0, ge=0, le=23, description="Local hours from (inclusive)."),
         hour_to: int = Query(24, ge=1, le=24, description="Local hours to (exclusive); wraps."),
     ) -> None:
         self.stores = tuple(s.strip() for s in (stores or "").split(",") if s.strip())
-        self.end = end or datetime.now(UTC).date()
-        self.start = start or self.end - timedelta(days=DEFAULT_DAYS - 1)
+        self.start, self.end = start, end  # defaults need the stores' time zones: scope_for
         self.hour_from, self.hour_to = hour_from, hour_to
 
 

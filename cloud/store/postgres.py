@@ -3,22 +3,34 @@ transactions; reconnects after the server restarts."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from sqlparse import lexer, tokens
 
 from storelens.cloud.store.base import Database, IntegrityError, Row
 
-_PLACEHOLDER = re.compile(r"\?")
 
-
+@lru_cache(maxsize=4096)
 def _pg(sql: str) -> str:
-    # Portable SQL uses '?'; literal '%' must be doubled for psycopg's format style.
-    return _PLACEHOLDER.sub("%s", sql.replace("%", "%%"))
+    """Portable SQL (``?`` placeholders) in psycopg's format style (``%s``, literal ``%%``).
+
+    Only a ``?`` the SQL lexer reads as a placeholder is rewritten: one inside a string
+    literal, a quoted identifier, a dollar-quoted string or a comment is text and stays. Every
+    ``%`` is doubled, literals included, because psycopg reads the whole query text. Cached:
+    the same few hundred statements run over and over.
+    """
+    out = []
+    for ttype, value in lexer.tokenize(sql):
+        if ttype is tokens.Name.Placeholder and value == "?":
+            out.append("%s")
+        else:
+            out.append(value.replace("%", "%%"))
+    return "".join(out)
 
 
 class PostgresDatabase(Database):

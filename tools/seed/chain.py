@@ -49,6 +49,7 @@ LAST = ("Martin", "Bernard", "Dubois", "Durand", "Lefebvre", "Moreau", "Laurent"
         "Michel", "Garcia", "Roux", "Fournier", "Girard", "Bonnet", "Dupont")  # fmt: skip
 
 # Zones of the sample camera (firmware_config/sample.yaml) and the categories shown there.
+SAMPLE_STORE, SAMPLE_DEVICE = "sample-store", "sample-edge"  # firmware_config/sample.yaml
 SAMPLE_ZONES = {"west_walk": "entrance", "plaza": "promotions", "east_road": "checkout"}
 STORE_ZONES = {"entrance_area": "entrance", **{c: c for c, *_ in CATEGORIES}}
 
@@ -126,9 +127,10 @@ def seed(db: Database, *, seed: int = 42, key: PseudonymKey | None = None, membe
         orders, sales = _history(db, rng, prng, products, people, t_start, t_end)
         result.online_orders, result.pos_sales = orders, sales
         result.inventory_rows = _inventory(db, rng, products, t_end)
-        for spec in STORES:
-            events.register_device(db, spec.id, f"{spec.id}-edge1", "seeded camera box")
-        events.register_device(db, "sample-store", "sample-edge", "sample video device")
+        # Only the sample video's device: the other stores' boxes exist once in-store traffic
+        # is seeded for them (a registered box that never reported reads "never seen").
+        events.register_device(db, SAMPLE_STORE, SAMPLE_DEVICE, "sample video device")
+        _offer_templates(db)
     password = admin_password or secrets.token_urlsafe(12)
     auth.create_user(db, "admin", password, "admin")
     pos_tokens = {s.id: auth.create_pos_token(db, s.id, "till-1") for s in STORES}
@@ -136,22 +138,63 @@ def seed(db: Database, *, seed: int = 42, key: PseudonymKey | None = None, membe
         from storelens.tools.seed.instore import seed_instore
 
         counts = seed_instore(db, days=instore_days, end=end - timedelta(days=1), seed=seed,
-                              until=t_end)  # fmt: skip
+                              until=t_end, devices={SAMPLE_STORE: SAMPLE_DEVICE})  # fmt: skip
         result.instore_events = sum(counts.values())
     result.credentials = {
         "admin": {"username": "admin", "password": password},
         "pos_tokens": pos_tokens,
         "pseudonym_key": {"key_id": key.key_id, "hex": key.secret.hex()},
-        "demo_cards": [p["card"] for p in people[:5]],
+        "demo_cards": _story_cards(people),
     }
     result.seconds = round(time.perf_counter() - started, 2)
     return result
 
 
+def _story_cards(people: list[dict[str, Any]], n: int = 5) -> list[str]:
+    """Cards of members who show the whole story at the till: tracked (their swipe links to
+    their visit), marketing consent and outside the offers holdout (they get offers). A
+    newcomer tries the first card first; an opted-out one would show "No offers"."""
+    from storelens.cloud.offers import OfferPolicy, in_holdout
+
+    policy = OfferPolicy()
+    story = [
+        p["card"]
+        for p in people
+        if p["tracking"] and p["marketing"] and not in_holdout(p["id"], policy)
+    ]
+    return story[:n]
+
+
+def _offer_templates(db: Database) -> None:
+    """Offers clerks can show at the till (the schema's default templates are issued by
+    purchases and scores, never shown), so the POS has offers to propose."""
+    from storelens.cloud import coupons, offers
+
+    for template in (
+        offers.OfferTemplate(
+            id="basket-10", name="10% off your basket today",
+            description="For members, on today's basket.",
+            terms=coupons.DiscountTerms(kind="percent", value=10), coupon_days=1,
+        ),
+        offers.OfferTemplate(
+            id="shoes-15", name="15% off shoes", description="You spent time at our shoes today.",
+            terms=coupons.DiscountTerms(kind="percent", value=15, scope="category",
+                                        scope_value="shoes"),
+            coupon_days=7, audience="category_affinity", audience_value="shoes",
+        ),
+        offers.OfferTemplate(
+            id="gold-5", name="5 off for gold members",
+            terms=coupons.DiscountTerms(kind="amount", value=5), coupon_days=14,
+            audience="tier", audience_value="gold",
+        ),
+    ):  # fmt: skip
+        offers.save_template(db, template)
+
+
 def _stores(db: Database) -> int:
     for spec in STORES:
         zones = dict(STORE_ZONES)
-        if spec.id == "sample-store":
+        if spec.id == SAMPLE_STORE:
             zones.update(SAMPLE_ZONES)
         stores.upsert_store(
             db,
@@ -218,6 +261,7 @@ def _members(db: Database, rng: np.random.Generator, prng: random.Random, key: P
             "home": prng.choices(STORES, weights=(4, 3, 3, 2, 2))[0].id,
             "rate": float(rng.gamma(2.0, 1.0)) * (1 + tiers.index(tier) * 0.4),
             "online_share": prng.uniform(0.1, 0.7) if account else 0.0,
+            "tracking": tracking, "marketing": marketing,
         })  # fmt: skip
         rows.append((member_id, key.token(card), key.key_id, name, tier, created))
         consent.append((member_id, int(tracking), int(marketing), created))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -218,9 +218,13 @@ def _day_events(rng: random.Random, day: date, tz: ZoneInfo, zones: list[str], w
     return out
 
 
+def default_device(store: str) -> str:
+    return f"{store}-edge1"
+
+
 def generate(store: dict[str, Any], members: list[tuple[str, str]], start: date, days: int,
              seed: int = 7, profile: TrafficProfile = TrafficProfile(),
-             until: float | None = None) -> Iterator[Any]:  # fmt: skip
+             until: float | None = None, device: str | None = None) -> Iterator[Any]:  # fmt: skip
     """Contract events of one store (one device, one camera, one till reader) over ``days``
     local days from ``start``, none later than ``until`` (default now)."""
     rng = random.Random(f"{seed}:{store['id']}")
@@ -228,7 +232,7 @@ def generate(store: dict[str, Any], members: list[tuple[str, str]], start: date,
     zones = sorted(store.get("zones") or DEFAULT_ZONES)
     weights = [rng.uniform(0.4, 1.6) for _ in zones]
     centres = _zone_centres(zones)
-    device = f"{store['id']}-edge1"
+    device = device or default_device(store["id"])
     until = datetime.now(UTC).timestamp() if until is None else until
     seq = 0
     for d in range(days):
@@ -248,13 +252,17 @@ def generate(store: dict[str, Any], members: list[tuple[str, str]], start: date,
 
 def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed: int = 7,
                  profile: TrafficProfile = TrafficProfile(), until: float | None = None,
-                 batch: int = 5000, settle: bool = True) -> dict[str, int]:  # fmt: skip
+                 batch: int = 5000, devices: Mapping[str, str] | None = None,
+                 settle: bool = True) -> dict[str, int]:  # fmt: skip
     """Generate and store traffic for every store in the database; returns events per store.
     With ``settle``, the rollups of the seeded hours are computed at once (as ingest workers
     would settle them within minutes).
 
-    Registers each store's device and records a recent status (one store shows a camera down,
-    so the device health table has something to say).
+    Each store's traffic comes from one device: ``devices[store]`` when given (a store whose
+    real device is already registered, so its history and its live data share one device and
+    the health table shows no phantom box), else ``<store>-edge1``. Registers that device if
+    needed and records a recent status (one store shows a camera down, so the device health
+    table has something to say).
     """
     from storelens.cloud import members as member_registry
     from storelens.cloud import stores as store_registry
@@ -271,8 +279,9 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
     ]
     counts: dict[str, int] = {}
     window_start = datetime.combine(start, time(), UTC).timestamp()
+    devices = devices or {}
     for i, store in enumerate(store_registry.list_stores(db, limit=10_000)):
-        device = f"{store['id']}-edge1"
+        device = devices.get(store["id"]) or default_device(store["id"])
         if profile.visitors_per_day is None:
             sold = db.scalar(
                 "SELECT count(*) FROM pos_sales WHERE store = ? AND ts >= ? AND ts < ?",
@@ -282,10 +291,14 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
             store_profile = replace(profile, visitors_per_day=int(min(2000, max(20, per_day))))
         else:
             store_profile = profile
-        event_store.register_device(db, store["id"], device, "seeded camera box")
+        if not db.scalar(
+            "SELECT COUNT(*) FROM devices WHERE store = ? AND device = ? AND registered = 1",
+            (store["id"], device),
+        ):
+            event_store.register_device(db, store["id"], device, "seeded camera box")
         rows: list[dict[str, Any]] = []
         total = 0
-        for event in generate(store, trackable, start, days, seed, store_profile, until):
+        for event in generate(store, trackable, start, days, seed, store_profile, until, device):
             rows.append(
                 event_store.event_row(
                     store["id"], event, event.ts.timestamp(), getattr(event, "member", None)
