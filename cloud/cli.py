@@ -85,6 +85,10 @@ def ingest(
     mqtt_port: int | None = typer.Option(None, help="Broker port."),
     group: str | None = typer.Option(None, help="Shared-subscription group."),
     client_id: str | None = typer.Option(None, help="MQTT client ID (unique per worker)."),
+    metrics_port: int | None = typer.Option(
+        None, min=1, max=65535, help="Serve this worker's Prometheus metrics on this port."
+    ),
+    metrics_host: str = typer.Option("0.0.0.0", help="Address of the metrics endpoint."),
 ) -> None:
     """Run an ingest worker: MQTT -> validated, de-duplicated events in the database."""
     import logging
@@ -95,6 +99,12 @@ def ingest(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = _settings(db, mqtt_host=mqtt_host, mqtt_port=mqtt_port, share_group=group,
                          mqtt_client_id=client_id)  # fmt: skip
+    if metrics_port is not None:
+        # prometheus_client's own HTTP server (a daemon thread): the worker's ingest counters,
+        # batch times and lag; fleet health per device comes from the API's /metrics.
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host)
     run_worker(settings, connect(settings.db_url))
 
 

@@ -74,6 +74,23 @@ class SqlRollups:
             row[metric] += int(n)
         return list(out.values())
 
+    def ended_visits(self, scope: Any) -> dict[str, int]:
+        """Finished visits per store over the scope (stores with none left out)."""
+        where, params = scope.where()
+        out: dict[str, int] = defaultdict(int)
+        for r in self.db.query(
+            "SELECT store, SUM(n) AS n FROM rollup_counts"
+            f" WHERE metric = 'visits_ended' AND {where}"
+            + _SETTLED.format(t="rollup_counts")
+            + " GROUP BY store",
+            params,
+        ):
+            out[r["store"]] += int(r["n"])
+        for (store, _, metric), (n, _) in self._dirty(scope).counts.items():
+            if metric == "visits_ended":
+                out[store] += int(n)
+        return {s: n for s, n in out.items() if n}
+
     def member_visits(self, scope: Any) -> list[dict[str, Any]]:
         """Per store and local day: finished ``visits``, ``member_visits``, distinct
         ``members``; ordered by day, then store."""
