@@ -14,7 +14,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from storelens.cloud import coupons, members, offers, push, sales, scoring, visit_sales
+from storelens.cloud import (
+    coupons,
+    members,
+    offers,
+    propensity,
+    push,
+    sales,
+    scoring,
+    visit_sales,
+)
 from storelens.cloud.coupons import BasketLine, CouponRejected
 from storelens.cloud.store import Database
 
@@ -143,7 +152,10 @@ def _after_sale(
         db, member, [("store_purchase", None)] + [("coupon_redeemed", None)] * len(codes),
         at=sale.ts or now, now=now, offer_policy=policy,
     )  # fmt: skip
-    facts = offers.MemberFacts(member["id"], member["marketing"], member["tier"], scored.score)
+    facts = offers.MemberFacts(
+        member["id"], member["marketing"], member["tier"], scored.score,
+        propensity=propensity.for_member(db, member["id"]),
+    )  # fmt: skip
     since = start_of_day if start_of_day is not None else now - 86400
     issued = offers.reward_recommended_purchase(
         db,

@@ -316,3 +316,26 @@ def import_data(
     finally:
         database.close()
     typer.echo(f"imported {written} {kind} rows")
+
+
+@app.command("propensity-refresh")
+def propensity_refresh(
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+    horizon_days: float = typer.Option(30.0, min=1, max=365, help="Buy within this many days."),
+) -> None:
+    """Train the propensity model on the stored history and store every member's scores (run
+    it daily, e.g. from cron; the API, POS and offer audiences read the stored scores)."""
+    from storelens.cloud import propensity
+    from storelens.cloud.store import connect
+
+    database = connect(_settings(db).db_url)
+    try:
+        summary = propensity.refresh(
+            database, settings=propensity.PropensitySettings(horizon_days=horizon_days)
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        database.close()
+    typer.echo(", ".join(f"{k} {v}" for k, v in summary.items()))

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storelens.cloud import members
 from storelens.cloud.store import Database, IntegrityError, register_migrations
+from storelens.contract.bounds import Amount
 
 register_migrations(
     "coupons",
@@ -67,12 +68,12 @@ class DiscountTerms(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: DiscountKind = Field(description="percent: value % off; amount: value off.")
-    value: float = Field(gt=0, description="Percent (0-100] or currency amount.")
+    value: Amount = Field(gt=0, description="Percent (0-100] or currency amount.")
     scope: Scope = Field("basket", description="What the discount applies to.")
     scope_value: str | None = Field(
         None, max_length=200, description="Category, brand or SKU; empty for basket."
     )
-    min_spend: float = Field(0, ge=0, description="Basket total needed before the discount.")
+    min_spend: Amount = Field(0, description="Basket total needed before the discount.")
 
     @model_validator(mode="after")
     def _consistent(self) -> DiscountTerms:

@@ -128,8 +128,12 @@ def test_interactions_endpoint_auth_idempotency_and_consent(api) -> None:
     ):
         assert client.post(url, json={"interactions": [bad]}, headers=shop).status_code == 422
     assert client.post(url, json={"interactions": []}, headers=shop).status_code == 422
-    # An integration token reports interactions and reads nothing.
+    # An integration token reports interactions and reads nothing, enrolls no one.
     assert client.get(f"/api/v1/members/{ann['id']}", headers=shop).status_code == 403
+    enroll = {"card_number": "601100009999", "marketing": True}
+    assert client.post("/api/v1/members", json=enroll, headers=shop).status_code == 403
+    lookup = {"card_number": "CARD0000"}
+    assert client.post("/api/v1/members/lookup", json=lookup, headers=shop).status_code == 403
     assert client.get("/api/v1/scoring/report", headers=shop).status_code == 403
     # A POS may report try-ons only for its own store.
     lyon = {"Authorization": f"Bearer {chain.tokens['lyon']}"}

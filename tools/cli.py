@@ -292,6 +292,42 @@ def bench_recommend(
     write_report(result, json_out)
 
 
+@bench_app.command("propensity")
+def bench_propensity(
+    history: Path = typer.Option(..., "--history", help="Order-line CSV (UCI columns detected)."),
+    split: list[str] = typer.Option(
+        ..., "--split", help="Held-out period starts here (YYYY-MM-DD); repeat for several."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON here."),
+    horizon_days: float = typer.Option(30.0, min=1, max=365, help="Buy within this many days."),
+    category: str = typer.Option(
+        "prefix:3", help="Category when the file has none: prefix:N (of the SKU) or word."
+    ),
+    map_: str | None = typer.Option(None, "--map", help="canonical=theirs,... column mapping."),
+) -> None:
+    """Propensity AUC, Brier and calibration on the period after each split, vs baselines."""
+    from datetime import date
+
+    from storelens.cloud.history.reader import HistoryFormatError, parse_mapping
+    from storelens.tools.bench import propensity as propensity_bench
+
+    if not history.is_file():
+        typer.echo(f"error: no file {history}", err=True)
+        raise typer.Exit(1)
+    try:
+        for text in split:
+            date.fromisoformat(text)
+        propensity_bench.category_rule(category)
+        mapping = parse_mapping(map_) if map_ else None
+        result = propensity_bench.run(
+            history, split, horizon_days=horizon_days, category=category, mapping=mapping
+        )
+    except (ValueError, HistoryFormatError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    write_report(result, json_out)
+
+
 @bench_app.command("api")
 def bench_api(
     json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON here."),

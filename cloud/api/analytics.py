@@ -4,7 +4,7 @@ matches what the dashboard plotted."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from storelens.cloud import analytics
 from storelens.cloud.api.deps import Caller, get_db, require_ops
 from storelens.cloud.store import Database
+from storelens.contract.bounds import MAX_EPOCH_S, MIN_EPOCH_S
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
 
@@ -49,6 +50,12 @@ class ChartOut(BaseModel):
     model_config = {"extra": "allow"}
 
 
+# The days a store's data can have (storelens.contract.bounds); the year 1 or 9999 made date
+# arithmetic overflow into a 500.
+FIRST_DAY = datetime.fromtimestamp(MIN_EPOCH_S, UTC).date()
+LAST_DAY = datetime.fromtimestamp(MAX_EPOCH_S, UTC).date() - timedelta(days=1)
+
+
 class Filters:
     """Query parameters shared by every chart."""
 
@@ -59,11 +66,15 @@ class Filters:
         ),
         start: date | None = Query(
             None,
+            ge=FIRST_DAY,
+            le=LAST_DAY,
             description=f"First local day (default: {analytics.DEFAULT_DAYS - 1} days "
             "before the last).",
         ),
         end: date | None = Query(
             None,
+            ge=FIRST_DAY,
+            le=LAST_DAY,
             description="Last local day, inclusive (default: today on the selected "
             "stores' clocks, in their time zone).",
         ),

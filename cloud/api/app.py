@@ -19,6 +19,7 @@ from storelens.cloud import auth, catalog, members, orders, sales, stores
 from storelens.cloud.api import auth as auth_api
 from storelens.cloud.api import catalog as catalog_api
 from storelens.cloud.api import devices as devices_api
+from storelens.cloud.api import errors as errors_api
 from storelens.cloud.api import health as health_api
 from storelens.cloud.api import members as members_api
 from storelens.cloud.api import metrics as metrics_api
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
 
     for exc_type, code in ERROR_STATUS:
         app.add_exception_handler(exc_type, _handler(code))
+    errors_api.install(app)
     return app
 
 
@@ -132,8 +134,9 @@ def _handler(code: int):  # noqa: ANN202 - a Starlette exception handler
             "detail": str(exc) if not isinstance(exc, LookupError) else f"not found: {exc}"
         }
         errors = getattr(exc, "errors", None)
-        if isinstance(errors, list):
-            body["errors"] = errors
-        return JSONResponse(body, status_code=code)
+        extra = {"errors": errors} if isinstance(errors, list) else {}
+        if code == 422:
+            return errors_api.unprocessable(body["detail"], extra)
+        return JSONResponse({**body, **extra}, status_code=code)
 
     return handle

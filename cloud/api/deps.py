@@ -154,6 +154,9 @@ def require_integration() -> Callable[..., Caller]:
     return dependency
 
 
+MAX_OFFSET = 10_000_000  # deeper than any list here; 2**63 used to reach the database
+
+
 @dataclass(frozen=True)
 class Page:
     limit: int
@@ -162,6 +165,6 @@ class Page:
 
 def page(
     limit: int = Query(50, ge=1, le=1000, description="Items per page."),
-    offset: int = Query(0, ge=0, description="Items to skip."),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET, description="Items to skip."),
 ) -> Page:
     return Page(limit, offset)

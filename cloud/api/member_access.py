@@ -62,6 +62,8 @@ def authorize(db: Database, caller: Caller, action: MemberAction, member_id: str
                 status.HTTP_403_FORBIDDEN, f"{action} on members requires the {ops_role} role"
             )
         return
+    if principal.kind != "pos":  # integration tokens only report interactions
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"this token may not {action} members")
     if pos_rule is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"a POS device may not {action} members")
     needs_till = pos_rule == "at_till" and member_id is not None

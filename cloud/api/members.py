@@ -61,6 +61,12 @@ class ProfileOut(BaseModel):
         default_factory=dict, description="Engagement score per active scoring plan."
     )
     scoring_plan: str | None = Field(None, description="The plan that acts for this member.")
+    propensity: dict[str, float] = Field(
+        default_factory=dict,
+        description="Category -> probability of buying it within `propensity_horizon_days` "
+        "(calibrated; categories under 0.5% are left out).",
+    )
+    propensity_horizon_days: float | None = Field(None, description="Horizon of `propensity`.")
 
 
 def _out(row: dict) -> MemberOut:
@@ -206,7 +212,7 @@ def profile(
     db: Database = Depends(get_db),
     caller: Caller = Depends(member_access(MemberAction.READ)),
 ) -> ProfileOut:
-    from storelens.cloud import interactions, scoring
+    from storelens.cloud import interactions, propensity, scoring
     from storelens.cloud.scoring_plans import active_plans
 
     data = members.profile(db, member_id, days=days, limit=limit)
@@ -218,6 +224,8 @@ def profile(
     plans = active_plans(db)
     data["scores"] = {p.id: round(scoring.score(db, member_id, plan=p), 2) for p in plans}
     data["scoring_plan"] = scoring.plan_for(db, member_id).id
+    data["propensity"] = propensity.for_member(db, member_id, limit=limit)
+    data["propensity_horizon_days"] = propensity.horizon_days(db)
     if caller.store is not None:
         data = _till_view(data, caller.store)
     return ProfileOut(**data)

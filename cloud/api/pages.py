@@ -101,7 +101,11 @@ def product_placeholder(sku: str, name: str = "", category: str = "") -> Respons
 
 @router.get("/static/{path:path}")
 def static_file(path: str) -> FileResponse:
-    target = (STATIC / path).resolve()
-    if not target.is_relative_to(STATIC) or not target.is_file():
+    try:
+        target = (STATIC / path).resolve()
+        found = target.is_relative_to(STATIC) and target.is_file()
+    except (ValueError, OSError):  # a NUL byte or a name the file system refuses
+        found = False
+    if not found:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
     return FileResponse(target, headers={"Cache-Control": _CACHE_STATIC})

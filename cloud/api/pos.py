@@ -25,6 +25,7 @@ from storelens.cloud import (
     coupons,
     members,
     offers,
+    propensity,
     push,
     sales,
     scoring,
@@ -38,6 +39,7 @@ from storelens.cloud.ratelimit import MEMBER_LOOKUP_LIMIT, coupon_attempt
 from storelens.cloud.recommend import RecommendationService
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database
+from storelens.contract.bounds import EpochSeconds
 
 
 @asynccontextmanager
@@ -210,6 +212,11 @@ class MemberCard(BaseModel):
     tracking: bool = Field(description="In-store tracking consent.")
     score: float = Field(description="Engagement score now (decayed).")
     coupons: list[CouponOut] = Field(description="Active coupons the member can use.")
+    propensity: dict[str, float] = Field(
+        default_factory=dict,
+        description="Top categories by probability of buying within the propensity horizon "
+        "(members with marketing consent).",
+    )
 
 
 class RecommendationOut(BaseModel):
@@ -274,7 +281,7 @@ class CheckoutIn(BaseModel):
         None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$",
         description="POS-generated sale ID; replays are safe.",
     )  # fmt: skip
-    ts: float | None = Field(None, description="Checkout time, epoch s; default now.")
+    ts: EpochSeconds | None = Field(None, description="Checkout time, epoch s; default now.")
     member_id: str | None = Field(None, max_length=64)
     items: list[sales.SaleItem] = Field(min_length=1, max_length=500)
     coupon_codes: list[str] = Field(default_factory=list, max_length=20)
@@ -302,6 +309,8 @@ def _card(db: Database, member: dict[str, Any]) -> MemberCard:
     return MemberCard(
         id=member["id"], name=member["name"], tier=member["tier"], marketing=member["marketing"],
         tracking=member["tracking"], score=round(scoring.score(db, member["id"]), 1),
+        # Profiling for offers: shown to the clerk only with marketing consent.
+        propensity=propensity.for_member(db, member["id"], limit=5) if member["marketing"] else {},
         coupons=[
             CouponOut(**c) for c in coupons.list_for_member(db, member["id"], active_only=True)
         ],
@@ -425,7 +434,7 @@ def _facts(
     affinity = recommender.today_dwell(member["token"], store) if member["tracking"] else {}
     return offers.MemberFacts(
         member["id"], member["marketing"], member["tier"], scoring.score(db, member["id"]),
-        affinity,
+        affinity, propensity.for_member(db, member["id"]),
     )  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -16,6 +17,31 @@ log = logging.getLogger(__name__)
 
 class IntegrityError(Exception):
     """A unique or foreign-key constraint failed (same type on both backends)."""
+
+
+class DataError(ValueError):
+    """A value no column can hold: NaN, an infinity, an integer beyond 64 bits, text that is
+    not valid Unicode (same type on both backends; PostgreSQL refuses these, SQLite would
+    store them as text or REAL, or fail to encode them)."""
+
+
+_INT64 = 2**63
+
+
+def check_params(params: Sequence[Any]) -> None:
+    """Raise DataError before a statement would store what PostgreSQL refuses, so a write
+    fails the same way, inside its transaction, on both backends."""
+    for value in params:
+        kind = type(value)
+        if kind is float and not math.isfinite(value):
+            raise DataError(f"not a finite number: {value}")
+        if kind is int and not -_INT64 <= value < _INT64:
+            raise DataError(f"integer out of range: {value}")
+        if kind is str and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON)
+                raise DataError("text is not valid Unicode (a lone surrogate)") from None
 
 
 @dataclass(frozen=True)
@@ -94,9 +120,11 @@ class Database(ABC):
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; returns the affected row count."""
+        check_params(params)
         return self._rowcount(self._execute(self.conn, sql, params))
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        check_params(params)
         return self._fetch(self._execute(self.conn, sql, params))
 
     def query_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:

@@ -12,7 +12,7 @@ import psycopg
 from psycopg.rows import dict_row
 from sqlparse import lexer, tokens
 
-from storelens.cloud.store.base import Database, IntegrityError, Row
+from storelens.cloud.store.base import Database, DataError, IntegrityError, Row
 
 
 @lru_cache(maxsize=4096)
@@ -68,6 +68,8 @@ class PostgresDatabase(Database):
             return conn.execute(_pg(sql), tuple(params), prepare=False)
         except psycopg.errors.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
+        except psycopg.errors.DataError as exc:  # out of range, bad value: as on SQLite
+            raise DataError(str(exc)) from exc
 
     def _executemany(
         self, conn: psycopg.Connection, sql: str, rows: Iterable[Sequence[Any]]

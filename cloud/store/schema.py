@@ -26,6 +26,7 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.till",
     "storelens.cloud.interactions",
     "storelens.cloud.history.importer",
+    "storelens.cloud.propensity",
 )
 
 for _name in COMPONENTS:

@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlite_utils
 
-from storelens.cloud.store.base import Database, IntegrityError, Row
+from storelens.cloud.store.base import Database, DataError, IntegrityError, Row
 
 PAGE_SIZE = 16384
 
@@ -60,6 +60,8 @@ class SqliteDatabase(Database):
             return conn.execute(sql, tuple(params))
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
+        except OverflowError as exc:  # an integer SQLite cannot bind
+            raise DataError(str(exc)) from exc
 
     def _executemany(
         self, conn: sqlite3.Connection, sql: str, rows: Iterable[Sequence[Any]]
