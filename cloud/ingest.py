@@ -684,10 +684,10 @@ class IngestWorker:
         from storelens.cloud.rollups.settle import settle
 
         s = self.settings
-        housekept = 0.0
+        housekept: float | None = None  # first round at once
         while not self._stop.wait(s.rollup_settle_s):
             try:
-                if time.monotonic() - housekept > HOUSEKEEPING_S:
+                if housekept is None or time.monotonic() - housekept > HOUSEKEEPING_S:
                     # Partitions ahead and retention, hourly: cheap, and any worker may do it.
                     retention.housekeeping(
                         self.ingestor.db, s.events_retention_days, s.rollups_retention_days
