@@ -105,7 +105,7 @@ def ingest(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr=metrics_host)
-    run_worker(settings, connect(settings.db_url))
+    run_worker(settings, connect(settings.db_url), client_id=client_id)
 
 
 @app.command("user-add")

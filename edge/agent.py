@@ -90,6 +90,7 @@ class Agent:
             config.readers,
             self.optouts,
             require_optout_list=bool(config.privacy and config.privacy.require_optout_list),
+            staff_readers=config.staff.readers if config.staff else (),
         )
         self.pipelines: dict = {}
         self.store_visits = None  # fuses the cameras when the config has store_visits
@@ -158,6 +159,8 @@ class Agent:
                 device=self.config.device,
                 next_seq=next_seq,
                 attire=attire,
+                staff_signal=self.config.staff_signal,
+                learn_staff_zones=bool(self.config.staff and self.config.staff.learn_from_zones),
             )
             self.feeds.append(CameraFeed(cam, self._ready, max_frames=self.max_frames))
             if cam.motion_gate:
@@ -166,7 +169,8 @@ class Agent:
                 self._gates[cam.id] = MotionGate()
         if self.key is not None:
             for rcfg in self.config.readers:
-                self.readers.append(build_reader(rcfg, self.key, self._swipes.put))
+                badge = self.config.staff.is_badge if self.config.staff else None
+                self.readers.append(build_reader(rcfg, self.key, self._swipes.put, badge))
 
     def _on_command(self, command: object) -> None:
         """On paho's thread: record the command; the loop applies it to tracking state."""
@@ -317,11 +321,13 @@ class Agent:
                 return events
             try:
                 if self.store_visits is None:
-                    events.append(self.fusion.resolve(swipe, self.pipelines, self.outbox.next_seq))
-                    continue
-                views = {c: FusedView(p, self.store_visits) for c, p in self.pipelines.items()}
-                event = self.fusion.resolve(swipe, views, self.outbox.next_seq)
-                events.append(self.store_visits.swipe(event))
+                    event = self.fusion.resolve(swipe, self.pipelines, self.outbox.next_seq)
+                else:
+                    views = {c: FusedView(p, self.store_visits) for c, p in self.pipelines.items()}
+                    event = self.fusion.resolve(swipe, views, self.outbox.next_seq)
+                    event = self.store_visits.swipe(event) if event is not None else None
+                if event is not None:  # None: a staff badge, which marks a visit and no more
+                    events.append(event)
             except Exception:
                 log.exception("reader %s: swipe could not be processed", swipe.reader)
 

@@ -75,6 +75,7 @@ class _Visit:
         self.box = (0.0, 0.0, 0.0, 0.0)
         self.member: str | None = None
         self.key_id: str | None = None
+        self.staff = False
         self.path = FloorPath(camera.floor.path_tolerance_m if camera.floor else 0.25)
         self.presence = {z.name: ZonePresence(z) for z in camera.zones}
         self.tills = {z.name: TillTimer(z) for z in camera.zones if z.service_area is not None}
@@ -96,8 +97,16 @@ class CameraPipeline:
         next_seq: Callable[[], int],
         attire: bool = False,
         fps: float | None = None,
+        staff_signal: bool = False,
+        learn_staff_zones: bool = False,
     ) -> None:
         self.camera = camera
+        # With a staff signal on the device, snapshots count staff apart (and total excludes
+        # them); without one, nothing about staff is sent, as before contract 1.2.
+        self.staff_signal = staff_signal or learn_staff_zones
+        self.staff_zones = (
+            {z.name for z in camera.zones if z.kind == "staff_only"} if learn_staff_zones else set()
+        )
         self.device = device
         self.next_seq = next_seq
         self.attire = attire
@@ -132,6 +141,7 @@ class CameraPipeline:
             "visit_id": visit.visit_id,
             "member": visit.member,
             "key_id": visit.key_id,
+            "staff": True if visit.staff else None,
         }
 
     def set_member(self, visit_id: uuid.UUID, member_token: str, key_id: str) -> bool:
@@ -139,6 +149,14 @@ class CameraPipeline:
         for visit in self._visits.values():
             if visit.visit_id == visit_id:
                 visit.member, visit.key_id = member_token, key_id
+                return True
+        return False
+
+    def set_staff(self, visit_id: uuid.UUID) -> bool:
+        """Mark a visit as staff (badge at a reader); later events of the visit say so."""
+        for visit in self._visits.values():
+            if visit.visit_id == visit_id:
+                visit.staff = True
                 return True
         return False
 
@@ -198,7 +216,7 @@ class CameraPipeline:
             tracked = self.tracker.predict(t - t0)
             self.confirmed_late = []
         else:
-            tracked = self.tracker.update(detections, t - t0)
+            tracked = self.tracker.update(detections, t - t0, frame_bgr)
             shown = {p.track_id for p in tracked}
             self.confirmed_late = [
                 (datetime.fromtimestamp(t0 + rel, UTC), p)
@@ -276,6 +294,8 @@ class CameraPipeline:
             till = visit.tills.get(zone.name)
             if till is not None and presence.state is not Presence.OUTSIDE:
                 till.observe(t, anchor)
+            if zone.name in self.staff_zones and presence.stayed_s(t) >= zone.config.min_dwell_s:
+                visit.staff = True  # only staff stay in a staff-only zone
             self._stay_event(visit, stay, events)
             if till is not None and presence.state is Presence.OUTSIDE:
                 till.reset()  # a brush past the edge, or a stay too short to count
@@ -303,6 +323,8 @@ class CameraPipeline:
     ) -> None:
         if stay is None:
             return
+        if stay.zone in self.staff_zones:
+            visit.staff = True  # only staff stay in a staff-only zone; this event says so too
         exited = datetime.fromtimestamp(stay.exited_t, UTC)
         if stay.zone not in visit.zones_visited:
             visit.zones_visited.append(stay.zone)
@@ -347,7 +369,11 @@ class CameraPipeline:
         """People in view and per zone now (in a zone = inside or within its exit grace)."""
         counts = {z.name: 0 for z in self.zones}
         queues = {z.name: 0 for z in self.zones if z.config.service_area is not None}
+        staff = 0
         for visit in self._visits.values():
+            if visit.staff:
+                staff += 1
+                continue
             for name, presence in visit.presence.items():
                 counts[name] += presence.is_inside
             for name, till in visit.tills.items():
@@ -357,9 +383,10 @@ class CameraPipeline:
             seq=self.next_seq(),
             ts=ts,
             camera=self.camera.id,
-            total=len(self._visits),
+            total=len(self._visits) - staff,
             zones=counts,
             queues=queues or None,
+            staff=staff if self.staff_signal else None,
         )
 
     def flush(self, ts: datetime | None = None) -> list[PipelineEvent]:

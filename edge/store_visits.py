@@ -3,8 +3,9 @@
 Each camera's pipeline keeps its own visits ("parts" here). This layer sits between the
 pipelines and the outbox and decides which parts are one person:
 
-- A new part is *pending* for ``decide_s``: its events are held while its floor positions are
-  compared with the people other cameras see at the same moments. When the median distance
+- A new part is *pending* for ``decide_s`` (and until it has ``min_overlap`` sightings, or
+  ends): its events are held while its floor positions are compared with the people other
+  cameras see at the same moments. When the median distance
   over at least ``min_overlap`` simultaneous sightings is within ``same_person_m``, it is the
   same person seen by overlapping cameras and joins that store visit (two candidates: the
   clearly nearer one, else appearance, else a new visit).
@@ -110,6 +111,7 @@ class _Part:
         self.appearance: np.ndarray | None = None
         self.appearance_next_t = -math.inf
         self.member: tuple[str, str] | None = None
+        self.staff = False
         self.ended = False
 
     @property
@@ -173,6 +175,10 @@ class StoreVisits:
             if part is None:  # not a visit this layer saw start: pass on as it is
                 out.append(event.model_copy(update={"seq": self.next_seq()}))
                 continue
+            if getattr(event, "staff", None):  # learned by the camera (staff-only zone)
+                part.staff = True
+                if part.store is not None:
+                    part.store.staff = True
             if isinstance(event, VisitEnded):
                 part.ended = True
                 if part.store is None:
@@ -218,10 +224,16 @@ class StoreVisits:
         """Decide parts held long enough and end store visits nobody can continue."""
         out, self._ready = self._ready, []
         for part in sorted(self._pending(), key=lambda p: p.first_t):
-            if t - part.first_t >= self.config.decide_s:
+            # A part seen fewer than min_overlap times waits for more sightings or its end
+            # (the tracker's lost-track buffer), whichever comes first.
+            seen_enough = len(part.track) >= self.config.min_overlap
+            if t - part.first_t >= self.config.decide_s and seen_enough:
                 out += self._decide(part)
+        pending_from = min((p.first_t for p in self._pending()), default=math.inf)
         for visit in list(self._visits.values()):
             if visit.all_ended and visit.close_after is not None and t >= visit.close_after:
+                if pending_from <= visit.last_t + SAME_MOMENT_S:
+                    continue  # a held part seen while this person was: it may be them
                 out += self._end(visit)
         return out
 
@@ -245,6 +257,15 @@ class StoreVisits:
             self._ready += self._decide(part)  # the swipe needs the store visit's ID now
         assert part.store is not None
         part.store.member, part.store.key_id = member, key_id
+        return True
+
+    def set_staff(self, part_visit_id: uuid.UUID) -> bool:
+        part = self._parts.get(part_visit_id)
+        if part is None:
+            return False
+        part.staff = True
+        if part.store is not None:
+            part.store.staff = True
         return True
 
     def swipe(self, event: CardSwipe) -> CardSwipe:
@@ -307,6 +328,8 @@ class StoreVisits:
             visit.cameras.append(part.camera)
         if part.member is not None:
             visit.member, visit.key_id = part.member
+        if part.staff:
+            visit.staff = True
         for t, x, y in part.track:
             self._seen(visit, part.camera, t, x, y)
         visit.appearance = appearance.blend(visit.appearance, part.appearance)
@@ -326,7 +349,11 @@ class StoreVisits:
                     pos = other.position_at(t)
                     if pos is not None:
                         dists.append(math.hypot(pos[0] - x, pos[1] - y))
-            if len(dists) >= self.config.min_overlap:
+            # A part that ended before it had ``min_overlap`` sightings (a person glimpsed at
+            # the edge of a view, box cut by the border) is judged on what it has: left
+            # alone it would count as one more visitor.
+            enough = self.config.min_overlap if not part.ended else 1
+            if len(dists) >= enough:
                 d = statistics.median(dists)
                 if d <= self.config.same_person_m:
                     found.append((d, visit))
@@ -451,3 +478,6 @@ class FusedView:
 
     def set_member(self, visit_id: uuid.UUID, member_token: str, key_id: str) -> bool:
         return self.visits.set_member(visit_id, member_token, key_id)
+
+    def set_staff(self, visit_id: uuid.UUID) -> bool:
+        return self.visits.set_staff(visit_id)

@@ -140,3 +140,30 @@ def test_static_paths_the_file_system_refuses_are_404(api) -> None:
     client, _, _ = api
     for path in ("/static/%00", "/static/a%00b.js", "/static/../../etc/passwd"):
         assert client.get(path).status_code == 404
+
+
+def test_body_size_caps_per_route_class(api) -> None:
+    from storelens.cloud.api.body_limits import AUTH_MAX, DEFAULT_MAX
+
+    client, _, paris = api
+    big = b'{"items": [' + b'{"sku": "H1", "qty": 1},' * (DEFAULT_MAX // 12) + b"{}]}"
+    r = client.post("/api/v1/pos/sales", content=big,
+                    headers={**paris, "Content-Type": "application/json"})  # fmt: skip
+    assert r.status_code == 413
+
+    def chunks():  # no Content-Length: refused as soon as it grows past the cap
+        yield b'{"username": "'
+        for _ in range(AUTH_MAX // 1024 + 2):
+            yield b"x" * 1024
+        yield b'", "password": "y"}'
+
+    r = client.post("/api/v1/auth/login", content=chunks(),
+                    headers={"Content-Type": "application/json"})  # fmt: skip
+    assert r.status_code == 413
+    # A bulk route takes more than the default cap (a 2 MB inventory file is fine).
+    levels = [{"sku": "H1", "on_hand": 5, "shelf_location": "A" * 40}] * 25_000
+    body = json.dumps({"levels": levels}).encode()
+    assert len(body) > DEFAULT_MAX
+    r = client.put("/api/v1/stores/paris/inventory", content=body,
+                   headers={**paris, "Content-Type": "application/json"})  # fmt: skip
+    assert r.status_code != 413

@@ -169,6 +169,11 @@ def page_for(browser, service: Service):
             ),
         )
         page.external = external  # type: ignore[attr-defined]
+        # The pages send a Content-Security-Policy: anything it blocks shows up here.
+        blocked: list[str] = []
+        page.on("console", lambda m: blocked.append(m.text)
+                if "Content Security Policy" in m.text else None)  # fmt: skip
+        page.csp_blocked = blocked  # type: ignore[attr-defined]
         return page
 
     yield make
@@ -192,7 +197,9 @@ def _kpi(page, name: str) -> str:
 
 def test_ops_dashboard_charts_filters_and_csv(service: Service, page_for, artifacts: Path) -> None:
     page = page_for(viewport={"width": 1400, "height": 1000})
-    page.goto(service.url + "/ops")
+    response = page.goto(service.url + "/ops")
+    assert response is not None and response.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     page.fill("#login input[name=username]", "admin")
     page.fill("#login input[name=password]", "wrong-password")
     page.click("#login button[type=submit]")
@@ -200,13 +207,18 @@ def test_ops_dashboard_charts_filters_and_csv(service: Service, page_for, artifa
     page.fill("#login input[name=password]", ADMIN_PASSWORD)
     page.click("#login button[type=submit]")
     page.wait_for_selector('section[data-chart="devices"][data-state="ready"]', timeout=30_000)
-    page.wait_for_function("!document.body.dataset.loading", timeout=30_000)
+    page.wait_for_function("() => !document.body.dataset.loading", timeout=30_000)
     page.screenshot(path=str(artifacts / "ops.png"), full_page=True)
     for chart in PLOTTED:
         assert (
             page.locator(f'section[data-chart="{chart}"]').get_attribute("data-state") == "ready"
         ), chart
         assert _plotted_points(page, chart) > 0, chart
+    # The scoring plans module (static/ops-scoring.js): its own card, the report's numbers.
+    page.wait_for_selector('section[data-chart="scoring-plans"][data-state="ready"]')
+    caption = page.locator('section[data-chart="scoring-plans"] .caption').inner_text()
+    for plan in service.api("GET", "/api/v1/scoring/report").json()["plans"]:
+        assert f"{plan['plan']}: {plan['members']} members" in caption
     # One box per store (the sample store's is the sample device): no phantom, none unseen.
     assert page.locator("#plot-devices tbody tr").count() == 5
     assert page.locator("#plot-devices .health-never-seen").count() == 0
@@ -227,7 +239,7 @@ def test_ops_dashboard_charts_filters_and_csv(service: Service, page_for, artifa
     page.select_option("select[name=hour_from]", "14")
     page.select_option("select[name=hour_to]", "18")
     page.click("#filters button[type=submit]")
-    page.wait_for_function("!document.body.dataset.loading", timeout=30_000)
+    page.wait_for_function("() => !document.body.dataset.loading", timeout=30_000)
     narrow = {**params, "stores": STORE, "hour_from": 14, "hour_to": 18}
     api = service.api("GET", "/api/v1/analytics/footfall-daily", params=narrow).json()
     visitors = api["comparison"]["totals"]["visitors"]
@@ -258,13 +270,14 @@ def test_ops_dashboard_charts_filters_and_csv(service: Service, page_for, artifa
     page.fill("input[name=start]", "2020-01-01")
     page.fill("input[name=end]", "2020-01-07")
     page.click("#filters button[type=submit]")
-    page.wait_for_function("!document.body.dataset.loading", timeout=30_000)
+    page.wait_for_function("() => !document.body.dataset.loading", timeout=30_000)
     for chart in (c for c in PLOTTED if c != "coupon-uplift"):  # members exist regardless
         box = page.locator(f'section[data-chart="{chart}"]')
         assert box.get_attribute("data-empty") == "1", chart
         assert box.locator(".plot p.empty").inner_text().startswith("No "), chart
         assert _plotted_points(page, chart) == 0, chart
     assert page.external == []  # type: ignore[attr-defined]
+    assert page.csp_blocked == []  # type: ignore[attr-defined]
 
 
 def test_pos_member_coupons_and_live_fulfillment(
@@ -418,6 +431,7 @@ def test_pos_member_coupons_and_live_fulfillment(
     page.context.set_offline(False)
     page.wait_for_selector("#push.live", timeout=20_000)
     assert page.external == []  # type: ignore[attr-defined]
+    assert page.csp_blocked == []  # type: ignore[attr-defined]
 
 
 def test_screenshots_are_committed_docs() -> None:

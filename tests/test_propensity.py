@@ -227,3 +227,22 @@ def test_bench_propensity_command(tmp_path) -> None:
         ["bench", "propensity", "--history", str(history), "--split", "June", "--json", str(out)],
     )
     assert bad.exit_code == 2 and "June" in bad.output
+
+
+def test_refresh_command(tmp_path) -> None:
+    from storelens.cli import app
+    from storelens.cloud.store import connect
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    db = connect(url)
+    runner = CliRunner()
+    empty = runner.invoke(app, ["cloud", "propensity-refresh", "--db", url])
+    assert empty.exit_code == 1 and "needs purchase history" in empty.output
+    _history(db, build_chain(db, with_tokens=False), time.time())
+    db.close()
+    done = runner.invoke(app, ["cloud", "propensity-refresh", "--db", url, "--horizon-days", "14"])
+    assert done.exit_code == 0, done.output
+    assert "categories 2" in done.output and "horizon_days 14.0" in done.output
+    db = connect(url)
+    assert db.scalar("SELECT count(*) FROM member_propensity") > 0
+    db.close()

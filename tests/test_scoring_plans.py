@@ -381,3 +381,63 @@ def test_online_views_on_the_profile_with_store_stock(api) -> None:
     members.forget(chain.db, cid)
     for table in ("interactions", "member_scores", "score_contacts", "handoff_deliveries"):
         assert chain.db.scalar(f"SELECT count(*) FROM {table} WHERE member_id = ?", (cid,)) == 0
+
+
+def test_online_views_feed_the_recommender(api) -> None:
+    """Dee never bought or visited; her web-shop views of Beauty make Beauty her category."""
+    from storelens.cloud.recommend.service import RecommendationService
+
+    client, chain, admin, shop = api
+    dee = chain.member("dee")
+    for sku in ("H1", "H2", "S1", "S2", "B1", "B3", "H1", "S1"):  # walk-in sales: popularity
+        sale = sales.SaleIn(
+            store="paris", ts=time.time() - 86400, items=[sales.SaleItem(sku=sku, qty=1)]
+        )
+        sales.record_sale(chain.db, sale)
+    service = RecommendationService(chain.db)
+    before = [r.sku for r in service.for_member(dee, "paris", limit=2)]
+    assert set(before) == {"H1", "S1"}  # nothing known about her: the store's best sellers
+    items = [_item("product_viewed", dee["id"], sku=f"B{i}") for i in range(4)]
+    items.append(_item("cart_add", dee["id"], sku="B2"))
+    client.post("/api/v1/interactions", json={"interactions": items}, headers=shop)
+    model = service.rebuild()
+    row = model.dwell_affinity[model.member_index[dee["id"]]]
+    assert row[model.category_index["Beauty"]] == pytest.approx(1.0)
+    recs = service.for_member(dee, "paris", limit=3)
+    assert {r.sku for r in recs[:2]} == {"B1", "B3"}  # the Beauty items the store sells
+    assert {r.source for r in recs[:2]} == {"affinity"}
+    # Without tracking consent her views are deleted and no longer count.
+    members.set_consent(chain.db, dee["id"], members.Consent(tracking=False))
+    model = service.rebuild()
+    assert dee["id"] not in model.member_index
+
+
+def test_cli_loads_plans_all_or_none_and_issues_integration_tokens(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from storelens.cli import app
+    from storelens.cloud.store import connect
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    runner = CliRunner()
+    ok = runner.invoke(app, ["cloud", "scoring-plans", str(DOCS_PLANS), "--db", url])
+    assert ok.exit_code == 0, ok.output
+    assert "loaded 2 scoring plan(s): scored, contact_all" in ok.output
+    listed = runner.invoke(app, ["cloud", "scoring-plans", "--db", url])
+    assert "scored: Points and thresholds" in listed.output and "contact_all" in listed.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "- {id: fine, interactions: {email_opened: {points: 1}}}\n"
+        "- {id: broken, interactions: {email_opened: {points: lots}}}\n"
+    )
+    failed = runner.invoke(app, ["cloud", "scoring-plans", str(bad), "--db", url])
+    assert failed.exit_code == 1 and "interactions.email_opened.points" in failed.output
+    db = connect(url)
+    try:
+        assert [p.id for p in active_plans(db)] == ["contact_all", "scored"]  # none of bad.yaml
+        token = runner.invoke(app, ["cloud", "integration-token", "webshop", "--db", url])
+        assert token.exit_code == 0
+        principal = auth.authenticate(db, token.output.strip())
+        assert principal is not None and principal.kind == "integration"
+    finally:
+        db.close()

@@ -192,3 +192,14 @@ def test_store_visits_config_is_checked() -> None:
     with pytest.raises(ConfigError, match="needs a floor on every camera"):
         parse_config({"store": "s", "device": "d", "store_visits": {},
                       "cameras": [{"id": "a", "source": "0"}]})  # fmt: skip
+
+
+def test_a_glimpse_at_the_edge_of_a_view_joins_the_person_seen_there() -> None:
+    # Camera b sees floor x >= 3.2 m: the walker reaches it in the last few frames before
+    # leaving both views, too few sightings of b's track to judge by the median alone.
+    store = Store(config({"a": 0.0, "b": 3.0}))
+    walk(store, 60, lambda i: [(0.5 + i * 0.05, 2.0, (0, 0, 200))])
+    events = store.finish()
+    assert len(of(events, VisitStarted)) == 1
+    [ended] = of(events, VisitEnded)
+    assert ended.cameras == ["a", "b"] and store.fused.joined_overlap == 1

@@ -17,6 +17,7 @@ from storelens.cloud.analytics import (
     dwell,
     floor,
     footfall,
+    staff,
     tryons,
 )
 from storelens.cloud.analytics.scope import Scope, ScopeError, local_today, utc_offsets
@@ -92,6 +93,7 @@ CHARTS: dict[str, Callable[[Database, Scope], Table]] = {
     "conversion-hourly": commerce.conversion_hourly,
     "member-share": commerce.member_share,
     "coupon-uplift": commerce.coupon_uplift,
+    "staff": staff.staff,
     "try-ons": tryons.tryons,
     "checkout-queue": checkout_times.checkout_queue,
     "entry-to-checkout": checkout_times.entry_to_checkout,

@@ -7,6 +7,7 @@ from typing import Any
 from storelens.cloud import rollups
 from storelens.cloud.analytics import footfall
 from storelens.cloud.analytics.scope import DAY_S, HOUR_S, Scope, local_label
+from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table, change, ratio
 from storelens.cloud.store import Database
 
@@ -26,7 +27,7 @@ def member_share(db: Database, scope: Scope) -> Table:
         return db.query(
             f"SELECT store, {bucket} AS b, COUNT(*) AS visits, COUNT(member) AS member_visits,"
             " COUNT(DISTINCT member) AS members"
-            f" FROM events WHERE type = 'visit_ended' AND {where}"
+            f" FROM events WHERE type = 'visit_ended' AND {where} AND {shoppers_only()}"
             " GROUP BY store, b ORDER BY b, store",
             bucket_params + params,
         )

@@ -31,6 +31,8 @@ CHART_DOCS = {
     "conversion-hourly": "POS transactions / visitors per hour of the day.",
     "member-share": "Share of finished visits linked to a member, per store and day.",
     "coupon-uplift": "Members offered coupons vs the holdout group: redemption and spend.",
+    "staff": "Per store and day: visits devices flagged as staff (badge or staff-only zone), "
+    "left out of every other chart.",
     "try-ons": "Per store and day: visits using a fitting room, session length, members' "
     "try-on to purchase conversion (the camera sees people, never garments).",
     "checkout-queue": "Per store and hour of day: people queueing at the tills (occupancy "

@@ -26,6 +26,7 @@ from storelens.cloud.api import metrics as metrics_api
 from storelens.cloud.api import orders as orders_api
 from storelens.cloud.api import sales as sales_api
 from storelens.cloud.api import stores as stores_api
+from storelens.cloud.api.body_limits import AUTH_MAX, DEFAULT_MAX
 from storelens.cloud.scoring_plans import PlanError
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database, connect
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         description="Members, catalog, stores and inventory, online orders, POS sales, devices, "
         "and the operational endpoints of the storelens cloud service.",
         lifespan=lifespan,
+        max_body_size=DEFAULT_MAX,  # per route class: cloud/api/body_limits.py
     )
     app.state.settings = settings
     app.state.db = db if db is not None else connect(settings.db_url)
@@ -92,7 +94,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     from storelens.cloud.api import offers as offers_api
 
     app.include_router(offers_api.router, prefix=api)
-    app.include_router(auth_api.router, prefix=api)
+    app.include_router(auth_api.router, prefix=api, max_body_size=AUTH_MAX)
     app.include_router(devices_api.router, prefix=api)
     app.include_router(members_api.router, prefix=api)
     app.include_router(catalog_api.router, prefix=api)

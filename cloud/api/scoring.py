@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, sta
 from pydantic import BaseModel, Field
 
 from storelens.cloud import handoff, interactions, scoring, scoring_report
+from storelens.cloud.api.body_limits import BULK_MAX
 from storelens.cloud.api.deps import (
     Caller,
     Page,
@@ -54,6 +55,7 @@ class InteractionsOut(BaseModel):
 
 @router.post(
     "/interactions",
+    max_body_size=BULK_MAX,
     response_model=InteractionsOut,
     summary="Report interactions of known customers (web shop, CRM, events, POS)",
     description=(

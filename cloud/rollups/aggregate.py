@@ -39,7 +39,9 @@ PATH_SEP = " > "  # as the paths chart shows a sequence
 ENTRY, EXIT = "(entry)", "(exit)"
 
 # Column positions in `storelens.cloud.events.EVENT_COLUMNS` (checked in `_positions`).
-_STORE, _TYPE, _TS, _MEMBER, _ZONE, _LINE, _DIR, _DWELL, _PAYLOAD = 1, 4, 5, 8, 10, 11, 12, 13, 16
+_STORE, _TYPE, _TS, _MEMBER, _ZONE, _LINE, _DIR, _DWELL, _START, _PAYLOAD = (
+    1, 4, 5, 8, 10, 11, 12, 13, 14, 16
+)
 
 Key = tuple[str, int]  # (store, hour bucket start)
 # The event types any rollup counts (card swipes and device status are in none).
@@ -87,7 +89,7 @@ def check_positions() -> None:
 
     expected = {"store": _STORE, "type": _TYPE, "ts": _TS, "member": _MEMBER,
                 "zone": _ZONE, "line": _LINE, "direction": _DIR, "dwell_s": _DWELL,
-                "payload": _PAYLOAD}  # fmt: skip
+                "t_start": _START, "payload": _PAYLOAD}  # fmt: skip
     if any(c[i] != name for name, i in expected.items()):
         raise RuntimeError("events columns moved: update storelens.cloud.rollups.aggregate")
 
@@ -202,9 +204,21 @@ def deltas_of(rows: Iterable[Sequence[Any]]) -> Deltas:
     return add_rows(Deltas(), rows)
 
 
+MAX_VISIT_HOURS = 24  # a visit's end re-dirties at most this many hours back
+
+
 def hours_of(rows: Iterable[Sequence[Any]]) -> set[Key]:
-    """The (store, hour) pairs some ``events`` rows fall in (what ingest marks dirty)."""
-    return {(r[_STORE], int(r[_TS] // HOUR_S) * HOUR_S) for r in rows}
+    """The (store, hour) pairs some ``events`` rows fall in (what ingest marks dirty). A
+    visit's end also marks the hours since it started: it may say the visit was staff's,
+    which takes the visit's earlier events out of those hours' numbers."""
+    out = set()
+    for r in rows:
+        store, hour = r[_STORE], int(r[_TS] // HOUR_S) * HOUR_S
+        out.add((store, hour))
+        if r[_TYPE] == "visit_ended" and isinstance(r[_START], (int, float)):
+            first = max(int(r[_START] // HOUR_S) * HOUR_S, hour - MAX_VISIT_HOURS * HOUR_S)
+            out.update((store, h) for h in range(first, hour, HOUR_S))
+    return out
 
 
 SHAPE_KINDS = ("flows", "paths", "heat")

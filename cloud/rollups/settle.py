@@ -60,6 +60,8 @@ def settle_all(db: Database) -> int:
 
 def raw_rows(db: Database, hours: set[tuple[str, int]]) -> list[tuple]:
     """The raw ``events`` rows of some (store, hour) pairs, one query per UTC day."""
+    from storelens.cloud.analytics.staff import shoppers_only  # staff are not shoppers
+
     per_day: dict[int, set[str]] = defaultdict(set)
     for store, hour in hours:
         per_day[hour // DAY_S * DAY_S].add(store)
@@ -71,7 +73,7 @@ def raw_rows(db: Database, hours: set[tuple[str, int]]) -> list[tuple]:
         for r in db.query(
             # type first: the events index is (type, ts), there is none on store
             f"SELECT {_COLUMNS} FROM events WHERE type IN ({_TYPES}) AND ts >= ? AND ts < ?"
-            f" AND store IN ({marks})",
+            f" AND store IN ({marks}) AND {shoppers_only()}",
             [lo, hi, *sorted(stores)],
         ):
             row = tuple(r[c] for c in EVENT_COLUMNS)

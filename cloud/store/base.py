@@ -79,7 +79,8 @@ def registered_migrations() -> list[Migration]:
 
 
 class Database(ABC):
-    """A connection factory with portable helpers. Thread-safe: one connection per thread."""
+    """A connection factory with portable helpers. Thread-safe: a transaction keeps one
+    connection for its thread; a statement outside one borrows a connection (`_borrow`)."""
 
     dialect: str
     MACROS: dict[str, str]
@@ -113,19 +114,33 @@ class Database(ABC):
     # -- public API ----------------------------------------------------------------------
     @property
     def conn(self) -> Any:
+        """This thread's connection (SQLite: its own for the thread's life; PostgreSQL: the
+        one the open transaction holds)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect()
         return conn
 
+    @contextmanager
+    def _borrow(self) -> Iterator[Any]:
+        """The connection one statement runs on; PostgreSQL lends one from its pool."""
+        yield self.conn
+
+    @contextmanager
+    def _hold(self) -> Iterator[Any]:
+        """The connection a whole transaction runs on, kept as `conn` until it ends."""
+        yield self.conn
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; returns the affected row count."""
         check_params(params)
-        return self._rowcount(self._execute(self.conn, sql, params))
+        with self._borrow() as conn:
+            return self._rowcount(self._execute(conn, sql, params))
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         check_params(params)
-        return self._fetch(self._execute(self.conn, sql, params))
+        with self._borrow() as conn:
+            return self._fetch(self._execute(conn, sql, params))
 
     def query_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = self.query(sql, params)
@@ -136,7 +151,9 @@ class Database(ABC):
         return None if row is None else next(iter(row.values()))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
-        return self._executemany(self.conn, sql, rows)
+        """One statement over many rows, in one transaction (joining an open one)."""
+        with self.transaction():
+            return self._executemany(self.conn, sql, rows)
 
     def insert_many(
         self, table: str, rows: Sequence[Row], *, ignore_conflicts_on: str | None = None
@@ -165,7 +182,7 @@ class Database(ABC):
         self._local.depth = 1
         self._local.after_commit = []
         try:
-            with self._transaction(self.conn):
+            with self._hold() as conn, self._transaction(conn):
                 yield self
         except BaseException:
             self._local.after_commit = []  # rolled back: what it announced never happened

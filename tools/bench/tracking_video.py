@@ -2,7 +2,8 @@
 
 The detector runs once per frame (its boxes are cached in memory, optionally in an .npz
 file); then every variant tracks from the same boxes: storelens' pipeline at each detection
-stride, and each tracker `trackers` ships with its default settings (the peers). Our rows are
+stride (as configured, and with re-association, ``storelens+stitch``, when the config has it
+off), and each tracker `trackers` ships with its default settings (the peers). Our rows are
 what ``storelens analyze --mot-out`` writes (late-confirmed sightings and short detector
 gaps filled in); a peer's are its confirmed output, held on frames the detector skips.
 
@@ -38,6 +39,7 @@ from storelens.edge.sources import FrameSource
 from storelens.tools.bench.tracking import TrackBenchError
 
 MATCH_IOU = 0.5
+STITCH_S = 4.0  # the re-association window of the "storelens+stitch" rows
 
 
 def _peers() -> dict[str, Callable[..., Any]]:
@@ -228,10 +230,14 @@ def run_video_bench(
     with tempfile.TemporaryDirectory(prefix="storelens-trackbench-") as tmp:
         work = Path(tmp)
         variants: list[tuple[str, Callable[[Path], int | None]]] = []
-        for k in detect_every:
-            variants.append(
-                (f"storelens/{k}", lambda out, k=k: run_ours(video, config, detections, k, out))
-            )
+        ours = {"storelens": config}
+        if config.tracker.stitch_s == 0:  # also with re-association, as it measures best
+            tracker = config.tracker.model_copy(update={"stitch_s": STITCH_S})
+            ours["storelens+stitch"] = config.model_copy(update={"tracker": tracker})
+        for label, cfg in ours.items():
+            for k in detect_every:
+                run = lambda out, c=cfg, k=k: run_ours(video, c, detections, k, out)  # noqa: E731
+                variants.append((f"{label}/{k}", run))
         if peers:
             for name, make in _peers().items():
                 for k in detect_every:

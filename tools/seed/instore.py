@@ -172,6 +172,27 @@ def _visit(
     return _Visit(start, t, out)
 
 
+STAFF_SHIFTS = ((8.5, 14.0), (13.5, 21.0))  # local hours: two clerks a day, badged at the door
+
+
+def _staff_shifts(day: date, tz: ZoneInfo, until: float) -> list[dict[str, Any]]:
+    """Staff visits (contract 1.2 staff flag), from their own random stream: they stay out of
+    every shopper chart and show in the staff chart."""
+    rng = random.Random(f"staff:{day.isoformat()}")
+    out: list[dict[str, Any]] = []
+    for begin, end in STAFF_SHIFTS:
+        start = datetime.combine(day, time(), tz).timestamp() + begin * 3600 + rng.uniform(0, 600)
+        stop = datetime.combine(day, time(), tz).timestamp() + end * 3600 + rng.uniform(0, 600)
+        if stop >= until:
+            continue
+        person = {"camera": CAMERA, "visit_id": str(uuid.UUID(int=rng.getrandbits(128), version=4))}
+        out.append({"type": "visit_started", "ts": start, **person})
+        out.append({"type": "visit_ended", "ts": stop, **person, "started_at": start,
+                    "duration_s": round(stop - start, 1), "path": [], "zones": [],
+                    "staff": True})  # fmt: skip
+    return out
+
+
 def _day_events(rng: random.Random, day: date, tz: ZoneInfo, zones: list[str], weights: list[float],
                 centres: dict[str, tuple[float, float]], members: list[tuple[str, str]],
                 profile: TrafficProfile, until: float) -> list[dict[str, Any]]:  # fmt: skip
@@ -196,6 +217,7 @@ def _day_events(rng: random.Random, day: date, tz: ZoneInfo, zones: list[str], w
             if visit.end < until:
                 visits.append(visit)
     out = [e for v in visits for e in v.events]
+    out += _staff_shifts(day, tz, until)
     first = datetime.combine(day, time(min(HOURLY_SHAPE)), tz).timestamp()
     last = min(until, datetime.combine(day, time(max(HOURLY_SHAPE) + 1), tz).timestamp())
     for at in range(int(first), int(last), profile.occupancy_every_s):

@@ -6,7 +6,7 @@ Api.storageKey = "storelens.ops.token";
 const CHARTS = [
   "footfall-hourly", "footfall-daily", "peak-hours", "dwell", "heatmap", "flows", "paths",
   "conversion", "conversion-hourly", "member-share", "coupon-uplift", "try-ons",
-  "checkout-queue", "entry-to-checkout", "devices",
+  "checkout-queue", "entry-to-checkout", "staff", "devices",
 ];
 const PLOT_CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 const COLORS = { now: "#2f6f8f", before: "#b0b8c0", peak: "#d9534f", alt: "#e0a030" };
@@ -211,6 +211,13 @@ const RENDER = {
     })), { yaxis: { title: { text: "median minutes, entry to checkout" } } });
     const t = d.totals;
     caption("entry-to-checkout", `${num(t.sales)} sales: ${num(t.linked_member)} members' and ${num(t.linked_time)} by time at the till linked to their visit, ${num(t.unmatched)} unmatched, ${num(t.pending)} pending; median ${t.median_entry_to_checkout_s === null ? "–" : Math.round(t.median_entry_to_checkout_s / 6) / 10} min.`);
+  },
+  staff(d) {
+    const byStore = group(d.rows, "store");
+    plot("staff", Object.entries(byStore).map(([store, rows]) => ({
+      type: "bar", name: store, x: rows.map((r) => r.day), y: rows.map((r) => r.staff_visits),
+    })), { yaxis: { title: { text: "staff visits" } } });
+    caption("staff", `${num(d.totals.staff_visits)} staff visits (badge or staff-only zone), left out of footfall, dwell, heatmap, flows, paths and conversion.`);
   },
   devices(d) {
     const cols = ["store", "device", "health", "last_seen", "fps", "cameras_online", "cameras_offline", "outbox_depth", "lost_events"];
