@@ -255,3 +255,25 @@ def _url(db) -> str:
     if db.dialect == "sqlite":
         return f"sqlite:///{db.path}"
     return db.url
+
+
+def test_a_staff_flag_at_the_visit_end_takes_its_earlier_hours_out(db) -> None:
+    """The badge is only known when the visit ends, an hour later: the hour it started in
+    was settled with it counted, and is recomputed without it."""
+    from test_staff_cloud import DAY, person
+
+    stores.upsert_store(db, stores.Store(id="paris", name="Paris", lat=48.8, lon=2.3))
+    start = datetime.combine(DAY, datetime.min.time(), UTC) + timedelta(hours=9, minutes=55)
+    person(db, start - timedelta(hours=1), staff=False, zone="shoes")
+    settle.settle(db, quiet_s=0)
+    scope = analytics.scope_for(db, DAY, DAY)
+    before = charts(db, scope)
+    person(db, start, staff=True, zone="stockroom")  # 09:55-10:05, flagged on its end
+    assert db.scalar("SELECT count(*) FROM staff_visits") == 1
+    settle.settle(db, quiet_s=0)
+    assert db.scalar("SELECT count(*) FROM rollup_dirty") == 0
+    after = charts(db, scope)
+    for name in ("footfall-hourly", "footfall-daily", "dwell", "flows", "paths", "heatmap",
+                 "member-share"):  # fmt: skip
+        same(after[name], before[name], name)
+    same(after, charts(db, scope, raw=True))

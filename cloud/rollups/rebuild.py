@@ -39,8 +39,10 @@ def days_to_rebuild(db: Database, since: date | None, store: str | None) -> list
 
 def rebuild_day(db: Database, day: int, store: str | None = None) -> int:
     """Recompute one UTC day (of one store, or all); returns the events read."""
+    from storelens.cloud.analytics.staff import shoppers_only  # staff are not shoppers
+
     columns = ", ".join(EVENT_COLUMNS)
-    where, params = "ts >= ? AND ts < ?", [day, day + DAY_S]
+    where, params = f"ts >= ? AND ts < ? AND {shoppers_only()}", [day, day + DAY_S]
     if store is not None:
         where += " AND store = ?"
         params.append(store)
