@@ -293,6 +293,18 @@ def test_pos_member_coupons_and_live_fulfillment(
     page.wait_for_selector("#who:has-text('paris-bastille')")
     page.wait_for_selector("#push.live", timeout=15_000)
 
+    # the web shop reported a product view and a cart add: "viewed online, in stock here"
+    stock = service.api("GET", f"/api/v1/stores/{STORE}/inventory", params={"limit": 2}).json()
+    viewed, carted = (row["sku"] for row in stock["items"])
+    online = [
+        {"id": f"web-{uuid.uuid4()}", "type": "product_viewed", "member_id": service.member_id,
+         "sku": viewed},
+        {"id": f"web-{uuid.uuid4()}", "type": "cart_add", "member_id": service.member_id,
+         "sku": carted},
+    ]  # fmt: skip
+    r = service.api("POST", "/api/v1/interactions", json={"interactions": online})
+    assert [x["outcome"] for x in r.json()["results"]] == ["recorded", "recorded"], r.text
+
     # member lookup by card: name, tier, today's visit here, suggestions with pictures
     page.fill("#lookup input[name=q]", "0000 0000 0000")
     page.click("#lookup button")
@@ -307,6 +319,12 @@ def test_pos_member_coupons_and_live_fulfillment(
         "platinum",
     }
     page.wait_for_selector("#activity li:has-text('handbags: 6 min')")
+    card = service.api("GET", f"/api/v1/pos/members/{service.member_id}", token=service.pos_token)
+    here = {r["sku"]: r["in_stock_here"] for r in card.json()["online_interest"]}
+    assert set(here) == {viewed, carted}
+    for sku, words in ((viewed, "viewed online"), (carted, "in cart online")):
+        line = page.locator(f'#online li.viewed[data-sku="{sku}"]').inner_text()
+        assert words in line and ("not in stock here" in line) != here[sku], line
     page.wait_for_selector("#recs li.rec", timeout=20_000)
     recs = page.locator("#recs li.rec")
     assert recs.count() >= 3

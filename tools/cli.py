@@ -328,6 +328,38 @@ def bench_propensity(
     write_report(result, json_out)
 
 
+@bench_app.command("scoring")
+def bench_scoring(
+    history: Path = typer.Option(..., "--history", help="Order-line CSV (UCI columns detected)."),
+    split: list[str] = typer.Option(
+        ..., "--split", help="Replay contacts from here (YYYY-MM-DD); repeat for several."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON here."),
+    weeks: int = typer.Option(8, min=1, max=104, help="Weekly contact rounds after the split."),
+    plan: Path | None = typer.Option(None, help="Scoring plan YAML (default the built-in)."),
+    map_: str | None = typer.Option(None, "--map", help="canonical=theirs,... column mapping."),
+) -> None:
+    """Contacts and responses of a scoring plan replayed on a history vs contacting everyone."""
+    from datetime import date
+
+    from storelens.cloud.history.reader import HistoryFormatError, parse_mapping
+    from storelens.cloud.scoring_plans import PlanError
+    from storelens.tools.bench import scoring as scoring_bench
+
+    if not history.is_file():
+        typer.echo(f"error: no file {history}", err=True)
+        raise typer.Exit(1)
+    try:
+        for text in split:
+            date.fromisoformat(text)
+        mapping = parse_mapping(map_) if map_ else None
+        result = scoring_bench.run(history, split, weeks=weeks, plan_file=plan, mapping=mapping)
+    except (ValueError, HistoryFormatError, PlanError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    write_report(result, json_out)
+
+
 @bench_app.command("api")
 def bench_api(
     json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON here."),
@@ -422,6 +454,9 @@ def seed(
     end: str | None = typer.Option(None, help="Last day (YYYY-MM-DD, exclusive); default today."),
     instore_days: int = typer.Option(14, min=0, help="Days of in-store camera events (0: none)."),
     out: str = typer.Option("var/seed-credentials.json", help="Where to write credentials."),
+    propensity: bool = typer.Option(
+        True, help="Train purchase propensity on the seeded history (as a daily job would)."
+    ),
 ) -> None:
     """Create a demo chain: stores, catalog, members, orders, sales, stock, users, tokens."""
     import json
@@ -445,8 +480,18 @@ def seed(
                               end=date.fromisoformat(end) if end else None,
                               instore_days=instore_days)  # fmt: skip
     except seeding.SeedError as exc:
+        database.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    try:
+        if propensity:
+            from storelens.cloud import propensity as propensity_model
+
+            try:
+                trained = propensity_model.refresh(database)
+                typer.echo(f"propensity: {trained['stored']} member x category scores")
+            except ValueError as exc:  # too short a history for its training cutoffs
+                typer.echo(f"propensity not trained: {exc}")
     finally:
         database.close()
     path = Path(out)
