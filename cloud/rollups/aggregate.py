@@ -40,7 +40,16 @@ ENTRY, EXIT = "(entry)", "(exit)"
 
 # Column positions in `storelens.cloud.events.EVENT_COLUMNS` (checked in `_positions`).
 _STORE, _TYPE, _TS, _MEMBER, _ZONE, _LINE, _DIR, _DWELL, _START, _PAYLOAD = (
-    1, 4, 5, 8, 10, 11, 12, 13, 14, 16
+    1,
+    4,
+    5,
+    8,
+    10,
+    11,
+    12,
+    13,
+    14,
+    16,
 )
 
 Key = tuple[str, int]  # (store, hour bucket start)
