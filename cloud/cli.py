@@ -53,9 +53,10 @@ def ingest(
     from storelens.cloud.store import connect
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = _settings(db, mqtt_host=mqtt_host, mqtt_port=mqtt_port, share_group=group,
-                         mqtt_client_id=client_id)  # fmt: skip
-    run_worker(settings, connect(settings.db_url))
+    settings = _settings(db, mqtt_host=mqtt_host, mqtt_port=mqtt_port, share_group=group)
+    # --client-id is the exact ID (a persistent session needs it stable across restarts);
+    # without it each process gets a unique one from STORELENS_MQTT_CLIENT_ID as a prefix.
+    run_worker(settings, connect(settings.db_url), client_id=client_id)
 
 
 @app.command("user-add")

@@ -803,10 +803,10 @@ def default_client_id(prefix: str = "") -> str:
     return f"{prefix or 'storelens-ingest'}-{host}-{pid}-{secrets.token_hex(3)}"
 
 
-def run_worker(settings: Settings, db: Database) -> None:
+def run_worker(settings: Settings, db: Database, *, client_id: str | None = None) -> None:
     """Run until SIGTERM or Ctrl-C (the `storelens cloud ingest` command); either finishes
     the batch in hand, commits it and sends its receipts before exiting."""
-    worker = IngestWorker(settings, db)
+    worker = IngestWorker(settings, db, client_id=client_id)
     stopping = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     worker.start()
