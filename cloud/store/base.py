@@ -6,7 +6,7 @@ import logging
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -49,18 +49,23 @@ class Migration:
     """One schema step of one component. ``sql`` may use the type macros below.
 
     Macros: {ID} auto-increment primary key, {REAL} double, {BLOB} bytes, {BIGINT}, {TEXT},
-    {BOOL} (0/1 integer on both backends, so queries compare with 0/1).
+    {BOOL} (0/1 integer on both backends, so queries compare with 0/1). A step that only one
+    backend needs (PostgreSQL partitioning) is a mapping of dialect to SQL; the others record
+    it as applied with nothing to do.
     """
 
     component: str
     version: int
-    sql: str
+    sql: str | Mapping[str, str]
+
+    def script(self, dialect: str) -> str:
+        return self.sql if isinstance(self.sql, str) else self.sql.get(dialect, "")
 
 
 _REGISTRY: dict[str, list[Migration]] = {}
 
 
-def register_migrations(component: str, steps: Sequence[str]) -> None:
+def register_migrations(component: str, steps: Sequence[str | Mapping[str, str]]) -> None:
     """Declare a component's schema as an ordered list of SQL scripts (version = index+1).
 
     Each domain module owns its tables; components never share a version counter, so two
@@ -74,7 +79,8 @@ def registered_migrations() -> list[Migration]:
 
 
 class Database(ABC):
-    """A connection factory with portable helpers. Thread-safe: one connection per thread."""
+    """A connection factory with portable helpers. Thread-safe: a transaction keeps one
+    connection for its thread; a statement outside one borrows a connection (`_borrow`)."""
 
     dialect: str
     MACROS: dict[str, str]
@@ -108,19 +114,33 @@ class Database(ABC):
     # -- public API ----------------------------------------------------------------------
     @property
     def conn(self) -> Any:
+        """This thread's connection (SQLite: its own for the thread's life; PostgreSQL: the
+        one the open transaction holds)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect()
         return conn
 
+    @contextmanager
+    def _borrow(self) -> Iterator[Any]:
+        """The connection one statement runs on; PostgreSQL lends one from its pool."""
+        yield self.conn
+
+    @contextmanager
+    def _hold(self) -> Iterator[Any]:
+        """The connection a whole transaction runs on, kept as `conn` until it ends."""
+        yield self.conn
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; returns the affected row count."""
         check_params(params)
-        return self._rowcount(self._execute(self.conn, sql, params))
+        with self._borrow() as conn:
+            return self._rowcount(self._execute(conn, sql, params))
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         check_params(params)
-        return self._fetch(self._execute(self.conn, sql, params))
+        with self._borrow() as conn:
+            return self._fetch(self._execute(conn, sql, params))
 
     def query_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = self.query(sql, params)
@@ -131,7 +151,9 @@ class Database(ABC):
         return None if row is None else next(iter(row.values()))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
-        return self._executemany(self.conn, sql, rows)
+        """One statement over many rows, in one transaction (joining an open one)."""
+        with self.transaction():
+            return self._executemany(self.conn, sql, rows)
 
     def insert_many(
         self, table: str, rows: Sequence[Row], *, ignore_conflicts_on: str | None = None
@@ -160,7 +182,7 @@ class Database(ABC):
         self._local.depth = 1
         self._local.after_commit = []
         try:
-            with self._transaction(self.conn):
+            with self._hold() as conn, self._transaction(conn):
                 yield self
         except BaseException:
             self._local.after_commit = []  # rolled back: what it announced never happened
@@ -206,7 +228,7 @@ class Database(ABC):
             if (m.component, m.version) in done:
                 continue
             with self.transaction():
-                for statement in _split(m.sql.format(**self.MACROS)):
+                for statement in _split(m.script(self.dialect).format(**self.MACROS)):
                     self.execute(statement)
                 self.execute(
                     "INSERT INTO schema_migrations (component, version, applied_at)"

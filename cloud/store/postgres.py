@@ -1,5 +1,5 @@
-"""PostgreSQL backend through psycopg 3: autocommit connections, one per thread, explicit
-transactions; reconnects after the server restarts."""
+"""PostgreSQL backend through psycopg 3: a psycopg_pool pool of autocommit connections,
+explicit transactions; a connection the server dropped (a restart) is replaced on checkout."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
 from sqlparse import lexer, tokens
 
 from storelens.cloud.store.base import Database, DataError, IntegrityError, Row
@@ -44,24 +45,53 @@ class PostgresDatabase(Database):
         "BOOL": "INTEGER",
     }
 
+    # A process's threads (the API's worker threads, ingest's writer) share at most this
+    # many connections; a statement borrows one only while it runs, a transaction for its
+    # length, so a few serve many threads (before the pool: one per thread, never closed).
+    POOL_MAX = 16
+    # How long a statement waits for a free connection (or for the server to come back).
+    POOL_TIMEOUT_S = 10.0
+
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
-        self._all: list[psycopg.Connection] = []
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=self.POOL_MAX,
+            timeout=self.POOL_TIMEOUT_S,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            check=ConnectionPool.check_connection,  # drop connections the server closed
+            open=False,
+            name="storelens",
+        )
+        # Fail now with the driver's own error (bad URL, refused, auth) rather than a pool
+        # timeout; then open the pool.
+        psycopg.connect(url, connect_timeout=int(self.POOL_TIMEOUT_S)).close()
+        self._pool.open(wait=True, timeout=self.POOL_TIMEOUT_S)
 
     def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row)
-        self._all.append(conn)
-        return conn
+        raise RuntimeError(
+            "a PostgreSQL connection belongs to a transaction: use `with db.transaction():`"
+        )
 
-    @property
-    def conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and conn.closed:
-            conn = None  # server restarted: reconnect on next use
-        if conn is None:
-            conn = self._local.conn = self._connect()
-        return conn
+    @contextmanager
+    def _borrow(self) -> Iterator[psycopg.Connection]:
+        held = getattr(self._local, "conn", None)
+        if held is not None:
+            yield held  # inside a transaction: its connection
+        else:
+            with self._pool.connection() as conn:
+                yield conn
+
+    @contextmanager
+    def _hold(self) -> Iterator[psycopg.Connection]:
+        with self._pool.connection() as conn:
+            self._local.conn = conn
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
 
     def _execute(self, conn: psycopg.Connection, sql: str, params: Sequence[Any]) -> Any:
         try:
@@ -76,7 +106,7 @@ class PostgresDatabase(Database):
     ) -> int:
         total = 0
         try:
-            with self.transaction(), conn.cursor() as cur:
+            with conn.cursor() as cur:
                 cur.executemany(_pg(sql), list(rows))
                 total = max(cur.rowcount, 0)
         except psycopg.errors.IntegrityError as exc:
@@ -95,7 +125,5 @@ class PostgresDatabase(Database):
         return cursor.rowcount
 
     def close(self) -> None:
-        for conn in self._all:
-            conn.close()
-        self._all.clear()
+        self._pool.close()
         self._local.__dict__.clear()

@@ -1,4 +1,5 @@
-"""SQLite backend through sqlite-utils: one file, WAL, one connection per thread."""
+"""SQLite backend through sqlite-utils: one file, WAL, one connection per thread (SQLite
+connections are cheap and local; a pool would buy nothing)."""
 
 from __future__ import annotations
 
@@ -68,8 +69,7 @@ class SqliteDatabase(Database):
     ) -> int:
         before = conn.total_changes
         try:
-            with self.transaction():
-                conn.executemany(sql, rows)
+            conn.executemany(sql, rows)
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
         return conn.total_changes - before
