@@ -116,6 +116,10 @@ def test_the_real_video_bench_scores_every_stride_from_one_detector_pass(
     assert set(ours) >= {"all", "dev", "visits", "wall_s"}
     # Loose floors (the README has the measured numbers): a broken tracker scores far lower.
     assert ours["all"]["mota"] > 0.7 and ours["all"]["idf1"] > 0.5
+    # The sample config has re-association off: the bench also scores it on.
+    assert set(result["variants"]) == {
+        f"{v}/{k}" for v in ("storelens", "storelens+stitch") for k in (1, 2)
+    }
     again = run_video_bench(
         str(sample_video), GT, config, detect_every=(1,), cache=cache, peers=False
     )
