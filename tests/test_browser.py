@@ -293,6 +293,18 @@ def test_pos_member_coupons_and_live_fulfillment(
     page.wait_for_selector("#who:has-text('paris-bastille')")
     page.wait_for_selector("#push.live", timeout=15_000)
 
+    # the web shop reported a product view and a cart add: "viewed online, in stock here"
+    stock = service.api("GET", f"/api/v1/stores/{STORE}/inventory", params={"limit": 2}).json()
+    viewed, carted = (row["sku"] for row in stock["items"])
+    online = [
+        {"id": f"web-{uuid.uuid4()}", "type": "product_viewed", "member_id": service.member_id,
+         "sku": viewed},
+        {"id": f"web-{uuid.uuid4()}", "type": "cart_add", "member_id": service.member_id,
+         "sku": carted},
+    ]  # fmt: skip
+    r = service.api("POST", "/api/v1/interactions", json={"interactions": online})
+    assert [x["outcome"] for x in r.json()["results"]] == ["recorded", "recorded"], r.text
+
     # member lookup by card: name, tier, today's visit here, suggestions with pictures
     page.fill("#lookup input[name=q]", "0000 0000 0000")
     page.click("#lookup button")
@@ -307,6 +319,12 @@ def test_pos_member_coupons_and_live_fulfillment(
         "platinum",
     }
     page.wait_for_selector("#activity li:has-text('handbags: 6 min')")
+    card = service.api("GET", f"/api/v1/pos/members/{service.member_id}", token=service.pos_token)
+    here = {r["sku"]: r["in_stock_here"] for r in card.json()["online_interest"]}
+    assert set(here) == {viewed, carted}
+    for sku, words in ((viewed, "viewed online"), (carted, "in cart online")):
+        line = page.locator(f'#online li.viewed[data-sku="{sku}"]').inner_text()
+        assert words in line and ("not in stock here" in line) != here[sku], line
     page.wait_for_selector("#recs li.rec", timeout=20_000)
     recs = page.locator("#recs li.rec")
     assert recs.count() >= 3
@@ -432,6 +450,27 @@ def test_pos_member_coupons_and_live_fulfillment(
     page.wait_for_selector("#push.live", timeout=20_000)
     assert page.external == []  # type: ignore[attr-defined]
     assert page.csp_blocked == []  # type: ignore[attr-defined]
+
+
+def test_api_docs_render_offline(service: Service, page_for) -> None:
+    """/docs and /redoc load their assets from the app (a store network may have no internet):
+    with every other address unreachable they still show the API's operations."""
+    page = page_for(viewport={"width": 1200, "height": 900})
+    page.route(
+        "**/*",
+        lambda route: (
+            route.continue_() if route.request.url.startswith(service.url) else route.abort()
+        ),
+    )
+    page.goto(service.url + "/docs")
+    page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
+    assert page.locator(".swagger-ui .opblock").count() > 50
+    assert "storelens cloud API" in page.locator(".swagger-ui .info .title").inner_text()
+    assert page.external == []  # type: ignore[attr-defined]
+    # ReDoc renders too; only its "powered by" logo points outside, and it is not needed.
+    page.goto(service.url + "/redoc")
+    page.wait_for_selector("h1:has-text('storelens cloud API')", timeout=30_000)
+    assert [u for u in page.external if "logo" not in u] == []  # type: ignore[attr-defined]
 
 
 def test_screenshots_are_committed_docs() -> None:

@@ -246,3 +246,48 @@ def test_refresh_command(tmp_path) -> None:
     db = connect(url)
     assert db.scalar("SELECT count(*) FROM member_propensity") > 0
     db.close()
+
+
+def test_bench_scoring_replays_contacts_against_contacting_everyone(tmp_path) -> None:
+    """Habitual customers (an order every 10-18 days) reach the plan's threshold and buy again
+    within its response window; the scored arm spends far fewer contacts per response."""
+    from storelens.cli import app
+
+    history = tmp_path / "history.csv"
+    _write_history(history)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "id: weekly\nresponse_days: 14\ninteractions: {online_order: {points: 10}}\n"
+        "thresholds: [{name: hot, score: 12, cooldown_hours: 168, action: {kind: pos_alert}}]\n"
+    )
+    out = tmp_path / "scoring.json"
+    result = CliRunner().invoke(app, [
+        "bench", "scoring", "--history", str(history), "--split", "2011-06-01", "--weeks", "6",
+        "--plan", str(plan), "--json", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    split = report["splits"][0]
+    scored, everyone = split["arms"]["scored"], split["arms"]["contact_all"]
+    assert 0 < scored["contacts"] < everyone["contacts"]
+    assert scored["response_rate"] > everyone["response_rate"]
+    assert scored["contacts_per_response"] < everyone["contacts_per_response"]
+    assert split["contact_threshold"] == {"name": "hot", "score": 12.0, "cooldown_hours": 168.0}
+
+
+def test_seed_command_trains_propensity(tmp_path) -> None:
+    from storelens.cli import app
+    from storelens.cloud.store import connect
+
+    url = f"sqlite:///{tmp_path / 'seed.db'}"
+    args = ["cloud", "seed", "--db", url, "--members", "200", "--days", "120",
+            "--instore-days", "0", "--out", str(tmp_path / "cred.json")]  # fmt: skip
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert "member x category scores" in done.output
+    db = connect(url)
+    try:
+        p = db.query("SELECT probability FROM member_propensity")
+        assert p and all(0.0 <= r["probability"] <= 1.0 for r in p)
+    finally:
+        db.close()

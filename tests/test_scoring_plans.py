@@ -368,6 +368,10 @@ def test_online_views_on_the_profile_with_store_stock(api) -> None:
     assert interest["H2"]["views"] == 1 and interest["H2"]["cart_adds"] == 1
     assert interest["H2"]["category"] == "Handbags"  # from the catalog
     assert interest["H2"]["in_stock_here"] and interest["H2"]["available_here"] == 20
+    card = client.get(f"/api/v1/pos/members/{ann}", headers=paris).json()  # the till's view
+    assert {r["sku"]: r["in_stock_here"] for r in card["online_interest"]} == {
+        "H2": True, "S3": True
+    }  # fmt: skip
     lyon = client.get(f"/api/v1/members/{ann}/profile?store=lyon", headers=admin).json()
     assert not {r["sku"]: r for r in lyon["online_interest"]}["H2"]["in_stock_here"]
     assert profile["scoring_plan"] == "default" and profile["scores"]["default"] > 0

@@ -23,6 +23,7 @@ from storelens.cloud import (
     auth,
     checkout,
     coupons,
+    interactions,
     members,
     offers,
     propensity,
@@ -185,6 +186,18 @@ class CouponOut(BaseModel):
     expires_at: float
 
 
+class OnlineInterestOut(BaseModel):
+    sku: str
+    name: str | None
+    category: str | None
+    views: int
+    cart_adds: int
+    last_at: float = Field(description="Last view or cart add, epoch seconds.")
+    in_stock_here: bool | None = Field(None, description="This store has it available.")
+    available_here: int | None = None
+    shelf_location: str | None = None
+
+
 class MemberCard(BaseModel):
     """What the clerk sees about a member."""
 
@@ -195,6 +208,11 @@ class MemberCard(BaseModel):
     tracking: bool = Field(description="In-store tracking consent.")
     score: float = Field(description="Engagement score now (decayed).")
     coupons: list[CouponOut] = Field(description="Active coupons the member can use.")
+    online_interest: list[OnlineInterestOut] = Field(
+        default_factory=list,
+        description="Products the member viewed or put in a cart online in the last 30 days, "
+        "with this store's stock of each (viewed online, in stock here).",
+    )
     propensity: dict[str, float] = Field(
         default_factory=dict,
         description="Top categories by probability of buying within the propensity horizon "
@@ -288,12 +306,16 @@ class CheckoutOut(BaseModel):
 # -- routes --------------------------------------------------------------------------------
 
 
-def _card(db: Database, member: dict[str, Any]) -> MemberCard:
+def _card(db: Database, member: dict[str, Any], store: str | None = None) -> MemberCard:
     return MemberCard(
         id=member["id"], name=member["name"], tier=member["tier"], marketing=member["marketing"],
         tracking=member["tracking"], score=round(scoring.score(db, member["id"]), 1),
         # Profiling for offers: shown to the clerk only with marketing consent.
         propensity=propensity.for_member(db, member["id"], limit=5) if member["marketing"] else {},
+        online_interest=[
+            OnlineInterestOut(**r)
+            for r in interactions.online_interest(db, member["id"], store=store, limit=5)
+        ],
         coupons=[
             CouponOut(**c) for c in coupons.list_for_member(db, member["id"], active_only=True)
         ],
@@ -336,14 +358,14 @@ def lookup(
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found: no such member")
     identified(db, caller, row["id"])  # from now on this till may act for them
-    return _card(db, row)
+    return _card(db, row, caller.store)
 
 
 @router.get("/members/{member_id}", response_model=MemberCard, summary="A member, for the clerk")
 def member_card(
     member_id: str, db: Database = Depends(get_db), caller: Caller = Depends(require_pos())
 ) -> MemberCard:
-    return _card(db, _member(db, member_id, caller))
+    return _card(db, _member(db, member_id, caller), caller.store)
 
 
 class ZoneStayOut(BaseModel):

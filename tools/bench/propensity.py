@@ -24,7 +24,7 @@ import numpy as np
 
 from storelens.cloud import propensity
 from storelens.cloud.history.lines import OrderLines
-from storelens.cloud.history.reader import HistoryLine, HistoryRules, read_history
+from storelens.cloud.history.reader import HistoryFile, HistoryLine, HistoryRules, read_history
 
 # The UCI Online Retail file's own columns and rules (cancellations start with C; postage,
 # fees and manual lines are not products). Used when the header has these columns.
@@ -157,6 +157,23 @@ def run_split(lines: OrderLines, split: float, settings: propensity.PropensitySe
     }
 
 
+def read(
+    path: Path, mapping: dict[str, str] | None = None, rules: HistoryRules | None = None
+) -> HistoryFile:
+    """The history file; the UCI Online Retail columns and rules when its header has them."""
+    import csv
+    import re
+
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+        header = next(csv.reader(f), [])
+    if mapping is None and set(UCI_MAPPING.values()) <= set(header):
+        mapping = UCI_MAPPING
+        rules = rules or HistoryRules(
+            cancelled_prefix="C", exclude_pattern=re.compile(UCI_NON_PRODUCTS)
+        )
+    return read_history(path, mapping=mapping, rules=rules)
+
+
 def run(
     path: Path,
     splits: list[str],
@@ -166,18 +183,8 @@ def run(
     mapping: dict[str, str] | None = None,
     rules: HistoryRules | None = None,
 ) -> dict[str, Any]:
-    import csv
-    import re
-
     category_rule(category)  # a bad rule fails before the file is read
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
-        header = next(csv.reader(f), [])
-    if mapping is None and set(UCI_MAPPING.values()) <= set(header):
-        mapping = UCI_MAPPING
-        rules = rules or HistoryRules(
-            cancelled_prefix="C", exclude_pattern=re.compile(UCI_NON_PRODUCTS)
-        )
-    history = read_history(path, mapping=mapping, rules=rules)
+    history = read(path, mapping, rules)
     lines = propensity._purchases(order_lines(history.lines, category))
     settings = propensity.PropensitySettings(horizon_days=horizon_days)
     results = []

@@ -99,6 +99,19 @@ function renderMember(m) {
   $("#member-consent").textContent = m.marketing ? "offers OK" : "no marketing";
   $("#member-coupons").replaceChildren(...m.coupons.map((c) => el("option", { value: c.code }, describeCoupon(c))));
   $("#member").dataset.member = m.id;
+  renderOnline(m);
+}
+
+// The web shop's product views and cart adds, with this store's stock, and the categories
+// the member is likely to buy soon (propensity; only with marketing consent).
+function renderOnline(m) {
+  const likely = Object.entries(m.propensity || {}).filter(([, p]) => p >= 0.2)
+    .map(([c, p]) => el("li", { class: "likely" }, `likely to buy ${c} soon (${Math.round(100 * p)}%)`));
+  const viewed = (m.online_interest || []).map((r) => el("li", { class: "viewed", "data-sku": r.sku },
+    `${r.name || r.sku}: ${r.cart_adds ? "in cart online" : `viewed online${r.views > 1 ? ` ${r.views}x` : ""}`}, `,
+    r.in_stock_here ? `in stock here${r.shelf_location ? ` (${r.shelf_location})` : ""}` : "not in stock here"));
+  const items = [...viewed, ...likely];
+  $("#online").replaceChildren(...(items.length ? items : [el("li", { class: "muted" }, "Nothing viewed online lately.")]));
 }
 
 function describeCoupon(c) {
