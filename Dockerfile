@@ -18,6 +18,7 @@ COPY storelens ./storelens
 COPY edge ./edge
 COPY cloud ./cloud
 COPY models ./models
+COPY tools ./tools
 RUN pip install ".[edge,cloud]"
 
 # Unprivileged at run time; volumes the processes write to are made writable for it.

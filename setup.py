@@ -1,14 +1,21 @@
 """Maps the top-level architecture folders onto one import namespace.
 
-`edge/`, `cloud/` and `models/` sit at the top of the repository so the layout shows the data
-flow, but they install as `storelens.edge`, `storelens.cloud` and `storelens.models` so that
-no generic top-level name (`models`!) collides with other distributions. pyproject's static
-`packages.find` cannot express that mapping for sub-packages, hence this file.
+`edge/`, `cloud/`, `models/` and `tools/` sit at the top of the repository so the layout shows
+the data flow and the layering (benches, seeds and the demo in `tools/`, above the product),
+but they install as `storelens.edge`, `storelens.cloud`, `storelens.models` and
+`storelens.tools` so that no generic top-level name (`models`!) collides with other
+distributions. pyproject's static `packages.find` cannot express that mapping for
+sub-packages, hence this file.
 """
 
 from setuptools import find_namespace_packages, setup
 
-MAPPED = {"edge": "storelens.edge", "cloud": "storelens.cloud", "models": "storelens.models"}
+MAPPED = {
+    "edge": "storelens.edge",
+    "cloud": "storelens.cloud",
+    "models": "storelens.models",
+    "tools": "storelens.tools",
+}
 
 packages = find_namespace_packages(include=["storelens", "storelens.*"], exclude=["*__pycache__*"])
 package_dir = {"storelens": "storelens"}

@@ -1,5 +1,5 @@
-"""Who may call the API: ops users (roles ``analyst`` < ``admin``) and POS devices scoped to
-one store.
+"""Who may call the API: ops users (roles ``analyst`` < ``admin``), POS devices scoped to
+one store, and integrations (other systems that may only report interactions).
 
 Bearer tokens are random (`secrets.token_urlsafe`) and only their SHA-256 is stored, so a
 database leak does not leak usable tokens. Passwords are hashed with scrypt (hashlib, no extra
@@ -56,8 +56,8 @@ class AuthError(ValueError):
 class Principal:
     """The caller behind a token."""
 
-    kind: Literal["ops", "pos"]
-    subject: str  # username, or the POS device name
+    kind: Literal["ops", "pos", "integration"]
+    subject: str  # username, the POS device name, or the integration's name
     role: str | None = None  # ops only
     store: str | None = None  # pos only
 
@@ -108,6 +108,8 @@ def create_user(db: Database, username: str, password: str, role: str) -> None:
 
 
 def set_password(db: Database, username: str, password: str) -> None:
+    """Replace an ops user's password (`storelens cloud user-password`); their sessions and
+    API tokens stay valid until they expire or are revoked."""
     if len(password) < 8:
         raise AuthError("password must have at least 8 characters")
     if not db.execute(
@@ -132,6 +134,14 @@ def create_pos_token(db: Database, store: str, device_name: str) -> str:
     if db.scalar("SELECT count(*) FROM stores WHERE id = ?", (store,)) == 0:
         raise AuthError(f"unknown store {store}")
     return _issue(db, "pos", device_name, store=store)
+
+
+def create_integration_token(db: Database, name: str) -> str:
+    """A long-lived token for another system (web shop, CRM, events tool) that may only report
+    interactions (POST /api/v1/interactions): it reads nothing."""
+    if not name or len(name) > 64:
+        raise AuthError("integration name must have 1-64 characters")
+    return _issue(db, "integration", name)
 
 
 def create_api_token(db: Database, username: str) -> str:
@@ -176,6 +186,8 @@ def authenticate(db: Database, token: str) -> Principal | None:
         if user is None or user["disabled"]:
             return None
         return Principal("ops", row["subject"], role=user["role"])
+    if row["kind"] == "integration":
+        return Principal("integration", row["subject"])
     return Principal("pos", row["subject"], store=row["store"])
 
 
@@ -185,7 +197,11 @@ def revoke(db: Database, token: str) -> bool:
     )
 
 
-def revoke_subject(db: Database, kind: str, subject: str) -> int:
+def revoke_pos_device(db: Database, store: str, device_name: str) -> int:
+    """Retire a lost or replaced POS device: every token of that device of that store stops
+    working, open push streams included (DELETE /api/v1/auth/pos-tokens/{store}/{device}).
+    Device names repeat across stores (every store has a till-1): the store is part of the key."""
     return db.execute(
-        "UPDATE auth_tokens SET revoked = 1 WHERE kind = ? AND subject = ?", (kind, subject)
+        "UPDATE auth_tokens SET revoked = 1 WHERE kind = 'pos' AND store = ? AND subject = ?",
+        (store, device_name),
     )

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from storelens.cloud.store import Database, register_migrations
+from storelens.contract.bounds import Price
 
 register_migrations(
     "catalog",
@@ -44,7 +45,7 @@ class Product(BaseModel):
     name: str = Field(min_length=1, max_length=200, description="Display name.")
     category: str = Field(min_length=1, max_length=64, description="Category (maps to zones).")
     brand: str = Field("", max_length=100, description="Brand name.")
-    price: float = Field(ge=0, description="Regular unit price in the chain's currency.")
+    price: Price = Field(description="Regular unit price in the chain's currency.")
     image_url: str | None = Field(None, max_length=1000, description="Product image URL.")
     consumable: bool = Field(False, description="Bought repeatedly (replenishment candidates).")
     active: bool = Field(True, description="False when discontinued (kept for history).")

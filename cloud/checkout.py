@@ -14,7 +14,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from storelens.cloud import coupons, members, offers, push, sales, scoring
+from storelens.cloud import (
+    coupons,
+    members,
+    offers,
+    propensity,
+    push,
+    sales,
+    scoring,
+    visit_sales,
+)
 from storelens.cloud.coupons import BasketLine, CouponRejected
 from storelens.cloud.store import Database
 
@@ -115,6 +124,10 @@ def checkout(
         total=round(subtotal - discount, 2),
         redeemed=[{"code": c, "discount": d} for c, d in codes],
     )  # fmt: skip
+    try:  # a member's visit is usually open at the till: attach the sale to it now
+        visit_sales.link_sale(db, sale_id, now)
+    except Exception:  # the sale is committed; `link_pending` retries later
+        log.exception("linking sale %s to its visit failed", sale_id)
     if sale.member_id:
         try:
             result.issued = _after_sale(db, sale, lines, codes, now, start_of_day, policy)
@@ -135,11 +148,14 @@ def _after_sale(
     member = members.get_member(db, sale.member_id or "")
     if member is None:
         return []
-    before, after = scoring.award(db, member["id"], "store_purchase", at=sale.ts or now, now=now)
-    for _ in codes:
-        _, after = scoring.award(db, member["id"], "coupon_redeemed", now=now)
-    scoring.check_thresholds(db, member, before, after, presence=None, now=now, offer_policy=policy)
-    facts = offers.MemberFacts(member["id"], member["marketing"], member["tier"], after)
+    scored = scoring.record(
+        db, member, [("store_purchase", None)] + [("coupon_redeemed", None)] * len(codes),
+        at=sale.ts or now, now=now, offer_policy=policy,
+    )  # fmt: skip
+    facts = offers.MemberFacts(
+        member["id"], member["marketing"], member["tier"], scored.score,
+        propensity=propensity.for_member(db, member["id"]),
+    )  # fmt: skip
     since = start_of_day if start_of_day is not None else now - 86400
     issued = offers.reward_recommended_purchase(
         db,
@@ -151,15 +167,7 @@ def _after_sale(
         policy=policy,
     )
     for coupon in issued:
-        push.publish(
-            sale.store,
-            "coupon_issued",
-            {
-                "member_id": member["id"], "code": coupon["code"],
-                "template_id": coupon["template_id"], "expires_at": coupon["expires_at"],
-                "kind": coupon["kind"], "value": coupon["value"],
-            },
-        )  # fmt: skip
+        push.publish(sale.store, "coupon_issued", coupons.push_view(coupon, member["id"]))
     return issued
 
 

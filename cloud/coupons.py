@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storelens.cloud import members
 from storelens.cloud.store import Database, IntegrityError, register_migrations
+from storelens.contract.bounds import Amount
 
 register_migrations(
     "coupons",
@@ -56,7 +57,7 @@ CODE_LENGTH = 14
 DiscountKind = Literal["percent", "amount"]
 Scope = Literal["basket", "category", "brand", "sku"]
 RejectReason = Literal[
-    "unknown", "wrong_member", "wrong_store", "redeemed", "expired", "not_yet_valid", "voided",
+    "unknown", "wrong_store", "redeemed", "expired", "not_yet_valid", "voided",
     "min_spend", "no_matching_items",
 ]  # fmt: skip
 
@@ -67,12 +68,12 @@ class DiscountTerms(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: DiscountKind = Field(description="percent: value % off; amount: value off.")
-    value: float = Field(gt=0, description="Percent (0-100] or currency amount.")
+    value: Amount = Field(gt=0, description="Percent (0-100] or currency amount.")
     scope: Scope = Field("basket", description="What the discount applies to.")
     scope_value: str | None = Field(
         None, max_length=200, description="Category, brand or SKU; empty for basket."
     )
-    min_spend: float = Field(0, ge=0, description="Basket total needed before the discount.")
+    min_spend: Amount = Field(0, description="Basket total needed before the discount.")
 
     @model_validator(mode="after")
     def _consistent(self) -> DiscountTerms:
@@ -110,6 +111,18 @@ class CouponRejected(ValueError):
 def _mask(code: str) -> str:
     # Logs and errors show only the tail: a full code in a log is a usable coupon.
     return "*" * max(len(code) - 4, 0) + code[-4:]
+
+
+def push_view(coupon: dict[str, Any], member_id: str, name: str | None = None) -> dict[str, Any]:
+    """What a POS screen is told when a coupon is issued: who, what it gives, until when, and
+    the code's last four characters to recognise it. Never the code: a push fans out to every
+    device of the store (and over MQTT), and the full code is a usable coupon; the till
+    fetches it with the member's card when the member is at the till."""
+    return {
+        "member_id": member_id, "code_hint": _mask(coupon["code"]),
+        "template_id": coupon.get("template_id"), "name": name, "kind": coupon.get("kind"),
+        "value": coupon.get("value"), "expires_at": coupon.get("expires_at"),
+    }  # fmt: skip
 
 
 def new_code() -> str:
@@ -199,10 +212,10 @@ def evaluate(
     now = time.time() if now is None else now
     code = normalize_code(code)
     coupon = get(db, code)
-    if coupon is None:
-        raise CouponRejected(code, "unknown")
-    if member_id is None or coupon["member_id"] != member_id:
-        raise CouponRejected(code, "wrong_member", "the coupon belongs to another member")
+    # Another member's code answers exactly like a code that does not exist: a guesser must
+    # not learn that a code is real.
+    if coupon is None or member_id is None or coupon["member_id"] != member_id:
+        raise CouponRejected(code, "unknown", "no such coupon for this member")
     if coupon["store"] and coupon["store"] != store:
         raise CouponRejected(code, "wrong_store", f"valid only at store {coupon['store']}")
     if coupon["redeemed_at"] is not None:

@@ -102,8 +102,38 @@ register_migrations(
         # Every analytics query filters on type (events_type_ts) or member; (store, ts) only
         # cost each insert about a quarter of ingest's SQLite time.
         "DROP INDEX events_store_ts",
+        # Visits a device flagged as staff (contract 1.2): analytics leave them out.
+        """
+        CREATE TABLE staff_visits (
+            visit_id TEXT PRIMARY KEY,
+            store TEXT NOT NULL,
+            ts {REAL} NOT NULL
+        );
+        CREATE INDEX staff_visits_store_ts ON staff_visits (store, ts)
+        """,
     ],
 )
+
+# The staff flag as devices write it (compact JSON, or with a space after the colon).
+_STAFF_MARKS = ('"staff":true', '"staff": true')
+_TYPE, _VISIT, _STORE, _TS = (EVENT_COLUMNS.index(c) for c in ("type", "visit_id", "store", "ts"))
+
+
+def record_staff_visits(db: Database, rows: Sequence[tuple]) -> int:
+    """Remember the visits whose end says staff (rows in `EVENT_COLUMNS` order); a visit's
+    end carries the flag whenever any of its events did. Returns how many rows said so."""
+    staff = [
+        (r[_VISIT], r[_STORE], r[_TS])
+        for r in rows
+        if r[_TYPE] == "visit_ended" and r[_VISIT] and any(m in r[-1] for m in _STAFF_MARKS)
+    ]
+    if staff:
+        db.executemany(
+            "INSERT INTO staff_visits (visit_id, store, ts) VALUES (?, ?, ?)"
+            " ON CONFLICT (visit_id) DO NOTHING",
+            staff,
+        )
+    return len(staff)
 
 
 _PERSONAL = {"member", "key_id"}
@@ -220,9 +250,11 @@ def store_events(db: Database, rows: Sequence[dict[str, Any] | tuple]) -> int:
     if not rows:
         return 0
     values = [tuple(r[c] for c in EVENT_COLUMNS) if isinstance(r, dict) else r for r in rows]
-    if db.dialect == "postgres":
-        return _copy_events(db, values)
-    return db.executemany(_INSERT, values)
+    with db.transaction():
+        record_staff_visits(db, values)
+        if db.dialect == "postgres":
+            return _copy_events(db, values)
+        return db.executemany(_INSERT, values)
 
 
 def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
@@ -232,8 +264,8 @@ def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
     # staging table and one INSERT .. ON CONFLICT DO NOTHING.
     import psycopg
 
-    conn = db.conn
     with db.transaction():
+        conn = db.conn  # the transaction's connection
         try:
             with (
                 conn.transaction(),  # nested in db.transaction(): a savepoint
@@ -330,6 +362,8 @@ def store_prepared(
     copied: bool = False,
 ) -> int:
     """Write one prepared batch inside the caller's transaction; returns new event rows."""
+    if copied:  # streamed by EventCopy, past store_events
+        record_staff_visits(db, rows)
     stored = len(rows) if copied else store_events(db, rows)
     for topic, reason, detail, raw in dead:
         dead_letter(db, topic, reason, detail, raw, received_at)

@@ -38,8 +38,11 @@ import contextlib
 import json
 import logging
 import multiprocessing
+import os
 import queue
 import re
+import secrets
+import signal
 import socket
 import threading
 import time
@@ -444,9 +447,7 @@ class IngestWorker:
         self.settings = settings
         self.ingestor = Ingestor(db)
         self.ingestor.consent_changed.append(self._publish_optouts)
-        self.client_id = (
-            client_id or settings.mqtt_client_id or f"storelens-ingest-{socket.gethostname()}"
-        )
+        self.client_id = client_id or default_client_id(settings.mqtt_client_id)
         self._subscribe_status = subscribe_status
         self._queue: queue.Queue[Incoming] = queue.Queue()
         self._stop = threading.Event()
@@ -780,16 +781,32 @@ class IngestWorker:
             t.dead[k] = t.dead.get(k, 0) + v
 
 
-def run_worker(settings: Settings, db: Database) -> None:
-    """Run until interrupted (the `storelens cloud ingest` command)."""
-    worker = IngestWorker(settings, db)
+def default_client_id(prefix: str = "") -> str:
+    """Unique per process: two workers on one host (``cloud serve --ingest`` beside ``cloud
+    ingest``) with one ID would knock each other off the broker every second. A persistent
+    session (``mqtt_session_expiry_s`` > 0) needs an ID that survives restarts: pass one with
+    ``--client-id``."""
+    host, pid = socket.gethostname(), os.getpid()
+    return f"{prefix or 'storelens-ingest'}-{host}-{pid}-{secrets.token_hex(3)}"
+
+
+def run_worker(settings: Settings, db: Database, *, client_id: str | None = None) -> None:
+    """Run until SIGTERM or Ctrl-C (the `storelens cloud ingest` command); either finishes
+    the batch in hand, commits it and sends its receipts before exiting. ``client_id`` (the
+    command's ``--client-id``) is used as given: a persistent session needs the same ID after
+    a restart; without one the ID is unique per process."""
+    worker = IngestWorker(settings, db, client_id=client_id)
+    stopping = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     worker.start()
     log.info("ingest worker %s on %s:%d", worker.client_id, settings.mqtt_host, settings.mqtt_port)
     try:
-        while True:
-            time.sleep(10)
+        while not stopping.wait(10):
             log.info("ingest totals: %s", json.dumps(worker.totals.__dict__))
+        log.info("SIGTERM: finishing the batch in hand")
     except KeyboardInterrupt:
         pass
     finally:
         worker.stop()
+        signal.signal(signal.SIGTERM, previous)
+        log.info("ingest worker stopped; totals: %s", json.dumps(worker.totals.__dict__))

@@ -67,6 +67,9 @@ Tier = Literal["standard", "silver", "gold", "platinum"]
 on_member_forgotten: list[Callable[[Database, str, str], None]] = []
 # Called with (db, member_id) inside the enrollment's transaction (scoring awards points).
 on_member_enrolled: list[Callable[[Database, str], None]] = []
+# Called with (db, member_id) when a member withdraws tracking consent (behaviour other
+# domains recorded about them goes, as their in-store events are unlinked).
+on_tracking_withdrawn: list[Callable[[Database, str], None]] = []
 
 
 class MemberError(ValueError):
@@ -277,6 +280,8 @@ def set_consent(db: Database, member_id: str, consent: Consent) -> dict[str, Any
         if not tracking and current["tracking"]:
             # Withdrawing consent also unlinks what was already collected.
             event_store.unlink_member_events(db, current["token"])
+            for hook in on_tracking_withdrawn:
+                hook(db, member_id)
         bump_consent_version(db)
     return get_member(db, member_id)  # type: ignore[return-value]
 

@@ -20,11 +20,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storelens.cloud import coupons, members
 from storelens.cloud.coupons import DiscountTerms
 from storelens.cloud.store import Database, register_migrations
+from storelens.contract.bounds import EpochSeconds
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +89,25 @@ register_migrations(
             'Issued when the engagement score crosses its threshold.',
             'score', 'percent', 15, 'basket', 14, 'all', 0, 1, 0)
         """,
+        # The business case's next-purchase rule is 20% off. It replaces the 10% default
+        # unless ops changed that one (then theirs stays active and the new rule starts off).
+        """
+        INSERT INTO offer_templates (id, name, description, trigger, kind, value, scope,
+            coupon_days, audience, priority, active, created_at)
+        SELECT 'next_purchase', '20% off your next purchase',
+            'You bought an item we recommended today: 20% off your next basket.',
+            'recommended_purchase', 'percent', 20, 'basket', 30, 'all', 0,
+            CASE WHEN EXISTS (SELECT 1 FROM offer_templates WHERE id = 'next_purchase_10'
+                AND active = 1 AND NOT (kind = 'percent' AND value = 10 AND scope = 'basket'
+                AND min_spend = 0 AND coupon_days = 30)) THEN 0 ELSE 1 END, 0;
+        UPDATE offer_templates SET active = 0 WHERE id = 'next_purchase_10' AND kind = 'percent'
+            AND value = 10 AND scope = 'basket' AND min_spend = 0 AND coupon_days = 30
+        """,
     ],
 )
 
 Trigger = Literal["offer", "recommended_purchase", "score"]
-Audience = Literal["all", "category_affinity", "min_score", "tier"]
+Audience = Literal["all", "category_affinity", "min_score", "tier", "propensity"]
 
 
 class OfferTemplate(BaseModel):
@@ -108,16 +123,42 @@ class OfferTemplate(BaseModel):
     description: str = Field("", max_length=1000)
     trigger: Trigger = "offer"
     terms: DiscountTerms
-    valid_from: float | None = Field(None, description="Epoch s; offer not shown before.")
-    valid_until: float | None = Field(None, description="Epoch s; offer not shown after.")
+    valid_from: EpochSeconds | None = Field(None, description="Epoch s; offer not shown before.")
+    valid_until: EpochSeconds | None = Field(None, description="Epoch s; offer not shown after.")
     coupon_days: float = Field(14, gt=0, le=366, description="Coupon lifetime after issue.")
     audience: Audience = Field("all", description="Who is eligible.")
     audience_value: str | None = Field(
-        None, description="Category (category_affinity), score (min_score) or tier (tier)."
+        None,
+        description="Category (category_affinity), score (min_score), tier (tier), or "
+        "`Category>0.3` (propensity: the member's probability of buying the category within "
+        "the propensity horizon is above 0.3).",
     )
     stores: list[str] = Field(default_factory=list, description="Stores offering it; empty = all.")
-    priority: int = Field(0, description="Higher first when more offers qualify than fit.")
+    priority: int = Field(
+        0,
+        ge=-1_000_000,
+        le=1_000_000,
+        description="Higher first when more offers qualify than fit.",
+    )
     active: bool = True
+
+    @model_validator(mode="after")
+    def _audience_value(self) -> OfferTemplate:
+        if self.audience == "propensity":
+            parse_propensity_audience(self.audience_value)
+        return self
+
+
+def parse_propensity_audience(value: str | None) -> tuple[str, float]:
+    """``"Baby>0.3"`` -> ("Baby", 0.3); raises ValueError for anything else."""
+    category, sep, threshold = (value or "").rpartition(">")
+    try:
+        p = float(threshold)
+    except ValueError:
+        p = -1.0
+    if not sep or not category.strip() or not 0 <= p < 1:
+        raise ValueError("a propensity audience is 'Category>probability', e.g. 'Baby>0.3'")
+    return category.strip(), p
 
 
 @dataclass(frozen=True)
@@ -221,6 +262,7 @@ class MemberFacts:
     tier: str = "standard"
     score: float = 0.0
     affinity: dict[str, float] | None = None  # category -> weight, e.g. today's dwell
+    propensity: dict[str, float] | None = None  # category -> P(buys within the horizon)
 
 
 def _eligible(t: OfferTemplate, facts: MemberFacts, store: str, now: float) -> bool:
@@ -239,6 +281,9 @@ def _eligible(t: OfferTemplate, facts: MemberFacts, store: str, now: float) -> b
             return False
     if t.audience == "tier":
         return facts.tier == t.audience_value
+    if t.audience == "propensity":
+        category, threshold = parse_propensity_audience(t.audience_value)
+        return (facts.propensity or {}).get(category, 0.0) > threshold
     return True
 
 
@@ -281,6 +326,9 @@ def _why(t: OfferTemplate, facts: MemberFacts) -> str:
         return "engaged member"
     if t.audience == "tier":
         return f"{t.audience_value} member"
+    if t.audience == "propensity":
+        category, _ = parse_propensity_audience(t.audience_value)
+        return f"likely to buy {category} soon"
     return "current promotion"
 
 

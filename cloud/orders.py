@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storelens.cloud.store import Database, IntegrityError, register_migrations
+from storelens.contract.bounds import EpochSeconds, Price
 
 register_migrations(
     "orders",
@@ -83,8 +84,8 @@ class OrderItem(BaseModel):
 
     sku: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="Catalog SKU.")
     qty: int = Field(ge=1, le=1000, description="Units ordered.")
-    unit_price: float | None = Field(
-        None, ge=0, description="Price charged per unit; omitted = current catalog price."
+    unit_price: Price | None = Field(
+        None, description="Price charged per unit; omitted = current catalog price."
     )
 
 
@@ -96,8 +97,10 @@ class ShippingAddress(BaseModel):
     city: str = Field("", max_length=100, description="City.")
     postcode: str = Field("", max_length=20, description="Postal code.")
     country: str = Field("", max_length=2, description="ISO 3166-1 alpha-2.")
-    lat: float = Field(ge=-90, le=90, description="Geocoded latitude (routing distance).")
-    lon: float = Field(ge=-180, le=180, description="Geocoded longitude.")
+    lat: float = Field(
+        ge=-90, le=90, allow_inf_nan=False, description="Geocoded latitude (routing distance)."
+    )
+    lon: float = Field(ge=-180, le=180, allow_inf_nan=False, description="Geocoded longitude.")
 
 
 class OrderIn(BaseModel):
@@ -115,7 +118,7 @@ class OrderIn(BaseModel):
         True, description="May the order be split/routed to any store (ship-from-store)."
     )
     currency: str = Field("EUR", min_length=3, max_length=3, description="ISO 4217 code.")
-    created_at: float | None = Field(None, description="Order time, epoch s; default now.")
+    created_at: EpochSeconds | None = Field(None, description="Order time, epoch s; default now.")
 
     @model_validator(mode="after")
     def _where_to(self) -> OrderIn:

@@ -1,13 +1,16 @@
-"""Token-bucket rate limits per key (client address, user, member), as a FastAPI dependency.
+"""Token-bucket rate limits per key (client address, bearer token, member).
 
-Guards brute-forcing logins and coupon codes. Written here rather than taken from a library
-because it is small and in-process: slowapi/limits want decorators on the route and a storage
-backend. Limits are per API process; with N replicas behind a balancer a key gets at most N
-times the budget (docs/scaling.md), still enough to make guessing useless.
+Guards brute-forcing logins (per client address), member lookups (per token) and coupon
+codes (per token and per member, counted only on requests that try a coupon). Written here
+rather than taken from a library because it is small and in-process: slowapi/limits want
+decorators on the route and a storage backend. Limits are per API process; with N replicas
+behind a balancer a key gets at most N times the budget (docs/scaling.md), still enough to
+make guessing useless.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
@@ -76,9 +79,18 @@ class TokenBucket:
 
 
 def client_address(request: Request) -> str:
-    # Behind a proxy the API must run with uvicorn --forwarded-allow-ips so this is the
-    # real client, not the balancer (docs/scaling.md).
+    # The peer address. `cloud serve` believes X-Forwarded-For only from the proxies in
+    # STORELENS_TRUSTED_PROXIES (docs/scaling.md), so a client cannot name its own address.
     return request.client.host if request.client else "unknown"
+
+
+def bearer_key(request: Request) -> str:
+    """The caller's bearer token (hashed, so buckets never hold a usable token); the client
+    address for a request without one. Behind one NAT every till keeps its own budget."""
+    header = request.headers.get("authorization", "")
+    if not header:
+        return "addr:" + client_address(request)
+    return "token:" + hashlib.sha256(header.encode()).hexdigest()[:32]
 
 
 class RateLimit:
@@ -118,7 +130,12 @@ class RateLimit:
             return buckets[self.name]
 
     def __call__(self, request: Request) -> None:
-        wait = self.bucket(request.app).acquire(self.key(request))
+        self.take(request, self.key(request))
+
+    def take(self, request: Request, *keys: str, cost: float = 1.0) -> None:
+        """Charge ``cost`` to every key (e.g. the token and the member); 429 when any is out."""
+        bucket = self.bucket(request.app)
+        wait = max((bucket.acquire(key, cost) for key in keys), default=0.0)
         if wait > 0:
             raise HTTPException(
                 status_code=429,
@@ -129,4 +146,16 @@ class RateLimit:
 
 # The limits the API wires in. Module-level so every router shares one bucket per limit.
 LOGIN_LIMIT = RateLimit("login", capacity=10, per_minute=10)
-COUPON_REDEEM_LIMIT = RateLimit("coupon redemption", capacity=20, per_minute=30)
+# A till identifies a member every minute or so; 20 at once covers a queue, not a sweep.
+MEMBER_LOOKUP_LIMIT = RateLimit("member lookup", capacity=20, per_minute=20, key=bearer_key)
+# Charged per coupon code tried, to the caller's token and to the member it is tried for:
+# `coupon_attempt`. Plain checkouts are never charged.
+COUPON_LIMIT = RateLimit("coupon", capacity=20, per_minute=30, key=bearer_key)
+
+
+def coupon_attempt(request: Request, member_id: str | None, codes: int) -> None:
+    """Charge ``codes`` coupon attempts to the caller's token and to the member."""
+    if codes <= 0:
+        return
+    keys = [bearer_key(request)] + ([f"member:{member_id}"] if member_id else [])
+    COUPON_LIMIT.take(request, *keys, cost=float(codes))

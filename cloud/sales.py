@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from storelens.cloud.store import Database, register_migrations
+from storelens.contract.bounds import EpochSeconds, Price, Quantity
 from storelens.contract.events import Identifier
 
 register_migrations(
@@ -54,8 +55,8 @@ class SaleItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sku: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="Catalog SKU.")
-    qty: int = Field(ge=1, le=10_000, description="Units sold (returns are not sales).")
-    unit_price: float | None = Field(None, ge=0, description="Price paid; omitted = catalog price.")
+    qty: Quantity = Field(description="Units sold (returns are not sales).")
+    unit_price: Price | None = Field(None, description="Price paid; omitted = catalog price.")
 
 
 class SaleIn(BaseModel):
@@ -67,7 +68,7 @@ class SaleIn(BaseModel):
         Field(None, description="POS-generated sale ID; replays with the same ID are ignored.")
     )
     store: Identifier = Field(description="Store where the sale happened.")
-    ts: float | None = Field(None, description="Checkout time, epoch s; default now.")
+    ts: EpochSeconds | None = Field(None, description="Checkout time, epoch s; default now.")
     items: list[SaleItem] = Field(min_length=1, max_length=500, description="Lines sold.")
     member_id: str | None = Field(None, max_length=64, description="Member, if identified.")
     coupon_codes: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(

@@ -1,29 +1,47 @@
-"""Engagement scoring: points per behaviour, decaying over time, kept as running totals.
+"""Engagement scoring: points per interaction, decaying over time, kept as running totals,
+and threshold actions; what earns how much and what happens is a `scoring_plans.ScoringPlan`.
 
 A score decays with a half-life. Instead of storing (score, last update) and rewriting both on
-every event, each member's row holds the score expressed at a fixed reference time:
+every event, each (plan, member) row holds the score expressed at a fixed reference time:
 ``acc = sum(points_i * 2^((t_i - T0) / half_life))`` and ``score(now) = acc * 2^(-(now - T0) /
 half_life)``. This is the same decayed total, but an award is one commutative
 ``acc = acc + delta`` UPDATE: concurrent ingest workers never lose an update, and events
 arriving out of order are counted exactly as if they had come in order. (Doubles hold 2^1000,
-i.e. ~80 years of 30-day half-lives past T0, before a rebase would be needed.)
+i.e. ~80 years of 30-day half-lives past T0, before a rebase would be needed.) Changing a
+plan's half-life rescales its stored totals (`put_plan`), so scores stay continuous.
 
-Thresholds trigger actions: an alert to the store's POS when a high-intent member is in the
-store now ("member in Handbags for 6 min, score 42"), or a coupon. Each action has a
-cooldown per member (and store), enforced by a conditional upsert, so several ingest workers
-cannot fire it twice.
+Every active plan scores every member; the member's assigned plan (`scoring_plans.
+assigned_plan`) runs the actions: an alert to the store's POS when a high-intent member is in
+the store now ("member in Handbags for 6 min, score 42"), a coupon, or a signed hand-off
+webhook (`handoff`). Each action has a cooldown per member (and store), enforced by a
+conditional upsert, so several ingest workers cannot fire it twice. Every action taken is a
+*contact* (``score_contacts``), which the report (`scoring_report`) sets against responses.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from storelens.cloud import ingest, members, offers, orders, push
+from storelens.cloud import handoff, ingest, members, offers, orders, push
 from storelens.cloud.recommend.ranking import format_duration
+from storelens.cloud.scoring_plans import (
+    DEFAULT_PLAN,
+    CouponAction,
+    PlanError,
+    PosAlert,
+    ScoringPlan,
+    Threshold,
+    WebhookAction,
+    active_plans,
+    assigned_plan,
+    get_plan,
+    save_plan,
+)
 from storelens.cloud.store import Database, register_migrations
 
 log = logging.getLogger(__name__)
@@ -49,100 +67,109 @@ register_migrations(
             scored_at {REAL} NOT NULL
         );
         CREATE INDEX scored_events_at ON scored_events (scored_at)
+        """,
+        # Scores per plan (the totals so far belong to the built-in plan), and contacts.
         """
+        CREATE TABLE plan_member_scores (
+            plan TEXT NOT NULL,
+            member_id TEXT NOT NULL,
+            acc {REAL} NOT NULL,
+            updated_at {REAL} NOT NULL,
+            PRIMARY KEY (plan, member_id)
+        );
+        INSERT INTO plan_member_scores (plan, member_id, acc, updated_at)
+            SELECT 'default', member_id, acc, updated_at FROM member_scores;
+        DROP TABLE member_scores;
+        ALTER TABLE plan_member_scores RENAME TO member_scores;
+        CREATE INDEX member_scores_member ON member_scores (member_id);
+        CREATE TABLE score_contacts (
+            id {ID},
+            plan TEXT NOT NULL,
+            threshold TEXT NOT NULL,
+            action TEXT NOT NULL,
+            member_id TEXT NOT NULL,
+            store TEXT NOT NULL DEFAULT '',
+            at {REAL} NOT NULL,
+            ref TEXT
+        );
+        CREATE INDEX score_contacts_plan ON score_contacts (plan, at);
+        CREATE INDEX score_contacts_member ON score_contacts (member_id, at)
+        """,
     ],
 )
 
 T0 = 1_704_067_200.0  # 2024-01-01T00:00:00Z, the reference time of stored totals
-Behaviour = Literal[
-    "enrolled", "store_visit", "zone_dwell", "online_order", "store_purchase", "coupon_redeemed"
-]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Threshold:
-    name: str
-    score: float
-    action: Literal["alert", "coupon"]
-    template_id: str | None = None  # for coupons: an offer template with trigger "score"
-    cooldown_s: float = 4 * 3600
-
-
-@dataclass(frozen=True)
-class ScoringPolicy:
-    points: dict[str, float] = field(
-        default_factory=lambda: {
-            "enrolled": 2.0,
-            "store_visit": 1.0,
-            "zone_dwell": 5.0,
-            "online_order": 10.0,
-            "store_purchase": 3.0,
-            "coupon_redeemed": 5.0,
-        }
-    )
-    zone_dwell_min_s: float = 180.0
-    half_life_days: float = 30.0
-    present_window_s: float = 900.0  # an event this recent means the member is in store now
-    thresholds: tuple[Threshold, ...] = (
-        Threshold("high_intent_alert", 25.0, "alert", cooldown_s=2 * 3600),
-        Threshold("engaged_coupon", 40.0, "coupon", template_id="engaged", cooldown_s=30 * 86400),
-    )
-
-
-_policy = ScoringPolicy()
-
-
-def configure(policy: ScoringPolicy) -> None:
-    global _policy
-    _policy = policy
-
-
-def policy() -> ScoringPolicy:
-    return _policy
 
 
 def _growth(t: float, half_life_days: float) -> float:
     return 2.0 ** ((t - T0) / (half_life_days * 86400))
 
 
+def plan_for(db: Database, member_id: str) -> ScoringPlan:
+    """The plan that acts for this member (the built-in one when every plan is inactive)."""
+    return assigned_plan(member_id, active_plans(db)) or DEFAULT_PLAN
+
+
 def score(
-    db: Database, member_id: str, *, now: float | None = None, policy: ScoringPolicy | None = None
+    db: Database, member_id: str, *, now: float | None = None, plan: ScoringPlan | None = None
 ) -> float:
-    policy = policy or _policy
+    """The member's score in ``plan`` (default: the member's assigned plan) as of ``now``."""
+    plan = plan or plan_for(db, member_id)
     now = time.time() if now is None else now
-    acc = db.scalar("SELECT acc FROM member_scores WHERE member_id = ?", (member_id,))
-    return 0.0 if acc is None else float(acc) / _growth(now, policy.half_life_days)
+    acc = db.scalar(
+        "SELECT acc FROM member_scores WHERE plan = ? AND member_id = ?", (plan.id, member_id)
+    )
+    return 0.0 if acc is None else float(acc) / _growth(now, plan.half_life_days)
+
+
+def _add(
+    db: Database, plan: ScoringPlan, member_id: str, points: float, at: float, now: float
+) -> tuple[float, float]:
+    """Add points earned at ``at``; (score before, score after), both as of ``now``."""
+    if points == 0:
+        s = score(db, member_id, now=now, plan=plan)
+        return s, s
+    delta = points * _growth(at, plan.half_life_days)
+    db.execute(
+        "INSERT INTO member_scores (plan, member_id, acc, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (plan, member_id) DO UPDATE SET acc = member_scores.acc + excluded.acc,"
+        " updated_at = excluded.updated_at",
+        (plan.id, member_id, delta, now),
+    )
+    acc = float(
+        db.scalar(
+            "SELECT acc FROM member_scores WHERE plan = ? AND member_id = ?", (plan.id, member_id)
+        )
+    )
+    g = _growth(now, plan.half_life_days)
+    return (acc - delta) / g, acc / g
 
 
 def award(
     db: Database,
     member_id: str,
-    behaviour: str,
+    interaction: str,
     *,
     at: float | None = None,
     now: float | None = None,
-    policy: ScoringPolicy | None = None,
-    multiplier: float = 1.0,
+    plan: ScoringPlan | None = None,
+    category: str | None = None,
 ) -> tuple[float, float]:
-    """Add the points of one behaviour that happened at ``at``; returns the score just before
-    and just after, both as of ``now``."""
-    policy = policy or _policy
+    """Add the points of one interaction at ``at`` in ``plan`` (default: every active plan),
+    without running actions; returns the score before and after in ``plan`` (default: the
+    member's assigned plan)."""
     now = time.time() if now is None else now
     at = now if at is None else at
-    points = policy.points.get(behaviour, 0.0) * multiplier
-    if points == 0:
-        s = score(db, member_id, now=now, policy=policy)
-        return s, s
-    delta = points * _growth(at, policy.half_life_days)
-    db.execute(
-        "INSERT INTO member_scores (member_id, acc, updated_at) VALUES (?, ?, ?)"
-        " ON CONFLICT (member_id) DO UPDATE SET acc = member_scores.acc + excluded.acc,"
-        " updated_at = excluded.updated_at",
-        (member_id, delta, now),
-    )
-    acc = float(db.scalar("SELECT acc FROM member_scores WHERE member_id = ?", (member_id,)))
-    g = _growth(now, policy.half_life_days)
-    return (acc - delta) / g, acc / g
+    if plan is not None:
+        return _add(db, plan, member_id, plan.points(interaction, category), at, now)
+    plans = active_plans(db)
+    mine = assigned_plan(member_id, plans)
+    result = (0.0, 0.0)
+    for p in plans:
+        pair = _add(db, p, member_id, p.points(interaction, category), at, now)
+        if p is mine:
+            result = pair
+    return result
 
 
 def claim_action(
@@ -170,6 +197,17 @@ class Presence:
     dwell_s: float | None = None
 
 
+def _contact(
+    db: Database, plan: ScoringPlan, th: Threshold, member_id: str, store: str, now: float,
+    ref: str | None,
+) -> None:  # fmt: skip
+    db.execute(
+        "INSERT INTO score_contacts (plan, threshold, action, member_id, store, at, ref)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (plan.id, th.name, th.action.kind, member_id, store, now, ref),
+    )
+
+
 def check_thresholds(
     db: Database,
     member: dict[str, Any],
@@ -178,22 +216,26 @@ def check_thresholds(
     *,
     presence: Presence | None,
     now: float,
-    policy: ScoringPolicy | None = None,
+    plan: ScoringPlan | None = None,
     offer_policy: offers.OfferPolicy | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the actions whose threshold applies; returns what was done (for tests and logs).
+    """Run the actions of ``plan`` whose threshold applies; returns what was done.
 
     Alerts fire while a member at or above the threshold is in a store (once per cooldown);
-    coupons fire when the score crosses the threshold. Both need marketing consent."""
-    policy = policy or _policy
+    coupons and webhooks fire when the score crosses the threshold. All need marketing
+    consent. Each action taken is recorded as a contact of the plan."""
+    plan = plan or plan_for(db, member["id"])
     if not member.get("marketing"):
         return []
     done: list[dict[str, Any]] = []
-    for th in policy.thresholds:
-        if th.action == "alert":
+    for th in plan.thresholds:
+        rule = th.name if plan.id == DEFAULT_PLAN.id else f"{plan.id}:{th.name}"
+        cooldown_s = th.cooldown_hours * 3600
+        action = th.action
+        if isinstance(action, PosAlert):
             if presence is None or after < th.score:
                 continue
-            if not claim_action(db, member["id"], th.name, presence.store, th.cooldown_s, now):
+            if not claim_action(db, member["id"], rule, presence.store, cooldown_s, now):
                 continue
             where = presence.category or presence.zone or "the store"
             message = f"member in {where}"
@@ -203,18 +245,21 @@ def check_thresholds(
             payload = {
                 "member_id": member["id"], "name": member.get("name"), "tier": member.get("tier"),
                 "score": round(after, 1), "zone": presence.zone, "category": presence.category,
-                "dwell_s": presence.dwell_s, "message": message,
+                "dwell_s": presence.dwell_s, "message": message, "plan": plan.id,
             }  # fmt: skip
+            _contact(db, plan, th, member["id"], presence.store, now, None)
             push.publish(presence.store, "member_alert", payload)
             done.append({"action": "alert", **payload})
-        elif th.action == "coupon" and before < th.score <= after and th.template_id:
-            template = offers.get_template(db, th.template_id)
+            continue
+        if not before < th.score <= after:
+            continue
+        if isinstance(action, CouponAction):
+            template = offers.get_template(db, action.template_id)
             if template is None or not template.active:
                 continue
             if offers.in_holdout(member["id"], offer_policy or offers.OfferPolicy()):
                 continue
-            store = presence.store if presence else ""
-            if not claim_action(db, member["id"], th.name, "", th.cooldown_s, now):
+            if not claim_action(db, member["id"], rule, "", cooldown_s, now):
                 continue
             from storelens.cloud import coupons
 
@@ -222,14 +267,88 @@ def check_thresholds(
                 db, member["id"], template.terms, valid_days=template.coupon_days,
                 source="score", template_id=template.id, now=now,
             )  # fmt: skip
-            payload = {
-                "member_id": member["id"], "code": coupon["code"], "template_id": template.id,
-                "name": template.name, "expires_at": coupon["expires_at"],
-            }  # fmt: skip
+            payload = coupons.push_view(coupon, member["id"], template.name)
+            store = presence.store if presence else ""
+            _contact(db, plan, th, member["id"], store, now, coupon["code"])
             if store:
                 push.publish(store, "coupon_issued", payload)
             done.append({"action": "coupon", **payload})
+        elif isinstance(action, WebhookAction):
+            if not claim_action(db, member["id"], rule, "", cooldown_s, now):
+                continue
+            store = presence.store if presence else ""
+            payload = {
+                "event": "member_handoff", "plan": plan.id, "threshold": th.name,
+                "score": round(after, 1), "at": now, "store": store or None,
+                "member": {"id": member["id"], "name": member.get("name"),
+                           "tier": member.get("tier")},
+            }  # fmt: skip
+            delivery = handoff.enqueue(
+                db, plan=plan.id, threshold=th.name, member_id=member["id"], url=action.url,
+                secret_env=action.secret_env, max_attempts=action.max_attempts,
+                payload=payload, now=now,
+            )  # fmt: skip
+            _contact(db, plan, th, member["id"], store, now, delivery)
+            done.append({"action": "webhook", "delivery_id": delivery, **payload})
     return done
+
+
+@dataclass
+class Scored:
+    """What one scoring step did: the member's score in their plan after it, and actions."""
+
+    score: float = 0.0
+    actions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def record(
+    db: Database,
+    member: dict[str, Any],
+    interactions: Sequence[tuple[str, str | None]],
+    *,
+    at: float | None = None,
+    now: float | None = None,
+    presence: Presence | None = None,
+    offer_policy: offers.OfferPolicy | None = None,
+    plans: list[ScoringPlan] | None = None,
+) -> Scored:
+    """Score (interaction type, category) pairs that happened at ``at`` in every active plan,
+    then run the actions of the member's own plan. Consent to be scored is the caller's."""
+    now = time.time() if now is None else now
+    at = now if at is None else at
+    plans = active_plans(db) if plans is None else plans
+    mine = assigned_plan(member["id"], plans)
+    result = Scored()
+    for plan in plans:
+        points = sum(plan.points(kind, category) for kind, category in interactions)
+        before, after = _add(db, plan, member["id"], points, at, now)
+        if plan is mine:
+            result.score = after
+            result.actions += check_thresholds(
+                db, member, before, after, presence=presence, now=now, plan=plan,
+                offer_policy=offer_policy,
+            )  # fmt: skip
+    return result
+
+
+def put_plan(db: Database, plan: ScoringPlan, *, now: float | None = None) -> None:
+    """Store a plan; a changed half-life rescales the plan's totals so that every member's
+    current score stays what it was (only its future decay changes)."""
+    now = time.time() if now is None else now
+    for th in plan.thresholds:
+        if isinstance(th.action, CouponAction):
+            template = offers.get_template(db, th.action.template_id)
+            if template is None or template.trigger != "score":
+                raise PlanError(
+                    f"threshold {th.name}: no offer template {th.action.template_id!r} with"
+                    " trigger 'score'"
+                )
+    with db.transaction():
+        old = get_plan(db, plan.id)
+        if old is not None and old.half_life_days != plan.half_life_days:
+            factor = _growth(now, plan.half_life_days) / _growth(now, old.half_life_days)
+            db.execute("UPDATE member_scores SET acc = acc * ? WHERE plan = ?", (factor, plan.id))
+        save_plan(db, plan, now=now)
 
 
 def _members_by_token(db: Database, tokens: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -244,19 +363,56 @@ def _members_by_token(db: Database, tokens: Sequence[str]) -> dict[str, dict[str
     return {r["token"]: r for r in rows}
 
 
+def _event_interaction(
+    plan: ScoringPlan, row: dict[str, Any], category: str | None
+) -> tuple[str, str | None] | None:
+    """The interaction a stored event is in ``plan``: a visit, a dwell in a category, or a
+    try-on (a stay in a zone whose category the plan's ``try_on`` rule lists, e.g. fitting
+    rooms); None when it earns nothing."""
+    kind = row.get("type")
+    if kind in ("card_swipe", "visit_started"):
+        return ("store_visit", None)
+    if kind != "zone_visit":
+        return None
+    dwell = float(row.get("dwell_s") or 0.0)
+    try_on = plan.interactions.get("try_on")
+    if try_on is not None and (
+        _is_fitting_room(row) or (category and category in try_on.categories)
+    ):
+        return ("try_on", category) if dwell >= try_on.min_dwell_s else None
+    if dwell < plan.min_dwell_s("zone_dwell"):
+        return None
+    return ("zone_dwell", category)
+
+
+def _is_fitting_room(row: dict[str, Any]) -> bool:
+    """A stay the device marked as a try-on session (ZoneVisit.kind, contract 1.2)."""
+    payload = row.get("payload") or ""
+    if row.get("kind") == "fitting_room":
+        return True
+    if "fitting_room" not in payload:  # most rows: no JSON parse
+        return False
+    try:
+        return json.loads(payload).get("kind") == "fitting_room"
+    except (ValueError, AttributeError):
+        return False
+
+
 def on_events_stored(
     db: Database,
     rows: Iterable[dict[str, Any]],
     *,
     now: float | None = None,
-    policy: ScoringPolicy | None = None,
+    plans: list[ScoringPlan] | None = None,
 ) -> list[dict[str, Any]]:
     """The ingest hook: score newly stored event rows (as `events.event_row` makes them) and
     run threshold actions. Never raises on a bad row: it is logged and skipped."""
-    policy = policy or _policy
     now = time.time() if now is None else now
     linked = [r for r in rows if r.get("member")]
     if not linked:
+        return []
+    plans = active_plans(db) if plans is None else plans
+    if not plans:
         return []
     by_token = _members_by_token(db, sorted({r["member"] for r in linked}))
     zones: dict[tuple[str, str], str] = {}
@@ -266,40 +422,36 @@ def on_events_stored(
         f"SELECT store, zone, category FROM store_zones WHERE store IN ({marks})", stores
     ):
         zones[(z["store"], z["zone"])] = z["category"]
+    present_s = max(p.present_window_s for p in plans)
     actions: list[dict[str, Any]] = []
     for row in sorted(linked, key=lambda r: r.get("ts") or 0.0):
         member = by_token.get(row["member"])
         if member is None or not member.get("tracking"):
             continue
         try:
+            if row.get("type") not in ("zone_visit", "card_swipe", "visit_started"):
+                continue
             if not _first_time(db, str(row["id"]), now):
                 continue  # a redelivered event is stored once, and scored once
             ts = float(row["ts"])
-            kind = row.get("type")
-            if kind == "zone_visit":
-                if float(row.get("dwell_s") or 0.0) < policy.zone_dwell_min_s:
-                    before = after = score(db, member["id"], now=now, policy=policy)
-                else:
-                    before, after = award(
-                        db, member["id"], "zone_dwell", at=ts, now=now, policy=policy
-                    )
-            elif kind in ("card_swipe", "visit_started"):
-                before, after = award(
-                    db, member["id"], "store_visit", at=ts, now=now, policy=policy
-                )
-            else:
-                continue
+            zone = row.get("zone")
+            category = zones.get((row["store"], zone)) if zone else None
             presence = None
-            if now - ts <= policy.present_window_s:
-                zone = row.get("zone")
+            if now - ts <= present_s:
                 presence = Presence(
-                    store=row["store"], zone=zone,
-                    category=zones.get((row["store"], zone)) if zone else None,
-                    dwell_s=row.get("dwell_s"),
-                )  # fmt: skip
-            actions += check_thresholds(
-                db, member, before, after, presence=presence, now=now, policy=policy
-            )
+                    store=row["store"], zone=zone, category=category, dwell_s=row.get("dwell_s")
+                )
+            mine = assigned_plan(member["id"], plans)
+            for plan in plans:
+                what = _event_interaction(plan, row, category)
+                before, after = _add(
+                    db, plan, member["id"], plan.points(*what) if what else 0.0, ts, now
+                )
+                if plan is mine:
+                    here = presence if now - ts <= plan.present_window_s else None
+                    actions += check_thresholds(
+                        db, member, before, after, presence=here, now=now, plan=plan
+                    )
         except Exception:  # one bad row must not stop the others or the ingest worker
             log.exception("scoring failed for event %s", row.get("id"))
     return actions
@@ -329,16 +481,19 @@ def _on_order_created(db: Database, order_id: str) -> None:
         (order_id,),
     )
     if row and row["member_id"]:
-        award(db, row["member_id"], "online_order", at=row["created_at"])
+        member = members.get_member(db, row["member_id"])
+        if member is not None:
+            record(db, member, [("online_order", None)], at=row["created_at"])
 
 
 def _on_enrolled(db: Database, member_id: str) -> None:
     award(db, member_id, "enrolled")
 
 
-def forget_member(db: Database, member_id: str, _token: str) -> None:
-    db.execute("DELETE FROM member_scores WHERE member_id = ?", (member_id,))
-    db.execute("DELETE FROM score_actions WHERE member_id = ?", (member_id,))
+def forget_member(db: Database, member_id: str, token: str) -> None:
+    for table in ("member_scores", "score_actions", "score_contacts"):
+        db.execute(f"DELETE FROM {table} WHERE member_id = ?", (member_id,))
+    handoff.forget_member(db, member_id, token)
 
 
 def _ingest_hook(db: Database, rows: list[dict[str, Any]]) -> None:

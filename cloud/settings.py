@@ -32,7 +32,9 @@ class Settings(BaseModel):
     mqtt_password: SecretStr | None = None
     mqtt_tls: bool = Field(False, description="Connect to the broker over TLS.")
     mqtt_ca_file: Path | None = Field(None, description="CA bundle for the broker's certificate.")
-    mqtt_client_id: str = Field("", description="Client ID prefix; empty = random.")
+    mqtt_client_id: str = Field(
+        "", description="Client ID prefix; each process adds its host, PID and a random tail."
+    )
     mqtt_protocol: Literal["5", "3.1.1"] = Field(
         "5",
         description="MQTT version of the ingest worker. 3.1.1 is for brokers without MQTT 5 "
@@ -65,11 +67,33 @@ class Settings(BaseModel):
     push_mqtt: bool = Field(
         False, description="Relay POS pushes via the broker (API replicas, native apps)."
     )
+    push_token_check_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="How often an open POS stream re-checks its token "
+        "(a revoked or expired token closes the stream within this time).",
+    )
+    push_stream_max_s: float = Field(
+        1800.0,
+        gt=0,
+        le=86400,
+        description="Longest life of one POS stream; the client "
+        "reconnects (with Last-Event-ID) after it, re-authenticating.",
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated proxy addresses whose X-Forwarded-For `cloud serve` "
+        "believes; empty = none (the peer address is the client).",
+    )
     fulfillment_rules: Path | None = Field(
         None, description="Routing rules file (YAML/JSON); default the built-in rules."
     )
     fulfillment_sweep_s: float = Field(
         30, ge=0, le=3600, description="Deadline sweeper interval in the API; 0 = off."
+    )
+    handoff_interval_s: float = Field(
+        5, ge=0, le=3600, description="Hand-off webhook delivery interval in the API; 0 = off."
     )
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from storelens.cloud.store import Database, register_migrations
+from storelens.contract.bounds import SmallCount, StockDelta, StockLevel
 from storelens.contract.events import Identifier
 
 register_migrations(
@@ -59,17 +60,24 @@ class Store(BaseModel):
     id: Identifier = Field(description="Store ID used in MQTT topics and everywhere else.")
     name: str = Field(min_length=1, max_length=200, description="Display name.")
     address: str = Field("", max_length=500, description="Postal address.")
-    lat: float = Field(ge=-90, le=90, description="Latitude, WGS84 degrees.")
-    lon: float = Field(ge=-180, le=180, description="Longitude, WGS84 degrees.")
+    lat: float = Field(ge=-90, le=90, allow_inf_nan=False, description="Latitude, WGS84 degrees.")
+    lon: float = Field(
+        ge=-180, le=180, allow_inf_nan=False, description="Longitude, WGS84 degrees."
+    )
     timezone: str = Field("UTC", max_length=64, description="IANA time zone, e.g. Europe/Paris.")
     zones: dict[Identifier, str] = Field(
         default_factory=dict, description="Camera zone name -> product category shown there."
     )
-    fulfillment_capacity: int = Field(0, ge=0, description="Online orders it can fulfil per day.")
+    fulfillment_capacity: SmallCount = Field(0, description="Online orders it can fulfil per day.")
     acceptance_deadline_min: int = Field(
-        120, ge=1, description="Minutes a store has to accept a brokered order before re-routing."
+        120,
+        ge=1,
+        le=60 * 24 * 30,
+        description="Minutes a store has to accept a brokered order before re-routing.",
     )
-    priority: int = Field(0, description="Routing tie-breaker: higher is preferred.")
+    priority: int = Field(
+        0, ge=-1_000_000, le=1_000_000, description="Routing tie-breaker: higher is preferred."
+    )
 
 
 class InventoryLevel(BaseModel):
@@ -78,9 +86,9 @@ class InventoryLevel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sku: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="Catalog SKU.")
-    on_hand: int = Field(ge=0, description="Units physically in the store.")
-    reserved: int = Field(0, ge=0, description="Units promised to orders, not yet picked.")
-    safety_stock: int = Field(0, ge=0, description="Units kept back from online selling.")
+    on_hand: StockLevel = Field(description="Units physically in the store.")
+    reserved: StockLevel = Field(0, description="Units promised to orders, not yet picked.")
+    safety_stock: StockLevel = Field(0, description="Units kept back from online selling.")
     shelf_location: str | None = Field(None, max_length=64, description="Aisle/shelf code.")
 
 
@@ -90,8 +98,8 @@ class InventoryChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sku: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="Catalog SKU.")
-    delta_on_hand: int = Field(0, description="Units added (+) or removed (-).")
-    delta_reserved: int = Field(0, description="Reservation change.")
+    delta_on_hand: StockDelta = Field(0, description="Units added (+) or removed (-).")
+    delta_reserved: StockDelta = Field(0, description="Reservation change.")
 
 
 class UnknownStore(LookupError):

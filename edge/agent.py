@@ -17,6 +17,7 @@ the outbox before announcing ``offline``; whatever is left stays in the outbox f
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import signal
@@ -34,6 +35,7 @@ from storelens.edge.cards import CardReader, Swipe, build_reader
 from storelens.edge.config import DeviceConfig
 from storelens.edge.fusion import CardFusion, OptOutRegistry
 from storelens.edge.outbox import Outbox
+from storelens.edge.store_visits import FusedView
 from storelens.pseudonym import PseudonymKey, load_key
 
 log = logging.getLogger(__name__)
@@ -88,8 +90,10 @@ class Agent:
             config.readers,
             self.optouts,
             require_optout_list=bool(config.privacy and config.privacy.require_optout_list),
+            staff_readers=config.staff.readers if config.staff else (),
         )
         self.pipelines: dict = {}
+        self.store_visits = None  # fuses the cameras when the config has store_visits
         self.feeds: list[CameraFeed] = []
         self.readers: list[CardReader] = []
         self.publisher = None
@@ -140,6 +144,12 @@ class Agent:
         from storelens.edge.pipeline import CameraPipeline
 
         attire = bool(self.config.privacy and self.config.privacy.attire)
+        next_seq = self.outbox.next_seq
+        if self.config.store_visits is not None:
+            from storelens.edge.store_visits import StoreVisits
+
+            self.store_visits = StoreVisits(self.config, self.outbox.next_seq)
+            next_seq = itertools.count().__next__  # the fusion renumbers every event
         for index, cam in enumerate(self.config.cameras):
             # Phase = camera index: cameras with a stride take turns at the detector.
             self._strides[cam.id] = DetectStride(cam.detect_every, phase=index)
@@ -147,8 +157,10 @@ class Agent:
                 cam,
                 self.config.tracker,
                 device=self.config.device,
-                next_seq=self.outbox.next_seq,
+                next_seq=next_seq,
                 attire=attire,
+                staff_signal=self.config.staff_signal,
+                learn_staff_zones=bool(self.config.staff and self.config.staff.learn_from_zones),
             )
             self.feeds.append(CameraFeed(cam, self._ready, max_frames=self.max_frames))
             if cam.motion_gate:
@@ -157,7 +169,8 @@ class Agent:
                 self._gates[cam.id] = MotionGate()
         if self.key is not None:
             for rcfg in self.config.readers:
-                self.readers.append(build_reader(rcfg, self.key, self._swipes.put))
+                badge = self.config.staff.is_badge if self.config.staff else None
+                self.readers.append(build_reader(rcfg, self.key, self._swipes.put, badge))
 
     def _on_command(self, command: object) -> None:
         """On paho's thread: record the command; the loop applies it to tracking state."""
@@ -177,6 +190,10 @@ class Agent:
                 cleared = pipe.forget_members(tokens, update.key_id)
                 if cleared:
                     log.info("camera %s: %d visit(s) unlinked after opt-out", cam_id, cleared)
+            if self.store_visits is not None:
+                cleared = self.store_visits.forget_members(tokens, update.key_id)
+                if cleared:
+                    log.info("%d store visit(s) unlinked after opt-out", cleared)
 
     def request_stop(self, *_: object) -> None:
         self._stop.set()
@@ -266,6 +283,7 @@ class Agent:
                 self._last_detections[cam_id] = dets
                 self.pipelines[cam_id].stats.note_inference(per_frame_ms)
         events: list = []
+        latest = 0.0
         t1 = time.perf_counter()
         for i, (feed, (frame, ts)) in enumerate(batch):
             pipe = self.pipelines[feed.camera.id]
@@ -273,12 +291,24 @@ class Agent:
             if feed.dropped > pipe.stats.dropped_frames:
                 pipe.stats.note_dropped(feed.dropped - pipe.stats.dropped_frames)
             try:
-                events += pipe.process(frame, ts, dets)
+                found = pipe.process(frame, ts, dets)
+                if self.store_visits is not None:
+                    found = self.store_visits.route(feed.camera.id, found)
+                    self.store_visits.observe(
+                        feed.camera.id, ts.timestamp(), pipe.sightings(), frame
+                    )
+                    latest = max(latest, ts.timestamp())
+                events += found
             except Exception:
                 log.exception("camera %s: pipeline failed on a frame; skipped", feed.camera.id)
             self.frames += 1
             if self._on_frame is not None:
                 self._on_frame(feed.camera.id, ts)
+        if self.store_visits is not None and latest:
+            try:
+                events += self.store_visits.tick(latest)
+            except Exception:
+                log.exception("store visits: fusing the cameras failed on a frame")
         self.process_s += time.perf_counter() - t1
         return events
 
@@ -290,7 +320,14 @@ class Agent:
             except queue.Empty:
                 return events
             try:
-                events.append(self.fusion.resolve(swipe, self.pipelines, self.outbox.next_seq))
+                if self.store_visits is None:
+                    event = self.fusion.resolve(swipe, self.pipelines, self.outbox.next_seq)
+                else:
+                    views = {c: FusedView(p, self.store_visits) for c, p in self.pipelines.items()}
+                    event = self.fusion.resolve(swipe, views, self.outbox.next_seq)
+                    event = self.store_visits.swipe(event) if event is not None else None
+                if event is not None:  # None: a staff badge, which marks a visit and no more
+                    events.append(event)
             except Exception:
                 log.exception("reader %s: swipe could not be processed", swipe.reader)
 
@@ -322,6 +359,9 @@ class Agent:
             outbox_depth=self.outbox.depth,
             outbox_bytes=self.outbox.size_bytes,
             lost_events=self.outbox.lost,
+            ambiguous_handoffs=(
+                self.store_visits.ambiguous_handoffs if self.store_visits is not None else None
+            ),
         )
 
     def _shutdown(self) -> int:
@@ -334,9 +374,17 @@ class Agent:
         events += self._resolve_swipes()
         for cam_id, pipe in self.pipelines.items():
             try:
-                events += pipe.flush()
+                closed = pipe.flush()
+                if self.store_visits is not None:
+                    closed = self.store_visits.route(cam_id, closed)
+                events += closed
             except Exception:
                 log.exception("camera %s: could not close its visits", cam_id)
+        if self.store_visits is not None:
+            try:
+                events += self.store_visits.flush()
+            except Exception:
+                log.exception("store visits: could not close them")
         self.outbox.put(events)
         self.outbox.put([self.status(self.outbox.next_seq())], kind="status")
         if self.publisher is not None:

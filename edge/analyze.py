@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from storelens.assets import resolve
@@ -139,14 +140,15 @@ def analyze(
     summary = AnalysisSummary()
     events_file = events_out.open("w") if events_out else None
     rate = source.target_fps or source.fps
-    mot = MotWriter(mot_out, fill_gaps=round(MOT_FILL_GAP_S * rate)) if mot_out else None
+    mot = None
+    if mot_out:
+        mot = MotRecorder(MotWriter(mot_out, fill_gaps=round(MOT_FILL_GAP_S * rate)))
     video_out = (
         VideoAnnotator(annotated, source.target_fps or source.fps, camera) if annotated else None
     )
     gate = MotionGate() if camera.motion_gate else None
     stride = DetectStride(camera.detect_every)
     detections = Detections.empty()
-    frame_of: dict[float, int] = {}  # frame time (ms) -> MOT frame number, recent frames
     last_ts = None
     started = time.perf_counter()
     try:
@@ -164,14 +166,7 @@ def analyze(
                 last_ts = ts
                 _record(events, summary, events_file)
                 if mot:
-                    frame_of[round(ts.timestamp(), 3)] = summary.frames
-                    mot.write(summary.frames, pipeline.last_tracked)
-                    for when, person in pipeline.confirmed_late:
-                        earlier = frame_of.get(round(when.timestamp(), 3))
-                        if earlier is not None:
-                            mot.write(earlier, [person])
-                    while len(frame_of) > MOT_HISTORY:
-                        frame_of.pop(next(iter(frame_of)))
+                    mot.record(summary.frames, ts, pipeline)
                 if video_out:
                     video_out.write(frame, pipeline.last_tracked)
                 if progress:
@@ -187,6 +182,27 @@ def analyze(
             if sink is not None:
                 sink.close()
     return summary, camera
+
+
+class MotRecorder:
+    """Feeds a pipeline's tracks of each frame to a MOT writer, late confirmations included."""
+
+    def __init__(self, writer: MotWriter) -> None:
+        self.writer = writer
+        self._frame_of: dict[float, int] = {}  # frame time (ms) -> MOT frame, recent frames
+
+    def record(self, frame: int, ts: datetime, pipeline: CameraPipeline) -> None:
+        self._frame_of[round(ts.timestamp(), 3)] = frame
+        self.writer.write(frame, pipeline.last_tracked)
+        for when, person in pipeline.confirmed_late:
+            earlier = self._frame_of.get(round(when.timestamp(), 3))
+            if earlier is not None:
+                self.writer.write(earlier, [person])
+        while len(self._frame_of) > MOT_HISTORY:
+            self._frame_of.pop(next(iter(self._frame_of)))
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def _record(events: list[PipelineEvent], summary: AnalysisSummary, out) -> None:

@@ -39,14 +39,17 @@ def colour_name(bgr: np.ndarray) -> str:
     return next(name for top, name in _HUES if h <= top)
 
 
-def attire_of(frame: np.ndarray, xyxy: np.ndarray) -> dict[str, str] | None:
-    """Upper and lower body colour names of the person in ``xyxy``, or None if too small."""
+def body_parts(
+    frame: np.ndarray, xyxy: np.ndarray, min_height: int = MIN_BOX_HEIGHT
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Views (not copies) of the torso and legs of the person in ``xyxy``, or None if the
+    box is smaller than ``min_height`` px or mostly outside the frame."""
     x1, y1, x2, y2 = (int(round(float(v))) for v in xyxy)
     h_img, w_img = frame.shape[:2]
     x1, x2 = max(0, x1), min(w_img, x2)
     y1, y2 = max(0, y1), min(h_img, y2)
     h, w = y2 - y1, x2 - x1
-    if h < MIN_BOX_HEIGHT or w < 8:
+    if h < min_height or w < 8:
         return None
     # Central half of the width: keeps background between the arms and legs out.
     cx1, cx2 = x1 + w // 4, x2 - w // 4
@@ -54,6 +57,15 @@ def attire_of(frame: np.ndarray, xyxy: np.ndarray) -> dict[str, str] | None:
     lower = frame[y1 + int(0.58 * h) : y1 + int(0.85 * h), cx1:cx2]
     if upper.size == 0 or lower.size == 0:
         return None
+    return upper, lower
+
+
+def attire_of(frame: np.ndarray, xyxy: np.ndarray) -> dict[str, str] | None:
+    """Upper and lower body colour names of the person in ``xyxy``, or None if too small."""
+    parts = body_parts(frame, xyxy)
+    if parts is None:
+        return None
+    upper, lower = parts
     return {"upper": colour_name(upper), "lower": colour_name(lower)}
 
 

@@ -7,10 +7,7 @@ from pathlib import Path
 
 import typer
 
-from storelens.bench_report import write_report
-
 app = typer.Typer(no_args_is_help=True)
-bench_app = typer.Typer()
 
 
 def analyze(
@@ -81,31 +78,6 @@ def analyze(
     print_summary(summary, cam, Console())
     if json_out is not None:
         json_out.write_text(json.dumps(summary.as_dict(cam), indent=2) + "\n")
-
-
-@bench_app.command("edge")
-def bench_edge(
-    video: str = typer.Option("asset:media/vtest.avi", help="Video file or asset:NAME."),
-    config: Path = typer.Option(..., "--config", "-c", help="Device config YAML."),
-    json_out: Path = typer.Option(..., "--json", help="Write the results here."),
-    max_frames: int | None = typer.Option(None, min=10, help="Frames per pass (default: all)."),
-    rounds: int = typer.Option(1, min=1, max=5, help="Repeat the measurement; median kept."),
-    motion_gate: bool | None = typer.Option(
-        None, help="Also time a motion-gated pass (default: as the camera config says)."
-    ),
-) -> None:
-    """Edge speed: decode alone, decode + inference (the bound), and the full pipeline."""
-
-    from storelens.edge.bench import run_bench
-    from storelens.edge.config import ConfigError, load_config
-
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        typer.echo(f"invalid config {exc}", err=True)
-        raise typer.Exit(2) from None
-    result = run_bench(video, cfg, max_frames=max_frames, rounds=rounds, motion_gate=motion_gate)
-    write_report(result, json_out)
 
 
 @app.command("run")
@@ -189,68 +161,6 @@ def config_schema(
     typer.echo(str(SCHEMA_FILE))
 
 
-@bench_app.command("cameras")
-def bench_cameras(
-    video: str = typer.Option("asset:media/vtest.avi", help="Video played by every camera."),
-    config: Path | None = typer.Option(None, help="Device YAML for model and tracker settings."),
-    json_out: Path = typer.Option(..., "--json", help="Where to write the result JSON."),
-    seconds: float = typer.Option(8.0, min=2, help="Measured seconds per camera count."),
-    max_cameras: int = typer.Option(32, min=1, help="Upper end of the search."),
-    threads: int | None = typer.Option(None, min=1, help="Override model.threads."),
-    parallel: int | None = typer.Option(None, min=1, help="Override model.parallel."),
-    detect_every: int | None = typer.Option(
-        None,
-        min=1,
-        max=10,
-        help="Override the camera's detect_every: the detector runs on every k-th frame of "
-        "each camera (staggered); every frame is still decoded, tracked and counted. "
-        "Default: the config's value (1 = every frame).",
-    ),
-) -> None:
-    """Largest number of live 10 fps cameras one box serves in real time, and CPU per camera."""
-    from storelens.edge.camera_bench import run_camera_bench
-
-    result = run_camera_bench(
-        video,
-        config,
-        seconds=seconds,
-        max_cameras=max_cameras,
-        threads=threads,
-        parallel=parallel,
-        detect_every=detect_every,
-    )
-    write_report(result, json_out)
-
-
-@bench_app.command("tracking")
-def bench_tracking(
-    json_out: Path = typer.Option(..., "--json", help="Where to write the result JSON."),
-    seed: int = typer.Option(1, help="Seed of the simulated scene (same seed, same scene)."),
-    seconds: float = typer.Option(90.0, min=10, help="Simulated seconds at 10 fps."),
-    detect_every: list[int] = typer.Option(
-        [1, 2, 3], min=1, max=10, help="Detector strides to score (repeat the option)."
-    ),
-) -> None:
-    """Tracker accuracy (MOTA, IDF1) on a simulated scene, for each detection stride."""
-    from storelens.edge.track_bench import TrackBenchError, run_track_bench
-
-    try:
-        result = run_track_bench(
-            seed=seed, seconds=seconds, detect_every=tuple(dict.fromkeys(detect_every))
-        )
-    except TrackBenchError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    write_report(result, json_out)
-    for k, r in result["detect_every"].items():
-        typer.echo(
-            f"detect_every {k}: MOTA {r['mota']:.3f}  IDF1 {r['idf1']:.3f}  "
-            f"ID switches {r['id_switches']}  ({result['people']} people, "
-            f"{result['frames']} frames, seed {seed})",
-            err=True,
-        )
-
-
 @app.command("swipe")
 def swipe(
     read: str = typer.Argument(..., help="What the reader sends: digits, ;PAN=...? or 26 bits."),
@@ -266,3 +176,39 @@ def swipe(
     except (OSError, UnicodeEncodeError) as exc:
         typer.echo(f"error: cannot send to {host}:{port}: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _crop_option(text: str) -> tuple[str, tuple[int, int, int, int]]:
+    name, _, rect = text.partition("=")
+    try:
+        x, y, w, h = (int(v) for v in rect.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: give NAME=x,y,width,height") from None
+    return name, (x, y, w, h)
+
+
+@app.command("split-cameras")
+def split_cameras(
+    config: Path = typer.Option(..., "--config", "-c", help="Single-camera device YAML."),
+    crop: list[str] = typer.Option(
+        ..., help="NAME=x,y,width,height of one camera's crop (repeat, in hand-off order)."
+    ),
+    out: Path = typer.Option(..., help="Where to write the split device YAML."),
+) -> None:
+    """Split a camera into overlapping crop 'cameras' of one store (store-visit testing)."""
+    import yaml
+
+    from storelens.edge.config import ConfigError, load_config, parse_config
+    from storelens.edge.split_cameras import HEADER, split
+
+    try:
+        crops = dict(_crop_option(c) for c in crop)
+        data = split(load_config(config), crops)
+        parse_config(data, str(out))  # what we write must load
+    except (ConfigError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    out.write_text(
+        HEADER + yaml.safe_dump(data, sort_keys=False, width=100, default_flow_style=None)
+    )
+    typer.echo(str(out))

@@ -49,6 +49,8 @@ class CameraView(Protocol):
 
     def set_member(self, visit_id: uuid.UUID, member_token: str, key_id: str) -> bool: ...
 
+    def set_staff(self, visit_id: uuid.UUID) -> bool: ...
+
 
 class OptOutRegistry:
     """Member tokens that must never be linked, per key id; persisted as JSON."""
@@ -121,8 +123,11 @@ class CardFusion:
         optouts: OptOutRegistry,
         *,
         require_optout_list: bool = False,
+        staff_readers: Sequence[str] = (),
     ) -> None:
         self.device = device
+        self.staff_readers = frozenset(staff_readers)
+        self.staff_marked = 0  # staff badges linked to the person at the reader
         self.optouts = optouts
         self.require_optout_list = require_optout_list
         self._placements: dict[str, ReaderPlacement] = {}
@@ -136,8 +141,14 @@ class CardFusion:
 
     def resolve(
         self, swipe: Swipe, cameras: Mapping[str, CameraView], next_seq: Callable[[], int]
-    ) -> CardSwipe:
-        """The card-swipe event for ``swipe``, tagging the linked visit when there is one."""
+    ) -> CardSwipe | None:
+        """The card-swipe event for ``swipe``, tagging the linked visit when there is one.
+
+        A staff badge (or any card at a staff reader) is not a member swipe: the person at the
+        reader is marked as staff and no event is sent (None)."""
+        if swipe.staff or swipe.reader in self.staff_readers:
+            self._mark_staff(swipe, cameras)
+            return None
         common = {
             "device": self.device,
             "ts": datetime.fromtimestamp(swipe.at, UTC),
@@ -157,6 +168,18 @@ class CardFusion:
         if visit_id is not None and not view.set_member(visit_id, swipe.member, swipe.key_id):
             visit_id, reason = None, "nobody_in_zone"  # the visit ended in the meantime
         return CardSwipe(seq=next_seq(), camera=camera, visit_id=visit_id, reason=reason, **common)
+
+    def _mark_staff(self, swipe: Swipe, cameras: Mapping[str, CameraView]) -> None:
+        place = self._placements.get(swipe.reader)
+        view = cameras.get(place.camera) if place else None
+        if place is None or view is None:
+            log.info("staff badge at reader %s: no camera sees it", swipe.reader)
+            return
+        visit_id, reason = _choose(list(view.people_in(place.zone)), place)
+        if visit_id is not None and view.set_staff(visit_id):
+            self.staff_marked += 1
+        else:
+            log.info("staff badge at reader %s: not linked (%s)", swipe.reader, reason)
 
     def _blocked(self, swipe: Swipe) -> bool:
         if self.optouts.opted_out(swipe.member, swipe.key_id):

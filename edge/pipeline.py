@@ -37,6 +37,7 @@ from storelens.edge.scene import (
 )
 from storelens.edge.scene.checkout import TillTimer
 from storelens.edge.scene.zones import Presence, as_polygon, in_polygon
+from storelens.edge.store_visits import Sighting
 from storelens.edge.track import PersonTracker, TrackedPerson, for_stride
 
 PipelineEvent = VisitStarted | VisitEnded | ZoneVisit | LineCrossing | OccupancySnapshot
@@ -74,6 +75,7 @@ class _Visit:
         self.box = (0.0, 0.0, 0.0, 0.0)
         self.member: str | None = None
         self.key_id: str | None = None
+        self.staff = False
         self.path = FloorPath(camera.floor.path_tolerance_m if camera.floor else 0.25)
         self.presence = {z.name: ZonePresence(z) for z in camera.zones}
         self.tills = {z.name: TillTimer(z) for z in camera.zones if z.service_area is not None}
@@ -95,8 +97,16 @@ class CameraPipeline:
         next_seq: Callable[[], int],
         attire: bool = False,
         fps: float | None = None,
+        staff_signal: bool = False,
+        learn_staff_zones: bool = False,
     ) -> None:
         self.camera = camera
+        # With a staff signal on the device, snapshots count staff apart (and total excludes
+        # them); without one, nothing about staff is sent, as before contract 1.2.
+        self.staff_signal = staff_signal or learn_staff_zones
+        self.staff_zones = (
+            {z.name for z in camera.zones if z.kind == "staff_only"} if learn_staff_zones else set()
+        )
         self.device = device
         self.next_seq = next_seq
         self.attire = attire
@@ -116,6 +126,7 @@ class CameraPipeline:
         self.stats = CameraStats(camera.id)
         self._visits: dict[int, _Visit] = {}
         self._t0: float | None = None
+        self._frame_t: float | None = None
         self.last_tracked: list[TrackedPerson] = []
         # Earlier sightings of tracks that became visits in the last frame (frame time,
         # person): replayed into the new visits, and for offline track output (MOT).
@@ -130,17 +141,22 @@ class CameraPipeline:
             "visit_id": visit.visit_id,
             "member": visit.member,
             "key_id": visit.key_id,
+            "staff": True if visit.staff else None,
         }
-
-    def visit_id_of(self, track_id: int) -> uuid.UUID | None:
-        visit = self._visits.get(track_id)
-        return visit.visit_id if visit else None
 
     def set_member(self, visit_id: uuid.UUID, member_token: str, key_id: str) -> bool:
         """Tag a visit with a member pseudonym; later events of the visit carry it."""
         for visit in self._visits.values():
             if visit.visit_id == visit_id:
                 visit.member, visit.key_id = member_token, key_id
+                return True
+        return False
+
+    def set_staff(self, visit_id: uuid.UUID) -> bool:
+        """Mark a visit as staff (badge at a reader); later events of the visit say so."""
+        for visit in self._visits.values():
+            if visit.visit_id == visit_id:
+                visit.staff = True
                 return True
         return False
 
@@ -166,6 +182,15 @@ class CameraPipeline:
     def visits_in_view(self) -> int:
         return len(self._visits)
 
+    def sightings(self) -> list[Sighting]:
+        """People placed on the last processed frame (detected or predicted), for fusing the
+        store's cameras on the floor (`storelens.edge.store_visits`)."""
+        return [
+            Sighting(v.visit_id, v.anchor, v.box)
+            for v in self._visits.values()
+            if v.last_seen_t == self._frame_t
+        ]
+
     # -- frames ---------------------------------------------------------------------------
 
     def process(
@@ -181,6 +206,7 @@ class CameraPipeline:
             raise ValueError("frame timestamps must be timezone-aware (UTC)")
         self.stats.note_frame()
         t = ts.timestamp()
+        self._frame_t = t
         if self._t0 is None:
             self._t0 = t
         elif not self._fps_known:
@@ -190,7 +216,7 @@ class CameraPipeline:
             tracked = self.tracker.predict(t - t0)
             self.confirmed_late = []
         else:
-            tracked = self.tracker.update(detections, t - t0)
+            tracked = self.tracker.update(detections, t - t0, frame_bgr)
             shown = {p.track_id for p in tracked}
             self.confirmed_late = [
                 (datetime.fromtimestamp(t0 + rel, UTC), p)
@@ -268,6 +294,8 @@ class CameraPipeline:
             till = visit.tills.get(zone.name)
             if till is not None and presence.state is not Presence.OUTSIDE:
                 till.observe(t, anchor)
+            if zone.name in self.staff_zones and presence.stayed_s(t) >= zone.config.min_dwell_s:
+                visit.staff = True  # only staff stay in a staff-only zone
             self._stay_event(visit, stay, events)
             if till is not None and presence.state is Presence.OUTSIDE:
                 till.reset()  # a brush past the edge, or a stay too short to count
@@ -295,6 +323,8 @@ class CameraPipeline:
     ) -> None:
         if stay is None:
             return
+        if stay.zone in self.staff_zones:
+            visit.staff = True  # only staff stay in a staff-only zone; this event says so too
         exited = datetime.fromtimestamp(stay.exited_t, UTC)
         if stay.zone not in visit.zones_visited:
             visit.zones_visited.append(stay.zone)
@@ -339,7 +369,11 @@ class CameraPipeline:
         """People in view and per zone now (in a zone = inside or within its exit grace)."""
         counts = {z.name: 0 for z in self.zones}
         queues = {z.name: 0 for z in self.zones if z.config.service_area is not None}
+        staff = 0
         for visit in self._visits.values():
+            if visit.staff:
+                staff += 1
+                continue
             for name, presence in visit.presence.items():
                 counts[name] += presence.is_inside
             for name, till in visit.tills.items():
@@ -349,9 +383,10 @@ class CameraPipeline:
             seq=self.next_seq(),
             ts=ts,
             camera=self.camera.id,
-            total=len(self._visits),
+            total=len(self._visits) - staff,
             zones=counts,
             queues=queues or None,
+            staff=staff if self.staff_signal else None,
         )
 
     def flush(self, ts: datetime | None = None) -> list[PipelineEvent]:

@@ -8,7 +8,7 @@ faster than real time. Live sources are stamped with the wall clock at capture.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,8 +41,10 @@ class FrameSource:
         loop: bool = False,
         realtime: bool = False,
         start: datetime | None = None,
+        crop: Sequence[int] | None = None,
     ) -> None:
         self.source = source
+        self.crop = tuple(crop) if crop is not None else None
         self.live = _is_live(source)
         self.loop = loop and not self.live
         self.realtime = realtime and not self.live
@@ -55,6 +57,15 @@ class FrameSource:
         self.target_fps = target_fps if target_fps and target_fps < self.fps else None
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if self.crop is not None:
+            x, y, w, h = self.crop
+            if self.width and self.height and (x + w > self.width or y + h > self.height):
+                self._cap.release()
+                raise SourceError(
+                    f"video source {source}: crop {list(self.crop)} exceeds the "
+                    f"{self.width}x{self.height} frame"
+                )
+            self.width, self.height = w, h
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = count if count > 0 and not self.live else None
         self.start = start or datetime.now(UTC)
@@ -116,6 +127,9 @@ class FrameSource:
                     delay = wall0 + offset - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
+            if self.crop is not None:
+                x, y, w, h = self.crop
+                frame = np.ascontiguousarray(frame[y : y + h, x : x + w])
             yield frame, ts
 
     def close(self) -> None:
@@ -137,6 +151,7 @@ def open_source(camera: CameraConfig, *, start: datetime | None = None) -> Frame
         loop=camera.loop,
         realtime=camera.realtime,
         start=start,
+        crop=camera.crop,
     )
 
 

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import supervision as sv
 from trackers import ByteTrackTracker, OCSORTTracker
+from trackers.utils.state_representations import XYXYStateEstimator
 
+from storelens.edge import appearance, reassociate
 from storelens.edge.config import TrackerConfig
 from storelens.edge.detect import Detections
 from storelens.edge.static_objects import StaticObjects, box_iou
@@ -24,6 +26,9 @@ PENDING_MAX = 100  # sightings kept per track awaiting motion confirmation
 # this long; a velocity is only measured across detection gaps up to VELOCITY_GAP_S.
 PREDICT_MAX_S = 1.0
 VELOCITY_GAP_S = 1.0
+LOOKS_EVERY_S = 0.5  # a visible person's appearance descriptor is refreshed this often
+LOOKS_MAX_OVERLAP = 0.1  # ... from boxes overlapping no other more than this (IoU)
+EDGE_PX = 8  # a track lost this close to the image border left the view
 
 # `trackers` counts its lost buffer in frames at 30 fps and converts with the real rate.
 _TRACKERS_REFERENCE_FPS = 30.0
@@ -68,7 +73,9 @@ class PersonTracker:
     A track is confirmed once it has been matched on ``confirm_s`` worth of consecutive frames
     and its feet have moved (``confirm_move``); a confirmed track survives
     ``lost_track_buffer_s`` without detections (occlusions). Boxes sitting on a learned static
-    object are withheld (see ``StaticObjects``).
+    object are withheld (see ``StaticObjects``). A new library track that continues one lost
+    in the last ``stitch_s`` keeps the lost one's number (``reassociate``); its visit stays
+    open meanwhile. Track numbers out are the library's numbers of each person's first track.
     """
 
     def __init__(self, config: TrackerConfig, fps: float) -> None:
@@ -110,9 +117,22 @@ class PersonTracker:
         self._last_people: list[TrackedPerson] = []
         self._seen_at: dict[int, tuple[float, np.ndarray]] = {}
         self._velocity: dict[int, np.ndarray] = {}  # px/s of the box centre
+        # Re-association: library track -> the number it is output under, the last box of
+        # each output number and appearance descriptors (memory only; see ``appearance``).
+        self._alias: dict[int, int] = {}
+        self._last_box: dict[int, np.ndarray] = {}
+        self._looks: dict[int, tuple[float, np.ndarray]] = {}
+        self.rejoined = 0  # new tracks joined to a lost one so far
+        self._frame_size: tuple[int, int] | None = None  # (w, h), known once a frame came
 
-    def update(self, detections: Detections, t: float) -> list[TrackedPerson]:
-        """Feed one frame's detections at time ``t`` (seconds, non-decreasing)."""
+    def update(
+        self, detections: Detections, t: float, frame: np.ndarray | None = None
+    ) -> list[TrackedPerson]:
+        """Feed one frame's detections at time ``t`` (seconds, non-decreasing).
+
+        ``frame`` (BGR, optional): lets re-association compare what people look like; without
+        it, it goes by motion alone with a tighter gate.
+        """
         if self._last_t is not None and t <= self._last_t:
             # Equal or backward timestamps would make the library skip or warn; nudge forward.
             t = self._last_t + 1e-3
@@ -136,13 +156,14 @@ class PersonTracker:
         people = []
         if out.tracker_id is not None and len(out):
             conf = out.confidence if out.confidence is not None else np.ones(len(out))
+            self._rejoin(out, t, frame)
             for i, tid in enumerate(out.tracker_id):
                 if tid < 0:
                     continue
                 box = out.xyxy[i].astype(np.float32)
-                person = TrackedPerson(int(tid), box, float(conf[i]))
-                if person.track_id not in self._born:
-                    self._born.add(person.track_id)
+                person = TrackedPerson(self._alias.get(int(tid), int(tid)), box, float(conf[i]))
+                if int(tid) not in self._born:
+                    self._born.add(int(tid))
                     self._trace_back(person)
                 on_static = len(self.static.boxes) > 0 and self.static.touch(box, t)
                 if self._has_moved(person, t) and not on_static:
@@ -153,32 +174,158 @@ class PersonTracker:
         else:
             self._tentative.append((t, np.empty((0, 4)), np.empty((0,))))
         self._note_motion(people, t)
+        if frame is not None:
+            self._frame_size = (frame.shape[1], frame.shape[0])
+        if frame is not None and self.config.stitch_s > 0:
+            self._sample_looks(people, frame, t)
         self._updates += 1
         if self._updates % 256 == 0:  # forget tracks the library dropped (bounded memory)
-            kept = self._library_ids()
+            library = {int(x.tracker_id) for x in self._tracker.tracks if x.tracker_id >= 0}
+            self._alias = {k: v for k, v in self._alias.items() if k in library}
+            self._born &= library
+            kept = self._library_ids() | self._recently_shown(t)
             self._origin = {k: v for k, v in self._origin.items() if k in kept}
             self._pending = {k: v for k, v in self._pending.items() if k in kept}
             self._moved &= kept
-            self._born &= kept
             self._shown = {k: v for k, v in self._shown.items() if k in kept}
             self._seen_at = {k: v for k, v in self._seen_at.items() if k in kept}
             self._velocity = {k: v for k, v in self._velocity.items() if k in kept}
+            self._last_box = {k: v for k, v in self._last_box.items() if k in kept}
+            self._looks = {k: v for k, v in self._looks.items() if k in kept}
             self.static.forget_old(t)
         return people
 
+    def _stitch_window(self) -> float:
+        """How long after its last sighting a lost track may still be continued. Motion alone
+        is weak evidence after long: until frames come to compare looks, only tracks lost
+        within the library's own buffer."""
+        if self._frame_size is None:
+            return min(self.config.stitch_s, self.config.lost_track_buffer_s)
+        return self.config.stitch_s
+
+    def _recently_shown(self, t: float) -> set[int]:
+        hold = max(self.config.lost_track_buffer_s, self._stitch_window())
+        return {tid for tid, last in self._shown.items() if last >= t - hold}
+
+    def _rejoin(self, out: sv.Detections, t: float, frame: np.ndarray | None) -> None:
+        """Give each newly numbered library track the number of the lost track it continues."""
+        if self.config.stitch_s <= 0:
+            return
+        ids = [int(x) for x in out.tracker_id]
+        new = [i for i, tid in enumerate(ids) if tid >= 0 and tid not in self._born]
+        if not new:
+            return
+        present = {self._alias.get(tid, tid) for tid in ids if tid >= 0 and tid in self._born}
+        if frame is not None:
+            self._frame_size = (frame.shape[1], frame.shape[0])
+        window = self._stitch_window()
+        # A lost track can only continue as a new one that began after it was last seen.
+        began = {}
+        for i in new:
+            chain = self._earlier_sightings(ids[i], out.xyxy[i])
+            began[i] = chain[0][0] if chain else t
+        lost = [
+            reassociate.Lost(
+                tid,
+                last,
+                self._last_box[tid],
+                self._velocity.get(tid),
+                self._looks[tid][1] if tid in self._looks else None,
+            )
+            for tid, last in self._shown.items()
+            if tid not in present and 0 < t - last <= window and self._may_rejoin(tid)
+        ]
+        if not lost:
+            return
+        born = []
+        for i in new:
+            if self._left_view(out.xyxy[i]):
+                continue  # walked in from outside the view: not someone hidden inside it
+            looks = appearance.describe(frame, out.xyxy[i]) if frame is not None else None
+            born.append(reassociate.Born(ids[i], out.xyxy[i].astype(np.float32), looks))
+        lost_at = {m.track_id: m.t for m in lost}
+        joined = {
+            new_id: old_id
+            for new_id, old_id in reassociate.match(lost, born, t).items()
+            if lost_at[old_id] < began[ids.index(new_id)]
+        }
+        if not joined:
+            return
+        for new_id, old_id in joined.items():
+            self._alias[new_id] = old_id
+            self.rejoined += 1
+        # The library may still hold the lost track; it must not come back as a second copy.
+        gone = set(joined.values())
+        self._tracker.tracks = [
+            x
+            for x in self._tracker.tracks
+            if self._alias.get(x.tracker_id, x.tracker_id) not in gone or x.tracker_id in joined
+        ]
+
+    def _left_view(self, box: np.ndarray) -> bool:
+        """At the image border: a track lost there walked out of view, one born there walked
+        in; neither was hidden (whoever comes in is someone else, or a new visit)."""
+        if self._frame_size is None:
+            return False
+        w, h = self._frame_size
+        m = EDGE_PX
+        return bool(box[0] <= m or box[1] <= m or box[2] >= w - m or box[3] >= h - m)
+
+    def _sample_looks(self, people: list[TrackedPerson], frame: np.ndarray, t: float) -> None:
+        """Refresh the descriptors of people seen clear of others (occluded boxes mislead)."""
+        if not people:
+            return
+        boxes = np.array([p.xyxy for p in people], np.float32)
+        for i, person in enumerate(people):
+            last = self._looks.get(person.track_id)
+            if last is not None and t - last[0] < LOOKS_EVERY_S:
+                continue
+            if len(people) > 1:
+                overlap = box_iou(person.xyxy, np.delete(boxes, i, axis=0))
+                if overlap.max() > LOOKS_MAX_OVERLAP:
+                    continue
+            looks = appearance.blend(
+                last[1] if last is not None else None, appearance.describe(frame, person.xyxy)
+            )
+            if looks is not None:
+                self._looks[person.track_id] = (t, looks)
+
     def _note_motion(self, people: list[TrackedPerson], t: float) -> None:
-        """Velocity of each person output now, smoothed over updates (detector box jitter)."""
+        """Velocity of each person output now: the library's Kalman estimate where it has one
+        in corner coordinates (filtered over all updates), else measured between updates and
+        smoothed (detector box jitter)."""
         self._last_people = people
+        kalman = self._kalman_velocities()
         for person in people:
+            self._last_box[person.track_id] = person.xyxy
             centre = (person.xyxy[:2] + person.xyxy[2:]) / 2
             prev = self._seen_at.get(person.track_id)
             self._seen_at[person.track_id] = (t, centre)
+            if person.track_id in kalman:
+                self._velocity[person.track_id] = kalman[person.track_id]
+                continue
             if prev is None or not 0 < t - prev[0] <= VELOCITY_GAP_S:
                 self._velocity.pop(person.track_id, None)
                 continue
             measured = (centre - prev[1]) / (t - prev[0])
             old = self._velocity.get(person.track_id)
             self._velocity[person.track_id] = measured if old is None else (old + measured) / 2
+
+    def _kalman_velocities(self) -> dict[int, np.ndarray]:
+        """px/s of the box centre of each track matched in the last update, from the
+        library's corner-state Kalman filter ([x1, y1, x2, y2, vx1, vy1, vx2, vy2] per frame
+        at the tracker's rate)."""
+        out = {}
+        for track in self._tracker.tracks:
+            estimator = getattr(track, "state_estimator", None)
+            if track.tracker_id < 0 or track.time_since_update != 0:
+                continue
+            if not isinstance(estimator, XYXYStateEstimator):
+                continue
+            v = np.asarray(estimator.kf.state, np.float64).reshape(-1)[4:8] * self.fps
+            tid = self._alias.get(int(track.tracker_id), int(track.tracker_id))
+            out[tid] = np.array([(v[0] + v[2]) / 2, (v[1] + v[3]) / 2], np.float32)
+        return out
 
     def predict(self, t: float) -> list[TrackedPerson]:
         """The people of the last update, moved on to time ``t`` without a detection.
@@ -200,10 +347,11 @@ class PersonTracker:
             moved.append(TrackedPerson(person.track_id, person.xyxy + shift, person.confidence))
         return moved
 
-    def _trace_back(self, person: TrackedPerson, min_iou: float = 0.3) -> None:
-        """Link a newly numbered track to its unnumbered boxes of the previous frames."""
+    def _earlier_sightings(
+        self, track_id: int, box: np.ndarray, min_iou: float = 0.3
+    ) -> list[tuple[float, TrackedPerson]]:
+        """The unnumbered boxes of the previous frames a newly numbered track grew from."""
         chain: list[tuple[float, TrackedPerson]] = []
-        box = person.xyxy
         for t, boxes, confs in reversed(self._tentative):
             if len(boxes) == 0:
                 break
@@ -212,11 +360,16 @@ class PersonTracker:
             if iou[best] < min_iou:
                 break
             box = boxes[best].astype(np.float32)
-            chain.append((t, TrackedPerson(person.track_id, box, float(confs[best]))))
+            chain.append((t, TrackedPerson(track_id, box, float(confs[best]))))
+        chain.reverse()
+        return chain
+
+    def _trace_back(self, person: TrackedPerson) -> None:
+        """Link a newly numbered track to its unnumbered boxes of the previous frames."""
+        chain = self._earlier_sightings(person.track_id, person.xyxy)
         if not chain:
             return
-        chain.reverse()
-        if self.config.confirm_move <= 0:
+        if self.config.confirm_move <= 0 or person.track_id in self._moved:
             self.confirmed_late += chain
             return
         first_t, first = chain[0]
@@ -247,14 +400,33 @@ class PersonTracker:
         return False
 
     def _library_ids(self) -> set[int]:
-        return {int(t.tracker_id) for t in self._tracker.tracks if t.tracker_id >= 0}
+        """Output numbers of the tracks the library holds."""
+        return {
+            self._alias.get(int(t.tracker_id), int(t.tracker_id))
+            for t in self._tracker.tracks
+            if t.tracker_id >= 0
+        }
 
     def alive_ids(self) -> set[int]:
-        """Tracks that count as present: output within the lost-track buffer, still kept."""
+        """Tracks that count as present: output within the lost-track buffer and still kept
+        by the library, or within ``stitch_s`` while a new track may still continue them
+        (hidden inside the view: one who walked out is not held)."""
         if self._last_t is None:
             return set()
-        horizon = self._last_t - self.config.lost_track_buffer_s
-        return {tid for tid in self._library_ids() if self._shown.get(tid, -math.inf) >= horizon}
+        t = self._last_t
+        kept = self._library_ids()
+        buffer = t - self.config.lost_track_buffer_s
+        stitch = t - self._stitch_window()
+        return {
+            tid
+            for tid, last in self._shown.items()
+            if (last >= buffer and tid in kept) or (last >= stitch and self._may_rejoin(tid))
+        }
+
+    def _may_rejoin(self, tid: int) -> bool:
+        """A lost track a new one could still continue (moved, and hidden, not gone)."""
+        box = self._last_box.get(tid)
+        return tid in self._moved and box is not None and not self._left_view(box)
 
     def reset(self) -> None:
         self._tracker.reset()
@@ -269,4 +441,7 @@ class PersonTracker:
         self._last_people = []
         self._seen_at.clear()
         self._velocity.clear()
+        self._alias.clear()
+        self._last_box.clear()
+        self._looks.clear()
         self.static = StaticObjects()

@@ -6,10 +6,7 @@ from pathlib import Path
 
 import typer
 
-from storelens.bench_report import write_report
-
 app = typer.Typer(no_args_is_help=True)
-bench_app = typer.Typer()
 
 MANIFEST_OPTION = typer.Option(
     None, "--manifest", help="Manifest to search first (also $STORELENS_MODEL_MANIFEST)."
@@ -108,37 +105,3 @@ def path(
     except (ModelLookupError, ManifestError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-
-
-@bench_app.command("export")
-def bench_export(
-    weights: Path = typer.Argument(..., help="ultralytics detection checkpoint (.pt)."),
-    video: str = typer.Option("asset:media/vtest.avi", help="Video file or asset:NAME."),
-    imgsz: int = typer.Option(640, "--imgsz", help="Square input size, a multiple of 32."),
-    frames: int = typer.Option(60, min=1, help="Frames to time per pass."),
-    threads: int = typer.Option(2, min=1, help="ONNX Runtime intra-op threads."),
-    rounds: int = typer.Option(3, min=1, help="Alternating passes; the best is kept."),
-    person_class: int | None = typer.Option(None, help="Default: the class named 'person'."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the result here."),
-) -> None:
-    """FP32 vs INT8 export of one checkpoint: latency, size and box agreement."""
-
-    from storelens.assets import AssetError, resolve
-    from storelens.edge.detect import DetectorError
-    from storelens.models.bench import bench_export as run
-    from storelens.models.export import ExportError
-
-    try:
-        result = run(
-            weights,
-            video=resolve(video),
-            imgsz=imgsz,
-            frames=frames,
-            threads=threads,
-            rounds=rounds,
-            person_class=person_class,
-        )
-    except (ExportError, AssetError, DetectorError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    write_report(result, json_out)

@@ -1,17 +1,21 @@
 """The `storelens` command. Each domain owns its sub-commands; this module only mounts them.
 
-Domain CLI modules import heavy libraries (OpenCV, ONNX Runtime, FastAPI) inside their
-commands, never at import time, so a cloud-only install can run `storelens cloud ...`.
+It is the composition point of the CLI: the product CLIs (edge, cloud, models, provision)
+never import tooling, so the tooling commands (`storelens.tools.cli`: benches, seed,
+scenarios, demo) are mounted here, under the names they always had. Domain CLI modules import
+heavy libraries (OpenCV, ONNX Runtime, FastAPI) inside their commands, never at import time,
+so a cloud-only install can run `storelens cloud ...`.
 """
 
 from __future__ import annotations
 
 import typer
 
-from storelens import __version__
+from storelens import __version__, provision
 from storelens.cloud import cli as cloud_cli
 from storelens.edge import cli as edge_cli
 from storelens.models import cli as models_cli
+from storelens.tools import cli as tools_cli
 
 app = typer.Typer(
     name="storelens",
@@ -23,11 +27,13 @@ app.add_typer(edge_cli.app, name="edge", help="The store device agent.")
 app.add_typer(cloud_cli.app, name="cloud", help="The cloud service and ingest workers.")
 app.add_typer(models_cli.app, name="models", help="Detector models: export and manifest.")
 
+# Tooling: seeding and scenarios live under `storelens cloud`, benches under `storelens bench`.
+cloud_cli.app.registered_commands += tools_cli.cloud_app.registered_commands
+cloud_cli.app.add_typer(tools_cli.scenario_app, name="scenario")
 bench = typer.Typer(
     help="Benchmarks: speed and accuracy targets, written as JSON.", no_args_is_help=True
 )
-for domain in (edge_cli, cloud_cli, models_cli):
-    bench.registered_commands += domain.bench_app.registered_commands
+bench.registered_commands += tools_cli.bench_app.registered_commands
 app.add_typer(bench, name="bench")
 
 contract = typer.Typer(help="The wire contract: JSON Schema and examples.", no_args_is_help=True)
@@ -55,26 +61,19 @@ def contract_schema(
     typer.echo(str(schema.write_schema()))
 
 
+@contract.command("example")
+def contract_example() -> None:
+    """Print an example envelope with one event of every type (docs/contract-example.json)."""
+    from storelens.contract import schema
+
+    typer.echo(schema.example_payload(), nl=False)
+
+
 @app.command("version")
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
 
 
-def _mount_optional() -> None:
-    # Later domains (demo, provisioning) mount themselves here when present.
-    try:
-        from storelens import demo
-    except ImportError:
-        pass
-    else:
-        app.command("demo")(demo.demo)
-    try:
-        from storelens import provision
-    except ImportError:
-        pass
-    else:
-        app.add_typer(provision.app, name="provision", help="Device credentials, ACLs, configs.")
-
-
-_mount_optional()
+app.command("demo")(tools_cli.demo)
+app.add_typer(provision.app, name="provision", help="Device credentials, ACLs, configs.")

@@ -64,3 +64,12 @@ def build_chain(db: Database, *, with_tokens: bool = True) -> Chain:
         chain.tokens["paris"] = auth.create_pos_token(db, "paris", "till-paris")
         chain.tokens["lyon"] = auth.create_pos_token(db, "lyon", "till-lyon")
     return chain
+
+
+def swipe_at_till(client, chain: Chain, headers: dict[str, str]) -> None:  # noqa: ANN001
+    """Every member of the chain swipes their card at the till of ``headers``: a POS acts
+    only for members identified at it (cloud/api/member_access.py)."""
+    for n in range(len(chain.members)):
+        r = client.post("/api/v1/pos/members/lookup", json={"card_number": f"CARD{n:04d}"},
+                        headers=headers)  # fmt: skip
+        assert r.status_code == 200, r.text

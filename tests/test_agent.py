@@ -283,7 +283,7 @@ def test_swipe_links_then_opt_out_unlinks_the_open_visit(tmp_path: Path, tiny_cl
 
 @pytest.mark.parametrize("limit", [0, 1, 5, 12, 13, 31, 32])
 def test_camera_bench_search_finds_the_largest_count(limit: int) -> None:
-    from storelens.edge.camera_bench import largest_passing
+    from storelens.tools.bench.cameras import largest_passing
 
     tried: list[int] = []
 

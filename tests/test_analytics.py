@@ -11,7 +11,6 @@ import pytest
 
 from storelens.cloud import (
     analytics,
-    analytics_seed,
     catalog,
     coupons,
     events,
@@ -30,6 +29,7 @@ from storelens.contract.events import (
     ZoneVisit,
 )
 from storelens.pseudonym import PseudonymKey
+from storelens.tools.seed import instore as analytics_seed
 
 DAY = date(2026, 3, 10)  # a Tuesday; Paris is UTC+1 then
 TOKEN = "ab" * 32
@@ -339,3 +339,53 @@ def test_coupon_uplift_compares_offered_members_with_holdout(chain) -> None:
     assert all(
         r["spend"] == 0 for r in analytics.commerce.coupon_uplift(chain, morning, policy).rows
     )
+
+
+def test_default_period_ends_today_on_the_stores_clock(chain) -> None:
+    """At 23:40 UTC Paris is already on the next day: the default period must hold it."""
+    late = datetime(2026, 3, 10, 23, 40, tzinfo=UTC)
+    scope = analytics.scope_for(chain, None, None, now=late)
+    assert scope.end == date(2026, 3, 11) and scope.days == analytics.DEFAULT_DAYS
+    assert analytics.scope_for(chain, DAY, None, now=late).start == DAY
+    stores.upsert_store(
+        chain, stores.Store(id="nyc", name="NYC", lat=40.7, lon=-74.0, timezone="America/New_York")
+    )
+    # New York is still on the 10th; a period for it alone ends there.
+    assert analytics.scope_for(chain, None, None, ("nyc",), now=late).end == DAY
+
+
+def test_conversion_divides_sales_of_store_days_that_counted_visitors(chain) -> None:
+    """Lyon has no camera and the day before had no footfall either: their sales are counted
+    as transactions but not divided by Paris's visitors on one day."""
+    catalog.upsert_products(
+        chain, [catalog.Product(sku="SKU1", name="Shoe", category="Shoes", price=10.0)]
+    )
+    dev = Device(chain)
+    for minute in (0, 10, 20, 30):
+        dev.visit(at(11, minute))
+
+    def sell(store: str, when: datetime) -> None:
+        items = [sales.SaleItem(sku="SKU1", qty=1)]
+        sales.record_sale(chain, sales.SaleIn(store=store, ts=when.timestamp(), items=items))
+
+    sell("paris", at(11, 15))
+    for minute in range(0, 50, 10):
+        sell("lyon", at(12, minute))
+        sell("paris", at(12, minute, DAY - timedelta(days=1)))
+    conv = table(chain, "conversion", start=DAY - timedelta(days=1))
+    c = conv.extra["comparison"]
+    assert c["visitors"] == 4 and c["transactions"] == 11 and c["counted_transactions"] == 1
+    assert c["conversion"] == 0.25 and c["uncounted_store_days"] == 2
+    hourly = table(chain, "conversion-hourly", start=DAY - timedelta(days=1)).rows
+    assert {r["hour_of_day"]: r["transactions"] for r in hourly} == {11: 1}
+
+
+def test_heatmap_opens_on_the_store_with_visits(chain) -> None:
+    Device(chain, "lyon").visit(at(11), path=[[1.0, 1.0, 0.0], [3.0, 1.0, 4.0]])
+    assert table(chain, "heatmap").extra["store"] == "lyon"  # "lyon" < "paris" anyway
+    Device(chain, "paris")  # no visits: a chosen store is still shown, empty
+    assert table(chain, "heatmap", stores=("paris",)).extra["points"] == 0
+    for _ in range(2):
+        Device(chain).visit(at(12), path=[[1.0, 1.0, 0.0], [3.0, 1.0, 4.0]])
+    assert table(chain, "heatmap").extra["store"] == "paris"
+    assert table(chain, "heatmap", stores=("lyon", "paris")).extra["store"] == "paris"

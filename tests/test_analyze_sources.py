@@ -97,7 +97,7 @@ def test_unopenable_sources_raise_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_bench_lanes_take_turns_over_the_whole_video(clip: Path) -> None:
-    from storelens.edge.bench import Lane, run_lanes
+    from storelens.tools.bench.edge import Lane, run_lanes
 
     camera = CameraConfig(id="c", source=str(clip))
     calls: list[str] = []

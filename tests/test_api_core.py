@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from storelens.cloud import auth, events, stores
 from storelens.cloud.api.app import create_app
-from storelens.cloud.ingest_bench import envelopes, realistic_events
 from storelens.cloud.settings import Settings
 from storelens.contract import topics
+from storelens.tools.bench.ingest import envelopes, realistic_events
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -87,10 +88,11 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     _require_chromium()
     import uvicorn
 
-    from storelens.cloud import auth, coupons, members, offers, seed
+    from storelens.cloud import auth, coupons, members, offers
     from storelens.cloud.api.app import create_app
     from storelens.cloud.settings import Settings
     from storelens.cloud.store import connect
+    from storelens.tools.seed import chain as seed
 
     tmp = tmp_path_factory.mktemp("web")
     url = f"sqlite:///{tmp / 'storelens.db'}"
@@ -167,6 +169,11 @@ def page_for(browser, service: Service):
             ),
         )
         page.external = external  # type: ignore[attr-defined]
+        # The pages send a Content-Security-Policy: anything it blocks shows up here.
+        blocked: list[str] = []
+        page.on("console", lambda m: blocked.append(m.text)
+                if "Content Security Policy" in m.text else None)  # fmt: skip
+        page.csp_blocked = blocked  # type: ignore[attr-defined]
         return page
 
     yield make
@@ -190,7 +197,9 @@ def _kpi(page, name: str) -> str:
 
 def test_ops_dashboard_charts_filters_and_csv(service: Service, page_for, artifacts: Path) -> None:
     page = page_for(viewport={"width": 1400, "height": 1000})
-    page.goto(service.url + "/ops")
+    response = page.goto(service.url + "/ops")
+    assert response is not None and response.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     page.fill("#login input[name=username]", "admin")
     page.fill("#login input[name=password]", "wrong-password")
     page.click("#login button[type=submit]")
@@ -198,20 +207,27 @@ def test_ops_dashboard_charts_filters_and_csv(service: Service, page_for, artifa
     page.fill("#login input[name=password]", ADMIN_PASSWORD)
     page.click("#login button[type=submit]")
     page.wait_for_selector('section[data-chart="devices"][data-state="ready"]', timeout=30_000)
-    page.wait_for_function("!document.body.dataset.loading", timeout=30_000)
+    page.wait_for_function("() => !document.body.dataset.loading", timeout=30_000)
     page.screenshot(path=str(artifacts / "ops.png"), full_page=True)
     for chart in PLOTTED:
         assert (
             page.locator(f'section[data-chart="{chart}"]').get_attribute("data-state") == "ready"
         ), chart
         assert _plotted_points(page, chart) > 0, chart
-    assert (
-        page.locator("#plot-devices tbody tr").count() == 6
-    )  # five stores' boxes + the sample device
+    # The scoring plans module (static/ops-scoring.js): its own card, the report's numbers.
+    page.wait_for_selector('section[data-chart="scoring-plans"][data-state="ready"]')
+    caption = page.locator('section[data-chart="scoring-plans"] .caption').inner_text()
+    for plan in service.api("GET", "/api/v1/scoring/report").json()["plans"]:
+        assert f"{plan['plan']}: {plan['members']} members" in caption
+    # One box per store (the sample store's is the sample device): no phantom, none unseen.
+    assert page.locator("#plot-devices tbody tr").count() == 5
+    assert page.locator("#plot-devices .health-never-seen").count() == 0
     assert page.locator("#plot-devices .health-degraded").count() >= 1  # the seeded camera outage
 
     start, end = page.input_value("input[name=start]"), page.input_value("input[name=end]")
     params = {"start": start, "end": end}
+    # The default period ends today on the stores' clock (Paris), whatever the browser's is.
+    assert end == datetime.now(ZoneInfo("Europe/Paris")).date().isoformat()
     api = service.api("GET", "/api/v1/analytics/footfall-daily", params=params).json()
     all_visitors = api["comparison"]["totals"]["visitors"]
     assert all_visitors > 0 and _kpi(page, "visitors") == f"{all_visitors:,}"
@@ -223,7 +239,7 @@ def test_ops_dashboard_charts_filters_and_csv(service: Service, page_for, artifa
     page.select_option("select[name=hour_from]", "14")
     page.select_option("select[name=hour_to]", "18")
     page.click("#filters button[type=submit]")
-    page.wait_for_function("!document.body.dataset.loading", timeout=30_000)
+    page.wait_for_function("() => !document.body.dataset.loading", timeout=30_000)
     narrow = {**params, "stores": STORE, "hour_from": 14, "hour_to": 18}
     api = service.api("GET", "/api/v1/analytics/footfall-daily", params=narrow).json()
     visitors = api["comparison"]["totals"]["visitors"]
@@ -249,7 +265,19 @@ def test_ops_dashboard_charts_filters_and_csv(service: Service, page_for, artifa
             for r in rows + expected:
                 r.pop("seconds_since_seen")
         assert rows == expected, chart
+
+    # A period with nothing in it says so in words (plotly would draw axes from -1 to 1).
+    page.fill("input[name=start]", "2020-01-01")
+    page.fill("input[name=end]", "2020-01-07")
+    page.click("#filters button[type=submit]")
+    page.wait_for_function("() => !document.body.dataset.loading", timeout=30_000)
+    for chart in (c for c in PLOTTED if c != "coupon-uplift"):  # members exist regardless
+        box = page.locator(f'section[data-chart="{chart}"]')
+        assert box.get_attribute("data-empty") == "1", chart
+        assert box.locator(".plot p.empty").inner_text().startswith("No "), chart
+        assert _plotted_points(page, chart) == 0, chart
     assert page.external == []  # type: ignore[attr-defined]
+    assert page.csp_blocked == []  # type: ignore[attr-defined]
 
 
 def test_pos_member_coupons_and_live_fulfillment(
@@ -265,6 +293,18 @@ def test_pos_member_coupons_and_live_fulfillment(
     page.wait_for_selector("#who:has-text('paris-bastille')")
     page.wait_for_selector("#push.live", timeout=15_000)
 
+    # the web shop reported a product view and a cart add: "viewed online, in stock here"
+    stock = service.api("GET", f"/api/v1/stores/{STORE}/inventory", params={"limit": 2}).json()
+    viewed, carted = (row["sku"] for row in stock["items"])
+    online = [
+        {"id": f"web-{uuid.uuid4()}", "type": "product_viewed", "member_id": service.member_id,
+         "sku": viewed},
+        {"id": f"web-{uuid.uuid4()}", "type": "cart_add", "member_id": service.member_id,
+         "sku": carted},
+    ]  # fmt: skip
+    r = service.api("POST", "/api/v1/interactions", json={"interactions": online})
+    assert [x["outcome"] for x in r.json()["results"]] == ["recorded", "recorded"], r.text
+
     # member lookup by card: name, tier, today's visit here, suggestions with pictures
     page.fill("#lookup input[name=q]", "0000 0000 0000")
     page.click("#lookup button")
@@ -279,6 +319,12 @@ def test_pos_member_coupons_and_live_fulfillment(
         "platinum",
     }
     page.wait_for_selector("#activity li:has-text('handbags: 6 min')")
+    card = service.api("GET", f"/api/v1/pos/members/{service.member_id}", token=service.pos_token)
+    here = {r["sku"]: r["in_stock_here"] for r in card.json()["online_interest"]}
+    assert set(here) == {viewed, carted}
+    for sku, words in ((viewed, "viewed online"), (carted, "in cart online")):
+        line = page.locator(f'#online li.viewed[data-sku="{sku}"]').inner_text()
+        assert words in line and ("not in stock here" in line) != here[sku], line
     page.wait_for_selector("#recs li.rec", timeout=20_000)
     recs = page.locator("#recs li.rec")
     assert recs.count() >= 3
@@ -403,6 +449,7 @@ def test_pos_member_coupons_and_live_fulfillment(
     page.context.set_offline(False)
     page.wait_for_selector("#push.live", timeout=20_000)
     assert page.external == []  # type: ignore[attr-defined]
+    assert page.csp_blocked == []  # type: ignore[attr-defined]
 
 
 def test_screenshots_are_committed_docs() -> None:

@@ -13,10 +13,10 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storelens.cloud.ingest_bench import envelopes, realistic_event_dicts
 from storelens.contract import ContractError, parse_envelope
 from storelens.contract.events import EVENT_TYPES
 from storelens.contract.fast import FAST_EVENT_TYPES, decode_envelope
+from storelens.tools.bench.ingest import envelopes, realistic_event_dicts
 
 STORE, DEVICE = "s1", "box-1"
 BASE = json.loads(envelopes(STORE, DEVICE, realistic_event_dicts(DEVICE, 60, seed=7), 60)[0])

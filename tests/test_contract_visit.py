@@ -15,6 +15,7 @@ NEW_IN_1_2 = {
     "zone_visit": {"staff", "kind", "queue_s", "service_s"},
     "line_crossing": {"staff"},
     "occupancy": {"staff", "queues"},
+    "device_status": {"ambiguous_handoffs"},
 }
 
 

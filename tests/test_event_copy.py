@@ -7,8 +7,8 @@ import pytest
 from storelens.cloud import events as event_store
 from storelens.cloud import stores
 from storelens.cloud.ingest import Incoming, Ingestor
-from storelens.cloud.ingest_bench import envelopes, realistic_event_dicts
 from storelens.contract import topics
+from storelens.tools.bench.ingest import envelopes, realistic_event_dicts
 
 STORE, DEVICE = "s1", "box-1"
 

@@ -10,8 +10,8 @@ from storelens.cloud import events as event_store
 from storelens.cloud import stores
 from storelens.cloud.event_text import event_texts
 from storelens.cloud.ingest import Incoming, Ingestor
-from storelens.cloud.ingest_bench import envelopes, realistic_event_dicts
 from storelens.contract import parse_envelope, topics
+from storelens.tools.bench.ingest import envelopes, realistic_event_dicts
 
 STORE, DEVICE = "s1", "box-1"
 

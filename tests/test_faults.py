@@ -40,7 +40,7 @@ from storelens.contract.events import DeviceStatus, LineCrossing
 from storelens.edge.config import CameraConfig, DeviceConfig, MqttConfig, OutboxConfig
 from storelens.edge.outbox import Outbox
 from storelens.edge.publish import Publisher
-from storelens.local_broker import LocalBroker
+from storelens.tools.brokers.local import LocalBroker
 
 STORE, DEVICE = "store-f", "box-f"
 CLI = [sys.executable, "-c", "from storelens.cli import app; app()"]

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from storelens.cloud import auth, orders
 from storelens.cloud.api.app import create_app
 from storelens.cloud.fulfillment import deadlines, tasks
-from storelens.cloud.fulfillment.scenario import seed_network
 from storelens.cloud.settings import Settings
+from storelens.tools.scenario import seed_network
 
 OBERKAMPF = {"name": "C", "address": "12 rue Oberkampf", "lat": 48.8646, "lon": 2.3784}
 

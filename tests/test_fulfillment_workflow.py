@@ -10,9 +10,9 @@ import pytest
 
 from storelens.cloud.fulfillment import deadlines, router, tasks, workflow
 from storelens.cloud.fulfillment.rules import DEFAULT_CONFIG
-from storelens.cloud.fulfillment.scenario import seed_network
 from storelens.cloud.fulfillment.states import Action, TaskKind
 from storelens.cloud.store import connect
+from storelens.tools.scenario import seed_network
 
 OBERKAMPF = (48.8646, 2.3784)  # nearest: paris-rivoli, then paris-bercy, then versailles
 STOCK = {

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from storelens.cloud import events as event_store
 from storelens.cloud import members, stores
 from storelens.cloud.ingest import Incoming, Ingestor, IngestWorker
-from storelens.cloud.ingest_bench import envelopes, realistic_events
 from storelens.contract import (
     MAX_PAYLOAD_BYTES,
     CameraStatus,
@@ -28,6 +27,7 @@ from storelens.contract import (
 )
 from storelens.contract.commands import OptOutList
 from storelens.pseudonym import PseudonymKey
+from storelens.tools.bench.ingest import envelopes, realistic_events
 
 STORE, DEVICE = "s1", "cam-box-1"
 KEY = PseudonymKey("k1", b"k" * 32)

@@ -15,15 +15,15 @@ from conftest import wait_for
 from storelens.cloud import events as event_store
 from storelens.cloud import members, stores
 from storelens.cloud.ingest import IngestWorker, Prepared
-from storelens.cloud.ingest_bench import realistic_events
 from storelens.cloud.settings import Settings
 from storelens.contract.commands import OptOutList
 from storelens.edge.config import parse_config
 from storelens.edge.outbox import Outbox
 from storelens.edge.publish import Publisher
-from storelens.embedded_broker import EmbeddedBroker
-from storelens.local_broker import LocalBroker, open_broker
 from storelens.pseudonym import PseudonymKey, generate_key_file
+from storelens.tools.bench.ingest import realistic_events
+from storelens.tools.brokers.embedded import EmbeddedBroker
+from storelens.tools.brokers.local import LocalBroker, open_broker
 
 STORE, DEVICE = "s1", "d1"
 KEY = PseudonymKey("k1", b"k" * 32)
@@ -179,11 +179,11 @@ def test_open_broker_prefers_mosquitto_and_falls_back_to_amqtt(
     assert isinstance(open_broker("amqtt", tmp_path), EmbeddedBroker)
     assert isinstance(open_broker("auto", tmp_path), LocalBroker)  # installed on CI
     assert open_broker("auto", tmp_path).protocol == "5"
-    monkeypatch.setattr("storelens.local_broker.shutil.which", lambda name: None)
-    monkeypatch.setattr("storelens.local_broker._SBIN", ())
+    monkeypatch.setattr("storelens.tools.brokers.local.shutil.which", lambda name: None)
+    monkeypatch.setattr("storelens.tools.brokers.local._SBIN", ())
     fallback = open_broker("auto", tmp_path)
     assert isinstance(fallback, EmbeddedBroker) and fallback.protocol == "3.1.1"
-    from storelens.local_broker import BrokerUnavailable
+    from storelens.tools.brokers.local import BrokerUnavailable
 
     with pytest.raises(BrokerUnavailable, match="Mosquitto"):
         open_broker("mosquitto", tmp_path)
@@ -228,9 +228,9 @@ def test_receipts_over_amqtt_after_commit(amqtt_broker: EmbeddedBroker, chain) -
 
     import paho.mqtt.client as mqtt
 
-    from storelens.cloud.ingest_bench import envelopes
     from storelens.contract import topics
     from storelens.contract.commands import Ack
+    from storelens.tools.bench.ingest import envelopes
 
     worker = worker_for(amqtt_broker, chain)
     audit = AckAudit(worker)

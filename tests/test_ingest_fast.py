@@ -8,9 +8,9 @@ import pytest
 from storelens.cloud import events as event_store
 from storelens.cloud import ingest, members, stores
 from storelens.cloud.ingest import Incoming, Ingestor
-from storelens.cloud.ingest_bench import envelopes, realistic_event_dicts
 from storelens.contract import topics
 from storelens.pseudonym import PseudonymKey
+from storelens.tools.bench.ingest import envelopes, realistic_event_dicts
 
 STORE, DEVICE = "s1", "cam-box-1"
 KEY = PseudonymKey("k1", b"k" * 32)

@@ -23,10 +23,10 @@ from conftest import ingest_settings, wait_for
 from storelens.cloud import events as event_store
 from storelens.cloud import stores
 from storelens.cloud.ingest import IngestWorker, raw_batch_id
-from storelens.cloud.ingest_bench import envelopes, realistic_events
 from storelens.cloud.store import connect
 from storelens.contract import topics
 from storelens.contract.commands import Ack
+from storelens.tools.bench.ingest import envelopes, realistic_events
 
 STORE, DEVICE = "s1", "cam-box-1"
 ACK_ALL = f"{topics.ROOT}/+/+/ack"

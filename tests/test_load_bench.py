@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 
 from storelens.contract import parse_envelope
-from storelens.load_bench import LoadConfig, SimulatedStore, run_load_bench
+from storelens.tools.bench.load import LoadConfig, SimulatedStore, run_load_bench
 
 
 def test_simulated_batches_satisfy_the_contract() -> None:

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from storelens.cloud import auth, catalog, members, orders, sales, stores
 from storelens.cloud import events as event_store
 from storelens.cloud.api.app import create_app
-from storelens.cloud.ingest_bench import realistic_events
 from storelens.cloud.settings import Settings
 from storelens.pseudonym import PseudonymKey
+from storelens.tools.bench.ingest import realistic_events
 
 
 @pytest.fixture(autouse=True)
@@ -172,27 +172,120 @@ def test_members_api(shop, monkeypatch) -> None:
     token = auth.create_pos_token(shop, "s1", "till-1")
     pos = {"Authorization": f"Bearer {token}"}
     with TestClient(create_app(Settings.from_env({}, db_url="unused"), db=shop)) as c:
+        login = {"username": "boss", "password": "correct horse"}
+        session = c.post("/api/v1/auth/login", json=login).json()["token"]
+        admin = {"Authorization": f"Bearer {session}"}
         r = c.post("/api/v1/members", json={"card_number": CARD, "name": "Ann"}, headers=pos)
         assert r.status_code == 201 and "token" not in r.json()
         mid = r.json()["id"]
         assert c.post("/api/v1/members", json={"card_number": CARD}, headers=pos).status_code == 409
         assert c.post("/api/v1/members", json={"card_number": "!!"}, headers=pos).status_code == 422
-        assert (
-            c.post("/api/v1/members/lookup", json={"card_number": CARD}, headers=pos).json()["id"]
-            == mid
-        )
-        assert (
-            c.post(
-                "/api/v1/members/lookup", json={"card_number": "1234 5678"}, headers=pos
-            ).status_code
-            == 404
-        )
-        r = c.post(f"/api/v1/members/{mid}/accounts", json={"account_id": "acc-9"}, headers=pos)
+        found = c.post("/api/v1/members/lookup", json={"card_number": CARD}, headers=pos)
+        assert found.json()["id"] == mid
+        nobody = c.post("/api/v1/members/lookup", json={"card_number": "1234 5678"}, headers=pos)
+        assert nobody.status_code == 404
+        r = c.post(f"/api/v1/members/{mid}/accounts", json={"account_id": "acc-9"}, headers=admin)
         assert r.json()["accounts"] == ["acc-9"]
-        assert c.get("/api/v1/members/by-account/acc-9", headers=pos).json()["id"] == mid
+        assert c.get("/api/v1/members/by-account/acc-9", headers=admin).json()["id"] == mid
         r = c.patch(f"/api/v1/members/{mid}/consent", json={"marketing": True}, headers=pos)
         assert r.json()["marketing"] is True and r.json()["tracking"] is True
         assert c.get(f"/api/v1/members/{mid}/profile", headers=pos).status_code == 200
-        assert c.get("/api/v1/members", headers=pos).status_code == 403  # ops only
-        assert c.delete(f"/api/v1/members/{mid}", headers=pos).json()["forgotten"] == mid
-        assert c.get(f"/api/v1/members/{mid}", headers=pos).status_code == 404
+        assert c.delete(f"/api/v1/members/{mid}", headers=admin).json()["forgotten"] == mid
+        assert c.get(f"/api/v1/members/{mid}", headers=admin).status_code == 404
+
+
+# Every member route: (method, path, body). {m} is a fresh member, {a} an account linked to it.
+MEMBER_ROUTES = {
+    "enroll": ("POST", "/api/v1/members", {"card_number": "5555 {n}"}),
+    "list": ("GET", "/api/v1/members", None),
+    "lookup": ("POST", "/api/v1/members/lookup", {"card_number": "4444 {n}"}),
+    "by_account": ("GET", "/api/v1/members/by-account/{a}", None),
+    "get": ("GET", "/api/v1/members/{m}", None),
+    "profile": ("GET", "/api/v1/members/{m}/profile", None),
+    "consent": ("PATCH", "/api/v1/members/{m}/consent", {"marketing": True}),
+    "link": ("POST", "/api/v1/members/{m}/accounts", {"account_id": "new-{n}"}),
+    "unlink": ("DELETE", "/api/v1/members/{m}/accounts/{a}", None),
+    "forget": ("DELETE", "/api/v1/members/{m}", None),
+}
+# Who may do what (cloud/api/member_access.py): analysts read; admins do everything; a POS
+# enrolls and identifies the customer in front of it, then reads and changes consent for that
+# member only; another till (or a POS of another store) gets nothing.
+ALLOWED = {
+    "analyst": {"list", "by_account", "get", "profile"},
+    "admin": set(MEMBER_ROUTES),
+    "pos_at_till": {"enroll", "lookup", "get", "profile", "consent"},
+    "pos_other_till": {"enroll", "lookup"},
+    "pos_other_store": {"enroll", "lookup"},
+}
+
+
+def test_every_member_route_with_every_role(shop, monkeypatch) -> None:
+    monkeypatch.setenv("STORELENS_PSEUDONYM_KEY", KEY_HEX)
+    stores.upsert_store(shop, stores.Store(id="s2", name="Two", lat=45.7, lon=4.8))
+    for name, role in (("boss", "admin"), ("ana", "analyst")):
+        auth.create_user(shop, name, "correct horse", role)
+    tokens = {
+        "admin": auth.create_api_token(shop, "boss"),
+        "analyst": auth.create_api_token(shop, "ana"),
+        "pos_at_till": auth.create_pos_token(shop, "s1", "till-1"),
+        "pos_other_till": auth.create_pos_token(shop, "s1", "till-2"),
+        "pos_other_store": auth.create_pos_token(shop, "s2", "till-1"),
+    }
+    n = 0
+    with TestClient(create_app(Settings.from_env({}, db_url="unused"), db=shop)) as c:
+        for role, token in tokens.items():
+            headers = {"Authorization": f"Bearer {token}"}
+            for route, (method, path, body) in MEMBER_ROUTES.items():
+                n += 1
+                card = f"9{n:07d}"
+                member = members.enroll(shop, KEY, members.Enrollment(card_number=card))
+                members.upsert_account(shop, f"acc-{n}")
+                members.link_account(shop, member["id"], f"acc-{n}")
+                members.enroll(shop, KEY, members.Enrollment(card_number=f"4444 {n}"))
+                if role == "pos_at_till":  # the member swiped their card at this till
+                    at = c.post("/api/v1/members/lookup", json={"card_number": card},
+                                headers=headers)  # fmt: skip
+                    assert at.status_code == 200, at.text
+                url = path.format(m=member["id"], a=f"acc-{n}", n=n)
+                payload = None if body is None else {
+                    k: v.format(n=n) if isinstance(v, str) else v for k, v in body.items()
+                }  # fmt: skip
+                r = c.request(method, url, json=payload, headers=headers)
+                allowed = route in ALLOWED[role]
+                assert (r.status_code < 300) == allowed, (role, route, r.status_code, r.text)
+                if not allowed:
+                    assert r.status_code == 403, (role, route, r.status_code)
+                still = members.get_member(shop, member["id"])
+                if not (allowed and route == "forget"):
+                    assert still is not None, (role, route)  # a refused forget erased nothing
+                if not allowed and route == "consent":
+                    assert still["marketing"] is False
+                if not allowed and route == "link":
+                    assert still["accounts"] == [f"acc-{n}"]
+
+
+def test_a_pos_cannot_probe_member_ids(shop, monkeypatch) -> None:
+    """Not at this till answers the same for a real member and an invented ID, and the
+    POS sees only this store's activity of the member at its till, no online orders."""
+    monkeypatch.setenv("STORELENS_PSEUDONYM_KEY", KEY_HEX)
+    ann = members.enroll(shop, KEY, members.Enrollment(card_number=CARD, name="Ann"))
+    _history(shop, ann)
+    pos = {"Authorization": f"Bearer {auth.create_pos_token(shop, 's1', 'till-1')}"}
+    with TestClient(create_app(Settings.from_env({}, db_url="unused"), db=shop)) as c:
+        real = c.get(f"/api/v1/members/{ann['id']}/profile", headers=pos)
+        fake = c.get("/api/v1/members/m_invented/profile", headers=pos)
+        assert real.status_code == fake.status_code == 403
+        assert real.json() == fake.json()
+        assert c.get("/api/v1/members/by-account/acc-1", headers=pos).status_code == 403
+        c.post("/api/v1/members/lookup", json={"card_number": CARD}, headers=pos)
+        p = c.get(f"/api/v1/members/{ann['id']}/profile", headers=pos).json()
+        assert p["online_orders"] == [] and p["visits"]
+        assert {v["store"] for v in p["visits"] + p["zone_dwell"]} == {"s1"}
+        # Sequential card guesses run out of budget: 429 long before a sweep finishes.
+        codes = [
+            c.post(
+                "/api/v1/members/lookup", json={"card_number": f"7000{i:04d}"}, headers=pos
+            ).status_code
+            for i in range(40)
+        ]
+        assert codes.count(404) < 25 and codes[-1] == 429

@@ -282,7 +282,7 @@ def _state_dict(path: Path) -> Path:
 def test_int8_comparison_reports_latency_size_and_agreement(
     v11_onnx: Path, int8_onnx: Path, frame: np.ndarray
 ) -> None:
-    from storelens.models.bench import compare_models
+    from storelens.tools.bench.export import compare_models
 
     result = compare_models(
         v11_onnx, int8_onnx, [frame, frame[:, ::-1].copy()], threads=1, rounds=2, confidence=0.01
@@ -295,7 +295,7 @@ def test_int8_comparison_reports_latency_size_and_agreement(
 
 
 def test_box_recall_matches_by_iou() -> None:
-    from storelens.models.bench import box_recall
+    from storelens.tools.bench.export import box_recall
 
     ref = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32), np.empty((0, 4))]
     cand = [np.array([[1, 1, 10, 10], [50, 50, 60, 60]], np.float32), np.ones((1, 4))]

@@ -205,14 +205,14 @@ def test_buying_a_recommended_item_earns_a_next_purchase_coupon(db) -> None:
 
     assert buy(ann, "H0").issued == []  # not a recommended item
     issued = buy(ann, "H2").issued
-    assert [c["template_id"] for c in issued] == ["next_purchase_10"]
-    assert issued[0]["source"] == "recommended_purchase" and issued[0]["value"] == 10
+    assert [c["template_id"] for c in issued] == ["next_purchase"]  # the business case: 20%
+    assert issued[0]["source"] == "recommended_purchase" and issued[0]["value"] == 20
     assert buy(ann, "S3").issued == []  # once a day
     assert buy(bob, "H2").issued == []  # no marketing consent
     # The coupon works on the next purchase.
     sale = sales.SaleIn(store="paris", member_id=ann["id"], items=[sales.SaleItem(sku="S5", qty=1)],
                         coupon_codes=[issued[0]["code"]])  # fmt: skip
-    assert checkout.checkout(db, sale).discount == 6.0
+    assert checkout.checkout(db, sale).discount == 12.0
 
 
 def test_forget_me_removes_offer_history_and_unused_coupons(db) -> None:
@@ -231,3 +231,23 @@ def test_forget_me_removes_offer_history_and_unused_coupons(db) -> None:
     assert coupons.get(db, unused["code"]) is None
     kept = coupons.get(db, used["code"])  # the discount given on a sale stays, anonymous
     assert kept["member_id"] is None and kept["discount"] == 1.2
+
+
+def test_next_purchase_default_is_20_percent_and_stays_configurable(db) -> None:
+    from storelens.cloud.store.base import registered_migrations
+
+    rule = offers.get_template(db, "next_purchase")
+    assert rule is not None and rule.active and rule.terms.value == 20
+    assert rule.trigger == "recommended_purchase"
+    assert not offers.get_template(db, "next_purchase_10").active  # the old 10% default
+    offers.save_template(db, rule.model_copy(update={
+        "terms": rule.terms.model_copy(update={"value": 25})}))  # fmt: skip
+    assert offers.get_template(db, "next_purchase").terms.value == 25
+    # An upgrade where ops had changed the old rule keeps theirs and adds the new one inactive.
+    db.execute("DELETE FROM offer_templates WHERE id = 'next_purchase'")
+    db.execute("UPDATE offer_templates SET active = 1, value = 12 WHERE id = 'next_purchase_10'")
+    step = [m for m in registered_migrations() if m.component == "offers"][2]
+    for sql in step.sql.split(";"):
+        db.execute(sql)
+    assert offers.get_template(db, "next_purchase_10").active
+    assert not offers.get_template(db, "next_purchase").active

@@ -35,7 +35,14 @@ class ScriptedReader(CardReader):
 def test_only_the_pseudonym_crosses_the_reader_boundary() -> None:
     out: list[Swipe] = []
     ScriptedReader([f";{CARD}=2912101?", f"{CARD}"], out)._serve()
-    assert [f.name for f in dataclasses.fields(Swipe)] == ["reader", "member", "key_id", "at"]
+    # A staff badge is told from its raw number at the reader; only the flag goes on.
+    assert [f.name for f in dataclasses.fields(Swipe)] == [
+        "reader",
+        "member",
+        "key_id",
+        "at",
+        "staff",
+    ]
     assert [s.member for s in out] == [KEY.token(CARD)] * 2
     for swipe in out:
         assert CARD not in repr(swipe)

@@ -34,10 +34,20 @@ def hub(monkeypatch) -> push.PushHub:
 @pytest.fixture
 def server(tmp_path, monkeypatch, hub) -> Iterator[tuple[str, dict[str, str]]]:
     """A real uvicorn server (SSE needs a real socket) and the POS tokens of two stores."""
+    yield from _server(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def short_server(tmp_path, monkeypatch, hub) -> Iterator[tuple[str, dict[str, str]]]:
+    """Streams that re-check their token every 0.2 s and live at most 2 s."""
+    yield from _server(tmp_path, monkeypatch, push_token_check_s=0.2, push_stream_max_s=2.0)
+
+
+def _server(tmp_path, monkeypatch, **settings) -> Iterator[tuple[str, dict[str, str]]]:  # noqa: ANN001
     monkeypatch.setenv("STORELENS_PSEUDONYM_KEY", KEY_HEX)
     db = connect(f"sqlite:///{tmp_path / 'push.db'}")
     chain = build_chain(db)
-    app = create_app(Settings.from_env({}, db_url="unused"), db=db)
+    app = create_app(Settings.from_env({}, db_url="unused", **settings), db=db)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -74,6 +84,7 @@ def _read_sse(url: str, token: str, out: queue.Queue, stop: threading.Event,
             else:
                 field, _, value = line.partition(":")
                 event[field] = value.strip()
+    out.put(("end", "", ""))
 
 
 def _wait(q: queue.Queue, kind: str, timeout: float = 10.0) -> tuple:
@@ -136,6 +147,39 @@ def test_stream_is_store_scoped_and_authenticated(server) -> None:
         r = client.get(f"{url}/api/v1/pos/stream", params={"store": "paris"},
                        headers={"Authorization": f"Bearer {tokens['lyon']}"})  # fmt: skip
         assert r.status_code == 403
+
+
+def test_revoking_a_token_closes_its_stream(short_server, hub, tmp_path) -> None:
+    from storelens.cloud import auth
+
+    url, tokens = short_server
+    q: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    threading.Thread(target=_read_sse, args=(url, tokens["paris"], q, stop), daemon=True).start()
+    assert _wait(q, "status")[1] == 200
+    _wait_clients(hub, "paris", 1)
+    db = connect(f"sqlite:///{tmp_path / 'push.db'}")  # the server's database
+    assert auth.revoke_pos_device(db, "paris", "till-paris") == 1
+    _wait(q, "end", timeout=3)  # within the check interval, not at the next push
+    _wait_clients(hub, "paris", 0)
+    push.publish("paris", "task", {"task_id": "after-revocation"})
+    assert all(item[0] != "event" for item in list(q.queue))
+    with httpx.Client(timeout=5) as client:  # and it cannot come back
+        r = client.get(f"{url}/api/v1/pos/stream",
+                       headers={"Authorization": f"Bearer {tokens['paris']}"})  # fmt: skip
+        assert r.status_code == 401
+
+
+def test_a_stream_ends_at_its_maximum_lifetime(short_server, hub) -> None:
+    url, tokens = short_server
+    q: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    started = time.monotonic()
+    threading.Thread(target=_read_sse, args=(url, tokens["lyon"], q, stop), daemon=True).start()
+    assert _wait(q, "status")[1] == 200
+    _wait(q, "end", timeout=6)
+    assert 1.9 <= time.monotonic() - started < 6
+    _wait_clients(hub, "lyon", 0)
 
 
 def _native_app(port: int, topic: str, received: queue.Queue) -> mqtt.Client:

@@ -89,14 +89,90 @@ def test_login_is_rate_limited_in_the_api(tmp_path) -> None:  # noqa: ANN001
         assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
 
 
-def test_coupon_redemption_is_rate_limited_in_the_api(tmp_path) -> None:  # noqa: ANN001
+def _shop(tmp_path, monkeypatch):  # noqa: ANN001, ANN202 - fixture-style helper
+    from storelens.cloud import auth, catalog, members, stores
+    from storelens.pseudonym import PseudonymKey
+
+    monkeypatch.setenv("STORELENS_PSEUDONYM_KEY", "ab" * 32)
     app, pos_token = _app(tmp_path)
-    headers = {"Authorization": f"Bearer {pos_token}"}
-    body = {"code": "NOPE-NOPE-NOPE", "items": [{"sku": "x", "qty": 1, "unit_price": 1.0}]}
+    db = app.state.db
+    stores.upsert_store(db, stores.Store(id="s2", name="Two", lat=0, lon=0))
+    catalog.upsert_products(db, [catalog.Product(sku="x", name="X", category="c", price=1.0)])
+    for store in ("s1", "s2"):
+        stores.set_inventory(db, store, [stores.InventoryLevel(sku="x", on_hand=10_000)])
+    key = PseudonymKey("k1", bytes.fromhex("ab" * 32))
+    ann = members.enroll(db, key, members.Enrollment(card_number="1111 2222"))["id"]
+    other = auth.create_pos_token(db, "s2", "till-9")
+    return app, pos_token, other, ann
+
+
+def test_coupon_guesses_are_limited_per_token_and_member_only(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    app, pos_token, other_token, ann = _shop(tmp_path, monkeypatch)
+    till = {"Authorization": f"Bearer {pos_token}"}
+    other = {"Authorization": f"Bearer {other_token}"}
+    items = [{"sku": "x", "qty": 1, "unit_price": 1.0}]
     with TestClient(app) as client:
+        for h in (till, other):  # the member swipes at both tills
+            r = client.post("/api/v1/pos/members/lookup", json={"card_number": "1111 2222"},
+                            headers=h)  # fmt: skip
+            assert r.status_code == 200, r.text
+        body = {"code": "NOPE-NOPE-NOPE", "member_id": ann, "items": items}
         codes = [
-            client.post("/api/v1/pos/coupons/validate", json=body, headers=headers).status_code
+            client.post("/api/v1/pos/coupons/validate", json=body, headers=till).status_code
             for _ in range(21)
         ]
-    assert 429 in codes and 500 not in codes
-    assert codes.index(429) == 20  # the bucket holds 20 guesses, then refuses
+        assert 500 not in codes and codes.index(429) == 20  # 20 guesses, then refused
+        # The same client address, another till: plain checkouts are never charged...
+        for n in range(25):
+            sale = {"id": f"plain-sale-{n:03d}", "items": items}
+            assert client.post("/api/v1/pos/sales", json=sale, headers=other).status_code == 201
+        # ...but guesses for the same member from another till share the member's budget.
+        sale = {"id": "guess-sale-001", "member_id": ann, "items": items,
+                "coupon_codes": ["NOPE-NOPE-0001"]}  # fmt: skip
+        assert client.post("/api/v1/pos/sales", json=sale, headers=other).status_code == 429
+        # /api/v1/sales has the same coupon limit (it had none).
+        client.app.state.rate_limits.clear()
+        codes = []
+        for n in range(22):
+            sale = {"id": f"core-sale-{n:03d}", "store": "s1", "member_id": ann, "items": items,
+                    "coupon_codes": [f"NOPE-{n:04d}"]}  # fmt: skip
+            codes.append(client.post("/api/v1/sales", json=sale, headers=till).status_code)
+        assert codes[:20] == [409] * 20 and codes[20:] == [429, 429]
+
+
+@pytest.mark.parametrize("trusted", ["", "127.0.0.1"])
+def test_forwarded_for_is_believed_only_from_configured_proxies(tmp_path, trusted) -> None:  # noqa: ANN001
+    """A real uvicorn with `cloud serve`'s options: a local client naming a new address in
+    X-Forwarded-For on every try still hits the login limit, unless 127.0.0.1 is a proxy."""
+    import threading
+
+    import httpx
+    import uvicorn
+    from conftest import free_port, wait_port
+
+    from storelens.cloud.api.app import server_options
+    from storelens.cloud.settings import Settings
+
+    app, _ = _app(tmp_path)
+    options = server_options(Settings(db_url="unused", trusted_proxies=trusted))
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_port(port)
+        wrong = {"username": "ops", "password": "guess-guess"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            codes = [
+                client.post("/api/v1/auth/login", json=wrong,
+                            headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
+                for n in range(12)
+            ]  # fmt: skip
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    if trusted:
+        assert codes == [401] * 12  # each forwarded address has its own budget
+    else:
+        assert codes[:10] == [401] * 10 and codes[10:] == [429, 429]

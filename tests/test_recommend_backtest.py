@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from storelens.cli import app
-from storelens.cloud import recommend_backtest
 from storelens.cloud.recommend.model import Catalog, Interactions, build_model
 from storelens.cloud.recommend.ranking import ServingContext, recommend
+from storelens.tools.bench import recommend_history as recommend_backtest
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 HEADER = "order_id,customer_id,sku,quantity,unit_price,ordered_at,product_name\n"

@@ -21,8 +21,8 @@ from storelens.cloud.fulfillment.rules import (
     great_circle_km,
     load_config,
 )
-from storelens.cloud.fulfillment.scenario import seed_network
 from storelens.cloud.fulfillment.states import TaskKind
+from storelens.tools.scenario import seed_network
 
 PARIS = (48.8566, 2.3522)
 
@@ -337,8 +337,8 @@ def test_bad_orders_get_clear_errors_and_leave_nothing(db) -> None:  # noqa: ANN
 
 
 def test_concurrent_routing_never_oversells_and_reservations_match_tasks(db_url: str) -> None:
-    from storelens.cloud.fulfillment.bench import run_bench
     from storelens.cloud.store import connect
+    from storelens.tools.bench.routing import run_bench
 
     # Few SKUs and shallow stock: the threads fight over the same last units.
     result = run_bench(db_url, stores=6, skus=8, orders=48, threads=3)

@@ -12,7 +12,7 @@ import pytest
 from personalization_chain import build_chain
 
 from storelens.cloud import coupons, events, ingest, members, offers, push, scoring
-from storelens.cloud.scoring import ScoringPolicy, Threshold
+from storelens.cloud.scoring_plans import DEFAULT_PLAN, CouponAction, Threshold
 from storelens.contract import topics
 from storelens.contract.envelope import Envelope, encode_envelope
 from storelens.contract.events import ZoneVisit
@@ -47,15 +47,15 @@ def test_decay_and_running_totals(db) -> None:
     chain = build_chain(db, with_tokens=False)
     _zero_scores(db)
     ann = chain.member("ann")["id"]
-    policy = ScoringPolicy(half_life_days=30.0)
+    policy = DEFAULT_PLAN.model_copy(update={"half_life_days": 30.0})
     t = time.time()
-    before, after = scoring.award(db, ann, "online_order", at=t, now=t, policy=policy)
+    before, after = scoring.award(db, ann, "online_order", at=t, now=t, plan=policy)
     assert before == 0.0 and after == pytest.approx(10.0)
-    assert scoring.score(db, ann, now=t + 30 * DAY, policy=policy) == pytest.approx(5.0)
-    assert scoring.score(db, ann, now=t + 60 * DAY, policy=policy) == pytest.approx(2.5)
+    assert scoring.score(db, ann, now=t + 30 * DAY, plan=policy) == pytest.approx(5.0)
+    assert scoring.score(db, ann, now=t + 60 * DAY, plan=policy) == pytest.approx(2.5)
     # An old event arriving late counts as much as it would have in order.
-    scoring.award(db, ann, "online_order", at=t - 30 * DAY, now=t, policy=policy)
-    assert scoring.score(db, ann, now=t, policy=policy) == pytest.approx(15.0)
+    scoring.award(db, ann, "online_order", at=t - 30 * DAY, now=t, plan=policy)
+    assert scoring.score(db, ann, now=t, plan=policy) == pytest.approx(15.0)
     assert scoring.score(db, "nobody", now=t) == 0.0
 
 
@@ -130,26 +130,27 @@ def test_ingest_hook_scores_once_and_alerts_the_store_pos(db, pushed) -> None:
 def test_threshold_crossing_issues_a_coupon(db, pushed) -> None:
     chain = build_chain(db, with_tokens=False)
     dee = chain.member("dee")
-    policy = ScoringPolicy(
-        thresholds=(Threshold("engaged_coupon", 12.0, "coupon", template_id="engaged"),)
-    )
+    policy = DEFAULT_PLAN.model_copy(update={"thresholds": [
+        Threshold(name="engaged_coupon", score=12.0, action=CouponAction(template_id="engaged"))
+    ]})  # fmt: skip
     now = time.time()
-    before, after = scoring.award(db, dee["id"], "online_order", now=now, policy=policy)
+    before, after = scoring.award(db, dee["id"], "online_order", now=now, plan=policy)
     assert scoring.check_thresholds(db, dee, before, after, presence=None, now=now,
-                                    policy=policy, offer_policy=NO_HOLDOUT) == []  # fmt: skip
-    before, after = scoring.award(db, dee["id"], "coupon_redeemed", now=now, policy=policy)
+                                    plan=policy, offer_policy=NO_HOLDOUT) == []  # fmt: skip
+    before, after = scoring.award(db, dee["id"], "coupon_redeemed", now=now, plan=policy)
     presence = scoring.Presence(store="paris", zone="z_bags", category="Handbags", dwell_s=300)
     done = scoring.check_thresholds(db, dee, before, after, presence=presence, now=now,
-                                    policy=policy, offer_policy=NO_HOLDOUT)  # fmt: skip
+                                    plan=policy, offer_policy=NO_HOLDOUT)  # fmt: skip
     assert [d["action"] for d in done] == ["coupon"]
     issued = coupons.list_for_member(db, dee["id"])
     assert len(issued) == 1 and issued[0]["source"] == "score" and issued[0]["value"] == 15
     assert [m.kind for m in pushed] == ["coupon_issued"]
-    assert pushed[0].payload["code"] == issued[0]["code"]
+    assert pushed[0].payload["code_hint"].endswith(issued[0]["code"][-4:])
+    assert issued[0]["code"] not in str(pushed[0].payload)  # the push never carries the code
     # Staying above the threshold does not issue another.
-    before, after = scoring.award(db, dee["id"], "online_order", now=now, policy=policy)
+    before, after = scoring.award(db, dee["id"], "online_order", now=now, plan=policy)
     assert scoring.check_thresholds(db, dee, before, after, presence=presence, now=now,
-                                    policy=policy, offer_policy=NO_HOLDOUT) == []  # fmt: skip
+                                    plan=policy, offer_policy=NO_HOLDOUT) == []  # fmt: skip
 
 
 def test_forget_me_deletes_scores(db) -> None:
@@ -165,7 +166,7 @@ def test_enrollment_awards_its_points_once(db) -> None:
 
     key = PseudonymKey("k1", b"\x01" * 32)
     member = members.enroll(db, key, members.Enrollment(card_number="6012000011112222"))
-    assert scoring.score(db, member["id"]) == pytest.approx(scoring.policy().points["enrolled"])
+    assert scoring.score(db, member["id"]) == pytest.approx(DEFAULT_PLAN.points("enrolled"))
     with pytest.raises(members.MemberError):  # the same card again: no second award
         members.enroll(db, key, members.Enrollment(card_number="6012000011112222"))
-    assert scoring.score(db, member["id"]) == pytest.approx(scoring.policy().points["enrolled"])
+    assert scoring.score(db, member["id"]) == pytest.approx(DEFAULT_PLAN.points("enrolled"))

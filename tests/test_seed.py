@@ -9,8 +9,9 @@ from itertools import combinations
 
 import pytest
 
-from storelens.cloud import auth, seed
+from storelens.cloud import auth
 from storelens.cloud.store import connect
+from storelens.tools.seed import chain as seed
 
 
 @pytest.fixture(autouse=True)
@@ -84,3 +85,28 @@ def test_purchases_follow_preferences_and_co_purchases(tmp_path) -> None:
     (a, b), n = pairs.most_common(1)[0]
     assert n >= 30 and a.split("-")[0] != b.split("-")[0]
     db.close()
+
+
+def test_seeded_devices_are_the_ones_that_report(db) -> None:
+    """No registered box that never reports ("never seen"), and the sample store's history
+    comes from its real device, not a phantom beside it."""
+    seed.seed(db, seed=7, members=120, days=20, end=END, admin_password="admin pass 1")
+    assert db.query("SELECT store, device FROM devices") == [
+        {"store": "sample-store", "device": "sample-edge"}
+    ]
+    with_traffic = connect("sqlite:///:memory:")
+    seed.seed(with_traffic, seed=7, members=120, days=20, end=END, instore_days=2,
+              admin_password="admin pass 1")  # fmt: skip
+    devices = {
+        r["store"]: r["device"]
+        for r in with_traffic.query("SELECT store, device FROM devices WHERE last_seen IS NOT NULL")
+    }
+    assert len(devices) == 5 and devices["sample-store"] == "sample-edge"
+    assert with_traffic.scalar("SELECT COUNT(*) FROM devices") == 5
+    assert (
+        with_traffic.scalar(
+            "SELECT COUNT(*) FROM events WHERE store = 'sample-store' AND device != 'sample-edge'"
+        )
+        == 0
+    )
+    with_traffic.close()

@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from storelens.cli import app
-from storelens.edge import track_bench
 from storelens.edge.detect import Detections
 from storelens.edge.track import PersonTracker, TrackedPerson
-from storelens.edge.track_bench import Scene, run_track_bench, simulate
+from storelens.tools.bench import tracking as track_bench
+from storelens.tools.bench.tracking import Scene, run_track_bench, simulate
 
 needs_motmetrics = pytest.mark.skipif(
     importlib.util.find_spec("motmetrics") is None, reason="motmetrics (dev extra) not installed"

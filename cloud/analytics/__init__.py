@@ -7,32 +7,65 @@ database and a `Scope`; `scope_for` builds a scope with the stores' time-zone of
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime, timedelta
 
-from storelens.cloud.analytics import commerce, devices, dwell, floor, footfall
-from storelens.cloud.analytics.scope import Scope, ScopeError, utc_offsets
+from storelens.cloud.analytics import (
+    checkout_times,
+    commerce,
+    devices,
+    dwell,
+    floor,
+    footfall,
+    staff,
+    tryons,
+)
+from storelens.cloud.analytics.scope import Scope, ScopeError, local_today, utc_offsets
 from storelens.cloud.analytics.table import Table
 from storelens.cloud.store import Database
 
+DEFAULT_DAYS = 7
 
-def scope_for(db: Database, start: date, end: date, stores: tuple[str, ...] = (),
-              hour_from: int = 0, hour_to: int = 24) -> Scope:  # fmt: skip
-    """A scope whose local time follows each store's time zone (unknown stores: error)."""
+
+def scope_for(db: Database, start: date | None, end: date | None, stores: tuple[str, ...] = (),
+              hour_from: int = 0, hour_to: int = 24, now: datetime | None = None,
+              ) -> Scope:  # fmt: skip
+    """A scope whose local time follows each store's time zone (unknown stores: error).
+
+    Without ``end`` the period ends today on the selected stores' own clocks (`local_today`);
+    without ``start`` it spans `DEFAULT_DAYS` days."""
     rows = db.query("SELECT id, timezone FROM stores")
     known = {r["id"]: r["timezone"] for r in rows}
     unknown = sorted(set(stores) - set(known))
     if unknown:
         raise ScopeError(f"unknown store(s): {', '.join(unknown)}")
+    if end is None:
+        end = local_today([known[s] for s in stores] or list(known.values()), now)
+    if start is None:
+        start = end - timedelta(days=DEFAULT_DAYS - 1)
     middle = date.fromordinal((start.toordinal() + end.toordinal()) // 2)
     return Scope(start, end, tuple(stores), hour_from, hour_to, utc_offsets(known, middle))
 
 
 def _heatmap(db: Database, scope: Scope) -> Table:
-    # Floor plans differ per store: the heatmap shows the first selected store.
-    store = scope.stores[0] if scope.stores else db.scalar("SELECT MIN(id) FROM stores")
+    # Floor plans differ per store: the heatmap shows one store, the selected one, else the
+    # selected (or any) store with the most finished visits in the period, so the chart opens
+    # on a floor with data rather than on the alphabetically first store.
+    store = scope.stores[0] if len(scope.stores) == 1 else _busiest_store(db, scope)
     if store is None:
         return Table("heatmap", ["x_m", "y_m", "presence_s"], [], {"store": None})
     return floor.heatmap(db, scope, store)
+
+
+def _busiest_store(db: Database, scope: Scope) -> str | None:
+    where, params = scope.where()
+    busiest = db.query(
+        f"SELECT store, COUNT(*) AS n FROM events WHERE type = 'visit_ended' AND {where}"
+        " GROUP BY store ORDER BY n DESC, store LIMIT 1",
+        params,
+    )
+    if busiest:
+        return busiest[0]["store"]
+    return scope.stores[0] if scope.stores else db.scalar("SELECT MIN(id) FROM stores")
 
 
 def _dwell(db: Database, scope: Scope) -> Table:
@@ -55,7 +88,11 @@ CHARTS: dict[str, Callable[[Database, Scope], Table]] = {
     "conversion-hourly": commerce.conversion_hourly,
     "member-share": commerce.member_share,
     "coupon-uplift": commerce.coupon_uplift,
+    "staff": staff.staff,
+    "try-ons": tryons.tryons,
+    "checkout-queue": checkout_times.checkout_queue,
+    "entry-to-checkout": checkout_times.entry_to_checkout,
     "devices": lambda db, scope: devices.device_health(db, scope.stores),
 }
 
-__all__ = ["CHARTS", "Scope", "ScopeError", "Table", "scope_for"]
+__all__ = ["CHARTS", "DEFAULT_DAYS", "Scope", "ScopeError", "Table", "scope_for"]

@@ -6,6 +6,7 @@ from typing import Any
 
 from storelens.cloud.analytics import footfall
 from storelens.cloud.analytics.scope import DAY_S, HOUR_S, Scope, local_label
+from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table, change, ratio
 from storelens.cloud.store import Database
 
@@ -23,7 +24,7 @@ def member_share(db: Database, scope: Scope) -> Table:
         return db.query(
             f"SELECT store, {bucket} AS b, COUNT(*) AS visits, COUNT(member) AS member_visits,"
             " COUNT(DISTINCT member) AS members"
-            f" FROM events WHERE type = 'visit_ended' AND {where}"
+            f" FROM events WHERE type = 'visit_ended' AND {where} AND {shoppers_only()}"
             " GROUP BY store, b ORDER BY b, store",
             bucket_params + params,
         )
@@ -78,19 +79,39 @@ def _sales(db: Database, scope: Scope, seconds: int) -> dict[tuple[str, int], di
 Sales = dict[tuple[str, int], dict[str, float]]  # (store, bucket) -> transactions, revenue
 
 
-def _conversion_totals(
-    visitors: dict[str, footfall.Counts], sales: Sales
-) -> tuple[int, int, float]:
+def _counted_days(visitors: dict[str, footfall.Counts]) -> set[tuple[str, int]]:
+    """(store, local day) pairs whose visitors were counted: the only ones a conversion rate
+    can speak for. A store without cameras, or a day before its device came, still sells;
+    dividing those sales by other stores' or days' visitors gave rates like 3707%."""
+    return {
+        (store, b - b % DAY_S)
+        for store, counts in visitors.items()
+        for b, c in counts.items()
+        if c["visitors"]
+    }
+
+
+def _conversion_totals(visitors: dict[str, footfall.Counts], sales: Sales) -> dict[str, Any]:
+    counted = _counted_days(visitors)
+    matched = [s for (store, b), s in sales.items() if (store, b - b % DAY_S) in counted]
     people = sum(c["visitors"] for counts in visitors.values() for c in counts.values())
-    return (
-        people,
-        sum(int(s["transactions"]) for s in sales.values()),
-        sum(s["revenue"] for s in sales.values()),
-    )
+    converted = sum(int(s["transactions"]) for s in matched)
+    return {
+        "visitors": people,
+        "transactions": sum(int(s["transactions"]) for s in sales.values()),
+        "revenue": round(sum(s["revenue"] for s in sales.values()), 2),
+        "counted_transactions": converted,
+        "conversion": ratio(converted, people),
+        "uncounted_store_days": len({(st, b - b % DAY_S) for st, b in sales} - counted),
+    }
 
 
 def conversion(db: Database, scope: Scope) -> Table:
-    """Per store and local day: POS transactions / visitors, revenue and average basket."""
+    """Per store and local day: POS transactions / visitors, revenue and average basket.
+
+    The period's rate (``comparison.conversion``) divides the transactions of the store-days
+    that counted visitors by those visitors: one scope for numerator and denominator.
+    ``transactions`` and ``revenue`` are all the period's sales."""
     visitors = footfall.counts_by_store(db, scope, DAY_S)
     sales = _sales(db, scope, DAY_S)
     keys = {(s, b) for s, counts in visitors.items() for b in counts} | set(sales)
@@ -114,37 +135,35 @@ def conversion(db: Database, scope: Scope) -> Table:
     before = _conversion_totals(
         footfall.counts_by_store(db, previous, DAY_S), _sales(db, previous, DAY_S)
     )
-    rate, prev_rate = ratio(now[1], now[0]), ratio(before[1], before[0])
     return Table(
         chart="conversion",
         columns=["day", "store", "visitors", "transactions", "conversion", "revenue", "avg_basket"],
         rows=rows,
         extra={
             "comparison": {
-                "visitors": now[0],
-                "transactions": now[1],
-                "revenue": round(now[2], 2),
-                "conversion": rate,
-                "previous_visitors": before[0],
-                "previous_transactions": before[1],
-                "previous_revenue": round(before[2], 2),
-                "previous_conversion": prev_rate,
-                "change_pct": change(rate or 0.0, prev_rate or 0.0),
+                **now,
+                **{f"previous_{k}": v for k, v in before.items()},
+                "change_pct": change(now["conversion"] or 0.0, before["conversion"] or 0.0),
             }
         },
     )
 
 
 def conversion_hourly(db: Database, scope: Scope) -> Table:
-    """Per local hour of the day, summed over the selected stores and days."""
+    """Per local hour of the day, summed over the selected stores and days (transactions of
+    store-days that counted visitors only, as in `conversion`)."""
+    by_store = footfall.counts_by_store(db, scope, HOUR_S)
+    counted = _counted_days(by_store)
     visitors: dict[int, int] = {}
-    for counts in footfall.counts_by_store(db, scope, HOUR_S).values():
+    for counts in by_store.values():
         for b, c in counts.items():
             h = (b // HOUR_S) % 24
             visitors[h] = visitors.get(h, 0) + c["visitors"]
     transactions: dict[int, int] = {}
     revenue: dict[int, float] = {}
-    for (_, b), s in _sales(db, scope, HOUR_S).items():
+    for (store, b), s in _sales(db, scope, HOUR_S).items():
+        if (store, b - b % DAY_S) not in counted:
+            continue
         h = (b // HOUR_S) % 24
         transactions[h] = transactions.get(h, 0) + int(s["transactions"])
         revenue[h] = revenue.get(h, 0.0) + s["revenue"]

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from storelens.cloud.analytics.scope import Scope
+from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table, change
 from storelens.cloud.store import Database
 
@@ -48,6 +49,7 @@ def _per_second(db: Database, scope: Scope) -> dict[str, ZoneSeconds]:
         "SELECT zone, CAST(FLOOR(dwell_s) AS BIGINT) AS s, COUNT(*) AS n, SUM(dwell_s) AS total,"
         " MIN(dwell_s) AS lo, MAX(dwell_s) AS hi"
         f" FROM events WHERE type = 'zone_visit' AND zone IS NOT NULL AND {where}"
+        f" AND {shoppers_only()}"
         " GROUP BY zone, s",
         params,
     )

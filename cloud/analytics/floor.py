@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from storelens.cloud.analytics.scope import Scope
+from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table
 from storelens.cloud.store import Database
 
@@ -39,7 +40,10 @@ def _visit_field(db: Database, scope: Scope, field: str, store: str | None = Non
         where += " AND store = ?"
         params.append(store)
     column = _FIELD_SQL[db.dialect].format(f=field)
-    sql = f"SELECT {column} AS v FROM events WHERE type = 'visit_ended' AND {where}"
+    sql = (
+        f"SELECT {column} AS v FROM events WHERE type = 'visit_ended' AND {where}"
+        f" AND {shoppers_only()}"
+    )
     texts = [r["v"] for r in db.query(sql, params) if isinstance(r["v"], str)]
     texts = [t for t in texts if t.startswith("[")]
     try:  # one parse of one array is several times faster than one parse per row

@@ -20,6 +20,7 @@ from datetime import date
 from typing import Any
 
 from storelens.cloud.analytics.scope import DAY_S, HOUR_S, Scope, local_label
+from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table, change, ratio
 from storelens.cloud.store import Database
 
@@ -53,7 +54,7 @@ def counts_by_store(db: Database, scope: Scope, seconds: int) -> dict[str, Count
         " SUM(CASE WHEN type = 'line_crossing' THEN 1 ELSE 0 END) AS entrances,"
         " SUM(CASE WHEN type = 'visit_started' THEN 1 ELSE 0 END) AS visits"
         f" FROM events WHERE {where} AND ((type = 'line_crossing' AND direction = 'in'"
-        f" AND {entrance_line_sql(db.dialect)}) OR type = 'visit_started')"
+        f" AND {entrance_line_sql(db.dialect)}) OR type = 'visit_started') AND {shoppers_only()}"
         " GROUP BY store, b",
         bucket_params + where_params,
     )

@@ -9,7 +9,7 @@ DST switch inside the period shifts that part by an hour; that is the price of o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -140,3 +140,18 @@ def utc_offsets(timezones: Mapping[str, str | None], on: date) -> dict[str, int]
             delta = None
         offsets[store] = int(delta.total_seconds()) if delta else 0
     return offsets
+
+
+def local_today(timezones: Iterable[str | None], now: datetime | None = None) -> date:
+    """Today's date on the clock of the store furthest ahead (UTC's when there are none).
+
+    A period that ends here holds every selected store's "today": at 23:40 UTC a Paris store is
+    already on the next day, so a UTC-dated default would leave its live events out."""
+    now = now or datetime.now(UTC)
+    days = [now.date()] if not timezones else []
+    for name in timezones:
+        try:
+            days.append(now.astimezone(ZoneInfo(name)).date() if name else now.date())
+        except (ZoneInfoNotFoundError, ValueError):
+            days.append(now.date())
+    return max(days)

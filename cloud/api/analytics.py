@@ -13,22 +13,32 @@ from pydantic import BaseModel, Field
 from storelens.cloud import analytics
 from storelens.cloud.api.deps import Caller, get_db, require_ops
 from storelens.cloud.store import Database
+from storelens.contract.bounds import MAX_EPOCH_S, MIN_EPOCH_S
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
 
-DEFAULT_DAYS = 7
 CHART_DOCS = {
     "footfall-hourly": "Entrances, visits, visitors per local hour; each day's peak hour marked.",
     "footfall-daily": "Visitors per local day with the previous period; busiest days marked.",
     "peak-hours": "Average visitors per hour of the day; the busiest hours marked.",
     "dwell": "Per zone: visits, dwell quartiles, histogram bins; ranked by visits.",
-    "heatmap": "Seconds of presence per 0.5 m floor cell of one store (the first selected).",
+    "heatmap": "Seconds of presence per 0.5 m floor cell of one store (the one selected, else "
+    "the selected store with most visits).",
     "flows": "Moves from one zone straight to another, with entry and exit.",
     "paths": "The most common zone sequences of a visit.",
-    "conversion": "POS transactions / visitors, revenue and basket per store and day.",
+    "conversion": "POS transactions / visitors, revenue and basket per store and day; the "
+    "period's rate counts the transactions of store-days that counted visitors.",
     "conversion-hourly": "POS transactions / visitors per hour of the day.",
     "member-share": "Share of finished visits linked to a member, per store and day.",
     "coupon-uplift": "Members offered coupons vs the holdout group: redemption and spend.",
+    "staff": "Per store and day: visits devices flagged as staff (badge or staff-only zone), "
+    "left out of every other chart.",
+    "try-ons": "Per store and day: visits using a fitting room, session length, members' "
+    "try-on to purchase conversion (the camera sees people, never garments).",
+    "checkout-queue": "Per store and hour of day: people queueing at the tills (occupancy "
+    "snapshots), checkouts, wait and service times.",
+    "entry-to-checkout": "Per store and day: sales attached to a visit (member at the till, or "
+    "by time at the till), unmatched, and minutes from entry to checkout.",
     "devices": "Each edge device: last seen, fps, cameras, outbox depth, losses.",
 }
 
@@ -42,6 +52,12 @@ class ChartOut(BaseModel):
     model_config = {"extra": "allow"}
 
 
+# The days a store's data can have (storelens.contract.bounds); the year 1 or 9999 made date
+# arithmetic overflow into a 500.
+FIRST_DAY = datetime.fromtimestamp(MIN_EPOCH_S, UTC).date()
+LAST_DAY = datetime.fromtimestamp(MAX_EPOCH_S, UTC).date() - timedelta(days=1)
+
+
 class Filters:
     """Query parameters shared by every chart."""
 
@@ -50,14 +66,25 @@ class Filters:
         stores: str | None = Query(
             None, description="Comma-separated store IDs; empty = all stores.", max_length=2000
         ),
-        start: date | None = Query(None, description="First local day (default: 6 days ago)."),
-        end: date | None = Query(None, description="Last local day, inclusive (default: today)."),
+        start: date | None = Query(
+            None,
+            ge=FIRST_DAY,
+            le=LAST_DAY,
+            description=f"First local day (default: {analytics.DEFAULT_DAYS - 1} days "
+            "before the last).",
+        ),
+        end: date | None = Query(
+            None,
+            ge=FIRST_DAY,
+            le=LAST_DAY,
+            description="Last local day, inclusive (default: today on the selected "
+            "stores' clocks, in their time zone).",
+        ),
         hour_from: int = Query(0, ge=0, le=23, description="Local hours from (inclusive)."),
         hour_to: int = Query(24, ge=1, le=24, description="Local hours to (exclusive); wraps."),
     ) -> None:
         self.stores = tuple(s.strip() for s in (stores or "").split(",") if s.strip())
-        self.end = end or datetime.now(UTC).date()
-        self.start = start or self.end - timedelta(days=DEFAULT_DAYS - 1)
+        self.start, self.end = start, end  # defaults need the stores' time zones: scope_for
         self.hour_from, self.hour_to = hour_from, hour_to
 
 

@@ -19,12 +19,15 @@ from storelens.cloud import auth, catalog, members, orders, sales, stores
 from storelens.cloud.api import auth as auth_api
 from storelens.cloud.api import catalog as catalog_api
 from storelens.cloud.api import devices as devices_api
+from storelens.cloud.api import errors as errors_api
 from storelens.cloud.api import health as health_api
 from storelens.cloud.api import members as members_api
 from storelens.cloud.api import metrics as metrics_api
 from storelens.cloud.api import orders as orders_api
 from storelens.cloud.api import sales as sales_api
 from storelens.cloud.api import stores as stores_api
+from storelens.cloud.api.body_limits import AUTH_MAX, DEFAULT_MAX
+from storelens.cloud.scoring_plans import PlanError
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database, connect
 from storelens.pseudonym import PseudonymError
@@ -45,6 +48,7 @@ ERROR_STATUS: list[tuple[type[Exception], int]] = [
     (stores.StoreImportError, 422),
     (PseudonymError, 422),
     (auth.AuthError, 400),
+    (PlanError, 422),
 ]
 
 
@@ -72,6 +76,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         description="Members, catalog, stores and inventory, online orders, POS sales, devices, "
         "and the operational endpoints of the storelens cloud service.",
         lifespan=lifespan,
+        max_body_size=DEFAULT_MAX,  # per route class: cloud/api/body_limits.py
     )
     app.state.settings = settings
     app.state.db = db if db is not None else connect(settings.db_url)
@@ -89,7 +94,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     from storelens.cloud.api import offers as offers_api
 
     app.include_router(offers_api.router, prefix=api)
-    app.include_router(auth_api.router, prefix=api)
+    app.include_router(auth_api.router, prefix=api, max_body_size=AUTH_MAX)
     app.include_router(devices_api.router, prefix=api)
     app.include_router(members_api.router, prefix=api)
     app.include_router(catalog_api.router, prefix=api)
@@ -105,10 +110,24 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     from storelens.cloud.api import fulfillment as fulfillment_api
 
     app.include_router(fulfillment_api.router, prefix=api)  # POS tasks, manual queue, journeys
+    from storelens.cloud.api import scoring as scoring_api
+
+    app.include_router(scoring_api.router, prefix=api)  # interactions, plans, contacts report
 
     for exc_type, code in ERROR_STATUS:
         app.add_exception_handler(exc_type, _handler(code))
+    errors_api.install(app)
     return app
+
+
+def server_options(settings: Settings) -> dict[str, object]:
+    """uvicorn options for `cloud serve`: X-Forwarded-For is believed only from the proxies in
+    ``STORELENS_TRUSTED_PROXIES`` (uvicorn's own default trusts 127.0.0.1, so any local
+    process could name its address and walk past the per-address login limit)."""
+    trusted = [a.strip() for a in settings.trusted_proxies.split(",") if a.strip()]
+    if not trusted:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted}
 
 
 def _handler(code: int):  # noqa: ANN202 - a Starlette exception handler
@@ -117,8 +136,9 @@ def _handler(code: int):  # noqa: ANN202 - a Starlette exception handler
             "detail": str(exc) if not isinstance(exc, LookupError) else f"not found: {exc}"
         }
         errors = getattr(exc, "errors", None)
-        if isinstance(errors, list):
-            body["errors"] = errors
-        return JSONResponse(body, status_code=code)
+        extra = {"errors": errors} if isinstance(errors, list) else {}
+        if code == 422:
+            return errors_api.unprocessable(body["detail"], extra)
+        return JSONResponse({**body, **extra}, status_code=code)
 
     return handle

@@ -111,10 +111,7 @@ def revoke_pos(
     db: Database = Depends(get_db),
     _: Caller = Depends(require_ops("admin")),
 ) -> dict[str, int]:
-    n = db.execute(
-        "UPDATE auth_tokens SET revoked = 1 WHERE kind = 'pos' AND store = ? AND subject = ?",
-        (store, device_name),
-    )
+    n = auth.revoke_pos_device(db, store, device_name)
     if not n:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such POS device token")
     return {"revoked": n}

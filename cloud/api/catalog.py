@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from storelens.cloud import catalog
+from storelens.cloud.api.body_limits import BULK_MAX
 from storelens.cloud.api.deps import Caller, Page, get_db, page, require_ops, require_staff
 from storelens.cloud.api.pagination import Paged, paged
 from storelens.cloud.store import Database
@@ -74,6 +75,7 @@ def put_product(
 
 @router.post(
     "/products/import",
+    max_body_size=BULK_MAX,
     response_model=ImportOut,
     summary="Bulk import: the request body is a CSV (header row) or JSON list (admin)",
     openapi_extra={"requestBody": {"content": {"text/csv": {}, "application/json": {}}}},

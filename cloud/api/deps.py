@@ -117,6 +117,23 @@ def require_staff() -> Callable[..., Caller]:
     return require_pos(allow_ops="analyst")
 
 
+def require_integration() -> Callable[..., Caller]:
+    """Integration tokens (web shop, CRM), POS devices (scoped to their store) or ops users."""
+    staff = require_staff()
+
+    def dependency(
+        request: Request, principal: auth.Principal = Depends(current_principal)
+    ) -> Caller:
+        if principal.kind == "integration":
+            return Caller(principal, None)
+        return staff(request, principal)
+
+    return dependency
+
+
+MAX_OFFSET = 10_000_000  # deeper than any list here; 2**63 used to reach the database
+
+
 @dataclass(frozen=True)
 class Page:
     limit: int
@@ -125,6 +142,6 @@ class Page:
 
 def page(
     limit: int = Query(50, ge=1, le=1000, description="Items per page."),
-    offset: int = Query(0, ge=0, description="Items to skip."),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET, description="Items to skip."),
 ) -> Page:
     return Page(limit, offset)

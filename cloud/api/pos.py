@@ -19,14 +19,28 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storelens.cloud import checkout, coupons, members, offers, push, sales, scoring
+from storelens.cloud import (
+    auth,
+    checkout,
+    coupons,
+    interactions,
+    members,
+    offers,
+    propensity,
+    push,
+    sales,
+    scoring,
+    visit_today,
+)
 from storelens.cloud.api import deps
 from storelens.cloud.api.deps import Caller, get_db, get_settings, require_pos
+from storelens.cloud.api.member_access import MemberAction, authorize, identified
 from storelens.cloud.coupons import CouponRejected, DiscountTerms
-from storelens.cloud.ratelimit import COUPON_REDEEM_LIMIT
+from storelens.cloud.ratelimit import MEMBER_LOOKUP_LIMIT, coupon_attempt
 from storelens.cloud.recommend import RecommendationService
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database
+from storelens.contract.bounds import EpochSeconds
 
 
 @asynccontextmanager
@@ -149,7 +163,10 @@ def _store(caller: Caller, store: str | None, db: Database) -> str:
     return store
 
 
-def _member(db: Database, member_id: str) -> dict[str, Any]:
+def _member(db: Database, member_id: str, caller: Caller) -> dict[str, Any]:
+    """The member, once ``caller`` may act for them (a POS: the member at its till). Every
+    route about a member gets it here, so none can skip the rule."""
+    authorize(db, caller, MemberAction.READ, member_id)
     row = members.get_member(db, member_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"not found: member {member_id}")
@@ -186,6 +203,18 @@ class CouponOut(BaseModel):
     expires_at: float
 
 
+class OnlineInterestOut(BaseModel):
+    sku: str
+    name: str | None
+    category: str | None
+    views: int
+    cart_adds: int
+    last_at: float = Field(description="Last view or cart add, epoch seconds.")
+    in_stock_here: bool | None = Field(None, description="This store has it available.")
+    available_here: int | None = None
+    shelf_location: str | None = None
+
+
 class MemberCard(BaseModel):
     """What the clerk sees about a member."""
 
@@ -196,6 +225,16 @@ class MemberCard(BaseModel):
     tracking: bool = Field(description="In-store tracking consent.")
     score: float = Field(description="Engagement score now (decayed).")
     coupons: list[CouponOut] = Field(description="Active coupons the member can use.")
+    online_interest: list[OnlineInterestOut] = Field(
+        default_factory=list,
+        description="Products the member viewed or put in a cart online in the last 30 days, "
+        "with this store's stock of each (viewed online, in stock here).",
+    )
+    propensity: dict[str, float] = Field(
+        default_factory=dict,
+        description="Top categories by probability of buying within the propensity horizon "
+        "(members with marketing consent).",
+    )
 
 
 class RecommendationOut(BaseModel):
@@ -260,7 +299,7 @@ class CheckoutIn(BaseModel):
         None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$",
         description="POS-generated sale ID; replays are safe.",
     )  # fmt: skip
-    ts: float | None = Field(None, description="Checkout time, epoch s; default now.")
+    ts: EpochSeconds | None = Field(None, description="Checkout time, epoch s; default now.")
     member_id: str | None = Field(None, max_length=64)
     items: list[sales.SaleItem] = Field(min_length=1, max_length=500)
     coupon_codes: list[str] = Field(default_factory=list, max_length=20)
@@ -284,10 +323,16 @@ class CheckoutOut(BaseModel):
 # -- routes --------------------------------------------------------------------------------
 
 
-def _card(db: Database, member: dict[str, Any]) -> MemberCard:
+def _card(db: Database, member: dict[str, Any], store: str | None = None) -> MemberCard:
     return MemberCard(
         id=member["id"], name=member["name"], tier=member["tier"], marketing=member["marketing"],
         tracking=member["tracking"], score=round(scoring.score(db, member["id"]), 1),
+        # Profiling for offers: shown to the clerk only with marketing consent.
+        propensity=propensity.for_member(db, member["id"], limit=5) if member["marketing"] else {},
+        online_interest=[
+            OnlineInterestOut(**r)
+            for r in interactions.online_interest(db, member["id"], store=store, limit=5)
+        ],
         coupons=[
             CouponOut(**c) for c in coupons.list_for_member(db, member["id"], active_only=True)
         ],
@@ -313,7 +358,8 @@ async def pos_status(request: Request, caller: Caller = Depends(pos_caller)) -> 
 @router.post(
     "/members/lookup",
     response_model=MemberCard,
-    summary="Find a member by scanned card number or member ID",
+    dependencies=[Depends(MEMBER_LOOKUP_LIMIT)],
+    summary="Identify the member at this till by a swiped card or the member code they show",
 )
 def lookup(
     body: LookupIn,
@@ -321,19 +367,58 @@ def lookup(
     settings: Settings = Depends(get_settings),
     caller: Caller = Depends(require_pos()),
 ) -> MemberCard:
+    authorize(db, caller, MemberAction.IDENTIFY, None)
     if body.card_number is not None:
         row = members.member_by_card(db, settings.pseudonym_key, body.card_number)
-        if row is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "not found: no member holds this card")
-        return _card(db, row)
-    return _card(db, _member(db, body.member_id or ""))
+    else:
+        row = members.get_member(db, body.member_id or "")
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found: no such member")
+    identified(db, caller, row["id"])  # from now on this till may act for them
+    return _card(db, row, caller.store)
 
 
 @router.get("/members/{member_id}", response_model=MemberCard, summary="A member, for the clerk")
 def member_card(
     member_id: str, db: Database = Depends(get_db), caller: Caller = Depends(require_pos())
 ) -> MemberCard:
-    return _card(db, _member(db, member_id))
+    return _card(db, _member(db, member_id, caller), caller.store)
+
+
+class ZoneStayOut(BaseModel):
+    zone: str
+    entered_at: float | None = Field(description="Epoch seconds.")
+    dwell_s: float | None
+    kind: str | None = Field(description="fitting_room, checkout, or none.")
+
+
+class VisitTodayOut(BaseModel):
+    """The member's latest visit to this store today (local day)."""
+
+    visits_today: int = Field(description="Visits of the member to this store today.")
+    in_store: bool = Field(description="The latest visit has not ended yet.")
+    started_at: float | None = Field(description="When it began, epoch seconds.")
+    ended_at: float | None = Field(description="When it ended (None while in store).")
+    minutes_in_store: float = Field(description="Minutes so far (or in total, once ended).")
+    zones: list[ZoneStayOut] = Field(description="Zone stays of the visit, in order.")
+    tryons: int = Field(description="Fitting-room sessions (the camera cannot see garments).")
+    tryon_minutes: float
+    checkout: bool = Field(description="The visit went through a checkout zone.")
+
+
+@router.get(
+    "/members/{member_id}/visit-today",
+    response_model=VisitTodayOut,
+    summary="The member's visit to this store today: zones, try-ons, minutes in store",
+)
+def member_visit_today(
+    member_id: str,
+    store: str | None = Query(None, description="Store (staff callers); a POS: its own."),
+    db: Database = Depends(get_db),
+    caller: Caller = Depends(require_pos()),
+) -> dict:
+    member = _member(db, member_id, caller)
+    return visit_today.member_visit_today(db, _store(caller, store, db), member)
 
 
 @router.get(
@@ -352,7 +437,7 @@ async def recommendations(
 ) -> RecommendationsOut:
     db: Database = request.app.state.db
     store = _store(caller, store, db)
-    member = _member(db, member_id)
+    member = _member(db, member_id, caller)
     now = time.time()
     items = recommender.for_member(member, store, limit=limit, now=now)
     if member["marketing"] and not offers.in_holdout(member_id, policy):
@@ -371,7 +456,7 @@ def _facts(
     affinity = recommender.today_dwell(member["token"], store) if member["tracking"] else {}
     return offers.MemberFacts(
         member["id"], member["marketing"], member["tier"], scoring.score(db, member["id"]),
-        affinity,
+        affinity, propensity.for_member(db, member["id"]),
     )  # fmt: skip
 
 
@@ -389,7 +474,7 @@ def member_offers(
     policy: offers.OfferPolicy = Depends(get_policy),
 ) -> OffersOut:
     store = _store(caller, store, db)
-    member = _member(db, member_id)
+    member = _member(db, member_id, caller)
     proposals = offers.propose(db, _facts(db, member, store, recommender), store, policy=policy)
     return OffersOut(
         member_id=member_id, store=store,
@@ -418,7 +503,7 @@ def offer_shown(
     policy: offers.OfferPolicy = Depends(get_policy),
 ) -> CouponOut:
     store = _store(caller, store, db)
-    member = _member(db, member_id)
+    member = _member(db, member_id, caller)
     try:
         coupon = offers.mark_shown(
             db, _facts(db, member, store, recommender), template_id, store, policy=policy
@@ -441,7 +526,7 @@ def offer_declined(
     caller: Caller = Depends(require_pos()),
 ) -> DeclinedOut:
     store = _store(caller, store, db)
-    _member(db, member_id)
+    _member(db, member_id, caller)
     try:
         voided = offers.mark_declined(db, member_id, template_id, store)
     except offers.OfferError as exc:
@@ -452,16 +537,19 @@ def offer_declined(
 @router.post(
     "/coupons/validate",
     response_model=ValidateOut,
-    dependencies=[Depends(COUPON_REDEEM_LIMIT)],
+    responses={429: {"description": "Too many coupon attempts for this token or member."}},
     summary="Check a coupon against a basket without redeeming it",
 )
 def validate_coupon(
+    request: Request,
     body: ValidateIn,
     store: str | None = StoreQuery,
     db: Database = Depends(get_db),
     caller: Caller = Depends(require_pos()),
 ) -> ValidateOut:
     store = _store(caller, store, db)
+    authorize(db, caller, MemberAction.READ, body.member_id)
+    coupon_attempt(request, body.member_id, 1)
     lines = checkout.basket_lines(db, body.items)
     code = coupons.normalize_code(body.code)
     try:
@@ -475,8 +563,10 @@ def validate_coupon(
     "/sales",
     response_model=CheckoutOut,
     status_code=201,
-    dependencies=[Depends(COUPON_REDEEM_LIMIT)],
-    responses={409: {"description": "A coupon was rejected; nothing was recorded."}},
+    responses={
+        409: {"description": "A coupon was rejected; nothing was recorded."},
+        429: {"description": "Too many coupon attempts for this token or member."},
+    },
     summary="Record a sale with its coupons (all or nothing)",
 )
 async def record_sale(
@@ -489,6 +579,9 @@ async def record_sale(
     policy: offers.OfferPolicy = Depends(get_policy),
 ) -> Any:
     impressions = _impressions(request)
+    if body.member_id:
+        authorize(db, caller, MemberAction.READ, body.member_id)
+    coupon_attempt(request, body.member_id, len(body.coupon_codes))
 
     def work() -> checkout.CheckoutResult:
         # Off the event loop: a checkout waits for database write locks.
@@ -527,22 +620,45 @@ async def record_sale(
     "/stream",
     response_class=EventSourceResponse,
     summary="Live pushes to this store's POS (member_alert, task, coupon_issued)",
+    description="The stream re-checks its token every `STORELENS_PUSH_TOKEN_CHECK_S` and ends "
+    "when it is revoked or expired, and after `STORELENS_PUSH_STREAM_MAX_S` in any case: "
+    "reconnect with `Last-Event-ID` to resume without gaps.",
 )
 async def stream(
+    request: Request,
     store: str | None = StoreQuery,
     keepalive_s: float = Query(15.0, ge=0.05, le=120, description="Keep-alive comment interval."),
     last_event_id: str | None = Header(None, alias="Last-Event-ID"),
+    credentials: HTTPAuthorizationCredentials | None = Depends(deps.bearer),
     db: Database = Depends(get_db),
     caller: Caller = Depends(require_pos()),
 ) -> AsyncIterator[ServerSentEvent]:
     store = _store(caller, store, db)
+    settings: Settings = request.app.state.settings
+    token = credentials.credentials if credentials is not None else ""
+    check_s = settings.push_token_check_s
+    started = last_sent = last_check = time.monotonic()
     yield ServerSentEvent(comment="connected", retry=3000)
-    async for msg in push.hub().stream(store, last_event_id, keepalive_s=keepalive_s):
+    # Wake at least every check_s, whatever the keep-alive, to notice a revoked token.
+    wake_s = min(keepalive_s, check_s)
+    async for msg in push.hub().stream(store, last_event_id, keepalive_s=wake_s):
+        now = time.monotonic()
+        if now - last_check >= check_s:
+            last_check = now
+            if await anyio.to_thread.run_sync(auth.authenticate, db, token) is None:
+                yield ServerSentEvent(comment="token revoked or expired")
+                return
+        if now - started >= settings.push_stream_max_s:
+            yield ServerSentEvent(comment="stream lifetime reached: reconnect")
+            return
         if msg is None:
-            yield ServerSentEvent(comment="keep-alive")
-        else:
-            yield ServerSentEvent(
-                id=msg.id, event=msg.kind,
-                data={"id": msg.id, "kind": msg.kind, "store": msg.store, "at": msg.at,
-                      "payload": msg.payload},
-            )  # fmt: skip
+            if now - last_sent >= keepalive_s:
+                last_sent = now
+                yield ServerSentEvent(comment="keep-alive")
+            continue
+        last_sent = now
+        yield ServerSentEvent(
+            id=msg.id, event=msg.kind,
+            data={"id": msg.id, "kind": msg.kind, "store": msg.store, "at": msg.at,
+                  "payload": msg.payload},
+        )  # fmt: skip

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from storelens.cloud import checkout, sales
 from storelens.cloud.api.deps import Caller, Page, get_db, page, require_pos, require_staff
+from storelens.cloud.api.member_access import MemberAction, authorize
 from storelens.cloud.api.pagination import Paged, paged
 from storelens.cloud.coupons import CouponRejected
+from storelens.cloud.ratelimit import coupon_attempt
 from storelens.cloud.store import Database
 
 router = APIRouter(prefix="/sales", tags=["sales"])
@@ -38,15 +40,22 @@ class SaleOut(BaseModel):
     response_model=SaleOut,
     status_code=201,
     summary="Record a sale at the caller's store (replaying a sale ID is safe)",
-    responses={200: {"description": "A sale with this ID was already recorded."}},
+    responses={
+        200: {"description": "A sale with this ID was already recorded."},
+        429: {"description": "Too many coupon attempts for this token or member."},
+    },
 )
 def record(
+    request: Request,
     body: sales.SaleIn,
     response: Response,
     db: Database = Depends(get_db),
     caller: Caller = Depends(require_pos()),
 ) -> dict:
     caller.check_store(body.store)
+    if body.member_id:
+        authorize(db, caller, MemberAction.READ, body.member_id)
+    coupon_attempt(request, body.member_id, len(body.coupon_codes))
     device = caller.principal.subject if caller.is_pos else None
     # Through checkout, never a bare insert: coupon codes on a sale must be validated and
     # redeemed (single use) in the same transaction, and rewards/scoring must see every sale.

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
 from storelens.cloud import stores
+from storelens.cloud.api.body_limits import BULK_MAX
 from storelens.cloud.api.deps import (
     Caller,
     Page,
@@ -67,6 +68,7 @@ def list_stores(
 
 @router.post(
     "/import",
+    max_body_size=BULK_MAX,
     response_model=CountOut,
     summary="Bulk create or replace stores from a JSON list (admin); all or nothing",
 )
@@ -114,6 +116,7 @@ def inventory(
 
 @router.put(
     "/{store_id}/inventory",
+    max_body_size=BULK_MAX,
     response_model=CountOut,
     summary="Bulk load absolute stock levels (admin)",
 )
@@ -128,6 +131,7 @@ def put_inventory(
 
 @router.post(
     "/{store_id}/inventory/adjustments",
+    max_body_size=BULK_MAX,
     response_model=list[InventoryOut],
     summary="Incremental stock movements (the store's POS or an admin)",
 )

@@ -32,7 +32,6 @@ nothing), concurrency-safe (``UPDATE ... WHERE state = ? AND version = ?``; the 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -331,10 +330,3 @@ def cancel_order(db: Database, order_id: str, *, actor: str, reason: str,
         apply(db, r["id"], Request(Action.cancel, actor=actor, reason=reason), now=now)
         for r in rows
     ]
-
-
-def task_history(db: Database, task_id: str) -> list[dict]:
-    rows = db.query("SELECT * FROM fulfillment_audit WHERE task_id = ? ORDER BY id", (task_id,))
-    for r in rows:
-        r["detail"] = json.loads(r["detail"]) if r["detail"] else None
-    return rows

@@ -45,8 +45,15 @@ def load_purchases(db: Database, *, since: float = 0.0, until: float | None = No
     )
 
 
+# Online browsing counts as browsing, weaker than in store: a product view weighs like half a
+# minute in that category's zone, a cart add like two (a zone stay is typically minutes).
+ONLINE_BROWSE_S = {"product_viewed": 30.0, "cart_add": 120.0}
+
+
 def load_dwells(db: Database, *, since: float = 0.0, until: float | None = None) -> Dwells:
-    """Linked zone visits mapped to the category of the zone in that store."""
+    """Linked zone visits mapped to the category of the zone in that store, and the web
+    shop's product views and cart adds (`interactions`) mapped to the product's category, so
+    the one customer view covers both channels."""
     upper = 1e18 if until is None else until
     rows = db.query(
         "SELECT m.id AS member, z.category, e.ts, e.dwell_s FROM events e"
@@ -55,6 +62,18 @@ def load_dwells(db: Database, *, since: float = 0.0, until: float | None = None)
         " WHERE e.type = 'zone_visit' AND e.member IS NOT NULL AND e.ts >= ? AND e.ts < ?",
         (since, upper),
     )
+    kinds = list(ONLINE_BROWSE_S)
+    online = db.query(
+        "SELECT i.member_id AS member, COALESCE(i.category, p.category) AS category,"
+        " i.at AS ts, i.type FROM interactions i LEFT JOIN products p ON p.sku = i.sku"
+        f" WHERE i.type IN ({', '.join('?' for _ in kinds)}) AND i.at >= ? AND i.at < ?",
+        (*kinds, since, upper),
+    )
     return Dwells.from_rows(
         [(r["member"], r["category"], r["ts"], r["dwell_s"] or 0.0) for r in rows]
+        + [
+            (r["member"], r["category"], r["ts"], ONLINE_BROWSE_S[r["type"]])
+            for r in online
+            if r["category"]
+        ]  # fmt: skip
     )

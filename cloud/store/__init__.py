@@ -8,10 +8,11 @@ and bucketing are identical on both backends.
 
 from storelens.cloud.store.base import (
     Database,
+    DataError,
     IntegrityError,
     Migration,
     connect,
     register_migrations,
 )
 
-__all__ = ["Database", "IntegrityError", "Migration", "connect", "register_migrations"]
+__all__ = ["DataError", "Database", "IntegrityError", "Migration", "connect", "register_migrations"]

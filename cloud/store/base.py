@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -16,6 +17,31 @@ log = logging.getLogger(__name__)
 
 class IntegrityError(Exception):
     """A unique or foreign-key constraint failed (same type on both backends)."""
+
+
+class DataError(ValueError):
+    """A value no column can hold: NaN, an infinity, an integer beyond 64 bits, text that is
+    not valid Unicode (same type on both backends; PostgreSQL refuses these, SQLite would
+    store them as text or REAL, or fail to encode them)."""
+
+
+_INT64 = 2**63
+
+
+def check_params(params: Sequence[Any]) -> None:
+    """Raise DataError before a statement would store what PostgreSQL refuses, so a write
+    fails the same way, inside its transaction, on both backends."""
+    for value in params:
+        kind = type(value)
+        if kind is float and not math.isfinite(value):
+            raise DataError(f"not a finite number: {value}")
+        if kind is int and not -_INT64 <= value < _INT64:
+            raise DataError(f"integer out of range: {value}")
+        if kind is str and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON)
+                raise DataError("text is not valid Unicode (a lone surrogate)") from None
 
 
 @dataclass(frozen=True)
@@ -48,7 +74,8 @@ def registered_migrations() -> list[Migration]:
 
 
 class Database(ABC):
-    """A connection factory with portable helpers. Thread-safe: one connection per thread."""
+    """A connection factory with portable helpers. Thread-safe: a transaction keeps one
+    connection for its thread; a statement outside one borrows a connection (`_borrow`)."""
 
     dialect: str
     MACROS: dict[str, str]
@@ -82,17 +109,33 @@ class Database(ABC):
     # -- public API ----------------------------------------------------------------------
     @property
     def conn(self) -> Any:
+        """This thread's connection (SQLite: its own for the thread's life; PostgreSQL: the
+        one the open transaction holds)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect()
         return conn
 
+    @contextmanager
+    def _borrow(self) -> Iterator[Any]:
+        """The connection one statement runs on; PostgreSQL lends one from its pool."""
+        yield self.conn
+
+    @contextmanager
+    def _hold(self) -> Iterator[Any]:
+        """The connection a whole transaction runs on, kept as `conn` until it ends."""
+        yield self.conn
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; returns the affected row count."""
-        return self._rowcount(self._execute(self.conn, sql, params))
+        check_params(params)
+        with self._borrow() as conn:
+            return self._rowcount(self._execute(conn, sql, params))
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return self._fetch(self._execute(self.conn, sql, params))
+        check_params(params)
+        with self._borrow() as conn:
+            return self._fetch(self._execute(conn, sql, params))
 
     def query_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = self.query(sql, params)
@@ -103,7 +146,9 @@ class Database(ABC):
         return None if row is None else next(iter(row.values()))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
-        return self._executemany(self.conn, sql, rows)
+        """One statement over many rows, in one transaction (joining an open one)."""
+        with self.transaction():
+            return self._executemany(self.conn, sql, rows)
 
     def insert_many(
         self, table: str, rows: Sequence[Row], *, ignore_conflicts_on: str | None = None
@@ -132,7 +177,7 @@ class Database(ABC):
         self._local.depth = 1
         self._local.after_commit = []
         try:
-            with self._transaction(self.conn):
+            with self._hold() as conn, self._transaction(conn):
                 yield self
         except BaseException:
             self._local.after_commit = []  # rolled back: what it announced never happened

@@ -1,24 +1,37 @@
-"""PostgreSQL backend through psycopg 3: autocommit connections, one per thread, explicit
-transactions; reconnects after the server restarts."""
+"""PostgreSQL backend through psycopg 3: a psycopg_pool pool of autocommit connections,
+explicit transactions; a connection the server dropped (a restart) is replaced on checkout."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+from sqlparse import lexer, tokens
 
-from storelens.cloud.store.base import Database, IntegrityError, Row
-
-_PLACEHOLDER = re.compile(r"\?")
+from storelens.cloud.store.base import Database, DataError, IntegrityError, Row
 
 
+@lru_cache(maxsize=4096)
 def _pg(sql: str) -> str:
-    # Portable SQL uses '?'; literal '%' must be doubled for psycopg's format style.
-    return _PLACEHOLDER.sub("%s", sql.replace("%", "%%"))
+    """Portable SQL (``?`` placeholders) in psycopg's format style (``%s``, literal ``%%``).
+
+    Only a ``?`` the SQL lexer reads as a placeholder is rewritten: one inside a string
+    literal, a quoted identifier, a dollar-quoted string or a comment is text and stays. Every
+    ``%`` is doubled, literals included, because psycopg reads the whole query text. Cached:
+    the same few hundred statements run over and over.
+    """
+    out = []
+    for ttype, value in lexer.tokenize(sql):
+        if ttype is tokens.Name.Placeholder and value == "?":
+            out.append("%s")
+        else:
+            out.append(value.replace("%", "%%"))
+    return "".join(out)
 
 
 class PostgresDatabase(Database):
@@ -32,37 +45,68 @@ class PostgresDatabase(Database):
         "BOOL": "INTEGER",
     }
 
+    # A process's threads (the API's worker threads, ingest's writer) share at most this
+    # many connections; a statement borrows one only while it runs, a transaction for its
+    # length, so a few serve many threads (before the pool: one per thread, never closed).
+    POOL_MAX = 16
+    # How long a statement waits for a free connection (or for the server to come back).
+    POOL_TIMEOUT_S = 10.0
+
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
-        self._all: list[psycopg.Connection] = []
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=self.POOL_MAX,
+            timeout=self.POOL_TIMEOUT_S,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            check=ConnectionPool.check_connection,  # drop connections the server closed
+            open=False,
+            name="storelens",
+        )
+        # Fail now with the driver's own error (bad URL, refused, auth) rather than a pool
+        # timeout; then open the pool.
+        psycopg.connect(url, connect_timeout=int(self.POOL_TIMEOUT_S)).close()
+        self._pool.open(wait=True, timeout=self.POOL_TIMEOUT_S)
 
     def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row)
-        self._all.append(conn)
-        return conn
+        raise RuntimeError(
+            "a PostgreSQL connection belongs to a transaction: use `with db.transaction():`"
+        )
 
-    @property
-    def conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and conn.closed:
-            conn = None  # server restarted: reconnect on next use
-        if conn is None:
-            conn = self._local.conn = self._connect()
-        return conn
+    @contextmanager
+    def _borrow(self) -> Iterator[psycopg.Connection]:
+        held = getattr(self._local, "conn", None)
+        if held is not None:
+            yield held  # inside a transaction: its connection
+        else:
+            with self._pool.connection() as conn:
+                yield conn
+
+    @contextmanager
+    def _hold(self) -> Iterator[psycopg.Connection]:
+        with self._pool.connection() as conn:
+            self._local.conn = conn
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
 
     def _execute(self, conn: psycopg.Connection, sql: str, params: Sequence[Any]) -> Any:
         try:
             return conn.execute(_pg(sql), tuple(params), prepare=False)
         except psycopg.errors.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
+        except psycopg.errors.DataError as exc:  # out of range, bad value: as on SQLite
+            raise DataError(str(exc)) from exc
 
     def _executemany(
         self, conn: psycopg.Connection, sql: str, rows: Iterable[Sequence[Any]]
     ) -> int:
         total = 0
         try:
-            with self.transaction(), conn.cursor() as cur:
+            with conn.cursor() as cur:
                 cur.executemany(_pg(sql), list(rows))
                 total = max(cur.rowcount, 0)
         except psycopg.errors.IntegrityError as exc:
@@ -81,7 +125,5 @@ class PostgresDatabase(Database):
         return cursor.rowcount
 
     def close(self) -> None:
-        for conn in self._all:
-            conn.close()
-        self._all.clear()
+        self._pool.close()
         self._local.__dict__.clear()

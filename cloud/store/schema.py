@@ -14,11 +14,17 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.orders",
     "storelens.cloud.fulfillment",
     "storelens.cloud.sales",
+    "storelens.cloud.visit_sales",
     "storelens.cloud.auth",
     "storelens.cloud.coupons",
     "storelens.cloud.offers",
+    "storelens.cloud.scoring_plans",
+    "storelens.cloud.handoff",
     "storelens.cloud.scoring",
+    "storelens.cloud.till",
+    "storelens.cloud.interactions",
     "storelens.cloud.history.importer",
+    "storelens.cloud.propensity",
 )
 
 for _name in COMPONENTS:

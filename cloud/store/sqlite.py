@@ -1,4 +1,5 @@
-"""SQLite backend through sqlite-utils: one file, WAL, one connection per thread."""
+"""SQLite backend through sqlite-utils: one file, WAL, one connection per thread (SQLite
+connections are cheap and local; a pool would buy nothing)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import sqlite_utils
 
-from storelens.cloud.store.base import Database, IntegrityError, Row
+from storelens.cloud.store.base import Database, DataError, IntegrityError, Row
 
 PAGE_SIZE = 16384
 
@@ -60,14 +61,15 @@ class SqliteDatabase(Database):
             return conn.execute(sql, tuple(params))
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
+        except OverflowError as exc:  # an integer SQLite cannot bind
+            raise DataError(str(exc)) from exc
 
     def _executemany(
         self, conn: sqlite3.Connection, sql: str, rows: Iterable[Sequence[Any]]
     ) -> int:
         before = conn.total_changes
         try:
-            with self.transaction():
-                conn.executemany(sql, rows)
+            conn.executemany(sql, rows)
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
         return conn.total_changes - before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from storelens.edge.cards.formats import CardFormatError, parse_card
 from storelens.edge.cards.reader import CardReader, ReaderUnavailable, Swipe, SwipeHandler
 from storelens.edge.config import (
@@ -15,9 +17,18 @@ from storelens.edge.config import (
 from storelens.pseudonym import PseudonymKey
 
 
-def build_reader(cfg: ReaderConfig, key: PseudonymKey, on_swipe: SwipeHandler) -> CardReader:
-    """The driver for one configured reader (not started)."""
-    common = {"fmt": cfg.format, "dedupe_s": cfg.dedupe_s, "retry_s": cfg.retry_s}
+def build_reader(
+    cfg: ReaderConfig,
+    key: PseudonymKey,
+    on_swipe: SwipeHandler,
+    staff_badge: Callable[[str], bool] | None = None,
+) -> CardReader:
+    """The driver for one configured reader (not started); ``staff_badge`` tells staff
+    badges by their raw number (at the reader, before the number becomes a pseudonym)."""
+    common = {
+        "fmt": cfg.format, "dedupe_s": cfg.dedupe_s, "retry_s": cfg.retry_s,
+        "staff_badge": staff_badge,
+    }  # fmt: skip
     if isinstance(cfg, TcpReader):
         from storelens.edge.cards.tcp import TcpCardReader
 

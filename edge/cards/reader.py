@@ -34,6 +34,7 @@ class Swipe:
     member: str
     key_id: str
     at: float  # wall-clock seconds (time.time())
+    staff: bool = False  # the card is a staff badge (decided on the raw number, here)
 
 
 SwipeHandler = Callable[[Swipe], None]
@@ -55,6 +56,7 @@ class CardReader(threading.Thread):
         fmt: CardFormat = "auto",
         dedupe_s: float = 3.0,
         retry_s: float = 2.0,
+        staff_badge: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__(name=f"reader-{reader_id}", daemon=True)
         self.reader_id = reader_id
@@ -62,6 +64,7 @@ class CardReader(threading.Thread):
         self.retry_s = retry_s
         self._key = key
         self._on_swipe = on_swipe
+        self._staff_badge = staff_badge
         self._dedupe = SwipeDeduper(dedupe_s)
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -101,12 +104,13 @@ class CardReader(threading.Thread):
         if not raw.strip():
             return
         try:
-            token = self._key.token(parse_card(raw, self.fmt))
+            number = parse_card(raw, self.fmt)
+            token = self._key.token(number)
         except (CardFormatError, PseudonymError) as exc:
             self.unreadable += 1
             log.warning("reader %s: unreadable card (%s)", self.reader_id, exc)
             return
-        self._emit(token)
+        self._emit(token, self._is_staff(number))
 
     def _accept_number(self, number: str) -> None:
         """For drivers that read a card number directly (PC/SC UIDs): no text format."""
@@ -116,14 +120,17 @@ class CardReader(threading.Thread):
             self.unreadable += 1
             log.warning("reader %s: unusable card id (%s)", self.reader_id, exc)
             return
-        self._emit(token)
+        self._emit(token, self._is_staff(number))
 
-    def _emit(self, token: str) -> None:
+    def _is_staff(self, number: str) -> bool:
+        return bool(self._staff_badge and self._staff_badge(number))
+
+    def _emit(self, token: str, staff: bool = False) -> None:
         if self._dedupe.is_repeat(token):
             return
         self.swipes += 1
         try:
-            self._on_swipe(Swipe(self.reader_id, token, self._key.key_id, time.time()))
+            self._on_swipe(Swipe(self.reader_id, token, self._key.key_id, time.time(), staff))
         except Exception:  # a consumer bug must not kill the reader thread
             log.exception("reader %s: swipe handler failed", self.reader_id)
 

@@ -77,6 +77,12 @@ class ZonePresence:
         """Counted as present (for occupancy): inside, or briefly out within the grace."""
         return self.state in (Presence.INSIDE, Presence.LEAVING)
 
+    def stayed_s(self, t: float) -> float:
+        """How long the current stay has lasted at ``t`` (0 when not in the zone)."""
+        if self.state in (Presence.INSIDE, Presence.LEAVING):
+            return t - self._since
+        return 0.0
+
     def observe(self, t: float, inside: bool) -> ZoneStay | None:
         cfg = self.config
         if inside:

@@ -202,6 +202,11 @@ class DeviceStatus(_Event):
     outbox_depth: int = Field(ge=0, default=0)
     outbox_bytes: int = Field(ge=0, default=0)
     lost_events: int = Field(ge=0, default=0, description="Dropped by the outbox bound, ever.")
+    ambiguous_handoffs: Count | None = Field(
+        default=None,
+        description="Since 1.2, devices fusing cameras into store visits: hand-offs between "
+        "cameras too ambiguous to join (each started a new visit), since the agent started.",
+    )
 
 
 Event = Annotated[

@@ -160,6 +160,7 @@ def example_events() -> list:
             readers=[ReaderStatus(reader="door-reader", online=True)],
             outbox_depth=0,
             lost_events=0,
+            ambiguous_handoffs=1,
         ),
     ]
 
@@ -175,4 +176,6 @@ def example_envelope() -> Envelope:
 
 
 def example_payload() -> str:
+    """The example envelope as indented JSON (`storelens contract example`); event IDs are
+    fresh on every call, everything else is fixed."""
     return json.dumps(json.loads(encode_envelope(example_envelope())), indent=2) + "\n"

@@ -51,7 +51,10 @@ const Api = {
     if (typeof detail === "string") return detail;
     if (detail && typeof detail.detail === "string") return detail.detail;
     if (Array.isArray(detail) && detail.length) {
-      return detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
+      return detail.map((d) => {
+        const where = (d.loc || []).slice(1).join(".");
+        return where ? `${where}: ${d.msg}` : d.msg;
+      }).join("; ");
     }
     if (status === 401) return "Your sign-in has expired. Please sign in again.";
     if (status === 403) return "This account is not allowed to do that.";

@@ -5,11 +5,14 @@ Api.storageKey = "storelens.ops.token";
 
 const CHARTS = [
   "footfall-hourly", "footfall-daily", "peak-hours", "dwell", "heatmap", "flows", "paths",
-  "conversion", "conversion-hourly", "member-share", "coupon-uplift", "devices",
+  "conversion", "conversion-hourly", "member-share", "coupon-uplift", "try-ons",
+  "checkout-queue", "entry-to-checkout", "staff", "devices",
 ];
 const PLOT_CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 const COLORS = { now: "#2f6f8f", before: "#b0b8c0", peak: "#d9534f", alt: "#e0a030" };
-const state = { stores: [], data: {} };
+// heatStore: the store the heatmap shows once the service picked one (null: let it pick the
+// selected store with most visits, so the chart never opens on an empty floor).
+const state = { stores: [], data: {}, heatStore: null };
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const pct = (v) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)}%`);
@@ -30,15 +33,43 @@ function layout(extra = {}) {
 function filterParams(overrides = {}) {
   const form = $("#filters");
   const stores = [...form.querySelectorAll("input[name=store]:checked")].map((i) => i.value);
-  const params = new URLSearchParams({
-    start: form.start.value,
-    end: form.end.value,
-    hour_from: form.hour_from.value,
-    hour_to: form.hour_to.value,
-  });
+  const params = new URLSearchParams({ hour_from: form.hour_from.value, hour_to: form.hour_to.value });
+  // No dates yet: the service's default period ends today on the stores' clocks (their time
+  // zone), not the browser's; the form then shows the period it answered for.
+  if (form.start.value) params.set("start", form.start.value);
+  if (form.end.value) params.set("end", form.end.value);
   if (stores.length && stores.length < state.stores.length) params.set("stores", stores.join(","));
   for (const [k, v] of Object.entries(overrides)) params.set(k, v);
   return params;
+}
+
+// -- empty charts: said in words (plotly draws an empty chart as axes from -1 to 1) --------
+const noVisitors = (d) => !d.comparison.totals.visitors && !d.comparison.previous_totals.visitors;
+const EMPTY = {
+  "footfall-hourly": (d) => noVisitors(d) && "No visitors were counted in this period (nor the one before).",
+  "footfall-daily": (d) => noVisitors(d) && "No visitors were counted in this period (nor the one before).",
+  "peak-hours": (d) => noVisitors(d) && "No visitors were counted in this period (nor the one before).",
+  dwell: (d) => !d.rows.length && "No zone visits in this period.",
+  "dwell-hist": (d) => !d.rows.length && "No zone visits in this period.",
+  heatmap: (d) => !d.points && (d.store ? `No floor paths of store ${d.store} in this period.` : "No store."),
+  flows: (d) => !d.rows.length && "No finished visits in this period.",
+  paths: (d) => !d.rows.length && "No finished visits in this period.",
+  conversion: (d) => !d.rows.length && "No visitors or sales in this period.",
+  "conversion-hourly": (d) => !d.rows.length && "No visitors or sales in this period.",
+  "member-share": (d) => !d.rows.length && "No finished visits in this period.",
+  "coupon-uplift": (d) => !d.rows.some((r) => r.members) && "No members with marketing consent.",
+  "try-ons": (d) => !d.rows.length && "No fitting-room visits in this period.",
+  "checkout-queue": (d) => !d.rows.length && "No checkout stays in this period.",
+  "entry-to-checkout": (d) => !d.rows.length && "No sales linked to visits in this period.",
+  devices: (d) => !d.rows.length && "No devices registered for these stores.",
+};
+
+function showEmpty(chart, message) {
+  const div = document.getElementById(`plot-${chart}`);
+  if (window.Plotly) Plotly.purge(div);
+  div.replaceChildren(el("p", { class: "empty" }, message));
+  caption(chart, "");
+  section(chart).dataset.empty = "1";
 }
 
 // -- renderers: one per chart, each gets the API's JSON body -----------------------------
@@ -123,13 +154,14 @@ const RENDER = {
       type: "scatter", mode: "lines+markers", name: store, x: rows.map((r) => r.day), y: rows.map((r) => r.conversion),
     })), { yaxis: { tickformat: ".0%", title: { text: "transactions / visitors" } } });
     const c = d.comparison;
-    caption("conversion", `${num(c.transactions)} transactions, ${num(c.visitors)} visitors, revenue ${num(c.revenue)}.`);
+    const uncounted = c.uncounted_store_days ? ` (${num(c.transactions - c.counted_transactions)} more on ${num(c.uncounted_store_days)} store-days without visitor counts)` : "";
+    caption("conversion", `${num(c.counted_transactions)} transactions by ${num(c.visitors)} visitors${uncounted}; revenue ${num(c.revenue)}.`);
   },
   "conversion-hourly"(d) {
     plot("conversion-hourly", [
       { type: "bar", name: "Conversion", x: d.rows.map((r) => r.hour_of_day), y: d.rows.map((r) => r.conversion), marker: { color: COLORS.now } },
     ], { yaxis: { tickformat: ".0%" }, xaxis: { title: { text: "hour of day" }, dtick: 2 }, showlegend: false });
-    caption("conversion-hourly", "POS transactions / visitors by hour of the day.");
+    caption("conversion-hourly", "POS transactions / visitors by hour of the day (store-days that counted visitors).");
   },
   "member-share"(d) {
     const byStore = group(d.rows, "store");
@@ -154,6 +186,39 @@ const RENDER = {
     const u = d.uplift_pct;
     caption("coupon-uplift", `Members: ${num(g.offered.members)} offered, ${num(g.holdout.members)} holdout. Uplift: spend/member ${u.spend_per_member ?? "–"}%, purchase rate ${u.purchase_rate ?? "–"}%.`);
   },
+  "try-ons"(d) {
+    const byStore = group(d.rows, "store");
+    plot("try-ons", Object.entries(byStore).flatMap(([store, rows]) => [
+      { type: "bar", name: `${store} try-on rate`, x: rows.map((r) => r.day), y: rows.map((r) => r.tryon_rate) },
+      { type: "scatter", mode: "lines+markers", name: `${store} median min`, x: rows.map((r) => r.day), y: rows.map((r) => (r.median_tryon_s === null ? null : r.median_tryon_s / 60)), yaxis: "y2" },
+    ]), { yaxis: { tickformat: ".0%", title: { text: "visits with a try-on" } }, yaxis2: { overlaying: "y", side: "right", title: { text: "minutes" } } });
+    const t = d.totals;
+    caption("try-ons", `${num(t.sessions)} fitting-room sessions in ${num(t.tryon_visits)} of ${num(t.visits)} visits (${pct(t.tryon_rate)}), median ${t.median_tryon_s === null ? "–" : Math.round(t.median_tryon_s / 6) / 10} min; members who tried on and bought: ${pct(t.member_tryon_conversion)}. The camera sees people, not garments.`);
+  },
+  "checkout-queue"(d) {
+    const byStore = group(d.rows, "store");
+    plot("checkout-queue", Object.entries(byStore).flatMap(([store, rows]) => [
+      { type: "bar", name: `${store} queue`, x: rows.map((r) => r.hour_of_day), y: rows.map((r) => r.avg_queue) },
+      { type: "scatter", mode: "lines+markers", name: `${store} median wait (s)`, x: rows.map((r) => r.hour_of_day), y: rows.map((r) => r.median_wait_s), yaxis: "y2" },
+    ]), { xaxis: { title: { text: "hour of day" }, dtick: 2 }, yaxis: { title: { text: "people waiting" } }, yaxis2: { overlaying: "y", side: "right", title: { text: "seconds" } } });
+    const t = d.totals;
+    caption("checkout-queue", `${num(t.checkouts)} checkout stays, median wait ${t.median_wait_s ?? "–"} s, average queue ${t.avg_queue ?? "–"} (max ${t.max_queue ?? "–"}).`);
+  },
+  "entry-to-checkout"(d) {
+    const byStore = group(d.rows, "store");
+    plot("entry-to-checkout", Object.entries(byStore).map(([store, rows]) => ({
+      type: "scatter", mode: "lines+markers", name: store, x: rows.map((r) => r.day), y: rows.map((r) => (r.median_entry_to_checkout_s === null ? null : r.median_entry_to_checkout_s / 60)),
+    })), { yaxis: { title: { text: "median minutes, entry to checkout" } } });
+    const t = d.totals;
+    caption("entry-to-checkout", `${num(t.sales)} sales: ${num(t.linked_member)} members' and ${num(t.linked_time)} by time at the till linked to their visit, ${num(t.unmatched)} unmatched, ${num(t.pending)} pending; median ${t.median_entry_to_checkout_s === null ? "–" : Math.round(t.median_entry_to_checkout_s / 6) / 10} min.`);
+  },
+  staff(d) {
+    const byStore = group(d.rows, "store");
+    plot("staff", Object.entries(byStore).map(([store, rows]) => ({
+      type: "bar", name: store, x: rows.map((r) => r.day), y: rows.map((r) => r.staff_visits),
+    })), { yaxis: { title: { text: "staff visits" } } });
+    caption("staff", `${num(d.totals.staff_visits)} staff visits (badge or staff-only zone), left out of footfall, dwell, heatmap, flows, paths and conversion.`);
+  },
   devices(d) {
     const cols = ["store", "device", "health", "last_seen", "fps", "cameras_online", "cameras_offline", "outbox_depth", "lost_events"];
     const table = el("table", { class: "devices" },
@@ -172,7 +237,10 @@ function group(rows, key) {
 }
 
 function plot(chart, traces, extra = {}) {
-  Plotly.react(`plot-${chart}`, traces, layout(extra), PLOT_CONFIG);
+  const div = document.getElementById(`plot-${chart}`);
+  div.querySelector("p.empty")?.remove();
+  delete section(chart).dataset.empty;
+  Plotly.react(div, traces, layout(extra), PLOT_CONFIG);
 }
 
 function caption(chart, text) {
@@ -189,9 +257,16 @@ async function loadChart(chart, overrides = {}) {
   try {
     const d = await Api.call("GET", `/api/v1/analytics/${chart}?${filterParams(overrides)}`);
     state.data[chart] = d;
-    RENDER[chart](d);
+    const empty = EMPTY[chart]?.(d);
+    if (empty) showEmpty(chart, empty);
+    else RENDER[chart](d);
     box.dataset.rows = d.rows.length;
+    if (chart === "heatmap" && d.store) {
+      state.heatStore = d.store;
+      $(".heat-store").value = d.store;
+    }
     if (chart === "dwell") {
+      if (empty) showEmpty("dwell-hist", EMPTY["dwell-hist"](d));
       section("dwell-hist").dataset.rows = d.rows.length;
       section("dwell-hist").dataset.state = "ready";
     }
@@ -230,16 +305,22 @@ function renderKpis() {
 async function refresh() {
   notice("");
   document.body.dataset.loading = "1";
-  const heatStore = $(".heat-store").value;
+  const heatStore = state.heatStore;
   const results = await Promise.allSettled(CHARTS.map((chart) => loadChart(chart, chart === "heatmap" && heatStore ? { stores: heatStore } : {})));
   const failed = results.filter((r) => r.status === "rejected");
   if (failed.length) notice(`Some charts could not load: ${failed[0].reason.message}`);
+  const form = $("#filters");
+  const answered = results.find((r) => r.status === "fulfilled");
+  if (answered && !form.end.value) {
+    form.start.value = answered.value.filters.start;
+    form.end.value = answered.value.filters.end;
+  }
   renderKpis();
   delete document.body.dataset.loading;
 }
 
 async function downloadCsv(chart) {
-  const overrides = chart === "heatmap" && $(".heat-store").value ? { stores: $(".heat-store").value } : {};
+  const overrides = chart === "heatmap" && state.heatStore ? { stores: state.heatStore } : {};
   const params = filterParams(overrides);
   try {
     const text = await Api.call("GET", `/api/v1/analytics/${chart}.csv?${params}`, undefined, { text: true });
@@ -259,6 +340,7 @@ function fillHeatStores() {
   const options = picked.length ? picked : state.stores.map((s) => s.id);
   select.replaceChildren(...options.map((id) => el("option", { value: id }, id)));
   if (options.includes(keep)) select.value = keep;
+  else state.heatStore = null; // its store left the selection: the service picks again
 }
 
 async function start() {
@@ -277,14 +359,6 @@ async function start() {
   $("#store-list").replaceChildren(...state.stores.map((s) =>
     el("label", { class: "check" }, el("input", { type: "checkbox", name: "store", value: s.id, checked: true, onchange: fillHeatStores }), ` ${s.name}`)));
   fillHeatStores();
-  const form = $("#filters");
-  if (!form.end.value) {
-    const today = new Date();
-    // The clerk's calendar day, not UTC's (toISOString would be yesterday after midnight).
-    const iso = (d) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
-    form.end.value = iso(today);
-    form.start.value = iso(new Date(today.getTime() - 6 * 86400e3));
-  }
   $("#dashboard").hidden = false;
   await refresh();
 }
@@ -308,7 +382,10 @@ function setup() {
     e.preventDefault();
     refresh();
   });
-  $(".heat-store").addEventListener("change", () => loadChart("heatmap", { stores: $(".heat-store").value }).catch(() => {}));
+  $(".heat-store").addEventListener("change", () => {
+    state.heatStore = $(".heat-store").value;
+    loadChart("heatmap", { stores: state.heatStore }).catch(() => {});
+  });
   for (const button of document.querySelectorAll("button.csv")) {
     button.addEventListener("click", () => downloadCsv(button.dataset.csv));
   }

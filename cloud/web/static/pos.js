@@ -10,7 +10,6 @@ const state = { store: null, member: null, basket: new Map(), products: new Map(
 
 const COUPON_WORDS = {
   unknown: "No coupon has this code.",
-  wrong_member: "This coupon belongs to another member.",
   wrong_store: "This coupon can only be used in another store.",
   redeemed: "This coupon has already been used.",
   expired: "This coupon has expired.",
@@ -100,6 +99,19 @@ function renderMember(m) {
   $("#member-consent").textContent = m.marketing ? "offers OK" : "no marketing";
   $("#member-coupons").replaceChildren(...m.coupons.map((c) => el("option", { value: c.code }, describeCoupon(c))));
   $("#member").dataset.member = m.id;
+  renderOnline(m);
+}
+
+// The web shop's product views and cart adds, with this store's stock, and the categories
+// the member is likely to buy soon (propensity; only with marketing consent).
+function renderOnline(m) {
+  const likely = Object.entries(m.propensity || {}).filter(([, p]) => p >= 0.2)
+    .map(([c, p]) => el("li", { class: "likely" }, `likely to buy ${c} soon (${Math.round(100 * p)}%)`));
+  const viewed = (m.online_interest || []).map((r) => el("li", { class: "viewed", "data-sku": r.sku },
+    `${r.name || r.sku}: ${r.cart_adds ? "in cart online" : `viewed online${r.views > 1 ? ` ${r.views}x` : ""}`}, `,
+    r.in_stock_here ? `in stock here${r.shelf_location ? ` (${r.shelf_location})` : ""}` : "not in stock here"));
+  const items = [...viewed, ...likely];
+  $("#online").replaceChildren(...(items.length ? items : [el("li", { class: "muted" }, "Nothing viewed online lately.")]));
 }
 
 function describeCoupon(c) {
@@ -111,16 +123,17 @@ function describeCoupon(c) {
 async function loadActivity(m) {
   const list = $("#activity");
   list.replaceChildren(el("li", { class: "muted" }, "Loading…"));
-  const midnight = new Date();
-  midnight.setHours(0, 0, 0, 0);
-  const days = Math.max(0.01, (Date.now() - midnight.getTime()) / 86400e3);
   try {
-    const p = await Api.call("GET", `/api/v1/members/${encodeURIComponent(m.id)}/profile?days=${days.toFixed(4)}&limit=20`);
-    const here = p.zone_dwell.filter((z) => z.store === state.store);
-    const items = here.map((z) => el("li", {}, `${z.zone}: ${minutes(z.dwell_s)} (${z.visits}×)`));
-    const visits = p.visits.filter((v) => v.store === state.store);
-    if (visits.length) items.unshift(el("li", {}, `${visits.length} visit${visits.length > 1 ? "s" : ""} today, last at ${clock(visits[0].started_at)}`));
-    list.replaceChildren(...(items.length ? items : [el("li", { class: "muted" }, m.tracking ? "Not seen in this store today." : "In-store tracking is off for this member.")]));
+    const v = await Api.call("GET", `/api/v1/pos/members/${encodeURIComponent(m.id)}/visit-today`);
+    if (!v.visits_today) {
+      list.replaceChildren(el("li", { class: "muted" }, m.tracking ? "Not seen in this store today." : "In-store tracking is off for this member."));
+      return;
+    }
+    const since = v.in_store ? `in store since ${clock(v.started_at)}` : `visited at ${clock(v.started_at)}`;
+    const items = [el("li", { class: "visit-summary" }, `${since}, ${Math.round(v.minutes_in_store)} min${v.visits_today > 1 ? ` (${v.visits_today} visits today)` : ""}`)];
+    if (v.tryons) items.push(el("li", { class: "tryons" }, `Fitting room: ${v.tryons} session${v.tryons > 1 ? "s" : ""}, ${v.tryon_minutes} min`));
+    for (const z of v.zones) items.push(el("li", {}, `${z.zone}${z.kind === "fitting_room" ? " (try-on)" : ""}: ${minutes(z.dwell_s)}`));
+    list.replaceChildren(...items);
   } catch (err) {
     list.replaceChildren(el("li", { class: "error" }, err.message));
   }
@@ -484,8 +497,9 @@ function onPush(kind, payload) {
 function onCouponIssued(p) {
   const current = state.member && state.member.id === p.member_id;
   const who = current ? state.member.name || "this member" : `member ${p.member_id}`;
-  notice(`New coupon ${p.code} for ${who}${p.name ? ` (${p.name})` : ""}.`, "info");
-  if (current && !state.member.coupons.some((c) => c.code === p.code)) {
+  // A push names the coupon by its last characters only; the full code comes with the card.
+  notice(`New coupon ${p.code_hint || ""} for ${who}${p.name ? ` (${p.name})` : ""}.`, "info");
+  if (current) {
     Api.call("GET", `/api/v1/pos/members/${encodeURIComponent(p.member_id)}`)
       .then((fresh) => {
         state.member = fresh;

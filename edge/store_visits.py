@@ -1,0 +1,483 @@
+"""Store visits: the cameras of one device fused on the floor plan, one visit per person.
+
+Each camera's pipeline keeps its own visits ("parts" here). This layer sits between the
+pipelines and the outbox and decides which parts are one person:
+
+- A new part is *pending* for ``decide_s`` (and until it has ``min_overlap`` sightings, or
+  ends): its events are held while its floor positions are compared with the people other
+  cameras see at the same moments. When the median distance
+  over at least ``min_overlap`` simultaneous sightings is within ``same_person_m``, it is the
+  same person seen by overlapping cameras and joins that store visit (two candidates: the
+  clearly nearer one, else appearance, else a new visit).
+- Otherwise a store visit whose person was last seen by another camera inside a configured
+  hand-off area, toward this camera, at most ``window_s`` before and ``handoff_m`` away from
+  where this part appeared, is a hand-off candidate. One candidate: joined. Several:
+  appearance decides when one is clearly closer (``appearance_margin``); else the hand-off
+  is ambiguous, a new store visit starts, and `ambiguous_handoffs` counts it.
+- Otherwise a new store visit (a random UUID) starts.
+- A store visit ends once all its parts ended and no hand-off can continue it any more.
+
+Every event leaves with the store visit's ID, member token and staff flag, renumbered from the
+device sequence (held and replaced events would leave gaps otherwise). The parts' own
+visit_started / visit_ended events are replaced by one pair per store visit, whose
+visit_ended carries one floor path (the person's positions from all cameras, averaged while
+several see them), the zones from every camera, the cameras and the hand-off count.
+
+Positions and appearance descriptors live only in memory and are dropped with the visit.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from storelens.contract.events import (
+    CardSwipe,
+    OccupancySnapshot,
+    VisitEnded,
+    VisitStarted,
+    ZoneVisit,
+)
+from storelens.edge import appearance
+from storelens.edge.config import DeviceConfig, HandoffConfig, StoreVisitsConfig
+from storelens.edge.scene import FloorPath, FloorPlan
+from storelens.edge.scene.zones import as_polygon, in_polygon
+
+SAME_MOMENT_S = 0.15  # sightings of two cameras this close in time are simultaneous
+TRACK_S = 8.0  # floor history kept per part, for matching
+APPEARANCE_EVERY_S = 0.5
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A person a camera sees now: its pipeline's visit, feet in image pixels, the box."""
+
+    visit_id: uuid.UUID
+    anchor: tuple[float, float]
+    box: tuple[float, float, float, float]
+
+
+class _StoreVisit:
+    def __init__(self, started_at: datetime, tolerance: float) -> None:
+        self.visit_id = uuid.uuid4()
+        self.started_at = started_at
+        self.start_t = started_at.timestamp()
+        self.last_seen = started_at
+        self.last_t = self.start_t
+        self.last_floor: tuple[float, float] | None = None
+        self.last_camera: str | None = None
+        self.member: str | None = None
+        self.key_id: str | None = None
+        self.staff: bool | None = None
+        self.cameras: list[str] = []
+        self.handoffs = 0
+        self.parts: list[_Part] = []
+        self.path = FloorPath(tolerance)
+        self.path_t = -math.inf
+        self.latest: dict[str, tuple[float, float, float]] = {}
+        self.zones: list[str] = []
+        self.attire: dict | None = None
+        self.appearance: np.ndarray | None = None
+        self.close_after: float | None = None
+
+    @property
+    def all_ended(self) -> bool:
+        return all(p.ended for p in self.parts)
+
+    def add_point(self, t: float, x: float, y: float) -> None:
+        if t > self.path_t:
+            self.path.add(x, y, t)
+            self.path_t = t
+
+
+class _Part:
+    """One camera pipeline's visit."""
+
+    def __init__(self, camera: str, visit_id: uuid.UUID, started_at: datetime) -> None:
+        self.camera = camera
+        self.visit_id = visit_id
+        self.started_at = started_at
+        self.store: _StoreVisit | None = None
+        self.held: list[Any] = []
+        self.track: deque[tuple[float, float, float]] = deque()
+        self.appearance: np.ndarray | None = None
+        self.appearance_next_t = -math.inf
+        self.member: tuple[str, str] | None = None
+        self.staff = False
+        self.ended = False
+
+    @property
+    def first_t(self) -> float:
+        return self.track[0][0] if self.track else self.started_at.timestamp()
+
+    @property
+    def last_t(self) -> float:
+        return self.track[-1][0] if self.track else self.started_at.timestamp()
+
+    def position_at(self, t: float) -> tuple[float, float] | None:
+        best = None
+        for tt, x, y in reversed(self.track):
+            if tt < t - SAME_MOMENT_S:
+                break
+            if abs(tt - t) <= SAME_MOMENT_S and (best is None or abs(tt - t) < best[0]):
+                best = (abs(tt - t), x, y)
+        return None if best is None else (best[1], best[2])
+
+
+class StoreVisits:
+    """Fuses camera pipelines' events into store visits (see the module docstring)."""
+
+    def __init__(self, config: DeviceConfig, next_seq: Callable[[], int]) -> None:
+        if config.store_visits is None:
+            raise ValueError("the device config has no store_visits section")
+        self.config: StoreVisitsConfig = config.store_visits
+        self.device = config.device
+        self.next_seq = next_seq
+        self.floors = {c.id: FloorPlan(c.floor) for c in config.cameras if c.floor is not None}
+        tolerances = [c.floor.path_tolerance_m for c in config.cameras if c.floor is not None]
+        self.tolerance = min(tolerances) if tolerances else 0.25
+        self._handoffs: dict[tuple[str, str], list[tuple[HandoffConfig, np.ndarray]]] = {}
+        for h in self.config.handoffs:
+            pairs = [(h.from_camera, h.to_camera)]
+            if h.both_ways:
+                pairs.append((h.to_camera, h.from_camera))
+            for pair in pairs:
+                self._handoffs.setdefault(pair, []).append((h, as_polygon(h.area)))
+        self._parts: dict[uuid.UUID, _Part] = {}
+        self._visits: dict[uuid.UUID, _StoreVisit] = {}
+        self._ready: list[Any] = []  # decided outside route/tick (card swipes)
+        self.started = 0
+        self.joined_overlap = 0
+        self.joined_handoff = 0
+        self.ambiguous_handoffs = 0
+
+    # -- events in, events out ------------------------------------------------------------
+
+    def route(self, camera: str, events: Iterable[Any]) -> list[Any]:
+        """A camera pipeline's events -> the store's (some held until their part is decided)."""
+        out: list[Any] = []
+        for event in events:
+            if isinstance(event, OccupancySnapshot):
+                out.append(event.model_copy(update={"seq": self.next_seq()}))
+                continue
+            if isinstance(event, VisitStarted):
+                self._parts[event.visit_id] = _Part(camera, event.visit_id, event.ts)
+                continue
+            part = self._parts.get(getattr(event, "visit_id", None))  # type: ignore[arg-type]
+            if part is None:  # not a visit this layer saw start: pass on as it is
+                out.append(event.model_copy(update={"seq": self.next_seq()}))
+                continue
+            if getattr(event, "staff", None):  # learned by the camera (staff-only zone)
+                part.staff = True
+                if part.store is not None:
+                    part.store.staff = True
+            if isinstance(event, VisitEnded):
+                part.ended = True
+                if part.store is None:
+                    out += self._decide(part)
+                visit = part.store
+                assert visit is not None
+                visit.attire = visit.attire or event.attire
+                if visit.all_ended:
+                    visit.close_after = max(event.ts.timestamp(), self._closing_time(visit))
+                continue
+            if part.store is None:
+                part.held.append(event)
+            else:
+                out.append(self._relabel(event, part.store))
+        return out
+
+    def observe(
+        self, camera: str, t: float, sightings: Sequence[Sighting], frame: np.ndarray | None
+    ) -> None:
+        """Where a camera's people are on the floor at frame time ``t``."""
+        floor = self.floors.get(camera)
+        if floor is None:
+            return
+        for s in sightings:
+            part = self._parts.get(s.visit_id)
+            if part is None or part.ended:
+                continue
+            x, y = floor.point(s.anchor)
+            part.track.append((t, x, y))
+            while part.track and part.track[0][0] < t - TRACK_S:
+                part.track.popleft()
+            if frame is not None and t >= part.appearance_next_t:
+                part.appearance = appearance.blend(
+                    part.appearance, appearance.describe(frame, s.box)
+                )
+                part.appearance_next_t = t + APPEARANCE_EVERY_S
+            visit = part.store
+            if visit is not None:
+                self._seen(visit, camera, t, x, y)
+                visit.appearance = appearance.blend(visit.appearance, part.appearance)
+
+    def tick(self, t: float) -> list[Any]:
+        """Decide parts held long enough and end store visits nobody can continue."""
+        out, self._ready = self._ready, []
+        for part in sorted(self._pending(), key=lambda p: p.first_t):
+            # A part seen fewer than min_overlap times waits for more sightings or its end
+            # (the tracker's lost-track buffer), whichever comes first.
+            seen_enough = len(part.track) >= self.config.min_overlap
+            if t - part.first_t >= self.config.decide_s and seen_enough:
+                out += self._decide(part)
+        pending_from = min((p.first_t for p in self._pending()), default=math.inf)
+        for visit in list(self._visits.values()):
+            if visit.all_ended and visit.close_after is not None and t >= visit.close_after:
+                if pending_from <= visit.last_t + SAME_MOMENT_S:
+                    continue  # a held part seen while this person was: it may be them
+                out += self._end(visit)
+        return out
+
+    def flush(self) -> list[Any]:
+        """End of the streams: decide every held part, end every store visit."""
+        out, self._ready = self._ready, []
+        for part in sorted(self._pending(), key=lambda p: p.first_t):
+            out += self._decide(part)
+        for visit in list(self._visits.values()):
+            out += self._end(visit)
+        self._parts.clear()
+        return out
+
+    # -- card swipes and consent ---------------------------------------------------------
+
+    def set_member(self, part_visit_id: uuid.UUID, member: str, key_id: str) -> bool:
+        part = self._parts.get(part_visit_id)
+        if part is None:
+            return False
+        if part.store is None:
+            self._ready += self._decide(part)  # the swipe needs the store visit's ID now
+        assert part.store is not None
+        part.store.member, part.store.key_id = member, key_id
+        return True
+
+    def set_staff(self, part_visit_id: uuid.UUID) -> bool:
+        part = self._parts.get(part_visit_id)
+        if part is None:
+            return False
+        part.staff = True
+        if part.store is not None:
+            part.store.staff = True
+        return True
+
+    def swipe(self, event: CardSwipe) -> CardSwipe:
+        """A card swipe linked to a part -> linked to the part's store visit."""
+        part = self._parts.get(event.visit_id) if event.visit_id else None
+        if part is None or part.store is None:
+            return event
+        return event.model_copy(update={"visit_id": part.store.visit_id})
+
+    def forget_members(self, tokens: set[str], key_id: str) -> int:
+        cleared = 0
+        for visit in self._visits.values():
+            if visit.member in tokens and visit.key_id == key_id:
+                visit.member = visit.key_id = None
+                cleared += 1
+        return cleared
+
+    def visit_of(self, part_visit_id: uuid.UUID) -> uuid.UUID | None:
+        part = self._parts.get(part_visit_id)
+        return part.store.visit_id if part and part.store else None
+
+    @property
+    def open_visits(self) -> int:
+        return len(self._visits)
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def _pending(self) -> list[_Part]:
+        return [p for p in self._parts.values() if p.store is None]
+
+    def _decide(self, part: _Part) -> list[Any]:
+        out: list[Any] = []
+        visit = self._overlap_match(part)
+        if visit is not None:
+            self.joined_overlap += 1
+        else:
+            visit, ambiguous = self._handoff_match(part)
+            if visit is not None:
+                visit.handoffs += 1
+                self.joined_handoff += 1
+            elif ambiguous:
+                self.ambiguous_handoffs += 1
+        if visit is None:
+            visit = _StoreVisit(part.started_at, self.tolerance)
+            self._visits[visit.visit_id] = visit
+            self.started += 1
+            out.append(
+                VisitStarted(
+                    device=self.device,
+                    seq=self.next_seq(),
+                    ts=part.started_at,
+                    camera=part.camera,
+                    visit_id=visit.visit_id,
+                )
+            )
+        part.store = visit
+        visit.parts.append(part)
+        visit.close_after = None
+        if part.camera not in visit.cameras:
+            visit.cameras.append(part.camera)
+        if part.member is not None:
+            visit.member, visit.key_id = part.member
+        if part.staff:
+            visit.staff = True
+        for t, x, y in part.track:
+            self._seen(visit, part.camera, t, x, y)
+        visit.appearance = appearance.blend(visit.appearance, part.appearance)
+        out += [self._relabel(e, visit) for e in part.held]
+        part.held = []
+        return out
+
+    def _overlap_match(self, part: _Part) -> _StoreVisit | None:
+        found: list[tuple[float, _StoreVisit]] = []
+        for visit in self._visits.values():
+            if any(p.camera == part.camera and not p.ended for p in visit.parts):
+                continue  # one person is one track per camera
+            others = [p for p in visit.parts if p.camera != part.camera]
+            dists = []
+            for t, x, y in part.track:
+                for other in others:
+                    pos = other.position_at(t)
+                    if pos is not None:
+                        dists.append(math.hypot(pos[0] - x, pos[1] - y))
+            # A part that ended before it had ``min_overlap`` sightings (a person glimpsed at
+            # the edge of a view, box cut by the border) is judged on what it has: left
+            # alone it would count as one more visitor.
+            enough = self.config.min_overlap if not part.ended else 1
+            if len(dists) >= enough:
+                d = statistics.median(dists)
+                if d <= self.config.same_person_m:
+                    found.append((d, visit))
+        if not found:
+            return None
+        found.sort(key=lambda f: f[0])
+        if len(found) == 1 or found[0][0] <= 0.6 * found[1][0]:
+            return found[0][1]
+        return self._by_appearance(part, [v for _, v in found[:2]])
+
+    def _handoff_match(self, part: _Part) -> tuple[_StoreVisit | None, bool]:
+        """(the visit this part continues, whether candidates were too alike to choose)."""
+        if not part.track:
+            return None, False
+        t0, x0, y0 = part.track[0]
+        found = []
+        for visit in self._visits.values():
+            if visit.last_camera is None or visit.last_floor is None:
+                continue
+            if visit.last_camera == part.camera or visit.last_t > t0 + SAME_MOMENT_S:
+                continue  # still in view elsewhere, or a person of this camera
+            for h, area in self._handoffs.get((visit.last_camera, part.camera), []):
+                gap = t0 - visit.last_t
+                near = math.dist(visit.last_floor, (x0, y0)) <= self.config.handoff_m
+                if gap <= h.window_s and near and in_polygon(area, visit.last_floor):
+                    found.append(visit)
+                    break
+        if len(found) == 1:
+            return found[0], False
+        if not found:
+            return None, False
+        chosen = self._by_appearance(part, found)
+        return chosen, chosen is None
+
+    def _by_appearance(self, part: _Part, visits: list[_StoreVisit]) -> _StoreVisit | None:
+        scored = []
+        for visit in visits:
+            d = appearance.distance(part.appearance, visit.appearance)
+            if d is None:
+                return None
+            scored.append((d, visit))
+        scored.sort(key=lambda s: s[0])
+        if scored[1][0] - scored[0][0] >= self.config.appearance_margin:
+            return scored[0][1]
+        return None
+
+    def _closing_time(self, visit: _StoreVisit) -> float:
+        """When no hand-off can continue the visit any more."""
+        wait = 0.0
+        if visit.last_camera is not None and visit.last_floor is not None:
+            for (src, _), items in self._handoffs.items():
+                if src != visit.last_camera:
+                    continue
+                for h, area in items:
+                    if in_polygon(area, visit.last_floor):
+                        wait = max(wait, h.window_s + self.config.decide_s)
+        return visit.last_t + wait
+
+    # -- output -----------------------------------------------------------------------------
+
+    def _seen(self, visit: _StoreVisit, camera: str, t: float, x: float, y: float) -> None:
+        visit.latest[camera] = (t, x, y)
+        now = [(px, py) for pt, px, py in visit.latest.values() if t - pt <= SAME_MOMENT_S]
+        mx = sum(p[0] for p in now) / len(now)
+        my = sum(p[1] for p in now) / len(now)
+        visit.add_point(t, mx, my)
+        if t >= visit.last_t:
+            visit.last_t = t
+            visit.last_seen = datetime.fromtimestamp(t, UTC)
+            visit.last_floor = (mx, my)
+            visit.last_camera = camera
+
+    def _relabel(self, event: Any, visit: _StoreVisit) -> Any:
+        update: dict[str, Any] = {
+            "seq": self.next_seq(),
+            "visit_id": visit.visit_id,
+            "member": visit.member,
+            "key_id": visit.key_id,
+        }
+        if visit.staff:
+            update["staff"] = True
+        if isinstance(event, ZoneVisit) and event.zone not in visit.zones:
+            visit.zones.append(event.zone)
+        return event.model_copy(update=update)
+
+    def _end(self, visit: _StoreVisit) -> list[Any]:
+        for part in visit.parts:
+            self._parts.pop(part.visit_id, None)
+        del self._visits[visit.visit_id]
+        duration = max(0.0, visit.last_t - visit.start_t)
+        return [
+            VisitEnded(
+                device=self.device,
+                seq=self.next_seq(),
+                ts=visit.last_seen,
+                camera=visit.last_camera or visit.cameras[0],
+                visit_id=visit.visit_id,
+                member=visit.member,
+                key_id=visit.key_id,
+                staff=visit.staff,
+                started_at=visit.started_at,
+                duration_s=round(duration, 3),
+                path=visit.path.simplified(self.tolerance, visit.start_t),
+                zones=visit.zones,
+                attire=visit.attire,
+                cameras=visit.cameras,
+                handoffs=visit.handoffs,
+            )
+        ]
+
+
+class FusedView:
+    """A camera pipeline as card fusion sees it while cameras are fused: the person at the
+    reader is found in the camera, the member token goes to their store visit."""
+
+    def __init__(self, pipeline: Any, visits: StoreVisits) -> None:
+        self.pipeline = pipeline
+        self.visits = visits
+
+    def people_in(self, polygon_points: Sequence[Sequence[float]]) -> Sequence[Any]:
+        return self.pipeline.people_in(polygon_points)
+
+    def set_member(self, visit_id: uuid.UUID, member_token: str, key_id: str) -> bool:
+        return self.visits.set_member(visit_id, member_token, key_id)
+
+    def set_staff(self, visit_id: uuid.UUID) -> bool:
+        return self.visits.set_staff(visit_id)

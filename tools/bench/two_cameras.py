@@ -1,0 +1,121 @@
+"""Does a store seen by two overlapping cameras report what one camera reports?
+
+Runs the single-camera config and its split into crops (`storelens edge split-cameras`) over
+the same video with the same detector, and compares: visits (people), entrance crossings,
+zone visits and dwell, visit length, and floor paths (visits paired by start time, then the
+mean distance between the two paths at common times). Tolerances are stated in `TOLERANCE`
+and judged per number; they are about the fusion, not about tracking quality, which both
+layouts share.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from storelens.edge.config import DeviceConfig
+from storelens.edge.store_analysis import StoreSummary, analyze_store
+
+TOLERANCE = {
+    "visits_rel": 0.15,  # visits within 15 % of the single camera's
+    "crossings_abs": 1,  # each entrance direction within 1 crossing
+    "zone_visits_rel": 0.2,  # zone visits per zone within 20 % (or 1)
+    "paired_share": 0.8,  # at least 80 % of single-camera visits find their two-camera visit
+    "path_m": 1.0,  # paired paths at most 1 m apart (median over pairs)
+}
+PAIR_START_S = 2.0
+
+
+def _path_at(path: list[list[float]], start: float, times: np.ndarray) -> np.ndarray:
+    p = np.asarray(path, dtype=np.float64)
+    t = start + p[:, 2]
+    return np.stack([np.interp(times, t, p[:, 0]), np.interp(times, t, p[:, 1])], axis=1)
+
+
+def _visits(summary: StoreSummary) -> list[tuple[float, float, list[list[float]]]]:
+    out = []
+    for e in summary.events:
+        if e.type == "visit_ended" and e.path:
+            out.append((e.started_at.timestamp(), e.started_at.timestamp() + e.duration_s, e.path))
+    return sorted(out)
+
+
+def compare_paths(one: StoreSummary, two: StoreSummary) -> dict[str, Any]:
+    """Pair visits by start time (greedy, nearest first) and measure their paths' distance."""
+    a, b = _visits(one), _visits(two)
+    t0 = min([v[0] for v in a + b], default=0.0)
+    pairs = sorted(
+        (abs(va[0] - vb[0]), i, j)
+        for i, va in enumerate(a)
+        for j, vb in enumerate(b)
+        if abs(va[0] - vb[0]) <= PAIR_START_S
+    )
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    dists = []
+    for _, i, j in pairs:
+        if i in used_a or j in used_b:
+            continue
+        used_a.add(i)
+        used_b.add(j)
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if hi - lo < 0.5:
+            continue
+        times = np.linspace(lo, hi, 20)
+        pa, pb = _path_at(a[i][2], a[i][0], times), _path_at(b[j][2], b[j][0], times)
+        dists.append(float(np.mean(np.hypot(*(pa - pb).T))))
+    return {
+        "single_visits_with_path": len(a),
+        "paired": len(used_a),
+        "paired_share": round(len(used_a) / len(a), 3) if a else None,
+        "median_path_distance_m": round(statistics.median(dists), 3) if dists else None,
+        "_t0": t0,
+    }
+
+
+def _within(one: float, two: float, rel: float) -> bool:
+    return abs(one - two) <= max(1.0, rel * one)
+
+
+def judge(one: StoreSummary, two: StoreSummary) -> dict[str, Any]:
+    paths = compare_paths(one, two)
+    paths.pop("_t0")
+    checks: dict[str, bool] = {
+        "visits": _within(one.visits, two.visits, TOLERANCE["visits_rel"]),
+    }
+    for key in set(one.crossings) | set(two.crossings):
+        checks[f"crossings {key[0]}:{key[1]}"] = (
+            abs(one.crossings[key] - two.crossings[key]) <= TOLERANCE["crossings_abs"]
+        )
+    for zone in set(one.zone_dwell) | set(two.zone_dwell):
+        n1, n2 = len(one.zone_dwell.get(zone, [])), len(two.zone_dwell.get(zone, []))
+        checks[f"zone {zone}"] = _within(n1, n2, TOLERANCE["zone_visits_rel"])
+    share = paths["paired_share"]
+    checks["paths paired"] = share is not None and share >= TOLERANCE["paired_share"]
+    dist = paths["median_path_distance_m"]
+    checks["paths distance"] = dist is not None and dist <= TOLERANCE["path_m"]
+    return {"paths": paths, "checks": checks, "equivalent": all(checks.values())}
+
+
+def run(
+    single: DeviceConfig, split: DeviceConfig, *, max_frames: int | None = None
+) -> dict[str, Any]:
+    start = datetime.now(UTC).replace(microsecond=0)  # both runs on one clock
+    one = analyze_store(single, max_frames=max_frames, start=start)
+    two = analyze_store(split, max_frames=max_frames, start=start)
+    verdict = judge(one, two)
+    return {
+        "single_camera": one.as_dict(),
+        "two_cameras": two.as_dict(),
+        "tolerance": TOLERANCE,
+        **verdict,
+        "visit_length_ratio": (
+            round(statistics.median(two.durations) / statistics.median(one.durations), 3)
+            if one.durations and two.durations and statistics.median(one.durations) > 0
+            else math.nan
+        ),
+    }

@@ -1,0 +1,1 @@
+"""Synthetic data: a demo chain (`chain`) and its in-store camera traffic (`instore`)."""
