@@ -166,7 +166,7 @@ class StoreVisits:
         out: list[Any] = []
         for event in events:
             if isinstance(event, OccupancySnapshot):
-                out.append(event.model_copy(update={"seq": self.next_seq()}))
+                out.append(self._snapshot(camera, event))
                 continue
             if isinstance(event, VisitStarted):
                 self._parts[event.visit_id] = _Part(camera, event.visit_id, event.ts)
@@ -425,6 +425,38 @@ class StoreVisits:
             visit.last_seen = datetime.fromtimestamp(t, UTC)
             visit.last_floor = (mx, my)
             visit.last_camera = camera
+
+    def _snapshot(self, camera: str, event: OccupancySnapshot) -> OccupancySnapshot:
+        """A camera's snapshot with each person counted once per store: someone seen by
+        several cameras counts in the ``total`` of the first of them still seeing them (so
+        the totals of one instant add up to the people in the store). Zones and queues stay
+        per camera: each zone belongs to one camera."""
+        elsewhere = 0
+        for part in self._parts.values():
+            if part.camera != camera or part.ended:
+                continue
+            if part.store is None:  # not decided yet: counted elsewhere if it is likely them
+                elsewhere += self._seen_elsewhere(part)
+                continue
+            if part.store.staff:
+                continue
+            primary = next((p.camera for p in part.store.parts if not p.ended), camera)
+            elsewhere += primary != camera
+        total = max(0, event.total - elsewhere)
+        return event.model_copy(update={"seq": self.next_seq(), "total": total})
+
+    def _seen_elsewhere(self, part: _Part) -> bool:
+        """Whether another camera's decided person stands where this held part is now."""
+        if not part.track:
+            return False
+        t, x, y = part.track[-1]
+        for other in self._parts.values():
+            if other.camera == part.camera or other.ended or other.store is None:
+                continue
+            pos = other.position_at(t)
+            if pos is not None and math.hypot(pos[0] - x, pos[1] - y) <= self.config.same_person_m:
+                return True
+        return False
 
     def _relabel(self, event: Any, visit: _StoreVisit) -> Any:
         update: dict[str, Any] = {

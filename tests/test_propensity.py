@@ -273,3 +273,21 @@ def test_bench_scoring_replays_contacts_against_contacting_everyone(tmp_path) ->
     assert scored["response_rate"] > everyone["response_rate"]
     assert scored["contacts_per_response"] < everyone["contacts_per_response"]
     assert split["contact_threshold"] == {"name": "hot", "score": 12.0, "cooldown_hours": 168.0}
+
+
+def test_seed_command_trains_propensity(tmp_path) -> None:
+    from storelens.cli import app
+    from storelens.cloud.store import connect
+
+    url = f"sqlite:///{tmp_path / 'seed.db'}"
+    args = ["cloud", "seed", "--db", url, "--members", "200", "--days", "120",
+            "--instore-days", "0", "--out", str(tmp_path / "cred.json")]  # fmt: skip
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert "member x category scores" in done.output
+    db = connect(url)
+    try:
+        p = db.query("SELECT probability FROM member_propensity")
+        assert p and all(0.0 <= r["probability"] <= 1.0 for r in p)
+    finally:
+        db.close()

@@ -25,12 +25,13 @@ PX_PER_M = 100.0
 TOKEN = "cd" * 32
 
 
-def config(views: dict[str, float], handoffs: list | None = None, zones: dict | None = None):
+def config(views: dict[str, float], handoffs: list | None = None, zones: dict | None = None,
+           occupancy_s: float = 60.0):  # fmt: skip
     """Cameras over a 4 m x 4 m floor strip each, starting at floor x = ``views[id]``."""
     cameras = []
     for cam, x0 in views.items():
         cameras.append({
-            "id": cam, "source": "0",
+            "id": cam, "source": "0", "occupancy_interval_s": occupancy_s,
             "zones": (zones or {}).get(cam, []),
             "floor": {"image_points": [[0, 0], [400, 0], [400, 400], [0, 400]],
                       "floor_points": [[x0, 0], [x0 + 4, 0], [x0 + 4, 4], [x0, 4]]},
@@ -203,3 +204,18 @@ def test_a_glimpse_at_the_edge_of_a_view_joins_the_person_seen_there() -> None:
     assert len(of(events, VisitStarted)) == 1
     [ended] = of(events, VisitEnded)
     assert ended.cameras == ["a", "b"] and store.fused.joined_overlap == 1
+
+
+def test_snapshot_totals_count_each_person_once_per_store() -> None:
+    from storelens.contract.events import OccupancySnapshot
+
+    store = Store(config({"a": 0.0, "b": 3.0}, occupancy_s=0.5))
+    for i in range(80):  # one walker through the overlap: both cameras see them for a while
+        store.frame(i, [(1.5 + i * 0.05, 2.0, (0, 0, 200))])
+    snaps = [e for e in store.events if isinstance(e, OccupancySnapshot)]
+    by_instant: dict = {}
+    for s in snaps:
+        by_instant.setdefault(s.ts, []).append(s.total)
+    both = [totals for totals in by_instant.values() if len(totals) == 2]
+    assert both and all(sum(t) <= 1 for t in both)
+    assert any(sum(t) == 1 for t in both)

@@ -469,6 +469,9 @@ def seed(
     end: str | None = typer.Option(None, help="Last day (YYYY-MM-DD, exclusive); default today."),
     instore_days: int = typer.Option(14, min=0, help="Days of in-store camera events (0: none)."),
     out: str = typer.Option("var/seed-credentials.json", help="Where to write credentials."),
+    propensity: bool = typer.Option(
+        True, help="Train purchase propensity on the seeded history (as a daily job would)."
+    ),
 ) -> None:
     """Create a demo chain: stores, catalog, members, orders, sales, stock, users, tokens."""
     import json
@@ -492,8 +495,18 @@ def seed(
                               end=date.fromisoformat(end) if end else None,
                               instore_days=instore_days)  # fmt: skip
     except seeding.SeedError as exc:
+        database.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    try:
+        if propensity:
+            from storelens.cloud import propensity as propensity_model
+
+            try:
+                trained = propensity_model.refresh(database)
+                typer.echo(f"propensity: {trained['stored']} member x category scores")
+            except ValueError as exc:  # too short a history for its training cutoffs
+                typer.echo(f"propensity not trained: {exc}")
     finally:
         database.close()
     path = Path(out)

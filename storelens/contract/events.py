@@ -148,7 +148,12 @@ class OccupancySnapshot(_Event):
 
     type: Literal["occupancy"] = "occupancy"
     camera: Identifier
-    total: int = Field(ge=0, description="People in view (without staff, since 1.2).")
+    total: int = Field(
+        ge=0,
+        description="People in view (without staff, since 1.2). A device fusing cameras into "
+        "store visits counts each person in one camera's total only, so the totals of one "
+        "instant add up to the people in the store.",
+    )
     zones: dict[Identifier, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
     staff: Count | None = Field(
         default=None,
