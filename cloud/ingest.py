@@ -60,6 +60,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from storelens.cloud import events as event_store
 from storelens.cloud import members
 from storelens.cloud.event_text import event_texts
+from storelens.cloud.services import Services
 from storelens.cloud.settings import Settings
 from storelens.cloud.sqlite_writer import SqliteWriter
 from storelens.cloud.store import Database
@@ -445,8 +446,14 @@ class IngestWorker:
         *,
         client_id: str | None = None,
         subscribe_status: bool = True,
+        services: Services | None = None,
     ) -> None:
+        """``services``: the process's composition root when the worker shares a process (the
+        API's, with ``--ingest``); a worker on its own builds one, which relays the POS pushes
+        its hooks raise (member alerts) through the broker to wherever the POS streams are."""
         self.settings = settings
+        self._own_services = services is None
+        self.services = services if services is not None else Services.for_ingest(settings, db)
         self.ingestor = Ingestor(db)
         self.ingestor.consent_changed.append(self._publish_optouts)
         self.client_id = client_id or default_client_id(settings.mqtt_client_id)
@@ -640,6 +647,8 @@ class IngestWorker:
         self.client.disconnect()
         self.client.loop_stop()
         self.ingestor.close()
+        if self._own_services:
+            self.services.close()
 
     def _run(self) -> None:
         batch: list[Incoming] = []
