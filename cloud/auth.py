@@ -39,7 +39,10 @@ register_migrations(
             revoked {BOOL} NOT NULL DEFAULT 0
         );
         CREATE INDEX auth_tokens_subject ON auth_tokens (kind, subject)
-        """
+        """,
+        # Ops scope: the stores a user sees, comma-separated (a region, or one store for a
+        # store manager); NULL = the whole chain.
+        "ALTER TABLE ops_users ADD COLUMN stores TEXT",
     ],
 )
 
@@ -60,9 +63,29 @@ class Principal:
     subject: str  # username, the POS device name, or the integration's name
     role: str | None = None  # ops only
     store: str | None = None  # pos only
+    stores: tuple[str, ...] | None = None  # ops only: the stores in scope (None = all)
 
     def has_role(self, role: str) -> bool:
         return self.kind == "ops" and ROLES.index(self.role or "analyst") >= ROLES.index(role)
+
+
+def parse_scope(text: str | None) -> tuple[str, ...] | None:
+    """``"paris,lyon"`` -> ("lyon", "paris"); empty or None -> None (chain-wide)."""
+    stores = tuple(sorted({s.strip() for s in (text or "").split(",") if s.strip()}))
+    return stores or None
+
+
+def set_scope(db: Database, username: str, stores: tuple[str, ...] | None) -> None:
+    """Limit an ops user to ``stores`` (a region, or one store); None = the whole chain."""
+    known = {r["id"] for r in db.query("SELECT id FROM stores")}
+    unknown = sorted(set(stores or ()) - known)
+    if unknown:
+        raise AuthError(f"unknown store(s): {', '.join(unknown)}")
+    if not db.execute(
+        "UPDATE ops_users SET stores = ? WHERE username = ?",
+        (",".join(stores) if stores else None, username),
+    ):
+        raise AuthError(f"no user {username}")
 
 
 def hash_password(password: str) -> str:
@@ -91,7 +114,10 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_user(db: Database, username: str, password: str, role: str) -> None:
+def create_user(
+    db: Database, username: str, password: str, role: str, stores: tuple[str, ...] | None = None
+) -> None:
+    """An ops user; ``stores`` limits what they see (a region or one store; None = all)."""
     if role not in ROLES:
         raise AuthError(f"role must be one of {', '.join(ROLES)}")
     if len(password) < 8:
@@ -99,10 +125,14 @@ def create_user(db: Database, username: str, password: str, role: str) -> None:
     if not username or len(username) > 64:
         raise AuthError("username must have 1-64 characters")
     try:
-        db.execute(
-            "INSERT INTO ops_users (username, password_hash, role, created_at) VALUES (?, ?, ?, ?)",
-            (username, hash_password(password), role, time.time()),
-        )
+        with db.transaction():
+            db.execute(
+                "INSERT INTO ops_users (username, password_hash, role, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (username, hash_password(password), role, time.time()),
+            )
+            if stores:
+                set_scope(db, username, stores)
     except IntegrityError:
         raise AuthError(f"user {username} exists") from None
 
@@ -181,11 +211,13 @@ def authenticate(db: Database, token: str) -> Principal | None:
         return None
     if row["kind"] == "ops":
         user = db.query_one(
-            "SELECT role, disabled FROM ops_users WHERE username = ?", (row["subject"],)
+            "SELECT role, disabled, stores FROM ops_users WHERE username = ?", (row["subject"],)
         )
         if user is None or user["disabled"]:
             return None
-        return Principal("ops", row["subject"], role=user["role"])
+        return Principal(
+            "ops", row["subject"], role=user["role"], stores=parse_scope(user["stores"])
+        )
     if row["kind"] == "integration":
         return Principal("integration", row["subject"])
     return Principal("pos", row["subject"], store=row["store"])

@@ -9,6 +9,46 @@ import typer
 app = typer.Typer(no_args_is_help=True)
 
 
+rollups_app = typer.Typer(help="Analytics rollups: recompute them from the raw events.",
+                          no_args_is_help=True)  # fmt: skip
+app.add_typer(rollups_app, name="rollups")
+
+
+@rollups_app.command("rebuild")
+def rollups_rebuild(
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+    since: str | None = typer.Option(
+        None, "--from", help="First UTC day to rebuild (YYYY-MM-DD); default the oldest event."
+    ),
+    store: str | None = typer.Option(None, help="Only this store (default all)."),
+) -> None:
+    """Recompute the rollups from the raw events, a day at a time, with a progress bar."""
+    from datetime import date
+
+    from rich.progress import Progress
+
+    from storelens.cloud.rollups import rebuild
+    from storelens.cloud.store import connect
+
+    try:
+        first = date.fromisoformat(since) if since else None
+    except ValueError:
+        typer.echo(f"error: --from {since!r} is not a date (YYYY-MM-DD)", err=True)
+        raise typer.Exit(2) from None
+    database = connect(_settings(db).db_url)
+    try:
+        with Progress(transient=True) as bar:
+            task = bar.add_task("rebuilding rollups (days)", total=None)
+
+            def advance(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            result = rebuild.rebuild(database, first, store, advance)
+    finally:
+        database.close()
+    typer.echo(f"rebuilt {result['days']} day(s) from {result['events']} events")
+
+
 # -- the core service: API, ingest, admin ---------------------------------------------------
 
 
@@ -45,6 +85,10 @@ def ingest(
     mqtt_port: int | None = typer.Option(None, help="Broker port."),
     group: str | None = typer.Option(None, help="Shared-subscription group."),
     client_id: str | None = typer.Option(None, help="MQTT client ID (unique per worker)."),
+    metrics_port: int | None = typer.Option(
+        None, min=1, max=65535, help="Serve this worker's Prometheus metrics on this port."
+    ),
+    metrics_host: str = typer.Option("0.0.0.0", help="Address of the metrics endpoint."),
 ) -> None:
     """Run an ingest worker: MQTT -> validated, de-duplicated events in the database."""
     import logging
@@ -55,6 +99,12 @@ def ingest(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = _settings(db, mqtt_host=mqtt_host, mqtt_port=mqtt_port, share_group=group,
                          mqtt_client_id=client_id)  # fmt: skip
+    if metrics_port is not None:
+        # prometheus_client's own HTTP server (a daemon thread): the worker's ingest counters,
+        # batch times and lag; fleet health per device comes from the API's /metrics.
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host)
     run_worker(settings, connect(settings.db_url), client_id=client_id)
 
 
@@ -62,6 +112,11 @@ def ingest(
 def user_add(
     username: str = typer.Argument(..., help="Login name."),
     role: str = typer.Option("analyst", help="analyst or admin."),
+    stores: str | None = typer.Option(
+        None,
+        help="Comma-separated stores the user sees (a region, or one store for a store "
+        "manager); default the whole chain.",
+    ),
     db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
 ) -> None:
     """Create an ops user (the password is asked for, never passed on the command line)."""
@@ -70,12 +125,13 @@ def user_add(
 
     password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     database = connect(_settings(db).db_url)
+    scope = auth.parse_scope(stores)
     try:
-        auth.create_user(database, username, password, role)
+        auth.create_user(database, username, password, role, scope)
     except auth.AuthError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"created {role} {username}")
+    typer.echo(f"created {role} {username}" + (f" for {', '.join(scope)}" if scope else ""))
 
 
 @app.command("user-password")

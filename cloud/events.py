@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from contextlib import ExitStack, suppress
 from typing import Any
 
+from storelens.cloud import rollups
+from storelens.cloud.rollups import sql as rollup_tables
 from storelens.cloud.store import Database, register_migrations
 from storelens.contract.events import (
     CardSwipe,
@@ -254,7 +256,10 @@ def store_events(db: Database, rows: Sequence[dict[str, Any] | tuple]) -> int:
         record_staff_visits(db, values)
         if db.dialect == "postgres":
             return _copy_events(db, values)
-        return db.executemany(_INSERT, values)
+        stored = db.executemany(_INSERT, values)
+        if stored:
+            rollups.record(db, values)
+    return stored
 
 
 def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
@@ -274,6 +279,7 @@ def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
             ):
                 for row in rows:
                     copy.write_row(row)
+            rollups.record(db, rows)
             return len(rows)
         except psycopg.errors.UniqueViolation:
             pass
@@ -287,10 +293,12 @@ def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
                     copy.write_row(row)
             cur.execute(
                 f"INSERT INTO events ({_COLUMNS}) SELECT DISTINCT ON (id) {_COLUMNS} "
-                "FROM events_stage ON CONFLICT (id) DO NOTHING"
+                "FROM events_stage ON CONFLICT DO NOTHING"  # (id), or (id, ts) when partitioned
             )
             new = max(cur.rowcount, 0)
             cur.execute("DELETE FROM events_stage")
+        if new:
+            rollups.record(db, rows)
     return new
 
 
@@ -364,7 +372,10 @@ def store_prepared(
     """Write one prepared batch inside the caller's transaction; returns new event rows."""
     if copied:  # streamed by EventCopy, past store_events
         record_staff_visits(db, rows)
-    stored = len(rows) if copied else store_events(db, rows)
+        stored = len(rows)
+        rollups.record(db, rows)
+    else:
+        stored = store_events(db, rows)
     for topic, reason, detail, raw in dead:
         dead_letter(db, topic, reason, detail, raw, received_at)
     for store, items in statuses.items():
@@ -438,9 +449,16 @@ def get_device(db: Database, store: str, device: str) -> dict[str, Any] | None:
 
 
 def list_devices(
-    db: Database, store: str | None = None, *, limit: int = 100, offset: int = 0
+    db: Database,
+    store: str | Sequence[str] | None = None,
+    *,
+    limit: int = 100,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
-    where, params = ("WHERE store = ?", [store]) if store else ("", [])
+    """Devices of one store, of some stores, or of all (None)."""
+    chosen = [store] if isinstance(store, str) else list(store or [])
+    where = f"WHERE store IN ({', '.join('?' for _ in chosen)})" if chosen else ""
+    params: list[Any] = chosen
     rows = db.query(
         f"SELECT * FROM devices {where} ORDER BY store, device LIMIT ? OFFSET ?",
         (*params, limit, offset),
@@ -507,6 +525,7 @@ def unlink_member_events(db: Database, token: str) -> int:
                 "UPDATE events SET member = NULL, key_id = NULL, payload = ? WHERE id = ?",
                 (json.dumps(payload, separators=(",", ":")), row["id"]),
             )
+        rollup_tables.forget_member(db, token)
         # A swipe that never carried the member column still names the token in its payload.
         deleted += db.execute(
             "DELETE FROM events WHERE type = ? AND payload LIKE ?",

@@ -91,6 +91,7 @@ BATCH_SECONDS = Histogram("storelens_ingest_batch_seconds", "Time to write one b
 on_events_stored: list[Callable[[Database, list[dict[str, Any]]], object]] = []
 
 REGISTRY_TTL_S = 5.0
+HOUSEKEEPING_S = 3600.0  # partitions ahead and retention, from the rollup settle thread
 _TS = event_store.EVENT_COLUMNS.index("ts")
 _MEMBER = event_store.EVENT_COLUMNS.index("member")
 RECEIVE_MAXIMUM = 250  # unacknowledged messages in flight to one worker (bounds memory)
@@ -594,6 +595,10 @@ class IngestWorker:
         # thread writing in this process loses more to GIL hand-offs (the driver drops and
         # re-takes the GIL for every row) than it overlaps; one waiting on a pipe does not.
         self._threads = [threading.Thread(target=self._run, name="ingest", daemon=True)]
+        if self.settings.rollup_settle_s > 0:
+            self._threads.append(
+                threading.Thread(target=self._settle_loop, name="rollup-settle", daemon=True)
+            )
         if self._commits is not None:
             self._threads.append(
                 threading.Thread(target=self._commit_loop, name="ingest-commit", daemon=True)
@@ -671,6 +676,29 @@ class IngestWorker:
                 return  # stopped during a database outage: the broker redelivers the batch
             done, batch = batch, []
             self._finish(done, result)
+
+    def _settle_loop(self) -> None:
+        """Recompute the rollups of quiet dirty hours (`storelens.cloud.rollups.settle`), off
+        the hot path; a failure only delays them (charts read dirty hours raw meanwhile)."""
+        from storelens.cloud import retention
+        from storelens.cloud.rollups.settle import settle
+
+        s = self.settings
+        housekept: float | None = None  # first round at once
+        while not self._stop.wait(s.rollup_settle_s):
+            try:
+                if housekept is None or time.monotonic() - housekept > HOUSEKEEPING_S:
+                    # Partitions ahead and retention, hourly: cheap, and any worker may do it.
+                    retention.housekeeping(
+                        self.ingestor.db, s.events_retention_days, s.rollups_retention_days
+                    )
+                    housekept = time.monotonic()
+                settle(
+                    self.ingestor.db,
+                    events_since=retention.events_cutoff(s.events_retention_days),
+                )
+            except Exception:
+                log.exception("settling rollups or retention failed; retrying later")
 
     def _hand_over(self, batch: list[Incoming], prepared: Prepared) -> bool:
         assert self._commits is not None

@@ -58,6 +58,26 @@ class Settings(BaseModel):
         description="On SQLite, insert and commit in a child process, so parsing and writing "
         "run on two cores.",
     )
+    events_retention_days: int = Field(
+        0,
+        ge=0,
+        le=36_500,
+        description="Days of raw in-store events kept (whole UTC days; PostgreSQL drops day "
+        "partitions, SQLite deletes in batches); 0 = forever.",
+    )
+    rollups_retention_days: int = Field(
+        0,
+        ge=0,
+        le=36_500,
+        description="Days of analytics rollups kept; 0 = forever. At least the events' days.",
+    )
+    rollup_settle_s: float = Field(
+        15.0,
+        ge=0,
+        le=3600,
+        description="How often an ingest worker recomputes the analytics rollups of hours "
+        "that received events (once quiet); 0 = never (another worker does).",
+    )
     pseudonym_key_id: str = Field("k1", description="ID of the member-card HMAC key.")
     pseudonym_key_file: Path | None = Field(None, description="File with the key (hex or raw).")
     pseudonym_key_env: str | None = Field(
@@ -95,6 +115,16 @@ class Settings(BaseModel):
     handoff_interval_s: float = Field(
         5, ge=0, le=3600, description="Hand-off webhook delivery interval in the API; 0 = off."
     )
+
+    @model_validator(mode="after")
+    def _rollups_outlive_events(self) -> Settings:
+        days, events = self.rollups_retention_days, self.events_retention_days
+        if days and (not events or days < events):
+            raise ValueError(
+                "rollups_retention_days must be 0 or at least events_retention_days (> 0): "
+                "the dashboard reads rollups, and a rebuild needs the raw events"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tls_needs_no_plain_port(self) -> Settings:

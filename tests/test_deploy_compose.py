@@ -146,3 +146,82 @@ def test_dockerfile_copies_what_exists() -> None:
                 assert (REPO / src).exists(), f"Dockerfile copies missing {src}"
     assert 'pip install ".[edge,cloud]"' in text
     assert re.search(r"^USER storelens", text, re.M), "the image must not run as root"
+
+
+def _exported_metric_names() -> set[str]:
+    """Every series name the API and ingest workers can export (a histogram's and a
+    counter's suffixes included)."""
+    from prometheus_client import REGISTRY
+
+    import storelens.cloud.api.metrics  # noqa: F401 - registers the API's metrics
+    from storelens.cloud import device_metrics, ingest  # noqa: F401
+
+    names = set(device_metrics.METRIC_NAMES)
+    for family in REGISTRY.collect():
+        names.add(family.name)
+        names |= {s.name for s in family.samples}
+        if family.type == "histogram":
+            names |= {f"{family.name}_bucket", f"{family.name}_sum", f"{family.name}_count"}
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+    return names
+
+
+def test_prometheus_scrapes_only_what_compose_runs(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    prom = services["prometheus"]
+    assert any("deploy/prometheus/prometheus.yml" in v for v in prom["volumes"])
+    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    listening = {"api": {8000}, "ingest": set()}
+    for argv in _storelens_argv(services["ingest"]):
+        if "--metrics-port" in argv:
+            listening["ingest"].add(int(argv[argv.index("--metrics-port") + 1]))
+    _resolve(["cloud", "ingest"])  # the flag exists on the command:
+    ingest_cmd = _resolve(["cloud", "ingest"])
+    assert "metrics_port" in {p.name for p in ingest_cmd.params}
+    targets = []
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            targets += static["targets"]
+        for sd in job.get("dns_sd_configs", []):
+            targets += [f"{name}:{sd['port']}" for name in sd["names"]]
+    assert targets
+    for target in targets:
+        host, port = target.rsplit(":", 1)
+        assert host in listening, f"Prometheus scrapes {target}: not a service that serves metrics"
+        assert int(port) in listening[host], f"{host} does not listen on {port}"
+
+
+def test_grafana_dashboard_loads_and_reads_exported_metrics(compose: dict[str, Any]) -> None:
+    import json
+
+    dashboard = json.loads((REPO / "deploy/grafana/dashboards/storelens-fleet.json").read_text())
+    grafana = compose["services"]["grafana"]
+    assert any("deploy/grafana/dashboards" in v for v in grafana["volumes"])
+    datasource = yaml.safe_load(
+        (REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )["datasources"][0]
+    assert datasource["url"] == "http://prometheus:9090" and "prometheus" in compose["services"]
+    provider = yaml.safe_load(
+        (REPO / "deploy/grafana/provisioning/dashboards/storelens.yml").read_text()
+    )["providers"][0]
+    assert any(v.endswith(":" + provider["options"]["path"] + ":ro") for v in grafana["volumes"])
+    exported = _exported_metric_names()
+    assert dashboard["uid"] and dashboard["panels"]
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            used = set(re.findall(r"\bstorelens_[a-z_]+", target["expr"]))
+            assert used, f"{panel['title']}: no storelens metric in {target['expr']}"
+            assert used <= exported, f"{panel['title']}: unknown {used - exported}"
+    for var in dashboard["templating"]["list"]:
+        assert set(re.findall(r"\bstorelens_[a-z_]+", var["query"])) <= exported
+    # Fleet health is per device and camera, with no unbounded label.
+    fleet = {m for p in dashboard["panels"] for t in p["targets"]
+             for m in re.findall(r"\bstorelens_(?:device|camera)_[a-z_]+", t["expr"])}  # fmt: skip
+    assert {"storelens_camera_fps", "storelens_camera_inference_ms",
+            "storelens_device_outbox_depth", "storelens_device_lost_events",
+            "storelens_device_status_age_seconds"} <= fleet  # fmt: skip

@@ -226,13 +226,19 @@ def bench_ingest(
     per_message: int = typer.Option(200, min=1, max=1000, help="Events per MQTT message."),
     pg: str | None = _PG_ADMIN,
     workers: int = typer.Option(1, min=1, max=16, help="Ingest workers sharing the subscription."),
+    rollups_off: bool = typer.Option(
+        True, help="Also drain each backend with analytics rollups off (their cost)."
+    ),
 ) -> None:
     """Ingest throughput through a private Mosquitto: bare subscriber vs full ingest on
-    SQLite and PostgreSQL, in events per second."""
+    SQLite and PostgreSQL, in events per second, with rollups on and off."""
 
     from storelens.tools.bench import ingest as ingest_bench
 
-    result = ingest_bench.run(events=events, per_message=per_message, pg_url=pg, workers=workers)
+    result = ingest_bench.run(
+        events=events, per_message=per_message, pg_url=pg, workers=workers,
+        rollups_off=rollups_off,
+    )  # fmt: skip
     write_report(result, json_out)
 
 
@@ -277,12 +283,47 @@ def bench_recommend(
     days: int = typer.Option(180, min=30, help="Days of seeded history."),
     test_days: int = typer.Option(30, min=1, help="The last days held out for testing."),
     seed: int = typer.Option(42, help="Seed of the generated chain."),
+    history: Path | None = typer.Option(
+        None, help="Backtest on this order-line CSV instead of a seeded chain (see import)."
+    ),
+    split: str | None = typer.Option(None, help="History: train before this date (YYYY-MM-DD)."),
+    until: str | None = typer.Option(None, help="History: score purchases before this date."),
+    map_spec: str | None = typer.Option(None, "--map", help="History: canonical=theirs,..."),
+    exclude_skus: str | None = typer.Option(None, help="History: SKUs that are not products."),
+    exclude_pattern: str | None = typer.Option(None, help="History: regex of such SKUs."),
+    cancelled_prefix: str | None = typer.Option(None, help="History: cancelled order prefix."),
+    timezone: str = typer.Option("UTC", help="History: zone of timestamps and dates."),
 ) -> None:
-    """Recommender precision@10 and recall@10 vs the best-seller baseline (time split)."""
+    """Recommender precision@10 and recall@10 on a time split: on the seeded chain vs the
+    best-seller baseline, or with --history on a real history vs popularity, own most-bought,
+    ALS and item-kNN under the `all` and `new` protocols."""
+    if history is None:
+        from storelens.tools.bench import recommend as recommend_bench
 
-    from storelens.tools.bench import recommend as recommend_bench
+        result = recommend_bench.run(members=members, days=days, test_days=test_days, seed=seed)
+        write_report(result, json_out)
+        return
+    from storelens.cloud.history import HistoryFormatError, parse_mapping
+    from storelens.cloud.history.rules_options import rules_from_options
+    from storelens.tools.bench import recommend_history
 
-    result = recommend_bench.run(members=members, days=days, test_days=test_days, seed=seed)
+    if split is None:
+        typer.echo("error: --history needs --split DATE", err=True)
+        raise typer.Exit(2)
+    if not history.is_file():
+        typer.echo(f"error: no file {history}", err=True)
+        raise typer.Exit(1)
+    try:
+        rules = rules_from_options(
+            exclude_skus=exclude_skus, exclude_pattern=exclude_pattern,
+            cancelled_prefix=cancelled_prefix, timezone=timezone,
+        )  # fmt: skip
+        result = recommend_history.run(
+            history, split, until=until, mapping=parse_mapping(map_spec), rules=rules
+        )
+    except (HistoryFormatError, recommend_history.BacktestError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     write_report(result, json_out)
 
 
@@ -373,15 +414,29 @@ def bench_api(
 @bench_app.command("analytics")
 def bench_analytics(
     json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON here."),
-    days: int = typer.Option(28, min=1, max=366, help="Days of seeded in-store traffic."),
-    visitors: int = typer.Option(300, min=10, help="Visitors per store and day (5 stores)."),
+    stores: str = typer.Option("5,50", help="Chain sizes to compare (comma-separated)."),
+    days: int = typer.Option(90, min=1, max=366, help="Days of seeded in-store traffic."),
+    visitors: int = typer.Option(300, min=10, help="Visitors per store and day."),
     repeats: int = typer.Option(3, min=1, help="Runs per chart; the median is reported."),
+    backends: str = typer.Option("sqlite,postgres", help="Backends to run (comma-separated)."),
+    pg: str | None = _PG_ADMIN,
 ) -> None:
-    """Time of every ops chart over the seeded period, on SQLite and PostgreSQL."""
+    """The ops dashboard's time per chart at two chain sizes (seeded through ingest, rollups
+    settled) and their ratio, and ingest throughput with rollups on and off."""
 
     from storelens.tools.bench import analytics as bench
 
-    result = bench.run(days=days, visitors_per_day=visitors, repeats=repeats)
+    try:
+        sizes = tuple(int(s) for s in stores.split(",") if s.strip())
+    except ValueError:
+        typer.echo(f"error: --stores {stores!r} is not a list of numbers", err=True)
+        raise typer.Exit(2) from None
+    chosen = tuple(b.strip() for b in backends.split(",") if b.strip())
+    if not sizes or min(sizes) < 1 or not set(chosen) <= {"sqlite", "postgres"} or not chosen:
+        typer.echo("error: --stores takes numbers >= 1, --backends sqlite/postgres", err=True)
+        raise typer.Exit(2)
+    result = bench.run(stores_sizes=sizes, days=days, visitors_per_day=visitors,
+                       repeats=repeats, backends=chosen, pg_url=pg)  # fmt: skip
     write_report(result, json_out)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
+from storelens.cloud import rollups
 from storelens.cloud.analytics import (
     checkout_times,
     commerce,
@@ -57,12 +58,16 @@ def _heatmap(db: Database, scope: Scope) -> Table:
 
 
 def _busiest_store(db: Database, scope: Scope) -> str | None:
-    where, params = scope.where()
-    busiest = db.query(
-        f"SELECT store, COUNT(*) AS n FROM events WHERE type = 'visit_ended' AND {where}"
-        " GROUP BY store ORDER BY n DESC, store LIMIT 1",
-        params,
-    )
+    if scope.raw:
+        where, params = scope.where()
+        busiest = db.query(
+            f"SELECT store, COUNT(*) AS n FROM events WHERE type = 'visit_ended' AND {where}"
+            " GROUP BY store ORDER BY n DESC, store LIMIT 1",
+            params,
+        )
+    else:
+        ended = rollups.reader(db).ended_visits(scope)
+        busiest = [{"store": s} for s, _ in sorted(ended.items(), key=lambda kv: (-kv[1], kv[0]))]
     if busiest:
         return busiest[0]["store"]
     return scope.stores[0] if scope.stores else db.scalar("SELECT MIN(id) FROM stores")

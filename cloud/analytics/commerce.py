@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from storelens.cloud import rollups
 from storelens.cloud.analytics import footfall
 from storelens.cloud.analytics.scope import DAY_S, HOUR_S, Scope, local_label
 from storelens.cloud.analytics.staff import shoppers_only
@@ -19,6 +20,8 @@ def member_share(db: Database, scope: Scope) -> Table:
     """
 
     def query(s: Scope) -> list[dict[str, Any]]:
+        if not s.raw:
+            return rollups.reader(db).member_visits(s)
         bucket, bucket_params = s.bucket(DAY_S)
         where, params = s.where()
         return db.query(

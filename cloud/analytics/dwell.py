@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from storelens.cloud import rollups
 from storelens.cloud.analytics.scope import Scope
 from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table, change
@@ -44,6 +45,12 @@ class ZoneSeconds:
 
 
 def _per_second(db: Database, scope: Scope) -> dict[str, ZoneSeconds]:
+    if not scope.raw:
+        return {
+            zone: ZoneSeconds([(s, int(v[0]), v[1], v[2], v[3]) for s, v in seconds.items()])
+            for zone, seconds in rollups.reader(db).dwell(scope).items()
+            if seconds
+        }
     where, params = scope.where()
     rows = db.query(
         "SELECT zone, CAST(FLOOR(dwell_s) AS BIGINT) AS s, COUNT(*) AS n, SUM(dwell_s) AS total,"

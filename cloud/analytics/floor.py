@@ -15,15 +15,16 @@ from typing import Any
 
 import numpy as np
 
+from storelens.cloud import rollups
 from storelens.cloud.analytics.scope import Scope
 from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table
+from storelens.cloud.rollups.aggregate import ENTRY, EXIT, FLOW_SEP, PATH_SEP
 from storelens.cloud.store import Database
 
 CELL_M = 0.5
 MAX_CELLS_PER_AXIS = 200
 TOP_PATHS = 15
-ENTRY, EXIT = "(entry)", "(exit)"
 
 
 # Only the one field a chart needs leaves the database: the payloads are mostly path points,
@@ -98,14 +99,29 @@ def _edges(lo: float, hi: float) -> np.ndarray:
 
 def heatmap(db: Database, scope: Scope, store: str) -> Table:
     """Seconds of presence per floor cell of one store (floor plans differ between stores)."""
-    xy, weights = _points(_visit_field(db, scope, "path", store))
+    if scope.raw:
+        xy, weights = _points(_visit_field(db, scope, "path", store))
+        points = int(len(xy))
+        edges = None
+        if points:
+            edges = (_edges(xy[:, 0].min(), xy[:, 0].max()), _edges(xy[:, 1].min(), xy[:, 1].max()))
+    else:
+        # Rollups hold seconds per CELL_M cell: the cell centres carry them into the grid,
+        # which is the same grid as above (cells are whole CELL_M steps from the origin).
+        samples, cells = rollups.reader(db).heat(scope, store)
+        points = int(samples)
+        edges = None
+        if cells:
+            c = np.array(cells, dtype=float)
+            xy, weights = (c[:, :2] + 0.5) * CELL_M, c[:, 2]
+            edges = (
+                _edges(c[:, 0].min() * CELL_M, (c[:, 0].max() + 1) * CELL_M),
+                _edges(c[:, 1].min() * CELL_M, (c[:, 1].max() + 1) * CELL_M),
+            )
     rows: list[dict[str, Any]] = []
     grid: dict[str, Any] = {"x": [], "y": [], "z": [], "cell_m": CELL_M}
-    if len(xy):
-        x_edges, y_edges = (
-            _edges(xy[:, 0].min(), xy[:, 0].max()),
-            _edges(xy[:, 1].min(), xy[:, 1].max()),
-        )
+    if edges is not None:
+        x_edges, y_edges = edges
         hist, _, _ = np.histogram2d(xy[:, 0], xy[:, 1], bins=[x_edges, y_edges], weights=weights)
         xc = np.round((x_edges[:-1] + x_edges[1:]) / 2, 3)
         yc = np.round((y_edges[:-1] + y_edges[1:]) / 2, 3)
@@ -128,7 +144,7 @@ def heatmap(db: Database, scope: Scope, store: str) -> Table:
         chart="heatmap",
         columns=["x_m", "y_m", "presence_s"],
         rows=rows,
-        extra={"store": store, "grid": grid, "points": int(len(xy))},
+        extra={"store": store, "grid": grid, "points": points},
     )
 
 
@@ -136,12 +152,22 @@ def _zone_lists(db: Database, scope: Scope) -> list[list[str]]:
     return [[str(z) for z in zones] for zones in _visit_field(db, scope, "zones")]
 
 
-def flows(db: Database, scope: Scope) -> Table:
-    """How often people went from one zone straight to another, with entry and exit."""
+def _moves(db: Database, scope: Scope) -> Counter[tuple[str, str]]:
     moves: Counter[tuple[str, str]] = Counter()
+    if not scope.raw:
+        for key, n in rollups.reader(db).flows(scope).items():
+            a, _, b = key.partition(FLOW_SEP)
+            moves[(a, b)] += n
+        return moves
     for zones in _zone_lists(db, scope):
         steps = [ENTRY, *zones, EXIT]
         moves.update(zip(steps, steps[1:], strict=False))
+    return moves
+
+
+def flows(db: Database, scope: Scope) -> Table:
+    """How often people went from one zone straight to another, with entry and exit."""
+    moves = _moves(db, scope)
     total = sum(moves.values())
     rows = [
         {"from_zone": a, "to_zone": b, "moves": n, "share": round(n / total, 4)}
@@ -151,11 +177,15 @@ def flows(db: Database, scope: Scope) -> Table:
 
 
 def paths(db: Database, scope: Scope) -> Table:
-    """The most common zone sequences of a visit."""
-    lists = _zone_lists(db, scope)
-    counted = Counter(" > ".join(z) for z in lists)
+    """The most common zone sequences of a visit (ties in path order)."""
+    if scope.raw:
+        counted = Counter(PATH_SEP.join(z) for z in _zone_lists(db, scope))
+    else:
+        counted = Counter(rollups.reader(db).paths(scope))
+    visits = sum(counted.values())
+    top = sorted(counted.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_PATHS]
     rows = [
-        {"rank": i, "path": p, "visits": n, "share": round(n / len(lists), 4)}
-        for i, (p, n) in enumerate(counted.most_common(TOP_PATHS), start=1)
+        {"rank": i, "path": p, "visits": n, "share": round(n / visits, 4)}
+        for i, (p, n) in enumerate(top, start=1)
     ]
     return Table(chart="paths", columns=["rank", "path", "visits", "share"], rows=rows)

@@ -19,6 +19,7 @@ from collections import defaultdict
 from datetime import date
 from typing import Any
 
+from storelens.cloud import rollups
 from storelens.cloud.analytics.scope import DAY_S, HOUR_S, Scope, local_label
 from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table, change, ratio
@@ -47,17 +48,10 @@ Counts = dict[int, dict[str, int]]  # bucket start (local epoch) -> entrances/vi
 
 def counts_by_store(db: Database, scope: Scope, seconds: int) -> dict[str, Counts]:
     """Per store and local bucket: entrances, visits, and visitors (see module doc)."""
-    bucket, bucket_params = scope.bucket(seconds)
-    where, where_params = scope.where()
-    rows = db.query(
-        f"SELECT store, {bucket} AS b,"
-        " SUM(CASE WHEN type = 'line_crossing' THEN 1 ELSE 0 END) AS entrances,"
-        " SUM(CASE WHEN type = 'visit_started' THEN 1 ELSE 0 END) AS visits"
-        f" FROM events WHERE {where} AND ((type = 'line_crossing' AND direction = 'in'"
-        f" AND {entrance_line_sql(db.dialect)}) OR type = 'visit_started') AND {shoppers_only()}"
-        " GROUP BY store, b",
-        bucket_params + where_params,
-    )
+    if scope.raw:
+        rows = _raw_counts(db, scope, seconds)
+    else:
+        rows = rollups.reader(db).counts(scope, seconds)
     per_store: dict[str, Counts] = defaultdict(dict)
     for r in rows:
         per_store[r["store"]][int(r["b"])] = {
@@ -69,6 +63,20 @@ def counts_by_store(db: Database, scope: Scope, seconds: int) -> dict[str, Count
         for c in counts.values():
             c["visitors"] = c["entrances"] if has_door else c["visits"]
     return dict(per_store)
+
+
+def _raw_counts(db: Database, scope: Scope, seconds: int) -> list[dict[str, Any]]:
+    bucket, bucket_params = scope.bucket(seconds)
+    where, where_params = scope.where()
+    return db.query(
+        f"SELECT store, {bucket} AS b,"
+        " SUM(CASE WHEN type = 'line_crossing' THEN 1 ELSE 0 END) AS entrances,"
+        " SUM(CASE WHEN type = 'visit_started' THEN 1 ELSE 0 END) AS visits"
+        f" FROM events WHERE {where} AND ((type = 'line_crossing' AND direction = 'in'"
+        f" AND {entrance_line_sql(db.dialect)}) OR type = 'visit_started') AND {shoppers_only()}"
+        " GROUP BY store, b",
+        bucket_params + where_params,
+    )
 
 
 def totals(db: Database, scope: Scope, seconds: int) -> Counts:

@@ -37,6 +37,9 @@ class Scope:
     hour_from: int = 0
     hour_to: int = 24
     offsets: Mapping[str, int] = field(default_factory=dict)
+    # True: answer from the raw events (the system of record) instead of the rollups; the
+    # rollup tests compare both, and `describe` leaves it out (the numbers are the same).
+    raw: bool = False
 
     def __post_init__(self) -> None:
         if self.end < self.start:

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from storelens import __version__
 from storelens.cloud import auth, catalog, members, orders, sales, stores
@@ -70,7 +71,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             if worker is not None:
                 worker.stop()
 
-    app = FastAPI(
+    # FastAPI's own /docs and /redoc load Swagger UI and ReDoc from a CDN: blank pages on a
+    # store network without internet. fastapi-offline serves the same assets from its package.
+    app = FastAPIOffline(
         title="storelens cloud API",
         version=__version__,
         description="Members, catalog, stores and inventory, online orders, POS sales, devices, "

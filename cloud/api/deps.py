@@ -66,6 +66,29 @@ class Caller:
     def is_pos(self) -> bool:
         return self.principal.kind == "pos"
 
+    @property
+    def scope(self) -> tuple[str, ...] | None:
+        """The stores an ops user may see (None: the whole chain)."""
+        return self.principal.stores if self.principal.kind == "ops" else None
+
+    def stores_in_scope(self, requested: tuple[str, ...]) -> tuple[str, ...]:
+        """What a query over ``requested`` stores (empty = all) may read: the scope when
+        nothing is named; 403 when a named store is outside it."""
+        scope = self.scope
+        if scope is None:
+            return requested
+        outside = sorted(set(requested) - set(scope))
+        if outside:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"store(s) {', '.join(outside)} outside your scope ({', '.join(scope)})",
+            )
+        return requested or scope
+
+    def check_scope(self, store: str) -> None:
+        """403 when an ops user limited to some stores asks for another one."""
+        self.stores_in_scope((store,))
+
     def check_store(self, store: str) -> None:
         """403 when a POS device acts for a store other than its own."""
         if self.store is not None and store != self.store:

@@ -61,8 +61,9 @@ def _device(row: dict) -> DeviceOut:
     summary="Register a device so its events are accepted (admin)",
 )
 def register(
-    body: DeviceIn, db: Database = Depends(get_db), _: Caller = Depends(require_ops("admin"))
+    body: DeviceIn, db: Database = Depends(get_db), caller: Caller = Depends(require_ops("admin"))
 ) -> DeviceOut:
+    caller.check_scope(body.store)
     if stores.get_store(db, body.store) is None:
         raise stores.UnknownStore(body.store)
     event_store.register_device(db, body.store, body.device, body.description)
@@ -74,16 +75,18 @@ def list_devices(
     store: str | None = Query(None, description="Only this store."),
     p: Page = Depends(page),
     db: Database = Depends(get_db),
-    _: Caller = Depends(require_ops()),
+    caller: Caller = Depends(require_ops()),
 ) -> dict:
-    rows = event_store.list_devices(db, store, limit=p.limit, offset=p.offset)
+    scope = caller.stores_in_scope((store,) if store else ())
+    rows = event_store.list_devices(db, scope or None, limit=p.limit, offset=p.offset)
     return paged([_device(r) for r in rows], p)
 
 
 @router.get("/devices/{store}/{device}", response_model=DeviceOut, summary="One device")
 def get_device(
-    store: str, device: str, db: Database = Depends(get_db), _: Caller = Depends(require_ops())
+    store: str, device: str, db: Database = Depends(get_db), caller: Caller = Depends(require_ops())
 ) -> DeviceOut:
+    caller.check_scope(store)
     row = event_store.get_device(db, store, device)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {store}/{device}")
@@ -99,8 +102,9 @@ def retire(
     store: str,
     device: str,
     db: Database = Depends(get_db),
-    _: Caller = Depends(require_ops("admin")),
+    caller: Caller = Depends(require_ops("admin")),
 ) -> DeviceOut:
+    caller.check_scope(store)
     if not event_store.unregister_device(db, store, device):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {store}/{device}")
     return _device(event_store.get_device(db, store, device))  # type: ignore[arg-type]
@@ -115,8 +119,10 @@ def dead_letters(
     reason: str | None = Query(None, description="Only this reason."),
     p: Page = Depends(page),
     db: Database = Depends(get_db),
-    _: Caller = Depends(require_ops()),
+    caller: Caller = Depends(require_ops()),
 ) -> dict:
+    if caller.scope is not None:  # raw messages of any store: chain-wide ops only
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "dead letters are for chain-wide ops")
     rows = event_store.dead_letters(db, reason=reason, limit=p.limit, offset=p.offset)
     items = [
         DeadLetterOut(

@@ -1,5 +1,6 @@
 """Prometheus metrics at ``/metrics``: request latency here, ingest counters from the
-in-process worker (`storelens.cloud.ingest`), and dead letters counted in the database."""
+in-process worker (`storelens.cloud.ingest`), dead letters counted in the database, and the
+fleet's health per device and camera (`storelens.cloud.device_metrics`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, Histogram, generate_latest
 
-from storelens.cloud import ingest
+from storelens.cloud import device_metrics, ingest
 from storelens.cloud.api.deps import get_db
 from storelens.cloud.store import Database
 
@@ -54,4 +55,5 @@ def metrics(db: Database = Depends(get_db)) -> Response:
         )
     )
     ingest.INGEST_LAG  # noqa: B018 - ensure ingest metrics are registered before export
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    body = generate_latest() + device_metrics.exposition(db)  # fleet health, per device
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -61,8 +61,14 @@ def _found(db: Database, store_id: str) -> dict:
 
 @router.get("", response_model=Paged[StoreOut], summary="All stores")
 def list_stores(
-    p: Page = Depends(page), db: Database = Depends(get_db), _: Caller = Depends(require_staff())
+    p: Page = Depends(page),
+    db: Database = Depends(get_db),
+    caller: Caller = Depends(require_staff()),
 ) -> dict:
+    if caller.scope is not None:  # an ops user limited to some stores sees only those
+        found = [stores.get_store(db, s) for s in caller.scope]
+        rows = [s for s in found if s is not None][p.offset : p.offset + p.limit]
+        return paged(rows, p)
     return paged(stores.list_stores(db, limit=p.limit, offset=p.offset), p)
 
 

@@ -6,7 +6,7 @@ import logging
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -49,18 +49,23 @@ class Migration:
     """One schema step of one component. ``sql`` may use the type macros below.
 
     Macros: {ID} auto-increment primary key, {REAL} double, {BLOB} bytes, {BIGINT}, {TEXT},
-    {BOOL} (0/1 integer on both backends, so queries compare with 0/1).
+    {BOOL} (0/1 integer on both backends, so queries compare with 0/1). A step that only one
+    backend needs (PostgreSQL partitioning) is a mapping of dialect to SQL; the others record
+    it as applied with nothing to do.
     """
 
     component: str
     version: int
-    sql: str
+    sql: str | Mapping[str, str]
+
+    def script(self, dialect: str) -> str:
+        return self.sql if isinstance(self.sql, str) else self.sql.get(dialect, "")
 
 
 _REGISTRY: dict[str, list[Migration]] = {}
 
 
-def register_migrations(component: str, steps: Sequence[str]) -> None:
+def register_migrations(component: str, steps: Sequence[str | Mapping[str, str]]) -> None:
     """Declare a component's schema as an ordered list of SQL scripts (version = index+1).
 
     Each domain module owns its tables; components never share a version counter, so two
@@ -223,7 +228,7 @@ class Database(ABC):
             if (m.component, m.version) in done:
                 continue
             with self.transaction():
-                for statement in _split(m.sql.format(**self.MACROS)):
+                for statement in _split(m.script(self.dialect).format(**self.MACROS)):
                     self.execute(statement)
                 self.execute(
                     "INSERT INTO schema_migrations (component, version, applied_at)"

@@ -10,6 +10,8 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.stores",
     "storelens.cloud.catalog",
     "storelens.cloud.events",
+    "storelens.cloud.rollups.sql",
+    "storelens.cloud.retention",
     "storelens.cloud.members",
     "storelens.cloud.orders",
     "storelens.cloud.fulfillment",

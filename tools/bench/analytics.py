@@ -1,34 +1,75 @@
-"""`storelens bench analytics`: how long each ops chart takes over weeks of seeded traffic,
-on SQLite and on PostgreSQL, in the same run."""
+"""`storelens bench analytics`: how the ops dashboard's time grows with the chain.
+
+For each size (a number of stores) and each backend, a fresh database is seeded with
+``days`` of realistic in-store traffic *through the ingest path* (contract envelopes ->
+`Ingestor.process`: decode, validate, store, mark rollup hours), the rollups are settled as
+the ingest workers' settle thread would, and every chart is timed over the dashboard's
+default period (the last 7 days, every store) and, separately, over the whole period. The
+dashboard is the sum of its charts. Ingest throughput is timed with rollups on and off on
+the same envelopes, into two fresh databases, in the same run.
+"""
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from storelens.cloud import analytics, stores
+from storelens.cloud import events as event_store
+from storelens.cloud.ingest import Incoming, Ingestor
+from storelens.cloud.rollups.settle import settle_all
 from storelens.cloud.store import Database, connect
+from storelens.contract import topics
+from storelens.tools.bench.ingest import envelopes
 from storelens.tools.scratch_db import scratch_postgres
 from storelens.tools.seed import instore as analytics_seed
 
-BENCH_STORES = (("paris", "Europe/Paris"), ("lyon", "Europe/Paris"), ("lille", "Europe/Paris"),
-                ("lisbon", "Europe/Lisbon"), ("london", "Europe/London"))  # fmt: skip
+TIMEZONES = ("Europe/Paris", "Europe/Lisbon", "Europe/London", "Europe/Berlin")
+DASHBOARD_DAYS = 7  # the ops page's and the API's default period
+PER_MESSAGE, PER_BATCH = 200, 50  # events per envelope, envelopes per ingest transaction
 
 
-def _fill(db: Database, days: int, visitors_per_day: int, until: float) -> int:
-    for sid, tz in BENCH_STORES:
-        stores.upsert_store(db, stores.Store(id=sid, name=sid.title(), lat=45.0, lon=2.0,
+def _messages(store: str, days: int, visitors: int, until: float, seed: int) -> list[Incoming]:
+    device = f"{store}-edge1"
+    members = [(f"{seed:02x}{i:062x}", "k1") for i in range(40)]
+    end = datetime.fromtimestamp(until, UTC).date()
+    profile = analytics_seed.TrafficProfile(visitors_per_day=visitors)
+    info = {"id": store, "timezone": TIMEZONES[seed % len(TIMEZONES)], "zones": None}
+    generated = list(analytics_seed.generate(info, members, end - timedelta(days=days - 1), days,
+                                             seed, profile, until))  # fmt: skip
+    raws = envelopes(store, device, generated, PER_MESSAGE)
+    return [Incoming(topics.events(store, device), raw, i + 1, 1) for i, raw in enumerate(raws)]
+
+
+def _chain(n: int) -> list[str]:
+    return [f"store-{i:03d}" for i in range(n)]
+
+
+def _prepare(db: Database, names: list[str]) -> None:
+    for i, store in enumerate(names):
+        tz = TIMEZONES[i % len(TIMEZONES)]
+        stores.upsert_store(db, stores.Store(id=store, name=store, lat=45.0, lon=2.0,
                                              timezone=tz, zones={}))  # fmt: skip
-    profile = analytics_seed.TrafficProfile(visitors_per_day=visitors_per_day)
-    analytics_seed.seed_instore(db, days=days, until=until, profile=profile)
-    return int(db.scalar("SELECT count(*) FROM events"))
+        event_store.register_device(db, store, f"{store}-edge1")
 
 
-def _time_charts(db: Database, days: int, until: float, repeats: int) -> dict[str, float]:
+def _ingest(db: Database, messages: list[Incoming]) -> float:
+    """Seconds for `Ingestor.process` to store ``messages`` in batches, as a worker does."""
+    ingestor = Ingestor(db)
+    start = time.perf_counter()
+    for i in range(0, len(messages), PER_BATCH):
+        ingestor.process(messages[i : i + PER_BATCH])
+    return time.perf_counter() - start
+
+
+def _time_charts(db: Database, until: float, days: int, repeats: int) -> dict[str, float]:
     end = datetime.fromtimestamp(until, UTC).date()
     scope = analytics.scope_for(db, end - timedelta(days=days - 1), end)
     out = {}
@@ -42,27 +83,112 @@ def _time_charts(db: Database, days: int, until: float, repeats: int) -> dict[st
     return out
 
 
-def run(*, days: int = 28, visitors_per_day: int = 300, repeats: int = 3) -> dict[str, Any]:
-    """Seed the same traffic into both backends, then time every chart over the whole period
-    (each chart also reads the previous period of equal length). Milliseconds, median."""
-    until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0).timestamp()
-    result: dict[str, Any] = {"days": days, "stores": len(BENCH_STORES), "repeats": repeats}
-    with tempfile.TemporaryDirectory(prefix="storelens-bench-") as tmp:
-        db = connect(f"sqlite:///{Path(tmp) / 'bench.db'}")
-        result["events"] = _fill(db, days, visitors_per_day, until)
-        result["sqlite_ms"] = _time_charts(db, days, until, repeats)
-        db.close()
-    with scratch_postgres() as url:
+@contextmanager
+def _database(backend: str, tmp: Path, name: str, pg_url: str | None) -> Iterator[Database | None]:
+    if backend == "sqlite":
+        db = connect(f"sqlite:///{tmp / name}.db")
+        try:
+            yield db
+        finally:
+            db.close()
+        return
+    with scratch_postgres(pg_url) as url:
         if url is None:
-            result["postgres_ms"] = None
+            yield None
+            return
+        db = connect(url)
+        try:
+            yield db
+        finally:
+            db.close()
+
+
+@contextmanager
+def _rollups(on: bool) -> Iterator[None]:
+    before = os.environ.get("STORELENS_ROLLUPS")
+    os.environ["STORELENS_ROLLUPS"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("STORELENS_ROLLUPS", None)
         else:
-            db = connect(url)
-            try:
-                _fill(db, days, visitors_per_day, until)
-                result["postgres_ms"] = _time_charts(db, days, until, repeats)
-            finally:
-                db.close()
-    for backend in ("sqlite", "postgres"):
-        ms = result.get(f"{backend}_ms")
-        result[f"{backend}_dashboard_ms"] = round(sum(ms.values()), 1) if ms else None
+            os.environ["STORELENS_ROLLUPS"] = before
+
+
+def _size(backend: str, tmp: Path, n: int, per_store: dict[str, list[Incoming]], days: int,
+          until: float, repeats: int, pg_url: str | None) -> dict[str, Any] | None:  # fmt: skip
+    names = _chain(n)
+    with _database(backend, tmp, f"{backend}-{n}", pg_url) as db:
+        if db is None:
+            return None
+        _prepare(db, names)
+        seconds = sum(_ingest(db, per_store[s]) for s in names)
+        t0 = time.perf_counter()
+        settle_all(db)
+        settle_s = time.perf_counter() - t0
+        events = int(db.scalar("SELECT count(*) FROM events"))
+        dashboard = _time_charts(db, until, min(DASHBOARD_DAYS, days), repeats)
+        whole = _time_charts(db, until, days, 1)
+    return {
+        "stores": n,
+        "events": events,
+        "ingest_eps": round(events / seconds),
+        "settle_us_per_event": round(settle_s / events * 1e6, 2),
+        "dashboard_ms": round(sum(dashboard.values()), 1),
+        "chart_ms": dashboard,
+        "whole_period_dashboard_ms": round(sum(whole.values()), 1),
+        "whole_period_chart_ms": whole,
+    }
+
+
+def _ingest_cost(backend: str, tmp: Path, messages: list[Incoming], names: list[str],
+                 pg_url: str | None, rounds: int = 2) -> dict[str, Any] | None:  # fmt: skip
+    """Events per second through `Ingestor.process` with rollups on and off, interleaved."""
+    eps: dict[str, list[float]] = {"on": [], "off": []}
+    events = 0
+    for r in range(rounds):
+        for mode in ("off", "on"):
+            with _rollups(mode == "on"), _database(backend, tmp, f"cost-{r}-{mode}", pg_url) as db:
+                if db is None:
+                    return None
+                _prepare(db, names)
+                seconds = _ingest(db, messages)
+                events = int(db.scalar("SELECT count(*) FROM events"))
+                eps[mode].append(events / seconds)
+    on, off = max(eps["on"]), max(eps["off"])
+    return {"events": events, "rollups_on_eps": round(on), "rollups_off_eps": round(off),
+            "rollup_cost": round(1 - on / off, 3), "rounds": rounds}  # fmt: skip
+
+
+def run(*, stores_sizes: tuple[int, ...] = (5, 50), days: int = 90, visitors_per_day: int = 300,
+        repeats: int = 3, backends: tuple[str, ...] = ("sqlite", "postgres"),
+        pg_url: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Seed each size on each backend through ingest, time the dashboard; see module doc."""
+    until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0).timestamp()
+    largest = _chain(max(stores_sizes))
+    per_store = {s: _messages(s, days, visitors_per_day, until, i) for i, s in enumerate(largest)}
+    result: dict[str, Any] = {"days": days, "visitors_per_day": visitors_per_day,
+                              "dashboard_days": min(DASHBOARD_DAYS, days), "repeats": repeats,
+                              "cpu_count": os.cpu_count()}  # fmt: skip
+    small, big = min(stores_sizes), max(stores_sizes)
+    with tempfile.TemporaryDirectory(prefix="storelens-bench-") as tmp:
+        for backend in backends:
+            sizes = {n: _size(backend, Path(tmp), n, per_store, days, until, repeats, pg_url)
+                     for n in sorted(set(stores_sizes))}  # fmt: skip
+            if any(v is None for v in sizes.values()):
+                result[backend] = None
+                continue
+            a, b = sizes[small], sizes[big]
+            sample = [m for s in _chain(small) for m in per_store[s]]
+            result[backend] = {
+                "sizes": list(sizes.values()),
+                "events_ratio": round(b["events"] / a["events"], 2),
+                "dashboard_ratio": round(b["dashboard_ms"] / a["dashboard_ms"], 2),
+                "chart_ratio": {
+                    k: round(b["chart_ms"][k] / a["chart_ms"][k], 2) if a["chart_ms"][k] else None
+                    for k in a["chart_ms"]
+                },  # fmt: skip
+                "ingest": _ingest_cost(backend, Path(tmp), sample, _chain(small), pg_url),
+            }
     return result

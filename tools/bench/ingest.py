@@ -8,6 +8,10 @@ and by the ingest worker on PostgreSQL (validate, de-duplicate, store, publish t
 receipts, acknowledge). A rate is events / seconds of draining, so publishing speed does not
 enter any of them. A subscriber's MQTT connection is inside it; process start-up is not (the
 bare subscriber's imports, the SQLite writer process's start), as for a running service.
+
+With ``rollups_off`` each backend is drained twice, by a worker that maintains the analytics
+rollups (as in production) and by one with ``STORELENS_ROLLUPS=0``, into separate databases,
+interleaved in one run: ``rollup_cost`` is the throughput lost to the rollups.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -389,6 +393,20 @@ def _drain_ingest(
     return elapsed
 
 
+@contextmanager
+def _rollups(on: bool) -> Iterator[None]:
+    """Rollups on or off for the workers (and SQLite writer processes) started inside."""
+    before = os.environ.get("STORELENS_ROLLUPS")
+    os.environ["STORELENS_ROLLUPS"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("STORELENS_ROLLUPS", None)
+        else:
+            os.environ["STORELENS_ROLLUPS"] = before
+
+
 def _worker_process(
     port: int, group: str, client_id: str, db_url: str, ready: Any, go: Any, stop: Any
 ) -> None:
@@ -413,6 +431,7 @@ def run(
     stores: int = 4,
     workers: int = 1,
     timeout: float = 600.0,
+    rollups_off: bool = True,
 ) -> dict[str, Any]:
     """Publish ``events`` once and drain them three ways; returns the result dict.
     ``workers`` ingest workers share each backend's subscription (the bare subscriber is
@@ -447,22 +466,26 @@ def run(
         tempfile.TemporaryDirectory(prefix="storelens-bench-") as tmp,
         private_broker(Path(tmp)) as port,
         scratch_postgres(pg_url) as pg,
+        scratch_postgres(pg_url) if rollups_off else nullcontext(None) as pg_off,
     ):
-        sqlite_url = f"sqlite:///{tmp}/bench.db"
-        sqlite_db = connect(sqlite_url)
-        prepare(sqlite_db)
-        pg_db = None
+        # group -> (database URL, rollups on); the "-off" groups store without rollups.
+        urls: dict[str, tuple[str, bool]] = {"sqlite": (f"sqlite:///{tmp}/bench.db", True)}
+        if rollups_off:
+            urls["sqlite-off"] = (f"sqlite:///{tmp}/bench-off.db", False)
         if pg is not None:
-            pg_db = connect(pg)
-            prepare(pg_db)
-        # 1. Create the three sessions, then go offline so the broker queues for each.
+            urls["postgres"] = (pg, True)
+            if pg_off is not None:
+                urls["postgres-off"] = (pg_off, False)
+        dbs = {group: connect(url) for group, (url, _) in urls.items()}
+        for db in dbs.values():
+            prepare(db)
+        # 1. Create the sessions, then go offline so the broker queues for each.
         bare = BareSubscriber(port, "bare", total)
         bare.connect()
         bare.subscribed.wait(10)
         bare.disconnect()
-        for group, db in (("sqlite", sqlite_db), ("postgres", pg_db)):
-            if db is not None:
-                _create_sessions(port, group, workers, db)
+        for group, db in dbs.items():
+            _create_sessions(port, group, workers, db)
         # 2. Publish once.
         t0 = time.perf_counter()
         _publish(port, messages)
@@ -478,15 +501,15 @@ def run(
         bare_s = time.perf_counter() - t0
         cpu["bare"] = _since(cpu0)
         bare.disconnect()
-        sqlite_s = _drain_ingest(
-            port, "sqlite", sqlite_db, sqlite_url, total, workers, timeout, cpu
-        )
-        pg_s = None
-        if pg_db is not None:
-            pg_s = _drain_ingest(port, "postgres", pg_db, pg, total, workers, timeout, cpu)
-        sqlite_db.close()
-        if pg_db is not None:
-            pg_db.close()
+        seconds: dict[str, float] = {}
+        for group, db in dbs.items():  # on and off interleaved per backend
+            with _rollups(urls[group][1]):
+                seconds[group] = _drain_ingest(
+                    port, group, db, urls[group][0], total, workers, timeout, cpu
+                )
+        for db in dbs.values():
+            db.close()
+    sqlite_s, pg_s = seconds["sqlite"], seconds.get("postgres")
     bare_eps = total / bare_s
     result = {
         "bare_eps": round(bare_eps),
@@ -494,6 +517,17 @@ def run(
         "postgres_eps": round(total / pg_s) if pg_s else None,
         "ratio_sqlite": round(total / sqlite_s / bare_eps, 3),
         "ratio_postgres": round(total / pg_s / bare_eps, 3) if pg_s else None,
+        "rollups_off_eps": {
+            g.removesuffix("-off"): round(total / v)
+            for g, v in seconds.items()
+            if g.endswith("-off")
+        },
+        # 1 - (events/s with rollups) / (events/s without): the share of throughput they cost.
+        "rollup_cost": {
+            g.removesuffix("-off"): round(1 - v / seconds[g.removesuffix("-off")], 3)
+            for g, v in seconds.items()
+            if g.endswith("-off")
+        },
         "events": total,
         "events_per_message": per_message,
         "messages": len(messages),

@@ -275,8 +275,10 @@ def generate(store: dict[str, Any], members: list[tuple[str, str]], start: date,
 def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed: int = 7,
                  profile: TrafficProfile = TrafficProfile(), until: float | None = None,
                  batch: int = 5000, devices: Mapping[str, str] | None = None,
-                 ) -> dict[str, int]:  # fmt: skip
+                 settle: bool = True) -> dict[str, int]:  # fmt: skip
     """Generate and store traffic for every store in the database; returns events per store.
+    With ``settle``, the rollups of the seeded hours are computed at once (as ingest workers
+    would settle them within minutes).
 
     Each store's traffic comes from one device: ``devices[store]`` when given (a store whose
     real device is already registered, so its history and its live data share one device and
@@ -344,4 +346,8 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
             lost_events=0,
         )
         event_store.apply_status(db, store["id"], [status])
+    if settle:
+        from storelens.cloud.rollups.settle import settle_all
+
+        settle_all(db)
     return counts

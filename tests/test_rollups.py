@@ -1,0 +1,279 @@
+"""Rollups maintained at ingest: every chart answers from them exactly as from the raw events,
+duplicates change nothing, late events count once, forget-me leaves nothing personal, and a
+rebuild from raw events equals incremental maintenance. Both backends."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from datetime import UTC, date, datetime, timedelta
+
+import msgspec
+from typer.testing import CliRunner
+
+from storelens.cloud import analytics, events, members, stores
+from storelens.cloud.ingest import Incoming, Ingestor
+from storelens.cloud.rollups import aggregate, rebuild, settle
+from storelens.contract import topics
+from storelens.pseudonym import PseudonymKey
+from storelens.tools.bench.ingest import envelopes, realistic_event_dicts
+from storelens.tools.seed import instore as analytics_seed
+
+UNTIL = datetime(2026, 3, 20, 19, tzinfo=UTC).timestamp()  # a Friday evening, before DST
+LAST = date(2026, 3, 20)
+KEY = PseudonymKey("k1", b"r" * 32)
+
+
+# Charts that still read raw events (added after the rollups; see docs/scaling.md).
+RAW_ONLY = {"try-ons", "checkout-queue", "entry-to-checkout", "staff"}
+
+
+def seed(db, days: int = 4, *, settled: bool = True) -> None:
+    for sid, tz in (("paris", "Europe/Paris"), ("lisbon", "Europe/Lisbon")):
+        stores.upsert_store(db, stores.Store(id=sid, name=sid, lat=45.0, lon=2.0, timezone=tz,
+                                             zones={}))  # fmt: skip
+    for n in range(8):
+        members.enroll(db, KEY, members.Enrollment(card_number=f"4400{n:02d}"))
+    profile = analytics_seed.TrafficProfile(visitors_per_day=60, member_share=0.4)
+    analytics_seed.seed_instore(db, days=days, until=UNTIL, profile=profile, settle=settled)
+
+
+def scopes(db) -> list[analytics.Scope]:
+    first = LAST - timedelta(days=3)
+    return [
+        analytics.scope_for(db, first, LAST),
+        analytics.scope_for(db, LAST - timedelta(days=1), LAST, ("paris",), 10, 14),
+        analytics.scope_for(db, first, LAST, ("lisbon",), 18, 10),  # wraps past midnight
+        analytics.scope_for(db, LAST, LAST, ("paris", "lisbon")),
+    ]
+
+
+def charts(db, scope: analytics.Scope, *, raw: bool = False) -> dict[str, dict]:
+    scope = dataclasses.replace(scope, raw=raw)
+    # The device table is about now, not about events: it has no rollup to compare.
+    return {name: build(db, scope).to_json({}) for name, build in analytics.CHARTS.items()
+            if name != "devices"}  # fmt: skip
+
+
+def same(a, b, path: str = "") -> None:
+    """Equal, floats to the 0.1 the charts round to (sums in another order may differ in the
+    last bit, which can flip a rounding)."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert isinstance(a, (int, float)) and isinstance(b, (int, float)), path
+        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=0.1 + 1e-9), f"{path}: {a} != {b}"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{path}: {a.keys()} vs {b}"
+        for k in a:
+            same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), f"{path}: {len(a)} vs {b}"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def rollup_state(db) -> dict[str, list]:
+    """Every rollup row, maps decoded, in key order (to compare two ways of building them)."""
+    decode = msgspec.msgpack.Decoder().decode
+    return {
+        "counts": db.query("SELECT store, ts, metric, n, total FROM rollup_counts"
+                           " ORDER BY metric, ts, store"),
+        "members": db.query("SELECT store, ts, member, visits FROM rollup_members"
+                            " ORDER BY ts, store, member"),
+        "maps": [
+            {**r, "data": decode(bytes(r["data"]))}
+            for r in db.query("SELECT store, ts, kind, data FROM rollup_maps"
+                              " ORDER BY kind, ts, store")
+        ],
+    }  # fmt: skip
+
+
+def test_event_columns_are_where_the_aggregates_read_them() -> None:
+    aggregate.check_positions()
+
+
+def test_every_chart_answers_from_rollups_as_from_raw_events(db) -> None:
+    seed(db, settled=False)
+    # Ingest marked the hours dirty: charts read those hours from the raw events.
+    assert db.scalar("SELECT count(*) FROM rollup_dirty") > 0
+    assert db.scalar("SELECT count(*) FROM rollup_counts") == 0
+    expected = []
+    for scope in scopes(db):
+        raw = charts(db, scope, raw=True)
+        assert raw["footfall-daily"]["rows"], "the seeded period has traffic"
+        same(charts(db, scope), raw)
+        expected.append(raw)
+    assert any(r["member_visits"] for r in expected[0]["member-share"]["rows"])
+    assert settle.settle(db, quiet_s=60) == 0  # nothing has been quiet that long
+    assert settle.settle(db, quiet_s=0, limit=10) == 10
+    for scope, raw in zip(scopes(db), expected, strict=True):  # part settled, part dirty
+        same(charts(db, scope), raw)
+    while settle.settle(db, quiet_s=0):
+        pass
+    assert db.scalar("SELECT count(*) FROM rollup_dirty") == 0
+    assert db.scalar("SELECT count(*) FROM rollup_maps WHERE kind = 'heat'") > 0
+    # The charts read the rollups only: with the raw events gone, every number stays.
+    db.execute("DELETE FROM events")
+    for scope, raw in zip(scopes(db), expected, strict=True):
+        now = charts(db, scope)
+        same({k: v for k, v in now.items() if k not in RAW_ONLY},
+             {k: v for k, v in raw.items() if k not in RAW_ONLY})  # fmt: skip
+
+
+def _ingest_messages(store: str, device: str, dicts: list[dict]) -> list[Incoming]:
+    return [Incoming(topics.events(store, device), raw, mid=i + 1, qos=1)
+            for i, raw in enumerate(envelopes(store, device, dicts, 50))]  # fmt: skip
+
+
+def test_ingest_counts_each_new_event_once_duplicates_nothing(db) -> None:
+    stores.upsert_store(db, stores.Store(id="s1", name="s1", lat=0.0, lon=0.0))
+    events.register_device(db, "s1", "box-1")
+    start = datetime(2026, 3, 20, 9, tzinfo=UTC)
+    dicts = realistic_event_dicts("box-1", 1200, seed=3, start=start)
+    ingestor = Ingestor(db)
+    first = _ingest_messages("s1", "box-1", dicts[:800])
+    assert ingestor.process(first).stored == 800
+    assert db.scalar("SELECT count(*) FROM rollup_dirty") > 0  # marked in the same commit
+    scope = analytics.scope_for(db, date(2026, 3, 20), date(2026, 3, 20))
+    same(charts(db, scope), charts(db, scope, raw=True))  # dirty hours read raw
+    settle.settle(db, quiet_s=0)
+    once = rollup_state(db)
+    assert once["counts"] and once["maps"]
+    assert db.scalar("SELECT count(*) FROM rollup_dirty") == 0
+
+    # A resend of everything, and a batch holding the same message twice: nothing changes,
+    # not even a mark.
+    assert ingestor.process(first).stored == 0
+    assert ingestor.process(first[:2] + first[:2]).stored == 0
+    assert db.scalar("SELECT count(*) FROM rollup_dirty") == 0
+    assert rollup_state(db) == once
+
+    # The rest arrives with part of the first batch again (new and old in one batch), and a
+    # device that was offline sends events of the morning hours later: each counts once.
+    late_start = datetime(2026, 3, 20, 6, tzinfo=UTC)
+    late = realistic_event_dicts("box-1", 150, seed=9, start=late_start, first_seq=5000)
+    mixed = first[-3:] + _ingest_messages("s1", "box-1", dicts[800:] + late)
+    assert ingestor.process(mixed).stored == 400 + 150
+    same(charts(db, scope), charts(db, scope, raw=True))
+    settle.settle(db, quiet_s=0)
+    incremental = rollup_state(db)
+    assert any(r["ts"] == int(late_start.timestamp()) for r in incremental["counts"])
+    visits = sum(1 for d in dicts + late if d["type"] == "visit_started")
+    assert sum(r["n"] for r in incremental["counts"] if r["metric"] == "visits") == visits
+    rebuild.rebuild(db)
+    same(rollup_state(db), incremental)
+    same(charts(db, scope), charts(db, scope, raw=True))
+
+
+def test_sqlite_writer_process_maintains_rollups(tmp_path) -> None:
+    from storelens.cloud.sqlite_writer import SqliteWriter
+    from storelens.cloud.store import connect
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    db = connect(url)
+    events.register_device(db, "s1", "box-1")
+    ingestor = Ingestor(db)
+    ingestor.writer = SqliteWriter(url)
+    try:
+        dicts = realistic_event_dicts("box-1", 600, seed=4)
+        batch = _ingest_messages("s1", "box-1", dicts)
+        assert ingestor.process(batch).stored == 600
+        assert ingestor.process(batch).stored == 0
+    finally:
+        ingestor.close()
+    settle.settle(db, quiet_s=0)
+    incremental = rollup_state(db)
+    assert sum(r["n"] for r in incremental["counts"] if r["metric"] == "visits_ended") == sum(
+        1 for d in dicts if d["type"] == "visit_ended"
+    )
+    rebuild.rebuild(db)
+    same(rollup_state(db), incremental)
+
+
+def test_forgotten_member_leaves_nothing_personal_in_any_rollup(db) -> None:
+    seed(db, days=2)
+    member = members.list_members(db, limit=1)[0]
+    token = members.get_member(db, member["id"])["token"]
+    assert db.scalar("SELECT count(*) FROM rollup_members WHERE member = ?", (token,)) > 0
+    before = charts(db, scopes(db)[0])["member-share"]
+    members.forget(db, member["id"])
+    for table in ("rollup_counts", "rollup_members", "rollup_maps"):
+        for row in db.query(f"SELECT * FROM {table}"):
+            assert token not in json.dumps(row, default=lambda v: bytes(v).hex()), table
+            if table == "rollup_maps":
+                assert token.encode() not in bytes(row["data"])
+    after = charts(db, scopes(db)[0])["member-share"]
+    same(after, charts(db, scopes(db)[0], raw=True)["member-share"])
+    lost = sum(r["member_visits"] for r in before["rows"]) - sum(
+        r["member_visits"] for r in after["rows"]
+    )
+    assert lost > 0  # the forgotten member's visits are anonymous now
+    assert sum(r["visits"] for r in after["rows"]) == sum(r["visits"] for r in before["rows"])
+
+
+def test_rebuild_equals_incremental_chart_by_chart(db, monkeypatch) -> None:
+    seed(db)
+    incremental_state = rollup_state(db)
+    incremental = [charts(db, s) for s in scopes(db)]
+
+    db.execute("DELETE FROM rollup_maps")  # damaged rollups: a rebuild restores them
+    db.execute("UPDATE rollup_counts SET n = n + 7")
+    from storelens.cloud.cli import app
+
+    result = CliRunner().invoke(app, ["rollups", "rebuild", "--db", _url(db)])
+    assert result.exit_code == 0, result.output
+    assert "rebuilt" in result.output
+    same(rollup_state(db), incremental_state)
+    for scope, expected in zip(scopes(db), incremental, strict=True):
+        same(charts(db, scope), expected)
+
+    # One store from a date on: only its rows from then on are replaced.
+    db.execute("UPDATE rollup_counts SET n = n + 1 WHERE store = 'paris'")
+    cut = datetime.combine(LAST - timedelta(days=1), datetime.min.time(), UTC).timestamp()
+    rebuild.rebuild(db, since=LAST - timedelta(days=1), store="paris")
+    original = {(r["store"], r["ts"], r["metric"]): r["n"] for r in incremental_state["counts"]}
+    for r in rollup_state(db)["counts"]:
+        damaged = r["store"] == "paris" and r["ts"] < cut
+        assert r["n"] == original[(r["store"], r["ts"], r["metric"])] + (1 if damaged else 0)
+    rebuild.rebuild(db, store="paris")
+    same(rollup_state(db), incremental_state)
+
+
+def test_rollups_off_records_nothing_until_rebuilt(db, monkeypatch) -> None:
+    monkeypatch.setenv("STORELENS_ROLLUPS", "0")
+    seed(db, days=1)
+    assert db.scalar("SELECT count(*) FROM rollup_counts") == 0
+    monkeypatch.delenv("STORELENS_ROLLUPS")
+    rebuild.rebuild(db)
+    scope = analytics.scope_for(db, LAST, LAST)
+    same(charts(db, scope), charts(db, scope, raw=True))
+
+
+def _url(db) -> str:
+    if db.dialect == "sqlite":
+        return f"sqlite:///{db.path}"
+    return db.url
+
+
+def test_a_staff_flag_at_the_visit_end_takes_its_earlier_hours_out(db) -> None:
+    """The badge is only known when the visit ends, an hour later: the hour it started in
+    was settled with it counted, and is recomputed without it."""
+    from test_staff_cloud import DAY, person
+
+    stores.upsert_store(db, stores.Store(id="paris", name="Paris", lat=48.8, lon=2.3))
+    start = datetime.combine(DAY, datetime.min.time(), UTC) + timedelta(hours=9, minutes=55)
+    person(db, start - timedelta(hours=1), staff=False, zone="shoes")
+    settle.settle(db, quiet_s=0)
+    scope = analytics.scope_for(db, DAY, DAY)
+    before = charts(db, scope)
+    person(db, start, staff=True, zone="stockroom")  # 09:55-10:05, flagged on its end
+    assert db.scalar("SELECT count(*) FROM staff_visits") == 1
+    settle.settle(db, quiet_s=0)
+    assert db.scalar("SELECT count(*) FROM rollup_dirty") == 0
+    after = charts(db, scope)
+    for name in ("footfall-hourly", "footfall-daily", "dwell", "flows", "paths", "heatmap",
+                 "member-share"):  # fmt: skip
+        same(after[name], before[name], name)
+    same(after, charts(db, scope, raw=True))
