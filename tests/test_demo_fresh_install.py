@@ -156,7 +156,7 @@ def test_ops_page_shows_the_live_store_while_the_demo_runs(
         page.fill("#login input[name=password]", password)
         page.click("#login button[type=submit]")
         page.wait_for_selector('section[data-chart="devices"][data-state="ready"]', timeout=60_000)
-        page.wait_for_function("!document.body.dataset.loading", timeout=60_000)
+        page.wait_for_function("() => !document.body.dataset.loading", timeout=60_000)
         today = datetime.now(ZoneInfo("Europe/Paris")).date().isoformat()
         assert page.input_value("input[name=end]") == today
         assert page.locator(".kpi[data-kpi=visitors] .value").inner_text() not in ("0", "–")
@@ -172,7 +172,7 @@ def test_ops_page_shows_the_live_store_while_the_demo_runs(
         visitors, zones = 0, []
         for _ in range(12):  # a refresh every 5 s for a minute at most
             page.click("#filters button[type=submit]")
-            page.wait_for_function("!document.body.dataset.loading", timeout=60_000)
+            page.wait_for_function("() => !document.body.dataset.loading", timeout=60_000)
             text = page.locator(".kpi[data-kpi=visitors] .value").inner_text()
             visitors = int(text.replace(",", "")) if text[:1].isdigit() else 0
             zones = page.evaluate(
