@@ -60,6 +60,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from storelens.cloud import events as event_store
 from storelens.cloud import members
 from storelens.cloud.event_text import event_texts
+from storelens.cloud.services import Services
 from storelens.cloud.settings import Settings
 from storelens.cloud.sqlite_writer import SqliteWriter
 from storelens.cloud.store import Database
@@ -71,6 +72,7 @@ from storelens.contract import (
     parse_envelope,
     topics,
 )
+from storelens.contract.bounds import MAX_FUTURE_SKEW_S, MIN_EPOCH_S
 from storelens.contract.commands import MAX_ACK_IDS, Ack, OptOutList
 from storelens.contract.fast import decode_envelope
 
@@ -325,7 +327,6 @@ class Ingestor:
         rows: list[tuple] = []
         store, received_at = envelope.store, out.received_at
         linkable, event_values = self._linkable, event_store.event_values
-        last = 0.0
         texts = event_texts(msg.payload, envelope.events)
         for event, text in zip(envelope.events, texts, strict=True):
             if isinstance(event, DeviceStatus):
@@ -336,11 +337,12 @@ class Ingestor:
             # An unlinked member's token must not be stored: serialise without it.
             row = event_values(store, event, received_at, member, text if member is token else None)
             rows.append(row)
-            if row[_TS] > last:
-                last = row[_TS]
-        key = (envelope.store, envelope.device)
-        if last:
-            out.seen[key] = max(out.seen.get(key, 0.0), last)
+        times = [row[_TS] for row in rows]
+        times += [s.ts.timestamp() for s in envelope.events if isinstance(s, DeviceStatus)]
+        if times:
+            check_clock(min(times), max(times), received_at)
+        # Health counts from when the cloud heard the device, never from what it claims.
+        out.seen[(envelope.store, envelope.device)] = received_at
         out.rows += rows  # only now: a message that fails part-way adds no rows
         return rows
 
@@ -363,9 +365,9 @@ class Ingestor:
         out.newest_sent = max(out.newest_sent, envelope.sent_at.timestamp())
         rows = event_store.fast_rows(store, envelope.events, texts, out.received_at, self._linkable)
         if rows:
-            last = max(row[_TS] for row in rows)
-            key = (store, device)
-            out.seen[key] = max(out.seen.get(key, 0.0), last)
+            times = [row[_TS] for row in rows]
+            check_clock(min(times), max(times), out.received_at)
+        out.seen[(store, device)] = out.received_at  # heard now, whatever the events claim
         out.rows += rows
         return rows
 
@@ -444,8 +446,14 @@ class IngestWorker:
         *,
         client_id: str | None = None,
         subscribe_status: bool = True,
+        services: Services | None = None,
     ) -> None:
+        """``services``: the process's composition root when the worker shares a process (the
+        API's, with ``--ingest``); a worker on its own builds one, which relays the POS pushes
+        its hooks raise (member alerts) through the broker to wherever the POS streams are."""
         self.settings = settings
+        self._own_services = services is None
+        self.services = services if services is not None else Services.for_ingest(settings, db)
         self.ingestor = Ingestor(db)
         self.ingestor.consent_changed.append(self._publish_optouts)
         self.client_id = client_id or default_client_id(settings.mqtt_client_id)
@@ -639,6 +647,8 @@ class IngestWorker:
         self.client.disconnect()
         self.client.loop_stop()
         self.ingestor.close()
+        if self._own_services:
+            self.services.close()
 
     def _run(self) -> None:
         batch: list[Incoming] = []
@@ -807,6 +817,18 @@ class IngestWorker:
         t.statuses += r.statuses
         for k, v in r.dead.items():
             t.dead[k] = t.dead.get(k, 0) + v
+
+
+def check_clock(first: float, last: float, received_at: float) -> None:
+    """ContractError ``clock_skew`` when a message's event times are outside what the cloud
+    accepts around its own clock (`storelens.contract.bounds`): one event dated 9999 used to
+    pin its device's health in the future, and year 1 was stored as history."""
+    if last > received_at + MAX_FUTURE_SKEW_S or first < MIN_EPOCH_S:
+        raise ContractError(
+            "clock_skew",
+            f"event times {first:.0f}..{last:.0f}: not before {MIN_EPOCH_S:.0f} nor more than"
+            f" {MAX_FUTURE_SKEW_S:.0f} s after the ingest clock {received_at:.0f}",
+        )
 
 
 def default_client_id(prefix: str = "") -> str:

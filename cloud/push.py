@@ -92,6 +92,7 @@ class PushHub:
         self._history_size = history
         self._seen: OrderedDict[str, None] = OrderedDict()  # IDs delivered, to drop echoes
         self._client: Any = None
+        self._receive = True
         self._connected = threading.Event()
 
     # -- MQTT ----------------------------------------------------------------------------
@@ -105,8 +106,10 @@ class PushHub:
         tls_ca: str | None = None,
         use_tls: bool = False,
         client_id: str = "",
+        receive: bool = True,
     ) -> None:
-        """Start the broker link in paho's network thread (reconnects by itself)."""
+        """Start the broker link in paho's network thread (reconnects by itself). With
+        ``receive`` False the hub only publishes (an ingest worker holds no POS stream)."""
         import paho.mqtt.client as mqtt
 
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
@@ -118,6 +121,7 @@ class PushHub:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        self._receive = receive
         client.connect_async(host, port, keepalive=30)
         client.loop_start()
         self._client = client
@@ -138,7 +142,8 @@ class PushHub:
         if getattr(reason, "is_failure", False):
             log.warning("push: broker refused connection: %s", reason)
             return
-        client.subscribe(POS_ALL, qos=1)
+        if self._receive:
+            client.subscribe(POS_ALL, qos=1)
         self._connected.set()
 
     def _on_disconnect(self, *_args: Any) -> None:
@@ -226,7 +231,8 @@ _hub = PushHub()
 
 
 def hub() -> PushHub:
-    """The process's hub (replaced by `install` when the API starts with a broker)."""
+    """The process's hub (installed by the process's `Services` when it relays through the
+    broker)."""
     return _hub
 
 

@@ -84,8 +84,11 @@ class Settings(BaseModel):
         "STORELENS_PSEUDONYM_KEY", description="Environment variable with the key in hex."
     )
     token_ttl_s: float = Field(12 * 3600, gt=0, description="Lifetime of ops login tokens.")
-    push_mqtt: bool = Field(
-        False, description="Relay POS pushes via the broker (API replicas, native apps)."
+    push_mqtt: bool | None = Field(
+        None,
+        description="Relay POS pushes through the broker. Unset: whenever ingest runs in another "
+        "process (its member alerts arrive that way); true also for API replicas and native POS "
+        "apps; false keeps every push in this process (all of them are raised here).",
     )
     push_token_check_s: float = Field(
         5.0,

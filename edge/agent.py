@@ -98,7 +98,6 @@ class Agent:
         self.readers: list[CardReader] = []
         self.publisher = None
         self.frames = 0
-        self.detect_calls = 0
         self.detected_frames = 0  # frames that went through the detector (stride, gate)
         self.unstored = 0  # events the outbox could not write (disk errors)
         self.detect_s = 0.0  # wall time in detection and in the pipelines (benches)
@@ -276,7 +275,6 @@ class Agent:
             spent = time.perf_counter() - t0
             self.detect_s += spent
             per_frame_ms = spent * 1000 / len(todo)
-            self.detect_calls += 1
             self.detected_frames += len(todo)
             for i, dets in zip(todo, found, strict=True):
                 cam_id = batch[i][0].camera.id

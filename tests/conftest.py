@@ -221,3 +221,19 @@ def worker(chain: Any, broker: Broker) -> Iterator[Any]:
     assert w.wait_ready()
     yield w
     w.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Which suites skipped and why, one line per test file and reason (after pytest's own
+    per-test lines), so a missing prerequisite (README, "Run the tests") is not silent."""
+    groups: dict[tuple[str, str], int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        path = report.nodeid.split("::")[0] or report.location[0]
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else "skipped"
+        reason = reason.removeprefix("Skipped: ")
+        groups[(path, reason)] = groups.get((path, reason), 0) + 1
+    if not groups:
+        return
+    terminalreporter.section("skipped suites (see README, Run the tests)")
+    for (path, reason), count in sorted(groups.items()):
+        terminalreporter.write_line(f"{path}: {count} skipped: {reason}")

@@ -47,7 +47,8 @@ def _server(tmp_path, monkeypatch, **settings) -> Iterator[tuple[str, dict[str, 
     monkeypatch.setenv("STORELENS_PSEUDONYM_KEY", KEY_HEX)
     db = connect(f"sqlite:///{tmp_path / 'push.db'}")
     chain = build_chain(db)
-    app = create_app(Settings.from_env({}, db_url="unused", **settings), db=db)
+    # One process: every push in these tests is raised here, so none goes through a broker.
+    app = create_app(Settings.from_env({}, db_url="unused", push_mqtt=False, **settings), db=db)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)

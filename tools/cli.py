@@ -283,12 +283,47 @@ def bench_recommend(
     days: int = typer.Option(180, min=30, help="Days of seeded history."),
     test_days: int = typer.Option(30, min=1, help="The last days held out for testing."),
     seed: int = typer.Option(42, help="Seed of the generated chain."),
+    history: Path | None = typer.Option(
+        None, help="Backtest on this order-line CSV instead of a seeded chain (see import)."
+    ),
+    split: str | None = typer.Option(None, help="History: train before this date (YYYY-MM-DD)."),
+    until: str | None = typer.Option(None, help="History: score purchases before this date."),
+    map_spec: str | None = typer.Option(None, "--map", help="History: canonical=theirs,..."),
+    exclude_skus: str | None = typer.Option(None, help="History: SKUs that are not products."),
+    exclude_pattern: str | None = typer.Option(None, help="History: regex of such SKUs."),
+    cancelled_prefix: str | None = typer.Option(None, help="History: cancelled order prefix."),
+    timezone: str = typer.Option("UTC", help="History: zone of timestamps and dates."),
 ) -> None:
-    """Recommender precision@10 and recall@10 vs the best-seller baseline (time split)."""
+    """Recommender precision@10 and recall@10 on a time split: on the seeded chain vs the
+    best-seller baseline, or with --history on a real history vs popularity, own most-bought,
+    ALS and item-kNN under the `all` and `new` protocols."""
+    if history is None:
+        from storelens.tools.bench import recommend as recommend_bench
 
-    from storelens.tools.bench import recommend as recommend_bench
+        result = recommend_bench.run(members=members, days=days, test_days=test_days, seed=seed)
+        write_report(result, json_out)
+        return
+    from storelens.cloud.history import HistoryFormatError, parse_mapping
+    from storelens.cloud.history.rules_options import rules_from_options
+    from storelens.tools.bench import recommend_history
 
-    result = recommend_bench.run(members=members, days=days, test_days=test_days, seed=seed)
+    if split is None:
+        typer.echo("error: --history needs --split DATE", err=True)
+        raise typer.Exit(2)
+    if not history.is_file():
+        typer.echo(f"error: no file {history}", err=True)
+        raise typer.Exit(1)
+    try:
+        rules = rules_from_options(
+            exclude_skus=exclude_skus, exclude_pattern=exclude_pattern,
+            cancelled_prefix=cancelled_prefix, timezone=timezone,
+        )  # fmt: skip
+        result = recommend_history.run(
+            history, split, until=until, mapping=parse_mapping(map_spec), rules=rules
+        )
+    except (HistoryFormatError, recommend_history.BacktestError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     write_report(result, json_out)
 
 

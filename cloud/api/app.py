@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from storelens import __version__
 from storelens.cloud import auth, catalog, members, orders, sales, stores
@@ -28,6 +29,7 @@ from storelens.cloud.api import sales as sales_api
 from storelens.cloud.api import stores as stores_api
 from storelens.cloud.api.body_limits import AUTH_MAX, DEFAULT_MAX
 from storelens.cloud.scoring_plans import PlanError
+from storelens.cloud.services import Services
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database, connect
 from storelens.pseudonym import PseudonymError
@@ -61,7 +63,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         if settings.ingest_in_process:
             from storelens.cloud.ingest import IngestWorker
 
-            worker = IngestWorker(settings, app.state.db)
+            worker = IngestWorker(settings, app.state.db, services=app.state.services)
             worker.start()
         app.state.ingest = worker
         try:
@@ -69,8 +71,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         finally:
             if worker is not None:
                 worker.stop()
+            app.state.services.close()
 
-    app = FastAPI(
+    # FastAPI's own /docs and /redoc load Swagger UI and ReDoc from a CDN: blank pages on a
+    # store network without internet. fastapi-offline serves the same assets from its package.
+    app = FastAPIOffline(
         title="storelens cloud API",
         version=__version__,
         description="Members, catalog, stores and inventory, online orders, POS sales, devices, "
@@ -80,6 +85,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     )
     app.state.settings = settings
     app.state.db = db if db is not None else connect(settings.db_url)
+    app.state.services = Services.for_api(settings, app.state.db)
     app.state.ingest = None
 
     metrics_api.instrument(app)

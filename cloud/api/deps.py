@@ -13,6 +13,7 @@ from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from storelens.cloud import auth
+from storelens.cloud.services import Services
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database
 from storelens.pseudonym import PseudonymError, PseudonymKey
@@ -27,6 +28,11 @@ def get_db(request: Request) -> Database:
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+def get_services(request: Request) -> Services:
+    """The app's composition root (built by `create_app`)."""
+    return request.app.state.services
 
 
 def get_pseudonym_key(settings: Settings = Depends(get_settings)) -> PseudonymKey:

@@ -27,7 +27,6 @@ from storelens.cloud import (
     members,
     offers,
     propensity,
-    push,
     sales,
     scoring,
     visit_today,
@@ -38,6 +37,7 @@ from storelens.cloud.api.member_access import MemberAction, authorize, identifie
 from storelens.cloud.coupons import CouponRejected, DiscountTerms
 from storelens.cloud.ratelimit import MEMBER_LOOKUP_LIMIT, coupon_attempt
 from storelens.cloud.recommend import RecommendationService
+from storelens.cloud.services import Services
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database
 from storelens.contract.bounds import EpochSeconds
@@ -55,9 +55,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = getattr(state, name, None)
         if service is not None:
             await anyio.to_thread.run_sync(service.stop)
-    hub = getattr(state, "push_hub", None)
-    if hub is not None:
-        hub.close()
 
 
 router = APIRouter(prefix="/pos", tags=["pos"], lifespan=_lifespan)
@@ -79,20 +76,6 @@ def install(
     app.state.offer_policy = offer_policy or offers.OfferPolicy()
     if recommender is not None:
         app.state.recommender = recommender
-    settings: Settings = app.state.settings
-    if settings.push_mqtt:
-        hub = push.PushHub()
-        # Random client ID: every replica needs its own session on the broker.
-        hub.connect_mqtt(
-            settings.mqtt_host,
-            settings.mqtt_port,
-            username=settings.mqtt_user,
-            password=settings.mqtt_password.get_secret_value() if settings.mqtt_password else None,
-            use_tls=settings.mqtt_tls,
-            tls_ca=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None,
-        )
-        push.install(hub)
-        app.state.push_hub = hub
 
 
 def _recommender(app: FastAPI) -> RecommendationService:
@@ -631,6 +614,7 @@ async def stream(
     last_event_id: str | None = Header(None, alias="Last-Event-ID"),
     credentials: HTTPAuthorizationCredentials | None = Depends(deps.bearer),
     db: Database = Depends(get_db),
+    services: Services = Depends(deps.get_services),
     caller: Caller = Depends(require_pos()),
 ) -> AsyncIterator[ServerSentEvent]:
     store = _store(caller, store, db)
@@ -641,7 +625,7 @@ async def stream(
     yield ServerSentEvent(comment="connected", retry=3000)
     # Wake at least every check_s, whatever the keep-alive, to notice a revoked token.
     wake_s = min(keepalive_s, check_s)
-    async for msg in push.hub().stream(store, last_event_id, keepalive_s=wake_s):
+    async for msg in services.push.stream(store, last_event_id, keepalive_s=wake_s):
         now = time.monotonic()
         if now - last_check >= check_s:
             last_check = now

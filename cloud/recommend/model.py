@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from storelens.cloud.recommend import learned
+
 
 @dataclass(frozen=True)
 class RecommendSettings:
@@ -34,6 +36,10 @@ class RecommendSettings:
     min_dwell_reason_s: float = 30.0
     consumable_categories: frozenset[str] = frozenset()
     rebuild_interval_s: float = 900.0
+    # Learn from the history itself how likely each member buys each item again or new
+    # (`learned.py`); small or short histories keep the hand-set blend above.
+    learn_ranker: bool = True
+    label_days: float = 30.0  # the horizon the learned ranker predicts
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,10 @@ class RecommendationModel:
     category_prior: np.ndarray = field(default_factory=lambda: np.zeros(0))  # sums to 1
     store_share: dict[str, np.ndarray] = field(default_factory=dict)  # item share of its category
     global_share: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # members x items: learned P(member buys item within `label_days`), repeat or new; None
+    # when the history was too small to learn from (the hand-set blend serves then).
+    personal: sp.csr_matrix | None = None
+    ranker_info: dict = field(default_factory=dict)
 
     def popularity(self, store: str) -> np.ndarray:
         return self.store_popularity.get(store, self.global_popularity)
@@ -241,12 +251,15 @@ def build_model(
     purchase_affinity = _row_normalise(np.asarray((history @ item_to_cat).todense()))
 
     dwell_affinity = np.zeros((n_members, n_cats), dtype=np.float64)
+    d_rows = d_cols = np.array([], dtype=np.int64)
+    d_ts = d_s = np.array([], dtype=float)
     if len(dwells.member):
         all_cols = _encode(dwells.category, category_index)
         ok = all_cols >= 0
         d_rows = _encode(dwells.member[ok], member_index)
         d_cols = all_cols[ok]
-        d_w = dwells.dwell_s[ok] * _decay(now - dwells.ts[ok], settings.dwell_half_life_s)
+        d_ts, d_s = dwells.ts[ok], dwells.dwell_s[ok]
+        d_w = d_s * _decay(now - d_ts, settings.dwell_half_life_s)
         np.add.at(dwell_affinity, (d_rows, d_cols), d_w)
         dwell_affinity = _row_normalise(dwell_affinity)
 
@@ -288,6 +301,34 @@ def build_model(
     model.category_prior = cat_totals / cat_totals.sum() if cat_totals.sum() > 0 else cat_totals
     model.global_share = _share(global_popularity, item_category, n_cats)
     model.store_share = {s: _share(p, item_category, n_cats) for s, p in store_popularity.items()}
+    if settings.learn_ranker and n_members and n_items:
+        member_codes = np.full(len(p_item), -1, dtype=np.int64)
+        member_codes[with_member] = rows
+        if purchases.basket is not None:
+            basket = np.unique(purchases.basket[known].astype(str), return_inverse=True)[1]
+        else:  # one basket per member and timestamp
+            keys = np.char.add(p_member.astype(str), p_ts.astype(str))
+            basket = np.unique(keys, return_inverse=True)[1]
+        facts = learned.ItemFacts(
+            n_members=n_members, n_items=n_items, item_category=item_category,
+            consumable=consumable, active=catalog.active, dwell=(d_rows, d_cols, d_ts, d_s),
+            similarity=similarity,
+        )  # fmt: skip
+        events = learned.Events(member_codes, p_item, p_ts, basket.astype(np.int64))
+        blend = (
+            settings.weight_similar,
+            settings.weight_affinity,
+            settings.weight_repeat,
+            settings.weight_past_dwell,
+            settings.weight_purchases,
+            settings.weight_prior,
+        )
+        learn = learned.LearnSettings(label_days=settings.label_days, blend=blend,
+                                      purchase_half_life_s=settings.purchase_half_life_s,
+                                      dwell_half_life_s=settings.dwell_half_life_s)  # fmt: skip
+        ranker = learned.learn_ranker(events, facts, now, learn)
+        if ranker is not None:
+            model.personal, model.ranker_info = ranker.scores, ranker.info
     return model
 
 

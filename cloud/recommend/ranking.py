@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -39,6 +40,10 @@ class ServingContext:
     today_dwell: dict[str, float] = field(default_factory=dict)  # category -> seconds today
     bought_recently: frozenset[str] = frozenset()  # SKUs bought after the model was built
     excluded_categories: frozenset[str] = frozenset()  # categories the member is not eligible for
+    # Which already-bought items may come again: "learned" (as likely as the learned ranker
+    # says; the consumable rule when it has nothing on the member), "consumable" (only
+    # consumables) or "never".
+    repeats: Literal["learned", "consumable", "never"] = "learned"
 
 
 def format_duration(seconds: float) -> str:
@@ -88,35 +93,80 @@ class _Scorer:
         self.dwell_part = s.weight_past_dwell * past_dwell
         self.purchase_part = s.weight_purchases * purchases
         self.prior_part = s.weight_prior * model.category_prior
-        affinity = self.today_part + self.dwell_part + self.purchase_part + self.prior_part
-
         # Affinity picks the category, the item's share of its category's sales at this store
         # picks the items inside it.
         share = model.category_share(ctx.store)
+        learned = self._learned_row(m)
+        self.learned = learned is not None
+        if learned is not None:
+            # The learned ranker already weighed purchases, past dwell and repeat habits on
+            # one probability scale; only today's dwell, which it cannot know, adds to it.
+            self.dwell_part = np.zeros(n_cats)
+            self.purchase_part = np.zeros(n_cats)
+            self.prior_part = np.zeros(n_cats)
+            bought = np.zeros(n_items, dtype=bool)
+            bought[self.hist_idx] = True
+            top = float(learned.max()) or 1.0
+            similar = np.where(bought, 0.0, learned) / top
+            repeat = np.where(bought, learned, 0.0) / top
+            self.similar = s.weight_similar * similar
+            self.repeat = s.weight_similar * repeat
+        else:
+            self.similar = s.weight_similar * _normalised(similar)
+            self.repeat = s.weight_repeat * _normalised(repeat)
+        affinity = self.today_part + self.dwell_part + self.purchase_part + self.prior_part
         self.affinity = affinity
-        self.similar = s.weight_similar * _normalised(similar)
-        self.repeat = s.weight_repeat * _normalised(repeat)
         self.by_affinity = s.weight_affinity * _normalised(affinity[model.item_category] * share)
         self.total = self.similar + self.by_affinity + self.repeat
         if not (self.hist_idx.size or today.any() or past_dwell.any()):
             self.total = np.zeros(n_items)  # nothing personal known: the fallbacks decide
         self.allowed = self._allowed()
 
+    def _learned_row(self, m: int | None) -> np.ndarray | None:
+        personal = self.model.personal
+        if personal is None or m is None or m >= personal.shape[0]:
+            return None
+        lo, hi = personal.indptr[m], personal.indptr[m + 1]
+        if lo == hi:
+            return None
+        row = np.zeros(personal.shape[1])
+        row[personal.indices[lo:hi]] = personal.data[lo:hi]
+        return row
+
     def _allowed(self) -> np.ndarray:
         model, ctx = self.model, self.ctx
         allowed = model.catalog.active.copy()
         bought = np.zeros_like(allowed)
         bought[self.hist_idx] = True
+        just_bought = np.zeros_like(allowed)  # after the model was built: it cannot know
         for sku in ctx.bought_recently:
             i = model.sku_index.get(sku)
             if i is not None:
-                bought[i] = True
-        allowed &= ~(bought & ~model.consumable)
+                just_bought[i] = True
+        if ctx.repeats == "never":
+            allowed &= ~(bought | just_bought)
+        elif ctx.repeats == "consumable" or not self.learned:
+            allowed &= ~((bought | just_bought) & ~model.consumable)
+        else:
+            allowed &= ~(just_bought & ~model.consumable)
         for category in ctx.excluded_categories:
             ci = model.category_index.get(category)
             if ci is not None:
                 allowed &= model.item_category != ci
         return allowed
+
+    def _anchor(self, i: int) -> int | None:
+        """The bought item that most suggests item ``i`` by co-purchase, if any does."""
+        model = self.model
+        if not self.hist_idx.size:
+            return None
+        if model.similarity_dense is not None:
+            column = model.similarity_dense[self.hist_idx, i]
+        else:
+            column = np.asarray(model.similarity[self.hist_idx, i].todense()).ravel()
+        contrib = column * self.hist_w
+        best = int(np.argmax(contrib))
+        return int(self.hist_idx[best]) if contrib[best] > 0 else None
 
     def explain(self, i: int) -> tuple[str, str]:
         """(source, human reason) for a personalised pick, from its largest score part."""
@@ -141,6 +191,11 @@ class _Scorer:
             return source, f"popular in {category}"
         if source == "repeat":
             return source, "you buy this regularly"
+        if source == "similar" and self.learned:
+            anchor = self._anchor(i)
+            if anchor is None:
+                return "popular", f"popular with customers like you in {category}"
+            return source, f"often bought with {model.catalog.names[anchor]}"
         if source == "similar" and self.hist_idx.size:
             if model.similarity_dense is not None:
                 column = model.similarity_dense[self.hist_idx, i]

@@ -32,6 +32,7 @@ class Evaluation:
     baseline_recall_at_10: float
     build_s: float
     recommend_ms_mean: float
+    ranker: dict | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,7 @@ class Evaluation:
             "members_evaluated": self.members,
             "model_build_s": round(self.build_s, 2),
             "recommend_ms_mean": round(self.recommend_ms_mean, 3),
+            "learned_ranker": self.ranker,
         }
 
 
@@ -83,7 +85,9 @@ def evaluate(db: Database, cutoff: float, *, settings: RecommendSettings | None 
         votes = store_votes.get(member)
         store = votes.most_common(1)[0][0] if votes else ""
         t0 = time.perf_counter()
-        recs = recommend(model, ServingContext(member=member, store=store), limit=K)
+        # The protocol scores only new items and consumables again, so ask for just those.
+        ctx = ServingContext(member=member, store=store, repeats="consumable")
+        recs = recommend(model, ctx, limit=K)
         times.append(time.perf_counter() - t0)
         hits = len({x.sku for x in recs} & wanted)
         p.append(hits / K)
@@ -107,6 +111,7 @@ def evaluate(db: Database, cutoff: float, *, settings: RecommendSettings | None 
         baseline_recall_at_10=float(np.mean(br)) if br else 0.0,
         build_s=build_s,
         recommend_ms_mean=1000 * float(np.mean(times)) if times else 0.0,
+        ranker=model.ranker_info or None,
     )
 
 

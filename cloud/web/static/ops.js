@@ -58,9 +58,9 @@ const EMPTY = {
   "conversion-hourly": (d) => !d.rows.length && "No visitors or sales in this period.",
   "member-share": (d) => !d.rows.length && "No finished visits in this period.",
   "coupon-uplift": (d) => !d.rows.some((r) => r.members) && "No members with marketing consent.",
-  "try-ons": (d) => !d.rows.length && "No fitting-room visits in this period.",
+  "try-ons": (d) => !d.totals.sessions && `No fitting-room sessions in this period (${num(d.totals.visits)} visits).`,
   "checkout-queue": (d) => !d.rows.length && "No checkout stays in this period.",
-  "entry-to-checkout": (d) => !d.rows.length && "No sales linked to visits in this period.",
+  "entry-to-checkout": (d) => !d.rows.some((r) => r.median_entry_to_checkout_s !== null) && `No sale linked to a visit in this period (${num(d.totals.sales)} sales).`,
   devices: (d) => !d.rows.length && "No devices registered for these stores.",
 };
 
@@ -236,7 +236,18 @@ function group(rows, key) {
   return out;
 }
 
+// Charts with one point per local day: the days are categories (ISO dates sort as text), so a
+// one-day period shows "2026-12-02", not a millisecond time axis around midnight.
+const DAY_CHARTS = new Set(["footfall-daily", "conversion", "member-share", "try-ons", "entry-to-checkout"]);
+// Counts, rates and durations are never negative: an all-zero series sits on 0, not on -1..1.
+const FLOOR_PLANS = new Set(["heatmap", "flows"]);
+
 function plot(chart, traces, extra = {}) {
+  if (DAY_CHARTS.has(chart)) extra.xaxis = { type: "category", categoryorder: "category ascending", ...extra.xaxis };
+  if (!FLOOR_PLANS.has(chart)) {
+    extra.yaxis = { rangemode: "nonnegative", ...extra.yaxis };
+    if (extra.yaxis2) extra.yaxis2 = { rangemode: "nonnegative", ...extra.yaxis2 };
+  }
   const div = document.getElementById(`plot-${chart}`);
   div.querySelector("p.empty")?.remove();
   delete section(chart).dataset.empty;
