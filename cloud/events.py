@@ -18,6 +18,7 @@ from typing import Any
 from storelens.cloud import rollups
 from storelens.cloud.rollups import sql as rollup_tables
 from storelens.cloud.store import Database, register_migrations
+from storelens.contract import topics
 from storelens.contract.events import (
     CardSwipe,
     DeviceStatus,
@@ -376,14 +377,34 @@ def store_prepared(
         rollups.record(db, rows)
     else:
         stored = store_events(db, rows)
+    if stored < len(rows):  # some IDs were stored already: the same device's, or another's?
+        for row in id_collisions(db, rows):
+            detail = f"event ID {row[0]} is stored already from another device"
+            dead_letter(db, topics.events(row[1], row[2]), "event_id_collision", detail,
+                        str(row[-1]).encode(), received_at)  # fmt: skip
     for topic, reason, detail, raw in dead:
         dead_letter(db, topic, reason, detail, raw, received_at)
     for store, items in statuses.items():
-        apply_status(db, store, items)
+        apply_status(db, store, items, received_at)
     for store, device, online in availability:
         set_availability(db, store, device, online)
     mark_seen(db, seen)
     return stored
+
+
+def id_collisions(db: Database, rows: Sequence[tuple]) -> list[tuple]:
+    """The rows whose event ID is stored under another store or device. Duplicates are a
+    device's own redeliveries (dropped and receipted); an ID that another device used first
+    is a collision, dead-lettered so it is not lost silently. Only asked when an insert
+    skipped rows, so the common batch pays nothing."""
+    owner: dict[str, tuple[str, str]] = {}
+    ids = sorted({str(r[0]) for r in rows})
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for r in db.query(f"SELECT id, store, device FROM events WHERE id IN ({marks})", chunk):
+            owner[r["id"]] = (r["store"], r["device"])
+    return [r for r in rows if owner.get(str(r[0]), (r[1], r[2])) != (r[1], r[2])]
 
 
 def dead_letter(
@@ -469,15 +490,19 @@ def list_devices(
     return rows
 
 
-def apply_status(db: Database, store: str, statuses: Iterable[DeviceStatus]) -> None:
-    """Record the newest status per device; an older status arriving late changes nothing."""
-    for status in statuses:
-        ts = _epoch(status.ts)
+def apply_status(
+    db: Database, store: str, statuses: Iterable[DeviceStatus], received_at: float | None = None
+) -> None:
+    """Record the latest status per device (in the order of their own times within a batch);
+    ``last_seen`` is when the cloud heard it (``received_at``), never the time the device
+    claims, so a wrong device clock cannot make a dead device look alive."""
+    for status in sorted(statuses, key=lambda s: s.ts):
+        ts = received_at if received_at is not None else time.time()
         fps = sum(c.fps for c in status.cameras) / len(status.cameras) if status.cameras else None
         db.execute(
             "UPDATE devices SET last_seen = ?, online = 1, status = ?, fps = ?, outbox_depth = ?,"
             " lost_events = ? WHERE store = ? AND device = ?"
-            " AND (last_seen IS NULL OR last_seen < ?)",
+            " AND (last_seen IS NULL OR last_seen <= ?)",
             (
                 ts,
                 status.model_dump_json(exclude_none=True),
@@ -492,7 +517,7 @@ def apply_status(db: Database, store: str, statuses: Iterable[DeviceStatus]) -> 
 
 
 def mark_seen(db: Database, seen: dict[tuple[str, str], float]) -> None:
-    """Advance ``last_seen`` of devices that sent events (never moves it backwards)."""
+    """Advance ``last_seen`` of devices the cloud heard (times of receipt; never backwards)."""
     for (store, device), ts in seen.items():
         db.execute(
             "UPDATE devices SET last_seen = ? WHERE store = ? AND device = ? "

@@ -72,6 +72,7 @@ from storelens.contract import (
     parse_envelope,
     topics,
 )
+from storelens.contract.bounds import MAX_FUTURE_SKEW_S, MIN_EPOCH_S
 from storelens.contract.commands import MAX_ACK_IDS, Ack, OptOutList
 from storelens.contract.fast import decode_envelope
 
@@ -326,7 +327,6 @@ class Ingestor:
         rows: list[tuple] = []
         store, received_at = envelope.store, out.received_at
         linkable, event_values = self._linkable, event_store.event_values
-        last = 0.0
         texts = event_texts(msg.payload, envelope.events)
         for event, text in zip(envelope.events, texts, strict=True):
             if isinstance(event, DeviceStatus):
@@ -337,11 +337,12 @@ class Ingestor:
             # An unlinked member's token must not be stored: serialise without it.
             row = event_values(store, event, received_at, member, text if member is token else None)
             rows.append(row)
-            if row[_TS] > last:
-                last = row[_TS]
-        key = (envelope.store, envelope.device)
-        if last:
-            out.seen[key] = max(out.seen.get(key, 0.0), last)
+        times = [row[_TS] for row in rows]
+        times += [s.ts.timestamp() for s in envelope.events if isinstance(s, DeviceStatus)]
+        if times:
+            check_clock(min(times), max(times), received_at)
+        # Health counts from when the cloud heard the device, never from what it claims.
+        out.seen[(envelope.store, envelope.device)] = received_at
         out.rows += rows  # only now: a message that fails part-way adds no rows
         return rows
 
@@ -364,9 +365,9 @@ class Ingestor:
         out.newest_sent = max(out.newest_sent, envelope.sent_at.timestamp())
         rows = event_store.fast_rows(store, envelope.events, texts, out.received_at, self._linkable)
         if rows:
-            last = max(row[_TS] for row in rows)
-            key = (store, device)
-            out.seen[key] = max(out.seen.get(key, 0.0), last)
+            times = [row[_TS] for row in rows]
+            check_clock(min(times), max(times), out.received_at)
+        out.seen[(store, device)] = out.received_at  # heard now, whatever the events claim
         out.rows += rows
         return rows
 
@@ -816,6 +817,18 @@ class IngestWorker:
         t.statuses += r.statuses
         for k, v in r.dead.items():
             t.dead[k] = t.dead.get(k, 0) + v
+
+
+def check_clock(first: float, last: float, received_at: float) -> None:
+    """ContractError ``clock_skew`` when a message's event times are outside what the cloud
+    accepts around its own clock (`storelens.contract.bounds`): one event dated 9999 used to
+    pin its device's health in the future, and year 1 was stored as history."""
+    if last > received_at + MAX_FUTURE_SKEW_S or first < MIN_EPOCH_S:
+        raise ContractError(
+            "clock_skew",
+            f"event times {first:.0f}..{last:.0f}: not before {MIN_EPOCH_S:.0f} nor more than"
+            f" {MAX_FUTURE_SKEW_S:.0f} s after the ingest clock {received_at:.0f}",
+        )
 
 
 def default_client_id(prefix: str = "") -> str:

@@ -248,7 +248,7 @@ def check_thresholds(
                 "dwell_s": presence.dwell_s, "message": message, "plan": plan.id,
             }  # fmt: skip
             _contact(db, plan, th, member["id"], presence.store, now, None)
-            push.publish(presence.store, "member_alert", payload)
+            _announce(db, presence.store, "member_alert", payload)
             done.append({"action": "alert", **payload})
             continue
         if not before < th.score <= after:
@@ -271,7 +271,7 @@ def check_thresholds(
             store = presence.store if presence else ""
             _contact(db, plan, th, member["id"], store, now, coupon["code"])
             if store:
-                push.publish(store, "coupon_issued", payload)
+                _announce(db, store, "coupon_issued", payload)
             done.append({"action": "coupon", **payload})
         elif isinstance(action, WebhookAction):
             if not claim_action(db, member["id"], rule, "", cooldown_s, now):
@@ -291,6 +291,12 @@ def check_thresholds(
             _contact(db, plan, th, member["id"], store, now, delivery)
             done.append({"action": "webhook", "delivery_id": delivery, **payload})
     return done
+
+
+def _announce(db: Database, store: str, kind: str, payload: dict[str, Any]) -> None:
+    """Push once the action's rows are committed (at once outside a transaction): a till
+    never hears of a coupon or contact that was rolled back."""
+    db.after_commit(lambda: push.publish(store, kind, payload))
 
 
 @dataclass

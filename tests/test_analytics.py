@@ -244,7 +244,7 @@ def test_conversion_member_share_and_devices(chain) -> None:
     status = DeviceStatus(device="paris-box", seq=99, ts=at(17, 59), outbox_depth=7, lost_events=2,
                           cameras=[CameraStatus(camera="cam1", online=True, fps=9.5),
                                    CameraStatus(camera="cam2", online=False, fps=0)])  # fmt: skip
-    events.apply_status(chain, "paris", [status])
+    events.apply_status(chain, "paris", [status], received_at=at(17, 59).timestamp())
     events.register_device(chain, "lyon", "lyon-box")
     health = analytics.devices.device_health(chain, (), now=now).rows
     paris = next(r for r in health if r["store"] == "paris")

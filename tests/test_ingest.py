@@ -72,7 +72,8 @@ def test_duplicates_and_out_of_order_are_stored_once(chain, worker, publisher) -
     assert row["store"] == STORE and row["seq"] == evs[0].seq
     assert json.loads(row["payload"])["type"] == evs[0].type
     device = event_store.get_device(chain, STORE, DEVICE)
-    assert device["last_seen"] == pytest.approx(max(e.ts.timestamp() for e in evs))
+    # Health counts from when the cloud heard the device, not from the events' own times.
+    assert time.time() - 60 < device["last_seen"] <= time.time()
 
 
 def _bad_payloads() -> dict[str, tuple[str, bytes]]:
@@ -151,7 +152,7 @@ def test_device_status_and_availability_update_devices(chain, worker, publisher)
     wait_for(lambda: worker.totals.messages == 2)
     device = event_store.get_device(chain, STORE, DEVICE)
     assert device["outbox_depth"] == 12 and device["lost_events"] == 3 and device["fps"] == 9.5
-    assert device["last_seen"] == ts.timestamp() and device["online"] == 0
+    assert time.time() - 60 < device["last_seen"] <= time.time() and device["online"] == 0
     assert device["status"]["cameras"][0]["camera"] == "c1"
     assert count(chain) == 0  # status lives in devices, not in the event history
 

@@ -170,3 +170,18 @@ def test_enrollment_awards_its_points_once(db) -> None:
     with pytest.raises(members.MemberError):  # the same card again: no second award
         members.enroll(db, key, members.Enrollment(card_number="6012000011112222"))
     assert scoring.score(db, member["id"]) == pytest.approx(DEFAULT_PLAN.points("enrolled"))
+
+
+def test_actions_are_announced_only_once_committed(db, pushed) -> None:
+    chain = build_chain(db, with_tokens=False)
+    ann = chain.member("ann")
+    now = time.time()
+    presence = scoring.Presence(store="paris", zone="z_bags", category="Handbags")
+    with pytest.raises(RuntimeError), db.transaction():
+        scoring.record(db, ann, [("online_order", None)] * 3, now=now, presence=presence)
+        assert pushed == []  # the contact is not committed yet
+        raise RuntimeError("the batch fails")
+    assert pushed == [] and db.scalar("SELECT count(*) FROM score_contacts") == 0
+    scoring.record(db, ann, [("online_order", None)] * 3, now=now, presence=presence)
+    assert [m.kind for m in pushed] == ["member_alert"]
+    assert db.scalar("SELECT count(*) FROM score_contacts") == 1

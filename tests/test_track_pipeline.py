@@ -189,3 +189,20 @@ def test_visit_starts_at_first_sighting_when_motion_confirms_it_later() -> None:
     assert started.ts <= T0 + timedelta(seconds=0.3)  # not when it started walking (4 s)
     shelf = next(e for e in events if isinstance(e, ZoneVisit))
     assert shelf.entered_at <= T0 + timedelta(seconds=0.3) and shelf.dwell_s >= 3.5
+
+
+def test_every_colour_name_the_device_makes_is_in_the_contract() -> None:
+    """The contract's `attire` is a closed vocabulary: whatever `colour_name` returns for any
+    colour must be one of its words, or the device's visits would be dead-lettered."""
+    from typing import get_args
+
+    import numpy as np
+
+    from storelens.contract.events import AttireColour
+    from storelens.edge.attire import colour_name
+
+    levels = np.arange(0, 256, 15, dtype=np.uint8)
+    b, g, r = np.meshgrid(levels, levels, levels, indexing="ij")
+    pixels = np.stack([b.ravel(), g.ravel(), r.ravel()], axis=1)
+    names = {colour_name(p.reshape(1, 1, 3)) for p in pixels}
+    assert names <= set(get_args(AttireColour)) and len(names) >= 8

@@ -19,6 +19,12 @@ MAX_PRICE = 1_000_000.0  # one unit; a currency amount (discount, minimum spend)
 MAX_UNITS = 10_000_000  # units of one SKU in one store
 MAX_LINE_QTY = 10_000  # units on one sale or order line
 
+# Event times the cloud accepts: never from the future beyond a small clock drift of the
+# device (relative to the cloud's clock when it hears the message), never before MIN_EPOCH_S
+# (a device sends late what its outbox kept, but not from before stores had it). Outside,
+# the whole message is dead-lettered as `clock_skew`.
+MAX_FUTURE_SKEW_S = 600.0
+
 Price = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)]
 Amount = Price
 Quantity = Annotated[int, Field(ge=1, le=MAX_LINE_QTY)]
@@ -30,6 +36,7 @@ SmallCount = Annotated[int, Field(ge=0, le=1_000_000)]  # capacities, minutes, p
 
 __all__ = [
     "MAX_EPOCH_S",
+    "MAX_FUTURE_SKEW_S",
     "MAX_LINE_QTY",
     "MAX_PRICE",
     "MAX_UNITS",

@@ -24,6 +24,11 @@ Identifier = Annotated[
 ]
 Token = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256 pseudonym, hex")]
 Seconds = Annotated[float, Field(ge=0)]
+# Every colour name `storelens.edge.attire.colour_name` can produce, and nothing else.
+AttireColour = Literal[
+    "black", "white", "grey", "brown", "pink", "red", "orange", "yellow", "green", "blue",
+    "purple",
+]  # fmt: skip
 Count = Annotated[int, Field(ge=0)]
 # What a zone is for (its `category` in the device config), where that gives events meaning.
 # A try-on session is a stay in a `fitting_room` zone: the camera sees a person go in and come
@@ -88,8 +93,10 @@ class VisitEnded(_PersonEvent):
         default_factory=list, max_length=2000
     )
     zones: list[Identifier] = Field(default_factory=list, description="Zones visited, in order.")
-    attire: dict[Literal["upper", "lower"], str] | None = Field(
-        default=None, description="Optional coarse clothing colour names, computed on device."
+    attire: dict[Literal["upper", "lower"], AttireColour] | None = Field(
+        default=None,
+        description="Optional coarse clothing colour names, computed on device: one of a "
+        "closed list of words, so the field cannot carry anything else (an image, text).",
     )
     cameras: Annotated[list[Identifier], Field(max_length=64)] | None = Field(
         default=None,

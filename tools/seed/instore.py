@@ -345,7 +345,8 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
             outbox_depth=0 if i != 1 else 412,
             lost_events=0,
         )
-        event_store.apply_status(db, store["id"], [status])
+        # As if heard when it was sent: health counts from the receipt time.
+        event_store.apply_status(db, store["id"], [status], status.ts.timestamp())
     if settle:
         from storelens.cloud.rollups.settle import settle_all
 
