@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storelens.cloud import members
 from storelens.cloud.store import Database, IntegrityError, register_migrations
 from storelens.contract.bounds import Amount
 
@@ -285,4 +284,5 @@ def forget_member(db: Database, member_id: str, _token: str) -> None:
     db.execute("UPDATE coupons SET member_id = NULL WHERE member_id = ?", (member_id,))
 
 
-members.on_member_forgotten.append(forget_member)
+# Installed by cloud/store/schema.py (cloud/hooks.py), not on import.
+HOOKS = [("member_forgotten", forget_member)]

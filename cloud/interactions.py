@@ -230,5 +230,5 @@ def unlink_untracked(db: Database, member_id: str) -> int:
     return db.execute("DELETE FROM interactions WHERE member_id = ?", (member_id,))
 
 
-members.on_member_forgotten.append(forget_member)
-members.on_tracking_withdrawn.append(unlink_untracked)
+# Installed by cloud/store/schema.py (cloud/hooks.py), not on import.
+HOOKS = [("member_forgotten", forget_member), ("tracking_withdrawn", unlink_untracked)]

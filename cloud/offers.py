@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storelens.cloud import coupons, members
+from storelens.cloud import coupons
 from storelens.cloud.coupons import DiscountTerms
 from storelens.cloud.store import Database, register_migrations
 from storelens.contract.bounds import EpochSeconds
@@ -579,4 +579,5 @@ def forget_member(db: Database, member_id: str, _token: str) -> None:
         db.execute(f"DELETE FROM {table} WHERE member_id = ?", (member_id,))
 
 
-members.on_member_forgotten.append(forget_member)
+# Installed by cloud/store/schema.py (cloud/hooks.py), not on import.
+HOOKS = [("member_forgotten", forget_member)]

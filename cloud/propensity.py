@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from storelens.cloud import members
 from storelens.cloud.history.lines import OrderLines, load_order_lines
 from storelens.cloud.store import Database, register_migrations
 
@@ -303,4 +302,5 @@ def forget_member(db: Database, member_id: str, _token: str) -> None:
     db.execute("DELETE FROM member_propensity WHERE member_id = ?", (member_id,))
 
 
-members.on_member_forgotten.append(forget_member)
+# Installed by cloud/store/schema.py (cloud/hooks.py), not on import.
+HOOKS = [("member_forgotten", forget_member)]

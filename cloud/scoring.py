@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from storelens.cloud import handoff, ingest, members, offers, orders, push
+from storelens.cloud import handoff, members, offers, push
 from storelens.cloud.recommend.ranking import format_duration
 from storelens.cloud.scoring_plans import (
     DEFAULT_PLAN,
@@ -506,7 +506,11 @@ def _ingest_hook(db: Database, rows: list[dict[str, Any]]) -> None:
     on_events_stored(db, rows)
 
 
-ingest.on_events_stored.append(_ingest_hook)
-orders.on_order_created.append(_on_order_created)
-members.on_member_forgotten.append(forget_member)
-members.on_member_enrolled.append(_on_enrolled)
+# Installed by cloud/store/schema.py (cloud/hooks.py), not on import: scoring no longer
+# imports the ingest worker to register itself.
+HOOKS = [
+    ("events_stored", _ingest_hook),
+    ("order_created", _on_order_created),
+    ("member_forgotten", forget_member),
+    ("member_enrolled", _on_enrolled),
+]

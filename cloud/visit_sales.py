@@ -277,4 +277,5 @@ def forget_member(db: Database, member_id: str, token: str) -> None:
     )
 
 
-members.on_member_forgotten.append(forget_member)
+# Installed by cloud/store/schema.py (cloud/hooks.py), not on import.
+HOOKS = [("member_forgotten", forget_member)]

@@ -2,12 +2,13 @@
 the store's task workflow (`workflow`, `states`), deadlines (`deadlines`), the POS and ops
 read side (`tasks`) and the link to the orders domain (`intake`, `progress`).
 
-Importing the package registers the fulfillment tables and hooks routing onto order creation,
-the same way every domain registers its migrations when `cloud/store/schema.py` imports it.
+Importing the package registers the fulfillment tables; its hooks (routing on order creation,
+forget-me) are declared in `HOOKS` and installed by `cloud/store/schema.py` with every other
+domain's (cloud/hooks.py).
 """
 
 from storelens.cloud.fulfillment import intake, tables
 
-intake.register()
+HOOKS = [("order_created", intake.route_new_order), ("member_forgotten", intake.forget_member)]
 
-__all__ = ["intake", "tables"]
+__all__ = ["HOOKS", "intake", "tables"]

@@ -1,9 +1,10 @@
 """Where online orders enter fulfillment.
 
-`register()` adds `route_new_order` to the orders domain's ``on_order_created`` hooks, so an
-order is routed inside the transaction that stores it: an order never exists unrouted, and a
-routing crash leaves no half-created order. The routing configuration is process-wide: read
-by the API at start from ``Settings.fulfillment_rules``; elsewhere (CLI) from the file named by
+The package declares `route_new_order` as an ``order_created`` hook (`HOOKS` in
+`fulfillment/__init__.py`, installed by `cloud/store/schema.py`), so an order is routed inside
+the transaction that stores it: an order never exists unrouted, and a routing crash leaves no
+half-created order. The routing configuration is process-wide: read by the API at start from
+``Settings.fulfillment_rules``; elsewhere (CLI) from the file named by
 ``STORELENS_FULFILLMENT_RULES`` (YAML or JSON), else the built-in default.
 """
 
@@ -36,15 +37,6 @@ def use_config(config: RoutingConfig | None) -> None:
     global _config
     with _lock:
         _config = config
-
-
-def register() -> None:
-    from storelens.cloud import members, orders
-
-    if route_new_order not in orders.on_order_created:
-        orders.on_order_created.append(route_new_order)
-    if forget_member not in members.on_member_forgotten:
-        members.on_member_forgotten.append(forget_member)
 
 
 def forget_member(db: Database, member_id: str, _token: str) -> None:

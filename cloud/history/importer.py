@@ -326,4 +326,5 @@ def forget_member(db: Database, member_id: str, _token: str) -> None:
     )
 
 
-member_domain.on_member_forgotten.append(forget_member)
+# Installed by cloud/store/schema.py (cloud/hooks.py), not on import.
+HOOKS = [("member_forgotten", forget_member)]

@@ -220,14 +220,15 @@ def hours_of(rows: Iterable[Sequence[Any]]) -> set[Key]:
     """The (store, hour) pairs some ``events`` rows fall in (what ingest marks dirty). A
     visit's end also marks the hours since it started: it may say the visit was staff's,
     which takes the visit's earlier events out of those hours' numbers."""
-    out = set()
-    for r in rows:
-        store, hour = r[_STORE], int(r[_TS] // HOUR_S) * HOUR_S
-        out.add((store, hour))
-        if r[_TYPE] == "visit_ended" and isinstance(r[_START], (int, float)):
-            first = max(int(r[_START] // HOUR_S) * HOUR_S, hour - MAX_VISIT_HOURS * HOUR_S)
-            out.update((store, h) for h in range(first, hour, HOUR_S))
-    return out
+    rows = rows if isinstance(rows, Sequence) else list(rows)
+    # Comprehensions (the ingest hot path): hour numbers first, epochs on the small set.
+    numbers = {(r[_STORE], r[_TS] // HOUR_S) for r in rows}
+    spans = {(r[_STORE], r[_START] // HOUR_S, r[_TS] // HOUR_S) for r in rows
+             if r[_TYPE] == "visit_ended" and isinstance(r[_START], (int, float))}  # fmt: skip
+    for store, first, last in spans:
+        first = max(first, last - MAX_VISIT_HOURS)
+        numbers.update((store, h) for h in range(int(first), int(last)))
+    return {(store, int(h) * HOUR_S) for store, h in numbers}
 
 
 SHAPE_KINDS = ("flows", "paths", "heat")

@@ -1,10 +1,14 @@
-"""Imports every domain module that owns tables, so `connect()` registers their migrations.
+"""The storage root: imports every domain module that owns tables, so `connect()` registers
+their migrations, and installs the hooks each declares in `HOOKS` (cloud/hooks.py): one place
+that wires the domains together, instead of each registering itself when imported.
 
-Add a domain here when it declares `register_migrations(...)`. Order matters only for
-foreign keys between components.
+Add a domain here when it declares `register_migrations(...)` or `HOOKS`. Order matters only
+for foreign keys between components, and for the order hooks of one point run in.
 """
 
 import importlib
+
+from storelens.cloud import hooks
 
 COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.stores",
@@ -30,4 +34,4 @@ COMPONENTS: tuple[str, ...] = (
 )
 
 for _name in COMPONENTS:
-    importlib.import_module(_name)
+    hooks.install(getattr(importlib.import_module(_name), "HOOKS", ()), owner=_name)

@@ -33,6 +33,11 @@ from storelens.tools.seed import instore as analytics_seed
 
 TIMEZONES = ("Europe/Paris", "Europe/Lisbon", "Europe/London", "Europe/Berlin")
 DASHBOARD_DAYS = 7  # the ops page's and the API's default period
+# Charts that do not read the event rollups: later additions still on raw events, and the
+# ones on other tables (devices, per-member sales). Reported apart, so the rollups' part of
+# the dashboard shows on its own.
+NOT_ROLLED_UP = ("try-ons", "checkout-queue", "entry-to-checkout", "staff", "coupon-uplift",
+                 "devices")  # fmt: skip
 PER_MESSAGE, PER_BATCH = 200, 50  # events per envelope, envelopes per ingest transaction
 
 
@@ -136,6 +141,9 @@ def _size(backend: str, tmp: Path, n: int, per_store: dict[str, list[Incoming]],
         "ingest_eps": round(events / seconds),
         "settle_us_per_event": round(settle_s / events * 1e6, 2),
         "dashboard_ms": round(sum(dashboard.values()), 1),
+        "rollup_charts_ms": round(
+            sum(v for k, v in dashboard.items() if k not in NOT_ROLLED_UP), 1
+        ),
         "chart_ms": dashboard,
         "whole_period_dashboard_ms": round(sum(whole.values()), 1),
         "whole_period_chart_ms": whole,
@@ -185,6 +193,7 @@ def run(*, stores_sizes: tuple[int, ...] = (5, 50), days: int = 90, visitors_per
                 "sizes": list(sizes.values()),
                 "events_ratio": round(b["events"] / a["events"], 2),
                 "dashboard_ratio": round(b["dashboard_ms"] / a["dashboard_ms"], 2),
+                "rollup_charts_ratio": round(b["rollup_charts_ms"] / a["rollup_charts_ms"], 2),
                 "chart_ratio": {
                     k: round(b["chart_ms"][k] / a["chart_ms"][k], 2) if a["chart_ms"][k] else None
                     for k in a["chart_ms"]
