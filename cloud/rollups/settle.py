@@ -41,8 +41,12 @@ def settle(
     for r in due:
         per_day[int(r["ts"]) // DAY_S * DAY_S][(r["store"], int(r["ts"]))] = int(r["version"])
     for _, versions in sorted(per_day.items()):
+        # Computed before the write transaction, so SQLite's write lock (which ingest's writer
+        # needs) is held only to write. An event committed meanwhile bumps its hour's version:
+        # the mark stays, charts keep reading that hour raw, and the next round redoes it.
+        deltas = deltas_for(db, set(versions))
         with db.transaction():
-            sql.write_hours(db, deltas_for(db, set(versions)), versions)
+            sql.write_hours(db, deltas, versions)
             db.executemany(
                 "DELETE FROM rollup_dirty WHERE ts = ? AND store = ? AND version = ?",
                 [(h, s, v) for (s, h), v in sorted(versions.items())],
