@@ -75,7 +75,9 @@ def test_demo_stopped_with_sigterm_stops_everything_it_started(tmp_path: Path) -
         wait_for(lambda: any("mosquitto" in line for line in running()), timeout=10)
         time.sleep(2)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(90) == 0
+        code = proc.wait(90)
+        log.flush()
+        assert code == 0, (tmp_path / "demo.log").read_text()[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -361,6 +361,9 @@ class Demo:
             return
         try:
             with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2) as conn:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+                if not {"meta", "outbox"} <= tables:
+                    return  # the agent was stopped before it made its outbox: nothing sent
                 meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
                 pending = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
         except sqlite3.Error as exc:
