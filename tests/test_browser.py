@@ -276,6 +276,8 @@ def test_ops_dashboard_charts_filters_and_csv(service: Service, page_for, artifa
         assert box.get_attribute("data-empty") == "1", chart
         assert box.locator(".plot p.empty").inner_text().startswith("No "), chart
         assert _plotted_points(page, chart) == 0, chart
+    # The scoring plans module reloads on its own: no contacts then either, said in words.
+    page.wait_for_selector('section[data-chart="scoring-plans"][data-empty="1"] .plot p.empty')
     assert page.external == []  # type: ignore[attr-defined]
     assert page.csp_blocked == []  # type: ignore[attr-defined]
 

@@ -25,10 +25,32 @@
 
   function render(d) {
     const plans = d.plans;
+    const div = document.getElementById(`plot-${CHART}`);
+    const box = card();
+    // Said in words, like every chart of the page: plotly draws no data as axes from -1 to 1.
+    if (!plans.some((p) => p.contacts || p.responses || p.buyers)) {
+      Plotly.purge(div);
+      div.replaceChildren(el("p", { class: "empty" }, plans.length
+        ? "No scoring contacts or responses in this period."
+        : "No scoring plan."));
+      box.dataset.empty = "1";
+    } else {
+      delete box.dataset.empty;
+      if (div.querySelector("p.empty")) div.replaceChildren();
+      plotPlans(div, plans);
+    }
+    const fmt = (v, pct) => (v === null || v === undefined ? "–" : pct ? `${(100 * v).toFixed(1)}%` : String(v));
+    box.querySelector(".caption").textContent = plans.map((p) =>
+      `${p.plan}: ${p.members} members, ${fmt(p.contacts_per_member)} contacts each, ` +
+      `${fmt(p.contacts_per_response)} contacts per response, buyer rate ${fmt(p.buyer_rate, true)}`,
+    ).join(" · ") || "No scoring plan.";
+  }
+
+  function plotPlans(div, plans) {
     const bar = (name, key, color) => ({
       type: "bar", name, x: plans.map((p) => p.plan), y: plans.map((p) => p[key]), marker: { color },
     });
-    Plotly.react(`plot-${CHART}`, [
+    Plotly.react(div, [
       bar("Contacts", "contacts", "#2f6f8f"),
       bar("Responses", "responses", "#e0a030"),
       bar("Buyers among its members", "buyers", "#5a9e6f"),
@@ -37,11 +59,6 @@
       legend: { orientation: "h", y: -0.25 }, font: { family: "system-ui, sans-serif", size: 11 },
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
     }, { displaylogo: false, responsive: true });
-    const fmt = (v, pct) => (v === null || v === undefined ? "–" : pct ? `${(100 * v).toFixed(1)}%` : String(v));
-    card().querySelector(".caption").textContent = plans.map((p) =>
-      `${p.plan}: ${p.members} members, ${fmt(p.contacts_per_member)} contacts each, ` +
-      `${fmt(p.contacts_per_response)} contacts per response, buyer rate ${fmt(p.buyer_rate, true)}`,
-    ).join(" · ") || "No scoring plan.";
   }
 
   async function load() {
