@@ -123,20 +123,11 @@ class Agent:
             except (OSError, ValueError) as exc:  # TLS files, password file/env, bad settings
                 raise AgentError(f"mqtt: {exc}") from None
         if self._detector is None:
-            from storelens.assets import resolve
             from storelens.edge.detect import Detector
 
             m = self.config.model
             try:
-                self._detector = Detector(
-                    resolve(m.path),
-                    confidence=m.confidence,
-                    nms_iou=m.nms_iou,
-                    threads=m.threads,
-                    providers=m.providers,
-                    person_class=m.person_class,
-                    parallel=m.parallel,
-                )
+                self._detector = Detector.from_config(m)
             except Exception as exc:
                 raise AgentError(f"model: {exc}") from None
         from storelens.edge.detect.stride import DetectStride

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from storelens.assets import resolve
 from storelens.contract.events import LineCrossing, VisitStarted, ZoneVisit
 from storelens.edge.annotate import VideoAnnotator
 from storelens.edge.config import CameraConfig, DeviceConfig
@@ -116,14 +115,7 @@ def analyze(
     if detect_every is not None:
         camera = camera.with_detect_every(detect_every)
     m = config.model
-    detector = Detector(
-        resolve(m.path),
-        confidence=m.confidence,
-        nms_iou=m.nms_iou,
-        threads=m.threads,
-        providers=m.providers,
-        person_class=m.person_class,
-    )
+    detector = Detector.from_config(m)
     source = FrameSource(camera.source, source_fps=camera.source_fps, target_fps=camera.fps)
     seq = itertools.count()
     pipeline = CameraPipeline(

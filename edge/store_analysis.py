@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from storelens.assets import resolve
 from storelens.contract.events import LineCrossing, VisitEnded, VisitStarted, ZoneVisit
 from storelens.edge.config import DeviceConfig
 from storelens.edge.detect import Detector
@@ -88,14 +87,7 @@ def analyze_store(
 ) -> StoreSummary:
     """``start``: the time of every source's first frame (default now), so runs compare."""
     m = config.model
-    detector = detector or Detector(
-        resolve(m.path),
-        confidence=m.confidence,
-        nms_iou=m.nms_iou,
-        threads=m.threads,
-        providers=m.providers,
-        person_class=m.person_class,
-    )
+    detector = detector or Detector.from_config(m)
     cameras = [c.model_copy(update={"loop": False, "realtime": False}) for c in config.cameras]
     start = start or datetime.now(UTC)
     sources = [open_source(c, start=start) for c in cameras]

@@ -199,3 +199,17 @@ def test_parallel_runs_match_sequential_runs_on_a_fixed_batch_model(sample_model
     for a, b in zip(one.detect_many(frames), two.detect_many(frames), strict=True):
         assert len(a) == len(b) > 0
         assert np.allclose(a.xyxy, b.xyxy, atol=1e-3)
+
+
+def test_the_detector_a_device_config_describes_keeps_every_setting(sample_model: Path) -> None:
+    """`Detector.from_config` is how the agent, analysis and the benches build the detector,
+    so a setting such as `parallel` reaches every one of them."""
+    from storelens.edge.config import ModelConfig
+
+    model = ModelConfig(path=str(sample_model), confidence=0.5, nms_iou=0.3, threads=1,
+                        parallel=2, person_class=0)  # fmt: skip
+    detector = Detector.from_config(model)
+    assert detector.path == sample_model and detector.parallel == 2
+    assert (detector.confidence, detector.nms_iou) == (0.5, 0.3)
+    with pytest.raises(DetectorError):
+        Detector.from_config(ModelConfig(path=str(sample_model.with_name("missing.onnx"))))

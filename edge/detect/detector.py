@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -21,6 +22,9 @@ from storelens.edge.detect.layouts import (
     identify_layout,
 )
 from storelens.edge.detect.letterbox import Letterbox, letterbox
+
+if TYPE_CHECKING:
+    from storelens.edge.config import ModelConfig
 
 # Accelerators first, CPU always last as the fallback every install has.
 PREFERRED_PROVIDERS = (
@@ -111,6 +115,22 @@ class Detector:
     The layout is identified once at load time from one warm-up inference (its output shape)
     plus the model's metadata, so dynamic-shape exports work as well as static ones.
     """
+
+    @classmethod
+    def from_config(cls, model: ModelConfig) -> Detector:
+        """The detector a device config's ``model:`` describes: the one way the agent, offline
+        analysis and the benches build it, so none forgets a setting (``parallel``)."""
+        from storelens.assets import resolve
+
+        return cls(
+            resolve(model.path),
+            confidence=model.confidence,
+            nms_iou=model.nms_iou,
+            threads=model.threads,
+            providers=model.providers,
+            person_class=model.person_class,
+            parallel=model.parallel,
+        )
 
     def __init__(
         self,

@@ -159,15 +159,7 @@ def run_camera_bench(
     video_path = str(resolve(video))
     overrides = {k: v for k, v in (("threads", threads), ("parallel", parallel)) if v}
     m = base.model.model_copy(update=overrides)
-    detector = Detector(
-        resolve(m.path),
-        confidence=m.confidence,
-        nms_iou=m.nms_iou,
-        threads=m.threads,
-        providers=m.providers,
-        person_class=m.person_class,
-        parallel=m.parallel,
-    )
+    detector = Detector.from_config(m)
     trials: dict[int, dict] = {}
 
     def ok(n: int) -> bool:

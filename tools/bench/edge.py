@@ -21,7 +21,6 @@ from datetime import datetime
 
 import numpy as np
 
-from storelens.assets import resolve
 from storelens.edge.analyze import camera_for
 from storelens.edge.config import CameraConfig, DeviceConfig
 from storelens.edge.detect import Detections, Detector
@@ -155,14 +154,7 @@ def run_bench(
 ) -> dict:
     camera = camera_for(config, video)
     m = config.model
-    detector = Detector(
-        resolve(m.path),
-        confidence=m.confidence,
-        nms_iou=m.nms_iou,
-        threads=m.threads,
-        providers=m.providers,
-        person_class=m.person_class,
-    )
+    detector = Detector.from_config(m)
     decode = Lane(camera, max_frames, lambda frame, ts: None)
     run_lanes([decode])
     gated = camera.motion_gate if motion_gate is None else motion_gate

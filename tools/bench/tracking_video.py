@@ -73,14 +73,7 @@ def detect_all(video: str, config: DeviceConfig, cache: Path | None) -> list[Det
     if cache is not None and cache.exists():
         return load_detections(cache)
     m = config.model
-    detector = Detector(
-        resolve(m.path),
-        confidence=m.confidence,
-        nms_iou=m.nms_iou,
-        threads=m.threads,
-        providers=m.providers,
-        person_class=m.person_class,
-    )
+    detector = Detector.from_config(m)
     source = FrameSource(video)
     try:
         detections = [detector.detect(frame) for frame, _ in source]
