@@ -27,7 +27,7 @@ from storelens.cloud.ingest import Incoming, Ingestor
 from storelens.cloud.rollups.settle import settle_all
 from storelens.cloud.store import Database, connect
 from storelens.contract import topics
-from storelens.tools.bench.ingest import envelopes
+from storelens.tools.bench.ingest import envelopes, rollups_switched
 from storelens.tools.scratch_db import scratch_postgres
 from storelens.tools.seed import instore as analytics_seed
 
@@ -108,17 +108,6 @@ def _database(backend: str, tmp: Path, name: str, pg_url: str | None) -> Iterato
             db.close()
 
 
-@contextmanager
-def _rollups(on: bool) -> Iterator[None]:
-    before = os.environ.get("STORELENS_ROLLUPS")
-    os.environ["STORELENS_ROLLUPS"] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("STORELENS_ROLLUPS", None)
-        else:
-            os.environ["STORELENS_ROLLUPS"] = before
 
 
 def _size(backend: str, tmp: Path, n: int, per_store: dict[str, list[Incoming]], days: int,
@@ -157,7 +146,8 @@ def _ingest_cost(backend: str, tmp: Path, messages: list[Incoming], names: list[
     events = 0
     for r in range(rounds):
         for mode in ("off", "on"):
-            with _rollups(mode == "on"), _database(backend, tmp, f"cost-{r}-{mode}", pg_url) as db:
+            name = f"cost-{r}-{mode}"
+            with rollups_switched(mode == "on"), _database(backend, tmp, name, pg_url) as db:
                 if db is None:
                     return None
                 _prepare(db, names)

@@ -394,7 +394,7 @@ def _drain_ingest(
 
 
 @contextmanager
-def _rollups(on: bool) -> Iterator[None]:
+def rollups_switched(on: bool) -> Iterator[None]:
     """Rollups on or off for the workers (and SQLite writer processes) started inside."""
     before = os.environ.get("STORELENS_ROLLUPS")
     os.environ["STORELENS_ROLLUPS"] = "1" if on else "0"
@@ -503,7 +503,7 @@ def run(
         bare.disconnect()
         seconds: dict[str, float] = {}
         for group, db in dbs.items():  # on and off interleaved per backend
-            with _rollups(urls[group][1]):
+            with rollups_switched(urls[group][1]):
                 seconds[group] = _drain_ingest(
                     port, group, db, urls[group][0], total, workers, timeout, cpu
                 )
