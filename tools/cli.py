@@ -327,6 +327,21 @@ def bench_recommend(
     write_report(result, json_out)
 
 
+def _history_split(history: Path, split: list[str], map_: str | None) -> dict | None:
+    """What the history benches check before they run: the file, the split dates and the
+    column map (a bad date or map raises ValueError/HistoryFormatError for the caller)."""
+    from datetime import date
+
+    from storelens.cloud.history.reader import parse_mapping
+
+    if not history.is_file():
+        typer.echo(f"error: no file {history}", err=True)
+        raise typer.Exit(1)
+    for text in split:
+        date.fromisoformat(text)
+    return parse_mapping(map_) if map_ else None
+
+
 @bench_app.command("propensity")
 def bench_propensity(
     history: Path = typer.Option(..., "--history", help="Order-line CSV (UCI columns detected)."),
@@ -341,19 +356,12 @@ def bench_propensity(
     map_: str | None = typer.Option(None, "--map", help="canonical=theirs,... column mapping."),
 ) -> None:
     """Propensity AUC, Brier and calibration on the period after each split, vs baselines."""
-    from datetime import date
-
-    from storelens.cloud.history.reader import HistoryFormatError, parse_mapping
+    from storelens.cloud.history.reader import HistoryFormatError
     from storelens.tools.bench import propensity as propensity_bench
 
-    if not history.is_file():
-        typer.echo(f"error: no file {history}", err=True)
-        raise typer.Exit(1)
     try:
-        for text in split:
-            date.fromisoformat(text)
+        mapping = _history_split(history, split, map_)
         propensity_bench.category_rule(category)
-        mapping = parse_mapping(map_) if map_ else None
         result = propensity_bench.run(
             history, split, horizon_days=horizon_days, category=category, mapping=mapping
         )
@@ -375,19 +383,12 @@ def bench_scoring(
     map_: str | None = typer.Option(None, "--map", help="canonical=theirs,... column mapping."),
 ) -> None:
     """Contacts and responses of a scoring plan replayed on a history vs contacting everyone."""
-    from datetime import date
-
-    from storelens.cloud.history.reader import HistoryFormatError, parse_mapping
+    from storelens.cloud.history.reader import HistoryFormatError
     from storelens.cloud.scoring_plans import PlanError
     from storelens.tools.bench import scoring as scoring_bench
 
-    if not history.is_file():
-        typer.echo(f"error: no file {history}", err=True)
-        raise typer.Exit(1)
     try:
-        for text in split:
-            date.fromisoformat(text)
-        mapping = parse_mapping(map_) if map_ else None
+        mapping = _history_split(history, split, map_)
         result = scoring_bench.run(history, split, weeks=weeks, plan_file=plan, mapping=mapping)
     except (ValueError, HistoryFormatError, PlanError) as exc:
         typer.echo(f"error: {exc}", err=True)
