@@ -264,18 +264,33 @@ _INSERT = (
 
 def store_events(db: Database, rows: Sequence[dict[str, Any] | tuple]) -> int:
     """Insert event rows (dicts, or tuples in `EVENT_COLUMNS` order), skipping IDs already
-    stored; returns how many were new."""
+    stored and IDs another device owns; returns how many were new."""
+    return _store_events(db, rows)[0]
+
+
+def _store_events(
+    db: Database, rows: Sequence[dict[str, Any] | tuple], *, copied: bool = False
+) -> tuple[int, list[tuple]]:
+    """`store_events`, also returning the rows whose ID another device owns (collisions).
+    ``copied``: the rows are in ``events`` already (streamed by `EventCopy`)."""
     if not rows:
-        return 0
+        return 0, []
     values = [tuple(r[c] for c in EVENT_COLUMNS) if isinstance(r, dict) else r for r in rows]
     with db.transaction():
         record_staff_visits(db, values)
         if db.dialect == "postgres":
-            return _copy_events(db, values)
+            if copied:
+                stored = len(values)
+                rollups.record(db, values)
+            else:
+                stored = _copy_events(db, values)
+            collided, removed = claim_ids(db, values)
+            return stored - removed, collided
         stored = db.executemany(_INSERT, values)
         if stored:
             rollups.record(db, values)
-    return stored
+    # Some IDs were stored already: the same device's, or another's?
+    return stored, id_collisions(db, values) if stored < len(values) else []
 
 
 def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
@@ -387,19 +402,7 @@ def store_prepared(
 ) -> tuple[int, int]:
     """Write one prepared batch inside the caller's transaction; returns (new event rows,
     ID collisions). Every other row left out was a duplicate: its device's own redelivery."""
-    if copied:  # streamed by EventCopy, past store_events
-        record_staff_visits(db, rows)
-        stored = len(rows)
-        rollups.record(db, rows)
-    else:
-        stored = store_events(db, rows)
-    if db.dialect == "postgres":
-        collided, removed = claim_ids(db, rows)
-        stored -= removed
-    elif stored < len(rows):  # some IDs were stored already: the same device's, or another's?
-        collided = id_collisions(db, rows)
-    else:
-        collided = []
+    stored, collided = _store_events(db, rows, copied=copied)
     for row in collided:
         detail = f"event ID {row[0]} is stored already from another device"
         dead_letter(db, topics.events(row[1], row[2]), "event_id_collision", detail,
