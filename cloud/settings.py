@@ -118,6 +118,28 @@ class Settings(BaseModel):
     handoff_interval_s: float = Field(
         5, ge=0, le=3600, description="Hand-off webhook delivery interval in the API; 0 = off."
     )
+    sale_link_just_ended_s: float = Field(
+        900.0,
+        ge=0,
+        le=6 * 3600,
+        description="A member's POS sale joins their visit in that store that is open, or "
+        "ended at most this long before the sale (cloud/visit_sales.py).",
+    )
+    sale_link_skew_s: float = Field(
+        30.0,
+        ge=0,
+        le=600,
+        description="Clock difference allowed between a POS and the cameras when a sale is "
+        "matched to a visit (an anonymous sale: to the one visit at the till then).",
+    )
+    sale_link_settle_s: float = Field(
+        900.0,
+        ge=0,
+        le=86_400,
+        description="A sale whose visit is not known yet stays pending this long (events "
+        "arrive late through store-and-forward); then it is decided, unmatched if need be. "
+        "At least sale_link_skew_s.",
+    )
 
     @model_validator(mode="after")
     def _rollups_outlive_events(self) -> Settings:
@@ -126,6 +148,15 @@ class Settings(BaseModel):
             raise ValueError(
                 "rollups_retention_days must be 0 or at least events_retention_days (> 0): "
                 "the dashboard reads rollups, and a rebuild needs the raw events"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sale_link_settles_after_skew(self) -> Settings:
+        if self.sale_link_settle_s < self.sale_link_skew_s:
+            raise ValueError(
+                "sale_link_settle_s must be at least sale_link_skew_s: an anonymous sale is "
+                "decided only once the till's events can have arrived"
             )
         return self
 
