@@ -78,6 +78,22 @@ class Settings(BaseModel):
         description="How often an ingest worker recomputes the analytics rollups of hours "
         "that received events (once quiet); 0 = never (another worker does).",
     )
+    scored_events_retention_days: int = Field(
+        14,
+        ge=0,
+        le=3650,
+        description="Days an ingest worker remembers which events engagement scoring has "
+        "counted (so a device's resend scores nothing twice); 0 = forever. Keep it longer "
+        "than the devices' outbox age (7 days by default): older resends would score again.",
+    )
+    propensity_refresh_s: float = Field(
+        86_400.0,
+        ge=0,
+        le=30 * 86_400,
+        description="Retrain purchase propensity beside the API this often (seconds; the "
+        "first check a few minutes after start; replicas train once per interval); 0 = off "
+        "(cron `storelens cloud propensity-refresh` instead).",
+    )
     pseudonym_key_id: str = Field("k1", description="ID of the member-card HMAC key.")
     pseudonym_key_file: Path | None = Field(None, description="File with the key (hex or raw).")
     pseudonym_key_env: str | None = Field(
@@ -149,6 +165,12 @@ class Settings(BaseModel):
                 "rollups_retention_days must be 0 or at least events_retention_days (> 0): "
                 "the dashboard reads rollups, and a rebuild needs the raw events"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _scheduled_work_is_not_a_busy_loop(self) -> Settings:
+        if 0 < self.propensity_refresh_s < 60:
+            raise ValueError("propensity_refresh_s must be 0 (off) or at least 60 seconds")
         return self
 
     @model_validator(mode="after")
