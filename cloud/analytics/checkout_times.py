@@ -98,7 +98,9 @@ def checkout_queue(db: Database, scope: Scope) -> Table:
 
 
 def entry_to_checkout(db: Database, scope: Scope) -> Table:
-    visit_sales.link_pending(db, scope.stores)
+    visit_sales.link_pending(
+        db, scope.stores, windows=scope.sale_link or visit_sales.DEFAULT_WINDOWS
+    )
     bucket, bucket_params = scope.bucket(DAY_S, "s")
     where, params = scope.where("s")
     rows_db = db.query(

@@ -37,7 +37,9 @@ def _bucketed(db: Database, scope: Scope, event_type: str) -> list[dict[str, Any
 
 
 def tryons(db: Database, scope: Scope) -> Table:
-    visit_sales.link_pending(db, scope.stores)
+    visit_sales.link_pending(
+        db, scope.stores, windows=scope.sale_link or visit_sales.DEFAULT_WINDOWS
+    )
     named = zones_of_kind(db, "fitting_room")
     staff: set[str] = set()
     visits: dict[tuple[str, int], set[str]] = defaultdict(set)
