@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
-from storelens.cloud import rollups
+from storelens.cloud import rollups, visit_sales
 from storelens.cloud.analytics import (
     checkout_times,
     commerce,
@@ -29,6 +29,7 @@ DEFAULT_DAYS = 7
 
 def scope_for(db: Database, start: date | None, end: date | None, stores: tuple[str, ...] = (),
               hour_from: int = 0, hour_to: int = 24, now: datetime | None = None,
+              sale_link: visit_sales.LinkWindows | None = None,
               ) -> Scope:  # fmt: skip
     """A scope whose local time follows each store's time zone (unknown stores: error).
 
@@ -44,7 +45,8 @@ def scope_for(db: Database, start: date | None, end: date | None, stores: tuple[
     if start is None:
         start = end - timedelta(days=DEFAULT_DAYS - 1)
     middle = date.fromordinal((start.toordinal() + end.toordinal()) // 2)
-    return Scope(start, end, tuple(stores), hour_from, hour_to, utc_offsets(known, middle))
+    offsets = utc_offsets(known, middle)
+    return Scope(start, end, tuple(stores), hour_from, hour_to, offsets, sale_link=sale_link)
 
 
 def _heatmap(db: Database, scope: Scope) -> Table:

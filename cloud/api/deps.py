@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from storelens.cloud import auth
+from storelens.cloud import auth, visit_sales
 from storelens.cloud.services import Services
 from storelens.cloud.settings import Settings
 from storelens.cloud.store import Database
@@ -28,6 +28,11 @@ def get_db(request: Request) -> Database:
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+def get_sale_link(settings: Settings = Depends(get_settings)) -> visit_sales.LinkWindows:
+    """The service's sale-to-visit linking windows (``STORELENS_SALE_LINK_*``)."""
+    return visit_sales.LinkWindows.from_settings(settings)
 
 
 def get_services(request: Request) -> Services:
