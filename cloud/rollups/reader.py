@@ -10,14 +10,19 @@ answer and computed from their raw events instead, with the same aggregation cod
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import UTC, datetime, time
 from typing import Any
 
 from storelens.cloud.rollups import aggregate
 from storelens.cloud.store import Database
 
 DAY_S = 86_400
+HOUR_S = aggregate.HOUR_S
+# A bucket is settled when no dirty UTC hour overlaps it: the mark at its start (whole-hour
+# phase), or the two it straddles (:30 / :45 phases), all strictly within an hour of it.
 _SETTLED = (
-    " AND NOT EXISTS (SELECT 1 FROM rollup_dirty d WHERE d.ts = {t}.ts AND d.store = {t}.store)"
+    " AND NOT EXISTS (SELECT 1 FROM rollup_dirty d WHERE d.store = {t}.store"
+    " AND d.ts > {t}.ts - 3600 AND d.ts < {t}.ts + 3600)"
 )
 
 
@@ -33,13 +38,22 @@ class SqlRollups:
         cache = self.__dict__.setdefault("_dirty_cache", {})
         key = (scope.start, scope.end, scope.stores, scope.hour_from, scope.hour_to)
         if key not in cache:
-            from storelens.cloud.rollups.settle import deltas_for
+            from storelens.cloud.rollups.settle import deltas_for, store_phases
 
-            where, params = scope.where()
-            hours = {(r["store"], int(r["ts"]))
+            # Marks are UTC hours and may straddle the scope's edge by one: widen, then keep
+            # the buckets inside the scope.
+            lo = datetime.combine(scope.start, time(), UTC).timestamp() - DAY_S
+            hi = datetime.combine(scope.end, time(), UTC).timestamp() + 2 * DAY_S
+            where, params = "ts >= ? AND ts < ?", [lo, hi]
+            if scope.stores:
+                where += f" AND store IN ({', '.join('?' for _ in scope.stores)})"
+                params += list(scope.stores)
+            marks = {(r["store"], int(r["ts"]))
                      for r in self.db.query(f"SELECT store, ts FROM rollup_dirty WHERE {where}",
                                             params)}  # fmt: skip
-            cache[key] = deltas_for(self.db, hours)
+            buckets = {(s, b) for s, b in aggregate.buckets_of(marks, store_phases(self.db))
+                       if scope.contains(s, b)}  # fmt: skip
+            cache[key] = deltas_for(self.db, buckets)
         return cache[key]
 
     @staticmethod
@@ -142,6 +156,49 @@ class SqlRollups:
             t="rollup_maps"), params)]  # fmt: skip
         values += self._dirty(scope).maps((kind,), store).values()
         return values
+
+    def _keyed(self, kind: str, scope: Any) -> list[tuple[tuple[str, int], Any]]:
+        """((store, hour), value) of every ``kind`` map in scope, settled or dirty."""
+        from storelens.cloud.rollups.sql import map_values
+
+        where, params = scope.where()
+        out = map_values(self.db, kind, where + _SETTLED.format(t="rollup_maps"), params)
+        out += [((s, h), v) for (s, h, _), v in self._dirty(scope).maps((kind,)).items()]
+        return out
+
+    def staff(self, scope: Any) -> dict[tuple[str, int], list[float]]:
+        """(store, local day) -> lengths in seconds of the staff visits that ended then."""
+        out: dict[tuple[str, int], list[float]] = defaultdict(list)
+        for (store, hour), lengths in self._keyed("staff", scope):
+            out[(store, self._local(scope, store, hour, DAY_S))] += lengths
+        return dict(out)
+
+    def checkout(self, scope: Any) -> dict[tuple[str, int], dict[str, Any]]:
+        """(store, local hour of the day) -> ``q``: queue snapshots [instants, sum, max];
+        ``z``: zone + FLOW_SEP + device-given kind -> [stays, waits, service times]."""
+        out: dict[tuple[str, int], dict[str, Any]] = {}
+        for (store, hour), value in self._keyed("checkout", scope):
+            h = self._local(scope, store, hour, HOUR_S) // HOUR_S % 24
+            cell = out.setdefault((store, h), {"q": [0, 0, None], "z": {}})
+            if "q" in value:
+                n, total, top = value["q"]
+                q = cell["q"]
+                q[0] += n
+                q[1] += total
+                q[2] = top if q[2] is None else max(q[2], top)
+            for key, (stays, waits, services) in value["z"].items():
+                z = cell["z"].setdefault(key, [0, [], []])
+                z[0] += stays
+                z[1] += waits
+                z[2] += services
+        return out
+
+    def tryons(self, scope: Any) -> list[tuple[str, int, list[Any]]]:
+        """(store, local day, [visit ID, zone, kind, member?, seconds, visit end]) of every
+        fitting-room session in scope."""
+        return [(store, self._local(scope, store, hour, DAY_S), entry)
+                for (store, hour), entries in self._keyed("tryons", scope)
+                for entry in entries]  # fmt: skip
 
     def dwell(self, scope: Any) -> dict[str, dict[int, list[float]]]:
         """zone -> whole second of dwell -> [visits, total seconds, min, max]."""
