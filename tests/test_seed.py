@@ -9,8 +9,8 @@ from itertools import combinations
 
 import pytest
 
-from storelens.cloud import auth
-from storelens.cloud.store import connect
+from storelens.cloud.api import principals as auth
+from storelens.cloud.db import connect
 from storelens.tools.seed import chain as seed
 
 

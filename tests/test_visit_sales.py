@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from visit_story import visit
 
-from storelens.cloud import catalog, members, sales, stores, visit_sales
-from storelens.cloud.checkout import checkout
+from storelens.cloud.commerce import catalog, members, sales, stores, visit_sales
+from storelens.cloud.personalization.checkout import checkout
 from storelens.pseudonym import PseudonymKey
 
 KEY = PseudonymKey("k1", b"0123456789abcdef0123456789abcdef")

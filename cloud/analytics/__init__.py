@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
-from storelens.cloud import rollups
 from storelens.cloud.analytics import (
     checkout_times,
     commerce,
@@ -17,12 +16,13 @@ from storelens.cloud.analytics import (
     dwell,
     floor,
     footfall,
+    rollups,
     staff,
     tryons,
 )
 from storelens.cloud.analytics.scope import Scope, ScopeError, local_today, utc_offsets
 from storelens.cloud.analytics.table import Table
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
 
 DEFAULT_DAYS = 7
 

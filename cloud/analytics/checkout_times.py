@@ -5,7 +5,7 @@ Queue length comes from the devices' occupancy snapshots (``queues``: people in 
 zone who have not reached the till yet; contract 1.2), summed over a store's checkout zones at
 each snapshot and averaged per local hour of the day. Waits and service times come from the
 stays in checkout zones (``queue_s``, ``service_s``). Entry-to-checkout is the sale time minus
-the start of the visit the sale was attached to (`storelens.cloud.visit_sales`).
+the start of the visit the sale was attached to (`storelens.cloud.commerce.visit_sales`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from storelens.cloud import visit_sales
 from storelens.cloud.analytics.scope import DAY_S, Scope, local_label
 from storelens.cloud.analytics.table import Table, ratio
 from storelens.cloud.analytics.zone_kinds import is_kind, payload, zones_of_kind
-from storelens.cloud.store import Database
+from storelens.cloud.commerce import visit_sales
+from storelens.cloud.db import Database
 
 QUEUE_COLUMNS = [
     "hour_of_day", "store", "snapshots", "avg_queue", "max_queue", "checkouts",

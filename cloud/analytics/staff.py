@@ -10,7 +10,7 @@ from collections import defaultdict
 
 from storelens.cloud.analytics.scope import DAY_S, Scope, local_label
 from storelens.cloud.analytics.table import Table
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
 
 
 def shoppers_only(alias: str = "") -> str:

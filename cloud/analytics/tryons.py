@@ -5,7 +5,7 @@ A try-on session is a stay in a `fitting_room` zone (see the contract's ``ZoneVi
 The camera sees people go in and out, never garments: a session is "used the fitting room".
 Staff visits are left out of every count. Conversion is for members only: an anonymous
 visitor's purchase is matched to a visit by time at the till, which is too uncertain to judge
-a try-on by (see `storelens.cloud.visit_sales`).
+a try-on by (see `storelens.cloud.commerce.visit_sales`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from storelens.cloud import visit_sales
 from storelens.cloud.analytics.scope import DAY_S, Scope, local_label
 from storelens.cloud.analytics.table import Table, ratio
 from storelens.cloud.analytics.zone_kinds import is_kind, payload, zones_of_kind
-from storelens.cloud.store import Database
+from storelens.cloud.commerce import visit_sales
+from storelens.cloud.db import Database
 
 COLUMNS = [
     "day", "store", "visits", "tryon_visits", "tryon_rate", "sessions", "median_tryon_s",

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from storelens.cloud import analytics
 from storelens.cloud.api.deps import Caller, get_db, require_ops
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
 from storelens.contract.bounds import MAX_EPOCH_S, MIN_EPOCH_S
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])

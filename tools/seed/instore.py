@@ -19,8 +19,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from storelens.cloud import events as event_store
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
+from storelens.cloud.ingest import events as event_store
 from storelens.contract.events import (
     EVENT_TYPES,
     CameraStatus,
@@ -286,8 +286,8 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
     needed and records a recent status (one store shows a camera down, so the device health
     table has something to say).
     """
-    from storelens.cloud import members as member_registry
-    from storelens.cloud import stores as store_registry
+    from storelens.cloud.commerce import members as member_registry
+    from storelens.cloud.commerce import stores as store_registry
 
     now = datetime.now(UTC).timestamp()
     until = now if until is None else until
@@ -348,7 +348,7 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
         # As if heard when it was sent: health counts from the receipt time.
         event_store.apply_status(db, store["id"], [status], status.ts.timestamp())
     if settle:
-        from storelens.cloud.rollups.settle import settle_all
+        from storelens.cloud.analytics.rollups.settle import settle_all
 
         settle_all(db)
     return counts

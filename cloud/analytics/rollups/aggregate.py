@@ -1,0 +1,281 @@
+"""What raw ``events`` rows add up to in the rollups (pure Python, no database).
+
+Every rollup is keyed by (store, hour bucket start in UTC epoch seconds) and one of:
+
+- ``counts``: counters per metric (``visits``, ``entrances``, ``exits``, ``visits_ended``,
+  ``occupancy``: ``n`` and a ``total``);
+- ``members``: finished visits per member pseudonym (the only personal rollup; forget-me
+  deletes its rows, as it unlinks the events);
+- ``maps``: sparse distributions, one value per (store, hour, kind): ``dwell`` (zone ->
+  whole second of dwell -> [n, total, min, max]: a fixed-bucket histogram of 1-second
+  buckets), ``flows`` (zone-to-zone moves), ``paths`` (zone sequences) and ``heat``
+  (seconds of presence per 0.5 m floor cell, plus the number of samples).
+
+Why 1-second histogram buckets and not a sketch (DDSketch, t-digest): the dwell chart's
+quartiles were already computed from whole-second groups, so this histogram reproduces them
+exactly and is mergeable by addition; a sketch would change published numbers for no gain
+at dwell times of seconds to minutes (a zone-hour holds at most a few hundred distinct
+seconds). Hours are UTC hours: every chart buckets by a store's whole-hour UTC offset, so an
+hour bucket is always entirely inside or outside a local day or hour (stores in half-hour
+time zones would need quarter-hour buckets; see docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+
+HOUR_S = 3600
+CELL_M = 0.5  # the heatmap's finest cell (storelens.cloud.analytics.floor.CELL_M)
+FLOW_SEP = "\x1f"  # between the two zones of a flow key (never in a zone name)
+PATH_SEP = " > "  # as the paths chart shows a sequence
+ENTRY, EXIT = "(entry)", "(exit)"
+
+# Column positions in `storelens.cloud.ingest.events.EVENT_COLUMNS` (checked in `_positions`).
+_STORE, _TYPE, _TS, _MEMBER, _ZONE, _LINE, _DIR, _DWELL, _START, _PAYLOAD = (
+    1,
+    4,
+    5,
+    8,
+    10,
+    11,
+    12,
+    13,
+    14,
+    16,
+)
+
+Key = tuple[str, int]  # (store, hour bucket start)
+# The event types any rollup counts (card swipes and device status are in none).
+ROLLED_TYPES = ("visit_started", "line_crossing", "zone_visit", "visit_ended", "occupancy")
+
+
+@dataclass
+class Deltas:
+    """What some new events add, per rollup key."""
+
+    counts: dict[tuple[str, int, str], list[float]] = field(default_factory=dict)
+    members: dict[tuple[str, int, str], int] = field(default_factory=dict)
+    dwell: dict[Key, dict[str, dict[int, list[float]]]] = field(default_factory=dict)
+    flows: dict[Key, dict[str, int]] = field(default_factory=dict)
+    paths: dict[Key, dict[str, int]] = field(default_factory=dict)
+    walks: dict[Key, list[list[Any]]] = field(default_factory=dict)  # floor paths, for heat
+
+    def maps(
+        self, kinds: tuple[str, ...] = ("dwell", "flows", "paths", "heat"), store: str | None = None
+    ) -> dict[tuple[str, int, str], Any]:
+        """The sparse-map values keyed (store, hour, kind), of ``kinds`` (and one store);
+        heat is computed here, one vectorised pass per (store, hour)."""
+        out: dict[tuple[str, int, str], Any] = {}
+        for kind, per_key in (("dwell", self.dwell), ("flows", self.flows),
+                              ("paths", self.paths)):  # fmt: skip
+            if kind in kinds:
+                for (s, hour), value in per_key.items():
+                    if store is None or s == store:
+                        out[(s, hour, kind)] = value
+        if "heat" in kinds:
+            for (s, hour), walks in self.walks.items():
+                if store is None or s == store:
+                    heat = heat_cells(walks)
+                    if heat[0]:
+                        out[(s, hour, "heat")] = heat
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.counts or self.members or self.dwell or self.flows or self.walks)
+
+
+def check_positions() -> None:
+    """Raise when `EVENT_COLUMNS` moved (a test calls it; importing events here would cycle)."""
+    from storelens.cloud.ingest.events import EVENT_COLUMNS as c
+
+    expected = {"store": _STORE, "type": _TYPE, "ts": _TS, "member": _MEMBER,
+                "zone": _ZONE, "line": _LINE, "direction": _DIR, "dwell_s": _DWELL,
+                "t_start": _START, "payload": _PAYLOAD}  # fmt: skip
+    if any(c[i] != name for name, i in expected.items()):
+        raise RuntimeError(
+            "events columns moved: update storelens.cloud.analytics.rollups.aggregate"
+        )
+
+
+def _count(d: Deltas, store: str, hour: int, metric: str, total: float = 0.0) -> None:
+    cell = d.counts.get((store, hour, metric))
+    if cell is None:
+        d.counts[(store, hour, metric)] = [1, total]
+    else:
+        cell[0] += 1
+        cell[1] += total
+
+
+def is_entrance(line: str | None, flag: Any) -> bool:
+    """The footfall rule (`storelens.cloud.analytics.footfall`): the device's ``entrance``
+    flag when it sent one, else lines named ``entrance*`` or ``door*``."""
+    if flag is not None:
+        return flag is True
+    name = (line or "").lower()
+    return name.startswith(("entrance", "door"))
+
+
+def _payload(text: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class _Shape(msgspec.Struct):
+    """The two fields of a ``visit_ended`` the rollups read (msgspec skips the rest without
+    building it: several times faster than json.loads of a payload that is mostly path)."""
+
+    path: Any = None
+    zones: Any = None
+
+
+_decode_shape = msgspec.json.Decoder(_Shape).decode
+_ENTRANCE_KEY = re.compile(r'"entrance"\s*:')
+
+
+def _shape(text: Any) -> _Shape:
+    try:
+        return _decode_shape(text)
+    except (TypeError, msgspec.DecodeError):
+        return _Shape()
+
+
+def add_rows(d: Deltas, rows: Iterable[Sequence[Any]]) -> Deltas:
+    """Add ``events`` rows (tuples in `EVENT_COLUMNS` order), each once, to ``d``."""
+    for r in rows:
+        kind = r[_TYPE]
+        store = r[_STORE]
+        hour = int(r[_TS] // HOUR_S) * HOUR_S
+        if kind == "visit_started":
+            _count(d, store, hour, "visits")
+        elif kind == "zone_visit":
+            zone, dwell = r[_ZONE], r[_DWELL]
+            if zone is None or dwell is None:
+                continue
+            per_zone = d.dwell.setdefault((store, hour), {}).setdefault(zone, {})
+            second = math.floor(dwell)
+            cell = per_zone.get(second)
+            if cell is None:
+                per_zone[second] = [1, dwell, dwell, dwell]
+            else:
+                cell[0] += 1
+                cell[1] += dwell
+                cell[2] = min(cell[2], dwell)
+                cell[3] = max(cell[3], dwell)
+        elif kind == "line_crossing":
+            text = r[_PAYLOAD]
+            flag = _payload(text).get("entrance") if _ENTRANCE_KEY.search(text) else None
+            if is_entrance(r[_LINE], flag):
+                if r[_DIR] == "in":
+                    _count(d, store, hour, "entrances")
+                elif r[_DIR] == "out":
+                    _count(d, store, hour, "exits")
+        elif kind == "visit_ended":
+            _count(d, store, hour, "visits_ended")
+            member = r[_MEMBER]
+            if member is not None:
+                key = (store, hour, member)
+                d.members[key] = d.members.get(key, 0) + 1
+            _visit_shape(d, (store, hour), _shape(r[_PAYLOAD]))
+        elif kind == "occupancy":
+            total = _payload(r[_PAYLOAD]).get("total")
+            if isinstance(total, (int, float)) and not isinstance(total, bool):
+                _count(d, store, hour, "occupancy", float(total))
+    return d
+
+
+def _visit_shape(d: Deltas, key: Key, payload: _Shape) -> None:
+    zones = payload.zones
+    if isinstance(zones, list) and zones:
+        names = [str(z) for z in zones]
+        steps = [ENTRY, *names, EXIT]
+        flows = d.flows.setdefault(key, {})
+        for a, b in zip(steps, steps[1:], strict=False):
+            move = a + FLOW_SEP + b
+            flows[move] = flows.get(move, 0) + 1
+        paths = d.paths.setdefault(key, {})
+        path = PATH_SEP.join(names)
+        paths[path] = paths.get(path, 0) + 1
+    walk = payload.path
+    if isinstance(walk, list) and walk:
+        d.walks.setdefault(key, []).append(walk)
+
+
+def deltas_of(rows: Iterable[Sequence[Any]]) -> Deltas:
+    return add_rows(Deltas(), rows)
+
+
+MAX_VISIT_HOURS = 24  # a visit's end re-dirties at most this many hours back
+
+
+def hours_of(rows: Iterable[Sequence[Any]]) -> set[Key]:
+    """The (store, hour) pairs some ``events`` rows fall in (what ingest marks dirty). A
+    visit's end also marks the hours since it started: it may say the visit was staff's,
+    which takes the visit's earlier events out of those hours' numbers."""
+    rows = rows if isinstance(rows, Sequence) else list(rows)
+    # Comprehensions (the ingest hot path): hour numbers first, epochs on the small set.
+    numbers = {(r[_STORE], r[_TS] // HOUR_S) for r in rows}
+    spans = {(r[_STORE], r[_START] // HOUR_S, r[_TS] // HOUR_S) for r in rows
+             if r[_TYPE] == "visit_ended" and isinstance(r[_START], (int, float))}  # fmt: skip
+    for store, first, last in spans:
+        first = max(first, last - MAX_VISIT_HOURS)
+        numbers.update((store, h) for h in range(int(first), int(last)))
+    return {(store, int(h) * HOUR_S) for store, h in numbers}
+
+
+SHAPE_KINDS = ("flows", "paths", "heat")
+
+
+# -- heat --------------------------------------------------------------------------------
+Heat = list[Any]  # [samples, [[cx, cy, seconds], ...]]
+
+
+def heat_cells(walks: list[list[Any]]) -> Heat:
+    """Seconds of presence per 0.5 m cell (integer cell indices) of some floor paths,
+    sampled exactly as the heatmap chart samples them."""
+    from storelens.cloud.analytics.floor import _points
+
+    xy, weights = _points(walks)
+    if not len(xy):
+        return [0, []]
+    cells = np.floor(xy / CELL_M).astype(np.int64)
+    lo = cells.min(axis=0)
+    span = cells.max(axis=0) - lo + 1
+    # One flat index per cell of the bounding box: a bincount instead of a sort.
+    flat = (cells[:, 0] - lo[0]) * span[1] + (cells[:, 1] - lo[1])
+    seconds = np.bincount(flat, weights=weights, minlength=int(span[0] * span[1]))
+    hit = np.flatnonzero(np.bincount(flat, minlength=len(seconds)))
+    xs, ys = hit // span[1] + lo[0], hit % span[1] + lo[1]
+    return [int(len(xy)), [[int(x), int(y), float(s)]
+                           for x, y, s in zip(xs, ys, seconds[hit], strict=True)]]  # fmt: skip
+
+
+# -- summing the hours of a chart -----------------------------------------------------
+def merge_dwell(into: dict[str, dict[int, list[float]]], add: dict[str, Any]) -> None:
+    for zone, seconds in add.items():
+        target = into.setdefault(zone, {})
+        for second, (n, total, lo, hi) in seconds.items():
+            second = int(second)
+            cell = target.get(second)
+            if cell is None:
+                target[second] = [n, total, lo, hi]
+            else:
+                cell[0] += n
+                cell[1] += total
+                cell[2] = min(cell[2], lo)
+                cell[3] = max(cell[3], hi)
+
+
+def merge_counter(into: dict[str, int], add: dict[str, int]) -> None:
+    for k, n in add.items():
+        into[k] = into.get(k, 0) + n

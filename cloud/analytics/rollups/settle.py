@@ -1,0 +1,91 @@
+"""Settle dirty hours: recompute their rollups from the raw events, off the ingest path.
+
+An hour ingest marked dirty is recomputed whole (`write_hours` replaces its rows), so
+settling is idempotent: two workers settling the same hour write the same rows, and an event
+is never counted twice. The dirty mark carries a version that every ingest commit touching
+the hour increments; it is removed only if it still has the version read before the
+recompute, so an event committed meanwhile leaves the hour dirty for the next round. Hours
+are settled once quiet for ``quiet_s``: the hour being filled now is computed once it is
+over, not after every batch (charts read dirty hours from the raw events meanwhile).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from storelens.cloud.analytics.rollups import aggregate, sql
+from storelens.cloud.db import Database
+from storelens.cloud.ingest.events import EVENT_COLUMNS
+
+QUIET_S = 120.0
+HOUR_S = aggregate.HOUR_S
+DAY_S = 86_400
+_COLUMNS = ", ".join(EVENT_COLUMNS)
+_TYPES = ", ".join(f"'{t}'" for t in aggregate.ROLLED_TYPES)
+
+
+def settle(
+    db: Database, *, quiet_s: float = QUIET_S, limit: int = 500, events_since: float | None = None
+) -> int:
+    """Settle up to ``limit`` dirty hours quiet for ``quiet_s``; returns how many. Hours
+    before ``events_since`` (the retention cut-off) are only unmarked: their raw events are
+    gone, and recomputing them from a late straggler would erase what the rollups hold."""
+    if events_since is not None:
+        db.execute("DELETE FROM rollup_dirty WHERE ts < ?", (int(events_since),))
+    due = db.query(
+        "SELECT store, ts, version FROM rollup_dirty WHERE marked_at <= ? ORDER BY ts LIMIT ?",
+        (time.time() - quiet_s, limit),
+    )
+    per_day: dict[int, dict[tuple[str, int], int]] = defaultdict(dict)
+    for r in due:
+        per_day[int(r["ts"]) // DAY_S * DAY_S][(r["store"], int(r["ts"]))] = int(r["version"])
+    for _, versions in sorted(per_day.items()):
+        # Computed before the write transaction, so SQLite's write lock (which ingest's writer
+        # needs) is held only to write. An event committed meanwhile bumps its hour's version:
+        # the mark stays, charts keep reading that hour raw, and the next round redoes it.
+        deltas = deltas_for(db, set(versions))
+        with db.transaction():
+            sql.write_hours(db, deltas, versions)
+            db.executemany(
+                "DELETE FROM rollup_dirty WHERE ts = ? AND store = ? AND version = ?",
+                [(h, s, v) for (s, h), v in sorted(versions.items())],
+            )
+    return len(due)
+
+
+def settle_all(db: Database) -> int:
+    """Settle every dirty hour now (after a bulk load)."""
+    total = 0
+    while done := settle(db, quiet_s=-1e9, limit=5000):  # marks made "in the future" too
+        total += done
+    return total
+
+
+def raw_rows(db: Database, hours: set[tuple[str, int]]) -> list[tuple]:
+    """The raw ``events`` rows of some (store, hour) pairs, one query per UTC day."""
+    from storelens.cloud.analytics.staff import shoppers_only  # staff are not shoppers
+
+    per_day: dict[int, set[str]] = defaultdict(set)
+    for store, hour in hours:
+        per_day[hour // DAY_S * DAY_S].add(store)
+    out: list[tuple] = []
+    for day, stores in sorted(per_day.items()):
+        lo = min(h for s, h in hours if h // DAY_S * DAY_S == day)
+        hi = max(h for s, h in hours if h // DAY_S * DAY_S == day) + HOUR_S
+        marks = ", ".join("?" for _ in stores)
+        for r in db.query(
+            # type first: the events index is (type, ts), there is none on store
+            f"SELECT {_COLUMNS} FROM events WHERE type IN ({_TYPES}) AND ts >= ? AND ts < ?"
+            f" AND store IN ({marks}) AND {shoppers_only()}",
+            [lo, hi, *sorted(stores)],
+        ):
+            row = tuple(r[c] for c in EVENT_COLUMNS)
+            if (row[1], int(row[5] // HOUR_S) * HOUR_S) in hours:
+                out.append(row)
+    return out
+
+
+def deltas_for(db: Database, hours: set[tuple[str, int]]) -> aggregate.Deltas:
+    """What the raw events of ``hours`` add up to."""
+    return aggregate.deltas_of(raw_rows(db, hours)) if hours else aggregate.Deltas()

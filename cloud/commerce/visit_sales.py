@@ -1,0 +1,281 @@
+"""POS sales attached to the in-store visit that ended at the till.
+
+A member's sale (member identified at the POS) goes to that member's visit in the same store
+that is open at the sale, or ended at most `JUST_ENDED_S` before it (the person walked out of
+view right after paying); the latest such visit wins. Its entry-to-checkout time is the sale
+time minus the visit's start. Members who opted out of tracking are never linked (their
+events are stored without a pseudonym, and consent is checked here too).
+
+An anonymous sale is matched by time only: to the one visit whose stay in a checkout zone
+covers the sale (at the till, when the zone has a service area), within `SKEW_S` of clock
+difference between POS and camera, and not already attached to another sale. None, or more
+than one, and the sale is counted as unmatched.
+
+Events arrive late (store-and-forward), so a sale is decided once: a member sale as soon as
+its visit is known, any sale when it is older than `SETTLE_S`; until then it is pending and
+`link_pending` (called by the checkout and by the readers of these links) tries again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from storelens.cloud.commerce import members
+from storelens.cloud.db import Database, register_migrations
+
+register_migrations(
+    "visit_sales",
+    [
+        """
+        CREATE TABLE sale_visits (
+            sale_id TEXT PRIMARY KEY,
+            store TEXT NOT NULL,
+            ts {REAL} NOT NULL,
+            method TEXT NOT NULL,
+            visit_id TEXT,
+            entered_at {REAL},
+            entry_to_checkout_s {REAL},
+            linked_at {REAL} NOT NULL
+        );
+        CREATE INDEX sale_visits_store_ts ON sale_visits (store, ts);
+        CREATE INDEX sale_visits_visit ON sale_visits (visit_id)
+        """
+    ],
+)
+
+JUST_ENDED_S = 15 * 60.0  # a member's visit that ended this long before the sale still counts
+MAX_VISIT_S = 6 * 3600.0  # no shopping visit is longer; bounds the event scan
+SKEW_S = 30.0  # POS clock vs camera clock
+SETTLE_S = 15 * 60.0  # after this, a sale's visit events have arrived or never will
+PENDING_LOOKBACK_S = 3 * 86_400.0  # older unlinked sales (before this feature) stay as they are
+
+Method = Literal["member", "time", "unmatched"]
+
+
+@dataclass(frozen=True)
+class SaleVisit:
+    sale_id: str
+    method: Method
+    visit_id: str | None = None
+    entered_at: float | None = None
+
+    def entry_to_checkout_s(self, sale_ts: float) -> float | None:
+        return None if self.entered_at is None else round(max(0.0, sale_ts - self.entered_at), 3)
+
+
+def _payload(row: dict[str, Any]) -> dict[str, Any]:
+    try:
+        value = json.loads(row["payload"])
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def staff_visits(db: Database, store: str, since: float, until: float) -> set[str]:
+    """Visits flagged as staff (by any of their events) in a store and time range."""
+    rows = db.query(
+        "SELECT visit_id, payload FROM events WHERE type IN ('visit_ended', 'zone_visit')"
+        " AND ts >= ? AND ts < ? AND store = ? AND visit_id IS NOT NULL",
+        (since, until, store),
+    )
+    return {r["visit_id"] for r in rows if _payload(r).get("staff") is True}
+
+
+def _visit_bounds(
+    db: Database, store: str, visit_ids: Sequence[str], since: float, until: float
+) -> dict[str, tuple[float | None, float | None]]:
+    """visit -> (start, end or None while open), from visit_started / visit_ended events."""
+    if not visit_ids:
+        return {}
+    marks = ", ".join("?" for _ in visit_ids)
+    rows = db.query(
+        "SELECT visit_id, type, ts, t_start FROM events"
+        " WHERE type IN ('visit_started', 'visit_ended') AND ts >= ? AND ts < ? AND store = ?"
+        f" AND visit_id IN ({marks})",
+        (since, until, store, *visit_ids),
+    )
+    bounds: dict[str, tuple[float | None, float | None]] = {v: (None, None) for v in visit_ids}
+    for r in rows:
+        start, end = bounds[r["visit_id"]]
+        if r["type"] == "visit_started":
+            start = r["ts"] if start is None else min(start, r["ts"])
+        else:
+            start = r["t_start"] if start is None else min(start, r["t_start"])
+            end = r["ts"] if end is None else max(end, r["ts"])
+        bounds[r["visit_id"]] = (start, end)
+    return bounds
+
+
+def member_visit(db: Database, store: str, token: str, sale_ts: float) -> SaleVisit | None:
+    """The member's visit the sale belongs to (open, or just ended), if the events show one."""
+    rows = db.query(
+        "SELECT DISTINCT visit_id FROM events WHERE member = ? AND store = ?"
+        " AND visit_id IS NOT NULL AND ts >= ? AND ts < ?",
+        (token, store, sale_ts - MAX_VISIT_S, sale_ts + SETTLE_S),
+    )
+    ids = [r["visit_id"] for r in rows]
+    bounds = _visit_bounds(db, store, ids, sale_ts - MAX_VISIT_S, sale_ts + MAX_VISIT_S)
+    best: tuple[float, str] | None = None
+    for visit_id, (start, end) in bounds.items():
+        if start is None or start > sale_ts + SKEW_S:
+            continue
+        if end is not None and end < sale_ts - JUST_ENDED_S:
+            continue
+        if best is None or start > best[0]:
+            best = (start, visit_id)
+    if best is None:
+        return None
+    return SaleVisit("", "member", best[1], best[0])
+
+
+def _checkout_zones(db: Database, store: str) -> set[str]:
+    rows = db.query(
+        "SELECT zone FROM store_zones WHERE store = ? AND category = 'checkout'", (store,)
+    )
+    return {r["zone"] for r in rows}
+
+
+def at_the_till(db: Database, store: str, sale_ts: float) -> list[str]:
+    """Visits whose checkout-zone stay covers ``sale_ts`` (at the till when known)."""
+    zones = _checkout_zones(db, store)
+    rows = db.query(
+        "SELECT visit_id, zone, t_start, ts, payload FROM events WHERE type = 'zone_visit'"
+        " AND ts >= ? AND ts < ? AND store = ? AND visit_id IS NOT NULL",
+        (sale_ts - SKEW_S, sale_ts + MAX_VISIT_S, store),
+    )
+    found: list[str] = []
+    for r in rows:
+        payload = _payload(r)
+        if payload.get("kind") != "checkout" and r["zone"] not in zones:
+            continue
+        if payload.get("staff") is True:
+            continue
+        served_from = r["t_start"] + float(payload.get("queue_s") or 0.0)
+        if served_from - SKEW_S <= sale_ts <= r["ts"] + SKEW_S and r["visit_id"] not in found:
+            found.append(r["visit_id"])
+    return found
+
+
+def decide(db: Database, sale: dict[str, Any], *, now: float, taken: set[str]) -> SaleVisit | None:
+    """The link of one sale, or None while it is still pending."""
+    settled = now >= sale["ts"] + SETTLE_S
+    member_id = sale.get("member_id")
+    if member_id:
+        member = members.get_member(db, member_id)
+        if member is None or not member.get("tracking", True):
+            return SaleVisit(sale["id"], "unmatched")  # opted out: never linked
+        found = member_visit(db, sale["store"], member["token"], sale["ts"])
+        if found is not None:
+            return SaleVisit(sale["id"], "member", found.visit_id, found.entered_at)
+        return SaleVisit(sale["id"], "unmatched") if settled else None
+    if not settled:
+        return None
+    candidates = [v for v in at_the_till(db, sale["store"], sale["ts"]) if v not in taken]
+    if len(candidates) != 1:
+        return SaleVisit(sale["id"], "unmatched")
+    bounds = _visit_bounds(
+        db, sale["store"], candidates, sale["ts"] - MAX_VISIT_S, sale["ts"] + MAX_VISIT_S
+    )
+    return SaleVisit(sale["id"], "time", candidates[0], bounds[candidates[0]][0])
+
+
+def _taken(db: Database, store: str, around: float) -> set[str]:
+    rows = db.query(
+        "SELECT visit_id FROM sale_visits WHERE store = ? AND ts >= ? AND ts < ?"
+        " AND visit_id IS NOT NULL",
+        (store, around - MAX_VISIT_S, around + MAX_VISIT_S),
+    )
+    return {r["visit_id"] for r in rows}
+
+
+def _save(db: Database, sale: dict[str, Any], link: SaleVisit, now: float) -> None:
+    db.execute(
+        "INSERT INTO sale_visits (sale_id, store, ts, method, visit_id, entered_at,"
+        " entry_to_checkout_s, linked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (sale_id) DO NOTHING",
+        (
+            sale["id"], sale["store"], sale["ts"], link.method, link.visit_id, link.entered_at,
+            link.entry_to_checkout_s(sale["ts"]), now,
+        ),
+    )  # fmt: skip
+
+
+def link_sales(db: Database, sales: Iterable[dict[str, Any]], now: float | None = None) -> int:
+    """Decide the sales that can be decided (oldest first, so earlier sales take visits
+    first); returns how many were linked or marked unmatched."""
+    now = time.time() if now is None else now
+    decided = 0
+    for sale in sorted(sales, key=lambda s: (s["ts"], s["id"])):
+        with db.transaction():
+            link = decide(db, sale, now=now, taken=_taken(db, sale["store"], sale["ts"]))
+            if link is not None:
+                _save(db, sale, link, now)
+                decided += 1
+    return decided
+
+
+def link_pending(
+    db: Database,
+    stores: Sequence[str] = (),
+    *,
+    since: float | None = None,
+    now: float | None = None,
+) -> int:
+    """Try every sale not decided yet (of ``stores``, all when empty) since ``since``
+    (default: the last few days)."""
+    now = time.time() if now is None else now
+    since = now - PENDING_LOOKBACK_S if since is None else since
+    where = ["s.ts >= ?", "v.sale_id IS NULL"]
+    params: list[Any] = [since]
+    if stores:
+        where.append(f"s.store IN ({', '.join('?' for _ in stores)})")
+        params += list(stores)
+    rows = db.query(
+        "SELECT s.id, s.store, s.ts, s.member_id FROM pos_sales s"
+        " LEFT JOIN sale_visits v ON v.sale_id = s.id"
+        f" WHERE {' AND '.join(where)} ORDER BY s.ts",
+        params,
+    )
+    return link_sales(db, rows, now)
+
+
+def link_sale(db: Database, sale_id: str, now: float | None = None) -> SaleVisit | None:
+    """Try one sale right after the checkout (a member's visit is usually open then)."""
+    row = db.query_one("SELECT id, store, ts, member_id FROM pos_sales WHERE id = ?", (sale_id,))
+    if row is None:
+        return None
+    link_sales(db, [row], now)
+    return sale_link(db, sale_id)
+
+
+def sale_link(db: Database, sale_id: str) -> SaleVisit | None:
+    row = db.query_one("SELECT * FROM sale_visits WHERE sale_id = ?", (sale_id,))
+    if row is None:
+        return None
+    return SaleVisit(row["sale_id"], row["method"], row["visit_id"], row["entered_at"])
+
+
+def forget_member(db: Database, member_id: str, token: str) -> None:
+    """Forget-me: the member's sales no longer point at their visits (and stay decided, so
+    they are never matched again once the sale is anonymous)."""
+    db.execute(
+        "UPDATE sale_visits SET method = 'unmatched', visit_id = NULL, entered_at = NULL,"
+        " entry_to_checkout_s = NULL"
+        " WHERE sale_id IN (SELECT id FROM pos_sales WHERE member_id = ?)",
+        (member_id,),
+    )
+    db.execute(
+        "INSERT INTO sale_visits (sale_id, store, ts, method, linked_at)"
+        " SELECT s.id, s.store, s.ts, 'unmatched', ? FROM pos_sales s"
+        " WHERE s.member_id = ? AND NOT EXISTS"
+        " (SELECT 1 FROM sale_visits v WHERE v.sale_id = s.id)",
+        (time.time(), member_id),
+    )
+
+
+# Installed by cloud/db/schema.py (cloud/hooks.py), not on import.
+HOOKS = [("member_forgotten", forget_member)]
