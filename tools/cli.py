@@ -436,8 +436,12 @@ def bench_analytics(
     if not sizes or min(sizes) < 1 or not set(chosen) <= {"sqlite", "postgres"} or not chosen:
         typer.echo("error: --stores takes numbers >= 1, --backends sqlite/postgres", err=True)
         raise typer.Exit(2)
-    result = bench.run(stores_sizes=sizes, days=days, visitors_per_day=visitors,
-                       repeats=repeats, backends=chosen, pg_url=pg)  # fmt: skip
+    try:
+        result = bench.run(stores_sizes=sizes, days=days, visitors_per_day=visitors,
+                           repeats=repeats, backends=chosen, pg_url=pg)  # fmt: skip
+    except bench.BenchError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     write_report(result, json_out)
 
 

@@ -22,6 +22,7 @@ from storelens.cloud.analytics import (
 )
 from storelens.cloud.analytics.scope import Scope, ScopeError, local_today, utc_offsets
 from storelens.cloud.analytics.table import Table
+from storelens.cloud.commerce import visit_sales
 from storelens.cloud.db import Database
 
 DEFAULT_DAYS = 7
@@ -29,6 +30,7 @@ DEFAULT_DAYS = 7
 
 def scope_for(db: Database, start: date | None, end: date | None, stores: tuple[str, ...] = (),
               hour_from: int = 0, hour_to: int = 24, now: datetime | None = None,
+              sale_link: visit_sales.LinkWindows | None = None,
               ) -> Scope:  # fmt: skip
     """A scope whose local time follows each store's time zone (unknown stores: error).
 
@@ -44,7 +46,8 @@ def scope_for(db: Database, start: date | None, end: date | None, stores: tuple[
     if start is None:
         start = end - timedelta(days=DEFAULT_DAYS - 1)
     middle = date.fromordinal((start.toordinal() + end.toordinal()) // 2)
-    return Scope(start, end, tuple(stores), hour_from, hour_to, utc_offsets(known, middle))
+    offsets = utc_offsets(known, middle)
+    return Scope(start, end, tuple(stores), hour_from, hour_to, offsets, sale_link=sale_link)
 
 
 def _heatmap(db: Database, scope: Scope) -> Table:

@@ -2,7 +2,8 @@
 
 ``create_app(settings)`` opens (and migrates) the database, mounts the routers, maps domain
 errors to clear 4xx responses and, when ``settings.ingest_in_process`` is set, runs an ingest
-worker beside the API (the single-machine default deployment).
+worker beside the API (the single-machine default deployment). It also schedules the
+propensity refresh (``settings.propensity_refresh_s``; `propensity.RefreshScheduler`).
 """
 
 from __future__ import annotations
@@ -67,9 +68,18 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             worker = IngestWorker(settings, app.state.db, services=app.state.services)
             worker.start()
         app.state.ingest = worker
+        scheduler = None
+        if settings.propensity_refresh_s > 0:
+            from storelens.cloud.personalization.propensity import RefreshScheduler
+
+            scheduler = RefreshScheduler(app.state.db, settings.propensity_refresh_s)
+            scheduler.start()
+        app.state.propensity = scheduler
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.stop()
             if worker is not None:
                 worker.stop()
             app.state.services.close()
@@ -88,6 +98,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.db = db if db is not None else connect(settings.db_url)
     app.state.services = Services.for_api(settings, app.state.db)
     app.state.ingest = None
+    app.state.propensity = None
 
     metrics_api.instrument(app)
     app.include_router(health_api.router)

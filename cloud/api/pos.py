@@ -21,10 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storelens.cloud.api import deps
 from storelens.cloud.api import principals as auth
-from storelens.cloud.api.deps import Caller, get_db, get_settings, require_pos
+from storelens.cloud.api.deps import Caller, get_db, get_sale_link, get_settings, require_pos
 from storelens.cloud.api.member_access import MemberAction, authorize, identified
 from storelens.cloud.api.ratelimit import MEMBER_LOOKUP_LIMIT, coupon_attempt
-from storelens.cloud.commerce import members, sales, visit_today
+from storelens.cloud.commerce import members, sales, visit_sales, visit_today
 from storelens.cloud.db import Database
 from storelens.cloud.personalization import (
     checkout,
@@ -558,6 +558,7 @@ async def record_sale(
     caller: Caller = Depends(require_pos()),
     recommender: RecommendationService = Depends(get_recommender),
     policy: offers.OfferPolicy = Depends(get_policy),
+    sale_link: visit_sales.LinkWindows = Depends(get_sale_link),
 ) -> Any:
     impressions = _impressions(request)
     if body.member_id:
@@ -579,6 +580,7 @@ async def record_sale(
             now=now,
             start_of_day=recommender.start_of_day(where, now),
             policy=policy,
+            sale_link=sale_link,
         )
 
     try:

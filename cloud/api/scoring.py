@@ -136,6 +136,9 @@ class PlanReport(BaseModel):
 class ReportOut(BaseModel):
     since: float
     until: float
+    stores: list[str] | None = Field(
+        description="The stores reported on; null: the whole chain (online included)."
+    )
     plans: list[PlanReport]
 
 
@@ -147,10 +150,24 @@ class ReportOut(BaseModel):
 def report(
     since: float | None = Query(None, ge=0, le=1e11, description="Epoch s; default 90 days ago."),
     until: float | None = Query(None, ge=0, le=1e11, description="Epoch s; default now."),
+    stores: str | None = Query(
+        None,
+        max_length=2000,
+        description="Comma-separated store IDs; empty: the caller's scope (the whole chain, "
+        "or the stores an ops user is limited to; another store is a 403).",
+    ),
     db: Database = Depends(get_db),
-    _: Caller = Depends(require_ops()),
+    caller: Caller = Depends(require_ops()),
 ) -> dict:
-    return scoring_report.plan_report(db, since=since, until=until)
+    requested = tuple(s.strip() for s in (stores or "").split(",") if s.strip())
+    scope = caller.stores_in_scope(requested)
+    known = {r["id"] for r in db.query("SELECT id FROM stores")}
+    unknown = sorted(set(requested) - known)
+    if unknown:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown store(s): {', '.join(unknown)}"
+        )
+    return scoring_report.plan_report(db, since=since, until=until, stores=scope or None)
 
 
 class DeliveryOut(BaseModel):

@@ -1,24 +1,30 @@
 """POS sales attached to the in-store visit that ended at the till.
 
 A member's sale (member identified at the POS) goes to that member's visit in the same store
-that is open at the sale, or ended at most `JUST_ENDED_S` before it (the person walked out of
-view right after paying); the latest such visit wins. Its entry-to-checkout time is the sale
+that is open at the sale, or ended at most ``just_ended_s`` before it (the person walked out
+of view right after paying); the latest such visit wins. Its entry-to-checkout time is the sale
 time minus the visit's start. Members who opted out of tracking are never linked (their
 events are stored without a pseudonym, and consent is checked here too).
 
 An anonymous sale is matched by time only: to the one visit whose stay in a checkout zone
-covers the sale (at the till, when the zone has a service area), within `SKEW_S` of clock
+covers the sale (at the till, when the zone has a service area), within ``skew_s`` of clock
 difference between POS and camera, and not already attached to another sale. None, or more
 than one, and the sale is counted as unmatched.
 
 Events arrive late (store-and-forward), so a sale is decided once: a member sale as soon as
-its visit is known, any sale when it is older than `SETTLE_S`; until then it is pending and
+its visit is known, any sale when it is older than ``settle_s``; until then it is pending and
 `link_pending` (called by the checkout and by the readers of these links) tries again.
+
+The three windows are a `LinkWindows`, configured by the cloud settings
+(``STORELENS_SALE_LINK_JUST_ENDED_S``, ``..._SKEW_S``, ``..._SETTLE_S``; see
+`LinkWindows.from_settings`). A sale is decided once, under the windows in force then;
+changing them does not relink decided sales.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -47,13 +53,55 @@ register_migrations(
     ],
 )
 
-JUST_ENDED_S = 15 * 60.0  # a member's visit that ended this long before the sale still counts
+JUST_ENDED_S = 15 * 60.0  # default: a member's visit that ended this long before still counts
 MAX_VISIT_S = 6 * 3600.0  # no shopping visit is longer; bounds the event scan
-SKEW_S = 30.0  # POS clock vs camera clock
-SETTLE_S = 15 * 60.0  # after this, a sale's visit events have arrived or never will
+SKEW_S = 30.0  # default: POS clock vs camera clock
+SETTLE_S = 15 * 60.0  # default: after this, a sale's visit events have arrived or never will
 PENDING_LOOKBACK_S = 3 * 86_400.0  # older unlinked sales (before this feature) stay as they are
+MAX_SKEW_S = 600.0  # a POS and a camera further apart than this need their clocks fixed
 
 Method = Literal["member", "time", "unmatched"]
+
+
+@dataclass(frozen=True)
+class LinkWindows:
+    """The time windows of sale-to-visit linking (seconds; see the module docstring)."""
+
+    just_ended_s: float = JUST_ENDED_S
+    skew_s: float = SKEW_S
+    settle_s: float = SETTLE_S
+
+    def __post_init__(self) -> None:
+        for name in ("just_ended_s", "skew_s", "settle_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"sale link window {name} must be a number >= 0, got {value!r}")
+        if self.just_ended_s > MAX_VISIT_S:
+            raise ValueError(
+                f"sale link window just_ended_s must be at most {MAX_VISIT_S:.0f} s "
+                f"(the longest visit), got {self.just_ended_s}"
+            )
+        if self.skew_s > MAX_SKEW_S:
+            raise ValueError(
+                f"sale link window skew_s must be at most {MAX_SKEW_S:.0f} s, got {self.skew_s}"
+            )
+        if self.settle_s < self.skew_s:
+            raise ValueError(
+                "sale link window settle_s must be at least skew_s: an anonymous sale is "
+                "decided only once the till's events can have arrived"
+            )
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> LinkWindows:
+        """The windows of a `storelens.cloud.settings.Settings`."""
+        return cls(
+            just_ended_s=settings.sale_link_just_ended_s,
+            skew_s=settings.sale_link_skew_s,
+            settle_s=settings.sale_link_settle_s,
+        )
+
+
+DEFAULT_WINDOWS = LinkWindows()
 
 
 @dataclass(frozen=True)
@@ -110,20 +158,22 @@ def _visit_bounds(
     return bounds
 
 
-def member_visit(db: Database, store: str, token: str, sale_ts: float) -> SaleVisit | None:
+def member_visit(
+    db: Database, store: str, token: str, sale_ts: float, windows: LinkWindows = DEFAULT_WINDOWS
+) -> SaleVisit | None:
     """The member's visit the sale belongs to (open, or just ended), if the events show one."""
     rows = db.query(
         "SELECT DISTINCT visit_id FROM events WHERE member = ? AND store = ?"
         " AND visit_id IS NOT NULL AND ts >= ? AND ts < ?",
-        (token, store, sale_ts - MAX_VISIT_S, sale_ts + SETTLE_S),
+        (token, store, sale_ts - MAX_VISIT_S, sale_ts + max(windows.settle_s, windows.skew_s)),
     )
     ids = [r["visit_id"] for r in rows]
     bounds = _visit_bounds(db, store, ids, sale_ts - MAX_VISIT_S, sale_ts + MAX_VISIT_S)
     best: tuple[float, str] | None = None
     for visit_id, (start, end) in bounds.items():
-        if start is None or start > sale_ts + SKEW_S:
+        if start is None or start > sale_ts + windows.skew_s:
             continue
-        if end is not None and end < sale_ts - JUST_ENDED_S:
+        if end is not None and end < sale_ts - windows.just_ended_s:
             continue
         if best is None or start > best[0]:
             best = (start, visit_id)
@@ -139,13 +189,16 @@ def _checkout_zones(db: Database, store: str) -> set[str]:
     return {r["zone"] for r in rows}
 
 
-def at_the_till(db: Database, store: str, sale_ts: float) -> list[str]:
+def at_the_till(
+    db: Database, store: str, sale_ts: float, windows: LinkWindows = DEFAULT_WINDOWS
+) -> list[str]:
     """Visits whose checkout-zone stay covers ``sale_ts`` (at the till when known)."""
+    skew = windows.skew_s
     zones = _checkout_zones(db, store)
     rows = db.query(
         "SELECT visit_id, zone, t_start, ts, payload FROM events WHERE type = 'zone_visit'"
         " AND ts >= ? AND ts < ? AND store = ? AND visit_id IS NOT NULL",
-        (sale_ts - SKEW_S, sale_ts + MAX_VISIT_S, store),
+        (sale_ts - skew, sale_ts + MAX_VISIT_S, store),
     )
     found: list[str] = []
     for r in rows:
@@ -155,26 +208,34 @@ def at_the_till(db: Database, store: str, sale_ts: float) -> list[str]:
         if payload.get("staff") is True:
             continue
         served_from = r["t_start"] + float(payload.get("queue_s") or 0.0)
-        if served_from - SKEW_S <= sale_ts <= r["ts"] + SKEW_S and r["visit_id"] not in found:
+        if served_from - skew <= sale_ts <= r["ts"] + skew and r["visit_id"] not in found:
             found.append(r["visit_id"])
     return found
 
 
-def decide(db: Database, sale: dict[str, Any], *, now: float, taken: set[str]) -> SaleVisit | None:
+def decide(
+    db: Database,
+    sale: dict[str, Any],
+    *,
+    now: float,
+    taken: set[str],
+    windows: LinkWindows = DEFAULT_WINDOWS,
+) -> SaleVisit | None:
     """The link of one sale, or None while it is still pending."""
-    settled = now >= sale["ts"] + SETTLE_S
+    settled = now >= sale["ts"] + windows.settle_s
     member_id = sale.get("member_id")
     if member_id:
         member = members.get_member(db, member_id)
         if member is None or not member.get("tracking", True):
             return SaleVisit(sale["id"], "unmatched")  # opted out: never linked
-        found = member_visit(db, sale["store"], member["token"], sale["ts"])
+        found = member_visit(db, sale["store"], member["token"], sale["ts"], windows)
         if found is not None:
             return SaleVisit(sale["id"], "member", found.visit_id, found.entered_at)
         return SaleVisit(sale["id"], "unmatched") if settled else None
     if not settled:
         return None
-    candidates = [v for v in at_the_till(db, sale["store"], sale["ts"]) if v not in taken]
+    till = at_the_till(db, sale["store"], sale["ts"], windows)
+    candidates = [v for v in till if v not in taken]
     if len(candidates) != 1:
         return SaleVisit(sale["id"], "unmatched")
     bounds = _visit_bounds(
@@ -204,14 +265,20 @@ def _save(db: Database, sale: dict[str, Any], link: SaleVisit, now: float) -> No
     )  # fmt: skip
 
 
-def link_sales(db: Database, sales: Iterable[dict[str, Any]], now: float | None = None) -> int:
+def link_sales(
+    db: Database,
+    sales: Iterable[dict[str, Any]],
+    now: float | None = None,
+    windows: LinkWindows = DEFAULT_WINDOWS,
+) -> int:
     """Decide the sales that can be decided (oldest first, so earlier sales take visits
     first); returns how many were linked or marked unmatched."""
     now = time.time() if now is None else now
     decided = 0
     for sale in sorted(sales, key=lambda s: (s["ts"], s["id"])):
         with db.transaction():
-            link = decide(db, sale, now=now, taken=_taken(db, sale["store"], sale["ts"]))
+            taken = _taken(db, sale["store"], sale["ts"])
+            link = decide(db, sale, now=now, taken=taken, windows=windows)
             if link is not None:
                 _save(db, sale, link, now)
                 decided += 1
@@ -224,6 +291,7 @@ def link_pending(
     *,
     since: float | None = None,
     now: float | None = None,
+    windows: LinkWindows = DEFAULT_WINDOWS,
 ) -> int:
     """Try every sale not decided yet (of ``stores``, all when empty) since ``since``
     (default: the last few days)."""
@@ -240,15 +308,17 @@ def link_pending(
         f" WHERE {' AND '.join(where)} ORDER BY s.ts",
         params,
     )
-    return link_sales(db, rows, now)
+    return link_sales(db, rows, now, windows)
 
 
-def link_sale(db: Database, sale_id: str, now: float | None = None) -> SaleVisit | None:
+def link_sale(
+    db: Database, sale_id: str, now: float | None = None, windows: LinkWindows = DEFAULT_WINDOWS
+) -> SaleVisit | None:
     """Try one sale right after the checkout (a member's visit is usually open then)."""
     row = db.query_one("SELECT id, store, ts, member_id FROM pos_sales WHERE id = ?", (sale_id,))
     if row is None:
         return None
-    link_sales(db, [row], now)
+    link_sales(db, [row], now, windows)
     return sale_link(db, sale_id)
 
 

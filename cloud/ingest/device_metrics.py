@@ -5,9 +5,10 @@ Every registered device's last status (what it reported on its status topic, kep
 Labels are bounded by the registry: a retired device's series disappear at the next scrape
 (the collector builds them fresh each time), and nothing per event, visit or member is ever a
 label. The API serves these on ``/metrics`` (ingest workers do not, so Prometheus sees each
-series once). Devices do not report the age of their oldest unsent event, only the outbox's
-depth and bytes: ``storelens_device_status_age_seconds`` (time since the last status or
-event) is what tells a silent box.
+series once). Since contract 1.3 devices report the age of the oldest message in their
+outbox (``storelens_device_outbox_age_seconds``, as of their last status: a backlog that does
+not drain); ``storelens_device_status_age_seconds`` (time since the last status or event) is
+what tells a silent box, whose own report of its outbox is as old as that.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ DEVICE_GAUGES = {
     "storelens_device_status_age_seconds": "Seconds since the newest status or event.",
     "storelens_device_outbox_depth": "Events waiting in the device's outbox.",
     "storelens_device_outbox_bytes": "Bytes held by the device's outbox.",
+    "storelens_device_outbox_age_seconds": "Age of the oldest unconfirmed message in the "
+    "device's outbox when it last reported (0: empty; contract 1.3 devices).",
     "storelens_device_lost_events": "Events the outbox bound dropped, ever (device counter).",
     "storelens_device_uptime_seconds": "Seconds since the agent started.",
 }
@@ -94,6 +97,7 @@ class DeviceCollector(Collector):
                 else max(0.0, now - float(r["last_seen"])),
                 "storelens_device_outbox_depth": _number(r["outbox_depth"]),
                 "storelens_device_outbox_bytes": _number(status.get("outbox_bytes")),
+                "storelens_device_outbox_age_seconds": _number(status.get("outbox_age_s")),
                 "storelens_device_lost_events": _number(r["lost_events"]),
                 "storelens_device_uptime_seconds": _number(status.get("uptime_s")),
             }

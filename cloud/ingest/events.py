@@ -541,7 +541,7 @@ def unlink_member_events(db: Database, token: str) -> int:
             "DELETE FROM events WHERE member = ? AND type = ?",
             (token, CardSwipe.model_fields["type"].default),
         )
-        rows = db.query("SELECT id, payload FROM events WHERE member = ?", (token,))
+        rows = db.query("SELECT id, store, ts, payload FROM events WHERE member = ?", (token,))
         for row in rows:
             payload = json.loads(row["payload"])
             payload.pop("member", None)
@@ -551,6 +551,12 @@ def unlink_member_events(db: Database, token: str) -> int:
                 (json.dumps(payload, separators=(",", ":")), row["id"]),
             )
         rollup_tables.forget_member(db, token)
+        # Try-on rollups flag member visits: recompute the member's hours from the unlinked
+        # events now, so no rollup says a forgotten member's visit was a member's.
+        from storelens.cloud.analytics.rollups import settle
+
+        hours = {(r["store"], int(r["ts"] // 3600) * 3600) for r in rows}
+        rollup_tables.write_hours(db, settle.deltas_for(db, hours), hours)
         # A swipe that never carried the member column still names the token in its payload.
         deleted += db.execute(
             "DELETE FROM events WHERE type = ? AND payload LIKE ?",

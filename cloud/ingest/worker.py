@@ -429,6 +429,23 @@ class Ingestor:
         BATCH_SECONDS.observe(seconds)
 
 
+def housekeeping(db: Database, settings: Settings, now: float | None = None) -> dict[str, Any]:
+    """An ingest worker's hourly chores: event partitions ahead and retention
+    (`storelens.cloud.db.retention`), and forgetting which events scoring counted once they are
+    older than any resend (``scored_events_retention_days``)."""
+    from storelens.cloud.db import retention
+    from storelens.cloud.personalization import scoring
+
+    result = retention.housekeeping(
+        db, settings.events_retention_days, settings.rollups_retention_days
+    )
+    days = settings.scored_events_retention_days
+    result["scored_events_pruned"] = (
+        scoring.prune_scored(db, keep_s=days * 86_400.0, now=now) if days else 0
+    )
+    return result
+
+
 class IngestWorker:
     """An MQTT subscriber feeding an `Ingestor` from a writer thread.
 
@@ -699,9 +716,7 @@ class IngestWorker:
             try:
                 if housekept is None or time.monotonic() - housekept > HOUSEKEEPING_S:
                     # Partitions ahead and retention, hourly: cheap, and any worker may do it.
-                    retention.housekeeping(
-                        self.ingestor.db, s.events_retention_days, s.rollups_retention_days
-                    )
+                    housekeeping(self.ingestor.db, s)
                     housekept = time.monotonic()
                 settle(
                     self.ingestor.db,

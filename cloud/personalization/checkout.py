@@ -91,8 +91,10 @@ def checkout(
     now: float | None = None,
     start_of_day: float | None = None,
     policy: offers.OfferPolicy | None = None,
+    sale_link: visit_sales.LinkWindows = visit_sales.DEFAULT_WINDOWS,
 ) -> CheckoutResult:
-    """Record a POS sale with its coupons. A replay of a sale ID returns the stored sale."""
+    """Record a POS sale with its coupons. A replay of a sale ID returns the stored sale.
+    ``sale_link``: the windows the sale is attached to its visit by (the service's settings)."""
     now = time.time() if now is None else now
     if sale.id is not None:
         stored = sales.get_sale(db, sale.id)
@@ -118,7 +120,7 @@ def checkout(
         redeemed=[{"code": c, "discount": d} for c, d in codes],
     )  # fmt: skip
     try:  # a member's visit is usually open at the till: attach the sale to it now
-        visit_sales.link_sale(db, sale_id, now)
+        visit_sales.link_sale(db, sale_id, now, sale_link)
     except Exception:  # the sale is committed; `link_pending` retries later
         log.exception("linking sale %s to its visit failed", sale_id)
     if sale.member_id:

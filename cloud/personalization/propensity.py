@@ -13,11 +13,17 @@ its scores into probabilities, so "0.3" means three in ten such members buy.
 `refresh(db)` trains on the database's history and stores every active member's scores in
 ``member_propensity`` (the API, the POS and offer audiences read that table, never a model).
 The settings below are fixed a priori, not tuned to a data set.
+
+`RefreshScheduler` runs it beside the API every ``STORELENS_PROPENSITY_REFRESH_S`` (daily by
+default; `storelens cloud propensity-refresh` still runs it by hand). `refresh_if_due` is
+idempotent: scores fresher than the interval are kept, and the interval's slot is claimed by
+one insert, so several API replicas (or restarts) train once per interval.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +49,16 @@ register_migrations(
             PRIMARY KEY (member_id, category)
         );
         CREATE INDEX member_propensity_category ON member_propensity (category, probability)
+        """,
+        # One row per scheduled refresh slot: the replica that inserts it runs that refresh.
         """
+        CREATE TABLE propensity_runs (
+            slot {BIGINT} PRIMARY KEY,
+            started_at {REAL} NOT NULL,
+            finished_at {REAL},
+            outcome TEXT
+        )
+        """,
     ],
 )
 
@@ -281,6 +296,96 @@ def refresh(
         "horizon_days": settings.horizon_days, "lookback_days": round(lookback, 1),
         "seconds": round(time.perf_counter() - started, 2),
     }  # fmt: skip
+
+
+def refresh_if_due(
+    db: Database,
+    interval_s: float,
+    *,
+    settings: PropensitySettings | None = None,
+    now: float | None = None,
+) -> str | None:
+    """Refresh when the stored scores are older than ``interval_s`` and no one has claimed
+    this interval yet; returns the outcome (``refreshed``, ``skipped: <reason>``, ``failed``)
+    or None when nothing was due."""
+    if interval_s <= 0:
+        raise ValueError("interval_s must be positive")
+    now = time.time() if now is None else now
+    newest = db.scalar("SELECT max(computed_at) FROM member_propensity")
+    if newest is not None and now - float(newest) < interval_s:
+        return None  # fresh (the seed, the CLI or another replica just trained)
+    slot = int(now // interval_s)
+    claimed = db.execute(
+        "INSERT INTO propensity_runs (slot, started_at) VALUES (?, ?)"
+        " ON CONFLICT (slot) DO NOTHING",
+        (slot, now),
+    )
+    if claimed != 1:
+        return None  # this interval's refresh ran (or runs) already
+    try:
+        summary = refresh(db, settings=settings, now=now)
+        outcome = "refreshed"
+        log.info("propensity refreshed: %s", summary)
+    except ValueError as exc:  # not enough history yet: try again next interval
+        outcome = f"skipped: {exc}"
+        log.info("propensity refresh %s", outcome)
+    except Exception:
+        outcome = "failed"
+        log.exception("propensity refresh failed; next try in %.0f s", interval_s)
+    db.execute(
+        "UPDATE propensity_runs SET finished_at = ?, outcome = ? WHERE slot = ?",
+        (time.time(), outcome[:500], slot),
+    )
+    return outcome
+
+
+class RefreshScheduler:
+    """`refresh_if_due` in a daemon thread: first after ``first_s`` (a starting API serves
+    before it trains), then every ``check_s`` (a cheap query; training happens once per
+    ``interval_s``)."""
+
+    def __init__(
+        self,
+        db: Database,
+        interval_s: float,
+        *,
+        first_s: float | None = None,
+        check_s: float | None = None,
+        settings: PropensitySettings | None = None,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        self.db, self.interval_s, self.settings = db, interval_s, settings
+        self.first_s = min(interval_s, 300.0) if first_s is None else first_s
+        self.check_s = min(interval_s, 60.0) if check_s is None else check_s
+        self.runs: list[str] = []  # outcomes of the refreshes this process ran
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="propensity-refresh", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        wait = self.first_s
+        while not self._stop.wait(wait):
+            wait = self.check_s
+            try:
+                outcome = refresh_if_due(self.db, self.interval_s, settings=self.settings)
+            except Exception:  # a database hiccup must not end the scheduler
+                log.exception("propensity schedule check failed; retrying")
+                continue
+            if outcome is not None:
+                self.runs.append(outcome)
 
 
 def for_member(db: Database, member_id: str, *, limit: int = 50) -> dict[str, float]:

@@ -477,7 +477,8 @@ def _first_time(db: Database, event_id: str, now: float) -> bool:
 
 
 def prune_scored(db: Database, *, keep_s: float = 14 * 86400, now: float | None = None) -> int:
-    """Forget event IDs older than any plausible redelivery (devices resend within hours)."""
+    """Forget event IDs older than any plausible redelivery (devices resend within their
+    outbox age); the ingest workers' housekeeping calls it (``scored_events_retention_days``)."""
     now = time.time() if now is None else now
     return db.execute("DELETE FROM scored_events WHERE scored_at < ?", (now - keep_s,))
 

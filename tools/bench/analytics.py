@@ -42,6 +42,14 @@ NOT_ROLLED_UP = ("try-ons", "checkout-queue", "entry-to-checkout", "staff", "cou
 PER_MESSAGE, PER_BATCH = 200, 50  # events per envelope, envelopes per ingest transaction
 
 
+class BenchError(ValueError):
+    """Options that give the bench nothing to measure."""
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(b / a, 2) if a else None
+
+
 def _messages(store: str, days: int, visitors: int, until: float, seed: int) -> list[Incoming]:
     device = f"{store}-edge1"
     members = [(f"{seed:02x}{i:062x}", "k1") for i in range(40)]
@@ -128,8 +136,8 @@ def _size(backend: str, tmp: Path, n: int, per_store: dict[str, list[Incoming]],
     return {
         "stores": n,
         "events": events,
-        "ingest_eps": round(events / seconds),
-        "settle_us_per_event": round(settle_s / events * 1e6, 2),
+        "ingest_eps": round(events / seconds) if seconds else None,
+        "settle_us_per_event": round(settle_s / events * 1e6, 2) if events else None,
         "dashboard_ms": round(sum(dashboard.values()), 1),
         "rollup_charts_ms": round(
             sum(v for k, v in dashboard.items() if k not in NOT_ROLLED_UP), 1
@@ -154,19 +162,29 @@ def _ingest_cost(backend: str, tmp: Path, messages: list[Incoming], names: list[
                 _prepare(db, names)
                 seconds = _ingest(db, messages)
                 events = int(db.scalar("SELECT count(*) FROM events"))
-                eps[mode].append(events / seconds)
+                eps[mode].append(events / seconds if seconds else 0.0)
     on, off = max(eps["on"]), max(eps["off"])
     return {"events": events, "rollups_on_eps": round(on), "rollups_off_eps": round(off),
-            "rollup_cost": round(1 - on / off, 3), "rounds": rounds}  # fmt: skip
+            "rollup_cost": round(1 - on / off, 3) if off else None,
+            "rounds": rounds}  # fmt: skip
 
 
 def run(*, stores_sizes: tuple[int, ...] = (5, 50), days: int = 90, visitors_per_day: int = 300,
         repeats: int = 3, backends: tuple[str, ...] = ("sqlite", "postgres"),
-        pg_url: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """Seed each size on each backend through ingest, time the dashboard; see module doc."""
-    until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0).timestamp()
+        pg_url: str | None = None, until: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Seed each size on each backend through ingest, time the dashboard; see module doc.
+    The seed ends at ``until`` (default: the start of this hour)."""
+    if until is None:
+        until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0).timestamp()
     largest = _chain(max(stores_sizes))
     per_store = {s: _messages(s, days, visitors_per_day, until, i) for i, s in enumerate(largest)}
+    if not any(per_store[s] for s in _chain(min(stores_sizes))):
+        # The seed stops at `until` (this hour): one day seeded before the stores open has
+        # no traffic, and every ratio would divide by nothing.
+        raise BenchError(
+            f"--days {days} seeds no events before {datetime.fromtimestamp(until, UTC):%H:%M}"
+            " UTC today (the stores are not open yet): use --days 2 or more"
+        )
     result: dict[str, Any] = {"days": days, "visitors_per_day": visitors_per_day,
                               "dashboard_days": min(DASHBOARD_DAYS, days), "repeats": repeats,
                               "cpu_count": os.cpu_count()}  # fmt: skip
@@ -182,13 +200,11 @@ def run(*, stores_sizes: tuple[int, ...] = (5, 50), days: int = 90, visitors_per
             sample = [m for s in _chain(small) for m in per_store[s]]
             result[backend] = {
                 "sizes": list(sizes.values()),
-                "events_ratio": round(b["events"] / a["events"], 2),
-                "dashboard_ratio": round(b["dashboard_ms"] / a["dashboard_ms"], 2),
-                "rollup_charts_ratio": round(b["rollup_charts_ms"] / a["rollup_charts_ms"], 2),
-                "chart_ratio": {
-                    k: round(b["chart_ms"][k] / a["chart_ms"][k], 2) if a["chart_ms"][k] else None
-                    for k in a["chart_ms"]
-                },  # fmt: skip
+                "events_ratio": _ratio(a["events"], b["events"]),
+                "dashboard_ratio": _ratio(a["dashboard_ms"], b["dashboard_ms"]),
+                "rollup_charts_ratio": _ratio(a["rollup_charts_ms"], b["rollup_charts_ms"]),
+                "chart_ratio": {k: _ratio(a["chart_ms"][k], b["chart_ms"][k])
+                                for k in a["chart_ms"]},  # fmt: skip
                 "ingest": _ingest_cost(backend, Path(tmp), sample, _chain(small), pg_url),
             }
     return result

@@ -8,8 +8,16 @@ Every rollup is keyed by (store, hour bucket start in UTC epoch seconds) and one
   deletes its rows, as it unlinks the events);
 - ``maps``: sparse distributions, one value per (store, hour, kind): ``dwell`` (zone ->
   whole second of dwell -> [n, total, min, max]: a fixed-bucket histogram of 1-second
-  buckets), ``flows`` (zone-to-zone moves), ``paths`` (zone sequences) and ``heat``
-  (seconds of presence per 0.5 m floor cell, plus the number of samples).
+  buckets), ``flows`` (zone-to-zone moves), ``paths`` (zone sequences), ``heat``
+  (seconds of presence per 0.5 m floor cell, plus the number of samples), and for the
+  try-on, checkout and staff charts: ``checkout`` (queue snapshots as [instants, sum, max],
+  and per zone and device-given kind [stays, waits, service times]), ``tryons`` (one entry
+  per fitting-room session: [visit ID, zone, kind, member visit?, seconds, visit end]: the
+  chart counts distinct visits per local day, which do not add up across hours, and joins
+  the member visits to their sales; the visit ID is random and the member flag is cleared
+  by forget-me) and ``staff`` (the lengths of staff visits). Waits, service, session and
+  staff-visit times are kept as values (devices send tenths of a second, and there are a
+  few per store-hour), so medians and p90s are those of the raw events exactly.
 
 Why 1-second histogram buckets and not a sketch (DDSketch, t-digest): the dwell chart's
 quartiles were already computed from whole-second groups, so this histogram reproduces them
@@ -39,10 +47,11 @@ PATH_SEP = " > "  # as the paths chart shows a sequence
 ENTRY, EXIT = "(entry)", "(exit)"
 
 # Column positions in `storelens.cloud.ingest.events.EVENT_COLUMNS` (checked in `_positions`).
-_STORE, _TYPE, _TS, _MEMBER, _ZONE, _LINE, _DIR, _DWELL, _START, _PAYLOAD = (
+_STORE, _TYPE, _TS, _VISIT, _MEMBER, _ZONE, _LINE, _DIR, _DWELL, _START, _PAYLOAD = (
     1,
     4,
     5,
+    7,
     8,
     10,
     11,
@@ -51,10 +60,13 @@ _STORE, _TYPE, _TS, _MEMBER, _ZONE, _LINE, _DIR, _DWELL, _START, _PAYLOAD = (
     14,
     16,
 )
+_STAFF = 17  # settle and rebuild append "is a staff visit" (staff_visits) to each row
 
 Key = tuple[str, int]  # (store, hour bucket start)
 # The event types any rollup counts (card swipes and device status are in none).
 ROLLED_TYPES = ("visit_started", "line_crossing", "zone_visit", "visit_ended", "occupancy")
+SHAPE_KINDS = ("flows", "paths", "heat")
+MAP_KINDS = ("dwell", *SHAPE_KINDS, "checkout", "tryons", "staff")  # rollup_maps.kind
 
 
 @dataclass
@@ -67,15 +79,22 @@ class Deltas:
     flows: dict[Key, dict[str, int]] = field(default_factory=dict)
     paths: dict[Key, dict[str, int]] = field(default_factory=dict)
     walks: dict[Key, list[list[Any]]] = field(default_factory=dict)  # floor paths, for heat
+    instants: dict[Key, dict[int, int]] = field(default_factory=dict)  # queue per snapshot
+    checkout: dict[Key, dict[str, list[Any]]] = field(default_factory=dict)
+    tryons: dict[Key, list[list[Any]]] = field(default_factory=dict)
+    staff: dict[Key, list[float]] = field(default_factory=dict)
+    # (store, zone) the store's settings call fitting rooms (for devices that send no kind)
+    fitting_rooms: set[tuple[str, str]] = field(default_factory=set)
 
     def maps(
-        self, kinds: tuple[str, ...] = ("dwell", "flows", "paths", "heat"), store: str | None = None
+        self, kinds: tuple[str, ...] = MAP_KINDS, store: str | None = None
     ) -> dict[tuple[str, int, str], Any]:
         """The sparse-map values keyed (store, hour, kind), of ``kinds`` (and one store);
         heat is computed here, one vectorised pass per (store, hour)."""
         out: dict[tuple[str, int, str], Any] = {}
         for kind, per_key in (("dwell", self.dwell), ("flows", self.flows),
-                              ("paths", self.paths)):  # fmt: skip
+                              ("paths", self.paths), ("tryons", self.tryons),
+                              ("staff", self.staff)):  # fmt: skip
             if kind in kinds:
                 for (s, hour), value in per_key.items():
                     if store is None or s == store:
@@ -86,10 +105,19 @@ class Deltas:
                     heat = heat_cells(walks)
                     if heat[0]:
                         out[(s, hour, "heat")] = heat
+        if "checkout" in kinds:
+            for key in self.instants.keys() | self.checkout.keys():
+                if store is None or key[0] == store:
+                    value: dict[str, Any] = {"z": self.checkout.get(key, {})}
+                    queues = list(self.instants.get(key, {}).values())
+                    if queues:
+                        value["q"] = [len(queues), sum(queues), max(queues)]
+                    out[(key[0], key[1], "checkout")] = value
         return out
 
     def __bool__(self) -> bool:
-        return bool(self.counts or self.members or self.dwell or self.flows or self.walks)
+        return bool(self.counts or self.members or self.dwell or self.flows or self.walks
+                    or self.instants or self.checkout or self.tryons or self.staff)  # fmt: skip
 
 
 def check_positions() -> None:
@@ -140,6 +168,31 @@ class _Shape(msgspec.Struct):
 
 
 _decode_shape = msgspec.json.Decoder(_Shape).decode
+
+
+class _Stay(msgspec.Struct):
+    """The fields of a ``zone_visit`` the try-on and checkout rollups read (contract 1.2)."""
+
+    kind: Any = None
+    staff: Any = None
+    queue_s: Any = None
+    service_s: Any = None
+
+
+_decode_stay = msgspec.json.Decoder(_Stay).decode
+
+
+def _stay(text: Any) -> _Stay:
+    try:
+        return _decode_stay(text)
+    except (TypeError, msgspec.DecodeError):
+        return _Stay()
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 _ENTRANCE_KEY = re.compile(r'"entrance"\s*:')
 
 
@@ -156,6 +209,11 @@ def add_rows(d: Deltas, rows: Iterable[Sequence[Any]]) -> Deltas:
         kind = r[_TYPE]
         store = r[_STORE]
         hour = int(r[_TS] // HOUR_S) * HOUR_S
+        if len(r) > _STAFF and r[_STAFF]:
+            # Staff are not shoppers: only the staff chart counts their visits.
+            if kind == "visit_ended":
+                d.staff.setdefault((store, hour), []).append(float(r[_DWELL] or 0.0))
+            continue
         if kind == "visit_started":
             _count(d, store, hour, "visits")
         elif kind == "zone_visit":
@@ -172,6 +230,7 @@ def add_rows(d: Deltas, rows: Iterable[Sequence[Any]]) -> Deltas:
                 cell[1] += dwell
                 cell[2] = min(cell[2], dwell)
                 cell[3] = max(cell[3], dwell)
+            _zone_stay(d, (store, hour), r, dwell)
         elif kind == "line_crossing":
             text = r[_PAYLOAD]
             flag = _payload(text).get("entrance") if _ENTRANCE_KEY.search(text) else None
@@ -188,10 +247,38 @@ def add_rows(d: Deltas, rows: Iterable[Sequence[Any]]) -> Deltas:
                 d.members[key] = d.members.get(key, 0) + 1
             _visit_shape(d, (store, hour), _shape(r[_PAYLOAD]))
         elif kind == "occupancy":
-            total = _payload(r[_PAYLOAD]).get("total")
+            body = _payload(r[_PAYLOAD])
+            total = body.get("total")
             if isinstance(total, (int, float)) and not isinstance(total, bool):
                 _count(d, store, hour, "occupancy", float(total))
+            queues = body.get("queues")
+            if isinstance(queues, dict) and queues:
+                # One store's cameras snapshot at the same aligned instants: summed per instant.
+                at = d.instants.setdefault((store, hour), {})
+                instant = round(float(r[_TS]))
+                at[instant] = at.get(instant, 0) + sum(
+                    int(v) for v in queues.values() if isinstance(v, int)
+                )
     return d
+
+
+def _zone_stay(d: Deltas, key: Key, r: Sequence[Any], dwell: float) -> None:
+    """A shopper's zone stay for the checkout and try-on rollups (what the charts of
+    `storelens.cloud.analytics.checkout_times` and `.tryons` read from raw events)."""
+    stay = _stay(r[_PAYLOAD])
+    if stay.staff is True:
+        return
+    pkind = stay.kind if isinstance(stay.kind, str) else ""
+    zone = r[_ZONE]
+    cell = d.checkout.setdefault(key, {}).setdefault(zone + FLOW_SEP + pkind, [0, [], []])
+    cell[0] += 1
+    if _number(stay.queue_s):
+        cell[1].append(float(stay.queue_s))
+    if _number(stay.service_s) and stay.service_s:  # 0: left the queue without being served
+        cell[2].append(float(stay.service_s))
+    if pkind == "fitting_room" or (key[0], zone) in d.fitting_rooms:
+        member = r[_MEMBER] is not None and r[_MEMBER] != ""
+        d.tryons.setdefault(key, []).append([r[_VISIT], zone, pkind, member, float(dwell), None])
 
 
 def _visit_shape(d: Deltas, key: Key, payload: _Shape) -> None:
@@ -231,9 +318,6 @@ def hours_of(rows: Iterable[Sequence[Any]]) -> set[Key]:
         first = max(first, last - MAX_VISIT_HOURS)
         numbers.update((store, h) for h in range(int(first), int(last)))
     return {(store, int(h) * HOUR_S) for store, h in numbers}
-
-
-SHAPE_KINDS = ("flows", "paths", "heat")
 
 
 # -- heat --------------------------------------------------------------------------------

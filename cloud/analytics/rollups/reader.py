@@ -16,6 +16,7 @@ from storelens.cloud.analytics.rollups import aggregate
 from storelens.cloud.db import Database
 
 DAY_S = 86_400
+HOUR_S = aggregate.HOUR_S
 _SETTLED = (
     " AND NOT EXISTS (SELECT 1 FROM rollup_dirty d WHERE d.ts = {t}.ts AND d.store = {t}.store)"
 )
@@ -142,6 +143,49 @@ class SqlRollups:
             t="rollup_maps"), params)]  # fmt: skip
         values += self._dirty(scope).maps((kind,), store).values()
         return values
+
+    def _keyed(self, kind: str, scope: Any) -> list[tuple[tuple[str, int], Any]]:
+        """((store, hour), value) of every ``kind`` map in scope, settled or dirty."""
+        from storelens.cloud.analytics.rollups.sql import map_values
+
+        where, params = scope.where()
+        out = map_values(self.db, kind, where + _SETTLED.format(t="rollup_maps"), params)
+        out += [((s, h), v) for (s, h, _), v in self._dirty(scope).maps((kind,)).items()]
+        return out
+
+    def staff(self, scope: Any) -> dict[tuple[str, int], list[float]]:
+        """(store, local day) -> lengths in seconds of the staff visits that ended then."""
+        out: dict[tuple[str, int], list[float]] = defaultdict(list)
+        for (store, hour), lengths in self._keyed("staff", scope):
+            out[(store, self._local(scope, store, hour, DAY_S))] += lengths
+        return dict(out)
+
+    def checkout(self, scope: Any) -> dict[tuple[str, int], dict[str, Any]]:
+        """(store, local hour of the day) -> ``q``: queue snapshots [instants, sum, max];
+        ``z``: zone + FLOW_SEP + device-given kind -> [stays, waits, service times]."""
+        out: dict[tuple[str, int], dict[str, Any]] = {}
+        for (store, hour), value in self._keyed("checkout", scope):
+            h = self._local(scope, store, hour, HOUR_S) // HOUR_S % 24
+            cell = out.setdefault((store, h), {"q": [0, 0, None], "z": {}})
+            if "q" in value:
+                n, total, top = value["q"]
+                q = cell["q"]
+                q[0] += n
+                q[1] += total
+                q[2] = top if q[2] is None else max(q[2], top)
+            for key, (stays, waits, services) in value["z"].items():
+                z = cell["z"].setdefault(key, [0, [], []])
+                z[0] += stays
+                z[1] += waits
+                z[2] += services
+        return out
+
+    def tryons(self, scope: Any) -> list[tuple[str, int, list[Any]]]:
+        """(store, local day, [visit ID, zone, kind, member?, seconds, visit end]) of every
+        fitting-room session in scope."""
+        return [(store, self._local(scope, store, hour, DAY_S), entry)
+                for (store, hour), entries in self._keyed("tryons", scope)
+                for entry in entries]  # fmt: skip
 
     def dwell(self, scope: Any) -> dict[str, dict[int, list[float]]]:
         """zone -> whole second of dwell -> [visits, total seconds, min, max]."""

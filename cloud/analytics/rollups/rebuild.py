@@ -39,10 +39,10 @@ def days_to_rebuild(db: Database, since: date | None, store: str | None) -> list
 
 def rebuild_day(db: Database, day: int, store: str | None = None) -> int:
     """Recompute one UTC day (of one store, or all); returns the events read."""
-    from storelens.cloud.analytics.staff import shoppers_only  # staff are not shoppers
+    from storelens.cloud.analytics.rollups.settle import fill_visit_ends, new_deltas, staff_column
 
-    columns = ", ".join(EVENT_COLUMNS)
-    where, params = f"ts >= ? AND ts < ? AND {shoppers_only()}", [day, day + DAY_S]
+    columns = ", ".join(EVENT_COLUMNS) + ", " + staff_column()
+    where, params = "ts >= ? AND ts < ?", [day, day + DAY_S]
     if store is not None:
         where += " AND store = ?"
         params.append(store)
@@ -51,11 +51,11 @@ def rebuild_day(db: Database, day: int, store: str | None = None) -> int:
         if db.dialect == "postgres":
             db.execute("LOCK TABLE events IN SHARE MODE")
         _clear_day(db, day, store)
-        deltas = aggregate.Deltas()
+        deltas = new_deltas(db)
         hours: set[tuple[str, int]] = set()
         last = ""
         while True:  # in pages by ID: a day of a big chain does not fit in memory at once
-            rows = [tuple(r[c] for c in EVENT_COLUMNS) for r in db.query(
+            rows = [(*(r[c] for c in EVENT_COLUMNS), r["staff"]) for r in db.query(
                 f"SELECT {columns} FROM events WHERE {where} AND id > ? ORDER BY id LIMIT ?",
                 [*params, last, _FETCH],
             )]  # fmt: skip
@@ -65,6 +65,7 @@ def rebuild_day(db: Database, day: int, store: str | None = None) -> int:
             if len(rows) < _FETCH:
                 break
             last = rows[-1][0]
+        fill_visit_ends(db, deltas)
         sql.write_hours(db, deltas, hours)
     return read
 

@@ -62,10 +62,17 @@ def settle_all(db: Database) -> int:
     return total
 
 
-def raw_rows(db: Database, hours: set[tuple[str, int]]) -> list[tuple]:
-    """The raw ``events`` rows of some (store, hour) pairs, one query per UTC day."""
-    from storelens.cloud.analytics.staff import shoppers_only  # staff are not shoppers
+def staff_column() -> str:
+    """SQL for the column `aggregate` reads after `EVENT_COLUMNS`: the row is of a staff
+    visit (staff are counted apart, and left out of every other rollup)."""
+    from storelens.cloud.analytics.staff import shoppers_only
 
+    return f"CASE WHEN {shoppers_only()} THEN 0 ELSE 1 END AS staff"
+
+
+def raw_rows(db: Database, hours: set[tuple[str, int]]) -> list[tuple]:
+    """The raw ``events`` rows of some (store, hour) pairs, one query per UTC day, each with
+    the staff flag appended."""
     per_day: dict[int, set[str]] = defaultdict(set)
     for store, hour in hours:
         per_day[hour // DAY_S * DAY_S].add(store)
@@ -76,11 +83,11 @@ def raw_rows(db: Database, hours: set[tuple[str, int]]) -> list[tuple]:
         marks = ", ".join("?" for _ in stores)
         for r in db.query(
             # type first: the events index is (type, ts), there is none on store
-            f"SELECT {_COLUMNS} FROM events WHERE type IN ({_TYPES}) AND ts >= ? AND ts < ?"
-            f" AND store IN ({marks}) AND {shoppers_only()}",
+            f"SELECT {_COLUMNS}, {staff_column()} FROM events WHERE type IN ({_TYPES})"
+            f" AND ts >= ? AND ts < ? AND store IN ({marks})",
             [lo, hi, *sorted(stores)],
         ):
-            row = tuple(r[c] for c in EVENT_COLUMNS)
+            row = (*(r[c] for c in EVENT_COLUMNS), r["staff"])
             if (row[1], int(row[5] // HOUR_S) * HOUR_S) in hours:
                 out.append(row)
     return out
@@ -88,4 +95,39 @@ def raw_rows(db: Database, hours: set[tuple[str, int]]) -> list[tuple]:
 
 def deltas_for(db: Database, hours: set[tuple[str, int]]) -> aggregate.Deltas:
     """What the raw events of ``hours`` add up to."""
-    return aggregate.deltas_of(raw_rows(db, hours)) if hours else aggregate.Deltas()
+    if not hours:
+        return aggregate.Deltas()
+    deltas = aggregate.add_rows(new_deltas(db), raw_rows(db, hours))
+    fill_visit_ends(db, deltas)
+    return deltas
+
+
+def new_deltas(db: Database) -> aggregate.Deltas:
+    """Empty deltas that know the stores' fitting-room zones (for devices sending no kind)."""
+    from storelens.cloud.analytics.zone_kinds import zones_of_kind
+
+    return aggregate.Deltas(fitting_rooms=zones_of_kind(db, "fitting_room"))
+
+
+def fill_visit_ends(db: Database, deltas: aggregate.Deltas) -> None:
+    """Put each try-on session's visit end (``visit_ended`` time, or None while it has not
+    ended) into its entry: the try-on chart counts a visit once per local day, with those
+    that ended that day. A visit's end re-dirties every hour since it started
+    (`aggregate.hours_of`), so a late end is filled in when those hours settle again."""
+    entries = [e for per_hour in deltas.tryons.values() for e in per_hour]
+    if not entries:
+        return
+    ids = sorted({e[0] for e in entries if e[0]})
+    lo = min(h for _, h in deltas.tryons)
+    hi = max(h for _, h in deltas.tryons) + HOUR_S * (aggregate.MAX_VISIT_HOURS + 1)
+    ends: dict[str, float] = {}
+    for i in range(0, len(ids), 500):  # bounded IN lists; (type, ts) is the index
+        chunk = ids[i : i + 500]
+        for r in db.query(
+            "SELECT visit_id, ts FROM events WHERE type = 'visit_ended' AND ts >= ? AND ts < ?"
+            f" AND visit_id IN ({', '.join('?' for _ in chunk)})",
+            [lo, hi, *chunk],
+        ):
+            ends[r["visit_id"]] = float(r["ts"])
+    for e in entries:
+        e[5] = ends.get(e[0])

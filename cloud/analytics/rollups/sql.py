@@ -62,7 +62,7 @@ register_migrations(
 
 ROLLUP_TABLES = ("rollup_counts", "rollup_members", "rollup_maps")
 TABLES = (*ROLLUP_TABLES, "rollup_dirty")
-MAP_KINDS = ("dwell", *aggregate.SHAPE_KINDS)
+MAP_KINDS = aggregate.MAP_KINDS
 encode = msgspec.msgpack.Encoder().encode
 decode = msgspec.msgpack.Decoder().decode
 
