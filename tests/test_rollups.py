@@ -291,3 +291,39 @@ def test_a_staff_flag_at_the_visit_end_takes_its_earlier_hours_out(db) -> None:
                  "member-share"):  # fmt: skip
         same(after[name], before[name], name)
     same(after, charts(db, scope, raw=True))
+
+
+def test_half_and_quarter_hour_time_zones_bucket_by_their_local_hours(db) -> None:
+    """Asia/Kolkata (+5:30) and Asia/Kathmandu (+5:45) hours start at :30 and :15 past UTC
+    hours: their rollup buckets do too, so every hour-of-day chart answers as the raw
+    events do (UTC-hour buckets put 10:00-10:30 local into 9:00)."""
+    for sid, tz in (("delhi", "Asia/Kolkata"), ("kathmandu", "Asia/Kathmandu"),
+                    ("paris", "Europe/Paris")):  # fmt: skip
+        stores.upsert_store(db, stores.Store(id=sid, name=sid, lat=20.0, lon=80.0, timezone=tz,
+                                             zones={}))  # fmt: skip
+    for n in range(4):
+        members.enroll(db, KEY, members.Enrollment(card_number=f"4500{n:02d}"))
+    profile = analytics_seed.TrafficProfile(visitors_per_day=40, member_share=0.4)
+    analytics_seed.seed_instore(db, days=2, until=UNTIL, profile=profile, settle=False)
+    local = [
+        analytics.scope_for(db, LAST - timedelta(days=1), LAST),
+        analytics.scope_for(db, LAST, LAST, ("delhi",), 10, 14),
+        analytics.scope_for(db, LAST - timedelta(days=1), LAST, ("kathmandu", "delhi"), 20, 11),
+    ]
+    expected = [charts(db, s, raw=True) for s in local]
+    assert any(r["visitors"] for r in expected[1]["footfall-hourly"]["rows"])
+    for scope, raw in zip(local, expected, strict=True):  # dirty: read raw
+        same(charts(db, scope), raw)
+    settle.settle(db, quiet_s=0, limit=7)
+    for scope, raw in zip(local, expected, strict=True):  # part settled
+        same(charts(db, scope), raw)
+    settle.settle_all(db)
+    phases: dict[str, set[int]] = {}
+    for r in db.query("SELECT DISTINCT store, ts FROM rollup_counts"):
+        phases.setdefault(r["store"], set()).add(int(r["ts"]) % 3600)
+    assert phases == {"delhi": {1800}, "kathmandu": {900}, "paris": {0}}
+    for scope, raw in zip(local, expected, strict=True):
+        same(charts(db, scope), raw)
+    incremental = rollup_state(db)
+    rebuild.rebuild(db)
+    same(rollup_state(db), incremental)

@@ -70,6 +70,21 @@ class Scope:
             return self.hour_from <= hour < self.hour_to
         return hour >= self.hour_from or hour < self.hour_to
 
+    def local_day(self, store: str, ts: float) -> int:
+        """The local day bucket (as `bucket` of a day in SQL) of a row of ``store`` at ``ts``."""
+        local = ts + int(self.offsets.get(store, 0) or 0)
+        return int(local // DAY_S) * DAY_S
+
+    def contains(self, store: str, ts: float) -> bool:
+        """Whether ``where`` holds for a row of ``store`` at ``ts`` (in Python)."""
+        if self.stores and store not in self.stores:
+            return False
+        local = ts + int(self.offsets.get(store, 0) or 0)
+        day = date(1970, 1, 1) + timedelta(days=int(local // DAY_S))
+        if not self.start <= day <= self.end:
+            return False
+        return self.all_hours or self.hour_selected(int(local // HOUR_S) % 24)
+
     def previous(self) -> Scope:
         """The period of equal length just before this one (same stores and hours)."""
         span = timedelta(days=self.days)

@@ -62,14 +62,6 @@ def _raw(db: Database, scope: Scope, named: set) -> tuple[dict[Key, int], dict[K
     return {k: len(v) for k, v in visits.items()}, sessions
 
 
-def _in_scope(scope: Scope, store: str, ts: float, day: int) -> bool:
-    """Whether an event at ``ts`` falls in the scope on local day ``day`` (`Scope.where`)."""
-    local = ts + int(scope.offsets.get(store, 0) or 0)
-    if int(local // DAY_S) * DAY_S != day:
-        return False
-    return scope.all_hours or scope.hour_selected(int(local // 3600) % 24)
-
-
 def _rolled(db: Database, scope: Scope, named: set) -> tuple[dict[Key, int], dict[Key, list]]:
     """The same from the rollups (`storelens.cloud.analytics.rollups`)."""
     reader = rollups.reader(db)
@@ -78,7 +70,8 @@ def _rolled(db: Database, scope: Scope, named: set) -> tuple[dict[Key, int], dic
     for store, b, (visit, zone, kind, member, seconds, end) in reader.tryons(scope):
         if kind != "fitting_room" and (store, zone) not in named:
             continue
-        ended = end is not None and _in_scope(scope, store, end, b)
+        local_day = None if end is None else scope.local_day(store, end)
+        ended = local_day == b and scope.contains(store, end)
         sessions[(store, b)].append((visit, bool(member), float(seconds), ended))
     return visits, sessions
 

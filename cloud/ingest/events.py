@@ -555,8 +555,7 @@ def unlink_member_events(db: Database, token: str) -> int:
         # events now, so no rollup says a forgotten member's visit was a member's.
         from storelens.cloud.analytics.rollups import settle
 
-        hours = {(r["store"], int(r["ts"] // 3600) * 3600) for r in rows}
-        rollup_tables.write_hours(db, settle.deltas_for(db, hours), hours)
+        settle.recompute(db, {(r["store"], int(r["ts"] // 3600) * 3600) for r in rows})
         # A swipe that never carried the member column still names the token in its payload.
         deleted += db.execute(
             "DELETE FROM events WHERE type = ? AND payload LIKE ?",

@@ -23,9 +23,12 @@ Why 1-second histogram buckets and not a sketch (DDSketch, t-digest): the dwell 
 quartiles were already computed from whole-second groups, so this histogram reproduces them
 exactly and is mergeable by addition; a sketch would change published numbers for no gain
 at dwell times of seconds to minutes (a zone-hour holds at most a few hundred distinct
-seconds). Hours are UTC hours: every chart buckets by a store's whole-hour UTC offset, so an
-hour bucket is always entirely inside or outside a local day or hour (stores in half-hour
-time zones would need quarter-hour buckets; see docs/scaling.md).
+seconds). Hour buckets follow the store's local hours: they start on the UTC hour for stores
+whose UTC offset is whole hours, and at :30 or :15 past for stores in half- or quarter-hour
+time zones (Asia/Kolkata, Asia/Kathmandu; the bucket's *phase*), so a bucket is always wholly
+inside or outside a local day or hour, and rows stay one per hour whatever the zone. Dirty
+marks stay UTC hours (ingest does not look up time zones); a mark covers the one or two
+buckets it overlaps (`buckets_of`).
 """
 
 from __future__ import annotations
@@ -69,6 +72,25 @@ SHAPE_KINDS = ("flows", "paths", "heat")
 MAP_KINDS = ("dwell", *SHAPE_KINDS, "checkout", "tryons", "staff")  # rollup_maps.kind
 
 
+def phase(utc_offset_s: int) -> int:
+    """Seconds past the UTC hour at which a store's local hours start (0 for whole-hour
+    offsets, 1800 for Asia/Kolkata's +5:30). DST moves offsets by whole hours, so a store's
+    phase does not change with it (Lord Howe's half-hour DST aside)."""
+    return int(-utc_offset_s) % HOUR_S
+
+
+def buckets_of(marks: Iterable[Key], phases: dict[str, int]) -> set[Key]:
+    """The hour buckets (store, start) that dirty UTC hours (store, hour) overlap."""
+    out: set[Key] = set()
+    for store, hour in marks:
+        p = phases.get(store, 0)
+        if p:
+            out.update(((store, hour - HOUR_S + p), (store, hour + p)))
+        else:
+            out.add((store, hour))
+    return out
+
+
 @dataclass
 class Deltas:
     """What some new events add, per rollup key."""
@@ -85,6 +107,7 @@ class Deltas:
     staff: dict[Key, list[float]] = field(default_factory=dict)
     # (store, zone) the store's settings call fitting rooms (for devices that send no kind)
     fitting_rooms: set[tuple[str, str]] = field(default_factory=set)
+    phases: dict[str, int] = field(default_factory=dict)  # store -> bucket phase (`phase`)
 
     def maps(
         self, kinds: tuple[str, ...] = MAP_KINDS, store: str | None = None
@@ -208,7 +231,8 @@ def add_rows(d: Deltas, rows: Iterable[Sequence[Any]]) -> Deltas:
     for r in rows:
         kind = r[_TYPE]
         store = r[_STORE]
-        hour = int(r[_TS] // HOUR_S) * HOUR_S
+        phase = d.phases.get(store, 0)
+        hour = int((r[_TS] - phase) // HOUR_S) * HOUR_S + phase
         if len(r) > _STAFF and r[_STAFF]:
             # Staff are not shoppers: only the staff chart counts their visits.
             if kind == "visit_ended":

@@ -10,6 +10,7 @@ answer and computed from their raw events instead, with the same aggregation cod
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import UTC, datetime, time
 from typing import Any
 
 from storelens.cloud.analytics.rollups import aggregate
@@ -17,8 +18,11 @@ from storelens.cloud.db import Database
 
 DAY_S = 86_400
 HOUR_S = aggregate.HOUR_S
+# A bucket is settled when no dirty UTC hour overlaps it: the mark at its start (whole-hour
+# phase), or the two it straddles (:30 / :45 phases), all strictly within an hour of it.
 _SETTLED = (
-    " AND NOT EXISTS (SELECT 1 FROM rollup_dirty d WHERE d.ts = {t}.ts AND d.store = {t}.store)"
+    " AND NOT EXISTS (SELECT 1 FROM rollup_dirty d WHERE d.store = {t}.store"
+    " AND d.ts > {t}.ts - 3600 AND d.ts < {t}.ts + 3600)"
 )
 
 
@@ -34,13 +38,22 @@ class SqlRollups:
         cache = self.__dict__.setdefault("_dirty_cache", {})
         key = (scope.start, scope.end, scope.stores, scope.hour_from, scope.hour_to)
         if key not in cache:
-            from storelens.cloud.analytics.rollups.settle import deltas_for
+            from storelens.cloud.analytics.rollups.settle import deltas_for, store_phases
 
-            where, params = scope.where()
-            hours = {(r["store"], int(r["ts"]))
+            # Marks are UTC hours and may straddle the scope's edge by one: widen, then keep
+            # the buckets inside the scope.
+            lo = datetime.combine(scope.start, time(), UTC).timestamp() - DAY_S
+            hi = datetime.combine(scope.end, time(), UTC).timestamp() + 2 * DAY_S
+            where, params = "ts >= ? AND ts < ?", [lo, hi]
+            if scope.stores:
+                where += f" AND store IN ({', '.join('?' for _ in scope.stores)})"
+                params += list(scope.stores)
+            marks = {(r["store"], int(r["ts"]))
                      for r in self.db.query(f"SELECT store, ts FROM rollup_dirty WHERE {where}",
                                             params)}  # fmt: skip
-            cache[key] = deltas_for(self.db, hours)
+            buckets = {(s, b) for s, b in aggregate.buckets_of(marks, store_phases(self.db))
+                       if scope.contains(s, b)}  # fmt: skip
+            cache[key] = deltas_for(self.db, buckets)
         return cache[key]
 
     @staticmethod

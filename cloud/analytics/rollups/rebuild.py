@@ -18,6 +18,7 @@ from storelens.cloud.db import Database
 from storelens.cloud.ingest.events import EVENT_COLUMNS
 
 DAY_S = 86_400
+HOUR_S = aggregate.HOUR_S
 _FETCH = 20_000
 
 
@@ -38,11 +39,13 @@ def days_to_rebuild(db: Database, since: date | None, store: str | None) -> list
 
 
 def rebuild_day(db: Database, day: int, store: str | None = None) -> int:
-    """Recompute one UTC day (of one store, or all); returns the events read."""
+    """Recompute the hour buckets starting on one UTC day (of one store, or all); returns
+    the events counted. A store in a :30 time zone has its last bucket end past midnight,
+    so the day's events are read with the next hour's."""
     from storelens.cloud.analytics.rollups.settle import fill_visit_ends, new_deltas, staff_column
 
     columns = ", ".join(EVENT_COLUMNS) + ", " + staff_column()
-    where, params = "ts >= ? AND ts < ?", [day, day + DAY_S]
+    where, params = "ts >= ? AND ts < ?", [day, day + DAY_S + HOUR_S]
     if store is not None:
         where += " AND store = ?"
         params.append(store)
@@ -59,15 +62,22 @@ def rebuild_day(db: Database, day: int, store: str | None = None) -> int:
                 f"SELECT {columns} FROM events WHERE {where} AND id > ? ORDER BY id LIMIT ?",
                 [*params, last, _FETCH],
             )]  # fmt: skip
-            aggregate.add_rows(deltas, rows)
-            hours |= aggregate.hours_of(rows)
-            read += len(rows)
+            page = [r for r in rows if day <= _bucket(deltas, r) < day + DAY_S]
+            aggregate.add_rows(deltas, page)
+            hours |= {(r[1], _bucket(deltas, r)) for r in page}
+            read += len(page)
             if len(rows) < _FETCH:
                 break
             last = rows[-1][0]
         fill_visit_ends(db, deltas)
         sql.write_hours(db, deltas, hours)
     return read
+
+
+def _bucket(deltas: aggregate.Deltas, row: tuple) -> int:
+    """The start of the hour bucket an ``events`` row falls in (its store's phase)."""
+    p = deltas.phases.get(row[1], 0)
+    return int((row[5] - p) // HOUR_S) * HOUR_S + p
 
 
 def _clear_day(db: Database, day: int, store: str | None) -> None:

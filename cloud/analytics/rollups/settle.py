@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 
 from storelens.cloud.analytics.rollups import aggregate, sql
 from storelens.cloud.db import Database
@@ -40,13 +41,15 @@ def settle(
     per_day: dict[int, dict[tuple[str, int], int]] = defaultdict(dict)
     for r in due:
         per_day[int(r["ts"]) // DAY_S * DAY_S][(r["store"], int(r["ts"]))] = int(r["version"])
+    phases = store_phases(db)
     for _, versions in sorted(per_day.items()):
         # Computed before the write transaction, so SQLite's write lock (which ingest's writer
         # needs) is held only to write. An event committed meanwhile bumps its hour's version:
         # the mark stays, charts keep reading that hour raw, and the next round redoes it.
-        deltas = deltas_for(db, set(versions))
+        buckets = aggregate.buckets_of(versions, phases)
+        deltas = deltas_for(db, buckets)
         with db.transaction():
-            sql.write_hours(db, deltas, versions)
+            sql.write_hours(db, deltas, buckets)
             db.executemany(
                 "DELETE FROM rollup_dirty WHERE ts = ? AND store = ? AND version = ?",
                 [(h, s, v) for (s, h), v in sorted(versions.items())],
@@ -62,6 +65,21 @@ def settle_all(db: Database) -> int:
     return total
 
 
+def store_phases(db: Database) -> dict[str, int]:
+    """Each store's hour-bucket phase (`aggregate.phase`), for the stores that have one."""
+    from storelens.cloud.analytics.scope import utc_offsets
+
+    zones = {r["id"]: r["timezone"] for r in db.query("SELECT id, timezone FROM stores")}
+    offsets = utc_offsets(zones, datetime.now(UTC).date())
+    return {s: p for s, o in offsets.items() if (p := aggregate.phase(o))}
+
+
+def recompute(db: Database, marks: set[tuple[str, int]]) -> None:
+    """Rewrite now, in the caller's transaction, the buckets that UTC hours overlap."""
+    buckets = aggregate.buckets_of(marks, store_phases(db))
+    sql.write_hours(db, deltas_for(db, buckets), buckets)
+
+
 def staff_column() -> str:
     """SQL for the column `aggregate` reads after `EVENT_COLUMNS`: the row is of a staff
     visit (staff are counted apart, and left out of every other rollup)."""
@@ -70,9 +88,12 @@ def staff_column() -> str:
     return f"CASE WHEN {shoppers_only()} THEN 0 ELSE 1 END AS staff"
 
 
-def raw_rows(db: Database, hours: set[tuple[str, int]]) -> list[tuple]:
-    """The raw ``events`` rows of some (store, hour) pairs, one query per UTC day, each with
-    the staff flag appended."""
+def raw_rows(
+    db: Database, hours: set[tuple[str, int]], phases: dict[str, int] | None = None
+) -> list[tuple]:
+    """The raw ``events`` rows of some (store, hour bucket) pairs, one query per UTC day,
+    each with the staff flag appended."""
+    phases = phases or {}
     per_day: dict[int, set[str]] = defaultdict(set)
     for store, hour in hours:
         per_day[hour // DAY_S * DAY_S].add(store)
@@ -88,16 +109,18 @@ def raw_rows(db: Database, hours: set[tuple[str, int]]) -> list[tuple]:
             [lo, hi, *sorted(stores)],
         ):
             row = (*(r[c] for c in EVENT_COLUMNS), r["staff"])
-            if (row[1], int(row[5] // HOUR_S) * HOUR_S) in hours:
+            p = phases.get(row[1], 0)
+            if (row[1], int((row[5] - p) // HOUR_S) * HOUR_S + p) in hours:
                 out.append(row)
     return out
 
 
 def deltas_for(db: Database, hours: set[tuple[str, int]]) -> aggregate.Deltas:
-    """What the raw events of ``hours`` add up to."""
+    """What the raw events of some hour buckets (store, start) add up to."""
     if not hours:
         return aggregate.Deltas()
-    deltas = aggregate.add_rows(new_deltas(db), raw_rows(db, hours))
+    deltas = new_deltas(db)
+    aggregate.add_rows(deltas, raw_rows(db, hours, deltas.phases))
     fill_visit_ends(db, deltas)
     return deltas
 
@@ -106,7 +129,9 @@ def new_deltas(db: Database) -> aggregate.Deltas:
     """Empty deltas that know the stores' fitting-room zones (for devices sending no kind)."""
     from storelens.cloud.analytics.zone_kinds import zones_of_kind
 
-    return aggregate.Deltas(fitting_rooms=zones_of_kind(db, "fitting_room"))
+    return aggregate.Deltas(
+        fitting_rooms=zones_of_kind(db, "fitting_room"), phases=store_phases(db)
+    )
 
 
 def fill_visit_ends(db: Database, deltas: aggregate.Deltas) -> None:
