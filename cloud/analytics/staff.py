@@ -32,7 +32,7 @@ def staff(db: Database, scope: Scope) -> Table:
         ):
             lengths[(r["store"], int(r["b"]))].append(float(r["dwell_s"] or 0.0))
     else:
-        from storelens.cloud import rollups  # rollups import this module (shoppers_only)
+        from storelens.cloud.analytics import rollups  # rollups import this module (shoppers_only)
 
         lengths.update(rollups.reader(db).staff(scope))
     out = [
