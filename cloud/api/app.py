@@ -29,6 +29,7 @@ from storelens.cloud.api import principals as auth
 from storelens.cloud.api import sales as sales_api
 from storelens.cloud.api import stores as stores_api
 from storelens.cloud.api.body_limits import AUTH_MAX, DEFAULT_MAX
+from storelens.cloud.api.unit_of_work import UnitOfWorkMiddleware
 from storelens.cloud.commerce import catalog, members, orders, sales, stores
 from storelens.cloud.db import Database, connect
 from storelens.cloud.personalization.scoring_plans import PlanError
@@ -135,6 +136,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     for exc_type, code in ERROR_STATUS:
         app.add_exception_handler(exc_type, _handler(code))
     errors_api.install(app)
+    # Outermost (added last): one transaction per request, committed before the response.
+    app.add_middleware(UnitOfWorkMiddleware)
     return app
 
 

@@ -99,10 +99,11 @@ async def get_recommender(request: Request) -> RecommendationService:
 
 
 def request_recommendation_rebuild(app: FastAPI) -> None:
-    """Call after bulk imports (catalog, sales, orders): the model rebuilds in the background."""
+    """Call after bulk imports (catalog, sales, orders): the model rebuilds in the background,
+    once the request's import is committed (a rebuild started before would not see it)."""
     recommender = getattr(app.state, "recommender", None)
     if recommender is not None:
-        recommender.request_rebuild()
+        app.state.db.after_commit(recommender.request_rebuild)
 
 
 def _impressions(request: Request) -> offers.ImpressionBuffer:

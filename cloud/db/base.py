@@ -11,6 +11,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from storelens.cloud.db import unit_of_work
+from storelens.cloud.db.unit_of_work import UnitOfWork
+
 Row = dict[str, Any]
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,7 @@ class Database(ABC):
 
     dialect: str
     MACROS: dict[str, str]
+    BEGIN = "BEGIN"  # how a request's unit of work starts its transaction
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -111,11 +115,30 @@ class Database(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    @abstractmethod
+    def _unit_connect(self) -> Any:
+        """A connection of its own for a request's unit of work."""
+
+    @abstractmethod
+    def _unit_release(self, conn: Any, *, broken: bool) -> None:
+        """Give back a unit's connection (closed for good when ``broken``)."""
+
     # -- public API ----------------------------------------------------------------------
+    def _unit(self) -> UnitOfWork | None:
+        """The open unit of work of the request this code runs for, if any."""
+        unit = unit_of_work.current()
+        return unit if unit is not None and unit.db is self and not unit.closed else None
+
     @property
     def conn(self) -> Any:
         """This thread's connection (SQLite: its own for the thread's life; PostgreSQL: the
-        one the open transaction holds)."""
+        one the open transaction holds); in a request, the request's transaction's."""
+        unit = self._unit()
+        if unit is not None:
+            return unit.connection()
+        return self._thread_conn()
+
+    def _thread_conn(self) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect()
@@ -124,22 +147,37 @@ class Database(ABC):
     @contextmanager
     def _borrow(self) -> Iterator[Any]:
         """The connection one statement runs on; PostgreSQL lends one from its pool."""
-        yield self.conn
+        yield self._thread_conn()
 
     @contextmanager
     def _hold(self) -> Iterator[Any]:
         """The connection a whole transaction runs on, kept as `conn` until it ends."""
-        yield self.conn
+        yield self._thread_conn()
+
+    @contextmanager
+    def _statement(self, sql: str) -> Iterator[Any]:
+        """The connection for one statement: in a request, a write begins (and joins) the
+        request's transaction; on PostgreSQL a lone write is a savepoint, so a failed one
+        (a unique key the caller catches) does not abort the request's transaction."""
+        unit = self._unit()
+        if unit is None or (not unit.begun and _reads(sql)):
+            with self._borrow() as conn:
+                yield conn
+        elif unit.depth or self.dialect != "postgres" or _reads(sql):
+            yield unit.connection()
+        else:
+            with unit.savepoint() as conn:
+                yield conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; returns the affected row count."""
         check_params(params)
-        with self._borrow() as conn:
+        with self._statement(sql) as conn:
             return self._rowcount(self._execute(conn, sql, params))
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         check_params(params)
-        with self._borrow() as conn:
+        with self._statement(sql) as conn:
             return self._fetch(self._execute(conn, sql, params))
 
     def query_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
@@ -170,7 +208,13 @@ class Database(ABC):
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
-        """All statements inside commit together or not at all (nesting joins the outer)."""
+        """All statements inside commit together or not at all (nesting joins the outer).
+        In a request it is a savepoint of the request's transaction (`unit_of_work`)."""
+        unit = self._unit()
+        if unit is not None:
+            with unit.savepoint():
+                yield self
+            return
         depth = getattr(self._local, "depth", 0)
         if depth:
             self._local.depth = depth + 1
@@ -197,13 +241,34 @@ class Database(ABC):
                 log.exception("after-commit callback failed")
 
     def after_commit(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` once the outermost transaction of this thread commits (at once
-        when none is open); dropped if it rolls back. For pushes and other announcements
-        that must never get ahead of the data they announce."""
-        if getattr(self._local, "depth", 0):
+        """Run ``callback`` once the outermost transaction of this thread (in a request:
+        the request's) commits (at once when none is open); dropped if it rolls back. For
+        pushes and other announcements that must never get ahead of the data they announce."""
+        unit = self._unit()
+        if unit is not None:
+            unit.after_commit(callback)
+        elif getattr(self._local, "depth", 0):
             self._local.after_commit.append(callback)
         else:
             callback()
+
+    @contextmanager
+    def independent(self) -> Iterator[Database]:
+        """Statements inside commit on their own, whatever becomes of the request around
+        them (write-behind buffers that hold other requests' rows). On SQLite only before
+        the request's first write: after it, the request holds the one write lock and an
+        independent write would wait for itself."""
+        unit = self._unit()
+        if unit is None:
+            yield self
+            return
+        if unit.begun and self.dialect == "sqlite":
+            raise RuntimeError(
+                "an independent write after the request's first write would wait for the "
+                "request's own SQLite write lock: write independently before it"
+            )
+        with unit_of_work.suspended():
+            yield self
 
     def migrate(self) -> list[Migration]:
         """Apply every registered migration not yet applied; returns those applied."""
@@ -243,6 +308,11 @@ class Database(ABC):
             (r["component"], r["version"])
             for r in self.query("SELECT component, version FROM schema_migrations")
         }
+
+
+def _reads(sql: str) -> bool:
+    """A statement that only reads (it needs no transaction of the request's own yet)."""
+    return sql.lstrip()[:6].upper() == "SELECT"
 
 
 def _split(script: str) -> list[str]:

@@ -124,6 +124,14 @@ class PostgresDatabase(Database):
     def _rowcount(self, cursor: Any) -> int:
         return cursor.rowcount
 
+    def _unit_connect(self) -> psycopg.Connection:
+        return self._pool.getconn()
+
+    def _unit_release(self, conn: psycopg.Connection, *, broken: bool) -> None:
+        if broken:
+            conn.close()  # the pool replaces a closed connection
+        self._pool.putconn(conn)
+
     def close(self) -> None:
         self._pool.close()
         self._local.__dict__.clear()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -157,6 +158,25 @@ def _delete_before(db: Database, table: str, cutoff: int, where: str = "") -> in
             return deleted
 
 
+def _expire_event_ids(db: Database, cutoff: int) -> int:
+    """PostgreSQL's owners of event IDs (`events.claim_ids`) from before ``cutoff``, by the
+    time a UUIDv7 carries in its first 48 bits, in bounded batches along the key. An ID that
+    is no UUIDv7 goes by whatever time its bits spell: at worst its reuse by another device
+    after that is stored instead of dead-lettered (a redelivery is still a duplicate)."""
+    bound = uuid.UUID(int=(cutoff * 1000) << 80)
+    deleted = 0
+    while True:
+        with db.transaction():
+            n = db.execute(
+                "DELETE FROM event_ids WHERE id IN (SELECT id FROM event_ids WHERE id < ?"
+                " ORDER BY id LIMIT ?)",
+                (bound, DELETE_BATCH),
+            )
+        deleted += n
+        if n < DELETE_BATCH:
+            return deleted
+
+
 def expire(
     db: Database,
     events_days: int = 0,
@@ -175,6 +195,7 @@ def expire(
                     db.execute(f"DROP TABLE {name}")
                     out["partitions_dropped"].append(name)
             out["events_deleted"] = _delete_before(db, "events_default", cutoff)
+            out["event_ids_deleted"] = _expire_event_ids(db, cutoff)
         else:
             from storelens.contract.events import EVENT_TYPES
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,8 @@ class SqliteDatabase(Database):
         "TEXT": "TEXT",
         "BOOL": "INTEGER",
     }
+    # A request's first write takes the write lock at once: no upgrade deadlock later.
+    BEGIN = "BEGIN IMMEDIATE"
 
     def __init__(self, path: str) -> None:
         super().__init__()
@@ -34,6 +37,8 @@ class SqliteDatabase(Database):
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._all: list[sqlite3.Connection] = []
+        self._spare: list[sqlite3.Connection] = []  # for requests' units of work
+        self._spare_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -92,7 +97,28 @@ class SqliteDatabase(Database):
     def _rowcount(self, cursor: sqlite3.Cursor) -> int:
         return cursor.rowcount
 
+    def _unit_connect(self) -> sqlite3.Connection:
+        if self.path == ":memory:":  # every connection would be another empty database
+            return self._thread_conn()
+        with self._spare_lock:
+            if self._spare:
+                return self._spare.pop()
+        return self._connect()
+
+    def _unit_release(self, conn: sqlite3.Connection, *, broken: bool) -> None:
+        if self.path == ":memory:":
+            return
+        if broken:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            with self._spare_lock, contextlib.suppress(ValueError):
+                self._all.remove(conn)
+            return
+        with self._spare_lock:
+            self._spare.append(conn)
+
     def close(self) -> None:
+        self._spare.clear()
         for conn in self._all:
             with contextlib.suppress(sqlite3.ProgrammingError):
                 conn.close()

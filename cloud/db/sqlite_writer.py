@@ -55,7 +55,7 @@ def _serve(url: str, conn: Any) -> None:
             rest = conn.recv()
             try:
                 with db.transaction():
-                    stored = store_prepared(db, decode(rows), *rest)
+                    stored = store_prepared(db, decode(rows), *rest)  # (new, collisions)
             except Exception as exc:  # reported to the parent, which retries
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
             else:
@@ -103,8 +103,8 @@ class SqliteWriter:
         child.close()
         self._conn, self._ready = parent, False
 
-    def write(self, parts: tuple) -> int:
-        """Commit one batch in the child; returns the number of new event rows. Raises
+    def write(self, parts: tuple) -> tuple[int, int]:
+        """Commit one batch in the child; returns (new event rows, ID collisions). Raises
         ConnectionError when the child is gone, RuntimeError when its transaction failed."""
         with self._lock:
             if not self._proc.is_alive():
@@ -123,7 +123,8 @@ class SqliteWriter:
                 raise ConnectionError(f"SQLite writer process died: {exc}") from None
         if status != "ok":
             raise RuntimeError(f"SQLite writer: {value}")
-        return int(value)
+        stored, collisions = value
+        return int(stored), int(collisions)
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> bool:
         """Wait until the child has started (imported, database open); False on timeout."""

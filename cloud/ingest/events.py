@@ -114,6 +114,21 @@ register_migrations(
         );
         CREATE INDEX staff_visits_store_ts ON staff_visits (store, ts)
         """,
+        # PostgreSQL's partitioned ``events`` can only be unique on (id, ts): which device
+        # owns each event ID is kept here, so another device's reuse of an ID is a collision
+        # whatever its time (`claim_ids`). SQLite's ``events`` is unique on the ID itself.
+        {
+            "postgres": """
+            CREATE TABLE event_ids (
+                id UUID PRIMARY KEY,
+                store TEXT NOT NULL,
+                device TEXT NOT NULL
+            );
+            INSERT INTO event_ids (id, store, device)
+                SELECT DISTINCT ON (id) CAST(id AS UUID), store, device FROM events
+                ORDER BY id, received_at
+            """
+        },
     ],
 )
 
@@ -249,18 +264,33 @@ _INSERT = (
 
 def store_events(db: Database, rows: Sequence[dict[str, Any] | tuple]) -> int:
     """Insert event rows (dicts, or tuples in `EVENT_COLUMNS` order), skipping IDs already
-    stored; returns how many were new."""
+    stored and IDs another device owns; returns how many were new."""
+    return _store_events(db, rows)[0]
+
+
+def _store_events(
+    db: Database, rows: Sequence[dict[str, Any] | tuple], *, copied: bool = False
+) -> tuple[int, list[tuple]]:
+    """`store_events`, also returning the rows whose ID another device owns (collisions).
+    ``copied``: the rows are in ``events`` already (streamed by `EventCopy`)."""
     if not rows:
-        return 0
+        return 0, []
     values = [tuple(r[c] for c in EVENT_COLUMNS) if isinstance(r, dict) else r for r in rows]
     with db.transaction():
         record_staff_visits(db, values)
         if db.dialect == "postgres":
-            return _copy_events(db, values)
+            if copied:
+                stored = len(values)
+                rollups.record(db, values)
+            else:
+                stored = _copy_events(db, values)
+            collided, removed = claim_ids(db, values)
+            return stored - removed, collided
         stored = db.executemany(_INSERT, values)
         if stored:
             rollups.record(db, values)
-    return stored
+    # Some IDs were stored already: the same device's, or another's?
+    return stored, id_collisions(db, values) if stored < len(values) else []
 
 
 def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
@@ -369,19 +399,14 @@ def store_prepared(
     seen: dict[tuple[str, str], float],
     received_at: float,
     copied: bool = False,
-) -> int:
-    """Write one prepared batch inside the caller's transaction; returns new event rows."""
-    if copied:  # streamed by EventCopy, past store_events
-        record_staff_visits(db, rows)
-        stored = len(rows)
-        rollups.record(db, rows)
-    else:
-        stored = store_events(db, rows)
-    if stored < len(rows):  # some IDs were stored already: the same device's, or another's?
-        for row in id_collisions(db, rows):
-            detail = f"event ID {row[0]} is stored already from another device"
-            dead_letter(db, topics.events(row[1], row[2]), "event_id_collision", detail,
-                        str(row[-1]).encode(), received_at)  # fmt: skip
+) -> tuple[int, int]:
+    """Write one prepared batch inside the caller's transaction; returns (new event rows,
+    ID collisions). Every other row left out was a duplicate: its device's own redelivery."""
+    stored, collided = _store_events(db, rows, copied=copied)
+    for row in collided:
+        detail = f"event ID {row[0]} is stored already from another device"
+        dead_letter(db, topics.events(row[1], row[2]), "event_id_collision", detail,
+                    str(row[-1]).encode(), received_at)  # fmt: skip
     for topic, reason, detail, raw in dead:
         dead_letter(db, topic, reason, detail, raw, received_at)
     for store, items in statuses.items():
@@ -389,14 +414,15 @@ def store_prepared(
     for store, device, online in availability:
         set_availability(db, store, device, online)
     mark_seen(db, seen)
-    return stored
+    return stored, len(collided)
 
 
 def id_collisions(db: Database, rows: Sequence[tuple]) -> list[tuple]:
-    """The rows whose event ID is stored under another store or device. Duplicates are a
-    device's own redeliveries (dropped and receipted); an ID that another device used first
-    is a collision, dead-lettered so it is not lost silently. Only asked when an insert
-    skipped rows, so the common batch pays nothing."""
+    """The rows whose event ID is stored under another store or device (SQLite, where the
+    ID is the key of ``events``). Duplicates are a device's own redeliveries (dropped and
+    receipted); an ID that another device used first is a collision, dead-lettered so it is
+    not lost silently. Only asked when an insert skipped rows, so the common batch pays
+    nothing."""
     owner: dict[str, tuple[str, str]] = {}
     ids = sorted({str(r[0]) for r in rows})
     for i in range(0, len(ids), 500):
@@ -405,6 +431,59 @@ def id_collisions(db: Database, rows: Sequence[tuple]) -> list[tuple]:
         for r in db.query(f"SELECT id, store, device FROM events WHERE id IN ({marks})", chunk):
             owner[r["id"]] = (r["store"], r["device"])
     return [r for r in rows if owner.get(str(r[0]), (r[1], r[2])) != (r[1], r[2])]
+
+
+def claim_ids(db: Database, rows: Sequence[tuple]) -> tuple[list[tuple], int]:
+    """PostgreSQL: record which device owns each new event ID of the batch (``event_ids``),
+    inside the caller's transaction, after its events went in. Returns the rows whose ID
+    another device owns (collisions) and how many of them had been stored (partitioned
+    ``events`` is unique on (id, ts) only, so a reuse with another time went in), now
+    removed again.
+
+    The common batch (every ID new) is one COPY of three narrow columns; only when that hits
+    a known ID (a redelivery, or a collision) does the batch go through a staging table."""
+    import psycopg
+
+    if not rows:
+        return [], 0
+    conn = db.conn  # the transaction's connection
+    try:
+        with (
+            conn.transaction(),  # a savepoint: a known ID rolls back only this COPY
+            conn.cursor() as cur,
+            cur.copy("COPY event_ids (id, store, device) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row((row[0], row[1], row[2]))
+        return [], 0
+    except psycopg.errors.UniqueViolation:
+        pass
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS event_ids_stage"
+        " (n INTEGER, id UUID, store TEXT, device TEXT) ON COMMIT DELETE ROWS"
+    )
+    with conn.cursor() as cur:
+        with cur.copy("COPY event_ids_stage (n, id, store, device) FROM STDIN") as copy:
+            for n, row in enumerate(rows):
+                copy.write_row((n, row[0], row[1], row[2]))
+        # The first row of the batch with an ID owns it when nobody did before.
+        cur.execute(
+            "INSERT INTO event_ids (id, store, device) SELECT DISTINCT ON (id) id, store,"
+            " device FROM event_ids_stage ORDER BY id, n ON CONFLICT (id) DO NOTHING"
+        )
+        cur.execute(
+            "SELECT s.n FROM event_ids_stage s JOIN event_ids o ON o.id = s.id"
+            " WHERE o.store <> s.store OR o.device <> s.device ORDER BY s.n"
+        )
+        collided = [rows[r["n"]] for r in cur.fetchall()]
+        cur.execute("DELETE FROM event_ids_stage")
+    removed = 0
+    for row in collided:  # rare: one statement each, pruned to the row's day partition
+        removed += db.execute(
+            "DELETE FROM events WHERE id = ? AND ts = ? AND store = ? AND device = ?",
+            (row[0], row[_TS], row[1], row[2]),
+        )
+    return collided, removed
 
 
 def dead_letter(

@@ -80,7 +80,13 @@ log = logging.getLogger(__name__)
 
 MESSAGES = Counter("storelens_ingest_messages_total", "MQTT messages handled.", ["result"])
 EVENTS = Counter("storelens_ingest_events_total", "Events stored (new, not duplicates).")
-DUPLICATES = Counter("storelens_ingest_duplicates_total", "Events already stored, skipped.")
+DUPLICATES = Counter(
+    "storelens_ingest_duplicates_total", "Events their own device had sent already, skipped."
+)
+COLLISIONS = Counter(
+    "storelens_ingest_id_collisions_total",
+    "Events whose ID another device used first, dead-lettered (event_id_collision).",
+)
 DEAD = Counter("storelens_ingest_dead_letters_total", "Messages dead-lettered.", ["reason"])
 INGEST_LAG = Gauge(
     "storelens_ingest_lag_seconds", "Commit time minus the envelope's sent_at, newest batch."
@@ -120,7 +126,8 @@ class Incoming:
 class BatchResult:
     messages: int = 0
     stored: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # a device's own events again (redeliveries): dropped, receipted
+    collisions: int = 0  # events whose ID another device used first: dead-lettered
     dead: dict[str, int] = field(default_factory=dict)
     statuses: int = 0
     receipts: Receipts = field(default_factory=dict)  # to publish once committed
@@ -378,16 +385,17 @@ class Ingestor:
         p = prepared
         parts = (p.rows, p.dead, p.statuses, p.availability, p.seen, p.received_at, p.copied)
         if self.writer is not None and not p.nested:
-            stored = self.writer.write(parts)
+            stored, collisions = self.writer.write(parts)
         else:
             with self.db.transaction():
-                stored = event_store.store_prepared(self.db, *parts)
+                stored, collisions = event_store.store_prepared(self.db, *parts)
         if not p.nested:
             self._after_commit(p.rows)
         result = BatchResult(
             messages=len(p.batch),
             stored=stored,
-            duplicates=len(p.rows) - stored,
+            duplicates=len(p.rows) - stored - collisions,
+            collisions=collisions,
             statuses=sum(len(v) for v in p.statuses.values()),
             receipts=p.receipts,
         )
@@ -421,6 +429,7 @@ class Ingestor:
         MESSAGES.labels("stored").inc(result.messages - dead_total)
         EVENTS.inc(result.stored)
         DUPLICATES.inc(result.duplicates)
+        COLLISIONS.inc(result.collisions)
         for reason, n in result.dead.items():
             MESSAGES.labels("dead_letter").inc(n)
             DEAD.labels(reason).inc(n)
@@ -829,6 +838,7 @@ class IngestWorker:
         t.messages += r.messages
         t.stored += r.stored
         t.duplicates += r.duplicates
+        t.collisions += r.collisions
         t.statuses += r.statuses
         for k, v in r.dead.items():
             t.dead[k] = t.dead.get(k, 0) + v

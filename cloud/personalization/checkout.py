@@ -119,14 +119,18 @@ def checkout(
         total=round(subtotal - discount, 2),
         redeemed=[{"code": c, "discount": d} for c, d in codes],
     )  # fmt: skip
+    # Each step below is a transaction of its own (in a request: a savepoint), so a failed
+    # one undoes only itself and the sale still goes through.
     try:  # a member's visit is usually open at the till: attach the sale to it now
-        visit_sales.link_sale(db, sale_id, now, sale_link)
-    except Exception:  # the sale is committed; `link_pending` retries later
+        with db.transaction():
+            visit_sales.link_sale(db, sale_id, now, sale_link)
+    except Exception:  # the sale stands; `link_pending` retries later
         log.exception("linking sale %s to its visit failed", sale_id)
     if sale.member_id:
         try:
-            result.issued = _after_sale(db, sale, lines, codes, now, start_of_day, policy)
-        except Exception:  # the sale is committed; a failed reward is logged, not an error
+            with db.transaction():
+                result.issued = _after_sale(db, sale, lines, codes, now, start_of_day, policy)
+        except Exception:  # the sale stands; a failed reward is logged, not an error
             log.exception("post-sale rewards failed for sale %s", sale_id)
     return result
 
@@ -161,8 +165,9 @@ def _after_sale(
         now=now,
         policy=policy,
     )
-    for coupon in issued:
-        push.publish(sale.store, "coupon_issued", coupons.push_view(coupon, member["id"]))
+    for coupon in issued:  # announced once the coupon is committed, never before
+        view = coupons.push_view(coupon, member["id"])
+        db.after_commit(lambda view=view: push.publish(sale.store, "coupon_issued", view))
     return issued
 
 

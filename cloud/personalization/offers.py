@@ -496,11 +496,13 @@ class ImpressionBuffer:
             rows, self._rows = self._rows, []
         if rows:
             try:
-                self.db.executemany(
-                    "INSERT INTO recommendation_impressions (member_id, store, sku, shown_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    rows,
-                )
+                # Other requests' rows: stored whatever becomes of the request that flushes.
+                with self.db.independent():
+                    self.db.executemany(
+                        "INSERT INTO recommendation_impressions (member_id, store, sku, shown_at)"
+                        " VALUES (?, ?, ?, ?)",
+                        rows,
+                    )
             except Exception:
                 with self._lock:  # keep them for the next round
                     self._rows[:0] = rows
