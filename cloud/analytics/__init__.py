@@ -11,7 +11,6 @@ import gc
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
-from storelens.cloud import rollups, visit_sales
 from storelens.cloud.analytics import (
     checkout_times,
     commerce,
@@ -19,12 +18,14 @@ from storelens.cloud.analytics import (
     dwell,
     floor,
     footfall,
+    rollups,
     staff,
     tryons,
 )
 from storelens.cloud.analytics.scope import Scope, ScopeError, local_today, utc_offsets
 from storelens.cloud.analytics.table import Table
-from storelens.cloud.store import Database
+from storelens.cloud.commerce import visit_sales
+from storelens.cloud.db import Database
 
 DEFAULT_DAYS = 7
 
