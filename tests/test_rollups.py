@@ -12,9 +12,11 @@ from datetime import UTC, date, datetime, timedelta
 import msgspec
 from typer.testing import CliRunner
 
-from storelens.cloud import analytics, events, members, stores
-from storelens.cloud.ingest import Incoming, Ingestor
-from storelens.cloud.rollups import aggregate, rebuild, settle
+from storelens.cloud import analytics
+from storelens.cloud.analytics.rollups import aggregate, rebuild, settle
+from storelens.cloud.commerce import members, stores
+from storelens.cloud.ingest import events
+from storelens.cloud.ingest.worker import Incoming, Ingestor
 from storelens.contract import topics
 from storelens.pseudonym import PseudonymKey
 from storelens.tools.bench.ingest import envelopes, realistic_event_dicts
@@ -179,8 +181,8 @@ def test_ingest_counts_each_new_event_once_duplicates_nothing(db) -> None:
 
 
 def test_sqlite_writer_process_maintains_rollups(tmp_path) -> None:
-    from storelens.cloud.sqlite_writer import SqliteWriter
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
+    from storelens.cloud.db.sqlite_writer import SqliteWriter
 
     url = f"sqlite:///{tmp_path / 'w.db'}"
     db = connect(url)

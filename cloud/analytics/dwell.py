@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from storelens.cloud import rollups
+from storelens.cloud.analytics import rollups
 from storelens.cloud.analytics.scope import Scope
 from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table, change
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
 
 # Human-sized bins: a glance, a look, browsing, shopping, a long stay.
 HISTOGRAM_EDGES_S = (0, 10, 30, 60, 120, 300, 600)

@@ -21,11 +21,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from storelens.cloud import analytics, stores
-from storelens.cloud import events as event_store
-from storelens.cloud.ingest import Incoming, Ingestor
-from storelens.cloud.rollups.settle import settle_all
-from storelens.cloud.store import Database, connect
+from storelens.cloud import analytics
+from storelens.cloud.analytics.rollups.settle import settle_all
+from storelens.cloud.commerce import stores
+from storelens.cloud.db import Database, connect
+from storelens.cloud.ingest import events as event_store
+from storelens.cloud.ingest.worker import Incoming, Ingestor
 from storelens.contract import topics
 from storelens.tools.bench.ingest import envelopes, rollups_switched
 from storelens.tools.scratch_db import scratch_postgres
