@@ -15,8 +15,8 @@ import pytest
 from conftest import wait_for
 from prometheus_client import REGISTRY
 
-from storelens.cloud import events as event_store
-from storelens.cloud import stores
+from storelens.cloud.commerce import stores
+from storelens.cloud.ingest import events as event_store
 from storelens.contract import topics
 from storelens.contract.bounds import MAX_FUTURE_SKEW_S
 from storelens.tools.bench.ingest import envelopes, realistic_events

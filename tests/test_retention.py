@@ -9,10 +9,12 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from storelens.cloud import analytics, events, retention, stores
-from storelens.cloud.rollups import settle
+from storelens.cloud import analytics
+from storelens.cloud.analytics.rollups import settle
+from storelens.cloud.commerce import stores
+from storelens.cloud.db import base, connect, retention
+from storelens.cloud.ingest import events
 from storelens.cloud.settings import Settings
-from storelens.cloud.store import base, connect
 from storelens.tools.seed import instore as analytics_seed
 
 UNTIL = datetime(2026, 3, 20, 19, tzinfo=UTC).timestamp()

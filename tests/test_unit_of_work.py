@@ -13,11 +13,13 @@ from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from personalization_chain import KEY_HEX, build_chain
 
-from storelens.cloud import checkout, push, stores
+from storelens.cloud import push
 from storelens.cloud.api import pos as pos_api
 from storelens.cloud.api.app import create_app
+from storelens.cloud.commerce import stores
+from storelens.cloud.db import IntegrityError, unit_of_work
+from storelens.cloud.personalization import checkout
 from storelens.cloud.settings import Settings
-from storelens.cloud.store import IntegrityError, unit_of_work
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""One transaction per API request (`storelens.cloud.store.unit_of_work`).
+"""One transaction per API request (`storelens.cloud.db.unit_of_work`).
 
 An ASGI middleware, so it holds for every route of the app, its dependencies and its error
 handlers alike. The request's writes commit when its response starts with a status below
@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from storelens.cloud.store.unit_of_work import UnitOfWork, close_unit, open_unit
+from storelens.cloud.db.unit_of_work import UnitOfWork, close_unit, open_unit
 
 log = logging.getLogger(__name__)
 
