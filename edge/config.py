@@ -241,6 +241,15 @@ class StoreVisitsConfig(_Strict):
         "to people other cameras see; events of a store visit may leave this much later.",
     )
     min_overlap: int = Field(3, ge=1, description="Simultaneous sightings needed to match.")
+    reorder_s: float = Field(
+        2.0,
+        ge=0,
+        le=10,
+        description="Cameras deliver frames on their own clocks and rates: a frame waits up to "
+        "this long (in frame time) for the other cameras to reach its time before it is "
+        "fused, so people are compared at the same moment; a camera further behind is fused "
+        "late. Events of a store visit may leave this much later. 0: fuse in arrival order.",
+    )
     handoff_m: float = Field(
         2.5, gt=0, description="Farthest a hand-off arrival may be from the departure point."
     )

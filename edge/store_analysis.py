@@ -111,21 +111,17 @@ def analyze_store(
             if max_frames is not None and summary.frames >= max_frames:
                 break
             summary.frames += 1
-            last_t = 0.0
             for pipe, stride, (frame, ts) in zip(pipelines, strides, frames, strict=True):
                 dets = detector.detect(frame) if stride.due() else None
                 events = pipe.process(frame, ts, dets)
-                if fused is None:
-                    for e in events:
-                        summary.add(e)
-                    continue
-                for e in fused.route(pipe.camera.id, events):
+                if fused is not None:
+                    events = fused.push(pipe.camera.id, ts.timestamp(), events,
+                                        pipe.sightings(), frame)  # fmt: skip
+                for e in events:
                     summary.add(e)
-                fused.observe(pipe.camera.id, ts.timestamp(), pipe.sightings(), frame)
-                last_t = ts.timestamp()
-            if fused is not None:
-                for e in fused.tick(last_t):
-                    summary.add(e)
+        if fused is not None:
+            for e in fused.drain():
+                summary.add(e)
         for pipe in pipelines:
             events = pipe.flush()
             for e in fused.route(pipe.camera.id, events) if fused else events:
