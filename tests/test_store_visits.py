@@ -313,3 +313,35 @@ def test_a_walk_between_live_cameras_is_handed_off_in_frame_time() -> None:
     assert fused.joined_handoff == 3 and fused.ambiguous_handoffs == 0
     unordered, events = _live_store(0.0, GAP_WALKERS, lag_s=2.5, **GAP)
     assert len(of(events, VisitStarted)) > len(GAP_WALKERS)
+
+
+def test_a_swipe_for_someone_still_in_the_reorder_buffer_waits_for_them() -> None:
+    """Camera b lags: a's frames wait for it. A card swiped meanwhile for a's person is held
+    and leaves with the person's store visit ID, and their visit carries the member."""
+    store = Store(config({"a": 0.0, "b": 3.0}))
+    for i in range(5):  # both cameras, nobody in view
+        store.frame(i, [])
+    pipe_a, pipe_b = store.pipes["a"], store.pipes["b"]
+    empty = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+    for i in range(5, 25):  # only a delivers: someone walks in
+        ts = T0 + timedelta(seconds=i / FPS)
+        px = (0.5 + (i - 5) * 0.05) * PX_PER_M
+        dets = Detections(np.array([[px - 20, 100, px + 20, 200]], np.float32),
+                          np.full(1, 0.9, np.float32))  # fmt: skip
+        out = pipe_a.process(None, ts, dets)
+        store.events += store.fused.push("a", ts.timestamp(), out, pipe_a.sightings(), None)
+    assert not of(store.events, VisitStarted)  # held: b has not reached these frames
+    [person] = pipe_a.people_in([[0, 0], [400, 0], [400, 400], [0, 400]])
+    assert store.fused.set_member(person.visit_id, TOKEN, "k1")
+    read = CardSwipe(device="d", seq=0, ts=T0 + timedelta(seconds=2.4), reader="door",
+                     member=TOKEN, key_id="k1", camera="a", visit_id=person.visit_id)  # fmt: skip
+    assert store.fused.swipe(read) is None
+    for i in range(5, 25):  # b catches up
+        ts = T0 + timedelta(seconds=i / FPS)
+        out = pipe_b.process(None, ts, empty)
+        store.events += store.fused.push("b", ts.timestamp(), out, pipe_b.sightings(), None)
+    [swipe] = of(store.events, CardSwipe)
+    [started] = of(store.events, VisitStarted)
+    assert swipe.visit_id == started.visit_id != person.visit_id and swipe.member == TOKEN
+    [ended] = of(store.finish(), VisitEnded)
+    assert ended.visit_id == started.visit_id and ended.member == TOKEN
