@@ -39,7 +39,7 @@ class StoreSummary:
     paths: list[list[list[float]]] = field(default_factory=list)
     cameras_per_visit: Counter[int] = field(default_factory=Counter)
     events: list[Any] = field(default_factory=list)
-    fusion: dict[str, int] = field(default_factory=dict)
+    fusion: dict[str, Any] = field(default_factory=dict)
 
     def add(self, event: Any) -> None:
         self.events.append(event)
@@ -159,6 +159,8 @@ def analyze_store(
                 "joined_overlap": fused.joined_overlap,
                 "joined_handoff": fused.joined_handoff,
                 "ambiguous_handoffs": fused.ambiguous_handoffs,
+                "late_frames": fused.late_frames,
+                "clock_offsets_s": dict(fused.clock_offsets),
             }
     finally:
         for s in sources:

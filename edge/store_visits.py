@@ -67,6 +67,11 @@ INTERPOLATE_GAP_S = 0.6  # a camera's position between two sightings at most thi
 TRACK_S = 8.0  # floor history kept per part, for matching
 APPEARANCE_EVERY_S = 0.5
 MAX_BUFFERED_PER_CAMERA = 256  # frames; bounds memory whatever the clocks do
+CLOCK_STEP_S = 0.05  # resolution of a camera clock estimate
+CLOCK_SAMPLES = 25  # a camera's offset: median of its latest samples
+CLOCK_MIN_SAMPLES = 3  # ... once it has this many
+CLOCK_MIN_SIGHTINGS = 5  # simultaneous sightings a sample needs
+CLOCK_MIN_MOVE_M = 0.5  # and this much walking (a standing person fits any shift)
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,11 @@ class StoreVisits:
         # Card swipes (and staff badges) for a part still in the buffer: applied when it comes.
         self._early: dict[uuid.UUID, dict[str, Any]] = {}
         self.late_frames = 0  # frames fused after newer ones (a camera beyond reorder_s)
+        # Cameras' clocks, learned from people seen by two at once: seconds a camera's frame
+        # times run ahead of the reference camera's (the first with a floor).
+        self.clock_offsets: dict[str, float] = {}
+        self._reference = next((c.id for c in config.cameras if c.floor is not None), None)
+        self._clock_samples: dict[str, deque[float]] = {}
         self.started = 0
         self.joined_overlap = 0
         self.joined_handoff = 0
@@ -221,6 +231,7 @@ class StoreVisits:
         that can leave now. The frame itself is not kept."""
         if camera not in self._queues:
             raise ValueError(f"unknown camera {camera!r}")
+        t -= self.clock_offsets.get(camera, 0.0)  # onto the reference camera's clock
         floor = self.floors.get(camera)
         seen: list[tuple[uuid.UUID, float, float, np.ndarray | None]] = []
         if floor is not None:
@@ -461,6 +472,7 @@ class StoreVisits:
         visit = self._overlap_match(part)
         if visit is not None:
             self.joined_overlap += 1
+            self._learn_clock(part, visit)
         else:
             visit, ambiguous = self._handoff_match(part)
             if visit is not None:
@@ -530,6 +542,44 @@ class StoreVisits:
         if len(found) == 1 or found[0][0] <= 0.6 * found[1][0]:
             return found[0][1]
         return self._by_appearance(part, [v for _, v in found[:2]])
+
+    def _learn_clock(self, part: _Part, visit: _StoreVisit) -> None:
+        """The time shift that best lays this part's floor track over the reference camera's
+        track of the same person: one sample of how far apart the two clocks are. A camera's
+        offset is the median of its last `CLOCK_SAMPLES` samples, within ``max_clock_skew_s``.
+        Only moving people tell (someone standing still matches at any shift)."""
+        bound = self.config.max_clock_skew_s
+        ref = self._reference
+        if bound <= 0 or ref is None or len(part.track) < CLOCK_MIN_SIGHTINGS:
+            return
+        (_, x0, y0), (_, x1, y1) = part.track[0], part.track[-1]
+        if math.hypot(x1 - x0, y1 - y0) < CLOCK_MIN_MOVE_M:
+            return
+        pairs = [(part, o) for o in visit.parts if part.camera != ref and o.camera == ref]
+        pairs += [(o, part) for o in visit.parts if part.camera == ref and o.camera != ref]
+        for moving, reference in pairs:
+            best: tuple[float, float] | None = None
+            for k in range(-round(bound / CLOCK_STEP_S), round(bound / CLOCK_STEP_S) + 1):
+                lag = k * CLOCK_STEP_S
+                dists = [
+                    math.hypot(pos[0] - x, pos[1] - y)
+                    for t, x, y in moving.track
+                    if (pos := reference.position_at(t + lag)) is not None
+                ]
+                if len(dists) >= CLOCK_MIN_SIGHTINGS:
+                    d = statistics.median(dists)
+                    if best is None or d < best[0]:
+                        best = (d, lag)
+            if best is None:
+                continue
+            # Seen at the reference's t + lag: this camera's clock runs ahead by -lag, on top
+            # of the offset already taken off its times.
+            camera = moving.camera
+            samples = self._clock_samples.setdefault(camera, deque(maxlen=CLOCK_SAMPLES))
+            samples.append(self.clock_offsets.get(camera, 0.0) - best[1])
+            if len(samples) >= CLOCK_MIN_SAMPLES:
+                offset = max(-bound, min(bound, statistics.median(samples)))
+                self.clock_offsets[camera] = round(offset, 3)
 
     def _handoff_match(self, part: _Part) -> tuple[_StoreVisit | None, bool]:
         """(the visit this part continues, whether candidates were too alike to choose)."""
