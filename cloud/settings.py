@@ -139,7 +139,7 @@ class Settings(BaseModel):
         ge=0,
         le=6 * 3600,
         description="A member's POS sale joins their visit in that store that is open, or "
-        "ended at most this long before the sale (cloud/visit_sales.py).",
+        "ended at most this long before the sale (cloud/commerce/visit_sales.py).",
     )
     sale_link_skew_s: float = Field(
         30.0,

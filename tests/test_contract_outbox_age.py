@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from storelens.cloud import events, stores
 from storelens.cloud.analytics import devices
-from storelens.cloud.device_metrics import DeviceCollector
+from storelens.cloud.commerce import stores
+from storelens.cloud.ingest import events
+from storelens.cloud.ingest.device_metrics import DeviceCollector
 from storelens.contract import SCHEMA_VERSION, encode_envelope, parse_envelope
 from storelens.contract.events import DeviceStatus
 from storelens.contract.schema import example_envelope

@@ -16,8 +16,9 @@ from conftest import free_port, wait_for
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from storelens.cloud import events, stores
 from storelens.cloud.api.app import create_app
+from storelens.cloud.commerce import stores
+from storelens.cloud.ingest import events
 from storelens.cloud.settings import Settings
 from storelens.contract.events import CameraStatus, DeviceStatus
 

@@ -14,9 +14,10 @@ from fastapi.testclient import TestClient
 from personalization_chain import KEY_HEX, build_chain
 from typer.testing import CliRunner
 
-from storelens.cloud import members, offers, propensity, sales
 from storelens.cloud.api.app import create_app
-from storelens.cloud.coupons import DiscountTerms
+from storelens.cloud.commerce import members, sales
+from storelens.cloud.personalization import offers, propensity
+from storelens.cloud.personalization.coupons import DiscountTerms
 from storelens.cloud.settings import Settings
 
 DAY = 86400.0
@@ -137,7 +138,7 @@ def test_refresh_scores_members_and_feeds_profile_pos_and_offers(db, monkeypatch
 
 
 def _admin(db) -> dict[str, str]:
-    from storelens.cloud import auth
+    from storelens.cloud.api import principals as auth
 
     auth.create_user(db, "prop-admin", "password123", "admin")
     return {"Authorization": f"Bearer {auth.login(db, 'prop-admin', 'password123', 600)}"}
@@ -231,7 +232,7 @@ def test_bench_propensity_command(tmp_path) -> None:
 
 def test_refresh_command(tmp_path) -> None:
     from storelens.cli import app
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
 
     url = f"sqlite:///{tmp_path / 'p.db'}"
     db = connect(url)
@@ -277,7 +278,7 @@ def test_bench_scoring_replays_contacts_against_contacting_everyone(tmp_path) ->
 
 def test_seed_command_trains_propensity(tmp_path) -> None:
     from storelens.cli import app
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
 
     url = f"sqlite:///{tmp_path / 'seed.db'}"
     args = ["cloud", "seed", "--db", url, "--members", "200", "--days", "120",

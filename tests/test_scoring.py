@@ -11,8 +11,12 @@ from datetime import UTC, datetime
 import pytest
 from personalization_chain import build_chain
 
-from storelens.cloud import coupons, events, ingest, members, offers, push, scoring
-from storelens.cloud.scoring_plans import DEFAULT_PLAN, CouponAction, Threshold
+from storelens.cloud import push
+from storelens.cloud.commerce import members
+from storelens.cloud.ingest import events
+from storelens.cloud.ingest import worker as ingest
+from storelens.cloud.personalization import coupons, offers, scoring
+from storelens.cloud.personalization.scoring_plans import DEFAULT_PLAN, CouponAction, Threshold
 from storelens.contract import topics
 from storelens.contract.envelope import Envelope, encode_envelope
 from storelens.contract.events import ZoneVisit
@@ -188,7 +192,7 @@ def test_actions_are_announced_only_once_committed(db, pushed) -> None:
 
 
 def test_ingest_housekeeping_prunes_old_scored_events(db, db_url) -> None:
-    from storelens.cloud.ingest import housekeeping
+    from storelens.cloud.ingest.worker import housekeeping
     from storelens.cloud.settings import Settings
 
     now = 1_790_000_000.0

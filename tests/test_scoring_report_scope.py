@@ -10,9 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 from personalization_chain import KEY
 
-from storelens.cloud import auth, members, sales, scoring, stores
+from storelens.cloud.api import principals as auth
 from storelens.cloud.api.app import create_app
-from storelens.cloud.scoring_plans import parse_plan
+from storelens.cloud.commerce import members, sales, stores
+from storelens.cloud.personalization import scoring
+from storelens.cloud.personalization.scoring_plans import parse_plan
 from storelens.cloud.settings import Settings
 
 DAY = 86_400.0
@@ -24,7 +26,7 @@ def client(db, db_url: str, monkeypatch):
     monkeypatch.setitem(auth._SCRYPT, "n", 2**4)  # cheap hashes: logins are not tested here
     for sid in ("paris", "lyon", "lille"):
         stores.upsert_store(db, stores.Store(id=sid, name=sid, lat=45.0, lon=3.0))
-    from storelens.cloud import catalog
+    from storelens.cloud.commerce import catalog
 
     catalog.upsert_products(db, [catalog.Product(sku="S1", name="Shoe", category="Shoes",
                                                  price=50)])  # fmt: skip

@@ -9,8 +9,8 @@ from itertools import combinations
 
 import pytest
 
-from storelens.cloud import auth
-from storelens.cloud.store import connect
+from storelens.cloud.api import principals as auth
+from storelens.cloud.db import connect
 from storelens.tools.seed import chain as seed
 
 
@@ -118,7 +118,8 @@ def test_seeded_sales_come_from_seeded_visits(db) -> None:
     shows try-on to purchase and entry-to-checkout with real numbers."""
     from datetime import timedelta
 
-    from storelens.cloud import analytics, members
+    from storelens.cloud import analytics
+    from storelens.cloud.commerce import members
 
     seed.seed(db, seed=7, members=150, days=21, end=END, instore_days=5,
               admin_password="admin pass 1")  # fmt: skip

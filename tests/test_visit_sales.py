@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from visit_story import visit
 
-from storelens.cloud import catalog, members, sales, stores, visit_sales
-from storelens.cloud.checkout import checkout
+from storelens.cloud.commerce import catalog, members, sales, stores, visit_sales
+from storelens.cloud.personalization.checkout import checkout
 from storelens.pseudonym import PseudonymKey
 
 KEY = PseudonymKey("k1", b"0123456789abcdef0123456789abcdef")
@@ -172,8 +172,9 @@ def test_the_api_links_sales_by_the_services_windows(shop, db_url) -> None:
     """Through the service: `STORELENS_SALE_LINK_JUST_ENDED_S` decides the POS's sale."""
     from fastapi.testclient import TestClient
 
-    from storelens.cloud import auth, till
+    from storelens.cloud.api import principals as auth
     from storelens.cloud.api.app import create_app
+    from storelens.cloud.commerce import till
     from storelens.cloud.settings import Settings
 
     token = auth.create_pos_token(shop, "s1", "till-1")

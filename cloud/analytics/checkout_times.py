@@ -5,7 +5,7 @@ Queue length comes from the devices' occupancy snapshots (``queues``: people in 
 zone who have not reached the till yet; contract 1.2), summed over a store's checkout zones at
 each snapshot and averaged per local hour of the day. Waits and service times come from the
 stays in checkout zones (``queue_s``, ``service_s``). Entry-to-checkout is the sale time minus
-the start of the visit the sale was attached to (`storelens.cloud.visit_sales`). Staff
+the start of the visit the sale was attached to (`storelens.cloud.commerce.visit_sales`). Staff
 visits (``staff_visits``) are left out as in every shopper chart. Queues, stays and visits are
 read from the rollups (``checkout`` maps, finished visits); sales from ``pos_sales``.
 """
@@ -16,13 +16,14 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from storelens.cloud import rollups, visit_sales
+from storelens.cloud.analytics import rollups
+from storelens.cloud.analytics.rollups.aggregate import FLOW_SEP
 from storelens.cloud.analytics.scope import DAY_S, Scope, local_label
 from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table, ratio
 from storelens.cloud.analytics.zone_kinds import payload, zones_of_kind
-from storelens.cloud.rollups.aggregate import FLOW_SEP
-from storelens.cloud.store import Database
+from storelens.cloud.commerce import visit_sales
+from storelens.cloud.db import Database
 
 QUEUE_COLUMNS = [
     "hour_of_day", "store", "snapshots", "avg_queue", "max_queue", "checkouts",

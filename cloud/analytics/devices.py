@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from storelens.cloud.analytics.table import Table
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
 
 # A device publishes status every few seconds; silence this long means something is wrong.
 STALE_AFTER_S = 5 * 60

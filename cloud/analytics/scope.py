@@ -22,7 +22,7 @@ _MAX_OFFSET_S = 14 * HOUR_S
 MAX_DAYS = 366
 
 if TYPE_CHECKING:
-    from storelens.cloud.visit_sales import LinkWindows
+    from storelens.cloud.commerce.visit_sales import LinkWindows
 
 
 class ScopeError(ValueError):

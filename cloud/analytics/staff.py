@@ -10,7 +10,7 @@ from collections import defaultdict
 
 from storelens.cloud.analytics.scope import DAY_S, Scope, local_label
 from storelens.cloud.analytics.table import Table
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
 
 
 def shoppers_only(alias: str = "") -> str:
@@ -32,7 +32,7 @@ def staff(db: Database, scope: Scope) -> Table:
         ):
             lengths[(r["store"], int(r["b"]))].append(float(r["dwell_s"] or 0.0))
     else:
-        from storelens.cloud import rollups  # rollups import this module (shoppers_only)
+        from storelens.cloud.analytics import rollups  # rollups import this module (shoppers_only)
 
         lengths.update(rollups.reader(db).staff(scope))
     out = [

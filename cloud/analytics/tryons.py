@@ -7,7 +7,8 @@ Staff visits (``staff_visits``, as in every shopper chart) are left out of every
 from the rollups (``tryons`` entries per store-hour); zones named fitting rooms in the store's
 settings are taken at settle time, so naming a new one needs `storelens cloud rollups rebuild`.
 Conversion is for members only: an anonymous visitor's purchase is matched to a visit by time
-at the till, which is too uncertain to judge a try-on by (see `storelens.cloud.visit_sales`).
+at the till, which is too uncertain to judge a try-on by (see
+`storelens.cloud.commerce.visit_sales`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from storelens.cloud import rollups, visit_sales
+from storelens.cloud.analytics import rollups
 from storelens.cloud.analytics.scope import DAY_S, Scope, local_label
 from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table, ratio
 from storelens.cloud.analytics.zone_kinds import is_kind, payload, zones_of_kind
-from storelens.cloud.store import Database
+from storelens.cloud.commerce import visit_sales
+from storelens.cloud.db import Database
 
 COLUMNS = [
     "day", "store", "visits", "tryon_visits", "tryon_rate", "sessions", "median_tryon_s",
@@ -61,7 +63,7 @@ def _raw(db: Database, scope: Scope, named: set) -> tuple[dict[Key, int], dict[K
 
 
 def _rolled(db: Database, scope: Scope, named: set) -> tuple[dict[Key, int], dict[Key, list]]:
-    """The same from the rollups (`storelens.cloud.rollups`)."""
+    """The same from the rollups (`storelens.cloud.analytics.rollups`)."""
     reader = rollups.reader(db)
     visits = {(r["store"], int(r["b"])): int(r["visits"]) for r in reader.member_visits(scope)}
     sessions: dict[Key, list[Session]] = defaultdict(list)

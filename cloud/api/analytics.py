@@ -10,9 +10,10 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field
 
-from storelens.cloud import analytics, visit_sales
+from storelens.cloud import analytics
 from storelens.cloud.api.deps import Caller, get_db, get_sale_link, require_ops
-from storelens.cloud.store import Database
+from storelens.cloud.commerce import visit_sales
+from storelens.cloud.db import Database
 from storelens.contract.bounds import MAX_EPOCH_S, MIN_EPOCH_S
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from storelens.cloud import auth, visit_sales
+from storelens.cloud.api import principals as auth
+from storelens.cloud.commerce import visit_sales
+from storelens.cloud.db import Database
 from storelens.cloud.services import Services
 from storelens.cloud.settings import Settings
-from storelens.cloud.store import Database
 from storelens.pseudonym import PseudonymError, PseudonymKey
 
 bearer = HTTPBearer(auto_error=False, description="Ops login token or POS device token.")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
-from storelens.cloud import checkout, sales, visit_sales
 from storelens.cloud.api.deps import (
     Caller,
     Page,
@@ -17,9 +16,11 @@ from storelens.cloud.api.deps import (
 )
 from storelens.cloud.api.member_access import MemberAction, authorize
 from storelens.cloud.api.pagination import Paged, paged
-from storelens.cloud.coupons import CouponRejected
-from storelens.cloud.ratelimit import coupon_attempt
-from storelens.cloud.store import Database
+from storelens.cloud.api.ratelimit import coupon_attempt
+from storelens.cloud.commerce import sales, visit_sales
+from storelens.cloud.db import Database
+from storelens.cloud.personalization import checkout
+from storelens.cloud.personalization.coupons import CouponRejected
 
 router = APIRouter(prefix="/sales", tags=["sales"])
 

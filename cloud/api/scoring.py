@@ -14,7 +14,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, status
 from pydantic import BaseModel, Field
 
-from storelens.cloud import handoff, interactions, scoring, scoring_report
 from storelens.cloud.api.body_limits import BULK_MAX
 from storelens.cloud.api.deps import (
     Caller,
@@ -24,8 +23,9 @@ from storelens.cloud.api.deps import (
     require_integration,
     require_ops,
 )
-from storelens.cloud.scoring_plans import ScoringPlan, get_plan, list_plans
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
+from storelens.cloud.personalization import handoff, interactions, scoring, scoring_report
+from storelens.cloud.personalization.scoring_plans import ScoringPlan, get_plan, list_plans
 
 PlanId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 

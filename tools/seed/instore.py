@@ -11,7 +11,7 @@ The store's POS sales of the seeded days come from its visits: each sale is the 
 ends a visit (after its zones and any try-on), the member's visit for a member's sale (their
 card swiped at the till), an anonymous one otherwise; the other visitors browse and leave
 without paying. The sales are then attached to their visits the way the cloud does it
-(`storelens.cloud.visit_sales`), so try-on to purchase and entry to checkout have numbers.
+(`storelens.cloud.commerce.visit_sales`), so try-on to purchase and entry to checkout have numbers.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from storelens.cloud import events as event_store
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
+from storelens.cloud.ingest import events as event_store
 from storelens.contract.events import (
     EVENT_TYPES,
     CameraStatus,
@@ -330,8 +330,8 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
     needed and records a recent status (one store shows a camera down, so the device health
     table has something to say).
     """
-    from storelens.cloud import members as member_registry
-    from storelens.cloud import stores as store_registry
+    from storelens.cloud.commerce import members as member_registry
+    from storelens.cloud.commerce import stores as store_registry
 
     now = datetime.now(UTC).timestamp()
     until = now if until is None else until
@@ -404,11 +404,11 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
         # As if heard when it was sent: health counts from the receipt time.
         event_store.apply_status(db, store["id"], [status], status.ts.timestamp())
     # Attach the sales to their visits as the service would (it links only recent sales).
-    from storelens.cloud import visit_sales
+    from storelens.cloud.commerce import visit_sales
 
     visit_sales.link_pending(db, since=window_start, now=max(now, until + visit_sales.SETTLE_S))
     if settle:
-        from storelens.cloud.rollups.settle import settle_all
+        from storelens.cloud.analytics.rollups.settle import settle_all
 
         settle_all(db)
     return counts
