@@ -40,6 +40,13 @@ class RecommendSettings:
     # (`learned.py`); small or short histories keep the hand-set blend above.
     learn_ranker: bool = True
     label_days: float = 30.0  # the horizon the learned ranker predicts
+    # The web shop's product views and cart adds of items not bought since, added at serving
+    # time per item (the learned scores are scaled to a top of `weight_similar`): an item left
+    # in a cart is the strongest open intent there is, a view a weaker one.
+    weight_viewed_online: float = 1.5
+    weight_carted_online: float = 3.0
+    online_half_life_s: float = 7 * 86400.0
+    online_days: float = 30.0
 
 
 @dataclass(frozen=True)
