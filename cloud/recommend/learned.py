@@ -88,11 +88,12 @@ class LearnSettings:
     windows: int = 2
     window_step_days: float = 30.0
     negatives_per_positive: float = 5.0  # training sample of the non-purchased candidates
-    boosting_iterations: int = 150
-    learning_rate: float = 0.1
+    boosting_iterations: int = 300
+    learning_rate: float = 0.05
+    max_positives: int = 16000
     # EASE runs on the most-bought items only: its cost grows with the cube of the items, and
     # items outside that head have too few buyers for an item model to rank them anyway.
-    ease_items: int = 2000
+    ease_items: int = 4000
     dwell_half_life_s: float = 14 * DAY
     purchase_half_life_s: float = 120 * DAY
     recent_days: float = 30.0  # the "current basket" the item model also scores from
@@ -491,6 +492,14 @@ def learn_ranker(events: Events, facts: ItemFacts, now: float,
     windows = [w for w in windows if w is not None]
     if not windows:
         return None
+    # Past `max_positives` labelled purchases more rows barely change the ranking but keep
+    # costing: a large chain trains on a random share of its members (fixed seed).
+    positives = sum(int(w.truth[w.active].nnz) for w in windows)
+    if positives > s.max_positives:
+        share = s.max_positives / positives
+        rng = np.random.default_rng(1)
+        for w in windows:
+            w.active = np.sort(rng.choice(w.active, round(len(w.active) * share), replace=False))
     latest = windows[0]
     best_scale, best_p, tried = EASE_LAMBDA_SCALES[0], -1.0, {}
     latest_scorers: dict[float, ItemScorer] = {}
