@@ -90,7 +90,7 @@ class LearnSettings:
     negatives_per_positive: float = 5.0  # training sample of the non-purchased candidates
     boosting_iterations: int = 300
     learning_rate: float = 0.05
-    max_positives: int = 16000
+    max_training_members: int = 2500  # summed over the label windows
     # EASE runs on the most-bought items only: its cost grows with the cube of the items, and
     # items outside that head have too few buyers for an item model to rank them anyway.
     ease_items: int = 4000
@@ -492,11 +492,11 @@ def learn_ranker(events: Events, facts: ItemFacts, now: float,
     windows = [w for w in windows if w is not None]
     if not windows:
         return None
-    # Past `max_positives` labelled purchases more rows barely change the ranking but keep
-    # costing: a large chain trains on a random share of its members (fixed seed).
-    positives = sum(int(w.truth[w.active].nnz) for w in windows)
-    if positives > s.max_positives:
-        share = s.max_positives / positives
+    # Past `max_training_members` more rows barely change the ranking but keep costing: a
+    # large chain trains on a random share of its members (fixed seed).
+    trained = sum(len(w.active) for w in windows)
+    if trained > s.max_training_members:
+        share = s.max_training_members / trained
         rng = np.random.default_rng(1)
         for w in windows:
             w.active = np.sort(rng.choice(w.active, round(len(w.active) * share), replace=False))
