@@ -63,6 +63,18 @@ class ItemFacts:
     similarity: sp.csr_matrix  # co-purchase k-NN (the hand-set blend uses it)
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """A trained classifier and what scoring with it needs; its features name no member and
+    no item, so it scores a later build's members and catalog as well."""
+
+    classifier: object  # sklearn HistGradientBoostingClassifier
+    negative_rate: float  # the negative sample rate, to scale the odds back
+    ease_scale: float
+    fitted_at: float  # the build time it learned at
+    info: dict
+
+
 @dataclass
 class LearnedRanker:
     """The outcome of a build: probabilities per (member, candidate item), and how it was
@@ -70,6 +82,7 @@ class LearnedRanker:
 
     scores: sp.csr_matrix  # members x items, P(bought in the next label window)
     info: dict
+    fitted: Fitted | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,9 @@ class LearnSettings:
     boosting_iterations: int = 300
     learning_rate: float = 0.05
     max_training_members: int = 2500  # summed over the label windows
+    # A build within this time of the last training scores with that classifier instead of
+    # training again (the service rebuilds every 15 min; what a day teaches changes little).
+    refit_interval_s: float = 6 * 3600.0
     # EASE runs on the most-bought items only: its cost grows with the cube of the items, and
     # items outside that head have too few buyers for an item model to rank them anyway.
     ease_items: int = 4000
@@ -479,14 +495,25 @@ def _window(events: Events, facts: ItemFacts, end: float, s: LearnSettings) -> _
 
 
 def learn_ranker(events: Events, facts: ItemFacts, now: float,
-                 settings: LearnSettings | None = None) -> LearnedRanker | None:  # fmt: skip
+                 settings: LearnSettings | None = None,
+                 previous: Fitted | None = None) -> LearnedRanker | None:  # fmt: skip
     """Fit on what members bought in the last label windows (each from what was known at its
-    start), then score every member at ``now``. None when the history is too short or too
+    start), then score every member at ``now``; or score with ``previous`` when it learned
+    less than `refit_interval_s` before ``now``. None when the history is too short or too
     small to learn from."""
+    s = settings or LearnSettings()
+    fitted = previous
+    if fitted is None or not 0 <= now - fitted.fitted_at < s.refit_interval_s:
+        fitted = _fit(events, facts, now, s)
+        if fitted is None:
+            return None
+    return _score_all(events, facts, now, s, fitted)
+
+
+def _fit(events: Events, facts: ItemFacts, now: float, s: LearnSettings) -> Fitted | None:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
-    s = settings or LearnSettings()
     windows = [_window(events, facts, now - w * s.window_step_days * DAY, s)
                for w in range(s.windows)]  # fmt: skip
     windows = [w for w in windows if w is not None]
@@ -539,17 +566,6 @@ def learn_ranker(events: Events, facts: ItemFacts, now: float,
     # ten times more than they save.
     with threadpool_limits(1):
         clf.fit(x[keep], y[keep])
-
-    st = _stats(events, facts, now, s)
-    everyone = np.flatnonzero(st.member_items > 0)
-    scorer = _item_scorer(st.bought, s, best_scale, _ease_head(st.bought, s))
-    m, i, score = _candidates(st, facts, s, scorer, everyone)
-    with threadpool_limits(1):
-        sampled = clf.predict_proba(_features(st, facts, m, i, score))[:, 1]
-    prob = (sampled * rate / (sampled * rate + 1.0 - sampled)).astype(np.float32)
-    # A floor keeps every candidate's entry in the sparse matrix (0 would drop it).
-    scores = sp.csr_matrix((np.maximum(prob, 1e-6), (m, i)),
-                           shape=(facts.n_members, facts.n_items))  # fmt: skip
     info = {
         "label_windows": len(windows),
         "trained_on_members": int(sum(len(w.active) for w in windows)),
@@ -560,6 +576,25 @@ def learn_ranker(events: Events, facts: ItemFacts, now: float,
         "ease_items": facts.n_items if head is None else len(head),
         "ease_inner_precision_new": tried,
         "boosting_iterations": int(clf.n_iter_),
+        "fitted_at": now,
     }
-    log.info("learned ranker: %s", info)
-    return LearnedRanker(scores=scores, info=info)
+    log.info("learned ranker trained: %s", info)
+    return Fitted(clf, rate, best_scale, now, info)
+
+
+def _score_all(events: Events, facts: ItemFacts, now: float, s: LearnSettings,
+               fitted: Fitted) -> LearnedRanker:  # fmt: skip
+    from threadpoolctl import threadpool_limits
+
+    st = _stats(events, facts, now, s)
+    everyone = np.flatnonzero(st.member_items > 0)
+    scorer = _item_scorer(st.bought, s, fitted.ease_scale, _ease_head(st.bought, s))
+    m, i, score = _candidates(st, facts, s, scorer, everyone)
+    with threadpool_limits(1):
+        sampled = fitted.classifier.predict_proba(_features(st, facts, m, i, score))[:, 1]  # type: ignore[attr-defined]
+    rate = fitted.negative_rate
+    prob = (sampled * rate / (sampled * rate + 1.0 - sampled)).astype(np.float32)
+    # A floor keeps every candidate's entry in the sparse matrix (0 would drop it).
+    scores = sp.csr_matrix((np.maximum(prob, 1e-6), (m, i)),
+                           shape=(facts.n_members, facts.n_items))  # fmt: skip
+    return LearnedRanker(scores=scores, info=dict(fitted.info), fitted=fitted)

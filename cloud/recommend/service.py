@@ -60,6 +60,7 @@ class RecommendationService:
                 load_dwells(self.db, since=since, until=now),
                 settings=self.settings,
                 now=now,
+                previous=self._model,
             )
             zones: dict[str, dict[str, str]] = {}
             for r in self.db.query("SELECT store, zone, category FROM store_zones"):
