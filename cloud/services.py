@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from storelens.cloud import push
+from storelens.cloud.db import Database
 from storelens.cloud.settings import Settings
-from storelens.cloud.store import Database
 
 
 @dataclass

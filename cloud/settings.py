@@ -78,6 +78,22 @@ class Settings(BaseModel):
         description="How often an ingest worker recomputes the analytics rollups of hours "
         "that received events (once quiet); 0 = never (another worker does).",
     )
+    scored_events_retention_days: int = Field(
+        14,
+        ge=0,
+        le=3650,
+        description="Days an ingest worker remembers which events engagement scoring has "
+        "counted (so a device's resend scores nothing twice); 0 = forever. Keep it longer "
+        "than the devices' outbox age (7 days by default): older resends would score again.",
+    )
+    propensity_refresh_s: float = Field(
+        86_400.0,
+        ge=0,
+        le=30 * 86_400,
+        description="Retrain purchase propensity beside the API this often (seconds; the "
+        "first check a few minutes after start; replicas train once per interval); 0 = off "
+        "(cron `storelens cloud propensity-refresh` instead).",
+    )
     pseudonym_key_id: str = Field("k1", description="ID of the member-card HMAC key.")
     pseudonym_key_file: Path | None = Field(None, description="File with the key (hex or raw).")
     pseudonym_key_env: str | None = Field(
@@ -118,6 +134,28 @@ class Settings(BaseModel):
     handoff_interval_s: float = Field(
         5, ge=0, le=3600, description="Hand-off webhook delivery interval in the API; 0 = off."
     )
+    sale_link_just_ended_s: float = Field(
+        900.0,
+        ge=0,
+        le=6 * 3600,
+        description="A member's POS sale joins their visit in that store that is open, or "
+        "ended at most this long before the sale (cloud/commerce/visit_sales.py).",
+    )
+    sale_link_skew_s: float = Field(
+        30.0,
+        ge=0,
+        le=600,
+        description="Clock difference allowed between a POS and the cameras when a sale is "
+        "matched to a visit (an anonymous sale: to the one visit at the till then).",
+    )
+    sale_link_settle_s: float = Field(
+        900.0,
+        ge=0,
+        le=86_400,
+        description="A sale whose visit is not known yet stays pending this long (events "
+        "arrive late through store-and-forward); then it is decided, unmatched if need be. "
+        "At least sale_link_skew_s.",
+    )
 
     @model_validator(mode="after")
     def _rollups_outlive_events(self) -> Settings:
@@ -126,6 +164,21 @@ class Settings(BaseModel):
             raise ValueError(
                 "rollups_retention_days must be 0 or at least events_retention_days (> 0): "
                 "the dashboard reads rollups, and a rebuild needs the raw events"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _scheduled_work_is_not_a_busy_loop(self) -> Settings:
+        if 0 < self.propensity_refresh_s < 60:
+            raise ValueError("propensity_refresh_s must be 0 (off) or at least 60 seconds")
+        return self
+
+    @model_validator(mode="after")
+    def _sale_link_settles_after_skew(self) -> Settings:
+        if self.sale_link_settle_s < self.sale_link_skew_s:
+            raise ValueError(
+                "sale_link_settle_s must be at least sale_link_skew_s: an anonymous sale is "
+                "decided only once the till's events can have arrived"
             )
         return self
 

@@ -348,6 +348,7 @@ class Agent:
             outbox_depth=self.outbox.depth,
             outbox_bytes=self.outbox.size_bytes,
             lost_events=self.outbox.lost,
+            outbox_age_s=self.outbox.oldest_age_s(),
             ambiguous_handoffs=(
                 self.store_visits.ambiguous_handoffs if self.store_visits is not None else None
             ),

@@ -66,7 +66,7 @@ def _require_chromium() -> None:
 
 def _visit_today(db, store: str, token: str, key_id: str) -> None:
     """One finished visit of the member 20 minutes ago, stored the way ingest stores it."""
-    from storelens.cloud import events
+    from storelens.cloud.ingest import events
     from storelens.contract.events import VisitEnded, VisitStarted, ZoneVisit
 
     now = datetime.now(UTC)
@@ -88,10 +88,12 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     _require_chromium()
     import uvicorn
 
-    from storelens.cloud import auth, coupons, members, offers
+    from storelens.cloud.api import principals as auth
     from storelens.cloud.api.app import create_app
+    from storelens.cloud.commerce import members
+    from storelens.cloud.db import connect
+    from storelens.cloud.personalization import coupons, offers
     from storelens.cloud.settings import Settings
-    from storelens.cloud.store import connect
     from storelens.tools.seed import chain as seed
 
     tmp = tmp_path_factory.mktemp("web")

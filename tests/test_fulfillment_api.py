@@ -10,8 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from storelens.cloud import auth, orders
+from storelens.cloud.api import principals as auth
 from storelens.cloud.api.app import create_app
+from storelens.cloud.commerce import orders
 from storelens.cloud.fulfillment import deadlines, tasks
 from storelens.cloud.settings import Settings
 from storelens.tools.scenario import seed_network

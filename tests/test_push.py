@@ -19,8 +19,8 @@ from personalization_chain import KEY_HEX, build_chain
 
 from storelens.cloud import push
 from storelens.cloud.api.app import create_app
+from storelens.cloud.db import connect
 from storelens.cloud.settings import Settings
-from storelens.cloud.store import connect
 from storelens.contract import topics
 
 
@@ -151,7 +151,7 @@ def test_stream_is_store_scoped_and_authenticated(server) -> None:
 
 
 def test_revoking_a_token_closes_its_stream(short_server, hub, tmp_path) -> None:
-    from storelens.cloud import auth
+    from storelens.cloud.api import principals as auth
 
     url, tokens = short_server
     q: queue.Queue = queue.Queue()

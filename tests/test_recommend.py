@@ -9,10 +9,20 @@ import uuid
 import numpy as np
 from personalization_chain import build_chain
 
-from storelens.cloud import events, sales
-from storelens.cloud.recommend import RecommendationService, RecommendSettings, ServingContext
-from storelens.cloud.recommend.model import Catalog, Dwells, Interactions, build_model
-from storelens.cloud.recommend.ranking import format_duration, recommend
+from storelens.cloud.commerce import sales
+from storelens.cloud.ingest import events
+from storelens.cloud.personalization.recommend import (
+    RecommendationService,
+    RecommendSettings,
+    ServingContext,
+)
+from storelens.cloud.personalization.recommend.model import (
+    Catalog,
+    Dwells,
+    Interactions,
+    build_model,
+)
+from storelens.cloud.personalization.recommend.ranking import format_duration, recommend
 
 NOW = 1_790_000_000.0
 DAY = 86400.0

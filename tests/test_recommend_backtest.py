@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from storelens.cli import app
-from storelens.cloud.recommend.model import Catalog, Interactions, build_model
-from storelens.cloud.recommend.ranking import ServingContext, recommend
+from storelens.cloud.personalization.recommend.model import Catalog, Interactions, build_model
+from storelens.cloud.personalization.recommend.ranking import ServingContext, recommend
 from storelens.tools.bench import recommend_history as recommend_backtest
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -51,7 +51,7 @@ def _history(path: Path, customers: int = 150, days: int = 120, seed: int = 7) -
 
 
 def test_backtest_protocols_and_baselines(tmp_path: Path) -> None:
-    from storelens.cloud.history import HistoryRules
+    from storelens.cloud.commerce.history import HistoryRules
 
     rules = HistoryRules(exclude_skus=frozenset({"POST"}), cancelled_prefix="C")
     out = recommend_backtest.run(_history(tmp_path / "h.csv"), "2024-03-31", rules=rules)

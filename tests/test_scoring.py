@@ -11,8 +11,12 @@ from datetime import UTC, datetime
 import pytest
 from personalization_chain import build_chain
 
-from storelens.cloud import coupons, events, ingest, members, offers, push, scoring
-from storelens.cloud.scoring_plans import DEFAULT_PLAN, CouponAction, Threshold
+from storelens.cloud import push
+from storelens.cloud.commerce import members
+from storelens.cloud.ingest import events
+from storelens.cloud.ingest import worker as ingest
+from storelens.cloud.personalization import coupons, offers, scoring
+from storelens.cloud.personalization.scoring_plans import DEFAULT_PLAN, CouponAction, Threshold
 from storelens.contract import topics
 from storelens.contract.envelope import Envelope, encode_envelope
 from storelens.contract.events import ZoneVisit
@@ -185,3 +189,23 @@ def test_actions_are_announced_only_once_committed(db, pushed) -> None:
     scoring.record(db, ann, [("online_order", None)] * 3, now=now, presence=presence)
     assert [m.kind for m in pushed] == ["member_alert"]
     assert db.scalar("SELECT count(*) FROM score_contacts") == 1
+
+
+def test_ingest_housekeeping_prunes_old_scored_events(db, db_url) -> None:
+    from storelens.cloud.ingest.worker import housekeeping
+    from storelens.cloud.settings import Settings
+
+    now = 1_790_000_000.0
+    ages = {"fresh": 1, "week": 7.5, "old": 15, "older": 40}
+    for name, days in ages.items():
+        db.execute("INSERT INTO scored_events (event_id, scored_at) VALUES (?, ?)",
+                   (name, now - days * 86_400))  # fmt: skip
+    kept = lambda: {r["event_id"] for r in db.query("SELECT event_id FROM scored_events")}  # noqa: E731
+    assert housekeeping(db, Settings(db_url=db_url, scored_events_retention_days=0),
+                        now)["scored_events_pruned"] == 0  # fmt: skip
+    assert kept() == set(ages)
+    result = housekeeping(db, Settings(db_url=db_url), now)  # default: 14 days
+    assert result["scored_events_pruned"] == 2 and kept() == {"fresh", "week"}
+    assert housekeeping(db, Settings(db_url=db_url, scored_events_retention_days=7),
+                        now)["scored_events_pruned"] == 1  # fmt: skip
+    assert kept() == {"fresh"}

@@ -17,9 +17,11 @@ from conftest import free_port
 from fastapi.testclient import TestClient
 from personalization_chain import KEY_HEX, build_chain, swipe_at_till
 
-from storelens.cloud import auth, handoff, interactions, members, sales, scoring, scoring_report
+from storelens.cloud.api import principals as auth
 from storelens.cloud.api.app import create_app
-from storelens.cloud.scoring_plans import (
+from storelens.cloud.commerce import members, sales
+from storelens.cloud.personalization import handoff, interactions, scoring, scoring_report
+from storelens.cloud.personalization.scoring_plans import (
     DEFAULT_PLAN,
     PlanError,
     ScoringPlan,
@@ -174,7 +176,7 @@ def test_plan_api_and_half_life_change_keeps_scores(api) -> None:
 def _zone_visit(
     db, member: dict, zone: str, dwell_s: float, at: float, payload: str = "{}"
 ) -> list[dict]:
-    from storelens.cloud import events
+    from storelens.cloud.ingest import events
 
     row = {
         "id": str(uuid.uuid4()), "store": "paris", "device": "edge-1", "seq": 1,
@@ -188,7 +190,7 @@ def _zone_visit(
 
 
 def test_category_dwell_and_try_on_points(db) -> None:
-    from storelens.cloud import stores
+    from storelens.cloud.commerce import stores
 
     chain = build_chain(db, with_tokens=False)
     stores.upsert_store(db, stores.Store(id="paris", name="Paris", lat=48.8, lon=2.3, zones={
@@ -354,7 +356,7 @@ def test_report_fewer_contacts_for_the_same_response(db) -> None:
 
 def test_online_views_on_the_profile_with_store_stock(api) -> None:
     client, chain, admin, shop = api
-    from storelens.cloud import stores
+    from storelens.cloud.commerce import stores
 
     ann = chain.member("ann")["id"]
     stores.set_inventory(chain.db, "lyon", [stores.InventoryLevel(sku="H2", on_hand=0)])
@@ -390,7 +392,7 @@ def test_online_views_on_the_profile_with_store_stock(api) -> None:
 def test_online_views_feed_the_recommender(api) -> None:
     """Dee never bought or visited; her web-shop views of Beauty make Beauty her category
     (in the model) and the items themselves her first suggestions (at serving)."""
-    from storelens.cloud.recommend.service import RecommendationService
+    from storelens.cloud.personalization.recommend.service import RecommendationService
 
     client, chain, admin, shop = api
     dee = chain.member("dee")
@@ -423,7 +425,7 @@ def test_online_views_and_cart_adds_feed_the_recommender_per_item(api) -> None:
     """Items Dee viewed or left in her cart online come first, the cart above the views, even
     items nobody ever bought (no category-level signal could pick them); an item she bought
     after viewing it is no open interest, and a non-consumable bought is not suggested."""
-    from storelens.cloud.recommend.service import RecommendationService
+    from storelens.cloud.personalization.recommend.service import RecommendationService
 
     client, chain, admin, shop = api
     dee = chain.member("dee")
@@ -467,7 +469,7 @@ def test_cli_loads_plans_all_or_none_and_issues_integration_tokens(tmp_path) -> 
     from typer.testing import CliRunner
 
     from storelens.cli import app
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
 
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     runner = CliRunner()

@@ -7,7 +7,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
-from storelens.cloud import analytics, events, stores
+from storelens.cloud import analytics
+from storelens.cloud.commerce import stores
+from storelens.cloud.ingest import events
 from storelens.contract.events import LineCrossing, VisitEnded, VisitStarted, ZoneVisit
 
 DAY = date(2026, 3, 10)

@@ -9,8 +9,8 @@ import uuid
 import psycopg
 import pytest
 
-from storelens.cloud.store import connect
-from storelens.cloud.store.postgres import PostgresDatabase
+from storelens.cloud.db import connect
+from storelens.cloud.db.postgres import PostgresDatabase
 
 
 def _backends(admin_url: str, app: str) -> int:

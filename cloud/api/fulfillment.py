@@ -17,13 +17,13 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Qu
 from pydantic import BaseModel, ConfigDict, Field
 
 from storelens.cloud.api.deps import Caller, get_db, require_ops, require_pos
+from storelens.cloud.db import Database
 from storelens.cloud.fulfillment import router as fulfillment_router
 from storelens.cloud.fulfillment import tasks, workflow
 from storelens.cloud.fulfillment.deadlines import DeadlineSweeper
 from storelens.cloud.fulfillment.intake import routing_config, use_config
 from storelens.cloud.fulfillment.rules import load_config
 from storelens.cloud.fulfillment.states import Action, RejectReason
-from storelens.cloud.store import Database
 
 # Text reaches SQL as given; PostgreSQL refuses NUL bytes, so they are a 422 here, not a 500.
 NO_NUL = r"^[^\x00]*$"

@@ -19,27 +19,25 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storelens.cloud import (
-    auth,
+from storelens.cloud.api import deps
+from storelens.cloud.api import principals as auth
+from storelens.cloud.api.deps import Caller, get_db, get_sale_link, get_settings, require_pos
+from storelens.cloud.api.member_access import MemberAction, authorize, identified
+from storelens.cloud.api.ratelimit import MEMBER_LOOKUP_LIMIT, coupon_attempt
+from storelens.cloud.commerce import members, sales, visit_sales, visit_today
+from storelens.cloud.db import Database
+from storelens.cloud.personalization import (
     checkout,
     coupons,
     interactions,
-    members,
     offers,
     propensity,
-    sales,
     scoring,
-    visit_today,
 )
-from storelens.cloud.api import deps
-from storelens.cloud.api.deps import Caller, get_db, get_settings, require_pos
-from storelens.cloud.api.member_access import MemberAction, authorize, identified
-from storelens.cloud.coupons import CouponRejected, DiscountTerms
-from storelens.cloud.ratelimit import MEMBER_LOOKUP_LIMIT, coupon_attempt
-from storelens.cloud.recommend import RecommendationService
+from storelens.cloud.personalization.coupons import CouponRejected, DiscountTerms
+from storelens.cloud.personalization.recommend import RecommendationService
 from storelens.cloud.services import Services
 from storelens.cloud.settings import Settings
-from storelens.cloud.store import Database
 from storelens.contract.bounds import EpochSeconds
 
 
@@ -101,10 +99,11 @@ async def get_recommender(request: Request) -> RecommendationService:
 
 
 def request_recommendation_rebuild(app: FastAPI) -> None:
-    """Call after bulk imports (catalog, sales, orders): the model rebuilds in the background."""
+    """Call after bulk imports (catalog, sales, orders): the model rebuilds in the background,
+    once the request's import is committed (a rebuild started before would not see it)."""
     recommender = getattr(app.state, "recommender", None)
     if recommender is not None:
-        recommender.request_rebuild()
+        app.state.db.after_commit(recommender.request_rebuild)
 
 
 def _impressions(request: Request) -> offers.ImpressionBuffer:
@@ -561,6 +560,7 @@ async def record_sale(
     caller: Caller = Depends(require_pos()),
     recommender: RecommendationService = Depends(get_recommender),
     policy: offers.OfferPolicy = Depends(get_policy),
+    sale_link: visit_sales.LinkWindows = Depends(get_sale_link),
 ) -> Any:
     impressions = _impressions(request)
     if body.member_id:
@@ -582,6 +582,7 @@ async def record_sale(
             now=now,
             start_of_day=recommender.start_of_day(where, now),
             policy=policy,
+            sale_link=sale_link,
         )
 
     try:

@@ -1,7 +1,7 @@
 """Where online orders enter fulfillment.
 
 The package declares `route_new_order` as an ``order_created`` hook (`HOOKS` in
-`fulfillment/__init__.py`, installed by `cloud/store/schema.py`), so an order is routed inside
+`fulfillment/__init__.py`, installed by `cloud/db/schema.py`), so an order is routed inside
 the transaction that stores it: an order never exists unrouted, and a routing crash leaves no
 half-created order. The routing configuration is process-wide: read by the API at start from
 ``Settings.fulfillment_rules``; elsewhere (CLI) from the file named by
@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 import threading
 
+from storelens.cloud.db import Database
 from storelens.cloud.fulfillment import router
 from storelens.cloud.fulfillment.rules import RoutingConfig, load_config
 from storelens.cloud.fulfillment.states import TaskKind
-from storelens.cloud.store import Database
 
 RULES_ENV = "STORELENS_FULFILLMENT_RULES"
 
@@ -91,7 +91,7 @@ def route_new_order(db: Database, order_id: str) -> None:
     way to lose the task now) fails the webhook call, which the web shop retries with its
     idempotency key.
     """
-    from storelens.cloud import orders
+    from storelens.cloud.commerce import orders
 
     try:
         router.submit_order(db, order_to_route(db, order_id), config=routing_config())

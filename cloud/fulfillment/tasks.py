@@ -8,9 +8,9 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from storelens.cloud.db import Database
 from storelens.cloud.fulfillment import network, progress
 from storelens.cloud.fulfillment.states import OPEN_STATES, TaskKind, TaskState, next_action_hint
-from storelens.cloud.store import Database
 
 log = logging.getLogger(__name__)
 

@@ -214,6 +214,13 @@ class DeviceStatus(_Event):
     outbox_depth: int = Field(ge=0, default=0)
     outbox_bytes: int = Field(ge=0, default=0)
     lost_events: int = Field(ge=0, default=0, description="Dropped by the outbox bound, ever.")
+    outbox_age_s: Seconds | None = Field(
+        default=None,
+        description="Since 1.3: seconds since the oldest message still in the outbox (not yet "
+        "confirmed by the cloud) was stored; 0 when the outbox is empty. A depth says how much "
+        "waits, this says for how long: a stuck uplink shows here before the bound drops "
+        "anything. Absent from older devices.",
+    )
     ambiguous_handoffs: Count | None = Field(
         default=None,
         description="Since 1.2, devices fusing cameras into store visits: hand-offs between "

@@ -13,7 +13,7 @@ stricter than the contract (and why):
   ``sent_at``) and the envelope's ``schema``/``version`` must be present;
 - no lax coercions (``"5"`` for a number, numbers for datetimes, ``"true"`` for a bool);
 - an event may hold only its model's keys, and ``member``/``key_id`` may not be null, so each
-  event's raw text can be stored as its payload (see `storelens.cloud.event_text`);
+  event's raw text can be stored as its payload (see `storelens.cloud.ingest.event_text`);
 - patterns use ASCII classes and an absolute end (pydantic's Rust regex has no ``$``-before-
   newline quirk); device status events are left to pydantic (rare, and stored as models).
 

@@ -57,8 +57,8 @@ def _process_cpu(pid: int) -> float | None:
 
 
 def _sqlite(rows: list[tuple], per_commit: int, repeat: int, tmp: Path) -> dict[str, float]:
-    from storelens.cloud import events as event_store
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
+    from storelens.cloud.ingest import events as event_store
 
     columns = ", ".join(event_store.EVENT_COLUMNS)
     marks = ", ".join("?" * len(event_store.EVENT_COLUMNS))
@@ -111,8 +111,8 @@ def _postgres(
 ) -> dict[str, Any]:
     import psycopg
 
-    from storelens.cloud import events as event_store
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
+    from storelens.cloud.ingest import events as event_store
     from storelens.tools.scratch_db import scratch_postgres
 
     columns = ", ".join(event_store.EVENT_COLUMNS)
@@ -157,7 +157,7 @@ def run(
     repeat: int = 3,
     pg_url: str | None = None,
 ) -> dict[str, Any]:
-    from storelens.cloud.events import fast_rows
+    from storelens.cloud.ingest.events import fast_rows
     from storelens.contract.fast import decode_envelope
 
     raws = envelopes("s1", "box-1", realistic_event_dicts("box-1", events, seed=1), per_message)
