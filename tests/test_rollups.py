@@ -38,8 +38,25 @@ def seed(db, days: int = 4, *, settled: bool = True) -> None:
                                              zones={}))  # fmt: skip
     for n in range(8):
         members.enroll(db, KEY, members.Enrollment(card_number=f"4400{n:02d}"))
+    sales(db, ("paris", "lisbon"), days)
     profile = analytics_seed.TrafficProfile(visitors_per_day=60, member_share=0.4)
     analytics_seed.seed_instore(db, days=days, until=UNTIL, profile=profile, settle=settled)
+
+
+def sales(db, names: tuple[str, ...], days: int) -> None:
+    """POS sales the seed builds paying visits for (checkout stays, try-on to purchase):
+    eight a store-day from 10:00 to 17:00 UTC, every third a member's."""
+    ids = [m["id"] for m in members.list_members(db, limit=100)]
+    rows = []
+    for store in names:
+        for d in range(days):
+            day = UNTIL - (d + 1) * 86_400 + 5 * 3600  # 19:00 UTC - a day + 5 h: 00:00 UTC
+            for k in range(8):
+                ts = day + (10 + k) * 3600 + 600
+                member = ids[(d + k) % len(ids)] if k % 3 == 0 else None
+                rows.append((f"{store}-{d}-{k}", store, ts, member, 20.0 + k, ts))
+    db.executemany("INSERT INTO pos_sales (id, store, ts, member_id, total, created_at)"
+                   " VALUES (?, ?, ?, ?, ?, ?)", rows)  # fmt: skip
 
 
 def scopes(db) -> list[analytics.Scope]:
@@ -118,6 +135,8 @@ def test_every_chart_answers_from_rollups_as_from_raw_events(db) -> None:
     assert any(r["snapshots"] and r["median_wait_s"] for r in whole["checkout-queue"]["rows"])
     assert whole["staff"]["totals"]["staff_visits"] > 0
     assert any(r["visits"] for r in whole["entry-to-checkout"]["rows"])
+    assert whole["try-ons"]["totals"]["member_tryon_purchases"] > 0
+    assert whole["entry-to-checkout"]["totals"]["median_entry_to_checkout_s"]
     assert settle.settle(db, quiet_s=60) == 0  # nothing has been quiet that long
     assert settle.settle(db, quiet_s=0, limit=10) == 10
     for scope, raw in zip(scopes(db), expected, strict=True):  # part settled, part dirty

@@ -115,7 +115,11 @@ class Deltas:
         """The sparse-map values keyed (store, hour, kind), of ``kinds`` (and one store);
         heat is computed here, one vectorised pass per (store, hour)."""
         out: dict[tuple[str, int, str], Any] = {}
-        for kind, per_key in (("dwell", self.dwell), ("flows", self.flows),
+        if "dwell" in kinds:
+            for (s, hour), per_zone in self.dwell.items():
+                if store is None or s == store:
+                    out[(s, hour, "dwell")] = pack_dwell(per_zone)
+        for kind, per_key in (("flows", self.flows),
                               ("paths", self.paths), ("tryons", self.tryons),
                               ("staff", self.staff)):  # fmt: skip
             if kind in kinds:
@@ -369,6 +373,74 @@ def heat_cells(walks: list[list[Any]]) -> Heat:
 
 
 # -- summing the hours of a chart -----------------------------------------------------
+def pack_dwell(per_zone: dict[str, dict[int, list[float]]]) -> dict[str, Any]:
+    """A store-hour's dwell histogram as stored: ``zones`` [[zone, visits, total seconds,
+    min, max], ...] and ``cells``, little-endian int32 triples (zone's index in ``zones``,
+    whole second, visits) sorted. The chart needs per-second counts only (quantiles, bins)
+    besides each zone's count, sum and extremes, and packed cells decode into one NumPy array
+    instead of a Python list per cell (the chart's cost was that decoding)."""
+    zones, cells = [], []
+    for i, zone in enumerate(sorted(per_zone)):
+        seconds = per_zone[zone]
+        zones.append([zone, int(sum(c[0] for c in seconds.values())),
+                      float(sum(c[1] for c in seconds.values())),
+                      float(min(c[2] for c in seconds.values())),
+                      float(max(c[3] for c in seconds.values()))])  # fmt: skip
+        cells += [(i, int(s), int(seconds[s][0])) for s in sorted(seconds)]
+    packed = np.array(cells, dtype="<i4").reshape(-1, 3).tobytes()
+    return {"zones": zones, "cells": packed}
+
+
+@dataclass
+class DwellHistogram:
+    """One zone's dwell over a period: visits per whole second, and the exact extremes."""
+
+    seconds: np.ndarray  # sorted whole seconds with visits
+    counts: np.ndarray  # visits per second (float, for the quantile arithmetic)
+    total: float
+    lowest: float
+    highest: float
+
+
+def sum_dwell(values: Iterable[dict[str, Any]]) -> dict[str, DwellHistogram]:
+    """Sum packed store-hour histograms (`pack_dwell`) into one per zone: all cells are
+    gathered into one array and summed per (zone, second) in one NumPy pass."""
+    ids: dict[str, int] = {}
+    extremes: list[list[float]] = []  # per zone: total, min, max
+    parts: list[np.ndarray] = []
+    for value in values:
+        if "cells" not in value:  # written before the packed format: zone -> second -> cell
+            value = pack_dwell({z: {int(s): c for s, c in v.items()} for z, v in value.items()})
+        local = []
+        for zone, _, total, lo, hi in value["zones"]:
+            g = ids.get(zone)
+            if g is None:
+                g = ids[zone] = len(extremes)
+                extremes.append([0.0, math.inf, -math.inf])
+            e = extremes[g]
+            e[0] += total
+            e[1] = min(e[1], lo)
+            e[2] = max(e[2], hi)
+            local.append(g)
+        cells = np.frombuffer(value["cells"], dtype="<i4").reshape(-1, 3).astype(np.int64)
+        cells[:, 0] = np.asarray(local, dtype=np.int64)[cells[:, 0]]
+        parts.append(cells)
+    if not parts:
+        return {}
+    cells = np.concatenate(parts)
+    keys, inverse = np.unique(cells[:, 0] << 32 | cells[:, 1], return_inverse=True)
+    counts = np.bincount(inverse, weights=cells[:, 2], minlength=len(keys))
+    zone_of = keys >> 32
+    out = {}
+    for zone, g in ids.items():
+        pick = zone_of == g
+        if pick.any():
+            total, lo, hi = extremes[g]
+            out[zone] = DwellHistogram((keys[pick] & 0xFFFFFFFF).astype(float), counts[pick],
+                                       total, lo, hi)  # fmt: skip
+    return out
+
+
 def merge_dwell(into: dict[str, dict[int, list[float]]], add: dict[str, Any]) -> None:
     for zone, seconds in add.items():
         target = into.setdefault(zone, {})

@@ -200,12 +200,9 @@ class SqlRollups:
                 for (store, hour), entries in self._keyed("tryons", scope)
                 for entry in entries]  # fmt: skip
 
-    def dwell(self, scope: Any) -> dict[str, dict[int, list[float]]]:
-        """zone -> whole second of dwell -> [visits, total seconds, min, max]."""
-        merged: dict[str, dict[int, list[float]]] = {}
-        for value in self._maps("dwell", scope):
-            aggregate.merge_dwell(merged, value)
-        return merged
+    def dwell(self, scope: Any) -> dict[str, aggregate.DwellHistogram]:
+        """zone -> visits per whole second of dwell, with the total and extremes."""
+        return aggregate.sum_dwell(self._maps("dwell", scope))
 
     def flows(self, scope: Any) -> dict[str, int]:
         """``from<FLOW_SEP>to`` -> moves."""
