@@ -212,7 +212,8 @@ class RecommendationOut(BaseModel):
     category: str
     reason: str = Field(description='Why, in words: "spent 4 min in Handbags today".')
     source: str = Field(
-        description="similar, today_dwell, affinity, category_best_seller or store_best_seller."
+        description="repeat, similar, today_dwell, affinity, viewed_online, carted_online,"
+        " popular, category_best_seller or store_best_seller."
     )
     score: float
 
