@@ -113,7 +113,7 @@ def test_a_coupon_earned_at_checkout_is_pushed_only_once_committed(
 
     pushed: list[tuple[str, int]] = []  # kind, coupons stored when it was pushed
     monkeypatch.setattr(offers, "reward_recommended_purchase", earned)
-    monkeypatch.setattr(push, "publish", lambda store, kind, payload: pushed.append(
+    monkeypatch.setattr(push.PushHub, "publish", lambda _hub, store, kind, payload: pushed.append(
         (kind, stored_coupons())))  # fmt: skip
     if fails:
         monkeypatch.setattr(pos_api, "CheckoutOut", _raise)
