@@ -33,7 +33,8 @@ def app_db(db, monkeypatch):
         # Two domain transactions, each committing on its own outside a request.
         with db.transaction():
             db.execute("INSERT INTO uow_probe (id, n) VALUES ('a', 1)")
-        db.after_commit(lambda: push.publish("paris", "probe", {"fail": fail}))
+        hub = app.state.services.push
+        db.after_commit(lambda: hub.publish("paris", "probe", {"fail": fail}))
         with db.transaction():
             db.execute("INSERT INTO uow_probe (id, n) VALUES ('b', 2)")
         if fail == "error":
@@ -48,7 +49,7 @@ def app_db(db, monkeypatch):
 
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, chain, db, {"Authorization": f"Bearer {chain.tokens['paris']}"}
-        recommender = getattr(app.state, "recommender", None)
+        recommender = app.state.services.recommender
         if recommender is not None:
             recommender.stop()
 
@@ -63,7 +64,7 @@ def test_a_request_that_fails_after_its_commits_leaves_nothing(
 ) -> None:
     client, _, db, _ = app_db
     pushed: list[tuple[str, list]] = []  # what was pushed, and what was stored by then
-    monkeypatch.setattr(push, "publish", lambda store, kind, payload: pushed.append(
+    monkeypatch.setattr(push.PushHub, "publish", lambda _hub, store, kind, payload: pushed.append(
         (payload["fail"], _probe_rows(db))))  # fmt: skip
     assert client.post(f"/probe/{fail}").status_code == status
     assert _probe_rows(db) == []
