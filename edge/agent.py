@@ -100,8 +100,6 @@ class Agent:
         self.frames = 0
         self.detected_frames = 0  # frames that went through the detector (stride, gate)
         self.unstored = 0  # events the outbox could not write (disk errors)
-        self.detect_s = 0.0  # wall time in detection and in the pipelines (benches)
-        self.process_s = 0.0
 
     def _load_key(self) -> PseudonymKey | None:
         p = self.config.privacy
@@ -263,16 +261,13 @@ class Agent:
             except Exception:
                 log.exception("detection failed on %d frame(s); skipped", len(todo))
                 return []
-            spent = time.perf_counter() - t0
-            self.detect_s += spent
-            per_frame_ms = spent * 1000 / len(todo)
+            per_frame_ms = (time.perf_counter() - t0) * 1000 / len(todo)
             self.detected_frames += len(todo)
             for i, dets in zip(todo, found, strict=True):
                 cam_id = batch[i][0].camera.id
                 self._last_detections[cam_id] = dets
                 self.pipelines[cam_id].stats.note_inference(per_frame_ms)
         events: list = []
-        t1 = time.perf_counter()
         for i, (feed, (frame, ts)) in enumerate(batch):
             pipe = self.pipelines[feed.camera.id]
             dets = self._last_detections.get(feed.camera.id) if i in due else None
@@ -290,7 +285,6 @@ class Agent:
             self.frames += 1
             if self._on_frame is not None:
                 self._on_frame(feed.camera.id, ts)
-        self.process_s += time.perf_counter() - t1
         return events
 
     def _resolve_swipes(self) -> list:
