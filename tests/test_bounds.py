@@ -22,7 +22,7 @@ def api(db, monkeypatch):
     app = create_app(Settings.from_env({}, db_url="unused"), db=db)
     with TestClient(app) as client:
         yield client, chain, {"Authorization": f"Bearer {chain.tokens['paris']}"}
-        recommender = getattr(app.state, "recommender", None)
+        recommender = app.state.services.recommender
         if recommender is not None:
             recommender.stop()
 

@@ -358,11 +358,11 @@ def test_pos_member_coupons_and_live_fulfillment(
     redeemed = service.db.query_one("SELECT redeemed_sale_id FROM coupons WHERE code = ?", (code,))
     assert redeemed["redeemed_sale_id"] == sale_id
     # high-intent alert pushed on the scoring engine's channel
-    from storelens.cloud import push
+    from storelens.cloud.services import served_by
 
     alert = {"member_id": service.member_id, "name": "Test Member", "tier": "gold",
              "message": "member in handbags for 6 min, score 42"}  # fmt: skip
-    push.publish(STORE, "member_alert", alert)
+    served_by(service.db).push.publish(STORE, "member_alert", alert)  # the app's hub
     page.wait_for_selector("#alert:has-text('High-intent member in store: Test Member')")
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(artifacts / "pos.png"))  # what the clerk's phone shows

@@ -17,7 +17,7 @@ from storelens.cloud.db.schema import COMPONENTS
 def test_importing_a_domain_registers_no_hook() -> None:
     code = (
         "import storelens.cloud.personalization.scoring, storelens.cloud.personalization.offers\n"
-        "import storelens.cloud.fulfillment\n"
+        "import storelens.cloud.fulfillment, storelens.cloud.db.schema\n"
         "from storelens.cloud.commerce import members, orders\n"
         "from storelens.cloud.ingest import worker as ingest\n"
         "lists = (ingest.on_events_stored, orders.on_order_created, members.on_member_forgotten,"

@@ -34,7 +34,9 @@ def pos(db, monkeypatch):
             ),
         )  # fmt: skip
     app = create_app(Settings.from_env({}, db_url="unused"), db=db)
-    app.state.offer_policy = offers.OfferPolicy(holdout_share=0.0, cap_per_day=2, cap_per_week=5)
+    app.state.services.offer_policy = offers.OfferPolicy(
+        holdout_share=0.0, cap_per_day=2, cap_per_week=5
+    )
     with TestClient(app) as client:
         headers = {s: {"Authorization": f"Bearer {t}"} for s, t in chain.tokens.items()}
         swipe_at_till(client, chain, headers["paris"])

@@ -130,7 +130,7 @@ def test_refresh_scores_members_and_feeds_profile_pos_and_offers(db, monkeypatch
         admin_token = _admin(db)
         r = client.put("/api/v1/offers/templates/p", json=bad, headers=admin_token)
         assert r.status_code == 422
-        recommender = getattr(app.state, "recommender", None)
+        recommender = app.state.services.recommender
         if recommender is not None:
             recommender.stop()
     members.forget(db, regular)

@@ -105,6 +105,30 @@ def test_learned_repeats_follow_the_data() -> None:
     assert "I00" not in [r.sku for r in recommend(model, ctx, limit=5)]
 
 
+def test_rebuilds_reuse_a_recent_classifier() -> None:
+    """A rebuild soon after the last training scores everyone anew with that classifier (no
+    second training); hours later it trains again."""
+    skus = [f"I{i:02d}" for i in range(30)]
+    catalog = Catalog(skus=skus, names=skus, categories=["home"] * 30,
+                      active=np.ones(30, dtype=bool))  # fmt: skip
+    rng = np.random.default_rng(5)
+    rows = []
+    for m in range(60):
+        for week in range(16):
+            ts = START.timestamp() + week * 7 * 86400 + m * 60
+            for sku in {skus[m % 6], skus[int(rng.integers(6, 30))]}:
+                rows.append((f"m{m}", sku, ts, 1, None, f"o{m}-{week}"))
+    now = (START + timedelta(days=112)).timestamp()
+    first = build_model(catalog, Interactions.from_rows(rows), now=now)
+    assert first.fitted is not None and first.fitted.fitted_at == now
+    rows.append(("m0", "I29", now + 60, 1, None, "late"))  # a purchase since
+    soon = build_model(catalog, Interactions.from_rows(rows), now=now + 900, previous=first)
+    assert soon.fitted is first.fitted and soon.personal is not None
+    assert soon.personal[0, skus.index("I29")] > 0  # scored from the new history
+    later = build_model(catalog, Interactions.from_rows(rows), now=now + 86400, previous=first)
+    assert later.fitted is not first.fitted and later.fitted.fitted_at == now + 86400
+
+
 def test_cli_backtest(tmp_path: Path) -> None:
     history = _history(tmp_path / "h.csv", customers=60, days=100)
     out = tmp_path / "bt.json"

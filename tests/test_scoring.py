@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -17,6 +18,8 @@ from storelens.cloud.ingest import events
 from storelens.cloud.ingest import worker as ingest
 from storelens.cloud.personalization import coupons, offers, scoring
 from storelens.cloud.personalization.scoring_plans import DEFAULT_PLAN, CouponAction, Threshold
+from storelens.cloud.services import Services
+from storelens.cloud.settings import Settings
 from storelens.contract import topics
 from storelens.contract.envelope import Envelope, encode_envelope
 from storelens.contract.events import ZoneVisit
@@ -26,10 +29,10 @@ NO_HOLDOUT = offers.OfferPolicy(holdout_share=0.0)  # member IDs are random: no 
 
 
 @pytest.fixture
-def pushed(monkeypatch) -> list[push.PushMessage]:
-    """Every message published through the process's push hub during the test."""
+def pushed(db, monkeypatch) -> Iterator[list[push.PushMessage]]:  # noqa: ANN001
+    """Every message published through the push hub of the services serving ``db``."""
     hub = push.PushHub()
-    monkeypatch.setattr(push, "_hub", hub)
+    services = Services(Settings.from_env({}, db_url="unused"), db, hub)
     seen: list[push.PushMessage] = []
     original = hub._deliver
 
@@ -38,7 +41,8 @@ def pushed(monkeypatch) -> list[push.PushMessage]:
         original(msg)
 
     monkeypatch.setattr(hub, "_deliver", record)
-    return seen
+    yield seen
+    services.close()
 
 
 def _zero_scores(db) -> None:

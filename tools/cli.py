@@ -91,6 +91,26 @@ def bench_cameras(
     write_report(result, json_out)
 
 
+def _camera_numbers(items: list[str], option: str, *, positive: bool) -> dict[str, float]:
+    """``CAMERA=NUMBER`` options -> {camera: number}; a clear error for anything else."""
+    import math
+
+    out: dict[str, float] = {}
+    for item in items:
+        camera, sep, raw = item.partition("=")
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not sep or not camera or not math.isfinite(value) or (positive and value <= 0):
+            need = "a number > 0" if positive else "a number of seconds"
+            raise ValueError(f"{option} {item!r}: expected CAMERA={need}")
+        if abs(value) > 3600:
+            raise ValueError(f"{option} {item!r}: at most 3600")
+        out[camera] = value
+    return out
+
+
 @bench_app.command("two-cameras")
 def bench_two_cameras(
     single: Path = typer.Option(
@@ -101,14 +121,23 @@ def bench_two_cameras(
     ),
     json_out: Path = typer.Option(..., "--json", help="Where to write the result JSON."),
     max_frames: int | None = typer.Option(None, min=1, help="Stop after this many frames."),
+    camera_fps: list[str] = typer.Option(
+        [], "--camera-fps", help="CAMERA=FPS: that camera plays at this frame rate (repeatable)."
+    ),
+    clock_offset: list[str] = typer.Option(
+        [], "--clock-offset", help="CAMERA=SECONDS: added to that camera's frame times."
+    ),
 ) -> None:
     """Two overlapping cameras fused into store visits vs the single camera, same video."""
     from storelens.edge.config import ConfigError, load_config
     from storelens.tools.bench.two_cameras import run as run_bench
 
     try:
-        result = run_bench(load_config(single), load_config(split), max_frames=max_frames)
-    except ConfigError as exc:
+        rates = _camera_numbers(camera_fps, "--camera-fps", positive=True)
+        offsets = _camera_numbers(clock_offset, "--clock-offset", positive=False)
+        result = run_bench(load_config(single), load_config(split), max_frames=max_frames,
+                           camera_fps=rates, clock_offsets=offsets)  # fmt: skip
+    except (ConfigError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     write_report(result, json_out)

@@ -57,8 +57,17 @@ ERROR_STATUS: list[tuple[type[Exception], int]] = [
 ]
 
 
-def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    db: Database | None = None,
+    services: Services | None = None,
+) -> FastAPI:
+    """The API app. ``services``: the process's composition root when its starter built it
+    (the demo, tests); else built here for ``db`` (connected from ``settings`` if None)."""
     settings = settings or Settings.from_env()
+    if services is not None:
+        db = services.db
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,7 +106,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     )
     app.state.settings = settings
     app.state.db = db if db is not None else connect(settings.db_url)
-    app.state.services = Services.for_api(settings, app.state.db)
+    app.state.services = services or Services.for_api(settings, app.state.db)
     app.state.ingest = None
     app.state.propensity = None
 

@@ -91,6 +91,9 @@ class Database(ABC):
 
     def __init__(self) -> None:
         self._local = threading.local()
+        # The `Services` built around this database, newest last (cloud/services.py binds
+        # and unbinds them; the newest live one serves the domains' pushes and rules).
+        self.served_by: list[Any] = []
 
     # -- backend hooks -------------------------------------------------------------------
     @abstractmethod
@@ -272,9 +275,12 @@ class Database(ABC):
 
     def migrate(self) -> list[Migration]:
         """Apply every registered migration not yet applied; returns those applied."""
-        # Importing the domain modules registers their migrations (only here: a process
-        # that only reads or writes, like the SQLite ingest writer, starts without them).
-        from storelens.cloud.db import schema  # noqa: F401
+        # The storage root imports the domain modules, registering their migrations, and
+        # installs their hooks (only here: a process that only reads or writes, like the
+        # SQLite ingest writer, starts without them).
+        from storelens.cloud.db import schema
+
+        schema.install()
 
         self.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("

@@ -33,5 +33,11 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.personalization.propensity",
 )
 
-for _name in COMPONENTS:
-    hooks.install(getattr(importlib.import_module(_name), "HOOKS", ()), owner=_name)
+
+
+def install() -> None:
+    """Import every component (registering its migrations) and install the hooks each
+    declares; idempotent. Called by `Database.migrate`, so importing this module wires
+    nothing."""
+    for name in COMPONENTS:
+        hooks.install(getattr(importlib.import_module(name), "HOOKS", ()), owner=name)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from storelens.cloud import push
+from storelens.cloud import services
 from storelens.cloud.commerce import members, sales, visit_sales
 from storelens.cloud.db import Database
 from storelens.cloud.personalization import coupons, offers, propensity, scoring
@@ -167,7 +167,7 @@ def _after_sale(
     )
     for coupon in issued:  # announced once the coupon is committed, never before
         view = coupons.push_view(coupon, member["id"])
-        db.after_commit(lambda view=view: push.publish(sale.store, "coupon_issued", view))
+        services.announce(db, sale.store, "coupon_issued", view)
     return issued
 
 

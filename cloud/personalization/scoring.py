@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from storelens.cloud import push
+from storelens.cloud import services
 from storelens.cloud.commerce import members
 from storelens.cloud.db import Database, register_migrations
 from storelens.cloud.personalization import handoff, offers
@@ -259,7 +259,7 @@ def check_thresholds(
             template = offers.get_template(db, action.template_id)
             if template is None or not template.active:
                 continue
-            if offers.in_holdout(member["id"], offer_policy or offers.OfferPolicy()):
+            if offers.in_holdout(member["id"], offer_policy or services.offer_policy(db)):
                 continue
             if not claim_action(db, member["id"], rule, "", cooldown_s, now):
                 continue
@@ -298,7 +298,7 @@ def check_thresholds(
 def _announce(db: Database, store: str, kind: str, payload: dict[str, Any]) -> None:
     """Push once the action's rows are committed (at once outside a transaction): a till
     never hears of a coupon or contact that was rolled back."""
-    db.after_commit(lambda: push.publish(store, kind, payload))
+    services.announce(db, store, kind, payload)
 
 
 @dataclass

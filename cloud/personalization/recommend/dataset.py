@@ -77,3 +77,44 @@ def load_dwells(db: Database, *, since: float = 0.0, until: float | None = None)
             if r["category"]
         ]  # fmt: skip
     )
+
+
+def load_online_interest(
+    db: Database, member_id: str, *, since: float, until: float
+) -> list[tuple[str, str, float]]:
+    """(sku, type, at) of the member's online product views and cart adds in ``[since,
+    until)``, without those of an item the member bought at or after that time: a view that
+    ended in a purchase is no longer an open interest."""
+    kinds = list(ONLINE_BROWSE_S)
+    rows = db.query(
+        "SELECT sku, type, at FROM interactions WHERE member_id = ?"
+        f" AND type IN ({', '.join('?' for _ in kinds)}) AND at >= ? AND at < ?"
+        " AND sku IS NOT NULL",
+        (member_id, *kinds, since, until),
+    )
+    if not rows:
+        return []
+    skus = sorted({r["sku"] for r in rows})
+    excluded = _EXCLUDED_ORDER_STATUSES
+    marks = ", ".join("?" for _ in skus)
+    last_bought: dict[str, float] = {}
+    for r in db.query(
+        "SELECT i.sku, max(s.ts) AS ts FROM pos_sales s JOIN pos_sale_items i"
+        f" ON i.sale_id = s.id WHERE s.member_id = ? AND s.ts >= ? AND i.sku IN ({marks})"
+        " GROUP BY i.sku",
+        (member_id, since, *skus),
+    ) + db.query(
+        "SELECT i.sku, max(o.created_at) AS ts FROM online_orders o"
+        " JOIN online_order_items i ON i.order_id = o.id"
+        " LEFT JOIN customer_accounts a ON a.id = o.customer_account"
+        " WHERE COALESCE(o.member_id, a.member_id) = ? AND o.created_at >= ?"
+        f" AND i.sku IN ({marks}) AND o.status NOT IN ({', '.join('?' for _ in excluded)})"
+        " GROUP BY i.sku",
+        (member_id, since, *skus, *excluded),
+    ):
+        last_bought[r["sku"]] = max(last_bought.get(r["sku"], -1.0), float(r["ts"]))
+    return [
+        (r["sku"], r["type"], float(r["at"]))
+        for r in rows
+        if float(r["at"]) > last_bought.get(r["sku"], -1.0)
+    ]

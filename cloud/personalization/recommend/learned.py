@@ -4,7 +4,7 @@ again versus recommend new.
 
 Candidates per member: everything they bought (repeat), the best new items by an item-item
 model (EASE, Steck 2019: a closed-form linear item model that ranks unseen items better
-than matrix factorisation on basket data; large catalogs use the co-purchase k-NN instead),
+than matrix factorisation on basket data; on the most-bought items of large catalogs),
 and the best new items of their favourite categories. Features: the member-item purchase
 frequency and recency, the member's activity and repeat habit, the item's recent
 popularity and repeat rate, the item model's score, category affinity from purchases and
@@ -60,7 +60,19 @@ class ItemFacts:
     active: np.ndarray  # bool per item
     # (member code, category code, ts, seconds) of past in-store dwell
     dwell: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-    similarity: sp.csr_matrix  # co-purchase k-NN, for catalogs too large for EASE
+    similarity: sp.csr_matrix  # co-purchase k-NN (the hand-set blend uses it)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A trained classifier and what scoring with it needs; its features name no member and
+    no item, so it scores a later build's members and catalog as well."""
+
+    classifier: object  # sklearn HistGradientBoostingClassifier
+    negative_rate: float  # the negative sample rate, to scale the odds back
+    ease_scale: float
+    fitted_at: float  # the build time it learned at
+    info: dict
 
 
 @dataclass
@@ -70,6 +82,7 @@ class LearnedRanker:
 
     scores: sp.csr_matrix  # members x items, P(bought in the next label window)
     info: dict
+    fitted: Fitted | None = None
 
 
 @dataclass(frozen=True)
@@ -83,11 +96,24 @@ class LearnSettings:
     blend: tuple[float, float, float, float, float, float] = (1.5, 1.0, 0.3, 0.5, 1.0, 0.05)
     min_positives: int = 100  # fewer labelled purchases than this: not enough to learn
     min_members: int = 30
-    windows: int = 2  # consecutive label windows stacked into the training set
+    # Label windows stacked into the training set, each ending `window_step_days` before the
+    # next: overlapping windows give the learner more moments to learn from on short histories.
+    windows: int = 2
+    window_step_days: float = 30.0
     negatives_per_positive: float = 5.0  # training sample of the non-purchased candidates
-    ease_max_items: int = 6000  # dense item x item inverse above this is too big
+    boosting_iterations: int = 300
+    learning_rate: float = 0.05
+    max_training_members: int = 2500  # summed over the label windows
+    # A build within this time of the last training scores with that classifier instead of
+    # training again (the service rebuilds every 15 min; what a day teaches changes little).
+    refit_interval_s: float = 6 * 3600.0
+    # EASE runs on the most-bought items only: its cost grows with the cube of the items, and
+    # items outside that head have too few buyers for an item model to rank them anyway.
+    ease_items: int = 4000
     dwell_half_life_s: float = 14 * DAY
     purchase_half_life_s: float = 120 * DAY
+    recent_days: float = 30.0  # the "current basket" the item model also scores from
+    recent_candidates: int = 25  # new items per member from that recent context
 
 
 # -- per-(member, item), per-member and per-item statistics at a point in time --------------
@@ -115,6 +141,17 @@ class _Stats:
     item_share: np.ndarray  # item's share of its category's recent sales
     history: sp.csr_matrix  # members x items, time-decayed purchase lines
     category_prior: np.ndarray  # chain-wide category mix of recent sales
+    # Repeat timing and recent context (aligned with the pairs, members or items above):
+    pair_recent: np.ndarray  # baskets with the item, weighted by a 30-day half-life
+    pair_gap: np.ndarray  # days between the member's purchases of the item (NaN: once)
+    member_gap: np.ndarray  # days between the member's orders (NaN: one order)
+    item_cycle: np.ndarray  # typical days between repurchases of the item (NaN: never)
+    item_pop14: np.ndarray
+    recent: sp.csr_matrix  # members x items bought in the last `recent_days`
+    # Counted in the member's own orders, not in days (the same for weekly and quarterly
+    # buyers): baskets with the item weighted 0.8 per later order, and orders since the last.
+    pair_order_decayed: np.ndarray
+    pair_orders_since: np.ndarray
 
 
 def _decay(age_s: np.ndarray, half_life_s: float) -> np.ndarray:
@@ -143,8 +180,44 @@ def _stats(ev: Events, facts: ItemFacts, t: float, s: LearnSettings) -> _Stats:
     np.maximum.at(last, inverse, ts)
     first = np.full(len(pairs), np.inf)
     np.minimum.at(first, inverse, ts)
+    # Each basket's place among the member's orders, 0 for the latest.
+    mb = mem.astype(np.int64) * (int(basket.max()) + 1 if len(basket) else 1) + basket
+    baskets, b_inverse = np.unique(mb, return_inverse=True)
+    b_ts = np.full(len(baskets), -np.inf)
+    np.maximum.at(b_ts, b_inverse, ts)
+    b_member = np.zeros(len(baskets), dtype=np.int64)
+    b_member[b_inverse] = mem
+    by_recency = np.lexsort((-b_ts, b_member))
+    starts = np.r_[0, np.flatnonzero(np.diff(b_member[by_recency])) + 1]
+    run = np.diff(np.r_[starts, len(by_recency)])
+    place = np.empty(len(baskets), dtype=np.int64)
+    place[by_recency] = np.arange(len(by_recency)) - np.repeat(starts, run)
+    line_place = place[b_inverse][order][first_of_basket]  # one per (pair, basket)
+    line_pair = inverse[order][first_of_basket]
+    pair_order_decayed = np.bincount(line_pair, weights=0.8**line_place, minlength=len(pairs))
+    pair_orders_since = np.full(len(pairs), np.iinfo(np.int64).max)
+    np.minimum.at(pair_orders_since, line_pair, line_place)
     pm, pi = pairs // n_i, pairs % n_i
     bought = sp.csr_matrix((np.ones(len(pairs), np.float32), (pm, pi)), shape=(n_m, n_i))
+    lines_recent = np.bincount(inverse, weights=_decay(t - ts, 30 * DAY), minlength=len(pairs))
+    # Lines per basket inflate it; scale back to baskets with the pair's lines-per-basket.
+    lines = np.bincount(inverse, minlength=len(pairs)).astype(float)
+    pair_recent = lines_recent * np.divide(orders, lines, out=np.zeros(len(pairs)), where=lines > 0)
+    repeated = orders >= 2
+    pair_gap = np.full(len(pairs), np.nan)
+    pair_gap[repeated] = (last[repeated] - first[repeated]) / DAY / (orders[repeated] - 1)
+    log_gap = np.log(np.maximum(pair_gap[repeated], 0.5))
+    gap_n = np.bincount(pi[repeated], minlength=n_i).astype(float)
+    gap_sum = np.bincount(pi[repeated], weights=log_gap, minlength=n_i)
+    item_cycle = np.full(n_i, np.nan)
+    has_cycle = gap_n > 0
+    item_cycle[has_cycle] = np.exp(gap_sum[has_cycle] / gap_n[has_cycle])  # geometric mean
+    is_recent = ts >= t - s.recent_days * DAY
+    recent = sp.csr_matrix(
+        (np.ones(int(is_recent.sum()), np.float32), (mem[is_recent], item[is_recent])),
+        shape=(n_m, n_i),
+    )
+    recent.data[:] = 1.0
 
     # Members: distinct baskets, last purchase, distinct items, share of items bought again.
     n_b = int(basket.max()) + 1 if len(basket) else 1
@@ -152,6 +225,11 @@ def _stats(ev: Events, facts: ItemFacts, t: float, s: LearnSettings) -> _Stats:
                            minlength=n_m).astype(float)  # fmt: skip
     m_last = np.full(n_m, -np.inf)
     np.maximum.at(m_last, mem, ts)
+    m_first = np.full(n_m, np.inf)
+    np.minimum.at(m_first, mem, ts)
+    m_gap = np.full(n_m, np.nan)
+    several = m_orders >= 2
+    m_gap[several] = (m_last[several] - m_first[several]) / DAY / (m_orders[several] - 1)
     m_items = np.bincount(pm, minlength=n_m).astype(float)
     m_repeat = np.divide(np.bincount(pm[orders >= 2], minlength=n_m), m_items,
                          out=np.zeros(n_m), where=m_items > 0)  # fmt: skip
@@ -160,6 +238,7 @@ def _stats(ev: Events, facts: ItemFacts, t: float, s: LearnSettings) -> _Stats:
     a_item, a_ts = ev.item, ev.ts
     pop90 = np.bincount(a_item[a_ts >= t - 90 * DAY], minlength=n_i).astype(float)
     pop30 = np.bincount(a_item[a_ts >= t - 30 * DAY], minlength=n_i).astype(float)
+    pop14 = np.bincount(a_item[a_ts >= t - 14 * DAY], minlength=n_i).astype(float)
     buyers = np.bincount(pi, minlength=n_i).astype(float)
     rebuyers = np.bincount(pi[orders >= 2], minlength=n_i).astype(float)
     repeat_rate = (rebuyers + 1.0) / (buyers + 10.0)  # shrunk towards 10% for rare items
@@ -191,7 +270,10 @@ def _stats(ev: Events, facts: ItemFacts, t: float, s: LearnSettings) -> _Stats:
         member_repeat_share=m_repeat, item_pop90=pop90, item_pop30=pop30,
         item_repeat_rate=repeat_rate, item_age=item_age,
         purchase_affinity=_row_normalise(p_aff), dwell_affinity=_row_normalise(d_aff),
-        item_share=share, history=history, category_prior=prior,
+        item_share=share, history=history, category_prior=prior, pair_recent=pair_recent,
+        pair_gap=pair_gap, member_gap=m_gap, item_cycle=item_cycle, item_pop14=pop14,
+        recent=recent, pair_order_decayed=pair_order_decayed,
+        pair_orders_since=pair_orders_since.astype(float),
     )  # fmt: skip
 
 
@@ -202,27 +284,42 @@ def _ease(bought: sp.csr_matrix, scale: float) -> np.ndarray:
     """EASE item weights B (diagonal 0) for regularisation ``scale`` x mean item count.
 
     Hand-written: it is four lines of linear algebra and no maintained package offers it."""
-    gram = np.asarray((bought.T @ bought).todense(), dtype=np.float64)
+    # float32 halves the inverse's time; the added diagonal keeps it well conditioned.
+    gram = np.asarray((bought.T @ bought).todense(), dtype=np.float32)
     diag = np.diag_indices_from(gram)
     lam = scale * max(float(gram[diag].mean()), 1e-9)
     gram[diag] += lam
     p = np.linalg.inv(gram)
     b = p / -np.diag(p)
     b[diag] = 0.0
-    return b.astype(np.float32)
+    return b
 
 
 ItemScorer = Callable[[sp.csr_matrix], np.ndarray]
 """Member rows of the bought matrix -> dense scores of every item for those members."""
 
 
-def _item_scorer(bought: sp.csr_matrix, facts: ItemFacts, s: LearnSettings,
-                 scale: float) -> ItemScorer:  # fmt: skip
-    if facts.n_items <= s.ease_max_items:
+def _ease_head(bought: sp.csr_matrix, s: LearnSettings) -> np.ndarray | None:
+    """The items EASE models (the most-bought ``ease_items``), or None for all of them."""
+    if bought.shape[1] <= s.ease_items:
+        return None
+    buyers = np.asarray((bought > 0).sum(axis=0)).ravel()
+    return np.sort(np.argsort(-buyers, kind="stable")[: s.ease_items])
+
+
+def _item_scorer(bought: sp.csr_matrix, s: LearnSettings, scale: float,
+                 head: np.ndarray | None) -> ItemScorer:  # fmt: skip
+    if head is None:
         b = _ease(bought, scale)
         return lambda rows: np.asarray(rows @ b)
-    sim = facts.similarity
-    return lambda rows: np.asarray((rows @ sim).todense())
+    b = _ease(bought[:, head].tocsr(), scale)
+
+    def score(rows: sp.csr_matrix) -> np.ndarray:
+        out = np.zeros(rows.shape, dtype=np.float32)
+        out[:, head] = np.asarray(rows[:, head] @ b)
+        return out
+
+    return score
 
 
 def _top_new(scores: np.ndarray, bought_rows: sp.csr_matrix, allowed: np.ndarray,
@@ -261,22 +358,29 @@ def _blend(st: _Stats, facts: ItemFacts, s: LearnSettings, chunk: np.ndarray) ->
             + w_rep * _row_max_normalised(repeat.astype(np.float64)))  # fmt: skip
 
 
+N_SCORES = 6
+
+
 def _candidates(st: _Stats, facts: ItemFacts, s: LearnSettings, scorer: ItemScorer,
                 members: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """(member, item, [item-model score, hand-set blend score]) for the members' candidates."""
+    """(member, item, scores) for the members' candidates; scores are the item model's from
+    all purchases and from the recent ones, the hand-set blend's, and each of the three as a
+    share of the member's best (scales differ from member to member)."""
     out_m, out_i, out_s = [], [], []
     allowed = facts.active
     for start in range(0, len(members), USER_CHUNK):
         chunk = members[start : start + USER_CHUNK]
         rows = st.bought[chunk]
         scores = scorer(rows)
+        recent = scorer(st.recent[chunk])
         blend = _blend(st, facts, s, chunk)
         # Repeat candidates: everything the member bought.
         r, c = rows.nonzero()
         cand = [(r, c)]
         new = _top_new(scores, rows, allowed, s.new_candidates)
         by_blend = _top_new(blend, rows, allowed, s.blend_candidates)
-        for block in (new, by_blend):
+        by_recent = _top_new(recent, rows, allowed, s.recent_candidates)
+        for block in (new, by_blend, by_recent):
             rr = np.repeat(np.arange(len(chunk)), block.shape[1])
             cc = block.ravel()
             ok = cc >= 0
@@ -287,10 +391,14 @@ def _candidates(st: _Stats, facts: ItemFacts, s: LearnSettings, scorer: ItemScor
         rr, cc = key // facts.n_items, key % facts.n_items
         out_m.append(chunk[rr])
         out_i.append(cc)
-        out_s.append(np.column_stack([scores[rr, cc], blend[rr, cc]]))
+        parts = [scores[rr, cc], recent[rr, cc], blend[rr, cc]]
+        for full, part in zip((scores, recent, blend), list(parts), strict=True):
+            top = np.where(allowed[None, :], full, -np.inf).max(axis=1)[rr]
+            parts.append(np.divide(part, top, out=np.zeros(len(part)), where=top > 0))
+        out_s.append(np.column_stack(parts))
     if not out_m:
         empty = np.array([], dtype=np.int64)
-        return empty, empty, np.zeros((0, 2), dtype=np.float32)
+        return empty, empty, np.zeros((0, N_SCORES), dtype=np.float32)
     return np.concatenate(out_m), np.concatenate(out_i), np.concatenate(out_s)
 
 
@@ -315,10 +423,21 @@ def _features(st: _Stats, facts: ItemFacts, m: np.ndarray, i: np.ndarray,
     orders = of_pair(st.pair_orders, 0.0)
     since_last = of_pair((st.t - st.pair_last) / DAY, np.nan)  # NaN: never bought
     since_first = of_pair((st.t - st.pair_first) / DAY, np.nan)
+    pair_gap = of_pair(st.pair_gap, np.nan)
+    cycle = st.item_cycle[i]
     cat = facts.item_category[i]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # Repurchase timing: how far into the member's own cycle for the item, and into the
+        # item's typical cycle, the time since the last purchase is (NaN: no cycle known).
+        own_cycle = np.log1p(since_last) - np.log1p(pair_gap)
+        item_cycle = np.log1p(since_last) - np.log1p(cycle)
+        trend = np.log1p(st.item_pop14[i] * (90 / 14)) - np.log1p(st.item_pop90[i])
     return np.column_stack([
         is_rep.astype(float), np.log1p(orders), np.log1p(since_last), np.log1p(since_first),
-        score[:, 0], score[:, 1],
+        *score.T,
+        np.log1p(of_pair(st.pair_recent, 0.0)), orders / np.maximum(st.member_orders[m], 1.0),
+        of_pair(st.pair_order_decayed, 0.0), np.log1p(of_pair(st.pair_orders_since, np.nan)),
+        own_cycle, item_cycle, np.log1p(cycle), np.log1p(st.member_gap[m]), trend,
         np.log1p(st.member_orders[m]), np.log1p((st.t - st.member_last[m]) / DAY),
         np.log1p(st.member_items[m]), st.member_repeat_share[m],
         np.log1p(st.item_pop90[i]), np.log1p(st.item_pop30[i]), st.item_repeat_rate[i],
@@ -376,30 +495,53 @@ def _window(events: Events, facts: ItemFacts, end: float, s: LearnSettings) -> _
 
 
 def learn_ranker(events: Events, facts: ItemFacts, now: float,
-                 settings: LearnSettings | None = None) -> LearnedRanker | None:  # fmt: skip
+                 settings: LearnSettings | None = None,
+                 previous: Fitted | None = None) -> LearnedRanker | None:  # fmt: skip
     """Fit on what members bought in the last label windows (each from what was known at its
-    start), then score every member at ``now``. None when the history is too short or too
+    start), then score every member at ``now``; or score with ``previous`` when it learned
+    less than `refit_interval_s` before ``now``. None when the history is too short or too
     small to learn from."""
+    s = settings or LearnSettings()
+    fitted = previous
+    if fitted is None or not 0 <= now - fitted.fitted_at < s.refit_interval_s:
+        fitted = _fit(events, facts, now, s)
+        if fitted is None:
+            return None
+    return _score_all(events, facts, now, s, fitted)
+
+
+def _fit(events: Events, facts: ItemFacts, now: float, s: LearnSettings) -> Fitted | None:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
-    s = settings or LearnSettings()
-    windows = [_window(events, facts, now - w * s.label_days * DAY, s) for w in range(s.windows)]
+    windows = [_window(events, facts, now - w * s.window_step_days * DAY, s)
+               for w in range(s.windows)]  # fmt: skip
     windows = [w for w in windows if w is not None]
     if not windows:
         return None
+    # Past `max_training_members` more rows barely change the ranking but keep costing: a
+    # large chain trains on a random share of its members (fixed seed).
+    trained = sum(len(w.active) for w in windows)
+    if trained > s.max_training_members:
+        share = s.max_training_members / trained
+        rng = np.random.default_rng(1)
+        for w in windows:
+            w.active = np.sort(rng.choice(w.active, round(len(w.active) * share), replace=False))
     latest = windows[0]
     best_scale, best_p, tried = EASE_LAMBDA_SCALES[0], -1.0, {}
-    if facts.n_items <= s.ease_max_items:  # the regularisation the latest window prefers
-        for scale in EASE_LAMBDA_SCALES:
-            p = _precision_new(_item_scorer(latest.stats.bought, facts, s, scale),
-                               latest.stats, facts, latest.active, latest.truth)  # fmt: skip
-            tried[scale] = round(p, 4)
-            if p > best_p:
-                best_scale, best_p = scale, p
+    latest_scorers: dict[float, ItemScorer] = {}
+    head = _ease_head(latest.stats.bought, s)
+    for scale in EASE_LAMBDA_SCALES:  # the regularisation the latest window prefers
+        scorer = _item_scorer(latest.stats.bought, s, scale, head)
+        p = _precision_new(scorer, latest.stats, facts, latest.active, latest.truth)
+        tried[scale] = round(p, 4)
+        if p > best_p:
+            best_scale, best_p, latest_scorers = scale, p, {scale: scorer}
     features, labels = [], []
     for w in windows:
-        scorer = _item_scorer(w.stats.bought, facts, s, best_scale)
+        scorer = (latest_scorers.get(best_scale) if w is latest else None) or _item_scorer(
+            w.stats.bought, s, best_scale, _ease_head(w.stats.bought, s)
+        )
         m, i, score = _candidates(w.stats, facts, s, scorer, w.active)
         features.append(_features(w.stats, facts, m, i, score))
         labels.append(np.asarray(w.truth[m, i]).ravel() > 0)
@@ -412,37 +554,47 @@ def learn_ranker(events: Events, facts: ItemFacts, now: float,
     rate = min(1.0, s.negatives_per_positive * y.sum() / max((~y).sum(), 1))
     keep = y | (np.random.default_rng(0).random(len(y)) < rate)
     clf = HistGradientBoostingClassifier(
-        max_iter=300,
-        learning_rate=0.05,
+        max_iter=s.boosting_iterations,
+        learning_rate=s.learning_rate,
         max_leaf_nodes=15,
         min_samples_leaf=200,
         l2_regularization=1.0,
+        early_stopping=False,  # a fixed number of rounds: no holdout, no loss per round
         random_state=0,
     )
     # One thread: OpenMP threads spinning against the API and ingest on a small box cost
     # ten times more than they save.
     with threadpool_limits(1):
         clf.fit(x[keep], y[keep])
-
-    st = _stats(events, facts, now, s)
-    everyone = np.flatnonzero(st.member_items > 0)
-    scorer = _item_scorer(st.bought, facts, s, best_scale)
-    m, i, score = _candidates(st, facts, s, scorer, everyone)
-    with threadpool_limits(1):
-        sampled = clf.predict_proba(_features(st, facts, m, i, score))[:, 1]
-    prob = (sampled * rate / (sampled * rate + 1.0 - sampled)).astype(np.float32)
-    # A floor keeps every candidate's entry in the sparse matrix (0 would drop it).
-    scores = sp.csr_matrix((np.maximum(prob, 1e-6), (m, i)),
-                           shape=(facts.n_members, facts.n_items))  # fmt: skip
     info = {
         "label_windows": len(windows),
         "trained_on_members": int(sum(len(w.active) for w in windows)),
         "training_candidates": int(len(y)),
         "training_positives": int(y.sum()),
         "negative_sample_rate": round(rate, 3),
-        "ease_lambda_scale": best_scale if facts.n_items <= s.ease_max_items else None,
+        "ease_lambda_scale": best_scale,
+        "ease_items": facts.n_items if head is None else len(head),
         "ease_inner_precision_new": tried,
         "boosting_iterations": int(clf.n_iter_),
+        "fitted_at": now,
     }
-    log.info("learned ranker: %s", info)
-    return LearnedRanker(scores=scores, info=info)
+    log.info("learned ranker trained: %s", info)
+    return Fitted(clf, rate, best_scale, now, info)
+
+
+def _score_all(events: Events, facts: ItemFacts, now: float, s: LearnSettings,
+               fitted: Fitted) -> LearnedRanker:  # fmt: skip
+    from threadpoolctl import threadpool_limits
+
+    st = _stats(events, facts, now, s)
+    everyone = np.flatnonzero(st.member_items > 0)
+    scorer = _item_scorer(st.bought, s, fitted.ease_scale, _ease_head(st.bought, s))
+    m, i, score = _candidates(st, facts, s, scorer, everyone)
+    with threadpool_limits(1):
+        sampled = fitted.classifier.predict_proba(_features(st, facts, m, i, score))[:, 1]  # type: ignore[attr-defined]
+    rate = fitted.negative_rate
+    prob = (sampled * rate / (sampled * rate + 1.0 - sampled)).astype(np.float32)
+    # A floor keeps every candidate's entry in the sparse matrix (0 would drop it).
+    scores = sp.csr_matrix((np.maximum(prob, 1e-6), (m, i)),
+                           shape=(facts.n_members, facts.n_items))  # fmt: skip
+    return LearnedRanker(scores=scores, info=dict(fitted.info), fitted=fitted)

@@ -40,6 +40,13 @@ class RecommendSettings:
     # (`learned.py`); small or short histories keep the hand-set blend above.
     learn_ranker: bool = True
     label_days: float = 30.0  # the horizon the learned ranker predicts
+    # The web shop's product views and cart adds of items not bought since, added at serving
+    # time per item (the learned scores are scaled to a top of `weight_similar`): an item left
+    # in a cart is the strongest open intent there is, a view a weaker one.
+    weight_viewed_online: float = 1.5
+    weight_carted_online: float = 3.0
+    online_half_life_s: float = 7 * 86400.0
+    online_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,7 @@ class RecommendationModel:
     # when the history was too small to learn from (the hand-set blend serves then).
     personal: sp.csr_matrix | None = None
     ranker_info: dict = field(default_factory=dict)
+    fitted: learned.Fitted | None = None  # the classifier, for the next build to reuse
 
     def popularity(self, store: str) -> np.ndarray:
         return self.store_popularity.get(store, self.global_popularity)
@@ -197,8 +205,10 @@ def build_model(
     *,
     settings: RecommendSettings | None = None,
     now: float | None = None,
+    previous: RecommendationModel | None = None,
 ) -> RecommendationModel:
-    """Vectorised build: no Python loop runs over interactions or item pairs."""
+    """Vectorised build: no Python loop runs over interactions or item pairs. ``previous``
+    (the model this one replaces) lends its learned classifier when it is recent enough."""
     settings = settings or RecommendSettings()
     now = time.time() if now is None else now
     dwells = dwells or Dwells.from_rows([])
@@ -326,9 +336,11 @@ def build_model(
         learn = learned.LearnSettings(label_days=settings.label_days, blend=blend,
                                       purchase_half_life_s=settings.purchase_half_life_s,
                                       dwell_half_life_s=settings.dwell_half_life_s)  # fmt: skip
-        ranker = learned.learn_ranker(events, facts, now, learn)
+        reuse = previous.fitted if previous is not None else None
+        ranker = learned.learn_ranker(events, facts, now, learn, previous=reuse)
         if ranker is not None:
             model.personal, model.ranker_info = ranker.scores, ranker.info
+            model.fitted = ranker.fitted
     return model
 
 

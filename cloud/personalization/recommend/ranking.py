@@ -27,7 +27,8 @@ class Recommendation:
     score: float
     reason: str
     source: (
-        str  # repeat | similar | today_dwell | affinity | category_best_seller | store_best_seller
+        str  # repeat | similar | today_dwell | affinity | viewed_online | carted_online |
+        # category_best_seller | store_best_seller
     )
 
 
@@ -39,6 +40,10 @@ class ServingContext:
     store: str
     today_dwell: dict[str, float] = field(default_factory=dict)  # category -> seconds today
     bought_recently: frozenset[str] = frozenset()  # SKUs bought after the model was built
+    # The web shop's open interest, SKU -> recency-weighted count (each event 1 when fresh,
+    # halving every `online_half_life_s`) of views and cart adds of items not bought since.
+    viewed_online: dict[str, float] = field(default_factory=dict)
+    carted_online: dict[str, float] = field(default_factory=dict)
     excluded_categories: frozenset[str] = frozenset()  # categories the member is not eligible for
     # Which already-bought items may come again: "learned" (as likely as the learned ranker
     # says; the consumable rule when it has nothing on the member), "consumable" (only
@@ -117,10 +122,22 @@ class _Scorer:
         affinity = self.today_part + self.dwell_part + self.purchase_part + self.prior_part
         self.affinity = affinity
         self.by_affinity = s.weight_affinity * _normalised(affinity[model.item_category] * share)
-        self.total = self.similar + self.by_affinity + self.repeat
-        if not (self.hist_idx.size or today.any() or past_dwell.any()):
+        self.viewed = s.weight_viewed_online * self._online(ctx.viewed_online)
+        self.carted = s.weight_carted_online * self._online(ctx.carted_online)
+        self.total = self.similar + self.by_affinity + self.repeat + self.viewed + self.carted
+        online = self.viewed.any() or self.carted.any()
+        if not (self.hist_idx.size or today.any() or past_dwell.any() or online):
             self.total = np.zeros(n_items)  # nothing personal known: the fallbacks decide
         self.allowed = self._allowed()
+
+    def _online(self, counts: dict[str, float]) -> np.ndarray:
+        """Per item, 0..1: one fresh event or more is full interest; older ones fade."""
+        out = np.zeros(len(self.model.catalog.skus))
+        for sku, count in counts.items():
+            i = self.model.sku_index.get(sku)
+            if i is not None and count > 0:
+                out[i] = min(float(count), 1.0)
+        return out
 
     def _learned_row(self, m: int | None) -> np.ndarray | None:
         personal = self.model.personal
@@ -182,6 +199,8 @@ class _Scorer:
             * (self.dwell_part[ci] + self.purchase_part[ci])
             / aff_total,
             "popular": self.by_affinity[i] * self.prior_part[ci] / aff_total,
+            "viewed_online": self.viewed[i],
+            "carted_online": self.carted[i],
         }
         today_s = ctx.today_dwell.get(category, 0.0)
         if today_s < model.settings.min_dwell_reason_s:
@@ -189,6 +208,10 @@ class _Scorer:
         source = max(parts, key=lambda k: parts[k])
         if source == "popular":
             return source, f"popular in {category}"
+        if source == "carted_online":
+            return source, "in your online cart"
+        if source == "viewed_online":
+            return source, "you viewed this online"
         if source == "repeat":
             return source, "you buy this regularly"
         if source == "similar" and self.learned:

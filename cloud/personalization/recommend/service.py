@@ -17,6 +17,7 @@ from storelens.cloud.db import Database
 from storelens.cloud.personalization.recommend.dataset import (
     load_catalog,
     load_dwells,
+    load_online_interest,
     load_purchases,
 )
 from storelens.cloud.personalization.recommend.model import (
@@ -67,6 +68,7 @@ class RecommendationService:
                 load_dwells(self.db, since=since, until=now),
                 settings=self.settings,
                 now=now,
+                previous=self._model,
             )
             zones: dict[str, dict[str, str]] = {}
             for r in self.db.query("SELECT store, zone, category FROM store_zones"):
@@ -167,6 +169,23 @@ class RecommendationService:
         )
         return frozenset(r["sku"] for r in rows)
 
+    def online_interest(
+        self, member_id: str, now: float
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """(viewed, carted): SKU -> recency-weighted count of the member's online views and
+        cart adds of items not bought since (read per request: a cart filled a minute ago
+        counts before the next rebuild)."""
+        s = self.settings
+        rows = load_online_interest(
+            self.db, member_id, since=now - s.online_days * 86400, until=now + 1
+        )
+        viewed: dict[str, float] = {}
+        carted: dict[str, float] = {}
+        for sku, kind, at in rows:
+            into = carted if kind == "cart_add" else viewed
+            into[sku] = into.get(sku, 0.0) + 0.5 ** (max(now - at, 0.0) / s.online_half_life_s)
+        return viewed, carted
+
     def in_stock(self, store: str, skus: list[str]) -> set[str]:
         if not skus:
             return set()
@@ -183,18 +202,22 @@ class RecommendationService:
     ) -> list[Recommendation]:
         """Recommendations for a member row (from `members.get_member`) or None (anonymous).
 
-        In-store dwell is used only when the member allows tracking."""
+        In-store dwell and online interest are used only when the member allows tracking."""
         now = time.time() if now is None else now
         model = self.model
         today: dict[str, float] = {}
         bought: frozenset[str] = frozenset()
+        viewed: dict[str, float] = {}
+        carted: dict[str, float] = {}
         member_id = None
         if member is not None:
             member_id = member["id"]
             if member.get("tracking", True):
                 today = self.today_dwell(member["token"], store, now)
+                viewed, carted = self.online_interest(member_id, now)
             bought = self.bought_since(member_id, model.built_at - 60)
         ctx = ServingContext(
-            member=member_id, store=store, today_dwell=today, bought_recently=bought
-        )
+            member=member_id, store=store, today_dwell=today, bought_recently=bought,
+            viewed_online=viewed, carted_online=carted,
+        )  # fmt: skip
         return recommend(model, ctx, limit=limit, in_stock=lambda skus: self.in_stock(store, skus))
