@@ -18,7 +18,7 @@ from storelens.cloud.api import pos as pos_api
 from storelens.cloud.api.app import create_app
 from storelens.cloud.commerce import stores
 from storelens.cloud.db import IntegrityError, unit_of_work
-from storelens.cloud.personalization import checkout
+from storelens.cloud.personalization import checkout, coupons, offers
 from storelens.cloud.settings import Settings
 
 
@@ -91,6 +91,44 @@ def test_a_sale_whose_response_fails_is_not_stored_and_its_id_goes_through(
     r = client.post("/api/v1/pos/sales", json=sale, headers=paris)
     assert r.status_code == 201, r.text
     assert db.scalar("SELECT on_hand FROM inventory WHERE store = 'paris' AND sku = 'H1'") == 18
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_coupon_earned_at_checkout_is_pushed_only_once_committed(
+    app_db, monkeypatch, fails
+) -> None:
+    client, chain, db, paris = app_db
+    ann = chain.member("ann")["id"]
+    swipe = client.post("/api/v1/pos/members/lookup", json={"card_number": "CARD0000"},
+                        headers=paris)  # fmt: skip
+    assert swipe.status_code == 200
+    terms = coupons.DiscountTerms(kind="percent", value=10)
+
+    def earned(db, facts, store, skus, **_):  # noqa: ANN001, ANN202
+        return [coupons.issue(db, facts.member_id, terms, valid_days=7, source="probe")]
+
+    def stored_coupons() -> int:  # committed ones: read outside the request's transaction
+        with unit_of_work.suspended():
+            return db.scalar("SELECT count(*) FROM coupons WHERE source = 'probe'")
+
+    pushed: list[tuple[str, int]] = []  # kind, coupons stored when it was pushed
+    monkeypatch.setattr(offers, "reward_recommended_purchase", earned)
+    monkeypatch.setattr(push.PushHub, "publish", lambda _hub, store, kind, payload: pushed.append(
+        (kind, stored_coupons())))  # fmt: skip
+    if fails:
+        monkeypatch.setattr(pos_api, "CheckoutOut", _raise)
+    sale = {"id": "sale-uow-push", "member_id": ann, "items": [{"sku": "H1", "qty": 1}]}
+    r = client.post("/api/v1/pos/sales", json=sale, headers=paris)
+    if fails:
+        assert r.status_code == 500
+        assert (pushed, stored_coupons()) == ([], 0)
+    else:
+        assert r.status_code == 201, r.text
+        assert ("coupon_issued", 1) in pushed  # after the commit: the coupon was visible
+
+
+def _raise(**_: object) -> None:
+    raise RuntimeError("injected failure building the response")
 
 
 def _past_the_edge(monkeypatch, module, name: str, **update: object) -> None:  # noqa: ANN001

@@ -193,3 +193,37 @@ def test_the_api_links_sales_by_the_services_windows(shop, db_url) -> None:
         link = visit_sales.sale_link(shop, r.json()["id"])
         results[minutes] = link.visit_id if link else None
         assert (results[minutes] == ended) == (minutes == 40)
+
+
+def test_the_charts_link_pending_sales_by_the_services_windows(shop, db_url, monkeypatch) -> None:
+    """An anonymous sale an hour ago, one person at the till: the entry-to-checkout chart
+    decides it under the default 15-min settle window, and leaves it pending under a day's."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from fastapi.testclient import TestClient
+
+    from storelens.cloud.api import principals
+    from storelens.cloud.api.app import create_app
+    from storelens.cloud.settings import Settings
+
+    monkeypatch.setitem(principals._SCRYPT, "n", 2**4)
+    principals.create_user(shop, "ana", "password-123", "analyst")
+    headers = {"Authorization": f"Bearer {principals.login(shop, 'ana', 'password-123', 600)}"}
+    t = time.time() - 3600
+    visit(shop, "s1", t - 900, t + 60, zones=[("tills", t - 120, t + 40, "checkout", 20.0, 100.0)])
+    sell(shop, t)
+    day = datetime.fromtimestamp(t, UTC).date()
+    period = {"start": (day - timedelta(days=1)).isoformat(),  # any store time zone
+              "end": (day + timedelta(days=1)).isoformat()}  # fmt: skip
+    totals = {}
+    for settle in (86_400, 900):
+        app = create_app(Settings(db_url=db_url, sale_link_settle_s=settle,
+                                  propensity_refresh_s=0), db=shop)  # fmt: skip
+        with TestClient(app) as client:
+            r = client.get("/api/v1/analytics/entry-to-checkout", headers=headers,
+                           params={"stores": "s1", **period})  # fmt: skip
+        assert r.status_code == 200, r.text
+        totals[settle] = r.json()["totals"]
+    assert (totals[86_400]["pending"], totals[86_400]["linked_time"]) == (1, 0)
+    assert (totals[900]["pending"], totals[900]["linked_time"]) == (0, 1)

@@ -70,11 +70,6 @@ class Scope:
             return self.hour_from <= hour < self.hour_to
         return hour >= self.hour_from or hour < self.hour_to
 
-    def local_day(self, store: str, ts: float) -> int:
-        """The local day bucket (as `bucket` of a day in SQL) of a row of ``store`` at ``ts``."""
-        local = ts + int(self.offsets.get(store, 0) or 0)
-        return int(local // DAY_S) * DAY_S
-
     def contains(self, store: str, ts: float) -> bool:
         """Whether ``where`` holds for a row of ``store`` at ``ts`` (in Python)."""
         if self.stores and store not in self.stores:

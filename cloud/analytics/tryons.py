@@ -65,15 +65,21 @@ def _raw(db: Database, scope: Scope, named: set) -> tuple[dict[Key, int], dict[K
 def _rolled(db: Database, scope: Scope, named: set) -> tuple[dict[Key, int], dict[Key, list]]:
     """The same from the rollups (`storelens.cloud.analytics.rollups`)."""
     reader = rollups.reader(db)
-    visits = {(r["store"], int(r["b"])): int(r["visits"]) for r in reader.member_visits(scope)}
     sessions: dict[Key, list[Session]] = defaultdict(list)
+    offsets = {s: int(o or 0) for s, o in scope.offsets.items()}
     for store, b, (visit, zone, kind, member, seconds, end) in reader.tryons(scope):
         if kind != "fitting_room" and (store, zone) not in named:
             continue
-        local_day = None if end is None else scope.local_day(store, end)
-        ended = local_day == b and scope.contains(store, end)
+        # Ended with the visits of its day in scope: the same local day (so inside the
+        # period, as the session is) and, with an hour filter, a selected hour.
+        ended = False
+        if end is not None:
+            local = end + offsets.get(store, 0)
+            ended = int(local // DAY_S) * DAY_S == b and (
+                scope.all_hours or scope.hour_selected(int(local // 3600) % 24)
+            )
         sessions[(store, b)].append((visit, bool(member), float(seconds), ended))
-    return visits, sessions
+    return reader.ended_by_day(scope), sessions
 
 
 def tryons(db: Database, scope: Scope) -> Table:

@@ -105,6 +105,24 @@ class SqlRollups:
                 out[store] += int(n)
         return {s: n for s, n in out.items() if n}
 
+    def ended_by_day(self, scope: Any) -> dict[tuple[str, int], int]:
+        """(store, local day) -> finished visits (days with none left out)."""
+        bucket, bucket_params = scope.bucket(DAY_S)
+        where, params = scope.where()
+        out: dict[tuple[str, int], int] = defaultdict(int)
+        for r in self.db.query(
+            f"SELECT store, {bucket} AS b, SUM(n) AS visits FROM rollup_counts"
+            f" WHERE metric = 'visits_ended' AND {where}"
+            + _SETTLED.format(t="rollup_counts")
+            + " GROUP BY store, b",
+            bucket_params + params,
+        ):
+            out[(r["store"], int(r["b"]))] += int(r["visits"])
+        for (store, hour, metric), (n, _) in self._dirty(scope).counts.items():
+            if metric == "visits_ended":
+                out[(store, self._local(scope, store, hour, DAY_S))] += int(n)
+        return {k: n for k, n in out.items() if n}
+
     def member_visits(self, scope: Any) -> list[dict[str, Any]]:
         """Per store and local day: finished ``visits``, ``member_visits``, distinct
         ``members``; ordered by day, then store."""
@@ -196,9 +214,11 @@ class SqlRollups:
     def tryons(self, scope: Any) -> list[tuple[str, int, list[Any]]]:
         """(store, local day, [visit ID, zone, kind, member?, seconds, visit end]) of every
         fitting-room session in scope."""
-        return [(store, self._local(scope, store, hour, DAY_S), entry)
-                for (store, hour), entries in self._keyed("tryons", scope)
-                for entry in entries]  # fmt: skip
+        out = []
+        for (store, hour), entries in self._keyed("tryons", scope):
+            day = self._local(scope, store, hour, DAY_S)
+            out += [(store, day, entry) for entry in entries]
+        return out
 
     def dwell(self, scope: Any) -> dict[str, aggregate.DwellHistogram]:
         """zone -> visits per whole second of dwell, with the total and extremes."""
