@@ -53,9 +53,13 @@ def rollups_rebuild(
 
 
 def _settings(db: str | None = None, **overrides: object):  # noqa: ANN202 - lazy import
-    from storelens.cloud.settings import Settings
+    from storelens.cloud.settings import Settings, SettingsError
 
-    return Settings.from_env(db_url=db, **overrides)
+    try:
+        return Settings.from_env(db_url=db, **overrides)
+    except SettingsError as exc:  # a bad STORELENS_* variable: say which, no traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command("serve")

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import supervision as sv
-from trackers import ByteTrackTracker, OCSORTTracker
+from trackers import OCSORTTracker
 from trackers.utils.state_representations import XYXYStateEstimator
 
 from storelens.edge import appearance, reassociate
 from storelens.edge.config import TrackerConfig
+from storelens.edge.crossing import CrossingTracker
 from storelens.edge.detect import Detections
 from storelens.edge.static_objects import StaticObjects, box_iou
 
@@ -103,9 +104,11 @@ class PersonTracker:
             "high_conf_det_threshold": config.high_confidence,
         }
         if config.type == "ocsort":
-            self._tracker: ByteTrackTracker | OCSORTTracker = OCSORTTracker(**common)
+            self._tracker: CrossingTracker | OCSORTTracker = OCSORTTracker(**common)
         else:
-            self._tracker = ByteTrackTracker(
+            # ByteTrack, plus direction consistency and confidence-scaled measurement noise
+            # so people passing close keep their identities (``crossing``).
+            self._tracker = CrossingTracker(
                 track_activation_threshold=config.high_confidence, **common
             )
         self.static = StaticObjects()
