@@ -154,30 +154,3 @@ def test_service_reads_the_database_and_rebuilds(db) -> None:
     assert "S2" not in [r.sku for r in service.for_member(ann, "lyon")]
     assert service.for_member(cid, "paris")  # a member with no purchases still gets items
     service.stop()
-
-
-def test_service_is_ready_with_the_blend_then_learns(db, monkeypatch) -> None:
-    """The background thread first builds without the learned ranker (ready in seconds), then
-    at once with it; the scheduled rebuilds after that learn as usual."""
-    from storelens.cloud.personalization.recommend import service as service_module
-
-    build_chain(db, with_tokens=False)
-    learned_flags: list[bool] = []
-    real_build = service_module.build_model
-
-    def build(*args, settings, **kw):  # noqa: ANN002, ANN003, ANN202
-        learned_flags.append(settings.learn_ranker)
-        return real_build(*args, settings=settings, **kw)
-
-    monkeypatch.setattr(service_module, "build_model", build)
-    service = RecommendationService(db, RecommendSettings(rebuild_interval_s=3600))
-    service.start()
-    try:
-        assert service.wait_ready(30)
-        deadline = time.monotonic() + 30
-        while len(learned_flags) < 2:
-            assert time.monotonic() < deadline, "no learned build after the first one"
-            time.sleep(0.02)
-    finally:
-        service.stop()
-    assert learned_flags == [False, True]

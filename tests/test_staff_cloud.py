@@ -34,7 +34,7 @@ def person(db, start: datetime, *, staff: bool, zone: str, copied: bool = False)
     if copied:  # as PostgreSQL ingest streams rows with COPY, past store_events
         with db.transaction():
             events.store_events(db, rows)  # stand-in for the COPY stream's insert
-            events.store_prepared(db, rows, [], {}, [], {}, 0.0, copied=True)
+            events.store_prepared(db, events.StoredBatch(rows, 0.0, copied=True))
     else:
         events.store_events(db, rows)
 

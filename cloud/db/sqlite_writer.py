@@ -18,9 +18,13 @@ import multiprocessing
 import signal
 import sqlite3
 import threading
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+if TYPE_CHECKING:  # the ingest domain's batch; this module only carries it
+    from storelens.cloud.ingest.events import StoredBatch
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ def _serve(url: str, conn: Any) -> None:
             rest = conn.recv()
             try:
                 with db.transaction():
-                    stored = store_prepared(db, decode(rows), *rest)  # (new, collisions)
+                    stored = store_prepared(db, replace(rest, rows=decode(rows)))
             except Exception as exc:  # reported to the parent, which retries
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
             else:
@@ -103,7 +107,7 @@ class SqliteWriter:
         child.close()
         self._conn, self._ready = parent, False
 
-    def write(self, parts: tuple) -> tuple[int, int]:
+    def write(self, batch: StoredBatch) -> tuple[int, int]:
         """Commit one batch in the child; returns (new event rows, ID collisions). Raises
         ConnectionError when the child is gone, RuntimeError when its transaction failed."""
         with self._lock:
@@ -114,8 +118,8 @@ class SqliteWriter:
                 if not self._wait_ready(START_TIMEOUT_S):
                     raise ConnectionError("the SQLite writer process did not start")
                 # Rows as msgpack (several times cheaper than pickling tuples), the rest pickled.
-                self._conn.send_bytes(self._encode(parts[0]))
-                self._conn.send(parts[1:])
+                self._conn.send_bytes(self._encode(batch.rows))
+                self._conn.send(replace(batch, rows=[]))
                 status, value = self._conn.recv()
             except (EOFError, OSError) as exc:
                 self._stop_child()

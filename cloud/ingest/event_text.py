@@ -15,10 +15,8 @@ from typing import Any, Union
 import msgspec
 from pydantic import BaseModel
 
-from storelens.contract.events import EVENT_TYPES
+from storelens.contract.events import EVENT_TYPES, PERSONAL_FIELDS
 from storelens.contract.fast import raw_event_texts
-
-_PERSONAL = frozenset({"member", "key_id"})
 
 
 def _key_struct(tag: str, model: type[BaseModel]) -> type[msgspec.Struct]:
@@ -26,7 +24,7 @@ def _key_struct(tag: str, model: type[BaseModel]) -> type[msgspec.Struct]:
     stay raw (pydantic validates them); ``member``/``key_id`` must be strings, because a
     null (or a repeated key) there would keep text the validated model does not have."""
     fields: list[tuple[str, Any, Any]] = [
-        (f.alias or name, (str if name in _PERSONAL else msgspec.Raw) | msgspec.UnsetType,
+        (f.alias or name, (str if name in PERSONAL_FIELDS else msgspec.Raw) | msgspec.UnsetType,
          msgspec.UNSET)
         for name, f in model.model_fields.items() if name != "type"
     ]  # fmt: skip

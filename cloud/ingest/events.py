@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
 from typing import Any
 
 from storelens.cloud.analytics import rollups
@@ -20,6 +21,7 @@ from storelens.cloud.analytics.rollups import sql as rollup_tables
 from storelens.cloud.db import Database, register_migrations
 from storelens.contract import topics
 from storelens.contract.events import (
+    PERSONAL_FIELDS,
     CardSwipe,
     DeviceStatus,
     LineCrossing,
@@ -154,7 +156,6 @@ def record_staff_visits(db: Database, rows: Sequence[tuple]) -> int:
     return len(staff)
 
 
-_PERSONAL = {"member", "key_id"}
 MAX_DEAD_LETTER_BYTES = 1024 * 1024
 
 
@@ -190,7 +191,8 @@ def event_values(
     visit_id = getattr(event, "visit_id", None)
     if payload is None:
         # pydantic-core serialises in Rust: 3-4x faster than model_dump + json.dumps.
-        payload = event.model_dump_json(exclude_none=True, exclude=None if member else _PERSONAL)
+        hidden = None if member else PERSONAL_FIELDS
+        payload = event.model_dump_json(exclude_none=True, exclude=hidden)
     return (
         str(event.id), store, event.device, event.seq, event.type, event.ts.timestamp(),
         getattr(event, "camera", None), None if visit_id is None else str(visit_id), member,
@@ -238,7 +240,7 @@ def fast_rows(
             text = (
                 EVENT_TYPES[tag]
                 .model_validate_json(text)
-                .model_dump_json(exclude_none=True, exclude=_PERSONAL)
+                .model_dump_json(exclude_none=True, exclude=PERSONAL_FIELDS)
             )
         typed = typed_of.get(cls)
         rows.append((
@@ -390,19 +392,26 @@ class EventCopy:
             raise self._error  # a database fault, not a duplicate: the caller retries
 
 
-def store_prepared(
-    db: Database,
-    rows: list[tuple],
-    dead: list[tuple[str, str, str, bytes]],
-    statuses: dict[str, list[DeviceStatus]],
-    availability: list[tuple[str, str, bool]],
-    seen: dict[tuple[str, str], float],
-    received_at: float,
-    copied: bool = False,
-) -> tuple[int, int]:
+@dataclass
+class StoredBatch:
+    """What one ingest batch writes, as it travels to storage (to the SQLite writer process
+    too: ``rows`` go as msgpack, the rest pickled)."""
+
+    rows: list[tuple]  # in `EVENT_COLUMNS` order
+    received_at: float
+    dead: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # topic, reason, ...
+    statuses: dict[str, list[DeviceStatus]] = field(default_factory=dict)  # per store
+    availability: list[tuple[str, str, bool]] = field(default_factory=list)  # store, device
+    seen: dict[tuple[str, str], float] = field(default_factory=dict)  # (store, device) -> t
+    copied: bool = False  # the rows are in the transaction already (PostgreSQL COPY)
+
+
+def store_prepared(db: Database, batch: StoredBatch) -> tuple[int, int]:
     """Write one prepared batch inside the caller's transaction; returns (new event rows,
     ID collisions). Every other row left out was a duplicate: its device's own redelivery."""
-    stored, collided = _store_events(db, rows, copied=copied)
+    rows, received_at = batch.rows, batch.received_at
+    dead, statuses, availability, seen = batch.dead, batch.statuses, batch.availability, batch.seen
+    stored, collided = _store_events(db, rows, copied=batch.copied)
     for row in collided:
         detail = f"event ID {row[0]} is stored already from another device"
         dead_letter(db, topics.events(row[1], row[2]), "event_id_collision", detail,

@@ -36,6 +36,12 @@ Count = Annotated[int, Field(ge=0)]
 ZoneKind = Literal["fitting_room", "checkout", "staff_only"]
 
 
+# The fields that link an event to a person (a member's card pseudonym and the key that made
+# it): the cloud stores them only while the member's consent allows, and never in the payload
+# text of an unlinked event. The one list the decoders and row builders use.
+PERSONAL_FIELDS: frozenset[str] = frozenset({"member", "key_id"})
+
+
 def new_event_id() -> uuid.UUID:
     """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then randomness.
 

@@ -37,13 +37,12 @@ from pydantic import AwareDatetime, BaseModel
 from pydantic.fields import FieldInfo
 
 from storelens.contract.envelope import MAX_PAYLOAD_BYTES, Envelope
-from storelens.contract.events import EVENT_TYPES, DeviceStatus
+from storelens.contract.events import EVENT_TYPES, PERSONAL_FIELDS, DeviceStatus
 
 UUID_PATTERN = r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z"
 UUID_TEXT = Annotated[str, msgspec.Meta(pattern=UUID_PATTERN)]
 _UUID_LEN = Annotated[str, msgspec.Meta(min_length=36, max_length=36)]
 _UUIDS = re.compile(r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\n)*")
-_PERSONAL = frozenset({"member", "key_id"})
 _CONSTRAINTS: dict[type, str] = {
     annotated_types.MinLen: "min_length",
     annotated_types.MaxLen: "max_length",
@@ -189,7 +188,8 @@ def struct_for(
                 tp = Annotated[tp, msgspec.Meta(**kw)]
         if types_ and name in types_:
             tp = types_[name]
-        if name in _PERSONAL and tag is not None and get_origin(tp) in (Union, types.UnionType):
+        union = get_origin(tp) in (Union, types.UnionType)
+        if name in PERSONAL_FIELDS and tag is not None and union:
             # Null would leave text the model does not have: strings only, absent = None.
             tp = Union[tuple(a for a in get_args(tp) if a is not type(None))]  # noqa: UP007
         default = msgspec.NODEFAULT if name in required else _default(field)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -57,11 +56,9 @@ class RecommendationService:
         self.last_error: str | None = None
 
     # -- building ------------------------------------------------------------------------
-    def rebuild(self, *, now: float | None = None, learn: bool = True) -> RecommendationModel:
-        """Build a fresh model from the database and swap it in; returns it. ``learn=False``
-        skips the learned ranker (the hand-set blend serves)."""
+    def rebuild(self, *, now: float | None = None) -> RecommendationModel:
+        """Build a fresh model from the database and swap it in; returns it."""
         now = time.time() if now is None else now
-        settings = self.settings if learn else replace(self.settings, learn_ranker=False)
         with self._build_lock:
             since = now - self.history_days * 86400
             started = time.perf_counter()
@@ -69,7 +66,7 @@ class RecommendationService:
                 load_catalog(self.db),
                 load_purchases(self.db, since=since, until=now),
                 load_dwells(self.db, since=since, until=now),
-                settings=settings,
+                settings=self.settings,
                 now=now,
                 previous=self._model,
             )
@@ -128,13 +125,7 @@ class RecommendationService:
                 if self._stop.is_set():
                     return
             try:
-                if self._model is None and self.settings.learn_ranker:
-                    # Ready in seconds with the hand-set blend; learning (the larger part of
-                    # a build) follows at once, and its model replaces this one.
-                    self.rebuild(learn=False)
-                    self._wake.set()
-                else:
-                    self.rebuild()
+                self.rebuild()
                 self.last_error = None
             except Exception as exc:  # keep serving the previous model; retry next round
                 self.last_error = f"{type(exc).__name__}: {exc}"
