@@ -109,3 +109,24 @@ def test_an_event_id_reused_by_another_device_is_dead_lettered(chain, worker, pu
     assert worker.totals.stored == 10
     after = REGISTRY.get_sample_value("storelens_ingest_id_collisions_total")
     assert after - collisions_before == 7  # /metrics
+
+
+def test_a_device_reusing_its_own_event_id_at_another_time_is_a_duplicate(
+    chain, worker, publisher
+) -> None:
+    # PostgreSQL's partitioned events are unique on (id, ts): without the owner check such a
+    # reuse went in as a second row there, while SQLite dropped it.
+    start = datetime.now(UTC) - timedelta(hours=1)
+    mine = _events(DEVICE, 10, start)
+    publisher(topics.events(STORE, DEVICE), envelopes(STORE, DEVICE, mine, 10)[0])
+    wait_for(lambda: worker.totals.messages == 1)
+    again = [e.model_copy(update={"ts": e.ts - timedelta(days=2, seconds=n)})
+             for n, e in enumerate(mine[:3])]  # fmt: skip
+    fresh = _events(DEVICE, 2, start + timedelta(minutes=5))
+    twice = [fresh[0], fresh[0].model_copy(update={"ts": fresh[0].ts + timedelta(seconds=3)})]
+    publisher(topics.events(STORE, DEVICE), envelopes(STORE, DEVICE, again + twice, 5)[0])
+    wait_for(lambda: worker.totals.messages == 2)
+    assert chain.scalar("SELECT count(*) FROM events") == 11
+    assert chain.scalar("SELECT count(*) FROM dead_letters") == 0
+    assert worker.totals.stored == 11
+    assert (worker.totals.duplicates, worker.totals.collisions) == (4, 0)

@@ -468,31 +468,61 @@ def claim_ids(db: Database, rows: Sequence[tuple]) -> tuple[list[tuple], int]:
     except psycopg.errors.UniqueViolation:
         pass
     conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS event_ids_stage"
-        " (n INTEGER, id UUID, store TEXT, device TEXT) ON COMMIT DELETE ROWS"
+        "CREATE TEMP TABLE IF NOT EXISTS event_ids_stage2"
+        " (n INTEGER, id UUID, store TEXT, device TEXT, ts DOUBLE PRECISION)"
+        " ON COMMIT DELETE ROWS"
     )
     with conn.cursor() as cur:
-        with cur.copy("COPY event_ids_stage (n, id, store, device) FROM STDIN") as copy:
+        with cur.copy("COPY event_ids_stage2 (n, id, store, device, ts) FROM STDIN") as copy:
             for n, row in enumerate(rows):
-                copy.write_row((n, row[0], row[1], row[2]))
+                copy.write_row((n, row[0], row[1], row[2], row[_TS]))
         # The first row of the batch with an ID owns it when nobody did before.
         cur.execute(
             "INSERT INTO event_ids (id, store, device) SELECT DISTINCT ON (id) id, store,"
-            " device FROM event_ids_stage ORDER BY id, n ON CONFLICT (id) DO NOTHING"
+            " device FROM event_ids_stage2 ORDER BY id, n ON CONFLICT (id) DO NOTHING"
+            " RETURNING id"
         )
+        fresh = {str(r["id"]) for r in cur.fetchall()}
         cur.execute(
-            "SELECT s.n FROM event_ids_stage s JOIN event_ids o ON o.id = s.id"
-            " WHERE o.store <> s.store OR o.device <> s.device ORDER BY s.n"
+            "SELECT s.n, s.id, s.ts, o.store = s.store AND o.device = s.device AS own"
+            " FROM event_ids_stage2 s JOIN event_ids o ON o.id = s.id ORDER BY s.n"
         )
-        collided = [rows[r["n"]] for r in cur.fetchall()]
-        cur.execute("DELETE FROM event_ids_stage")
+        hits = cur.fetchall()
+        cur.execute("DELETE FROM event_ids_stage2")
+    collided = [rows[r["n"]] for r in hits if not r["own"]]
+    # The owner's own reuse of an ID with another time is a duplicate too (the key of
+    # partitioned ``events`` is (id, ts), so it went in): keep the row stored first, which
+    # is the earlier batch's, else the first of this batch.
+    kept: dict[str, float] = {}
+    again: list[tuple] = []
+    for r in hits:
+        if not r["own"]:
+            continue
+        key = str(r["id"])
+        if key in kept:
+            if kept[key] != r["ts"]:
+                again.append(rows[r["n"]])
+        elif key in fresh:
+            kept[key] = r["ts"]
+        else:  # owned before this batch: its stored row has another time if this one went in
+            kept[key] = _stored_ts(db, rows[r["n"]]) or r["ts"]
+            if kept[key] != r["ts"]:
+                again.append(rows[r["n"]])
     removed = 0
-    for row in collided:  # rare: one statement each, pruned to the row's day partition
+    for row in collided + again:  # rare: one statement each, pruned to the row's partition
         removed += db.execute(
             "DELETE FROM events WHERE id = ? AND ts = ? AND store = ? AND device = ?",
             (row[0], row[_TS], row[1], row[2]),
         )
     return collided, removed
+
+
+def _stored_ts(db: Database, row: tuple) -> float | None:
+    """The time of the row stored under this event ID other than ``row``'s own, if any."""
+    ts = db.scalar(
+        "SELECT ts FROM events WHERE id = ? AND ts <> ? ORDER BY ts LIMIT 1", (row[0], row[_TS])
+    )
+    return None if ts is None else float(ts)
 
 
 def dead_letter(
