@@ -16,9 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import free_port, wait_for
 
 
+@pytest.mark.slow
 def test_demo_headless_runs_the_whole_loop(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     port = free_port()

@@ -29,7 +29,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import REPO, free_port
 
-pytestmark = pytest.mark.slow
+# The first test also waits for the install, which may take the pip timeout below on a busy
+# machine (it took 43 s on a quiet CI and over 300 s with 2 workers and 8 users on 2 cores).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 DEV_ONLY = ("pytest", "playwright", "ruff", "hypothesis", "schemathesis")
 
