@@ -27,8 +27,8 @@ def rollups_rebuild(
 
     from rich.progress import Progress
 
-    from storelens.cloud.rollups import rebuild
-    from storelens.cloud.store import connect
+    from storelens.cloud.analytics.rollups import rebuild
+    from storelens.cloud.db import connect
 
     try:
         first = date.fromisoformat(since) if since else None
@@ -53,9 +53,13 @@ def rollups_rebuild(
 
 
 def _settings(db: str | None = None, **overrides: object):  # noqa: ANN202 - lazy import
-    from storelens.cloud.settings import Settings
+    from storelens.cloud.settings import Settings, SettingsError
 
-    return Settings.from_env(db_url=db, **overrides)
+    try:
+        return Settings.from_env(db_url=db, **overrides)
+    except SettingsError as exc:  # a bad STORELENS_* variable: say which, no traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command("serve")
@@ -93,8 +97,8 @@ def ingest(
     """Run an ingest worker: MQTT -> validated, de-duplicated events in the database."""
     import logging
 
-    from storelens.cloud.ingest import run_worker
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
+    from storelens.cloud.ingest.worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = _settings(db, mqtt_host=mqtt_host, mqtt_port=mqtt_port, share_group=group,
@@ -120,8 +124,8 @@ def user_add(
     db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
 ) -> None:
     """Create an ops user (the password is asked for, never passed on the command line)."""
-    from storelens.cloud import auth
-    from storelens.cloud.store import connect
+    from storelens.cloud.api import principals as auth
+    from storelens.cloud.db import connect
 
     password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     database = connect(_settings(db).db_url)
@@ -140,8 +144,8 @@ def user_password(
     db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
 ) -> None:
     """Set a new password for an ops user (asked for, never passed on the command line)."""
-    from storelens.cloud import auth
-    from storelens.cloud.store import connect
+    from storelens.cloud.api import principals as auth
+    from storelens.cloud.db import connect
 
     password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     database = connect(_settings(db).db_url)
@@ -160,8 +164,8 @@ def pos_token(
     db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
 ) -> None:
     """Issue a bearer token for one POS device of one store (printed once)."""
-    from storelens.cloud import auth
-    from storelens.cloud.store import connect
+    from storelens.cloud.api import principals as auth
+    from storelens.cloud.db import connect
 
     database = connect(_settings(db).db_url)
     try:
@@ -177,8 +181,8 @@ def integration_token(
     db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
 ) -> None:
     """Issue a bearer token another system uses to POST /api/v1/interactions (printed once)."""
-    from storelens.cloud import auth
-    from storelens.cloud.store import connect
+    from storelens.cloud.api import principals as auth
+    from storelens.cloud.db import connect
 
     database = connect(_settings(db).db_url)
     try:
@@ -196,8 +200,8 @@ def scoring_plans(
     """Load engagement scoring plans from YAML (all or none), or list the stored ones."""
     from pathlib import Path
 
-    from storelens.cloud import scoring, scoring_plans
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
+    from storelens.cloud.personalization import scoring, scoring_plans
 
     database = connect(_settings(db).db_url)
     try:
@@ -230,8 +234,9 @@ def device_add(
     db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
 ) -> None:
     """Register an edge device so ingest accepts its events."""
-    from storelens.cloud import events, stores
-    from storelens.cloud.store import connect
+    from storelens.cloud.commerce import stores
+    from storelens.cloud.db import connect
+    from storelens.cloud.ingest import events
 
     database = connect(_settings(db).db_url)
     if stores.get_store(database, store) is None:
@@ -275,15 +280,15 @@ def import_data(
     purchase history (bad rows go to a reject file; importing it again changes nothing)."""
     from pathlib import Path
 
-    from storelens.cloud import catalog, stores
-    from storelens.cloud.store import connect
+    from storelens.cloud.commerce import catalog, stores
+    from storelens.cloud.db import connect
 
     file = Path(path)
     if not file.is_file():
         typer.echo(f"error: no file {file}", err=True)
         raise typer.Exit(1)
     if kind == "history":
-        from storelens.cloud.history.command import import_history_file
+        from storelens.cloud.commerce.history.command import import_history_file
 
         import_history_file(
             _settings(db).db_url, file, map_spec=map_spec, exclude_skus=exclude_skus,
@@ -325,8 +330,8 @@ def propensity_refresh(
 ) -> None:
     """Train the propensity model on the stored history and store every member's scores (run
     it daily, e.g. from cron; the API, POS and offer audiences read the stored scores)."""
-    from storelens.cloud import propensity
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
+    from storelens.cloud.personalization import propensity
 
     database = connect(_settings(db).db_url)
     try:

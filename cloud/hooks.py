@@ -4,7 +4,7 @@ A domain that reacts to another's events declares it, without registering anythi
 
     HOOKS = [("member_forgotten", forget_member), ("order_created", _on_order_created)]
 
-and the storage root (`cloud/store/schema.py`, which already collects every domain's
+and the storage root (`cloud/db/schema.py`, which already collects every domain's
 migrations) installs what each listed component declares, once per process, before any
 database is used. The hook lists themselves stay with the domain that calls them.
 """
@@ -17,11 +17,11 @@ from typing import Any
 
 # point -> (module, list attribute) of the domain that runs the hooks.
 POINTS: dict[str, tuple[str, str]] = {
-    "events_stored": ("storelens.cloud.ingest", "on_events_stored"),
-    "order_created": ("storelens.cloud.orders", "on_order_created"),
-    "member_forgotten": ("storelens.cloud.members", "on_member_forgotten"),
-    "member_enrolled": ("storelens.cloud.members", "on_member_enrolled"),
-    "tracking_withdrawn": ("storelens.cloud.members", "on_tracking_withdrawn"),
+    "events_stored": ("storelens.cloud.ingest.worker", "on_events_stored"),
+    "order_created": ("storelens.cloud.commerce.orders", "on_order_created"),
+    "member_forgotten": ("storelens.cloud.commerce.members", "on_member_forgotten"),
+    "member_enrolled": ("storelens.cloud.commerce.members", "on_member_enrolled"),
+    "tracking_withdrawn": ("storelens.cloud.commerce.members", "on_tracking_withdrawn"),
 }
 
 Declared = Iterable[tuple[str, Callable[..., Any]]]

@@ -1,7 +1,8 @@
 """Push to the store's POS devices: Server-Sent Events for the web POS, MQTT for native apps.
 
-`publish(store, kind, payload)` is the one call other domains make (fulfillment tasks, member
-alerts, coupons issued). Each API replica runs one hub:
+Domains push with `storelens.cloud.services.announce(db, store, kind, payload)` (fulfillment
+tasks, member alerts, coupons issued), which publishes on the hub of the process's `Services`
+once the transaction commits. Each API replica runs one hub:
 
 - without a broker the hub fans out to its own SSE clients directly;
 - with a broker it publishes on ``storelens/v1/{store}/pos/{kind}`` (QoS 1) and subscribes to
@@ -226,23 +227,3 @@ class PushHub:
         finally:
             sub.close()
 
-
-_hub = PushHub()
-
-
-def hub() -> PushHub:
-    """The process's hub (installed by the process's `Services` when it relays through the
-    broker)."""
-    return _hub
-
-
-def install(new_hub: PushHub) -> PushHub:
-    global _hub
-    _hub = new_hub
-    return new_hub
-
-
-def publish(store: str, kind: str, payload: dict[str, Any]) -> PushMessage:
-    """Push a message to every POS of ``store``: kinds ``member_alert``, ``task``,
-    ``coupon_issued``. Safe from any thread; never blocks on the network."""
-    return _hub.publish(store, kind, payload)

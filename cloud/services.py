@@ -15,46 +15,143 @@ streams are held by the API, so:
   `push_mqtt` asks for it (API replicas, native POS apps on the broker). An API that runs the
   only ingest worker in-process keeps pushes in the process, and `push_mqtt=false` says so
   for a process that raises every push itself.
+
+Domains receive the database handle only; the services serving it are bound to that handle
+(`Services` binds itself to its database until closed), so a domain reaches the hub, the offer
+policy and the routing rules of its process through `announce`, `offer_policy` and `routing`
+here, with no process global: two apps in one process (tests, the demo) keep their own. A
+database no serving process holds (a CLI command, a script) has no POS to push to, and uses
+the default offer policy and the routing rules named by ``STORELENS_FULFILLMENT_RULES``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from storelens.cloud import push
+from storelens.cloud.db import Database
 from storelens.cloud.settings import Settings
-from storelens.cloud.store import Database
+
+if TYPE_CHECKING:
+    from storelens.cloud.fulfillment.rules import RoutingConfig
+    from storelens.cloud.personalization.offers import OfferPolicy
+    from storelens.cloud.personalization.recommend import RecommendationService
+
+RULES_ENV = "STORELENS_FULFILLMENT_RULES"
 
 
-@dataclass
+@dataclass(eq=False)
 class Services:
     settings: Settings
     db: Database
     push: push.PushHub
     relaying: bool = False
+    offer_policy: OfferPolicy = field(default_factory=lambda: _default_policy())
+    recommender: RecommendationService | None = None
+    _routing: RoutingConfig | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        # The newest services built around a database serve it until closed (an in-process
+        # ingest worker is handed the API's, so a process normally has one per database).
+        self.db.served_by.append(self)
 
     @classmethod
     def for_api(cls, settings: Settings, db: Database) -> Services:
         relay = settings.push_mqtt
         if relay is None:
             relay = not settings.ingest_in_process
-        return cls(settings, db, _relay(settings, receive=True) if relay else push.hub(),
-                   relaying=relay)  # fmt: skip
+        hub = _relay(settings, receive=True) if relay else push.PushHub()
+        return cls(settings, db, hub, relaying=relay)
 
     @classmethod
     def for_ingest(cls, settings: Settings, db: Database) -> Services:
         return cls(settings, db, _relay(settings, receive=False), relaying=True)
 
+    @property
+    def routing(self) -> RoutingConfig:
+        """The fulfillment routing rules (`Settings.fulfillment_rules`), read on first use: the
+        API reads them at start, so a broken file stops it there, not at the first order."""
+        with self._lock:
+            if self._routing is None:
+                from storelens.cloud.fulfillment.rules import load_config
+
+                self._routing = load_config(self.settings.fulfillment_rules)
+            return self._routing
+
+    @routing.setter
+    def routing(self, config: RoutingConfig) -> None:
+        with self._lock:
+            self._routing = config
+
+    def recommendations(self) -> RecommendationService:
+        """The recommendation service: the one handed in, else built and started on first use
+        (a process that never recommends, like an ingest worker, never loads the model)."""
+        with self._lock:
+            if self.recommender is None:
+                from storelens.cloud.personalization.recommend import RecommendationService
+
+                self.recommender = RecommendationService(self.db)
+                self.recommender.start()  # builds now, then on schedule and on request
+            return self.recommender
+
     def close(self) -> None:
+        if self.recommender is not None:
+            self.recommender.stop()
         if self.relaying:
             self.push.close()
+        if self in self.db.served_by:
+            self.db.served_by.remove(self)
+
+
+def served_by(db: Database) -> Services | None:
+    """The services of the process serving ``db`` (None for a CLI command or a script)."""
+    stack = getattr(db, "served_by", None)
+    return stack[-1] if stack else None
+
+
+def announce(db: Database, store: str, kind: str, payload: dict[str, Any]) -> None:
+    """Push to ``store``'s POS devices once the surrounding transaction commits (at once
+    outside one; dropped if it rolls back), through the hub of the process serving ``db``;
+    nothing when no process serves it (no POS listens to a CLI command)."""
+    services = served_by(db)
+    if services is not None:
+        hub = services.push
+        db.after_commit(lambda: hub.publish(store, kind, payload))
+
+
+def offer_policy(db: Database) -> OfferPolicy:
+    services = served_by(db)
+    return services.offer_policy if services is not None else _default_policy()
+
+
+def routing(db: Database) -> RoutingConfig:
+    services = served_by(db)
+    if services is not None:
+        return services.routing
+    return _rules_from_env(os.environ.get(RULES_ENV) or None)
+
+
+@functools.lru_cache(maxsize=4)
+def _rules_from_env(source: str | None) -> RoutingConfig:
+    from storelens.cloud.fulfillment.rules import load_config
+
+    return load_config(source)
+
+
+def _default_policy() -> OfferPolicy:
+    from storelens.cloud.personalization.offers import OfferPolicy
+
+    return OfferPolicy()
 
 
 def _relay(settings: Settings, *, receive: bool) -> push.PushHub:
-    """A hub linked to the broker, installed as the process's hub (what `push.publish`, the
-    call the domains make, delivers through)."""
+    """A hub linked to the broker (a random client ID: every process needs its own session)."""
     hub = push.PushHub()
-    # Random client ID: every process needs its own session on the broker.
     hub.connect_mqtt(
         settings.mqtt_host,
         settings.mqtt_port,
@@ -64,4 +161,4 @@ def _relay(settings: Settings, *, receive: bool) -> push.PushHub:
         tls_ca=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None,
         receive=receive,
     )
-    return push.install(hub)
+    return hub

@@ -1,16 +1,26 @@
-"""Cloud service settings, read from ``STORELENS_*`` environment variables.
+"""Cloud service settings, read from ``STORELENS_*`` environment variables (pydantic-settings).
 
 One object carries everything the API, the ingest workers and the CLI need, so a deployment is
-configured the same way whichever process it starts.
+configured the same way whichever process it starts. `Settings.from_env` reads the environment
+(or a given mapping); `Settings(...)` takes only what it is given, so code and tests that build
+one never pick up a stray variable. A bad value is a `SettingsError` naming the variable.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from storelens.contract import topics
 from storelens.pseudonym import PseudonymKey, load_key
@@ -18,10 +28,39 @@ from storelens.pseudonym import PseudonymKey, load_key
 ENV_PREFIX = "STORELENS_"
 
 
-class Settings(BaseModel):
+class SettingsError(ValueError):
+    """Settings that do not validate, each bad one named as the variable that sets it."""
+
+
+class _Environment(EnvSettingsSource):
+    """The ``STORELENS_*`` variables of a given mapping (``os.environ`` by default)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # Variable names are case-insensitive (as os.environ is on Windows); empty = unset.
+        return {k.lower(): v for k, v in self._environ.items() if v != ""}
+
+
+class Settings(BaseSettings):
     """Every field maps to ``STORELENS_<FIELD>`` in upper case (see `from_env`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, env_ignore_empty=True
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the environment only through `from_env`
 
     db_url: str = Field(
         "sqlite:///var/storelens.db", description="sqlite:///path or postgresql://..."
@@ -78,6 +117,22 @@ class Settings(BaseModel):
         description="How often an ingest worker recomputes the analytics rollups of hours "
         "that received events (once quiet); 0 = never (another worker does).",
     )
+    scored_events_retention_days: int = Field(
+        14,
+        ge=0,
+        le=3650,
+        description="Days an ingest worker remembers which events engagement scoring has "
+        "counted (so a device's resend scores nothing twice); 0 = forever. Keep it longer "
+        "than the devices' outbox age (7 days by default): older resends would score again.",
+    )
+    propensity_refresh_s: float = Field(
+        86_400.0,
+        ge=0,
+        le=30 * 86_400,
+        description="Retrain purchase propensity beside the API this often (seconds; the "
+        "first check a few minutes after start; replicas train once per interval); 0 = off "
+        "(cron `storelens cloud propensity-refresh` instead).",
+    )
     pseudonym_key_id: str = Field("k1", description="ID of the member-card HMAC key.")
     pseudonym_key_file: Path | None = Field(None, description="File with the key (hex or raw).")
     pseudonym_key_env: str | None = Field(
@@ -118,6 +173,28 @@ class Settings(BaseModel):
     handoff_interval_s: float = Field(
         5, ge=0, le=3600, description="Hand-off webhook delivery interval in the API; 0 = off."
     )
+    sale_link_just_ended_s: float = Field(
+        900.0,
+        ge=0,
+        le=6 * 3600,
+        description="A member's POS sale joins their visit in that store that is open, or "
+        "ended at most this long before the sale (cloud/commerce/visit_sales.py).",
+    )
+    sale_link_skew_s: float = Field(
+        30.0,
+        ge=0,
+        le=600,
+        description="Clock difference allowed between a POS and the cameras when a sale is "
+        "matched to a visit (an anonymous sale: to the one visit at the till then).",
+    )
+    sale_link_settle_s: float = Field(
+        900.0,
+        ge=0,
+        le=86_400,
+        description="A sale whose visit is not known yet stays pending this long (events "
+        "arrive late through store-and-forward); then it is decided, unmatched if need be. "
+        "At least sale_link_skew_s.",
+    )
 
     @model_validator(mode="after")
     def _rollups_outlive_events(self) -> Settings:
@@ -130,23 +207,36 @@ class Settings(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _scheduled_work_is_not_a_busy_loop(self) -> Settings:
+        if 0 < self.propensity_refresh_s < 60:
+            raise ValueError("propensity_refresh_s must be 0 (off) or at least 60 seconds")
+        return self
+
+    @model_validator(mode="after")
+    def _sale_link_settles_after_skew(self) -> Settings:
+        if self.sale_link_settle_s < self.sale_link_skew_s:
+            raise ValueError(
+                "sale_link_settle_s must be at least sale_link_skew_s: an anonymous sale is "
+                "decided only once the till's events can have arrived"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _tls_needs_no_plain_port(self) -> Settings:
         if self.mqtt_ca_file is not None and not self.mqtt_tls:
             raise ValueError("mqtt_ca_file is set but mqtt_tls is false")
         return self
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
-        import os
-
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for name in cls.model_fields:
-            raw = env.get(ENV_PREFIX + name.upper())
-            if raw is not None and raw != "":
-                values[name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """``STORELENS_<FIELD>`` variables of ``environ`` (default the process environment);
+        ``overrides`` that are not None win (command-line options)."""
+        values: dict[str, Any] = _Environment(cls, os.environ if environ is None else environ)()
+        given = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            return cls(**{**values, **given})
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc, from_env=set(values) - set(given))) from None
 
     @cached_property
     def pseudonym_key(self) -> PseudonymKey:
@@ -156,3 +246,14 @@ class Settings(BaseModel):
         return load_key(
             self.pseudonym_key_id, env=self.pseudonym_key_env or "STORELENS_PSEUDONYM_KEY"
         )
+
+
+def _describe(exc: ValidationError, *, from_env: set[str]) -> str:
+    """One line per problem, naming the variable for a value that came from the environment."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        field = str(err["loc"][0]) if err["loc"] else ""
+        where = f"{ENV_PREFIX}{field.upper()} ({field})" if field in from_env else field
+        got = f" (got {err['input']!r})" if field and not isinstance(err["input"], dict) else ""
+        lines.append(f"{where}: {err['msg']}{got}" if where else err["msg"])
+    return "invalid settings: " + "; ".join(lines)

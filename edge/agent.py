@@ -100,8 +100,6 @@ class Agent:
         self.frames = 0
         self.detected_frames = 0  # frames that went through the detector (stride, gate)
         self.unstored = 0  # events the outbox could not write (disk errors)
-        self.detect_s = 0.0  # wall time in detection and in the pipelines (benches)
-        self.process_s = 0.0
 
     def _load_key(self) -> PseudonymKey | None:
         p = self.config.privacy
@@ -263,17 +261,13 @@ class Agent:
             except Exception:
                 log.exception("detection failed on %d frame(s); skipped", len(todo))
                 return []
-            spent = time.perf_counter() - t0
-            self.detect_s += spent
-            per_frame_ms = spent * 1000 / len(todo)
+            per_frame_ms = (time.perf_counter() - t0) * 1000 / len(todo)
             self.detected_frames += len(todo)
             for i, dets in zip(todo, found, strict=True):
                 cam_id = batch[i][0].camera.id
                 self._last_detections[cam_id] = dets
                 self.pipelines[cam_id].stats.note_inference(per_frame_ms)
         events: list = []
-        latest = 0.0
-        t1 = time.perf_counter()
         for i, (feed, (frame, ts)) in enumerate(batch):
             pipe = self.pipelines[feed.camera.id]
             dets = self._last_detections.get(feed.camera.id) if i in due else None
@@ -281,24 +275,16 @@ class Agent:
                 pipe.stats.note_dropped(feed.dropped - pipe.stats.dropped_frames)
             try:
                 found = pipe.process(frame, ts, dets)
-                if self.store_visits is not None:
-                    found = self.store_visits.route(feed.camera.id, found)
-                    self.store_visits.observe(
-                        feed.camera.id, ts.timestamp(), pipe.sightings(), frame
+                if self.store_visits is not None:  # by frame time, through its reorder buffer
+                    found = self.store_visits.push(
+                        feed.camera.id, ts.timestamp(), found, pipe.sightings(), frame
                     )
-                    latest = max(latest, ts.timestamp())
                 events += found
             except Exception:
                 log.exception("camera %s: pipeline failed on a frame; skipped", feed.camera.id)
             self.frames += 1
             if self._on_frame is not None:
                 self._on_frame(feed.camera.id, ts)
-        if self.store_visits is not None and latest:
-            try:
-                events += self.store_visits.tick(latest)
-            except Exception:
-                log.exception("store visits: fusing the cameras failed on a frame")
-        self.process_s += time.perf_counter() - t1
         return events
 
     def _resolve_swipes(self) -> list:
@@ -348,6 +334,7 @@ class Agent:
             outbox_depth=self.outbox.depth,
             outbox_bytes=self.outbox.size_bytes,
             lost_events=self.outbox.lost,
+            outbox_age_s=self.outbox.oldest_age_s(),
             ambiguous_handoffs=(
                 self.store_visits.ambiguous_handoffs if self.store_visits is not None else None
             ),
@@ -361,6 +348,11 @@ class Agent:
         events: list = []
         # Frames still waiting are dropped; swipes still waiting are linked to who is in view.
         events += self._resolve_swipes()
+        if self.store_visits is not None:
+            try:
+                events += self.store_visits.drain()  # frames still waiting for other cameras
+            except Exception:
+                log.exception("store visits: could not fuse the buffered frames")
         for cam_id, pipe in self.pipelines.items():
             try:
                 closed = pipe.flush()

@@ -210,6 +210,14 @@ class Outbox:
     def lost(self) -> int:
         return self._lost
 
+    def oldest_age_s(self) -> float:
+        """Seconds since the oldest message still held (sent or not: it leaves only when the
+        cloud confirms it) was stored; 0 when empty. One row by primary key: seq grows with
+        time, so the lowest seq is the oldest."""
+        with self._lock:
+            row = self._db.execute("SELECT created FROM outbox ORDER BY seq LIMIT 1").fetchone()
+        return 0.0 if row is None else round(max(0.0, self._clock() - row[0]), 1)
+
     def pending(self, kind: str | None = None) -> int:
         with self._lock:
             if kind is None:

@@ -117,7 +117,9 @@ class CameraPipeline:
         # and its IoU gate is widened for the longer steps (see ``for_stride``).
         self.detect_every = camera.detect_every
         self.tracker_config = for_stride(tracker, self.detect_every)
-        self.tracker = PersonTracker(self.tracker_config, self.fps / self.detect_every)
+        self.tracker = PersonTracker(
+            self.tracker_config, self.fps / self.detect_every, self.detect_every
+        )
         self.zones = [Zone(z) for z in camera.zones]
         self.zone_kinds = {z.name: z.kind for z in camera.zones}
         self.lines = [CountingLine(ln) for ln in camera.lines]
@@ -268,7 +270,9 @@ class CameraPipeline:
         dt = t - (self._t0 or t)
         if dt > 0 and 1.0 <= 1.0 / dt <= 120.0 and abs(1.0 / dt / self.fps - 1) > 0.2:
             self.fps = 1.0 / dt
-            self.tracker = PersonTracker(self.tracker_config, self.fps / self.detect_every)
+            self.tracker = PersonTracker(
+                self.tracker_config, self.fps / self.detect_every, self.detect_every
+            )
             self.tracker.update(Detections.empty(), 0.0)
 
     def _observe(

@@ -1,18 +1,21 @@
 """Offline analysis of a whole store: every camera of a device config, frame by frame in
 lockstep, through the same pipelines and (with ``store_visits``) the same fusion as the agent.
 
-File sources of one store are read side by side: frame k of every camera is taken to be the
-same moment (true for the crops of one video, and for recordings started together).
+File sources of one store are read side by side in frame-time order: each source's frames are
+stamped from its own frame rate (a camera's ``fps`` may subsample it) from a common start,
+plus an optional per-camera clock offset, so the crops of one video can be played as cameras
+at different rates and on clocks that disagree, as live cameras are.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import statistics
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from storelens.contract.events import LineCrossing, VisitEnded, VisitStarted, ZoneVisit
@@ -36,7 +39,7 @@ class StoreSummary:
     paths: list[list[list[float]]] = field(default_factory=list)
     cameras_per_visit: Counter[int] = field(default_factory=Counter)
     events: list[Any] = field(default_factory=list)
-    fusion: dict[str, int] = field(default_factory=dict)
+    fusion: dict[str, Any] = field(default_factory=dict)
 
     def add(self, event: Any) -> None:
         self.events.append(event)
@@ -66,16 +69,30 @@ class StoreSummary:
         }
 
 
-def _lockstep(sources: list[FrameSource]) -> Iterator[list[tuple[Any, Any]]]:
+def _by_time(
+    sources: list[FrameSource], max_frames: int | None
+) -> Iterator[tuple[int, Any, datetime]]:
+    """(source index, frame, ts) of every source, oldest first (ties: source order), each
+    source stopping after ``max_frames``; all stop when the first source ends (its
+    recording is over)."""
     iterators = [iter(s) for s in sources]
-    while True:
-        frames = []
-        for it in iterators:
-            item = next(it, None)
-            if item is None:
-                return
-            frames.append(item)
-        yield frames
+    read = [0] * len(sources)
+    heap: list[tuple[datetime, int, Any]] = []
+    for i, it in enumerate(iterators):
+        item = next(it, None)
+        if item is None:
+            return
+        heapq.heappush(heap, (item[1], i, item[0]))
+    while heap:
+        ts, i, frame = heapq.heappop(heap)
+        yield i, frame, ts
+        read[i] += 1
+        if max_frames is not None and read[i] >= max_frames:
+            continue
+        item = next(iterators[i], None)
+        if item is None:
+            return
+        heapq.heappush(heap, (item[1], i, item[0]))
 
 
 def analyze_store(
@@ -84,13 +101,21 @@ def analyze_store(
     max_frames: int | None = None,
     detector: Detector | None = None,
     start: datetime | None = None,
+    clock_offsets: Mapping[str, float] | None = None,
 ) -> StoreSummary:
-    """``start``: the time of every source's first frame (default now), so runs compare."""
+    """``start``: the time of every source's first frame (default now), so runs compare;
+    ``clock_offsets``: seconds added to a camera's frame times (a clock that runs ahead)."""
     m = config.model
     detector = detector or Detector.from_config(m)
     cameras = [c.model_copy(update={"loop": False, "realtime": False}) for c in config.cameras]
+    unknown = sorted(set(clock_offsets or {}) - {c.id for c in cameras})
+    if unknown:
+        raise ValueError(f"clock offsets for unknown camera(s): {', '.join(unknown)}")
     start = start or datetime.now(UTC)
-    sources = [open_source(c, start=start) for c in cameras]
+    offsets = clock_offsets or {}
+    sources = [
+        open_source(c, start=start + timedelta(seconds=offsets.get(c.id, 0.0))) for c in cameras
+    ]
     summary = StoreSummary()
     seq = itertools.count()
     fused = StoreVisits(config, lambda: next(seq)) if config.store_visits else None
@@ -106,26 +131,22 @@ def analyze_store(
         for cam, src in zip(cameras, sources, strict=True)
     ]
     strides = [DetectStride(c.detect_every, phase=i) for i, c in enumerate(cameras)]
+    frames = [0] * len(cameras)
     try:
-        for frames in _lockstep(sources):
-            if max_frames is not None and summary.frames >= max_frames:
-                break
-            summary.frames += 1
-            last_t = 0.0
-            for pipe, stride, (frame, ts) in zip(pipelines, strides, frames, strict=True):
-                dets = detector.detect(frame) if stride.due() else None
-                events = pipe.process(frame, ts, dets)
-                if fused is None:
-                    for e in events:
-                        summary.add(e)
-                    continue
-                for e in fused.route(pipe.camera.id, events):
-                    summary.add(e)
-                fused.observe(pipe.camera.id, ts.timestamp(), pipe.sightings(), frame)
-                last_t = ts.timestamp()
+        for i, frame, ts in _by_time(sources, max_frames):
+            frames[i] += 1
+            pipe, stride = pipelines[i], strides[i]
+            dets = detector.detect(frame) if stride.due() else None
+            events = pipe.process(frame, ts, dets)
             if fused is not None:
-                for e in fused.tick(last_t):
-                    summary.add(e)
+                events = fused.push(pipe.camera.id, ts.timestamp(), events, pipe.sightings(),
+                                    frame)  # fmt: skip
+            for e in events:
+                summary.add(e)
+        summary.frames = max(frames)
+        if fused is not None:
+            for e in fused.drain():
+                summary.add(e)
         for pipe in pipelines:
             events = pipe.flush()
             for e in fused.route(pipe.camera.id, events) if fused else events:
@@ -138,6 +159,8 @@ def analyze_store(
                 "joined_overlap": fused.joined_overlap,
                 "joined_handoff": fused.joined_handoff,
                 "ambiguous_handoffs": fused.ambiguous_handoffs,
+                "late_frames": fused.late_frames,
+                "clock_offsets_s": dict(fused.clock_offsets),
             }
     finally:
         for s in sources:

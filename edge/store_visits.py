@@ -23,6 +23,17 @@ visit_started / visit_ended events are replaced by one pair per store visit, who
 visit_ended carries one floor path (the person's positions from all cameras, averaged while
 several see them), the zones from every camera, the cameras and the hand-off count.
 
+Cameras deliver frames on their own clocks and at their own rates (live cameras drop frames
+when the box is busy, a stream may lag another), so the layer works on *frame timestamps*, not
+on arrival order: `push` hands it one camera frame's events and sightings, which wait in a
+bounded reorder buffer (one queue per camera, merged by time) until every camera that
+delivers has reached that time, or they are ``reorder_s`` older than the newest frame (a
+camera that lags more, or went offline, holds the others back no longer; its late frames are
+fused when they come). Another camera's position at a sighting's time is interpolated between
+its own sightings around that time, so cameras at different frame rates still compare the
+person at the same moment. Events of a store visit may leave up to ``decide_s + reorder_s``
+after they happened.
+
 Positions and appearance descriptors live only in memory and are dropped with the visit.
 """
 
@@ -52,8 +63,15 @@ from storelens.edge.scene import FloorPath, FloorPlan
 from storelens.edge.scene.zones import as_polygon, in_polygon
 
 SAME_MOMENT_S = 0.15  # sightings of two cameras this close in time are simultaneous
+INTERPOLATE_GAP_S = 0.6  # a camera's position between two sightings at most this far apart
 TRACK_S = 8.0  # floor history kept per part, for matching
 APPEARANCE_EVERY_S = 0.5
+MAX_BUFFERED_PER_CAMERA = 256  # frames; bounds memory whatever the clocks do
+CLOCK_STEP_S = 0.05  # resolution of a camera clock estimate
+CLOCK_SAMPLES = 25  # a camera's offset: median of its latest samples
+CLOCK_MIN_SAMPLES = 3  # ... once it has this many
+CLOCK_MIN_SIGHTINGS = 5  # simultaneous sightings a sample needs
+CLOCK_MIN_MOVE_M = 0.5  # and this much walking (a standing person fits any shift)
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,16 @@ class Sighting:
     visit_id: uuid.UUID
     anchor: tuple[float, float]
     box: tuple[float, float, float, float]
+
+
+@dataclass
+class _Frame:
+    """One camera frame waiting in the reorder buffer: its events and where its people were
+    (floor metres, and an appearance descriptor when one was due)."""
+
+    t: float
+    events: list[Any]
+    seen: list[tuple[uuid.UUID, float, float, np.ndarray | None]]
 
 
 class _StoreVisit:
@@ -123,13 +151,26 @@ class _Part:
         return self.track[-1][0] if self.track else self.started_at.timestamp()
 
     def position_at(self, t: float) -> tuple[float, float] | None:
-        best = None
+        """Where this camera saw the person at ``t``: interpolated between its sightings just
+        before and after (at most `INTERPOLATE_GAP_S` apart), else its sighting within
+        `SAME_MOMENT_S` of ``t``; None when it did not see them then."""
+        after: tuple[float, float, float] | None = None
         for tt, x, y in reversed(self.track):
-            if tt < t - SAME_MOMENT_S:
+            if tt >= t:
+                after = (tt, x, y)
+                continue
+            if tt < t - max(SAME_MOMENT_S, INTERPOLATE_GAP_S):
                 break
-            if abs(tt - t) <= SAME_MOMENT_S and (best is None or abs(tt - t) < best[0]):
-                best = (abs(tt - t), x, y)
-        return None if best is None else (best[1], best[2])
+            before = (tt, x, y)
+            if after is not None and after[0] - tt <= INTERPOLATE_GAP_S:
+                w = (t - tt) / (after[0] - tt) if after[0] > tt else 0.0
+                return (x + w * (after[1] - x), y + w * (after[2] - y))
+            if t - tt <= SAME_MOMENT_S and (after is None or after[0] - t > t - tt):
+                return (before[1], before[2])
+            break
+        if after is not None and after[0] - t <= SAME_MOMENT_S:
+            return (after[1], after[2])
+        return None
 
 
 class StoreVisits:
@@ -154,10 +195,99 @@ class StoreVisits:
         self._parts: dict[uuid.UUID, _Part] = {}
         self._visits: dict[uuid.UUID, _StoreVisit] = {}
         self._ready: list[Any] = []  # decided outside route/tick (card swipes)
+        # The reorder buffer (see the module docstring): per camera, frames in arrival order.
+        self.reorder_s = self.config.reorder_s
+        self._order = {c.id: i for i, c in enumerate(config.cameras)}
+        self._queues: dict[str, deque[_Frame]] = {c.id: deque() for c in config.cameras}
+        self._latest: dict[str, float] = {}  # newest frame time pushed per camera
+        self._fused_t = -math.inf  # newest frame time fused (released)
+        self._first_t = math.inf  # the first frame time pushed
+        self._describe_next: dict[uuid.UUID, float] = {}  # appearance throttle per part
+        # Card swipes (and staff badges) for a part still in the buffer: applied when it comes.
+        self._early: dict[uuid.UUID, dict[str, Any]] = {}
+        self.late_frames = 0  # frames fused after newer ones (a camera beyond reorder_s)
+        # Cameras' clocks, learned from people seen by two at once: seconds a camera's frame
+        # times run ahead of the reference camera's (the first with a floor).
+        self.clock_offsets: dict[str, float] = {}
+        self._reference = next((c.id for c in config.cameras if c.floor is not None), None)
+        self._clock_samples: dict[str, deque[float]] = {}
         self.started = 0
         self.joined_overlap = 0
         self.joined_handoff = 0
         self.ambiguous_handoffs = 0
+
+    # -- frames in (reorder buffer) -------------------------------------------------------
+
+    def push(
+        self,
+        camera: str,
+        t: float,
+        events: Iterable[Any],
+        sightings: Sequence[Sighting],
+        frame: np.ndarray | None,
+    ) -> list[Any]:
+        """One camera frame (its pipeline's events, the people it placed, the image for the
+        in-memory appearance descriptors) at frame time ``t``; returns the store's events
+        that can leave now. The frame itself is not kept."""
+        if camera not in self._queues:
+            raise ValueError(f"unknown camera {camera!r}")
+        t -= self.clock_offsets.get(camera, 0.0)  # onto the reference camera's clock
+        floor = self.floors.get(camera)
+        seen: list[tuple[uuid.UUID, float, float, np.ndarray | None]] = []
+        if floor is not None:
+            for sight in sightings:
+                x, y = floor.point(sight.anchor)
+                descriptor = None
+                if frame is not None and t >= self._describe_next.get(sight.visit_id, -math.inf):
+                    descriptor = appearance.describe(frame, sight.box)
+                    self._describe_next[sight.visit_id] = t + APPEARANCE_EVERY_S
+                seen.append((sight.visit_id, x, y, descriptor))
+        queue = self._queues[camera]
+        queue.append(_Frame(t, list(events), seen))
+        self._latest[camera] = max(t, self._latest.get(camera, -math.inf))
+        self._first_t = min(self._first_t, t)
+        out = self._release()
+        while len(queue) > MAX_BUFFERED_PER_CAMERA:  # clocks gone wild: memory stays bounded
+            out += self._release(upto=queue[0].t)
+        return out
+
+    def drain(self) -> list[Any]:
+        """Fuse every buffered frame (the streams stop, or the device shuts down)."""
+        return self._release(upto=math.inf)
+
+    def _releasable(self, t: float) -> bool:
+        """Whether no camera still delivering can send a frame older than ``t``: every
+        camera that sent a frame within ``reorder_s`` of the newest is at ``t`` already, or
+        ``t`` is more than ``reorder_s`` older than the newest frame."""
+        newest = max(self._latest.values())
+        if t <= newest - self.reorder_s:
+            return True
+        # A camera not heard from yet counts as at the first frame's time: at start-up the
+        # others wait for it up to reorder_s, not for ever.
+        clocks = [self._latest.get(c, self._first_t) for c in self._queues]
+        return all(latest >= t for latest in clocks if latest >= newest - self.reorder_s)
+
+    def _release(self, upto: float | None = None) -> list[Any]:
+        """Fuse buffered frames oldest first (per camera in arrival order), those at or
+        before ``upto`` or releasable; tick after the last frame of each moment."""
+        out: list[Any] = []
+        while True:
+            heads = [(q[0].t, self._order[c], c) for c, q in self._queues.items() if q]
+            if not heads:
+                break
+            t, _, camera = min(heads)
+            if not ((upto is not None and t <= upto) or self._releasable(t)):
+                break
+            frame = self._queues[camera].popleft()
+            if t < self._fused_t:
+                self.late_frames += 1
+            out += self.route(camera, frame.events)
+            self._observe(camera, t, frame.seen)
+            later = [q[0].t for q in self._queues.values() if q]
+            if not later or min(later) > t:
+                self._fused_t = max(self._fused_t, t)
+                out += self.tick(self._fused_t)
+        return out
 
     # -- events in, events out ------------------------------------------------------------
 
@@ -170,6 +300,9 @@ class StoreVisits:
                 continue
             if isinstance(event, VisitStarted):
                 self._parts[event.visit_id] = _Part(camera, event.visit_id, event.ts)
+                early = self._early.pop(event.visit_id, None)
+                if early is not None:  # swiped while its frames were in the buffer
+                    out += self._apply_early(self._parts[event.visit_id], early)
                 continue
             part = self._parts.get(getattr(event, "visit_id", None))  # type: ignore[arg-type]
             if part is None:  # not a visit this layer saw start: pass on as it is
@@ -181,6 +314,7 @@ class StoreVisits:
                     part.store.staff = True
             if isinstance(event, VisitEnded):
                 part.ended = True
+                self._describe_next.pop(part.visit_id, None)
                 if part.store is None:
                     out += self._decide(part)
                 visit = part.store
@@ -195,26 +329,19 @@ class StoreVisits:
                 out.append(self._relabel(event, part.store))
         return out
 
-    def observe(
-        self, camera: str, t: float, sightings: Sequence[Sighting], frame: np.ndarray | None
+    def _observe(
+        self, camera: str, t: float, seen: Iterable[tuple[uuid.UUID, float, float, Any]]
     ) -> None:
-        """Where a camera's people are on the floor at frame time ``t``."""
-        floor = self.floors.get(camera)
-        if floor is None:
-            return
-        for s in sightings:
-            part = self._parts.get(s.visit_id)
+        """Where a camera's people were on the floor at frame time ``t``."""
+        for visit_id, x, y, descriptor in seen:
+            part = self._parts.get(visit_id)
             if part is None or part.ended:
                 continue
-            x, y = floor.point(s.anchor)
             part.track.append((t, x, y))
             while part.track and part.track[0][0] < t - TRACK_S:
                 part.track.popleft()
-            if frame is not None and t >= part.appearance_next_t:
-                part.appearance = appearance.blend(
-                    part.appearance, appearance.describe(frame, s.box)
-                )
-                part.appearance_next_t = t + APPEARANCE_EVERY_S
+            if descriptor is not None:
+                part.appearance = appearance.blend(part.appearance, descriptor)
             visit = part.store
             if visit is not None:
                 self._seen(visit, camera, t, x, y)
@@ -238,8 +365,16 @@ class StoreVisits:
         return out
 
     def flush(self) -> list[Any]:
-        """End of the streams: decide every held part, end every store visit."""
-        out, self._ready = self._ready, []
+        """End of the streams: decide every held part, end every store visit. (`drain` the
+        buffer before routing the pipelines' closing events.)"""
+        out = self.drain()
+        out, self._ready = out + self._ready, []
+        for early in self._early.values():  # the person's frames never came: not linked
+            for swipe in early.get("swipes", []):
+                update = {"seq": self.next_seq(), "visit_id": None, "reason": "nobody_in_zone"}
+                out.append(swipe.model_copy(update=update))
+        self._early.clear()
+        self._describe_next.clear()
         for part in sorted(self._pending(), key=lambda p: p.first_t):
             out += self._decide(part)
         for visit in list(self._visits.values()):
@@ -252,7 +387,10 @@ class StoreVisits:
     def set_member(self, part_visit_id: uuid.UUID, member: str, key_id: str) -> bool:
         part = self._parts.get(part_visit_id)
         if part is None:
-            return False
+            if not self._buffered(part_visit_id):
+                return False
+            self._early.setdefault(part_visit_id, {})["member"] = (member, key_id)
+            return True
         if part.store is None:
             self._ready += self._decide(part)  # the swipe needs the store visit's ID now
         assert part.store is not None
@@ -262,18 +400,51 @@ class StoreVisits:
     def set_staff(self, part_visit_id: uuid.UUID) -> bool:
         part = self._parts.get(part_visit_id)
         if part is None:
-            return False
+            if not self._buffered(part_visit_id):
+                return False
+            self._early.setdefault(part_visit_id, {})["staff"] = True
+            return True
         part.staff = True
         if part.store is not None:
             part.store.staff = True
         return True
 
-    def swipe(self, event: CardSwipe) -> CardSwipe:
-        """A card swipe linked to a part -> linked to the part's store visit."""
+    def swipe(self, event: CardSwipe) -> CardSwipe | None:
+        """A card swipe linked to a part -> linked to the part's store visit. None: the part's
+        frames are still in the reorder buffer; the swipe leaves with them (or unlinked)."""
+        if event.visit_id is not None and event.visit_id in self._early:
+            self._early[event.visit_id].setdefault("swipes", []).append(event)
+            return None
         part = self._parts.get(event.visit_id) if event.visit_id else None
         if part is None or part.store is None:
             return event
         return event.model_copy(update={"visit_id": part.store.visit_id})
+
+    def _buffered(self, part_visit_id: uuid.UUID) -> bool:
+        """Whether a pipeline visit's start is still in the reorder buffer."""
+        return any(
+            isinstance(e, VisitStarted) and e.visit_id == part_visit_id
+            for q in self._queues.values()
+            for f in q
+            for e in f.events
+        )
+
+    def _apply_early(self, part: _Part, early: dict[str, Any]) -> list[Any]:
+        out: list[Any] = []
+        if early.get("staff"):
+            part.staff = True
+        if "member" in early:
+            part.member = early["member"]
+            out += self._decide(part)  # the swipe needs the store visit's ID now
+            assert part.store is not None
+            part.store.member, part.store.key_id = early["member"]
+        visit_id = part.store.visit_id if part.store is not None else None
+        for swipe in early.get("swipes", []):
+            update = {"seq": self.next_seq(), "visit_id": visit_id}
+            if visit_id is None:
+                update["reason"] = "nobody_in_zone"
+            out.append(swipe.model_copy(update=update))
+        return out
 
     def forget_members(self, tokens: set[str], key_id: str) -> int:
         cleared = 0
@@ -301,6 +472,7 @@ class StoreVisits:
         visit = self._overlap_match(part)
         if visit is not None:
             self.joined_overlap += 1
+            self._learn_clock(part, visit)
         else:
             visit, ambiguous = self._handoff_match(part)
             if visit is not None:
@@ -351,8 +523,15 @@ class StoreVisits:
                         dists.append(math.hypot(pos[0] - x, pos[1] - y))
             # A part that ended before it had ``min_overlap`` sightings (a person glimpsed at
             # the edge of a view, box cut by the border) is judged on what it has: left
-            # alone it would count as one more visitor.
-            enough = self.config.min_overlap if not part.ended else 1
+            # alone it would count as one more visitor. So is one whose counterparts all
+            # left their views: a slower camera sees few frames of a short overlap, and no
+            # more simultaneous sightings can come (two, then, not one: it goes on).
+            enough = self.config.min_overlap
+            if part.ended:
+                enough = 1
+            elif others and all(o.ended or o.last_t < part.last_t - INTERPOLATE_GAP_S
+                                for o in others):  # fmt: skip
+                enough = min(enough, 2)
             if len(dists) >= enough:
                 d = statistics.median(dists)
                 if d <= self.config.same_person_m:
@@ -363,6 +542,44 @@ class StoreVisits:
         if len(found) == 1 or found[0][0] <= 0.6 * found[1][0]:
             return found[0][1]
         return self._by_appearance(part, [v for _, v in found[:2]])
+
+    def _learn_clock(self, part: _Part, visit: _StoreVisit) -> None:
+        """The time shift that best lays this part's floor track over the reference camera's
+        track of the same person: one sample of how far apart the two clocks are. A camera's
+        offset is the median of its last `CLOCK_SAMPLES` samples, within ``max_clock_skew_s``.
+        Only moving people tell (someone standing still matches at any shift)."""
+        bound = self.config.max_clock_skew_s
+        ref = self._reference
+        if bound <= 0 or ref is None or len(part.track) < CLOCK_MIN_SIGHTINGS:
+            return
+        (_, x0, y0), (_, x1, y1) = part.track[0], part.track[-1]
+        if math.hypot(x1 - x0, y1 - y0) < CLOCK_MIN_MOVE_M:
+            return
+        pairs = [(part, o) for o in visit.parts if part.camera != ref and o.camera == ref]
+        pairs += [(o, part) for o in visit.parts if part.camera == ref and o.camera != ref]
+        for moving, reference in pairs:
+            best: tuple[float, float] | None = None
+            for k in range(-round(bound / CLOCK_STEP_S), round(bound / CLOCK_STEP_S) + 1):
+                lag = k * CLOCK_STEP_S
+                dists = [
+                    math.hypot(pos[0] - x, pos[1] - y)
+                    for t, x, y in moving.track
+                    if (pos := reference.position_at(t + lag)) is not None
+                ]
+                if len(dists) >= CLOCK_MIN_SIGHTINGS:
+                    d = statistics.median(dists)
+                    if best is None or d < best[0]:
+                        best = (d, lag)
+            if best is None:
+                continue
+            # Seen at the reference's t + lag: this camera's clock runs ahead by -lag, on top
+            # of the offset already taken off its times.
+            camera = moving.camera
+            samples = self._clock_samples.setdefault(camera, deque(maxlen=CLOCK_SAMPLES))
+            samples.append(self.clock_offsets.get(camera, 0.0) - best[1])
+            if len(samples) >= CLOCK_MIN_SAMPLES:
+                offset = max(-bound, min(bound, statistics.median(samples)))
+                self.clock_offsets[camera] = round(offset, 3)
 
     def _handoff_match(self, part: _Part) -> tuple[_StoreVisit | None, bool]:
         """(the visit this part continues, whether candidates were too alike to choose)."""

@@ -229,8 +229,8 @@ def provision_service(
 
 def _register(db_url: str, store: str, device: str, username: str) -> None:
     """Register the device with the cloud, which only accepts events from registered devices."""
-    from storelens.cloud.events import register_device
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
+    from storelens.cloud.ingest.events import register_device
 
     db = connect(db_url)
     try:

@@ -155,7 +155,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def db(db_url: str):
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
 
     database = connect(db_url)
     yield database
@@ -214,7 +214,7 @@ def ingest_settings(broker: Broker, **kw: Any) -> Any:
 def worker(chain: Any, broker: Broker) -> Iterator[Any]:
     """A started ingest worker on the test's ``chain`` database (each module registers its
     stores and devices in its own ``chain`` fixture)."""
-    from storelens.cloud.ingest import IngestWorker
+    from storelens.cloud.ingest.worker import IngestWorker
 
     w = IngestWorker(ingest_settings(broker), chain, client_id=f"w-{uuid.uuid4().hex[:6]}")
     w.start()

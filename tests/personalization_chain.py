@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from storelens.cloud import auth, catalog, members, stores
-from storelens.cloud.store import Database
+from storelens.cloud.api import principals as auth
+from storelens.cloud.commerce import catalog, members, stores
+from storelens.cloud.db import Database
 from storelens.pseudonym import PseudonymKey
 
 KEY = PseudonymKey("k1", bytes.fromhex("ab" * 32))

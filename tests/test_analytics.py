@@ -9,17 +9,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from storelens.cloud import (
-    analytics,
-    catalog,
-    coupons,
-    events,
-    members,
-    offers,
-    sales,
-    stores,
-)
+from storelens.cloud import analytics
 from storelens.cloud.analytics.scope import Scope, ScopeError
+from storelens.cloud.commerce import catalog, members, sales, stores
+from storelens.cloud.ingest import events
+from storelens.cloud.personalization import coupons, offers
 from storelens.contract.events import (
     CameraStatus,
     DeviceStatus,

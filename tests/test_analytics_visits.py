@@ -8,8 +8,9 @@ from datetime import UTC, date, datetime
 import pytest
 from visit_story import occupancy, visit
 
-from storelens.cloud import analytics, catalog, members, sales, stores, visit_sales
-from storelens.cloud.checkout import checkout
+from storelens.cloud import analytics
+from storelens.cloud.commerce import catalog, members, sales, stores, visit_sales
+from storelens.cloud.personalization.checkout import checkout
 from storelens.pseudonym import PseudonymKey
 
 KEY = PseudonymKey("k1", b"0123456789abcdef0123456789abcdef")

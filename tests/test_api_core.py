@@ -8,8 +8,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
 
-from storelens.cloud import auth, events, stores
+from storelens.cloud.api import principals as auth
 from storelens.cloud.api.app import create_app
+from storelens.cloud.commerce import stores
+from storelens.cloud.ingest import events
 from storelens.cloud.settings import Settings
 from storelens.contract import topics
 from storelens.tools.bench.ingest import envelopes, realistic_events

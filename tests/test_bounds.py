@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from personalization_chain import KEY_HEX, build_chain
 
 from storelens.cloud.api.app import create_app
+from storelens.cloud.db import DataError
 from storelens.cloud.settings import Settings
-from storelens.cloud.store import DataError
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def api(db, monkeypatch):
     app = create_app(Settings.from_env({}, db_url="unused"), db=db)
     with TestClient(app) as client:
         yield client, chain, {"Authorization": f"Bearer {chain.tokens['paris']}"}
-        recommender = getattr(app.state, "recommender", None)
+        recommender = app.state.services.recommender
         if recommender is not None:
             recommender.stop()
 
@@ -112,7 +112,7 @@ def test_lone_surrogates_are_422_never_500(api) -> None:
 
 def test_every_422_matches_the_documented_shape(api) -> None:
     """Route checks, domain errors and validation all answer {"detail": [{loc, msg, type}]}."""
-    from storelens.cloud import auth
+    from storelens.cloud.api import principals as auth
 
     client, chain, paris = api
     auth.create_user(chain.db, "ana", "correct horse", "analyst")

@@ -66,7 +66,7 @@ def _require_chromium() -> None:
 
 def _visit_today(db, store: str, token: str, key_id: str) -> None:
     """One finished visit of the member 20 minutes ago, stored the way ingest stores it."""
-    from storelens.cloud import events
+    from storelens.cloud.ingest import events
     from storelens.contract.events import VisitEnded, VisitStarted, ZoneVisit
 
     now = datetime.now(UTC)
@@ -88,10 +88,12 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     _require_chromium()
     import uvicorn
 
-    from storelens.cloud import auth, coupons, members, offers
+    from storelens.cloud.api import principals as auth
     from storelens.cloud.api.app import create_app
+    from storelens.cloud.commerce import members
+    from storelens.cloud.db import connect
+    from storelens.cloud.personalization import coupons, offers
     from storelens.cloud.settings import Settings
-    from storelens.cloud.store import connect
     from storelens.tools.seed import chain as seed
 
     tmp = tmp_path_factory.mktemp("web")
@@ -356,11 +358,11 @@ def test_pos_member_coupons_and_live_fulfillment(
     redeemed = service.db.query_one("SELECT redeemed_sale_id FROM coupons WHERE code = ?", (code,))
     assert redeemed["redeemed_sale_id"] == sale_id
     # high-intent alert pushed on the scoring engine's channel
-    from storelens.cloud import push
+    from storelens.cloud.services import served_by
 
     alert = {"member_id": service.member_id, "name": "Test Member", "tier": "gold",
              "message": "member in handbags for 6 min, score 42"}  # fmt: skip
-    push.publish(STORE, "member_alert", alert)
+    served_by(service.db).push.publish(STORE, "member_alert", alert)  # the app's hub
     page.wait_for_selector("#alert:has-text('High-intent member in store: Test Member')")
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(artifacts / "pos.png"))  # what the clerk's phone shows

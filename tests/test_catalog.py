@@ -8,8 +8,9 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from storelens.cloud import auth, catalog, stores
+from storelens.cloud.api import principals as auth
 from storelens.cloud.api.app import create_app
+from storelens.cloud.commerce import catalog, stores
 from storelens.cloud.settings import Settings
 
 

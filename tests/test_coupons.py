@@ -9,8 +9,9 @@ import time
 import pytest
 from personalization_chain import build_chain
 
-from storelens.cloud import checkout, coupons, sales
-from storelens.cloud.coupons import BasketLine, CouponRejected, DiscountTerms
+from storelens.cloud.commerce import sales
+from storelens.cloud.personalization import checkout, coupons
+from storelens.cloud.personalization.coupons import BasketLine, CouponRejected, DiscountTerms
 
 PCT_BAGS = DiscountTerms(kind="percent", value=20, scope="category", scope_value="Handbags")
 BASKET_5 = DiscountTerms(kind="amount", value=5, scope="basket", min_spend=30)

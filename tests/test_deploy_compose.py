@@ -154,7 +154,8 @@ def _exported_metric_names() -> set[str]:
     from prometheus_client import REGISTRY
 
     import storelens.cloud.api.metrics  # noqa: F401 - registers the API's metrics
-    from storelens.cloud import device_metrics, ingest  # noqa: F401
+    from storelens.cloud.ingest import device_metrics  # noqa: F401
+    from storelens.cloud.ingest import worker as ingest  # noqa: F401
 
     names = set(device_metrics.METRIC_NAMES)
     for family in REGISTRY.collect():

@@ -80,6 +80,21 @@ def test_predict_moves_people_on_and_leaves_the_tracker_alone() -> None:
     assert tracker.predict(3.0) == []
 
 
+def test_kalman_filter_steps_in_camera_frames_at_a_stride() -> None:
+    """At detect_every 2 the library's filter runs at the camera's rate and steps two frames
+    per update (as on every frame), and its velocity comes out in px/s all the same."""
+    tracker = PersonTracker(TrackerConfig(), FPS / 2, detect_every=2)
+    assert tracker._tracker._frame_rate == pytest.approx(FPS)
+    for i in range(10):  # detections at 5 fps of one walking 50 px/s
+        t = i * 0.2
+        box = np.array([walker_box(t)], np.float32)
+        out = tracker.update(Detections(box, np.array([0.9], np.float32)), t)
+    ahead = tracker.predict(1.8 + 0.1)
+    assert ahead[0].xyxy[0] - out[0].xyxy[0] == pytest.approx(5.0, abs=1.0)
+    with pytest.raises(ValueError, match="detect_every"):
+        PersonTracker(TrackerConfig(), FPS, detect_every=0)
+
+
 def make(every: int) -> CameraPipeline:
     seq = itertools.count()
     cam = camera().model_copy(update={"detect_every": every})

@@ -16,8 +16,9 @@ from conftest import free_port, wait_for
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from storelens.cloud import events, stores
 from storelens.cloud.api.app import create_app
+from storelens.cloud.commerce import stores
+from storelens.cloud.ingest import events
 from storelens.cloud.settings import Settings
 from storelens.contract.events import CameraStatus, DeviceStatus
 
@@ -39,7 +40,7 @@ def test_device_health_per_device_and_camera_on_metrics(db, db_url: str) -> None
         device="box-1", seq=1, ts=datetime.fromtimestamp(seen, UTC), uptime_s=3600,
         cameras=[CameraStatus(camera="door", online=True, fps=9.5, inference_ms=8.2),
                  CameraStatus(camera="aisle", online=False, fps=0.0)],
-        outbox_depth=412, outbox_bytes=90_000, lost_events=3,
+        outbox_depth=412, outbox_bytes=90_000, lost_events=3, outbox_age_s=95.5,
     )  # fmt: skip
     heard = time.time() - 30  # last_seen is when the cloud heard the status
     events.apply_status(db, "paris", [status], received_at=heard)
@@ -55,6 +56,7 @@ def test_device_health_per_device_and_camera_on_metrics(db, db_url: str) -> None
         assert metrics["storelens_device_outbox_depth"][box1] == 412
         assert metrics["storelens_device_outbox_bytes"][box1] == 90_000
         assert metrics["storelens_device_lost_events"][box1] == 3
+        assert metrics["storelens_device_outbox_age_seconds"][box1] == 95.5
         assert metrics["storelens_device_last_seen_timestamp_seconds"][box1] == pytest.approx(heard)
         assert 25 < metrics["storelens_device_status_age_seconds"][box1] < 300
         # A device never heard from has no last-seen series; labels are store/device/camera.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from storelens.cloud import events as event_store
-from storelens.cloud import stores
-from storelens.cloud.ingest import Incoming, Ingestor
+from storelens.cloud.commerce import stores
+from storelens.cloud.ingest import events as event_store
+from storelens.cloud.ingest.worker import Incoming, Ingestor
 from storelens.contract import topics
 from storelens.tools.bench.ingest import envelopes, realistic_event_dicts
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from storelens.cloud import events as event_store
-from storelens.cloud import stores
-from storelens.cloud.event_text import event_texts
-from storelens.cloud.ingest import Incoming, Ingestor
+from storelens.cloud.commerce import stores
+from storelens.cloud.ingest import events as event_store
+from storelens.cloud.ingest.event_text import event_texts
+from storelens.cloud.ingest.worker import Incoming, Ingestor
 from storelens.contract import parse_envelope, topics
 from storelens.tools.bench.ingest import envelopes, realistic_event_dicts
 

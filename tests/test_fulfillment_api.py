@@ -10,8 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from storelens.cloud import auth, orders
+from storelens.cloud.api import principals as auth
 from storelens.cloud.api.app import create_app
+from storelens.cloud.commerce import orders
 from storelens.cloud.fulfillment import deadlines, tasks
 from storelens.cloud.settings import Settings
 from storelens.tools.scenario import seed_network
@@ -25,8 +26,9 @@ def pushed(monkeypatch) -> list[tuple[str, str, dict]]:  # noqa: ANN001
 
     sent: list[tuple[str, str, dict]] = []
     monkeypatch.setattr(
-        push, "publish", lambda store, kind, payload: sent.append((store, kind, payload))
-    )
+        push.PushHub, "publish",
+        lambda _hub, store, kind, payload: sent.append((store, kind, payload)),
+    )  # fmt: skip
     return sent
 
 
@@ -203,7 +205,6 @@ def test_scenario_command_prints_every_journey(tmp_path) -> None:  # noqa: ANN00
 
 
 def test_rules_file_from_settings(db, tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    from storelens.cloud.fulfillment import intake
     from storelens.cloud.fulfillment.rules import RoutingConfigError
 
     monkeypatch.setenv("STORELENS_PSEUDONYM_KEY", "ab" * 32)
@@ -213,16 +214,13 @@ def test_rules_file_from_settings(db, tmp_path, monkeypatch) -> None:  # noqa: A
     settings = Settings.from_env(
         {"STORELENS_FULFILLMENT_RULES": str(rules)}, db_url="unused", fulfillment_sweep_s=0
     )
-    try:
-        with TestClient(create_app(settings, db=db)):
-            order_id = order(db, "k1", [{"sku": "TSHIRT-M", "qty": 1}])
-        (task,) = tasks.order_tasks(db, order_id)
-        assert task["store_id"] == "versailles" and task["rule"] == "versailles-only"
-        rules.write_text("rules:\n  - name: x\n    sort: [cheapest]\n")
-        with (
-            pytest.raises(RoutingConfigError, match="cheapest"),
-            TestClient(create_app(settings, db=db)),
-        ):
-            pass
-    finally:
-        intake.use_config(None)  # later tests route with the default rules again
+    with TestClient(create_app(settings, db=db)):  # the app's rules, not a process global
+        order_id = order(db, "k1", [{"sku": "TSHIRT-M", "qty": 1}])
+    (task,) = tasks.order_tasks(db, order_id)
+    assert task["store_id"] == "versailles" and task["rule"] == "versailles-only"
+    rules.write_text("rules:\n  - name: x\n    sort: [cheapest]\n")
+    with (
+        pytest.raises(RoutingConfigError, match="cheapest"),
+        TestClient(create_app(settings, db=db)),
+    ):
+        pass

@@ -8,10 +8,10 @@ import threading
 
 import pytest
 
+from storelens.cloud.db import connect
 from storelens.cloud.fulfillment import deadlines, router, tasks, workflow
 from storelens.cloud.fulfillment.rules import DEFAULT_CONFIG
 from storelens.cloud.fulfillment.states import Action, TaskKind
-from storelens.cloud.store import connect
 from storelens.tools.scenario import seed_network
 
 OBERKAMPF = (48.8646, 2.3784)  # nearest: paris-rivoli, then paris-bercy, then versailles
@@ -299,7 +299,7 @@ def test_restart_mid_workflow_loses_nothing(db_url: str) -> None:
 
 
 def test_orders_are_routed_when_created(net) -> None:  # noqa: ANN001
-    from storelens.cloud import orders
+    from storelens.cloud.commerce import orders
 
     db = net
     body = orders.OrderIn(
@@ -346,7 +346,7 @@ def test_expired_pickup_is_reoffered_when_configured(net) -> None:  # noqa: ANN0
 
 
 def test_forget_me_drops_the_customer_from_fulfillment(net) -> None:  # noqa: ANN001
-    from storelens.cloud import members, orders
+    from storelens.cloud.commerce import members, orders
     from storelens.pseudonym import PseudonymKey
 
     db = net

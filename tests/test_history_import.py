@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from storelens.assets import AssetError, find_asset
 from storelens.cli import app
-from storelens.cloud import catalog, members, stores
-from storelens.cloud.history import (
+from storelens.cloud.commerce import catalog, members, stores
+from storelens.cloud.commerce.history import (
     HistoryFormatError,
     HistoryRules,
     import_history,
@@ -22,7 +22,7 @@ from storelens.cloud.history import (
     parse_mapping,
     read_history,
 )
-from storelens.cloud.recommend.dataset import load_purchases
+from storelens.cloud.personalization.recommend.dataset import load_purchases
 
 CSV = """order_id,customer_id,sku,quantity,unit_price,ordered_at,product_name,store,note
 A1,c1,TEA-1,2,4.5,2024-03-01T10:00:00,Green tea,,x
@@ -124,7 +124,7 @@ def test_mapping_and_file_errors() -> None:
 
 
 def test_cli_import_history(tmp_path: Path, db_url: str) -> None:
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
 
     data = tmp_path / "orders.csv"
     data.write_text(CSV.replace("order_id,customer_id", "Invoice,customer_id"))

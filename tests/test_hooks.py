@@ -10,14 +10,16 @@ import sys
 import pytest
 
 from storelens.cloud import hooks
-from storelens.cloud.store import connect
-from storelens.cloud.store.schema import COMPONENTS
+from storelens.cloud.db import connect
+from storelens.cloud.db.schema import COMPONENTS
 
 
 def test_importing_a_domain_registers_no_hook() -> None:
     code = (
-        "import storelens.cloud.scoring, storelens.cloud.offers, storelens.cloud.fulfillment\n"
-        "from storelens.cloud import ingest, members, orders\n"
+        "import storelens.cloud.personalization.scoring, storelens.cloud.personalization.offers\n"
+        "import storelens.cloud.fulfillment, storelens.cloud.db.schema\n"
+        "from storelens.cloud.commerce import members, orders\n"
+        "from storelens.cloud.ingest import worker as ingest\n"
         "lists = (ingest.on_events_stored, orders.on_order_created, members.on_member_forgotten,"
         " members.on_member_enrolled, members.on_tracking_withdrawn)\n"
         "assert all(h == [] for h in lists), lists\n"

@@ -14,9 +14,9 @@ from conftest import ingest_settings, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storelens.cloud import events as event_store
-from storelens.cloud import members, stores
-from storelens.cloud.ingest import Incoming, Ingestor, IngestWorker
+from storelens.cloud.commerce import members, stores
+from storelens.cloud.ingest import events as event_store
+from storelens.cloud.ingest.worker import Incoming, Ingestor, IngestWorker
 from storelens.contract import (
     MAX_PAYLOAD_BYTES,
     CameraStatus,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 
-from storelens.cloud import events as event_store
-from storelens.cloud import members, stores
-from storelens.cloud.ingest import IngestWorker, Prepared
+from storelens.cloud.commerce import members, stores
+from storelens.cloud.ingest import events as event_store
+from storelens.cloud.ingest.worker import IngestWorker, Prepared
 from storelens.cloud.settings import Settings
 from storelens.contract.commands import OptOutList
 from storelens.edge.config import parse_config

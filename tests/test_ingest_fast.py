@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from storelens.cloud import events as event_store
-from storelens.cloud import ingest, members, stores
-from storelens.cloud.ingest import Incoming, Ingestor
+from storelens.cloud.commerce import members, stores
+from storelens.cloud.ingest import events as event_store
+from storelens.cloud.ingest import worker as ingest
+from storelens.cloud.ingest.worker import Incoming, Ingestor
 from storelens.contract import topics
 from storelens.pseudonym import PseudonymKey
 from storelens.tools.bench.ingest import envelopes, realistic_event_dicts

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import Broker
 
-from storelens.cloud.ingest import default_client_id
+from storelens.cloud.ingest.worker import default_client_id
 
 
 def test_default_client_ids_differ_per_process_and_keep_the_prefix() -> None:

@@ -20,10 +20,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from conftest import ingest_settings, wait_for
 
-from storelens.cloud import events as event_store
-from storelens.cloud import stores
-from storelens.cloud.ingest import IngestWorker, raw_batch_id
-from storelens.cloud.store import connect
+from storelens.cloud.commerce import stores
+from storelens.cloud.db import connect
+from storelens.cloud.ingest import events as event_store
+from storelens.cloud.ingest.worker import IngestWorker, raw_batch_id
 from storelens.contract import topics
 from storelens.contract.commands import Ack
 from storelens.tools.bench.ingest import envelopes, realistic_events
@@ -214,9 +214,9 @@ def test_no_receipt_while_the_database_is_down(chain, broker, device) -> None:
 
 _WORKER_SCRIPT = """
 import sys, time
-from storelens.cloud.ingest import IngestWorker
+from storelens.cloud.ingest.worker import IngestWorker
 from storelens.cloud.settings import Settings
-from storelens.cloud.store import connect
+from storelens.cloud.db import connect
 db = connect(sys.argv[1], migrate=False)
 s = Settings(db_url="unused", mqtt_host="127.0.0.1", mqtt_port=int(sys.argv[2]),
              ingest_batch_seconds=0.02, ingest_batch_messages=2)

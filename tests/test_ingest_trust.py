@@ -13,9 +13,10 @@ from datetime import UTC, datetime, timedelta
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import wait_for
+from prometheus_client import REGISTRY
 
-from storelens.cloud import events as event_store
-from storelens.cloud import stores
+from storelens.cloud.commerce import stores
+from storelens.cloud.ingest import events as event_store
 from storelens.contract import topics
 from storelens.contract.bounds import MAX_FUTURE_SKEW_S
 from storelens.tools.bench.ingest import envelopes, realistic_events
@@ -84,17 +85,27 @@ def test_attire_is_only_colour_names(chain, worker, publisher) -> None:
 
 def test_an_event_id_reused_by_another_device_is_dead_lettered(chain, worker, publisher) -> None:
     start = datetime.now(UTC) - timedelta(hours=1)
+    collisions_before = REGISTRY.get_sample_value("storelens_ingest_id_collisions_total")
     mine = _events(DEVICE, 10, start)
     publisher(topics.events(STORE, DEVICE), envelopes(STORE, DEVICE, mine, 10)[0])
     wait_for(lambda: worker.totals.messages == 1)
-    # The same device redelivers: duplicates. Another device reuses the IDs: collisions.
+    # The same device redelivers: duplicates. Another device reuses the IDs: collisions,
+    # with the same times or with others (PostgreSQL's partitioned events are unique on
+    # (id, ts) only: a reuse dated another day went in as a new row there).
     publisher(topics.events(STORE, DEVICE), envelopes(STORE, DEVICE, mine, 10)[0])
     theirs = [e.model_copy(update={"device": OTHER}) for e in mine[:4]]
-    publisher(topics.events(STORE, OTHER), envelopes(STORE, OTHER, theirs, 4)[0])
+    theirs += [e.model_copy(update={"device": OTHER, "ts": e.ts - timedelta(days=2, seconds=n)})
+               for n, e in enumerate(mine[4:7])]  # fmt: skip
+    publisher(topics.events(STORE, OTHER), envelopes(STORE, OTHER, theirs, 7)[0])
     wait_for(lambda: worker.totals.messages == 3)
     assert chain.scalar("SELECT count(*) FROM events") == 10
     assert chain.scalar("SELECT count(*) FROM events WHERE device = ?", (OTHER,)) == 0
     rows = chain.query("SELECT reason, topic, raw FROM dead_letters")
-    assert [r["reason"] for r in rows] == ["event_id_collision"] * 4
+    assert [r["reason"] for r in rows] == ["event_id_collision"] * 7
     assert {r["topic"] for r in rows} == {topics.events(STORE, OTHER)}
-    assert {json.loads(bytes(r["raw"]))["id"] for r in rows} == {str(e.id) for e in mine[:4]}
+    assert {json.loads(bytes(r["raw"]))["id"] for r in rows} == {str(e.id) for e in mine[:7]}
+    # Counted apart: a collision is not a duplicate.
+    assert (worker.totals.duplicates, worker.totals.collisions) == (10, 7)
+    assert worker.totals.stored == 10
+    after = REGISTRY.get_sample_value("storelens_ingest_id_collisions_total")
+    assert after - collisions_before == 7  # /metrics

@@ -12,8 +12,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from conftest import wait_for
 
-from storelens.cloud import analytics, stores
-from storelens.cloud import events as event_store
+from storelens.cloud import analytics
+from storelens.cloud.commerce import stores
+from storelens.cloud.ingest import events as event_store
 from storelens.contract import Envelope, encode_envelope, topics
 from storelens.contract.schema import example_events
 

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 import pytest
 from fastapi.testclient import TestClient
 
-from storelens.cloud import auth, catalog, members, orders, sales, stores
-from storelens.cloud import events as event_store
+from storelens.cloud.api import principals as auth
 from storelens.cloud.api.app import create_app
+from storelens.cloud.commerce import catalog, members, orders, sales, stores
+from storelens.cloud.ingest import events as event_store
 from storelens.cloud.settings import Settings
 from storelens.pseudonym import PseudonymKey
 from storelens.tools.bench.ingest import realistic_events

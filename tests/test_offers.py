@@ -9,9 +9,15 @@ import time
 import pytest
 from personalization_chain import KEY, build_chain
 
-from storelens.cloud import checkout, coupons, members, offers, sales
-from storelens.cloud.coupons import DiscountTerms
-from storelens.cloud.offers import MemberFacts, OfferError, OfferPolicy, OfferTemplate
+from storelens.cloud.commerce import members, sales
+from storelens.cloud.personalization import checkout, coupons, offers
+from storelens.cloud.personalization.coupons import DiscountTerms
+from storelens.cloud.personalization.offers import (
+    MemberFacts,
+    OfferError,
+    OfferPolicy,
+    OfferTemplate,
+)
 
 NO_HOLDOUT = OfferPolicy(holdout_share=0.0, max_offers=3, cap_per_day=2, cap_per_week=3)
 
@@ -234,7 +240,7 @@ def test_forget_me_removes_offer_history_and_unused_coupons(db) -> None:
 
 
 def test_next_purchase_default_is_20_percent_and_stays_configurable(db) -> None:
-    from storelens.cloud.store.base import registered_migrations
+    from storelens.cloud.db.base import registered_migrations
 
     rule = offers.get_template(db, "next_purchase")
     assert rule is not None and rule.active and rule.terms.value == 20

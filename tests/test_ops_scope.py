@@ -11,8 +11,9 @@ from datetime import UTC, date, datetime
 import pytest
 from fastapi.testclient import TestClient
 
-from storelens.cloud import auth, stores
+from storelens.cloud.api import principals as auth
 from storelens.cloud.api.app import create_app
+from storelens.cloud.commerce import stores
 from storelens.cloud.settings import Settings
 from storelens.tools.seed import instore as analytics_seed
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from storelens.cloud import auth, catalog, members, orders, stores
+from storelens.cloud.api import principals as auth
 from storelens.cloud.api.app import create_app
+from storelens.cloud.commerce import catalog, members, orders, stores
 from storelens.cloud.settings import Settings
 
 

@@ -11,9 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from personalization_chain import KEY_HEX, build_chain, swipe_at_till
 
-from storelens.cloud import events, offers
 from storelens.cloud.api.app import create_app
-from storelens.cloud.coupons import DiscountTerms
+from storelens.cloud.ingest import events
+from storelens.cloud.personalization import offers
+from storelens.cloud.personalization.coupons import DiscountTerms
 from storelens.cloud.settings import Settings
 
 API = "/api/v1/pos"
@@ -33,7 +34,9 @@ def pos(db, monkeypatch):
             ),
         )  # fmt: skip
     app = create_app(Settings.from_env({}, db_url="unused"), db=db)
-    app.state.offer_policy = offers.OfferPolicy(holdout_share=0.0, cap_per_day=2, cap_per_week=5)
+    app.state.services.offer_policy = offers.OfferPolicy(
+        holdout_share=0.0, cap_per_day=2, cap_per_week=5
+    )
     with TestClient(app) as client:
         headers = {s: {"Authorization": f"Bearer {t}"} for s, t in chain.tokens.items()}
         swipe_at_till(client, chain, headers["paris"])
@@ -45,7 +48,7 @@ def pos(db, monkeypatch):
 
 def _history(db, chain) -> None:
     """Co-purchases (H0 with S0) by other shoppers, and today's dwell of Ann in Handbags."""
-    from storelens.cloud import sales
+    from storelens.cloud.commerce import sales
 
     now = time.time()
     for n in range(6):
@@ -192,7 +195,7 @@ def test_offers_caps_decline_and_checkout(pos) -> None:
 
 
 def test_ops_manage_offer_templates(pos, db) -> None:
-    from storelens.cloud import auth
+    from storelens.cloud.api import principals as auth
 
     client, chain, h = pos
     auth.create_user(db, "boss", "correct horse", "admin")

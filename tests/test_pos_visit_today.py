@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from personalization_chain import KEY_HEX, build_chain, swipe_at_till
 from visit_story import visit
 
-from storelens.cloud import members
 from storelens.cloud.api.app import create_app
+from storelens.cloud.commerce import members
 from storelens.cloud.settings import Settings
 
 API = "/api/v1/pos"

@@ -14,9 +14,10 @@ from fastapi.testclient import TestClient
 from personalization_chain import KEY_HEX, build_chain
 from typer.testing import CliRunner
 
-from storelens.cloud import members, offers, propensity, sales
 from storelens.cloud.api.app import create_app
-from storelens.cloud.coupons import DiscountTerms
+from storelens.cloud.commerce import members, sales
+from storelens.cloud.personalization import offers, propensity
+from storelens.cloud.personalization.coupons import DiscountTerms
 from storelens.cloud.settings import Settings
 
 DAY = 86400.0
@@ -130,7 +131,7 @@ def test_refresh_scores_members_and_feeds_profile_pos_and_offers(db, monkeypatch
         admin_token = _admin(db)
         r = client.put("/api/v1/offers/templates/p", json=bad, headers=admin_token)
         assert r.status_code == 422
-        recommender = getattr(app.state, "recommender", None)
+        recommender = app.state.services.recommender
         if recommender is not None:
             recommender.stop()
     members.forget(db, regular)
@@ -138,7 +139,7 @@ def test_refresh_scores_members_and_feeds_profile_pos_and_offers(db, monkeypatch
 
 
 def _admin(db) -> dict[str, str]:
-    from storelens.cloud import auth
+    from storelens.cloud.api import principals as auth
 
     auth.create_user(db, "prop-admin", "password123", "admin")
     return {"Authorization": f"Bearer {auth.login(db, 'prop-admin', 'password123', 600)}"}
@@ -232,7 +233,7 @@ def test_bench_propensity_command(tmp_path) -> None:
 
 def test_refresh_command(tmp_path) -> None:
     from storelens.cli import app
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
 
     url = f"sqlite:///{tmp_path / 'p.db'}"
     db = connect(url)
@@ -278,7 +279,7 @@ def test_bench_scoring_replays_contacts_against_contacting_everyone(tmp_path) ->
 
 def test_seed_command_trains_propensity(tmp_path) -> None:
     from storelens.cli import app
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
 
     url = f"sqlite:///{tmp_path / 'seed.db'}"
     args = ["cloud", "seed", "--db", url, "--members", "200", "--days", "120",
@@ -292,3 +293,70 @@ def test_seed_command_trains_propensity(tmp_path) -> None:
         assert p and all(0.0 <= r["probability"] <= 1.0 for r in p)
     finally:
         db.close()
+
+
+class FakeTraining:
+    """Stands in for `propensity.refresh` (tested above): the schedule is what is tested."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+        self.history = False
+
+    def __call__(self, db, *, settings=None, now=None) -> dict:
+        if not self.history:
+            raise ValueError("propensity needs purchase history before the training cutoffs")
+        self.calls.append(now)
+        with db.transaction():
+            db.execute("DELETE FROM member_propensity")
+            db.execute("INSERT INTO member_propensity VALUES ('m1', 'Beauty', 0.4, 14, ?)", (now,))
+        return {"stored": 1}
+
+
+def test_scheduled_refresh_is_idempotent_per_interval(db, monkeypatch) -> None:
+    training = FakeTraining()
+    monkeypatch.setattr(propensity, "refresh", training)
+    day = 86_400.0
+    now = 1_790_000_000.0
+    # Nothing to learn from yet: the slot is used, the reason recorded, no scores.
+    assert propensity.refresh_if_due(db, day, now=now - 3 * day).startswith("skipped: ")
+    training.history = True
+    assert propensity.refresh_if_due(db, day, now=now) == "refreshed"
+    # Fresh scores: nothing due, at once or later in the interval.
+    assert propensity.refresh_if_due(db, day, now=now + 60) is None
+    assert propensity.refresh_if_due(db, day, now=now + day - 60) is None
+    # Stale, but this interval's slot is claimed (another replica trains): not twice.
+    db.execute("UPDATE member_propensity SET computed_at = ?", (now - 2 * day,))
+    assert propensity.refresh_if_due(db, day, now=now + 1) is None
+    # The next interval: trained again.
+    assert propensity.refresh_if_due(db, day, now=now + day) == "refreshed"
+    assert training.calls == [now, now + day]
+    runs = db.query("SELECT outcome, finished_at FROM propensity_runs ORDER BY slot")
+    assert [r["outcome"].split(":")[0] for r in runs] == ["skipped", "refreshed", "refreshed"]
+    assert all(r["finished_at"] is not None for r in runs)
+    with pytest.raises(ValueError, match="interval_s must be positive"):
+        propensity.refresh_if_due(db, 0)
+
+
+def test_the_scheduler_thread_refreshes_and_the_api_starts_it(db, db_url, monkeypatch) -> None:
+    from conftest import wait_for
+
+    training = FakeTraining()
+    training.history = True
+    monkeypatch.setattr(propensity, "refresh", training)
+    scheduler = propensity.RefreshScheduler(db, 86_400.0, first_s=0, check_s=0.01)
+    scheduler.start()
+    try:
+        wait_for(lambda: bool(scheduler.runs), timeout=20)
+        wait_for(lambda: db.scalar("SELECT count(*) FROM propensity_runs") >= 1, timeout=20)
+    finally:
+        scheduler.stop()
+    assert scheduler.runs == ["refreshed"] and len(training.calls) == 1  # then found fresh
+    # The API runs one with the configured interval; 0 runs none.
+    with TestClient(create_app(Settings(db_url=db_url, propensity_refresh_s=3600), db=db)) as c:
+        running = c.app.state.propensity
+        assert running.interval_s == 3600 and running._thread.is_alive()
+    assert running._thread is None  # stopped with the app
+    with TestClient(create_app(Settings(db_url=db_url, propensity_refresh_s=0), db=db)) as c:
+        assert c.app.state.propensity is None
+    with pytest.raises(ValueError, match="at least 60 seconds"):
+        Settings(propensity_refresh_s=5)

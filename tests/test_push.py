@@ -19,36 +19,36 @@ from personalization_chain import KEY_HEX, build_chain
 
 from storelens.cloud import push
 from storelens.cloud.api.app import create_app
+from storelens.cloud.db import connect
+from storelens.cloud.services import Services
 from storelens.cloud.settings import Settings
-from storelens.cloud.store import connect
 from storelens.contract import topics
 
 
 @pytest.fixture
-def hub(monkeypatch) -> push.PushHub:
-    fresh = push.PushHub()
-    monkeypatch.setattr(push, "_hub", fresh)
-    return fresh
+def hub() -> push.PushHub:
+    return push.PushHub()
 
 
 @pytest.fixture
 def server(tmp_path, monkeypatch, hub) -> Iterator[tuple[str, dict[str, str]]]:
     """A real uvicorn server (SSE needs a real socket) and the POS tokens of two stores."""
-    yield from _server(tmp_path, monkeypatch)
+    yield from _server(tmp_path, monkeypatch, hub)
 
 
 @pytest.fixture
 def short_server(tmp_path, monkeypatch, hub) -> Iterator[tuple[str, dict[str, str]]]:
     """Streams that re-check their token every 0.2 s and live at most 2 s."""
-    yield from _server(tmp_path, monkeypatch, push_token_check_s=0.2, push_stream_max_s=2.0)
+    yield from _server(tmp_path, monkeypatch, hub, push_token_check_s=0.2, push_stream_max_s=2.0)
 
 
-def _server(tmp_path, monkeypatch, **settings) -> Iterator[tuple[str, dict[str, str]]]:  # noqa: ANN001
+def _server(tmp_path, monkeypatch, hub, **settings) -> Iterator[tuple[str, dict[str, str]]]:  # noqa: ANN001
     monkeypatch.setenv("STORELENS_PSEUDONYM_KEY", KEY_HEX)
     db = connect(f"sqlite:///{tmp_path / 'push.db'}")
     chain = build_chain(db)
     # One process: every push in these tests is raised here, so none goes through a broker.
-    app = create_app(Settings.from_env({}, db_url="unused", push_mqtt=False, **settings), db=db)
+    config = Settings.from_env({}, db_url="unused", push_mqtt=False, **settings)
+    app = create_app(config, services=Services(config, db, hub))
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -116,20 +116,20 @@ def test_sse_reaches_the_store_pos_with_keepalive_and_resume(server, hub) -> Non
     status = _wait(q, "status")
     assert status[1] == 200 and status[2].startswith("text/event-stream")
     _wait_clients(hub, "paris", 1)
-    push.publish("lyon", "task", {"task_id": "t-lyon"})  # another store: not for this POS
-    sent = push.publish("paris", "member_alert", {"message": "member in Handbags for 6 min"})
+    hub.publish("lyon", "task", {"task_id": "t-lyon"})  # another store: not for this POS
+    sent = hub.publish("paris", "member_alert", {"message": "member in Handbags for 6 min"})
     _, kind, event = _wait(q, "event")
     assert kind == "member_alert" and event["id"] == sent.id
     data = json.loads(event["data"])
     assert data["payload"]["message"] == "member in Handbags for 6 min" and data["store"] == "paris"
     assert _wait(q, "comment")[1] == "keep-alive"
     stop.set()
-    push.publish("paris", "task", {"wake": "reader"})
+    hub.publish("paris", "task", {"wake": "reader"})
     reader.join(5)
     _wait_clients(hub, "paris", 0)
 
     # Reconnect with Last-Event-ID: the messages sent meanwhile come first, in order.
-    missed = [push.publish("paris", "task", {"n": n}) for n in range(2)]
+    missed = [hub.publish("paris", "task", {"n": n}) for n in range(2)]
     q2: queue.Queue = queue.Queue()
     stop2 = threading.Event()
     args = (url, tokens["paris"], q2, stop2, sent.id)
@@ -137,7 +137,7 @@ def test_sse_reaches_the_store_pos_with_keepalive_and_resume(server, hub) -> Non
     got = [_wait(q2, "event")[2]["id"] for _ in range(3)]
     assert got[1:] == [m.id for m in missed]
     stop2.set()
-    push.publish("paris", "task", {"wake": "reader"})
+    hub.publish("paris", "task", {"wake": "reader"})
 
 
 def test_stream_is_store_scoped_and_authenticated(server) -> None:
@@ -151,7 +151,7 @@ def test_stream_is_store_scoped_and_authenticated(server) -> None:
 
 
 def test_revoking_a_token_closes_its_stream(short_server, hub, tmp_path) -> None:
-    from storelens.cloud import auth
+    from storelens.cloud.api import principals as auth
 
     url, tokens = short_server
     q: queue.Queue = queue.Queue()
@@ -163,7 +163,7 @@ def test_revoking_a_token_closes_its_stream(short_server, hub, tmp_path) -> None
     assert auth.revoke_pos_device(db, "paris", "till-paris") == 1
     _wait(q, "end", timeout=3)  # within the check interval, not at the next push
     _wait_clients(hub, "paris", 0)
-    push.publish("paris", "task", {"task_id": "after-revocation"})
+    hub.publish("paris", "task", {"task_id": "after-revocation"})
     assert all(item[0] != "event" for item in list(q.queue))
     with httpx.Client(timeout=5) as client:  # and it cannot come back
         r = client.get(f"{url}/api/v1/pos/stream",
@@ -244,8 +244,7 @@ def test_app_relays_pushes_through_the_broker_when_configured(broker, tmp_path, 
     monkeypatch.setenv("STORELENS_PSEUDONYM_KEY", KEY_HEX)
     settings = Settings.from_env({}, db_url="unused", push_mqtt=True, mqtt_port=broker.port)
     db = connect(f"sqlite:///{tmp_path / 'relay.db'}")
-    create_app(settings, db=db)
-    app_hub = push.hub()
+    app_hub = create_app(settings, db=db).state.services.push
     assert app_hub is not hub and app_hub.wait_connected(10)
     other_replica = push.PushHub()
     other_replica.connect_mqtt(broker.host, broker.port)

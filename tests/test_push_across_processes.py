@@ -21,8 +21,9 @@ import paho.mqtt.client as mqtt
 from conftest import free_port, wait_port
 from personalization_chain import KEY_HEX, build_chain
 
-from storelens.cloud import events, scoring
-from storelens.cloud.store import connect
+from storelens.cloud.db import connect
+from storelens.cloud.ingest import events
+from storelens.cloud.personalization import scoring
 from storelens.contract import topics
 from storelens.contract.envelope import Envelope, encode_envelope
 from storelens.contract.events import ZoneVisit

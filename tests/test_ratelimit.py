@@ -6,7 +6,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from storelens.cloud.ratelimit import RateLimit, TokenBucket
+from storelens.cloud.api.ratelimit import RateLimit, TokenBucket
 
 
 class FakeClock:
@@ -65,10 +65,11 @@ def test_dependency_answers_429_with_retry_after() -> None:
 
 
 def _app(tmp_path):  # noqa: ANN001, ANN202 - fixture-style helper
-    from storelens.cloud import auth, stores
+    from storelens.cloud.api import principals as auth
     from storelens.cloud.api.app import create_app
+    from storelens.cloud.commerce import stores
+    from storelens.cloud.db import connect
     from storelens.cloud.settings import Settings
-    from storelens.cloud.store import connect
 
     db = connect(f"sqlite:///{tmp_path / 'api.db'}")
     auth.create_user(db, "ops", "correct horse battery", "admin")
@@ -100,7 +101,8 @@ def test_login_is_rate_limited_in_the_api(tmp_path, monkeypatch) -> None:  # noq
 
 
 def _shop(tmp_path, monkeypatch):  # noqa: ANN001, ANN202 - fixture-style helper
-    from storelens.cloud import auth, catalog, members, stores
+    from storelens.cloud.api import principals as auth
+    from storelens.cloud.commerce import catalog, members, stores
     from storelens.pseudonym import PseudonymKey
 
     monkeypatch.setenv("STORELENS_PSEUDONYM_KEY", "ab" * 32)

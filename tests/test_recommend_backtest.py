@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from storelens.cli import app
-from storelens.cloud.recommend.model import Catalog, Interactions, build_model
-from storelens.cloud.recommend.ranking import ServingContext, recommend
+from storelens.cloud.personalization.recommend.model import Catalog, Interactions, build_model
+from storelens.cloud.personalization.recommend.ranking import ServingContext, recommend
 from storelens.tools.bench import recommend_history as recommend_backtest
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -51,7 +51,7 @@ def _history(path: Path, customers: int = 150, days: int = 120, seed: int = 7) -
 
 
 def test_backtest_protocols_and_baselines(tmp_path: Path) -> None:
-    from storelens.cloud.history import HistoryRules
+    from storelens.cloud.commerce.history import HistoryRules
 
     rules = HistoryRules(exclude_skus=frozenset({"POST"}), cancelled_prefix="C")
     out = recommend_backtest.run(_history(tmp_path / "h.csv"), "2024-03-31", rules=rules)
@@ -103,6 +103,30 @@ def test_learned_repeats_follow_the_data() -> None:
     # Bought after the build: not suggested again at once (it is not a consumable).
     ctx = ServingContext(member="m0", store="", bought_recently=frozenset({"I00"}))
     assert "I00" not in [r.sku for r in recommend(model, ctx, limit=5)]
+
+
+def test_rebuilds_reuse_a_recent_classifier() -> None:
+    """A rebuild soon after the last training scores everyone anew with that classifier (no
+    second training); hours later it trains again."""
+    skus = [f"I{i:02d}" for i in range(30)]
+    catalog = Catalog(skus=skus, names=skus, categories=["home"] * 30,
+                      active=np.ones(30, dtype=bool))  # fmt: skip
+    rng = np.random.default_rng(5)
+    rows = []
+    for m in range(60):
+        for week in range(16):
+            ts = START.timestamp() + week * 7 * 86400 + m * 60
+            for sku in {skus[m % 6], skus[int(rng.integers(6, 30))]}:
+                rows.append((f"m{m}", sku, ts, 1, None, f"o{m}-{week}"))
+    now = (START + timedelta(days=112)).timestamp()
+    first = build_model(catalog, Interactions.from_rows(rows), now=now)
+    assert first.fitted is not None and first.fitted.fitted_at == now
+    rows.append(("m0", "I29", now + 60, 1, None, "late"))  # a purchase since
+    soon = build_model(catalog, Interactions.from_rows(rows), now=now + 900, previous=first)
+    assert soon.fitted is first.fitted and soon.personal is not None
+    assert soon.personal[0, skus.index("I29")] > 0  # scored from the new history
+    later = build_model(catalog, Interactions.from_rows(rows), now=now + 86400, previous=first)
+    assert later.fitted is not first.fitted and later.fitted.fitted_at == now + 86400
 
 
 def test_cli_backtest(tmp_path: Path) -> None:

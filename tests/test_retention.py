@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from storelens.cloud import analytics, events, retention, stores
-from storelens.cloud.rollups import settle
+from storelens.cloud import analytics
+from storelens.cloud.analytics.rollups import settle
+from storelens.cloud.commerce import stores
+from storelens.cloud.db import base, connect, retention
+from storelens.cloud.ingest import events
 from storelens.cloud.settings import Settings
-from storelens.cloud.store import base, connect
 from storelens.tools.seed import instore as analytics_seed
 
 UNTIL = datetime(2026, 3, 20, 19, tzinfo=UTC).timestamp()
@@ -122,3 +125,27 @@ def test_sqlite_keeps_no_partitions(tmp_path) -> None:
     assert retention.ensure_partitions(db, now=NOW) == []
     assert retention.expire(db, events_days=0, now=NOW)["events_deleted"] == 0
     assert timedelta(days=1).total_seconds() == retention.DAY_S
+
+
+def test_event_id_owners_expire_with_their_days(pg_url) -> None:
+    """PostgreSQL's owners of event IDs (collision checks) go by the time in the UUIDv7."""
+    from storelens.tools.bench.ingest import realistic_events
+
+    db = connect(pg_url)
+    stores.upsert_store(db, stores.Store(id="paris", name="Paris", lat=48.8, lon=2.3))
+    retention.ensure_partitions(db, now=NOW)
+
+    def at(day: int) -> uuid.UUID:  # a UUIDv7 of that March day, noon UTC
+        ms = int(datetime(2026, 3, day, 12, tzinfo=UTC).timestamp() * 1000)
+        return uuid.UUID(int=(ms << 80) | (0x7 << 76) | (0b10 << 62) | day)
+
+    start = datetime(2026, 3, 15, 12, tzinfo=UTC)
+    made = realistic_events("cam-1", 2, seed=1, start=start)
+    rows = [events.event_row("paris", e.model_copy(update={"id": at(day), "ts": start}), NOW, None)
+            for e, day in zip(made, (15, 20), strict=True)]  # fmt: skip
+    assert events.store_events(db, rows) == 2
+    assert db.scalar("SELECT count(*) FROM event_ids") == 2
+    out = retention.expire(db, events_days=3, now=NOW)  # the cut-off is 18 March
+    assert out["event_ids_deleted"] == 1
+    assert [str(r["id"]) for r in db.query("SELECT id FROM event_ids")] == [str(at(20))]
+    db.close()

@@ -337,7 +337,7 @@ def test_bad_orders_get_clear_errors_and_leave_nothing(db) -> None:  # noqa: ANN
 
 
 def test_concurrent_routing_never_oversells_and_reservations_match_tasks(db_url: str) -> None:
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
     from storelens.tools.bench.routing import run_bench
 
     # Few SKUs and shallow stock: the threads fight over the same last units.
@@ -374,7 +374,7 @@ def test_concurrent_routing_never_exceeds_a_stores_daily_capacity(db_url: str) -
     capacity is claimed behind the store's row lock, so exactly ``capacity`` tasks exist."""
     import threading
 
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
 
     db = connect(db_url)
     try:

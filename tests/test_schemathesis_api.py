@@ -14,10 +14,11 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from storelens.cloud import auth, stores
+from storelens.cloud.api import principals as auth
 from storelens.cloud.api.app import create_app
+from storelens.cloud.commerce import stores
+from storelens.cloud.db import connect
 from storelens.cloud.settings import Settings
-from storelens.cloud.store import connect
 from storelens.pseudonym import generate_key_file
 
 _DIR = Path(tempfile.mkdtemp(prefix="storelens-schemathesis-"))

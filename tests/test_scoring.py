@@ -6,13 +6,20 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 from personalization_chain import build_chain
 
-from storelens.cloud import coupons, events, ingest, members, offers, push, scoring
-from storelens.cloud.scoring_plans import DEFAULT_PLAN, CouponAction, Threshold
+from storelens.cloud import push
+from storelens.cloud.commerce import members
+from storelens.cloud.ingest import events
+from storelens.cloud.ingest import worker as ingest
+from storelens.cloud.personalization import coupons, offers, scoring
+from storelens.cloud.personalization.scoring_plans import DEFAULT_PLAN, CouponAction, Threshold
+from storelens.cloud.services import Services
+from storelens.cloud.settings import Settings
 from storelens.contract import topics
 from storelens.contract.envelope import Envelope, encode_envelope
 from storelens.contract.events import ZoneVisit
@@ -22,10 +29,10 @@ NO_HOLDOUT = offers.OfferPolicy(holdout_share=0.0)  # member IDs are random: no 
 
 
 @pytest.fixture
-def pushed(monkeypatch) -> list[push.PushMessage]:
-    """Every message published through the process's push hub during the test."""
+def pushed(db, monkeypatch) -> Iterator[list[push.PushMessage]]:  # noqa: ANN001
+    """Every message published through the push hub of the services serving ``db``."""
     hub = push.PushHub()
-    monkeypatch.setattr(push, "_hub", hub)
+    services = Services(Settings.from_env({}, db_url="unused"), db, hub)
     seen: list[push.PushMessage] = []
     original = hub._deliver
 
@@ -34,7 +41,8 @@ def pushed(monkeypatch) -> list[push.PushMessage]:
         original(msg)
 
     monkeypatch.setattr(hub, "_deliver", record)
-    return seen
+    yield seen
+    services.close()
 
 
 def _zero_scores(db) -> None:
@@ -185,3 +193,23 @@ def test_actions_are_announced_only_once_committed(db, pushed) -> None:
     scoring.record(db, ann, [("online_order", None)] * 3, now=now, presence=presence)
     assert [m.kind for m in pushed] == ["member_alert"]
     assert db.scalar("SELECT count(*) FROM score_contacts") == 1
+
+
+def test_ingest_housekeeping_prunes_old_scored_events(db, db_url) -> None:
+    from storelens.cloud.ingest.worker import housekeeping
+    from storelens.cloud.settings import Settings
+
+    now = 1_790_000_000.0
+    ages = {"fresh": 1, "week": 7.5, "old": 15, "older": 40}
+    for name, days in ages.items():
+        db.execute("INSERT INTO scored_events (event_id, scored_at) VALUES (?, ?)",
+                   (name, now - days * 86_400))  # fmt: skip
+    kept = lambda: {r["event_id"] for r in db.query("SELECT event_id FROM scored_events")}  # noqa: E731
+    assert housekeeping(db, Settings(db_url=db_url, scored_events_retention_days=0),
+                        now)["scored_events_pruned"] == 0  # fmt: skip
+    assert kept() == set(ages)
+    result = housekeeping(db, Settings(db_url=db_url), now)  # default: 14 days
+    assert result["scored_events_pruned"] == 2 and kept() == {"fresh", "week"}
+    assert housekeeping(db, Settings(db_url=db_url, scored_events_retention_days=7),
+                        now)["scored_events_pruned"] == 1  # fmt: skip
+    assert kept() == {"fresh"}

@@ -17,9 +17,11 @@ from conftest import free_port
 from fastapi.testclient import TestClient
 from personalization_chain import KEY_HEX, build_chain, swipe_at_till
 
-from storelens.cloud import auth, handoff, interactions, members, sales, scoring, scoring_report
+from storelens.cloud.api import principals as auth
 from storelens.cloud.api.app import create_app
-from storelens.cloud.scoring_plans import (
+from storelens.cloud.commerce import members, sales
+from storelens.cloud.personalization import handoff, interactions, scoring, scoring_report
+from storelens.cloud.personalization.scoring_plans import (
     DEFAULT_PLAN,
     PlanError,
     ScoringPlan,
@@ -174,7 +176,7 @@ def test_plan_api_and_half_life_change_keeps_scores(api) -> None:
 def _zone_visit(
     db, member: dict, zone: str, dwell_s: float, at: float, payload: str = "{}"
 ) -> list[dict]:
-    from storelens.cloud import events
+    from storelens.cloud.ingest import events
 
     row = {
         "id": str(uuid.uuid4()), "store": "paris", "device": "edge-1", "seq": 1,
@@ -188,7 +190,7 @@ def _zone_visit(
 
 
 def test_category_dwell_and_try_on_points(db) -> None:
-    from storelens.cloud import stores
+    from storelens.cloud.commerce import stores
 
     chain = build_chain(db, with_tokens=False)
     stores.upsert_store(db, stores.Store(id="paris", name="Paris", lat=48.8, lon=2.3, zones={
@@ -354,7 +356,7 @@ def test_report_fewer_contacts_for_the_same_response(db) -> None:
 
 def test_online_views_on_the_profile_with_store_stock(api) -> None:
     client, chain, admin, shop = api
-    from storelens.cloud import stores
+    from storelens.cloud.commerce import stores
 
     ann = chain.member("ann")["id"]
     stores.set_inventory(chain.db, "lyon", [stores.InventoryLevel(sku="H2", on_hand=0)])
@@ -388,8 +390,9 @@ def test_online_views_on_the_profile_with_store_stock(api) -> None:
 
 
 def test_online_views_feed_the_recommender(api) -> None:
-    """Dee never bought or visited; her web-shop views of Beauty make Beauty her category."""
-    from storelens.cloud.recommend.service import RecommendationService
+    """Dee never bought or visited; her web-shop views of Beauty make Beauty her category
+    (in the model) and the items themselves her first suggestions (at serving)."""
+    from storelens.cloud.personalization.recommend.service import RecommendationService
 
     client, chain, admin, shop = api
     dee = chain.member("dee")
@@ -407,20 +410,66 @@ def test_online_views_feed_the_recommender(api) -> None:
     model = service.rebuild()
     row = model.dwell_affinity[model.member_index[dee["id"]]]
     assert row[model.category_index["Beauty"]] == pytest.approx(1.0)
-    recs = service.for_member(dee, "paris", limit=3)
-    assert {r.sku for r in recs[:2]} == {"B1", "B3"}  # the Beauty items the store sells
-    assert {r.source for r in recs[:2]} == {"affinity"}
+    recs = service.for_member(dee, "paris", limit=4)
+    # Per item: the cart add first, then the viewed items the store sells (category share).
+    assert recs[0].sku == "B2" and recs[0].source == "carted_online"
+    assert {r.sku for r in recs[1:3]} == {"B1", "B3"}
+    assert {r.source for r in recs[1:3]} == {"viewed_online"}
     # Without tracking consent her views are deleted and no longer count.
     members.set_consent(chain.db, dee["id"], members.Consent(tracking=False))
     model = service.rebuild()
     assert dee["id"] not in model.member_index
 
 
+def test_online_views_and_cart_adds_feed_the_recommender_per_item(api) -> None:
+    """Items Dee viewed or left in her cart online come first, the cart above the views, even
+    items nobody ever bought (no category-level signal could pick them); an item she bought
+    after viewing it is no open interest, and a non-consumable bought is not suggested."""
+    from storelens.cloud.personalization.recommend.service import RecommendationService
+
+    client, chain, admin, shop = api
+    dee = chain.member("dee")
+    now = time.time()
+    for sku in ("H1", "H2", "S1", "S2", "B1", "H1", "S1", "H4"):  # walk-in sales: popularity
+        sale = sales.SaleIn(store="paris", ts=now - 86400, items=[sales.SaleItem(sku=sku, qty=1)])
+        sales.record_sale(chain.db, sale)
+    service = RecommendationService(chain.db)
+    service.rebuild(now=now - 7200)
+    items = [
+        _item("product_viewed", dee["id"], sku="H5", at=now - 3600),  # never sold anywhere
+        _item("product_viewed", dee["id"], sku="S5", at=now - 3600),
+        _item("cart_add", dee["id"], sku="S5", at=now - 3500),  # left in the cart
+        _item("product_viewed", dee["id"], sku="H4", at=now - 3600),  # then bought in store
+    ]
+    out = client.post("/api/v1/interactions", json={"interactions": items}, headers=shop)
+    assert [r["outcome"] for r in out.json()["results"]] == ["recorded"] * 4
+    sales.record_sale(chain.db, sales.SaleIn(store="paris", ts=now - 1800, member_id=dee["id"],
+                                             items=[sales.SaleItem(sku="H4", qty=1)]))  # fmt: skip
+    # No rebuild: what she did online since the last build counts at once.
+    recs = service.for_member(dee, "paris", limit=4, now=now)
+    assert [(r.sku, r.source) for r in recs[:2]] == [
+        ("S5", "carted_online"), ("H5", "viewed_online")
+    ]  # fmt: skip
+    assert recs[0].reason == "in your online cart" and recs[0].score > recs[1].score
+    assert "H4" not in {r.sku for r in recs}  # bought after the view: not suggested again
+    # After a rebuild the purchase is in the model: still not suggested, cart still first.
+    service.rebuild(now=now)
+    recs = service.for_member(dee, "paris", limit=4, now=now)
+    assert recs[0].sku == "S5" and "H4" not in {r.sku for r in recs}
+    # Out of stock here: the cart item is not suggested at this store.
+    chain.db.execute("UPDATE inventory SET on_hand = 0 WHERE store = 'lyon' AND sku = 'S5'")
+    assert "S5" not in {r.sku for r in service.for_member(dee, "lyon", limit=4, now=now)}
+    # Without tracking consent her online behaviour is deleted and no longer counts.
+    members.set_consent(chain.db, dee["id"], members.Consent(tracking=False))
+    recs = service.for_member(dict(dee, tracking=False), "paris", limit=4, now=now)
+    assert not {"S5", "H5"} & {r.sku for r in recs}
+
+
 def test_cli_loads_plans_all_or_none_and_issues_integration_tokens(tmp_path) -> None:
     from typer.testing import CliRunner
 
     from storelens.cli import app
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
 
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     runner = CliRunner()

@@ -7,7 +7,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
-from storelens.cloud import analytics, events, stores
+from storelens.cloud import analytics
+from storelens.cloud.commerce import stores
+from storelens.cloud.ingest import events
 from storelens.contract.events import LineCrossing, VisitEnded, VisitStarted, ZoneVisit
 
 DAY = date(2026, 3, 10)
@@ -32,7 +34,7 @@ def person(db, start: datetime, *, staff: bool, zone: str, copied: bool = False)
     if copied:  # as PostgreSQL ingest streams rows with COPY, past store_events
         with db.transaction():
             events.store_events(db, rows)  # stand-in for the COPY stream's insert
-            events.store_prepared(db, rows, [], {}, [], {}, 0.0, copied=True)
+            events.store_prepared(db, events.StoredBatch(rows, 0.0, copied=True))
     else:
         events.store_events(db, rows)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storelens.cloud.store import IntegrityError
+from storelens.cloud.db import IntegrityError
 
 
 def test_migrations_recorded_and_idempotent(db) -> None:

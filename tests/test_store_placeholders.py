@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from storelens.cloud.store.postgres import _pg
+from storelens.cloud.db.postgres import _pg
 
 
 def test_question_marks_in_literals_stay_text(db) -> None:

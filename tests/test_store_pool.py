@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from conftest import wait_for
 
-from storelens.cloud.store import connect
-from storelens.cloud.store.postgres import PostgresDatabase
+from storelens.cloud.db import connect
+from storelens.cloud.db.postgres import PostgresDatabase
 
 
 def _backends(admin_url: str, app: str) -> int:

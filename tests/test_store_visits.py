@@ -67,11 +67,11 @@ class Store:
                         image[max(0, int(py) - 100) : int(py), int(px) - 20 : int(px) + 20] = colour
             dets = Detections(np.array(boxes, np.float32).reshape(-1, 4),
                               np.full(len(boxes), 0.9, np.float32))  # fmt: skip
-            self.events += self.fused.route(cam, pipe.process(image, ts, dets))
-            self.fused.observe(cam, ts.timestamp(), pipe.sightings(), image)
-        self.events += self.fused.tick(ts.timestamp())
+            events = pipe.process(image, ts, dets)
+            self.events += self.fused.push(cam, ts.timestamp(), events, pipe.sightings(), image)
 
     def finish(self) -> list:
+        self.events += self.fused.drain()
         for cam, pipe in self.pipes.items():
             self.events += self.fused.route(cam, pipe.flush())
         self.events += self.fused.flush()
@@ -219,3 +219,145 @@ def test_snapshot_totals_count_each_person_once_per_store() -> None:
     both = [totals for totals in by_instant.values() if len(totals) == 2]
     assert both and all(sum(t) <= 1 for t in both)
     assert any(sum(t) == 1 for t in both)
+
+
+def _live_store(
+    reorder_s: float,
+    walkers,
+    lag_s: float,
+    seconds: float = 16.0,
+    views: dict | None = None,
+    handoffs: list | None = None,
+    end_x: float = 6.5,
+    clock_late_s: float = 0.12,
+    learn_clocks: bool = True,
+):
+    """Two live cameras on their own clocks: a at 10 fps, b at 6 fps with its frames stamped
+    0.12 s late (capture latency) and handed over ``lag_s`` (+ up to 0.2 s) after a's (a
+    stream that lags, a busy box), so the fusion sees b's frames out of order with a's.
+    ``walkers``: (start s, lane y, m/s)."""
+    import random
+
+    views = views or {"a": 0.0, "b": 3.0}
+    cfg = config(views, handoffs=handoffs)
+    fusing = {"reorder_s": reorder_s, "max_clock_skew_s": 1.0 if learn_clocks else 0.0}
+    cfg = cfg.model_copy(update={"store_visits": cfg.store_visits.model_copy(update=fusing)})
+    seq, part_seq = itertools.count(), itertools.count()
+    fused = StoreVisits(cfg, lambda: next(seq))
+    rates = {"a": 10.0, "b": 6.0}
+    stamp_late, handed_late = {"a": 0.0, "b": clock_late_s}, {"a": 0.0, "b": lag_s}
+    pipes = {c.id: CameraPipeline(c, cfg.tracker, device="d", next_seq=lambda: next(part_seq),
+                                  fps=rates[c.id]) for c in cfg.cameras}  # fmt: skip
+    x0 = views
+    rng = random.Random(5)
+    frames = []  # (handed over at, camera, true time)
+    for cam, fps in rates.items():
+        handed = 0.0
+        for k in range(int(seconds * fps)):
+            t = k / fps + (0.05 if cam == "b" else 0.0)  # b's shutter is not a's
+            handed = max(handed, t + handed_late[cam] + rng.uniform(0, 0.2))  # a feed is FIFO
+            frames.append((handed, cam, t))
+    events = []
+    for _, cam, t in sorted(frames):
+        boxes = []
+        for start, lane, speed in walkers:
+            x = 0.5 + (t - start) * speed
+            if t < start or x > end_x:
+                continue
+            px = (x - x0[cam]) * PX_PER_M
+            if 20 <= px <= 380:
+                boxes.append([px - 20, lane * PX_PER_M - 100, px + 20, lane * PX_PER_M])
+        dets = Detections(np.array(boxes, np.float32).reshape(-1, 4),
+                          np.full(len(boxes), 0.9, np.float32))  # fmt: skip
+        ts = T0 + timedelta(seconds=t + stamp_late[cam])
+        out = pipes[cam].process(None, ts, dets)
+        events += fused.push(cam, ts.timestamp(), out, pipes[cam].sightings(), None)
+    events += fused.drain()
+    for cam, pipe in pipes.items():
+        events += fused.route(cam, pipe.flush())
+    return fused, events + fused.flush()
+
+
+WALKERS = [(0.0, 1.2, 0.6), (1.5, 2.8, 0.8), (4.0, 1.6, 0.7), (4.2, 3.2, 0.5)]
+
+
+def test_live_cameras_on_their_own_clocks_and_rates_see_one_visit_per_person() -> None:
+    """Four people walk through the overlap of two live cameras that run at different rates,
+    are stamped with different capture delays and reach the fusion out of order (b up to
+    1.5 s behind a): still one store visit each, seen by both cameras (tolerance: exact, the
+    scene is synthetic)."""
+    fused, events = _live_store(2.0, WALKERS, lag_s=1.3)
+    ended = of(events, VisitEnded)
+    assert len(of(events, VisitStarted)) == len(ended) == len(WALKERS)
+    assert all(e.cameras == ["a", "b"] for e in ended)
+    # At most a frame or two is late: when b's learned clock moves its times back.
+    assert fused.joined_overlap == len(WALKERS) and fused.late_frames <= 2
+    for e in ended:  # one person each: the path keeps to one lane and crosses both views
+        ys = [p[1] for p in e.path]
+        assert max(ys) - min(ys) < 0.5 and e.path[-1][0] - e.path[0][0] > 4.5
+    assert fused.open_visits == 0 and not fused._early and not fused._describe_next
+
+
+GAP = {"views": {"a": 0.0, "b": 4.2}, "end_x": 8.0, "seconds": 22.0,
+       "handoffs": [{"from_camera": "a", "to_camera": "b", "window_s": 3,
+                     "area": [[2.5, 0], [4.5, 0], [4.5, 4], [2.5, 4]]}]}  # fmt: skip
+GAP_WALKERS = [(0.0, 1.0, 0.8), (3.0, 3.0, 0.7), (7.0, 2.0, 0.9)]
+
+
+def test_a_walk_between_live_cameras_is_handed_off_in_frame_time() -> None:
+    """Three people walk from a's view through a gap into b's, b's stream 2.5 s behind a's:
+    fused by frame time (a reorder buffer of 3 s), each walk is one visit, handed off; fused
+    in arrival order (no buffer), some of b's arrivals come after a's visit closed and count
+    as more people."""
+    fused, events = _live_store(3.0, GAP_WALKERS, lag_s=2.5, **GAP)
+    ended = of(events, VisitEnded)
+    assert len(of(events, VisitStarted)) == len(ended) == len(GAP_WALKERS)
+    assert all(e.cameras == ["a", "b"] and e.handoffs == 1 for e in ended)
+    assert fused.joined_handoff == 3 and fused.ambiguous_handoffs == 0
+    unordered, events = _live_store(0.0, GAP_WALKERS, lag_s=2.5, **GAP)
+    assert len(of(events, VisitStarted)) > len(GAP_WALKERS)
+
+
+def test_a_swipe_for_someone_still_in_the_reorder_buffer_waits_for_them() -> None:
+    """Camera b lags: a's frames wait for it. A card swiped meanwhile for a's person is held
+    and leaves with the person's store visit ID, and their visit carries the member."""
+    store = Store(config({"a": 0.0, "b": 3.0}))
+    for i in range(5):  # both cameras, nobody in view
+        store.frame(i, [])
+    pipe_a, pipe_b = store.pipes["a"], store.pipes["b"]
+    empty = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+    for i in range(5, 25):  # only a delivers: someone walks in
+        ts = T0 + timedelta(seconds=i / FPS)
+        px = (0.5 + (i - 5) * 0.05) * PX_PER_M
+        dets = Detections(np.array([[px - 20, 100, px + 20, 200]], np.float32),
+                          np.full(1, 0.9, np.float32))  # fmt: skip
+        out = pipe_a.process(None, ts, dets)
+        store.events += store.fused.push("a", ts.timestamp(), out, pipe_a.sightings(), None)
+    assert not of(store.events, VisitStarted)  # held: b has not reached these frames
+    [person] = pipe_a.people_in([[0, 0], [400, 0], [400, 400], [0, 400]])
+    assert store.fused.set_member(person.visit_id, TOKEN, "k1")
+    read = CardSwipe(device="d", seq=0, ts=T0 + timedelta(seconds=2.4), reader="door",
+                     member=TOKEN, key_id="k1", camera="a", visit_id=person.visit_id)  # fmt: skip
+    assert store.fused.swipe(read) is None
+    for i in range(5, 25):  # b catches up
+        ts = T0 + timedelta(seconds=i / FPS)
+        out = pipe_b.process(None, ts, empty)
+        store.events += store.fused.push("b", ts.timestamp(), out, pipe_b.sightings(), None)
+    [swipe] = of(store.events, CardSwipe)
+    [started] = of(store.events, VisitStarted)
+    assert swipe.visit_id == started.visit_id != person.visit_id and swipe.member == TOKEN
+    [ended] = of(store.finish(), VisitEnded)
+    assert ended.visit_id == started.visit_id and ended.member == TOKEN
+
+
+def test_a_camera_clock_that_runs_ahead_is_learned_from_people_both_see() -> None:
+    """Camera b stamps its frames 0.8 s ahead: the device learns that from the people both
+    cameras see walking (the shift that lays one floor track over the other) and fuses b on
+    a's clock; one visit per person either way."""
+    walkers = WALKERS + [(8.0, 2.0, 0.9), (9.0, 1.0, 0.6), (11.0, 3.0, 0.8)]
+    wide = {"views": {"a": 0.0, "b": 2.0}, "seconds": 24.0, "lag_s": 1.3, "clock_late_s": 0.8}
+    fused, events = _live_store(2.0, walkers, **wide)
+    assert fused.clock_offsets["b"] == pytest.approx(0.8, abs=0.051)
+    assert len(of(events, VisitStarted)) == len(walkers) == fused.joined_overlap
+    trusting, events = _live_store(2.0, walkers, learn_clocks=False, **wide)
+    assert trusting.clock_offsets == {} and len(of(events, VisitStarted)) == len(walkers)

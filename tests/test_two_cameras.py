@@ -46,3 +46,19 @@ def test_two_cameras_report_what_one_camera_reports(sample_video, sample_model) 
     )
     assert two["cameras_per_visit"].get(2, 0) > 0  # people really were seen by both cameras
     assert two["fusion"]["joined_overlap"] > 0
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--camera-fps", "right", "expected CAMERA=a number > 0"),
+    ("--camera-fps", "right=0", "expected CAMERA=a number > 0"),
+    ("--clock-offset", "right=soon", "expected CAMERA=a number of seconds"),
+    ("--camera-fps", "middle=5", "frame rate for unknown camera(s): middle"),
+])  # fmt: skip
+def test_live_like_options_are_checked(tmp_path, option, value, message) -> None:
+    from typer.testing import CliRunner
+
+    from storelens.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "two-cameras", "--json", str(tmp_path / "o.json"),
+                                      "--max-frames", "1", option, value])  # fmt: skip
+    assert result.exit_code == 1 and message in result.output

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from storelens.cli import app
-from storelens.cloud import auth
+from storelens.cloud.api import principals as auth
 
 
 def test_a_new_password_replaces_the_old_one(db, db_url: str) -> None:

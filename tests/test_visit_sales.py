@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from visit_story import visit
 
-from storelens.cloud import catalog, members, sales, stores, visit_sales
-from storelens.cloud.checkout import checkout
+from storelens.cloud.commerce import catalog, members, sales, stores, visit_sales
+from storelens.cloud.personalization.checkout import checkout
 from storelens.pseudonym import PseudonymKey
 
 KEY = PseudonymKey("k1", b"0123456789abcdef0123456789abcdef")
@@ -108,3 +108,122 @@ def test_forget_me_unlinks_the_sale(shop) -> None:
     assert link.method == "unmatched" and link.visit_id is None
     visit_sales.link_pending(shop, now=T + visit_sales.SETTLE_S + 5)
     assert visit_sales.sale_link(shop, sale_id).visit_id is None
+
+
+def test_the_windows_are_configuration_and_change_the_linking(shop) -> None:
+    """A member's visit that ended 20 min before the sale: outside the default 15-min window
+    (unmatched), inside a 30-min one (linked); a 5-min window leaves a 10-min-old visit out."""
+    wide = visit_sales.LinkWindows(just_ended_s=30 * 60)
+    narrow = visit_sales.LinkWindows(just_ended_s=5 * 60)
+    m = enroll(shop, "6011000000000006")
+    ended_20 = visit(shop, "s1", T - 3000, T - 1200, member=m["token"])
+    settled = T + visit_sales.SETTLE_S + 5
+    default_sale = sell(shop, T, m["id"], now=settled)
+    assert visit_sales.sale_link(shop, default_sale).method == "unmatched"
+    wide_sale = sales.record_sale(shop, sales.SaleIn(
+        store="s1", ts=T + 1, member_id=m["id"], items=[sales.SaleItem(sku="BAG-1", qty=1)]
+    ))[0]  # fmt: skip
+    assert visit_sales.link_sale(shop, wide_sale, settled, wide).visit_id == ended_20
+    m2 = enroll(shop, "6011000000000007")
+    ended_10 = visit(shop, "s1", T - 3000, T - 600, member=m2["token"])
+    assert visit_sales.sale_link(shop, sell(shop, T, m2["id"])).visit_id == ended_10
+    narrow_sale = sales.record_sale(shop, sales.SaleIn(
+        store="s1", ts=T + 2, member_id=m2["id"], items=[sales.SaleItem(sku="BAG-1", qty=1)]
+    ))[0]  # fmt: skip
+    assert visit_sales.link_sale(shop, narrow_sale, T + 10, narrow) is None  # pending
+    assert visit_sales.link_pending(shop, now=settled, windows=narrow) == 1
+    assert visit_sales.sale_link(shop, narrow_sale).method == "unmatched"
+
+
+def test_the_clock_skew_window_decides_an_anonymous_sale(shop) -> None:
+    # The till's camera saw the buyer leave 60 s before the POS stamped the sale.
+    at_till = visit(shop, "s1", T - 900, T - 50,
+                    zones=[("tills", T - 200, T - 60, "checkout", 20.0, 120.0)])  # fmt: skip
+    settled = T + visit_sales.SETTLE_S + 5
+    first = sell(shop, T, now=settled)
+    assert visit_sales.sale_link(shop, first).method == "unmatched"  # 30 s default skew
+    second = sales.record_sale(shop, sales.SaleIn(
+        store="s1", ts=T + 1, items=[sales.SaleItem(sku="BAG-1", qty=1)]
+    ))[0]  # fmt: skip
+    loose = visit_sales.LinkWindows(skew_s=90)
+    assert visit_sales.link_sale(shop, second, settled, loose).visit_id == at_till
+
+
+def test_bad_windows_are_refused_with_the_reason() -> None:
+    from storelens.cloud.settings import Settings
+
+    with pytest.raises(ValueError, match="settle_s must be at least skew_s"):
+        visit_sales.LinkWindows(skew_s=60, settle_s=10)
+    with pytest.raises(ValueError, match="just_ended_s must be a number >= 0"):
+        visit_sales.LinkWindows(just_ended_s=-1)
+    with pytest.raises(ValueError, match="at most 21600"):
+        visit_sales.LinkWindows(just_ended_s=7 * 3600)
+    s = Settings.from_env({"STORELENS_SALE_LINK_JUST_ENDED_S": "1800",
+                           "STORELENS_SALE_LINK_SKEW_S": "45"})  # fmt: skip
+    assert visit_sales.LinkWindows.from_settings(s) == visit_sales.LinkWindows(1800, 45, 900)
+    with pytest.raises(ValueError, match="sale_link_settle_s must be at least sale_link_skew_s"):
+        Settings.from_env({"STORELENS_SALE_LINK_SKEW_S": "120",
+                           "STORELENS_SALE_LINK_SETTLE_S": "60"})  # fmt: skip
+    with pytest.raises(ValueError, match="sale_link_just_ended_s"):
+        Settings.from_env({"STORELENS_SALE_LINK_JUST_ENDED_S": "soon"})
+
+
+def test_the_api_links_sales_by_the_services_windows(shop, db_url) -> None:
+    """Through the service: `STORELENS_SALE_LINK_JUST_ENDED_S` decides the POS's sale."""
+    from fastapi.testclient import TestClient
+
+    from storelens.cloud.api import principals as auth
+    from storelens.cloud.api.app import create_app
+    from storelens.cloud.commerce import till
+    from storelens.cloud.settings import Settings
+
+    token = auth.create_pos_token(shop, "s1", "till-1")
+    results = {}
+    for minutes, card in ((15, "6011000000000008"), (40, "6011000000000009")):
+        m = enroll(shop, card)
+        till.arrived(shop, "s1", "till-1", m["id"])  # the member swiped at this till
+        ended = visit(shop, "s1", T - 3000, T - 1200, member=m["token"])  # 20 min before
+        app = create_app(Settings(db_url=db_url, sale_link_just_ended_s=minutes * 60), db=shop)
+        with TestClient(app) as client:
+            r = client.post("/api/v1/sales", headers={"Authorization": f"Bearer {token}"}, json={
+                "store": "s1", "ts": T, "member_id": m["id"],
+                "items": [{"sku": "BAG-1", "qty": 1}],
+            })  # fmt: skip
+        assert r.status_code == 201, r.text
+        link = visit_sales.sale_link(shop, r.json()["id"])
+        results[minutes] = link.visit_id if link else None
+        assert (results[minutes] == ended) == (minutes == 40)
+
+
+def test_the_charts_link_pending_sales_by_the_services_windows(shop, db_url, monkeypatch) -> None:
+    """An anonymous sale an hour ago, one person at the till: the entry-to-checkout chart
+    decides it under the default 15-min settle window, and leaves it pending under a day's."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from fastapi.testclient import TestClient
+
+    from storelens.cloud.api import principals
+    from storelens.cloud.api.app import create_app
+    from storelens.cloud.settings import Settings
+
+    monkeypatch.setitem(principals._SCRYPT, "n", 2**4)
+    principals.create_user(shop, "ana", "password-123", "analyst")
+    headers = {"Authorization": f"Bearer {principals.login(shop, 'ana', 'password-123', 600)}"}
+    t = time.time() - 3600
+    visit(shop, "s1", t - 900, t + 60, zones=[("tills", t - 120, t + 40, "checkout", 20.0, 100.0)])
+    sell(shop, t)
+    day = datetime.fromtimestamp(t, UTC).date()
+    period = {"start": (day - timedelta(days=1)).isoformat(),  # any store time zone
+              "end": (day + timedelta(days=1)).isoformat()}  # fmt: skip
+    totals = {}
+    for settle in (86_400, 900):
+        app = create_app(Settings(db_url=db_url, sale_link_settle_s=settle,
+                                  propensity_refresh_s=0), db=shop)  # fmt: skip
+        with TestClient(app) as client:
+            r = client.get("/api/v1/analytics/entry-to-checkout", headers=headers,
+                           params={"stores": "s1", **period})  # fmt: skip
+        assert r.status_code == 200, r.text
+        totals[settle] = r.json()["totals"]
+    assert (totals[86_400]["pending"], totals[86_400]["linked_time"]) == (1, 0)
+    assert (totals[900]["pending"], totals[900]["linked_time"]) == (0, 1)

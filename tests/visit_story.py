@@ -7,7 +7,7 @@ import itertools
 import uuid
 from datetime import UTC, datetime
 
-from storelens.cloud import events as event_store
+from storelens.cloud.ingest import events as event_store
 from storelens.contract.events import (
     CardSwipe,
     OccupancySnapshot,

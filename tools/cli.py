@@ -91,6 +91,26 @@ def bench_cameras(
     write_report(result, json_out)
 
 
+def _camera_numbers(items: list[str], option: str, *, positive: bool) -> dict[str, float]:
+    """``CAMERA=NUMBER`` options -> {camera: number}; a clear error for anything else."""
+    import math
+
+    out: dict[str, float] = {}
+    for item in items:
+        camera, sep, raw = item.partition("=")
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not sep or not camera or not math.isfinite(value) or (positive and value <= 0):
+            need = "a number > 0" if positive else "a number of seconds"
+            raise ValueError(f"{option} {item!r}: expected CAMERA={need}")
+        if abs(value) > 3600:
+            raise ValueError(f"{option} {item!r}: at most 3600")
+        out[camera] = value
+    return out
+
+
 @bench_app.command("two-cameras")
 def bench_two_cameras(
     single: Path = typer.Option(
@@ -101,14 +121,23 @@ def bench_two_cameras(
     ),
     json_out: Path = typer.Option(..., "--json", help="Where to write the result JSON."),
     max_frames: int | None = typer.Option(None, min=1, help="Stop after this many frames."),
+    camera_fps: list[str] = typer.Option(
+        [], "--camera-fps", help="CAMERA=FPS: that camera plays at this frame rate (repeatable)."
+    ),
+    clock_offset: list[str] = typer.Option(
+        [], "--clock-offset", help="CAMERA=SECONDS: added to that camera's frame times."
+    ),
 ) -> None:
     """Two overlapping cameras fused into store visits vs the single camera, same video."""
     from storelens.edge.config import ConfigError, load_config
     from storelens.tools.bench.two_cameras import run as run_bench
 
     try:
-        result = run_bench(load_config(single), load_config(split), max_frames=max_frames)
-    except ConfigError as exc:
+        rates = _camera_numbers(camera_fps, "--camera-fps", positive=True)
+        offsets = _camera_numbers(clock_offset, "--clock-offset", positive=False)
+        result = run_bench(load_config(single), load_config(split), max_frames=max_frames,
+                           camera_fps=rates, clock_offsets=offsets)  # fmt: skip
+    except (ConfigError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     write_report(result, json_out)
@@ -303,8 +332,8 @@ def bench_recommend(
         result = recommend_bench.run(members=members, days=days, test_days=test_days, seed=seed)
         write_report(result, json_out)
         return
-    from storelens.cloud.history import HistoryFormatError, parse_mapping
-    from storelens.cloud.history.rules_options import rules_from_options
+    from storelens.cloud.commerce.history import HistoryFormatError, parse_mapping
+    from storelens.cloud.commerce.history.rules_options import rules_from_options
     from storelens.tools.bench import recommend_history
 
     if split is None:
@@ -332,7 +361,7 @@ def _history_split(history: Path, split: list[str], map_: str | None) -> dict | 
     column map (a bad date or map raises ValueError/HistoryFormatError for the caller)."""
     from datetime import date
 
-    from storelens.cloud.history.reader import parse_mapping
+    from storelens.cloud.commerce.history.reader import parse_mapping
 
     if not history.is_file():
         typer.echo(f"error: no file {history}", err=True)
@@ -356,7 +385,7 @@ def bench_propensity(
     map_: str | None = typer.Option(None, "--map", help="canonical=theirs,... column mapping."),
 ) -> None:
     """Propensity AUC, Brier and calibration on the period after each split, vs baselines."""
-    from storelens.cloud.history.reader import HistoryFormatError
+    from storelens.cloud.commerce.history.reader import HistoryFormatError
     from storelens.tools.bench import propensity as propensity_bench
 
     try:
@@ -383,8 +412,8 @@ def bench_scoring(
     map_: str | None = typer.Option(None, "--map", help="canonical=theirs,... column mapping."),
 ) -> None:
     """Contacts and responses of a scoring plan replayed on a history vs contacting everyone."""
-    from storelens.cloud.history.reader import HistoryFormatError
-    from storelens.cloud.scoring_plans import PlanError
+    from storelens.cloud.commerce.history.reader import HistoryFormatError
+    from storelens.cloud.personalization.scoring_plans import PlanError
     from storelens.tools.bench import scoring as scoring_bench
 
     try:
@@ -436,8 +465,12 @@ def bench_analytics(
     if not sizes or min(sizes) < 1 or not set(chosen) <= {"sqlite", "postgres"} or not chosen:
         typer.echo("error: --stores takes numbers >= 1, --backends sqlite/postgres", err=True)
         raise typer.Exit(2)
-    result = bench.run(stores_sizes=sizes, days=days, visitors_per_day=visitors,
-                       repeats=repeats, backends=chosen, pg_url=pg)  # fmt: skip
+    try:
+        result = bench.run(stores_sizes=sizes, days=days, visitors_per_day=visitors,
+                           repeats=repeats, backends=chosen, pg_url=pg)  # fmt: skip
+    except bench.BenchError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     write_report(result, json_out)
 
 
@@ -499,8 +532,8 @@ def seed(
     from datetime import date
     from pathlib import Path
 
+    from storelens.cloud.db import connect
     from storelens.cloud.settings import Settings
-    from storelens.cloud.store import connect
     from storelens.pseudonym import PseudonymError
     from storelens.tools.seed import chain as seeding
 
@@ -521,7 +554,7 @@ def seed(
         raise typer.Exit(1) from None
     try:
         if propensity:
-            from storelens.cloud import propensity as propensity_model
+            from storelens.cloud.personalization import propensity as propensity_model
 
             try:
                 trained = propensity_model.refresh(database)
@@ -549,7 +582,7 @@ def scenario_ship_from_store(
 
     from rich.console import Console
 
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
     from storelens.tools import scenario
 
     with tempfile.TemporaryDirectory(prefix="storelens-scenario-") as tmp:

@@ -95,7 +95,7 @@ class Demo:
         self.assets = {name: find_asset(name) for name in (SAMPLE_MODEL, SAMPLE_VIDEO)}
 
     def prepare(self) -> None:
-        from storelens.cloud.store import connect
+        from storelens.cloud.db import connect
         from storelens.pseudonym import generate_key_file, load_key
         from storelens.tools.brokers.local import open_broker
         from storelens.tools.seed import chain as seeding
@@ -245,7 +245,7 @@ class Demo:
         """The web shop sends an online order; routing picks the store for ship-from-store."""
         if self.stop.wait(ORDER_AFTER_S):
             return
-        from storelens.cloud.store import connect
+        from storelens.cloud.db import connect
 
         db = connect(self.db_url, migrate=False)
         try:
@@ -312,7 +312,7 @@ class Demo:
 
     # -- observing -------------------------------------------------------------------------
     def refresh_stats(self) -> DemoStats:
-        from storelens.cloud.store import connect
+        from storelens.cloud.db import connect
 
         db = connect(self.db_url, migrate=False)
         try:

@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from storelens.cloud.db import Database
 from storelens.cloud.fulfillment import tasks, workflow
 from storelens.cloud.fulfillment.deadlines import sweep
-from storelens.cloud.fulfillment.intake import routing_config
 from storelens.cloud.fulfillment.states import Action
-from storelens.cloud.store import Database
+from storelens.cloud.services import routing
 
 # Four stores around Paris and one in Lyon; coordinates are the real places.
 STORES: list[dict[str, Any]] = [
@@ -51,8 +51,8 @@ def seed_network(db: Database, stores: list[dict[str, Any]] | None = None,
                  stock: dict[str, dict[str, tuple[int, int, str]]] | None = None,
                  products: list[dict[str, Any]] | None = None) -> None:  # fmt: skip
     """Write stores, products and absolute stock levels (idempotent: re-running resets)."""
-    from storelens.cloud import catalog
-    from storelens.cloud import stores as store_domain
+    from storelens.cloud.commerce import catalog
+    from storelens.cloud.commerce import stores as store_domain
 
     for s in STORES if stores is None else stores:
         store_domain.upsert_store(db, store_domain.Store(**s))
@@ -82,7 +82,7 @@ class ScenarioResult:
 
 
 def _place(db: Database, label: str, body: dict[str, Any]) -> str:
-    from storelens.cloud import orders
+    from storelens.cloud.commerce import orders
 
     order_id, _ = orders.create_order(db, orders.OrderIn(**body), idempotency_key=label)
     return order_id
@@ -106,7 +106,7 @@ def _walk(db: Database, task: dict[str, Any], steps: list[Action], clerk: str, n
             task["id"],
             workflow.Request(action, actor=f"{task['store_id']}/pos-1:{clerk}", **kwargs),
             store_id=task["store_id"],
-            config=routing_config(),
+            config=routing(db),
             now=now + 60 * (n + 1),
         )
 
@@ -160,7 +160,7 @@ def run(db: Database, *, now: float | None = None) -> ScenarioResult:
             note="shelf B1-4 empty",
         ),  # fmt: skip
         store_id=first["store_id"],
-        config=routing_config(),
+        config=routing(db),
         now=now + 120,
     )
     second = _open_task(db, result.orders["rejected-then-rerouted"])
@@ -180,7 +180,7 @@ def run(db: Database, *, now: float | None = None) -> ScenarioResult:
           now + 500)  # fmt: skip
 
     # Nobody at a store accepts within its deadline: the sweeper re-routes what is left.
-    sweep(db, now=now + 3 * 3600, config=routing_config())
+    sweep(db, now=now + 3 * 3600, config=routing(db))
     for label, order_id in result.orders.items():
         journey = tasks.journey(db, order_id)
         assert journey is not None

@@ -6,10 +6,11 @@ database and a `Scope`; `scope_for` builds a scope with the stores' time-zone of
 
 from __future__ import annotations
 
+import functools
+import gc
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
-from storelens.cloud import rollups
 from storelens.cloud.analytics import (
     checkout_times,
     commerce,
@@ -17,18 +18,21 @@ from storelens.cloud.analytics import (
     dwell,
     floor,
     footfall,
+    rollups,
     staff,
     tryons,
 )
 from storelens.cloud.analytics.scope import Scope, ScopeError, local_today, utc_offsets
 from storelens.cloud.analytics.table import Table
-from storelens.cloud.store import Database
+from storelens.cloud.commerce import visit_sales
+from storelens.cloud.db import Database
 
 DEFAULT_DAYS = 7
 
 
 def scope_for(db: Database, start: date | None, end: date | None, stores: tuple[str, ...] = (),
               hour_from: int = 0, hour_to: int = 24, now: datetime | None = None,
+              sale_link: visit_sales.LinkWindows | None = None,
               ) -> Scope:  # fmt: skip
     """A scope whose local time follows each store's time zone (unknown stores: error).
 
@@ -44,7 +48,8 @@ def scope_for(db: Database, start: date | None, end: date | None, stores: tuple[
     if start is None:
         start = end - timedelta(days=DEFAULT_DAYS - 1)
     middle = date.fromordinal((start.toordinal() + end.toordinal()) // 2)
-    return Scope(start, end, tuple(stores), hour_from, hour_to, utc_offsets(known, middle))
+    offsets = utc_offsets(known, middle)
+    return Scope(start, end, tuple(stores), hour_from, hour_to, offsets, sale_link=sale_link)
 
 
 def _heatmap(db: Database, scope: Scope) -> Table:
@@ -81,7 +86,30 @@ def _dwell(db: Database, scope: Scope) -> Table:
     return dwell.zone_dwell(db, scope, categories)
 
 
-CHARTS: dict[str, Callable[[Database, Scope], Table]] = {
+def _gc_paused(build: Callable[[Database, Scope], Table]) -> Callable[[Database, Scope], Table]:
+    """``build`` with CPython's cyclic garbage collector paused while it runs.
+
+    A chart decodes thousands of rollup values into ~100k small lists and dicts that stay
+    alive until it returns and are in no reference cycle; each time enough new containers
+    are made the collector rescans all that survive, which cost 3-10x the decoding itself
+    (the dwell chart: 0.38 s to decode 2,000 store-hours with collection, 0.04 s without).
+    Nothing cyclic is freed later than the end of the chart. gc is process-wide: a chart
+    that finds it paused (another thread's) leaves re-enabling it to that one."""
+
+    @functools.wraps(build)
+    def paused(db: Database, scope: Scope) -> Table:
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return build(db, scope)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    return paused
+
+
+_CHARTS: dict[str, Callable[[Database, Scope], Table]] = {
     "footfall-hourly": footfall.hourly,
     "footfall-daily": footfall.daily,
     "peak-hours": footfall.peak_hours,
@@ -99,5 +127,6 @@ CHARTS: dict[str, Callable[[Database, Scope], Table]] = {
     "entry-to-checkout": checkout_times.entry_to_checkout,
     "devices": lambda db, scope: devices.device_health(db, scope.stores),
 }
+CHARTS = {name: _gc_paused(build) for name, build in _CHARTS.items()}
 
 __all__ = ["CHARTS", "DEFAULT_DAYS", "Scope", "ScopeError", "Table", "scope_for"]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from storelens.cloud import rollups
-from storelens.cloud.analytics import footfall
+from storelens.cloud.analytics import footfall, rollups
 from storelens.cloud.analytics.scope import DAY_S, HOUR_S, Scope, local_label
 from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table, change, ratio
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
 
 
 def member_share(db: Database, scope: Scope) -> Table:
@@ -204,7 +203,7 @@ def coupon_uplift(db: Database, scope: Scope, policy: Any = None) -> Table:
     the eligible groups measures what the programme adds. Sales and redemptions follow the
     scope (stores, days, hours) of the sale they belong to.
     """
-    from storelens.cloud import offers
+    from storelens.cloud.personalization import offers
 
     policy = policy or offers.OfferPolicy()
     where, params = scope.where("s")

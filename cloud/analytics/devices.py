@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from storelens.cloud.analytics.table import Table
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
 
 # A device publishes status every few seconds; silence this long means something is wrong.
 STALE_AFTER_S = 5 * 60
@@ -24,6 +24,11 @@ def _status(raw: Any) -> dict[str, Any]:
             return {}
         return value if isinstance(value, dict) else {}
     return {}
+
+
+def _seconds(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return round(float(value), 1) if ok else None
 
 
 def _health(row: dict[str, Any], offline_cameras: list[str], age: float | None) -> str:
@@ -72,6 +77,7 @@ def device_health(db: Database, stores: tuple[str, ...] = (), now: float | None 
                     str(c.get("reader")) for c in readers if not c.get("online")
                 ),
                 "outbox_depth": r.get("outbox_depth"),
+                "outbox_age_s": _seconds(status.get("outbox_age_s")),  # contract 1.3 devices
                 "lost_events": r.get("lost_events"),
             }
         )
@@ -89,6 +95,7 @@ def device_health(db: Database, stores: tuple[str, ...] = (), now: float | None 
             "cameras_offline",
             "readers_offline",
             "outbox_depth",
+            "outbox_age_s",
             "lost_events",
         ],
         rows=rows,

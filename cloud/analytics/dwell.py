@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from storelens.cloud import rollups
+from storelens.cloud.analytics import rollups
+from storelens.cloud.analytics.rollups.aggregate import DwellHistogram
 from storelens.cloud.analytics.scope import Scope
 from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table, change
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
 
 # Human-sized bins: a glance, a look, browsing, shopping, a long stay.
 HISTOGRAM_EDGES_S = (0, 10, 30, 60, 120, 300, 600)
@@ -32,25 +33,21 @@ def _bin_name(i: int) -> str:
 BIN_COLUMNS = [_bin_name(i) for i in range(len(HISTOGRAM_EDGES_S))]
 
 
-class ZoneSeconds:
-    """One zone's visits grouped by whole second of dwell."""
+def _histogram(items: list[tuple[int, int, float, float, float]]) -> DwellHistogram:
+    """(second, visits, total, min, max) rows of one zone as the rollups' histogram."""
+    items.sort()
+    return DwellHistogram(
+        seconds=np.array([i[0] for i in items], dtype=float),
+        counts=np.array([i[1] for i in items], dtype=float),
+        total=sum(i[2] for i in items),
+        lowest=items[0][3],
+        highest=items[-1][4],
+    )
 
-    def __init__(self, items: list[tuple[int, int, float, float, float]]) -> None:
-        items.sort()
-        self.seconds = np.array([i[0] for i in items], dtype=float)
-        self.counts = np.array([i[1] for i in items], dtype=float)
-        self.total = sum(i[2] for i in items)
-        self.lowest = items[0][3]
-        self.highest = items[-1][4]
 
-
-def _per_second(db: Database, scope: Scope) -> dict[str, ZoneSeconds]:
+def _per_second(db: Database, scope: Scope) -> dict[str, DwellHistogram]:
     if not scope.raw:
-        return {
-            zone: ZoneSeconds([(s, int(v[0]), v[1], v[2], v[3]) for s, v in seconds.items()])
-            for zone, seconds in rollups.reader(db).dwell(scope).items()
-            if seconds
-        }
+        return rollups.reader(db).dwell(scope)
     where, params = scope.where()
     rows = db.query(
         "SELECT zone, CAST(FLOOR(dwell_s) AS BIGINT) AS s, COUNT(*) AS n, SUM(dwell_s) AS total,"
@@ -65,7 +62,7 @@ def _per_second(db: Database, scope: Scope) -> dict[str, ZoneSeconds]:
         grouped[r["zone"]].append(
             (int(r["s"]), int(r["n"]), float(r["total"]), float(r["lo"]), float(r["hi"]))
         )
-    return {zone: ZoneSeconds(items) for zone, items in grouped.items()}
+    return {zone: _histogram(items) for zone, items in grouped.items()}
 
 
 def _quantile(seconds: np.ndarray, counts: np.ndarray, q: float) -> float:

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from storelens.cloud import rollups
+from storelens.cloud.analytics import rollups
+from storelens.cloud.analytics.rollups.aggregate import ENTRY, EXIT, FLOW_SEP, PATH_SEP
 from storelens.cloud.analytics.scope import Scope
 from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table
-from storelens.cloud.rollups.aggregate import ENTRY, EXIT, FLOW_SEP, PATH_SEP
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
 
 CELL_M = 0.5
 MAX_CELLS_PER_AXIS = 200

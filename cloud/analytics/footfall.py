@@ -19,11 +19,11 @@ from collections import defaultdict
 from datetime import date
 from typing import Any
 
-from storelens.cloud import rollups
+from storelens.cloud.analytics import rollups
 from storelens.cloud.analytics.scope import DAY_S, HOUR_S, Scope, local_label
 from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table, change, ratio
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
 
 _NAMED_ENTRANCE = "(LOWER(line) LIKE 'entrance%' OR LOWER(line) LIKE 'door%')"
 # The flag lives in the stored event JSON (no typed column: line crossings are a small share

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DAY_S = 86_400
@@ -20,6 +20,9 @@ HOUR_S = 3_600
 # Largest distance of any real time zone from UTC (+14:00); pads the index-friendly ts bounds.
 _MAX_OFFSET_S = 14 * HOUR_S
 MAX_DAYS = 366
+
+if TYPE_CHECKING:
+    from storelens.cloud.commerce.visit_sales import LinkWindows
 
 
 class ScopeError(ValueError):
@@ -40,6 +43,9 @@ class Scope:
     # True: answer from the raw events (the system of record) instead of the rollups; the
     # rollup tests compare both, and `describe` leaves it out (the numbers are the same).
     raw: bool = False
+    # The service's sale-to-visit windows, for the charts that link pending sales before they
+    # read (None: the defaults); settings, not a filter, so `describe` leaves it out too.
+    sale_link: LinkWindows | None = None
 
     def __post_init__(self) -> None:
         if self.end < self.start:
@@ -63,6 +69,16 @@ class Scope:
         if self.hour_from < self.hour_to:
             return self.hour_from <= hour < self.hour_to
         return hour >= self.hour_from or hour < self.hour_to
+
+    def contains(self, store: str, ts: float) -> bool:
+        """Whether ``where`` holds for a row of ``store`` at ``ts`` (in Python)."""
+        if self.stores and store not in self.stores:
+            return False
+        local = ts + int(self.offsets.get(store, 0) or 0)
+        day = date(1970, 1, 1) + timedelta(days=int(local // DAY_S))
+        if not self.start <= day <= self.end:
+            return False
+        return self.all_hours or self.hour_selected(int(local // HOUR_S) % 24)
 
     def previous(self) -> Scope:
         """The period of equal length just before this one (same stores and hours)."""

@@ -10,7 +10,7 @@ from collections import defaultdict
 
 from storelens.cloud.analytics.scope import DAY_S, Scope, local_label
 from storelens.cloud.analytics.table import Table
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
 
 
 def shoppers_only(alias: str = "") -> str:
@@ -21,16 +21,20 @@ def shoppers_only(alias: str = "") -> str:
 
 def staff(db: Database, scope: Scope) -> Table:
     """Per store and day: staff visits and their length (what the other charts leave out)."""
-    bucket, bucket_params = scope.bucket(DAY_S)
-    where, params = scope.where()
-    rows = db.query(
-        f"SELECT store, {bucket} AS b, dwell_s FROM events WHERE type = 'visit_ended'"
-        f" AND {where} AND NOT ({shoppers_only()})",
-        bucket_params + params,
-    )
     lengths: dict[tuple[str, int], list[float]] = defaultdict(list)
-    for r in rows:
-        lengths[(r["store"], int(r["b"]))].append(float(r["dwell_s"] or 0.0))
+    if scope.raw:
+        bucket, bucket_params = scope.bucket(DAY_S)
+        where, params = scope.where()
+        for r in db.query(
+            f"SELECT store, {bucket} AS b, dwell_s FROM events WHERE type = 'visit_ended'"
+            f" AND {where} AND NOT ({shoppers_only()})",
+            bucket_params + params,
+        ):
+            lengths[(r["store"], int(r["b"]))].append(float(r["dwell_s"] or 0.0))
+    else:
+        from storelens.cloud.analytics import rollups  # rollups import this module (shoppers_only)
+
+        lengths.update(rollups.reader(db).staff(scope))
     out = [
         {
             "day": local_label(b, daily=True),

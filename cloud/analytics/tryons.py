@@ -3,9 +3,12 @@ how many members who tried something on bought in the same visit.
 
 A try-on session is a stay in a `fitting_room` zone (see the contract's ``ZoneVisit.kind``).
 The camera sees people go in and out, never garments: a session is "used the fitting room".
-Staff visits are left out of every count. Conversion is for members only: an anonymous
-visitor's purchase is matched to a visit by time at the till, which is too uncertain to judge
-a try-on by (see `storelens.cloud.visit_sales`).
+Staff visits (``staff_visits``, as in every shopper chart) are left out of every count. Read
+from the rollups (``tryons`` entries per store-hour); zones named fitting rooms in the store's
+settings are taken at settle time, so naming a new one needs `storelens cloud rollups rebuild`.
+Conversion is for members only: an anonymous visitor's purchase is matched to a visit by time
+at the till, which is too uncertain to judge a try-on by (see
+`storelens.cloud.commerce.visit_sales`).
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from storelens.cloud import visit_sales
+from storelens.cloud.analytics import rollups
 from storelens.cloud.analytics.scope import DAY_S, Scope, local_label
+from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table, ratio
 from storelens.cloud.analytics.zone_kinds import is_kind, payload, zones_of_kind
-from storelens.cloud.store import Database
+from storelens.cloud.commerce import visit_sales
+from storelens.cloud.db import Database
 
 COLUMNS = [
     "day", "store", "visits", "tryon_visits", "tryon_rate", "sessions", "median_tryon_s",
@@ -26,47 +31,74 @@ COLUMNS = [
 ]  # fmt: skip
 
 
+Key = tuple[str, int]  # (store, local day)
+# A fitting-room session: visit ID, member visit?, seconds, its visit ended that local day?
+Session = tuple[str, bool, float, bool]
+
+
 def _bucketed(db: Database, scope: Scope, event_type: str) -> list[dict[str, Any]]:
     bucket, bucket_params = scope.bucket(DAY_S)
     where, params = scope.where()
     return db.query(
         f"SELECT store, {bucket} AS b, visit_id, zone, member, dwell_s, payload FROM events"
-        f" WHERE type = ? AND {where}",
+        f" WHERE type = ? AND {where} AND {shoppers_only()}",
         [*bucket_params, event_type, *params],
     )
 
 
-def tryons(db: Database, scope: Scope) -> Table:
-    visit_sales.link_pending(db, scope.stores)
-    named = zones_of_kind(db, "fitting_room")
-    staff: set[str] = set()
-    visits: dict[tuple[str, int], set[str]] = defaultdict(set)
+def _raw(db: Database, scope: Scope, named: set) -> tuple[dict[Key, int], dict[Key, list]]:
+    """Shoppers' finished visits and fitting-room sessions per store and day, from events."""
+    visits: dict[Key, set[str]] = defaultdict(set)
     for r in _bucketed(db, scope, "visit_ended"):
-        if payload(r).get("staff") is True:
-            staff.add(r["visit_id"])
-        else:
-            visits[(r["store"], int(r["b"]))].add(r["visit_id"])
-    sessions: dict[tuple[str, int], list[float]] = defaultdict(list)
-    tried: dict[tuple[str, int], set[str]] = defaultdict(set)
-    member_tried: dict[tuple[str, int], set[str]] = defaultdict(set)
+        visits[(r["store"], int(r["b"]))].add(r["visit_id"])
+    sessions: dict[Key, list[Session]] = defaultdict(list)
     for r in _bucketed(db, scope, "zone_visit"):
         body = payload(r)
-        if body.get("staff") is True or r["visit_id"] in staff:
-            continue
-        if not is_kind(r, body, "fitting_room", named):
+        if body.get("staff") is True or not is_kind(r, body, "fitting_room", named):
             continue
         key = (r["store"], int(r["b"]))
-        sessions[key].append(float(r["dwell_s"]))
-        tried[key].add(r["visit_id"])
-        if r["member"]:
-            member_tried[key].add(r["visit_id"])
+        ended = r["visit_id"] in visits.get(key, ())
+        sessions[key].append((r["visit_id"], bool(r["member"]), float(r["dwell_s"]), ended))
+    return {k: len(v) for k, v in visits.items()}, sessions
+
+
+def _rolled(db: Database, scope: Scope, named: set) -> tuple[dict[Key, int], dict[Key, list]]:
+    """The same from the rollups (`storelens.cloud.analytics.rollups`)."""
+    reader = rollups.reader(db)
+    sessions: dict[Key, list[Session]] = defaultdict(list)
+    offsets = {s: int(o or 0) for s, o in scope.offsets.items()}
+    for store, b, (visit, zone, kind, member, seconds, end) in reader.tryons(scope):
+        if kind != "fitting_room" and (store, zone) not in named:
+            continue
+        # Ended with the visits of its day in scope: the same local day (so inside the
+        # period, as the session is) and, with an hour filter, a selected hour.
+        ended = False
+        if end is not None:
+            local = end + offsets.get(store, 0)
+            ended = int(local // DAY_S) * DAY_S == b and (
+                scope.all_hours or scope.hour_selected(int(local // 3600) % 24)
+            )
+        sessions[(store, b)].append((visit, bool(member), float(seconds), ended))
+    return reader.ended_by_day(scope), sessions
+
+
+def tryons(db: Database, scope: Scope) -> Table:
+    visit_sales.link_pending(
+        db, scope.stores, windows=scope.sale_link or visit_sales.DEFAULT_WINDOWS
+    )
+    named = zones_of_kind(db, "fitting_room")
+    ended, found = (_raw if scope.raw else _rolled)(db, scope, named)
+    sessions = {key: [s[2] for s in v] for key, v in found.items()}
+    tried = {key: {s[0] for s in v} for key, v in found.items()}
+    member_tried = {key: {s[0] for s in v if s[1]} for key, v in found.items()}
+    # A session ending today may belong to a visit that ends tomorrow: count it in both.
+    not_ended = {key: {s[0] for s in v if not s[3]} for key, v in found.items()}
     bought = _member_bought(db, {v for vs in member_tried.values() for v in vs})
     rows = []
-    for key in sorted(set(visits) | set(sessions), key=lambda k: (k[1], k[0])):
+    for key in sorted(set(ended) | set(sessions), key=lambda k: (k[1], k[0])):
         store, b = key
         durations = sessions.get(key, [])
-        # A session ending today may belong to a visit that ends tomorrow: count it in both.
-        n_visits = len(visits.get(key, set()) | tried.get(key, set()))
+        n_visits = ended.get(key, 0) + len(not_ended.get(key, set()))
         members_here = member_tried.get(key, set())
         purchases = len(members_here & bought)
         rows.append({

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
 
 
 def payload(row: dict[str, Any]) -> dict[str, Any]:

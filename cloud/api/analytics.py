@@ -11,8 +11,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field
 
 from storelens.cloud import analytics
-from storelens.cloud.api.deps import Caller, get_db, require_ops
-from storelens.cloud.store import Database
+from storelens.cloud.api.deps import Caller, get_db, get_sale_link, require_ops
+from storelens.cloud.commerce import visit_sales
+from storelens.cloud.db import Database
 from storelens.contract.bounds import MAX_EPOCH_S, MIN_EPOCH_S
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
@@ -89,7 +90,7 @@ class Filters:
 
 
 def _table(
-    db: Database, chart: str, f: Filters, caller: Caller
+    db: Database, chart: str, f: Filters, caller: Caller, sale_link: visit_sales.LinkWindows
 ) -> tuple[analytics.Table, analytics.Scope]:
     build = analytics.CHARTS.get(chart)
     if build is None:
@@ -99,7 +100,9 @@ def _table(
         )
     try:
         stores = caller.stores_in_scope(f.stores)  # an ops user limited to stores: 403 or theirs
-        scope = analytics.scope_for(db, f.start, f.end, stores, f.hour_from, f.hour_to)
+        scope = analytics.scope_for(
+            db, f.start, f.end, stores, f.hour_from, f.hour_to, sale_link=sale_link
+        )
     except analytics.ScopeError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     return build(db, scope), scope
@@ -130,8 +133,9 @@ def chart_csv(
     f: Filters = Depends(),
     db: Database = Depends(get_db),
     caller: Caller = Depends(require_ops("analyst")),
+    sale_link: visit_sales.LinkWindows = Depends(get_sale_link),
 ) -> Response:
-    return _csv(*_table(db, chart, f, caller))
+    return _csv(*_table(db, chart, f, caller, sale_link))
 
 
 @router.get(
@@ -146,8 +150,9 @@ def chart_json(
     format: Literal["json", "csv"] = Query("json", description="json or csv."),
     db: Database = Depends(get_db),
     caller: Caller = Depends(require_ops("analyst")),
+    sale_link: visit_sales.LinkWindows = Depends(get_sale_link),
 ) -> Any:
-    table, scope = _table(db, chart, f, caller)
+    table, scope = _table(db, chart, f, caller, sale_link)
     if format == "csv":
         return _csv(table, scope)
     return table.to_json(scope.describe())

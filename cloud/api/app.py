@@ -2,7 +2,8 @@
 
 ``create_app(settings)`` opens (and migrates) the database, mounts the routers, maps domain
 errors to clear 4xx responses and, when ``settings.ingest_in_process`` is set, runs an ingest
-worker beside the API (the single-machine default deployment).
+worker beside the API (the single-machine default deployment). It also schedules the
+propensity refresh (``settings.propensity_refresh_s``; `propensity.RefreshScheduler`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from storelens import __version__
-from storelens.cloud import auth, catalog, members, orders, sales, stores
 from storelens.cloud.api import auth as auth_api
 from storelens.cloud.api import catalog as catalog_api
 from storelens.cloud.api import devices as devices_api
@@ -25,13 +25,16 @@ from storelens.cloud.api import health as health_api
 from storelens.cloud.api import members as members_api
 from storelens.cloud.api import metrics as metrics_api
 from storelens.cloud.api import orders as orders_api
+from storelens.cloud.api import principals as auth
 from storelens.cloud.api import sales as sales_api
 from storelens.cloud.api import stores as stores_api
 from storelens.cloud.api.body_limits import AUTH_MAX, DEFAULT_MAX
-from storelens.cloud.scoring_plans import PlanError
+from storelens.cloud.api.unit_of_work import UnitOfWorkMiddleware
+from storelens.cloud.commerce import catalog, members, orders, sales, stores
+from storelens.cloud.db import Database, connect
+from storelens.cloud.personalization.scoring_plans import PlanError
 from storelens.cloud.services import Services
 from storelens.cloud.settings import Settings
-from storelens.cloud.store import Database, connect
 from storelens.pseudonym import PseudonymError
 
 log = logging.getLogger(__name__)
@@ -54,21 +57,39 @@ ERROR_STATUS: list[tuple[type[Exception], int]] = [
 ]
 
 
-def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    db: Database | None = None,
+    services: Services | None = None,
+) -> FastAPI:
+    """The API app. ``services``: the process's composition root when its starter built it
+    (the demo, tests); else built here for ``db`` (connected from ``settings`` if None)."""
     settings = settings or Settings.from_env()
+    if services is not None:
+        db = services.db
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker = None
         if settings.ingest_in_process:
-            from storelens.cloud.ingest import IngestWorker
+            from storelens.cloud.ingest.worker import IngestWorker
 
             worker = IngestWorker(settings, app.state.db, services=app.state.services)
             worker.start()
         app.state.ingest = worker
+        scheduler = None
+        if settings.propensity_refresh_s > 0:
+            from storelens.cloud.personalization.propensity import RefreshScheduler
+
+            scheduler = RefreshScheduler(app.state.db, settings.propensity_refresh_s)
+            scheduler.start()
+        app.state.propensity = scheduler
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.stop()
             if worker is not None:
                 worker.stop()
             app.state.services.close()
@@ -85,8 +106,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     )
     app.state.settings = settings
     app.state.db = db if db is not None else connect(settings.db_url)
-    app.state.services = Services.for_api(settings, app.state.db)
+    app.state.services = services or Services.for_api(settings, app.state.db)
     app.state.ingest = None
+    app.state.propensity = None
 
     metrics_api.instrument(app)
     app.include_router(health_api.router)
@@ -123,6 +145,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     for exc_type, code in ERROR_STATUS:
         app.add_exception_handler(exc_type, _handler(code))
     errors_api.install(app)
+    # Outermost (added last): one transaction per request, committed before the response.
+    app.add_middleware(UnitOfWorkMiddleware)
     return app
 
 

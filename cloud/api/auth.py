@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
-from storelens.cloud import auth
+from storelens.cloud.api import principals as auth
 from storelens.cloud.api.deps import (
     Caller,
     bearer,
@@ -17,9 +17,9 @@ from storelens.cloud.api.deps import (
     get_settings,
     require_ops,
 )
-from storelens.cloud.ratelimit import LOGIN_LIMIT
+from storelens.cloud.api.ratelimit import LOGIN_LIMIT
+from storelens.cloud.db import Database
 from storelens.cloud.settings import Settings
-from storelens.cloud.store import Database
 from storelens.contract.events import Identifier
 
 router = APIRouter(prefix="/auth", tags=["auth"])

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from storelens.cloud import catalog
 from storelens.cloud.api.body_limits import BULK_MAX
 from storelens.cloud.api.deps import Caller, Page, get_db, page, require_ops, require_staff
 from storelens.cloud.api.pagination import Paged, paged
-from storelens.cloud.store import Database
+from storelens.cloud.commerce import catalog
+from storelens.cloud.db import Database
 
 router = APIRouter(tags=["catalog"])
 MAX_IMPORT_BYTES = 20 * 1024 * 1024

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from storelens.cloud import auth
+from storelens.cloud.api import principals as auth
+from storelens.cloud.commerce import visit_sales
+from storelens.cloud.db import Database
 from storelens.cloud.services import Services
 from storelens.cloud.settings import Settings
-from storelens.cloud.store import Database
 from storelens.pseudonym import PseudonymError, PseudonymKey
 
 bearer = HTTPBearer(auto_error=False, description="Ops login token or POS device token.")
@@ -28,6 +29,11 @@ def get_db(request: Request) -> Database:
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+def get_sale_link(settings: Settings = Depends(get_settings)) -> visit_sales.LinkWindows:
+    """The service's sale-to-visit linking windows (``STORELENS_SALE_LINK_*``)."""
+    return visit_sales.LinkWindows.from_settings(settings)
 
 
 def get_services(request: Request) -> Services:

@@ -8,11 +8,11 @@ import base64
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
-from storelens.cloud import events as event_store
-from storelens.cloud import stores
 from storelens.cloud.api.deps import Caller, Page, get_db, page, require_ops
 from storelens.cloud.api.pagination import Paged, paged
-from storelens.cloud.store import Database
+from storelens.cloud.commerce import stores
+from storelens.cloud.db import Database
+from storelens.cloud.ingest import events as event_store
 from storelens.contract.events import Identifier
 
 router = APIRouter(tags=["devices"])

@@ -17,13 +17,12 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Qu
 from pydantic import BaseModel, ConfigDict, Field
 
 from storelens.cloud.api.deps import Caller, get_db, require_ops, require_pos
+from storelens.cloud.db import Database
 from storelens.cloud.fulfillment import router as fulfillment_router
 from storelens.cloud.fulfillment import tasks, workflow
 from storelens.cloud.fulfillment.deadlines import DeadlineSweeper
-from storelens.cloud.fulfillment.intake import routing_config, use_config
-from storelens.cloud.fulfillment.rules import load_config
 from storelens.cloud.fulfillment.states import Action, RejectReason
-from storelens.cloud.store import Database
+from storelens.cloud.services import routing
 
 # Text reaches SQL as given; PostgreSQL refuses NUL bytes, so they are a 422 here, not a 500.
 NO_NUL = r"^[^\x00]*$"
@@ -38,8 +37,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Loads the routing rules (a broken file stops the service here, not at the first order)
     and runs the deadline sweeper beside the API (every replica may: moves are idempotent)."""
     settings = app.state.settings
-    config = load_config(settings.fulfillment_rules)
-    use_config(config)  # the order hook routes with the same rules
+    config = app.state.services.routing  # what the order hook routes with too
     sweeper = None
     if settings.fulfillment_sweep_s > 0:
         sweeper = DeadlineSweeper(app.state.db, interval_s=settings.fulfillment_sweep_s,
@@ -120,7 +118,7 @@ def _move(db: Database, caller: Caller, task_id: str, action: Action, body: Step
         **extra,
     )
     try:
-        result = workflow.apply(db, task_id, req, store_id=caller.store, config=routing_config())
+        result = workflow.apply(db, task_id, req, store_id=caller.store, config=routing(db))
     except (workflow.WorkflowError, fulfillment_router.OrderError) as exc:
         raise _http(exc) from None
     return {
@@ -213,7 +211,7 @@ def retry_manual(entry_id: EntryId, db: Database = Depends(get_db),
                  caller: Caller = Depends(require_ops("admin"))) -> dict[str, Any]:  # fmt: skip
     try:
         outcome = fulfillment_router.retry_manual(
-            db, entry_id, actor=caller.principal.subject, config=routing_config()
+            db, entry_id, actor=caller.principal.subject, config=routing(db)
         )
     except LookupError as exc:
         raise _http(exc) from None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response, status
 
 from storelens.cloud.api.deps import get_db
-from storelens.cloud.store import Database
-from storelens.cloud.store.base import registered_migrations
+from storelens.cloud.db import Database
+from storelens.cloud.db.base import registered_migrations
 
 router = APIRouter(tags=["health"])
 

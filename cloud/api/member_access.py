@@ -23,9 +23,10 @@ from enum import StrEnum
 
 from fastapi import Depends, HTTPException, Request, status
 
-from storelens.cloud import auth, till
+from storelens.cloud.api import principals as auth
 from storelens.cloud.api.deps import Caller, current_principal
-from storelens.cloud.store import Database
+from storelens.cloud.commerce import till
+from storelens.cloud.db import Database
 
 
 class MemberAction(StrEnum):

@@ -6,12 +6,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from storelens.cloud import members
 from storelens.cloud.api.deps import Caller, Page, get_db, get_pseudonym_key, page
 from storelens.cloud.api.member_access import MemberAction, identified, member_access
 from storelens.cloud.api.pagination import Paged, paged
-from storelens.cloud.ratelimit import MEMBER_LOOKUP_LIMIT
-from storelens.cloud.store import Database
+from storelens.cloud.api.ratelimit import MEMBER_LOOKUP_LIMIT
+from storelens.cloud.commerce import members
+from storelens.cloud.db import Database
 from storelens.pseudonym import PseudonymKey
 
 router = APIRouter(prefix="/members", tags=["members"])
@@ -212,8 +212,8 @@ def profile(
     db: Database = Depends(get_db),
     caller: Caller = Depends(member_access(MemberAction.READ)),
 ) -> ProfileOut:
-    from storelens.cloud import interactions, propensity, scoring
-    from storelens.cloud.scoring_plans import active_plans
+    from storelens.cloud.personalization import interactions, propensity, scoring
+    from storelens.cloud.personalization.scoring_plans import active_plans
 
     data = members.profile(db, member_id, days=days, limit=limit)
     data["member"] = _out(data["member"])

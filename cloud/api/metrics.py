@@ -1,6 +1,6 @@
 """Prometheus metrics at ``/metrics``: request latency here, ingest counters from the
-in-process worker (`storelens.cloud.ingest`), dead letters counted in the database, and the
-fleet's health per device and camera (`storelens.cloud.device_metrics`)."""
+in-process worker (`storelens.cloud.ingest.worker`), dead letters counted in the database, and the
+fleet's health per device and camera (`storelens.cloud.ingest.device_metrics`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, Histogram, generate_latest
 
-from storelens.cloud import device_metrics, ingest
 from storelens.cloud.api.deps import get_db
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
+from storelens.cloud.ingest import device_metrics
+from storelens.cloud.ingest import worker as ingest
 
 router = APIRouter(tags=["health"])
 

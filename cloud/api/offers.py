@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
-from storelens.cloud import offers
 from storelens.cloud.api.deps import Caller, get_db, require_ops
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
+from storelens.cloud.personalization import offers
 
 router = APIRouter(prefix="/offers", tags=["offers"])
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field
 
-from storelens.cloud import orders
 from storelens.cloud.api.deps import Caller, Page, get_db, page, require_ops
 from storelens.cloud.api.pagination import Paged, paged
-from storelens.cloud.store import Database
+from storelens.cloud.commerce import orders
+from storelens.cloud.db import Database
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 

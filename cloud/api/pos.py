@@ -19,27 +19,25 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storelens.cloud import (
-    auth,
+from storelens.cloud.api import deps
+from storelens.cloud.api import principals as auth
+from storelens.cloud.api.deps import Caller, get_db, get_sale_link, get_settings, require_pos
+from storelens.cloud.api.member_access import MemberAction, authorize, identified
+from storelens.cloud.api.ratelimit import MEMBER_LOOKUP_LIMIT, coupon_attempt
+from storelens.cloud.commerce import members, sales, visit_sales, visit_today
+from storelens.cloud.db import Database
+from storelens.cloud.personalization import (
     checkout,
     coupons,
     interactions,
-    members,
     offers,
     propensity,
-    sales,
     scoring,
-    visit_today,
 )
-from storelens.cloud.api import deps
-from storelens.cloud.api.deps import Caller, get_db, get_settings, require_pos
-from storelens.cloud.api.member_access import MemberAction, authorize, identified
-from storelens.cloud.coupons import CouponRejected, DiscountTerms
-from storelens.cloud.ratelimit import MEMBER_LOOKUP_LIMIT, coupon_attempt
-from storelens.cloud.recommend import RecommendationService
+from storelens.cloud.personalization.coupons import CouponRejected, DiscountTerms
+from storelens.cloud.personalization.recommend import RecommendationService
 from storelens.cloud.services import Services
 from storelens.cloud.settings import Settings
-from storelens.cloud.store import Database
 from storelens.contract.bounds import EpochSeconds
 
 
@@ -47,14 +45,13 @@ from storelens.contract.bounds import EpochSeconds
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Merged into the app's lifespan by include_router. The first model is built in the
     # background from startup (readyz says "warming up" until then), so the first POS request
-    # does not pay for it; on shutdown, stop what this router started.
-    _recommender(app)
+    # does not pay for it; on shutdown, stop what this router started (the recommender stops
+    # with the app's `Services`).
+    app.state.services.recommendations()
     yield
-    state = app.state
-    for name in ("recommender", "impressions"):
-        service = getattr(state, name, None)
-        if service is not None:
-            await anyio.to_thread.run_sync(service.stop)
+    impressions = getattr(app.state, "impressions", None)
+    if impressions is not None:
+        await anyio.to_thread.run_sync(impressions.stop)
 
 
 router = APIRouter(prefix="/pos", tags=["pos"], lifespan=_lifespan)
@@ -72,29 +69,18 @@ def install(
     recommender: RecommendationService | None = None,
     offer_policy: offers.OfferPolicy | None = None,
 ) -> None:
-    """Attach the personalization services to an app (called by `create_app`)."""
-    app.state.offer_policy = offer_policy or offers.OfferPolicy()
+    """Hand the personalization services to an app's `Services` (called by `create_app`)."""
+    services = app.state.services
+    if offer_policy is not None:
+        services.offer_policy = offer_policy
     if recommender is not None:
-        app.state.recommender = recommender
-
-
-def _recommender(app: FastAPI) -> RecommendationService:
-    state = app.state
-    svc = getattr(state, "recommender", None)
-    if svc is None:
-        with _install_lock:
-            svc = getattr(state, "recommender", None)
-            if svc is None:
-                svc = RecommendationService(state.db)
-                svc.start()  # builds now, then on schedule and on request_rebuild()
-                state.recommender = svc
-    return svc
+        services.recommender = recommender
 
 
 async def get_recommender(request: Request) -> RecommendationService:
     """The app's recommendation service; until its first model is built, requests wait off
     the event loop (503 if it takes too long)."""
-    svc = _recommender(request.app)
+    svc = request.app.state.services.recommendations()
     if not svc.ready and not await anyio.to_thread.run_sync(svc.wait_ready, 120.0):
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "recommendations warming up")
     return svc
@@ -102,7 +88,7 @@ async def get_recommender(request: Request) -> RecommendationService:
 
 def request_recommendation_rebuild(app: FastAPI) -> None:
     """Call after bulk imports (catalog, sales, orders): the model rebuilds in the background."""
-    recommender = getattr(app.state, "recommender", None)
+    recommender = app.state.services.recommender
     if recommender is not None:
         recommender.request_rebuild()
 
@@ -133,7 +119,7 @@ async def pos_caller(
 
 
 async def get_policy(request: Request) -> offers.OfferPolicy:
-    return getattr(request.app.state, "offer_policy", None) or offers.OfferPolicy()
+    return request.app.state.services.offer_policy
 
 
 def _store(caller: Caller, store: str | None, db: Database) -> str:
@@ -226,7 +212,8 @@ class RecommendationOut(BaseModel):
     category: str
     reason: str = Field(description='Why, in words: "spent 4 min in Handbags today".')
     source: str = Field(
-        description="similar, today_dwell, affinity, category_best_seller or store_best_seller."
+        description="repeat, similar, today_dwell, affinity, viewed_online, carted_online,"
+        " popular, category_best_seller or store_best_seller."
     )
     score: float
 
@@ -330,7 +317,7 @@ class StatusOut(BaseModel):
 
 @router.get("/status", response_model=StatusOut, summary="This POS's store and service status")
 async def pos_status(request: Request, caller: Caller = Depends(pos_caller)) -> StatusOut:
-    svc = _recommender(request.app)
+    svc = request.app.state.services.recommendations()
     return StatusOut(
         store=caller.store or "",
         recommendations_ready=svc.ready,
@@ -560,6 +547,7 @@ async def record_sale(
     caller: Caller = Depends(require_pos()),
     recommender: RecommendationService = Depends(get_recommender),
     policy: offers.OfferPolicy = Depends(get_policy),
+    sale_link: visit_sales.LinkWindows = Depends(get_sale_link),
 ) -> Any:
     impressions = _impressions(request)
     if body.member_id:
@@ -581,6 +569,7 @@ async def record_sale(
             now=now,
             start_of_day=recommender.start_of_day(where, now),
             policy=policy,
+            sale_link=sale_link,
         )
 
     try:

@@ -5,13 +5,22 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
-from storelens.cloud import checkout, sales
-from storelens.cloud.api.deps import Caller, Page, get_db, page, require_pos, require_staff
+from storelens.cloud.api.deps import (
+    Caller,
+    Page,
+    get_db,
+    get_sale_link,
+    page,
+    require_pos,
+    require_staff,
+)
 from storelens.cloud.api.member_access import MemberAction, authorize
 from storelens.cloud.api.pagination import Paged, paged
-from storelens.cloud.coupons import CouponRejected
-from storelens.cloud.ratelimit import coupon_attempt
-from storelens.cloud.store import Database
+from storelens.cloud.api.ratelimit import coupon_attempt
+from storelens.cloud.commerce import sales, visit_sales
+from storelens.cloud.db import Database
+from storelens.cloud.personalization import checkout
+from storelens.cloud.personalization.coupons import CouponRejected
 
 router = APIRouter(prefix="/sales", tags=["sales"])
 
@@ -51,6 +60,7 @@ def record(
     response: Response,
     db: Database = Depends(get_db),
     caller: Caller = Depends(require_pos()),
+    sale_link: visit_sales.LinkWindows = Depends(get_sale_link),
 ) -> dict:
     caller.check_store(body.store)
     if body.member_id:
@@ -60,7 +70,7 @@ def record(
     # Through checkout, never a bare insert: coupon codes on a sale must be validated and
     # redeemed (single use) in the same transaction, and rewards/scoring must see every sale.
     try:
-        result = checkout.checkout(db, body, device=device)
+        result = checkout.checkout(db, body, device=device, sale_link=sale_link)
     except CouponRejected as exc:
         raise HTTPException(
             status.HTTP_409_CONFLICT, {"reason": exc.reason, "code": exc.code, "detail": str(exc)}

@@ -14,7 +14,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, status
 from pydantic import BaseModel, Field
 
-from storelens.cloud import handoff, interactions, scoring, scoring_report
 from storelens.cloud.api.body_limits import BULK_MAX
 from storelens.cloud.api.deps import (
     Caller,
@@ -24,8 +23,9 @@ from storelens.cloud.api.deps import (
     require_integration,
     require_ops,
 )
-from storelens.cloud.scoring_plans import ScoringPlan, get_plan, list_plans
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
+from storelens.cloud.personalization import handoff, interactions, scoring, scoring_report
+from storelens.cloud.personalization.scoring_plans import ScoringPlan, get_plan, list_plans
 
 PlanId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
@@ -136,6 +136,9 @@ class PlanReport(BaseModel):
 class ReportOut(BaseModel):
     since: float
     until: float
+    stores: list[str] | None = Field(
+        description="The stores reported on; null: the whole chain (online included)."
+    )
     plans: list[PlanReport]
 
 
@@ -147,10 +150,24 @@ class ReportOut(BaseModel):
 def report(
     since: float | None = Query(None, ge=0, le=1e11, description="Epoch s; default 90 days ago."),
     until: float | None = Query(None, ge=0, le=1e11, description="Epoch s; default now."),
+    stores: str | None = Query(
+        None,
+        max_length=2000,
+        description="Comma-separated store IDs; empty: the caller's scope (the whole chain, "
+        "or the stores an ops user is limited to; another store is a 403).",
+    ),
     db: Database = Depends(get_db),
-    _: Caller = Depends(require_ops()),
+    caller: Caller = Depends(require_ops()),
 ) -> dict:
-    return scoring_report.plan_report(db, since=since, until=until)
+    requested = tuple(s.strip() for s in (stores or "").split(",") if s.strip())
+    scope = caller.stores_in_scope(requested)
+    known = {r["id"] for r in db.query("SELECT id FROM stores")}
+    unknown = sorted(set(requested) - known)
+    if unknown:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown store(s): {', '.join(unknown)}"
+        )
+    return scoring_report.plan_report(db, since=since, until=until, stores=scope or None)
 
 
 class DeliveryOut(BaseModel):

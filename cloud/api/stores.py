@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
-from storelens.cloud import stores
 from storelens.cloud.api.body_limits import BULK_MAX
 from storelens.cloud.api.deps import (
     Caller,
@@ -17,7 +16,8 @@ from storelens.cloud.api.deps import (
     require_staff,
 )
 from storelens.cloud.api.pagination import Paged, paged
-from storelens.cloud.store import Database
+from storelens.cloud.commerce import stores
+from storelens.cloud.db import Database
 
 router = APIRouter(prefix="/stores", tags=["stores"])
 

@@ -3,7 +3,7 @@ the store's task workflow (`workflow`, `states`), deadlines (`deadlines`), the P
 read side (`tasks`) and the link to the orders domain (`intake`, `progress`).
 
 Importing the package registers the fulfillment tables; its hooks (routing on order creation,
-forget-me) are declared in `HOOKS` and installed by `cloud/store/schema.py` with every other
+forget-me) are declared in `HOOKS` and installed by `cloud/db/schema.py` with every other
 domain's (cloud/hooks.py).
 """
 

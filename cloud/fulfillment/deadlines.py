@@ -14,10 +14,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from storelens.cloud.db import Database
 from storelens.cloud.fulfillment import workflow
 from storelens.cloud.fulfillment.rules import DEFAULT_CONFIG, RoutingConfig
 from storelens.cloud.fulfillment.states import Action, TaskState
-from storelens.cloud.store import Database
 
 log = logging.getLogger(__name__)
 

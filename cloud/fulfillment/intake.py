@@ -1,42 +1,20 @@
 """Where online orders enter fulfillment.
 
 The package declares `route_new_order` as an ``order_created`` hook (`HOOKS` in
-`fulfillment/__init__.py`, installed by `cloud/store/schema.py`), so an order is routed inside
+`fulfillment/__init__.py`, installed by `cloud/db/schema.py`), so an order is routed inside
 the transaction that stores it: an order never exists unrouted, and a routing crash leaves no
-half-created order. The routing configuration is process-wide: read by the API at start from
-``Settings.fulfillment_rules``; elsewhere (CLI) from the file named by
-``STORELENS_FULFILLMENT_RULES`` (YAML or JSON), else the built-in default.
+half-created order. The routing rules are those of the process serving the database
+(`Services.routing`, from ``Settings.fulfillment_rules``, read by the API at start); elsewhere
+(CLI) from the file named by ``STORELENS_FULFILLMENT_RULES`` (YAML or JSON), else the built-in
+default (`storelens.cloud.services.routing`).
 """
 
 from __future__ import annotations
 
-import os
-import threading
-
+from storelens.cloud import services
+from storelens.cloud.db import Database
 from storelens.cloud.fulfillment import router
-from storelens.cloud.fulfillment.rules import RoutingConfig, load_config
 from storelens.cloud.fulfillment.states import TaskKind
-from storelens.cloud.store import Database
-
-RULES_ENV = "STORELENS_FULFILLMENT_RULES"
-
-_lock = threading.Lock()
-_config: RoutingConfig | None = None
-
-
-def routing_config() -> RoutingConfig:
-    global _config
-    with _lock:
-        if _config is None:
-            _config = load_config(os.environ.get(RULES_ENV) or None)
-        return _config
-
-
-def use_config(config: RoutingConfig | None) -> None:
-    """Replace the process-wide routing configuration (None: read it again on next use)."""
-    global _config
-    with _lock:
-        _config = config
 
 
 def forget_member(db: Database, member_id: str, _token: str) -> None:
@@ -91,9 +69,9 @@ def route_new_order(db: Database, order_id: str) -> None:
     way to lose the task now) fails the webhook call, which the web shop retries with its
     idempotency key.
     """
-    from storelens.cloud import orders
+    from storelens.cloud.commerce import orders
 
     try:
-        router.submit_order(db, order_to_route(db, order_id), config=routing_config())
+        router.submit_order(db, order_to_route(db, order_id), config=services.routing(db))
     except router.OrderError as exc:  # answered as the orders domain's 422, order not stored
         raise orders.OrderError(str(exc)) from exc

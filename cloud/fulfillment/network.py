@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from storelens.cloud.db import Database
 from storelens.cloud.fulfillment.rules import StoreCandidate
 from storelens.cloud.fulfillment.states import OPEN_STATES, STORE_DECLINED_STATES
-from storelens.cloud.store import Database
 
 CUT_RETENTION_S = 3 * 86400  # cuts only matter on their own day; keep a few for the audit
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from storelens.cloud.db import Database
 from storelens.cloud.fulfillment.states import TaskState
-from storelens.cloud.store import Database
 
 # Task states -> the orders domain's status words, least advanced first.
 _PROGRESS: list[tuple[TaskState, str]] = [
@@ -54,7 +54,7 @@ def sync_order_status(db: Database, order_id: str) -> str:
     (orders submitted straight to the router, as in tests, have no online order row)."""
     status = current_status(db, order_id)
     if db.scalar("SELECT count(*) FROM online_orders WHERE id = ?", (order_id,)):
-        from storelens.cloud import orders
+        from storelens.cloud.commerce import orders
 
         orders.set_status(db, order_id, status)
     return status

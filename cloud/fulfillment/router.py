@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from storelens.cloud.db import Database, IntegrityError
 from storelens.cloud.fulfillment import network, progress, tasks
 from storelens.cloud.fulfillment.rules import (
     DEFAULT_CONFIG,
@@ -29,7 +30,6 @@ from storelens.cloud.fulfillment.rules import (
     great_circle_km,
 )
 from storelens.cloud.fulfillment.states import STORE_DECLINED_STATES, TaskKind, TaskState
-from storelens.cloud.store import Database, IntegrityError
 
 AUDIT_PASSED_OVER = 10
 RESERVE_ATTEMPTS = 3  # stock can move between deciding and reserving; decide again this often

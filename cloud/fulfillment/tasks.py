@@ -8,9 +8,10 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from storelens.cloud import services
+from storelens.cloud.db import Database
 from storelens.cloud.fulfillment import network, progress
 from storelens.cloud.fulfillment.states import OPEN_STATES, TaskKind, TaskState, next_action_hint
-from storelens.cloud.store import Database
 
 log = logging.getLogger(__name__)
 
@@ -187,16 +188,14 @@ def publish(db: Database, task_ids: Iterable[str], *, event: str) -> None:
 
 
 def _push_cards(db: Database, task_ids: list[str], event: str) -> None:
-    try:
-        from storelens.cloud import push
-    except ImportError:  # the push channel is optional for CLI scenarios and tests
+    if services.served_by(db) is None:  # no serving process (a CLI scenario): no POS listens
         return
     for task_id in task_ids:
         card = get_task(db, task_id)
         if card is None:
             continue
         try:
-            push.publish(card["store_id"], PUSH_KIND, {"event": event, "task": card})
+            services.announce(db, card["store_id"], PUSH_KIND, {"event": event, "task": card})
         except Exception:
             log.warning("push of task %s to store %s failed", task_id, card["store_id"],
                         exc_info=True)  # fmt: skip

@@ -35,6 +35,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from storelens.cloud.db import Database, IntegrityError
 from storelens.cloud.fulfillment import network, progress, router, tasks
 from storelens.cloud.fulfillment.rules import DEFAULT_CONFIG, RoutingConfig
 from storelens.cloud.fulfillment.states import (
@@ -45,7 +46,6 @@ from storelens.cloud.fulfillment.states import (
     TaskState,
     next_action_hint,
 )
-from storelens.cloud.store import Database, IntegrityError
 
 DEADLOCK_ATTEMPTS = 3
 try:

@@ -14,7 +14,8 @@ from storelens.contract.events import Event, Identifier
 SCHEMA_NAME = "storelens.events"
 # 1.1: LineCrossing.entrance. 1.2: ZoneVisit.kind/queue_s/service_s (try-on sessions,
 # checkout times), staff flags and counts, VisitEnded.cameras/handoffs (store visits).
-SCHEMA_VERSION = "1.2"
+# 1.3: DeviceStatus.outbox_age_s (age of the oldest unconfirmed outbox message).
+SCHEMA_VERSION = "1.3"
 SCHEMA_MAJOR = 1
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_EVENTS_PER_BATCH = 1000

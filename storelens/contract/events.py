@@ -36,6 +36,12 @@ Count = Annotated[int, Field(ge=0)]
 ZoneKind = Literal["fitting_room", "checkout", "staff_only"]
 
 
+# The fields that link an event to a person (a member's card pseudonym and the key that made
+# it): the cloud stores them only while the member's consent allows, and never in the payload
+# text of an unlinked event. The one list the decoders and row builders use.
+PERSONAL_FIELDS: frozenset[str] = frozenset({"member", "key_id"})
+
+
 def new_event_id() -> uuid.UUID:
     """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then randomness.
 
@@ -214,6 +220,13 @@ class DeviceStatus(_Event):
     outbox_depth: int = Field(ge=0, default=0)
     outbox_bytes: int = Field(ge=0, default=0)
     lost_events: int = Field(ge=0, default=0, description="Dropped by the outbox bound, ever.")
+    outbox_age_s: Seconds | None = Field(
+        default=None,
+        description="Since 1.3: seconds since the oldest message still in the outbox (not yet "
+        "confirmed by the cloud) was stored; 0 when the outbox is empty. A depth says how much "
+        "waits, this says for how long: a stuck uplink shows here before the bound drops "
+        "anything. Absent from older devices.",
+    )
     ambiguous_handoffs: Count | None = Field(
         default=None,
         description="Since 1.2, devices fusing cameras into store visits: hand-offs between "

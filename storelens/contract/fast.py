@@ -13,7 +13,7 @@ stricter than the contract (and why):
   ``sent_at``) and the envelope's ``schema``/``version`` must be present;
 - no lax coercions (``"5"`` for a number, numbers for datetimes, ``"true"`` for a bool);
 - an event may hold only its model's keys, and ``member``/``key_id`` may not be null, so each
-  event's raw text can be stored as its payload (see `storelens.cloud.event_text`);
+  event's raw text can be stored as its payload (see `storelens.cloud.ingest.event_text`);
 - patterns use ASCII classes and an absolute end (pydantic's Rust regex has no ``$``-before-
   newline quirk); device status events are left to pydantic (rare, and stored as models).
 
@@ -37,13 +37,12 @@ from pydantic import AwareDatetime, BaseModel
 from pydantic.fields import FieldInfo
 
 from storelens.contract.envelope import MAX_PAYLOAD_BYTES, Envelope
-from storelens.contract.events import EVENT_TYPES, DeviceStatus
+from storelens.contract.events import EVENT_TYPES, PERSONAL_FIELDS, DeviceStatus
 
 UUID_PATTERN = r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z"
 UUID_TEXT = Annotated[str, msgspec.Meta(pattern=UUID_PATTERN)]
 _UUID_LEN = Annotated[str, msgspec.Meta(min_length=36, max_length=36)]
 _UUIDS = re.compile(r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\n)*")
-_PERSONAL = frozenset({"member", "key_id"})
 _CONSTRAINTS: dict[type, str] = {
     annotated_types.MinLen: "min_length",
     annotated_types.MaxLen: "max_length",
@@ -189,7 +188,8 @@ def struct_for(
                 tp = Annotated[tp, msgspec.Meta(**kw)]
         if types_ and name in types_:
             tp = types_[name]
-        if name in _PERSONAL and tag is not None and get_origin(tp) in (Union, types.UnionType):
+        union = get_origin(tp) in (Union, types.UnionType)
+        if name in PERSONAL_FIELDS and tag is not None and union:
             # Null would leave text the model does not have: strings only, absent = None.
             tp = Union[tuple(a for a in get_args(tp) if a is not type(None))]  # noqa: UP007
         default = msgspec.NODEFAULT if name in required else _default(field)

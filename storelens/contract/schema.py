@@ -160,6 +160,7 @@ def example_events() -> list:
             readers=[ReaderStatus(reader="door-reader", online=True)],
             outbox_depth=0,
             lost_events=0,
+            outbox_age_s=0.0,
             ambiguous_handoffs=1,
         ),
     ]

@@ -105,8 +105,8 @@ def run(*, rate: float = 200.0, seconds: float = 20.0, members: int = 3000, seed
     CPU-bound Python, one process uses one core)."""
     import httpx
 
-    from storelens.cloud import till
-    from storelens.cloud.store import connect
+    from storelens.cloud.commerce import till
+    from storelens.cloud.db import connect
     from storelens.tools.seed import chain as seed_data
 
     with tempfile.TemporaryDirectory(prefix="storelens-apibench-") as tmp:

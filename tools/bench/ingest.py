@@ -301,7 +301,7 @@ def _publish(port: int, messages: list[tuple[str, bytes]]) -> None:
 
 
 def _ingest_worker(port: int, group: str, client_id: str, db: Any) -> Any:
-    from storelens.cloud.ingest import IngestWorker
+    from storelens.cloud.ingest.worker import IngestWorker
     from storelens.cloud.settings import Settings
 
     # Persistent sessions: the bench queues for each worker while it is offline. Receipts
@@ -410,7 +410,7 @@ def rollups_switched(on: bool) -> Iterator[None]:
 def _worker_process(
     port: int, group: str, client_id: str, db_url: str, ready: Any, go: Any, stop: Any
 ) -> None:
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
 
     db = connect(db_url, migrate=False)
     worker = _ingest_worker(port, group, client_id, db)
@@ -436,9 +436,9 @@ def run(
     """Publish ``events`` once and drain them three ways; returns the result dict.
     ``workers`` ingest workers share each backend's subscription (the bare subscriber is
     always one)."""
-    from storelens.cloud import events as event_store
-    from storelens.cloud import stores as store_registry
-    from storelens.cloud.store import connect
+    from storelens.cloud.commerce import stores as store_registry
+    from storelens.cloud.db import connect
+    from storelens.cloud.ingest import events as event_store
     from storelens.contract import topics
     from storelens.tools.scratch_db import scratch_postgres
 

@@ -270,9 +270,9 @@ def _publisher(
 
 
 def _ingest_worker(index: int, settings_doc: dict[str, Any], stop: Any, ready: Any) -> None:
-    from storelens.cloud.ingest import IngestWorker
+    from storelens.cloud.db import connect
+    from storelens.cloud.ingest.worker import IngestWorker
     from storelens.cloud.settings import Settings
-    from storelens.cloud.store import connect
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = Settings.model_validate(settings_doc)
@@ -301,8 +301,8 @@ def _step_counts(counts: int, total: int) -> list[int]:
 
 
 def run_load_bench(cfg: LoadConfig, *, log: Any = print) -> LoadResult:
-    from storelens.cloud.events import register_device
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
+    from storelens.cloud.ingest.events import register_device
 
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="storelens-load-") as tmp:

@@ -22,9 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from storelens.cloud import propensity
-from storelens.cloud.history.lines import OrderLines
-from storelens.cloud.history.reader import HistoryFile, HistoryLine, HistoryRules, read_history
+from storelens.cloud.commerce.history.lines import OrderLines
+from storelens.cloud.commerce.history.reader import (
+    HistoryFile,
+    HistoryLine,
+    HistoryRules,
+    read_history,
+)
+from storelens.cloud.personalization import propensity
 
 # The UCI Online Retail file's own columns and rules (cancellations start with C; postage,
 # fees and manual lines are not products). Used when the header has these columns.

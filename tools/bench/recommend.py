@@ -15,10 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from storelens.cloud.recommend.dataset import load_catalog, load_dwells, load_purchases
-from storelens.cloud.recommend.model import RecommendSettings, build_model
-from storelens.cloud.recommend.ranking import ServingContext, recommend
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
+from storelens.cloud.personalization.recommend.dataset import (
+    load_catalog,
+    load_dwells,
+    load_purchases,
+)
+from storelens.cloud.personalization.recommend.model import RecommendSettings, build_model
+from storelens.cloud.personalization.recommend.ranking import ServingContext, recommend
 
 K = 10
 
@@ -122,7 +126,7 @@ def run(*, members: int = 3000, days: int = 180, test_days: int = 30,
     from datetime import UTC, date, datetime
     from pathlib import Path
 
-    from storelens.cloud.store import connect
+    from storelens.cloud.db import connect
     from storelens.tools.seed import chain as seed_data
 
     end = date(2026, 1, 1)  # fixed: the same seed gives the same numbers on every run

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from storelens.cloud.history.reader import HistoryLine, HistoryRules, read_history
-from storelens.cloud.recommend.model import Catalog, Interactions, build_model
-from storelens.cloud.recommend.ranking import ServingContext, recommend
+from storelens.cloud.commerce.history.reader import HistoryLine, HistoryRules, read_history
+from storelens.cloud.personalization.recommend.model import Catalog, Interactions, build_model
+from storelens.cloud.personalization.recommend.ranking import ServingContext, recommend
 
 K = 10
 DAY = 86400.0

@@ -13,8 +13,8 @@ import threading
 import time
 from typing import Any
 
+from storelens.cloud.db import Database, connect
 from storelens.cloud.fulfillment import router
-from storelens.cloud.store import Database, connect
 from storelens.tools.scenario import seed_network
 
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from storelens.cloud import scoring_plans
-from storelens.cloud.history.lines import OrderLines
+from storelens.cloud.commerce.history.lines import OrderLines
+from storelens.cloud.personalization import scoring_plans
 from storelens.tools.bench import propensity as history_bench
 
 DAY = 86400.0

@@ -220,7 +220,9 @@ def simulate(scene: Scene, seed: int) -> Simulation:
 
 def track(sim: Simulation, config: TrackerConfig, detect_every: int) -> list[list[TrackedPerson]]:
     """The tracker's output on every frame, driven as the agent drives it with stride k."""
-    tracker = PersonTracker(for_stride(config, detect_every), sim.scene.fps / detect_every)
+    tracker = PersonTracker(
+        for_stride(config, detect_every), sim.scene.fps / detect_every, detect_every
+    )
     stride = DetectStride(detect_every)
     out = []
     for frame, detections in enumerate(sim.detections):

@@ -5,13 +5,15 @@ the same video with the same detector, and compares: visits (people), entrance c
 zone visits and dwell, visit length, and floor paths (visits paired by start time, then the
 mean distance between the two paths at common times). Tolerances are stated in `TOLERANCE`
 and judged per number; they are about the fusion, not about tracking quality, which both
-layouts share.
+layouts share. ``--camera-fps right=5 --clock-offset right=0.2`` plays the split's cameras as
+live cameras would run: at their own frame rates, on clocks that disagree.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,14 +103,41 @@ def judge(one: StoreSummary, two: StoreSummary) -> dict[str, Any]:
     return {"paths": paths, "checks": checks, "equivalent": all(checks.values())}
 
 
+def live_like(
+    split: DeviceConfig, camera_fps: Mapping[str, float] | None = None
+) -> DeviceConfig:
+    """The split store with some cameras playing at a lower frame rate (as live cameras of
+    different models do); unknown cameras are an error."""
+    rates = dict(camera_fps or {})
+    unknown = sorted(set(rates) - {c.id for c in split.cameras})
+    if unknown:
+        raise ValueError(f"frame rate for unknown camera(s): {', '.join(unknown)}")
+    cameras = [c.model_copy(update={"fps": rates[c.id]}) if c.id in rates else c
+               for c in split.cameras]  # fmt: skip
+    return split.model_copy(update={"cameras": cameras})
+
+
 def run(
-    single: DeviceConfig, split: DeviceConfig, *, max_frames: int | None = None
+    single: DeviceConfig,
+    split: DeviceConfig,
+    *,
+    max_frames: int | None = None,
+    camera_fps: Mapping[str, float] | None = None,
+    clock_offsets: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
+    """``camera_fps`` / ``clock_offsets``: play the split's cameras as live ones would run,
+    at their own rates and on clocks that disagree (seconds added to a camera's times)."""
+    cameras = live_like(split, camera_fps)  # bad options fail before any video is played
+    unknown = sorted(set(clock_offsets or {}) - {c.id for c in split.cameras})
+    if unknown:
+        raise ValueError(f"clock offsets for unknown camera(s): {', '.join(unknown)}")
     start = datetime.now(UTC).replace(microsecond=0)  # both runs on one clock
     one = analyze_store(single, max_frames=max_frames, start=start)
-    two = analyze_store(split, max_frames=max_frames, start=start)
+    two = analyze_store(cameras, max_frames=max_frames, start=start, clock_offsets=clock_offsets)
     verdict = judge(one, two)
     return {
+        "camera_fps": dict(camera_fps or {}),
+        "clock_offsets": dict(clock_offsets or {}),
         "single_camera": one.as_dict(),
         "two_cameras": two.as_dict(),
         "tolerance": TOLERANCE,

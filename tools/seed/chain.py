@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from storelens.cloud import auth, events, stores
-from storelens.cloud.store import Database
+from storelens.cloud.api import principals as auth
+from storelens.cloud.commerce import stores
+from storelens.cloud.db import Database
+from storelens.cloud.ingest import events
 from storelens.pseudonym import PseudonymKey
 
 # (category, price median, consumable, nouns) - a department store's floor.
@@ -154,7 +156,7 @@ def _story_cards(people: list[dict[str, Any]], n: int = 5) -> list[str]:
     """Cards of members who show the whole story at the till: tracked (their swipe links to
     their visit), marketing consent and outside the offers holdout (they get offers). A
     newcomer tries the first card first; an opted-out one would show "No offers"."""
-    from storelens.cloud.offers import OfferPolicy, in_holdout
+    from storelens.cloud.personalization.offers import OfferPolicy, in_holdout
 
     policy = OfferPolicy()
     story = [
@@ -168,7 +170,7 @@ def _story_cards(people: list[dict[str, Any]], n: int = 5) -> list[str]:
 def _offer_templates(db: Database) -> None:
     """Offers clerks can show at the till (the schema's default templates are issued by
     purchases and scores, never shown), so the POS has offers to propose."""
-    from storelens.cloud import coupons, offers
+    from storelens.cloud.personalization import coupons, offers
 
     for template in (
         offers.OfferTemplate(

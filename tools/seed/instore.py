@@ -6,6 +6,12 @@ recommendations need some. Events are built with the wire-contract models and wr
 same row mapping and insert path as MQTT ingest (`events.event_row` + `events.store_events`),
 so what the dashboards read is exactly what a real device would have produced. Deterministic
 for a given seed. Members who opted out of tracking are never linked, like on a real device.
+
+The store's POS sales of the seeded days come from its visits: each sale is the till stay that
+ends a visit (after its zones and any try-on), the member's visit for a member's sale (their
+card swiped at the till), an anonymous one otherwise; the other visitors browse and leave
+without paying. The sales are then attached to their visits the way the cloud does it
+(`storelens.cloud.commerce.visit_sales`), so try-on to purchase and entry to checkout have numbers.
 """
 
 from __future__ import annotations
@@ -13,14 +19,14 @@ from __future__ import annotations
 import math
 import random
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from storelens.cloud import events as event_store
-from storelens.cloud.store import Database
+from storelens.cloud.db import Database
+from storelens.cloud.ingest import events as event_store
 from storelens.contract.events import (
     EVENT_TYPES,
     CameraStatus,
@@ -81,6 +87,15 @@ class _Visit:
     events: list[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class Purchase:
+    """A seeded POS sale the store's traffic must contain the visit of."""
+
+    sale_id: str
+    ts: float
+    member: tuple[str, str] | None  # (token, key_id); None: anonymous (or opted out)
+
+
 def _visit(
     rng: random.Random,
     start: float,
@@ -88,7 +103,11 @@ def _visit(
     weights: list[float],
     centres: dict[str, tuple[float, float]],
     member: tuple[str, str] | None,
+    pays_at: float | None = None,
 ) -> _Visit:
+    """One visit from the door through its zones (and fitting rooms) and back. With
+    ``pays_at`` it ends at the tills, paying at that time (the whole visit is placed so); a
+    visit without it leaves without paying."""
     visit_id = uuid.UUID(int=rng.getrandbits(128), version=4)
     person = {"camera": CAMERA, "visit_id": str(visit_id)}
     linked = {"member": member[0], "key_id": member[1]} if member else {}
@@ -134,15 +153,17 @@ def _visit(
     if extra.random() < (0.45 if member else 0.3):
         tryon = min(1200.0, extra.lognormvariate(math.log(180), 0.6))
         stays.append((FITTING_ROOMS, FITTING_XY, tryon, {"kind": "fitting_room"}))
-    if extra.random() < (0.6 if member else 0.3):
-        queue = min(900.0, extra.lognormvariate(math.log(50), 0.8))
-        service = min(600.0, extra.lognormvariate(math.log(70), 0.4))
+    paid_after = None  # seconds after the visit's start the sale is rung up
+    if pays_at is not None:
+        queue = round(min(900.0, extra.lognormvariate(math.log(50), 0.8)), 1)
+        service = round(min(600.0, extra.lognormvariate(math.log(70), 0.4)), 1)
         stays.append((TILLS, TILLS_XY, queue + service,
-                      {"kind": "checkout", "queue_s": round(queue, 1),
-                       "service_s": round(service, 1)}))  # fmt: skip
+                      {"kind": "checkout", "queue_s": queue, "service_s": service}))  # fmt: skip
     for zone, (cx, cy), dwell, fields in stays:
         t += math.dist((x, y), (cx, cy)) / WALK_M_PER_S
         entered = t
+        if "service_s" in fields:  # paid at the end of the service, card swiped meanwhile
+            paid_after = entered + fields["queue_s"] + 0.8 * fields["service_s"] - start
         path.append([round(cx, 2), round(cy, 2), round(entered - start, 1)])
         t = entered + round(dwell, 1)
         x, y = cx, cy
@@ -150,7 +171,11 @@ def _visit(
         out.append({"type": "zone_visit", "ts": t, **person, **linked, "zone": zone,
                     "entered_at": entered, "exited_at": t, "dwell_s": round(dwell, 1),
                     **fields})  # fmt: skip
-    if member:
+    if member and paid_after is not None:
+        swipe_at = start + paid_after - extra.uniform(5, 20)
+        out.append({"type": "card_swipe", "ts": swipe_at, "reader": READER, "member": member[0],
+                    "key_id": member[1], "camera": CAMERA, "visit_id": str(visit_id)})  # fmt: skip
+    elif member:  # buys nothing, but shows their card at the till's reader (points, offers)
         swipe_at = t + rng.uniform(20, 90)
         out.append({"type": "card_swipe", "ts": swipe_at, "reader": READER, "member": member[0],
                     "key_id": member[1], "camera": CAMERA, "visit_id": str(visit_id)})  # fmt: skip
@@ -169,7 +194,14 @@ def _visit(
     )
     out.append({"type": "visit_ended", "ts": t + 0.5, **person, **linked, "started_at": start + 1.0,
                 "duration_s": round(t - start, 1), "path": path, "zones": chosen})  # fmt: skip
-    return _Visit(start, t, out)
+    if pays_at is None or paid_after is None:
+        return _Visit(start, t, out)
+    shift = pays_at - (start + paid_after)  # the visit, placed so it pays at ``pays_at``
+    for e in out:
+        for key in ("ts", "entered_at", "exited_at", "started_at"):
+            if key in e:
+                e[key] += shift
+    return _Visit(start + shift, t + shift, out)
 
 
 STAFF_SHIFTS = ((8.5, 14.0), (13.5, 21.0))  # local hours: two clerks a day, badged at the door
@@ -195,7 +227,8 @@ def _staff_shifts(day: date, tz: ZoneInfo, until: float) -> list[dict[str, Any]]
 
 def _day_events(rng: random.Random, day: date, tz: ZoneInfo, zones: list[str], weights: list[float],
                 centres: dict[str, tuple[float, float]], members: list[tuple[str, str]],
-                profile: TrafficProfile, until: float) -> list[dict[str, Any]]:  # fmt: skip
+                profile: TrafficProfile, until: float,
+                purchases: Sequence[Purchase] = ()) -> list[dict[str, Any]]:  # fmt: skip
     factor = profile.weekend_factor if day.weekday() >= 5 else 1.0
     scale = (
         (profile.visitors_per_day or 140)
@@ -216,6 +249,12 @@ def _day_events(rng: random.Random, day: date, tz: ZoneInfo, zones: list[str], w
             visit = _visit(rng, start, zones, weights, centres, member)
             if visit.end < until:
                 visits.append(visit)
+    for sale in purchases:
+        # Its own random stream: the browsing visits above stay what they were.
+        visit = _visit(random.Random(f"sale:{sale.sale_id}"), sale.ts - 600.0, zones, weights,
+                       centres, sale.member, pays_at=sale.ts)  # fmt: skip
+        if visit.end < until:
+            visits.append(visit)
     out = [e for v in visits for e in v.events]
     out += _staff_shifts(day, tz, until)
     first = datetime.combine(day, time(min(HOURLY_SHAPE)), tz).timestamp()
@@ -246,9 +285,11 @@ def default_device(store: str) -> str:
 
 def generate(store: dict[str, Any], members: list[tuple[str, str]], start: date, days: int,
              seed: int = 7, profile: TrafficProfile = TrafficProfile(),
-             until: float | None = None, device: str | None = None) -> Iterator[Any]:  # fmt: skip
+             until: float | None = None, device: str | None = None,
+             purchases: Sequence[Purchase] = ()) -> Iterator[Any]:  # fmt: skip
     """Contract events of one store (one device, one camera, one till reader) over ``days``
-    local days from ``start``, none later than ``until`` (default now)."""
+    local days from ``start``, none later than ``until`` (default now): browsing visitors
+    (``profile``) and the visit of each of ``purchases``, ending at the till as it pays."""
     rng = random.Random(f"{seed}:{store['id']}")
     tz = ZoneInfo(store.get("timezone") or "UTC")
     zones = sorted(store.get("zones") or DEFAULT_ZONES)
@@ -256,11 +297,14 @@ def generate(store: dict[str, Any], members: list[tuple[str, str]], start: date,
     centres = _zone_centres(zones)
     device = device or default_device(store["id"])
     until = datetime.now(UTC).timestamp() if until is None else until
+    by_day: dict[date, list[Purchase]] = {}
+    for sale in purchases:
+        by_day.setdefault(datetime.fromtimestamp(sale.ts, tz).date(), []).append(sale)
     seq = 0
     for d in range(days):
-        day_events = _day_events(
-            rng, start + timedelta(days=d), tz, zones, weights, centres, members, profile, until
-        )
+        day = start + timedelta(days=d)
+        day_events = _day_events(rng, day, tz, zones, weights, centres, members, profile, until,
+                                 by_day.get(day, []))  # fmt: skip
         day_events.sort(key=lambda e: e["ts"])
         for e in day_events:
             for key in ("ts", "entered_at", "exited_at", "started_at"):
@@ -286,8 +330,8 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
     needed and records a recent status (one store shows a camera down, so the device health
     table has something to say).
     """
-    from storelens.cloud import members as member_registry
-    from storelens.cloud import stores as store_registry
+    from storelens.cloud.commerce import members as member_registry
+    from storelens.cloud.commerce import stores as store_registry
 
     now = datetime.now(UTC).timestamp()
     until = now if until is None else until
@@ -302,14 +346,25 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
     counts: dict[str, int] = {}
     window_start = datetime.combine(start, time(), UTC).timestamp()
     devices = devices or {}
+    tokens = {
+        r["id"]: (r["token"], r["key_id"])
+        for r in db.query("SELECT id, token, key_id FROM members")
+        if r["token"] not in opted_out
+    }
     for i, store in enumerate(store_registry.list_stores(db, limit=10_000)):
         device = devices.get(store["id"]) or default_device(store["id"])
-        if profile.visitors_per_day is None:
-            sold = db.scalar(
-                "SELECT count(*) FROM pos_sales WHERE store = ? AND ts >= ? AND ts < ?",
+        purchases = [
+            Purchase(r["id"], float(r["ts"]), tokens.get(r["member_id"]))
+            for r in db.query(
+                "SELECT id, ts, member_id FROM pos_sales WHERE store = ? AND ts >= ? AND ts < ?"
+                " ORDER BY ts, id",
                 (store["id"], window_start, until),
             )
-            per_day = sold / days / profile.conversion if sold else 140
+        ]
+        if profile.visitors_per_day is None:
+            # Browsers beside the buyers, so buyers / visitors is the profile's conversion.
+            sold = len(purchases)
+            per_day = sold / days * (1 / profile.conversion - 1) if sold else 140
             store_profile = replace(profile, visitors_per_day=int(min(2000, max(20, per_day))))
         else:
             store_profile = profile
@@ -320,7 +375,8 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
             event_store.register_device(db, store["id"], device, "seeded camera box")
         rows: list[dict[str, Any]] = []
         total = 0
-        for event in generate(store, trackable, start, days, seed, store_profile, until, device):
+        for event in generate(store, trackable, start, days, seed, store_profile, until, device,
+                              purchases):  # fmt: skip
             rows.append(
                 event_store.event_row(
                     store["id"], event, event.ts.timestamp(), getattr(event, "member", None)
@@ -347,8 +403,12 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
         )
         # As if heard when it was sent: health counts from the receipt time.
         event_store.apply_status(db, store["id"], [status], status.ts.timestamp())
+    # Attach the sales to their visits as the service would (it links only recent sales).
+    from storelens.cloud.commerce import visit_sales
+
+    visit_sales.link_pending(db, since=window_start, now=max(now, until + visit_sales.SETTLE_S))
     if settle:
-        from storelens.cloud.rollups.settle import settle_all
+        from storelens.cloud.analytics.rollups.settle import settle_all
 
         settle_all(db)
     return counts

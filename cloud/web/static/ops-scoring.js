@@ -20,7 +20,12 @@
     const form = document.querySelector("#filters");
     const since = new Date(`${form.start.value}T00:00:00`).getTime() / 1000;
     const until = new Date(`${form.end.value}T00:00:00`).getTime() / 1000 + 86400;
-    return Number.isFinite(since) && Number.isFinite(until) ? { since, until } : {};
+    const out = Number.isFinite(since) && Number.isFinite(until) ? { since, until } : {};
+    // The stores ticked in the filters (none or all: the caller's whole scope, as the charts).
+    const boxes = [...form.querySelectorAll("input[name=store]")];
+    const picked = boxes.filter((i) => i.checked).map((i) => i.value);
+    if (picked.length && picked.length < boxes.length) out.stores = picked.join(",");
+    return out;
   }
 
   function render(d) {

@@ -220,7 +220,7 @@ const RENDER = {
     caption("staff", `${num(d.totals.staff_visits)} staff visits (badge or staff-only zone), left out of footfall, dwell, heatmap, flows, paths and conversion.`);
   },
   devices(d) {
-    const cols = ["store", "device", "health", "last_seen", "fps", "cameras_online", "cameras_offline", "outbox_depth", "lost_events"];
+    const cols = ["store", "device", "health", "last_seen", "fps", "cameras_online", "cameras_offline", "outbox_depth", "outbox_age_s", "lost_events"];
     const table = el("table", { class: "devices" },
       el("thead", {}, el("tr", {}, cols.map((c) => el("th", {}, c.replaceAll("_", " "))))),
       el("tbody", {}, d.rows.map((r) => el("tr", { class: `health-${r.health.replace(" ", "-")}` },

@@ -263,7 +263,9 @@ def _apply_edits(tracks: dict[int, dict[int, np.ndarray]]) -> set[tuple[int, int
     ``static X1 Y1 X2 Y2 H`` (drop every track whose median box centre lies in that rectangle
     and is at most H px tall: a sign, a cone), ``merge A B`` (B's boxes become A's),
     ``delete A``, ``split A F NEW`` (A's boxes from frame F on become NEW), ``cut A F0 F1``
-    (drop A's boxes in frames F0..F1), ``ignore F0 F1 X1 Y1 X2 Y2`` (boxes centred in that
+    (drop A's boxes in frames F0..F1), ``swap A B F`` (from frame F on, A's and B's boxes
+    change places: two people whose identities the linking exchanged where they crossed),
+    ``ignore F0 F1 X1 Y1 X2 Y2`` (boxes centred in that
     rectangle in frames F0..F1 become MOT class 8, distractors: neither a miss nor a false
     positive; for a group too entangled to annotate). Frames from 1. Returns the ignored
     (id of a track's box dict, frame) pairs."""
@@ -297,6 +299,12 @@ def _apply_edits(tracks: dict[int, dict[int, np.ndarray]]) -> set[tuple[int, int
             tracks[n[2]] = moved
         elif cmd == "cut":
             tracks[n[0]] = {f: b for f, b in tracks[n[0]].items() if not n[1] <= f <= n[2]}
+        elif cmd == "swap":  # A B F: from frame F on, A's and B's boxes change places
+            a, b, f0 = n
+            later_a = {f: x for f, x in tracks[a].items() if f >= f0}
+            later_b = {f: x for f, x in tracks[b].items() if f >= f0}
+            tracks[a] = {f: x for f, x in tracks[a].items() if f < f0} | later_b
+            tracks[b] = {f: x for f, x in tracks[b].items() if f < f0} | later_a
         else:
             raise SystemExit(f"unknown edit {raw!r}")
     return ignored
@@ -426,9 +434,76 @@ def junctions(out: Path) -> None:
         cv2.imwrite(str(out / f"junctions_{i // 4:02d}.png"), np.vstack(group))
 
 
+def crossings(out: Path) -> None:
+    """For review: every place two scored GT tracks' boxes overlap (IoU > 0.1; episodes
+    closer than 5 frames are one), as a strip of crops 5 frames before, at the first and last
+    overlapping frame, and 5 and 15 frames after (A red, B green); print them. A swap shows
+    as red's clothes turning up in green's box after the crossing."""
+    rows = np.loadtxt(GT, delimiter=",")
+    rows = rows[rows[:, 7] == 1]
+    by_frame = {int(f): rows[rows[:, 0] == f] for f in np.unique(rows[:, 0])}
+    xyxy = lambda r: np.array([r[2], r[3], r[2] + r[4], r[3] + r[5]])  # noqa: E731
+    touch: dict[tuple[int, int], list[int]] = {}
+    for f, rs in by_frame.items():
+        for i in range(len(rs)):
+            others = rs[i + 1 :]
+            if not len(others):
+                continue
+            iou = _iou(xyxy(rs[i]), np.array([xyxy(r) for r in others]))
+            for j in np.nonzero(iou > 0.1)[0]:
+                a, b = sorted((int(rs[i, 1]), int(others[j, 1])))
+                touch.setdefault((a, b), []).append(f)
+    episodes = []
+    for (a, b), fs in touch.items():
+        start = prev = fs[0]
+        for f in fs[1:] + [None]:
+            if f is not None and f - prev < 5:
+                prev = f
+                continue
+            episodes.append((start, prev, a, b))
+            if f is not None:
+                start = prev = f
+    episodes.sort()
+    last = int(rows[:, 0].max())
+    wanted = {f for f0, f1, _, _ in episodes for f in (f0 - 5, f0, f1, f1 + 5, f1 + 15)}
+    cap = cv2.VideoCapture(str(resolve(VIDEO)))
+    frames: dict[int, np.ndarray] = {}
+    f = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        f += 1
+        if f in wanted:
+            frames[f] = frame
+    out.mkdir(parents=True, exist_ok=True)
+    strips = []
+    for n, (f0, f1, a, b) in enumerate(episodes):
+        mid = by_frame[f0][np.isin(by_frame[f0][:, 1], [a, b])]
+        x = float(np.mean(mid[:, 2] + mid[:, 4] / 2))
+        y = float(np.mean(mid[:, 3] + mid[:, 5]))
+        print(f"crossing {n}: {a} and {b}, frames {f0}-{f1}, near ({x:.0f},{y:.0f})")
+        crops = []
+        for fr in (f0 - 5, f0, f1, f1 + 5, f1 + 15):
+            fr = min(max(fr, 1), last)
+            img = frames.get(fr, np.zeros((576, 768, 3), np.uint8)).copy()
+            for r in by_frame.get(fr, []):
+                colour = {a: (0, 0, 255), b: (0, 255, 0)}.get(int(r[1]))
+                if colour is not None:
+                    x1, y1, w, h = (int(v) for v in r[2:6])
+                    cv2.rectangle(img, (x1, y1), (x1 + w, y1 + h), colour, 1)
+            cx, cy = int(np.clip(x, 100, 668)), int(np.clip(y - 60, 100, 476))
+            crop = cv2.resize(img[cy - 100 : cy + 80, cx - 100 : cx + 100], None, fx=1.5, fy=1.5)
+            cv2.putText(crop, f"{n}:{fr}", (3, 16), 0, 0.5, (0, 255, 255), 1)
+            crops.append(crop)
+        strips.append(np.hstack(crops))
+    for i in range(0, len(strips), 3):
+        cv2.imwrite(str(out / f"crossings_{i // 3:02d}.png"), np.vstack(strips[i : i + 3]))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("step", choices=["detect", "link", "render", "junctions"])
+    parser.add_argument("step", choices=["detect", "link", "render", "junctions", "crossings"])
     parser.add_argument("--frames", default="1", help="frames to render: 5,10,20-40/5")
     parser.add_argument("--crop", help="x1,y1,x2,y2 of the frame to show at full size")
     parser.add_argument("--out", type=Path, default=Path("/tmp/storelens-gt-review"))
@@ -439,6 +514,8 @@ if __name__ == "__main__":
         link()
     elif a.step == "junctions":
         junctions(a.out)
+    elif a.step == "crossings":
+        crossings(a.out)
     else:
         picked: list[int] = []
         for part in a.frames.split(","):

@@ -1,0 +1,249 @@
+"""`SqlRollups`: the charts' questions answered from the rollup tables (`rollups.sql`).
+
+Every method takes an analytics `Scope` (stores, local days, local hours): its ``where`` and
+``bucket`` SQL apply unchanged because rollup rows carry ``store`` and ``ts`` (the hour
+bucket's start) like events do, and an hour bucket never straddles a local day or hour.
+Hours marked dirty (events arrived since they were settled) are left out of the tables'
+answer and computed from their raw events instead, with the same aggregation code.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, time
+from typing import Any
+
+from storelens.cloud.analytics.rollups import aggregate
+from storelens.cloud.db import Database
+
+DAY_S = 86_400
+HOUR_S = aggregate.HOUR_S
+# A bucket is settled when no dirty UTC hour overlaps it: the mark at its start (whole-hour
+# phase), or the two it straddles (:30 / :45 phases), all strictly within an hour of it.
+_SETTLED = (
+    " AND NOT EXISTS (SELECT 1 FROM rollup_dirty d WHERE d.store = {t}.store"
+    " AND d.ts > {t}.ts - 3600 AND d.ts < {t}.ts + 3600)"
+)
+
+
+class SqlRollups:
+    """One chart's reads (a new instance per chart: dirty hours are looked up once)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- dirty hours ------------------------------------------------------------------
+    def _dirty(self, scope: Any) -> aggregate.Deltas:
+        """What the dirty hours in ``scope`` add up to, from their raw events."""
+        cache = self.__dict__.setdefault("_dirty_cache", {})
+        key = (scope.start, scope.end, scope.stores, scope.hour_from, scope.hour_to)
+        if key not in cache:
+            from storelens.cloud.analytics.rollups.settle import deltas_for, store_phases
+
+            # Marks are UTC hours and may straddle the scope's edge by one: widen, then keep
+            # the buckets inside the scope.
+            lo = datetime.combine(scope.start, time(), UTC).timestamp() - DAY_S
+            hi = datetime.combine(scope.end, time(), UTC).timestamp() + 2 * DAY_S
+            where, params = "ts >= ? AND ts < ?", [lo, hi]
+            if scope.stores:
+                where += f" AND store IN ({', '.join('?' for _ in scope.stores)})"
+                params += list(scope.stores)
+            marks = {(r["store"], int(r["ts"]))
+                     for r in self.db.query(f"SELECT store, ts FROM rollup_dirty WHERE {where}",
+                                            params)}  # fmt: skip
+            buckets = {(s, b) for s, b in aggregate.buckets_of(marks, store_phases(self.db))
+                       if scope.contains(s, b)}  # fmt: skip
+            cache[key] = deltas_for(self.db, buckets)
+        return cache[key]
+
+    @staticmethod
+    def _local(scope: Any, store: str, hour: int, seconds: int) -> int:
+        """The local bucket of ``seconds`` an hour falls in (as `Scope.bucket` in SQL)."""
+        local = hour + int(scope.offsets.get(store, 0) or 0)
+        return local // seconds * seconds
+
+    # -- counts -----------------------------------------------------------------------
+    def counts(self, scope: Any, seconds: int) -> list[dict[str, Any]]:
+        """Per store and local bucket of ``seconds``: ``entrances`` and ``visits``."""
+        bucket, bucket_params = scope.bucket(seconds)
+        where, params = scope.where()
+        rows = self.db.query(
+            f"SELECT store, {bucket} AS b,"
+            " SUM(CASE WHEN metric = 'entrances' THEN n ELSE 0 END) AS entrances,"
+            " SUM(CASE WHEN metric = 'visits' THEN n ELSE 0 END) AS visits"
+            f" FROM rollup_counts WHERE metric IN ('entrances', 'visits') AND {where}"
+            + _SETTLED.format(t="rollup_counts")
+            + " GROUP BY store, b",
+            bucket_params + params,
+        )
+        out = {(r["store"], int(r["b"])): {"store": r["store"], "b": int(r["b"]),
+               "entrances": int(r["entrances"]), "visits": int(r["visits"])}
+               for r in rows}  # fmt: skip
+        for (store, hour, metric), (n, _) in self._dirty(scope).counts.items():
+            if metric not in ("entrances", "visits"):
+                continue
+            b = self._local(scope, store, hour, seconds)
+            row = out.setdefault((store, b), {"store": store, "b": b, "entrances": 0,
+                                              "visits": 0})  # fmt: skip
+            row[metric] += int(n)
+        return list(out.values())
+
+    def ended_visits(self, scope: Any) -> dict[str, int]:
+        """Finished visits per store over the scope (stores with none left out)."""
+        where, params = scope.where()
+        out: dict[str, int] = defaultdict(int)
+        for r in self.db.query(
+            "SELECT store, SUM(n) AS n FROM rollup_counts"
+            f" WHERE metric = 'visits_ended' AND {where}"
+            + _SETTLED.format(t="rollup_counts")
+            + " GROUP BY store",
+            params,
+        ):
+            out[r["store"]] += int(r["n"])
+        for (store, _, metric), (n, _) in self._dirty(scope).counts.items():
+            if metric == "visits_ended":
+                out[store] += int(n)
+        return {s: n for s, n in out.items() if n}
+
+    def ended_by_day(self, scope: Any) -> dict[tuple[str, int], int]:
+        """(store, local day) -> finished visits (days with none left out)."""
+        bucket, bucket_params = scope.bucket(DAY_S)
+        where, params = scope.where()
+        out: dict[tuple[str, int], int] = defaultdict(int)
+        for r in self.db.query(
+            f"SELECT store, {bucket} AS b, SUM(n) AS visits FROM rollup_counts"
+            f" WHERE metric = 'visits_ended' AND {where}"
+            + _SETTLED.format(t="rollup_counts")
+            + " GROUP BY store, b",
+            bucket_params + params,
+        ):
+            out[(r["store"], int(r["b"]))] += int(r["visits"])
+        for (store, hour, metric), (n, _) in self._dirty(scope).counts.items():
+            if metric == "visits_ended":
+                out[(store, self._local(scope, store, hour, DAY_S))] += int(n)
+        return {k: n for k, n in out.items() if n}
+
+    def member_visits(self, scope: Any) -> list[dict[str, Any]]:
+        """Per store and local day: finished ``visits``, ``member_visits``, distinct
+        ``members``; ordered by day, then store."""
+        bucket, bucket_params = scope.bucket(DAY_S)
+        where, params = scope.where()
+        visits: dict[tuple[str, int], int] = defaultdict(int)
+        for r in self.db.query(
+            f"SELECT store, {bucket} AS b, SUM(n) AS visits FROM rollup_counts"
+            f" WHERE metric = 'visits_ended' AND {where}"
+            + _SETTLED.format(t="rollup_counts")
+            + " GROUP BY store, b",
+            bucket_params + params,
+        ):
+            visits[(r["store"], int(r["b"]))] += int(r["visits"])
+        # Distinct members do not add up across hours: one row per (store, day, member).
+        linked: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)
+        for r in self.db.query(
+            f"SELECT store, {bucket} AS b, member, SUM(visits) AS visits FROM rollup_members"
+            f" WHERE {where}" + _SETTLED.format(t="rollup_members") + " GROUP BY store, b, member",
+            bucket_params + params,
+        ):
+            per = linked[(r["store"], int(r["b"]))]
+            per[r["member"]] = per.get(r["member"], 0) + int(r["visits"])
+        dirty = self._dirty(scope)
+        for (store, hour, metric), (n, _) in dirty.counts.items():
+            if metric == "visits_ended":
+                visits[(store, self._local(scope, store, hour, DAY_S))] += int(n)
+        for (store, hour, member), n in dirty.members.items():
+            per = linked[(store, self._local(scope, store, hour, DAY_S))]
+            per[member] = per.get(member, 0) + n
+        out = [
+            {"store": store, "b": b, "visits": n,
+             "member_visits": sum(linked.get((store, b), {}).values()),
+             "members": len(linked.get((store, b), {}))}
+            for (store, b), n in visits.items() if n
+        ]  # fmt: skip
+        out.sort(key=lambda r: (r["b"], r["store"]))
+        return out
+
+    # -- maps -------------------------------------------------------------------------
+    def _maps(self, kind: str, scope: Any, store: str | None = None) -> list[Any]:
+        from storelens.cloud.analytics.rollups.sql import map_values
+
+        where, params = scope.where()
+        if store is not None:
+            where += " AND store = ?"
+            params.append(store)
+        values = [v for _, v in map_values(self.db, kind, where + _SETTLED.format(
+            t="rollup_maps"), params)]  # fmt: skip
+        values += self._dirty(scope).maps((kind,), store).values()
+        return values
+
+    def _keyed(self, kind: str, scope: Any) -> list[tuple[tuple[str, int], Any]]:
+        """((store, hour), value) of every ``kind`` map in scope, settled or dirty."""
+        from storelens.cloud.analytics.rollups.sql import map_values
+
+        where, params = scope.where()
+        out = map_values(self.db, kind, where + _SETTLED.format(t="rollup_maps"), params)
+        out += [((s, h), v) for (s, h, _), v in self._dirty(scope).maps((kind,)).items()]
+        return out
+
+    def staff(self, scope: Any) -> dict[tuple[str, int], list[float]]:
+        """(store, local day) -> lengths in seconds of the staff visits that ended then."""
+        out: dict[tuple[str, int], list[float]] = defaultdict(list)
+        for (store, hour), lengths in self._keyed("staff", scope):
+            out[(store, self._local(scope, store, hour, DAY_S))] += lengths
+        return dict(out)
+
+    def checkout(self, scope: Any) -> dict[tuple[str, int], dict[str, Any]]:
+        """(store, local hour of the day) -> ``q``: queue snapshots [instants, sum, max];
+        ``z``: zone + FLOW_SEP + device-given kind -> [stays, waits, service times]."""
+        out: dict[tuple[str, int], dict[str, Any]] = {}
+        for (store, hour), value in self._keyed("checkout", scope):
+            h = self._local(scope, store, hour, HOUR_S) // HOUR_S % 24
+            cell = out.setdefault((store, h), {"q": [0, 0, None], "z": {}})
+            if "q" in value:
+                n, total, top = value["q"]
+                q = cell["q"]
+                q[0] += n
+                q[1] += total
+                q[2] = top if q[2] is None else max(q[2], top)
+            for key, (stays, waits, services) in value["z"].items():
+                z = cell["z"].setdefault(key, [0, [], []])
+                z[0] += stays
+                z[1] += waits
+                z[2] += services
+        return out
+
+    def tryons(self, scope: Any) -> list[tuple[str, int, list[Any]]]:
+        """(store, local day, [visit ID, zone, kind, member?, seconds, visit end]) of every
+        fitting-room session in scope."""
+        out = []
+        for (store, hour), entries in self._keyed("tryons", scope):
+            day = self._local(scope, store, hour, DAY_S)
+            out += [(store, day, entry) for entry in entries]
+        return out
+
+    def dwell(self, scope: Any) -> dict[str, aggregate.DwellHistogram]:
+        """zone -> visits per whole second of dwell, with the total and extremes."""
+        return aggregate.sum_dwell(self._maps("dwell", scope))
+
+    def flows(self, scope: Any) -> dict[str, int]:
+        """``from<FLOW_SEP>to`` -> moves."""
+        merged: dict[str, int] = {}
+        for value in self._maps("flows", scope):
+            aggregate.merge_counter(merged, value)
+        return merged
+
+    def paths(self, scope: Any) -> dict[str, int]:
+        """Zone sequence (joined by ``PATH_SEP``) -> visits."""
+        merged: dict[str, int] = {}
+        for value in self._maps("paths", scope):
+            aggregate.merge_counter(merged, value)
+        return merged
+
+    def heat(self, scope: Any, store: str) -> aggregate.Heat:
+        """[samples, [[cx, cy, seconds], ...]] of one store's floor (0.5 m cells)."""
+        cells: dict[tuple[int, int], float] = {}
+        samples = 0
+        for n, items in self._maps("heat", scope, store):
+            samples += n
+            for x, y, s in items:
+                cells[(x, y)] = cells.get((x, y), 0.0) + s
+        return [samples, [[x, y, s] for (x, y), s in sorted(cells.items())]]

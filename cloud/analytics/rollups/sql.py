@@ -1,0 +1,131 @@
+"""Rollup tables in the service's own database (SQLite or PostgreSQL): marks and writes.
+
+Ingest, in the transaction that stores events, only marks their (store, hour) *dirty*
+(`mark_dirty`: one upsert per hour touched, whatever the number of events). `settle`
+replaces a dirty hour's rollup rows by what its raw events add up to (`write_hour`), so a
+rollup row is always a pure function of the raw events of its hour: duplicates, resends and
+late events cannot be counted twice, and two workers settling the same hour write the same
+rows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from storelens.cloud.analytics.rollups import aggregate
+from storelens.cloud.db import Database, register_migrations
+
+register_migrations(
+    "rollups",
+    [
+        """
+        CREATE TABLE rollup_counts (
+            store TEXT NOT NULL,
+            ts {BIGINT} NOT NULL,
+            metric TEXT NOT NULL,
+            n {BIGINT} NOT NULL,
+            total {REAL} NOT NULL DEFAULT 0,
+            PRIMARY KEY (metric, ts, store)
+        );
+        CREATE INDEX rollup_counts_store ON rollup_counts (store, ts);
+        CREATE TABLE rollup_members (
+            store TEXT NOT NULL,
+            ts {BIGINT} NOT NULL,
+            member TEXT NOT NULL,
+            visits {BIGINT} NOT NULL,
+            PRIMARY KEY (ts, store, member)
+        );
+        CREATE INDEX rollup_members_member ON rollup_members (member);
+        CREATE TABLE rollup_maps (
+            store TEXT NOT NULL,
+            ts {BIGINT} NOT NULL,
+            kind TEXT NOT NULL,
+            data {BLOB} NOT NULL,
+            PRIMARY KEY (kind, ts, store)
+        );
+        CREATE INDEX rollup_maps_store ON rollup_maps (store, ts);
+        CREATE TABLE rollup_dirty (
+            store TEXT NOT NULL,
+            ts {BIGINT} NOT NULL,
+            marked_at {REAL} NOT NULL,
+            version {BIGINT} NOT NULL,
+            PRIMARY KEY (ts, store)
+        );
+        CREATE INDEX rollup_dirty_marked ON rollup_dirty (marked_at)
+        """
+    ],
+)
+
+ROLLUP_TABLES = ("rollup_counts", "rollup_members", "rollup_maps")
+TABLES = (*ROLLUP_TABLES, "rollup_dirty")
+MAP_KINDS = aggregate.MAP_KINDS
+encode = msgspec.msgpack.Encoder().encode
+decode = msgspec.msgpack.Decoder().decode
+
+_MARK_DIRTY = (
+    "INSERT INTO rollup_dirty (store, ts, marked_at, version) VALUES (?, ?, ?, 1)"
+    " ON CONFLICT (ts, store) DO UPDATE SET marked_at = excluded.marked_at,"
+    " version = rollup_dirty.version + 1"
+)
+
+
+def mark_dirty(db: Database, hours: Iterable[tuple[str, int]]) -> None:
+    """Mark (store, hour) pairs for `settle`, inside the caller's transaction. Sorted, so
+    concurrent workers lock the rows in one order and never deadlock."""
+    keys = sorted(set(hours))
+    if keys:
+        now = time.time()
+        db.executemany(_MARK_DIRTY, [(s, h, now) for s, h in keys])
+
+
+def write_hours(db: Database, deltas: aggregate.Deltas, hours: Iterable[tuple[str, int]]) -> None:
+    """Replace the rollup rows of ``hours`` by ``deltas`` (computed from all their raw
+    events), inside the caller's transaction."""
+    keys = sorted(set(hours))
+    if not keys:
+        return
+    for table in ROLLUP_TABLES:
+        db.executemany(f"DELETE FROM {table} WHERE ts = ? AND store = ?", [(h, s) for s, h in keys])
+    wanted = set(keys)
+    counts = [(s, h, m, int(v[0]), v[1]) for (s, h, m), v in deltas.counts.items()
+              if (s, h) in wanted]  # fmt: skip
+    if counts:
+        db.executemany(
+            "INSERT INTO rollup_counts (store, ts, metric, n, total) VALUES (?, ?, ?, ?, ?)",
+            sorted(counts),
+        )
+    linked = [(s, h, m, n) for (s, h, m), n in deltas.members.items() if (s, h) in wanted]
+    if linked:
+        db.executemany(
+            "INSERT INTO rollup_members (store, ts, member, visits) VALUES (?, ?, ?, ?)",
+            sorted(linked),
+        )
+    maps = [(s, h, kind, encode(value)) for (s, h, kind), value in deltas.maps().items()
+            if (s, h) in wanted]  # fmt: skip
+    if maps:
+        db.executemany(
+            "INSERT INTO rollup_maps (store, ts, kind, data) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (kind, ts, store) DO UPDATE SET data = excluded.data",
+            sorted(maps),
+        )
+
+
+def forget_member(db: Database, token: str) -> int:
+    """Delete a member's rows (forget-me): no rollup keeps the pseudonym afterwards. The
+    hours stay equal to a recompute, since the member's events are unlinked with it."""
+    return db.execute("DELETE FROM rollup_members WHERE member = ?", (token,))
+
+
+def map_values(
+    db: Database, kind: str, where: str, params: Iterable[Any]
+) -> list[tuple[tuple[str, int], Any]]:
+    """((store, hour), decoded value) of every settled ``kind`` map matched by ``where``
+    (on ``store`` and ``ts``)."""
+    rows = db.query(
+        f"SELECT store, ts, data FROM rollup_maps WHERE kind = ? AND {where}", [kind, *params]
+    )
+    return [((r["store"], int(r["ts"])), decode(bytes(r["data"]))) for r in rows]

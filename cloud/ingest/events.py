@@ -1,0 +1,652 @@
+"""In-store event storage: the ``events`` table, dead letters and the device registry.
+
+Every event is one row keyed by its UUID, so re-delivered batches are stored once. Columns
+that analytics filter on (zone, line, dwell, visit start) are typed; the full event stays in
+``payload`` as JSON: the device's own text of it when that names only contract fields (see
+`storelens.cloud.ingest.event_text`; timestamps then keep the device's spelling), else the validated
+model serialised. All timestamps in columns are epoch seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from storelens.cloud.analytics import rollups
+from storelens.cloud.analytics.rollups import sql as rollup_tables
+from storelens.cloud.db import Database, register_migrations
+from storelens.contract import topics
+from storelens.contract.events import (
+    PERSONAL_FIELDS,
+    CardSwipe,
+    DeviceStatus,
+    LineCrossing,
+    VisitEnded,
+    ZoneVisit,
+)
+
+EVENT_COLUMNS = (
+    "id",
+    "store",
+    "device",
+    "seq",
+    "type",
+    "ts",
+    "camera",
+    "visit_id",
+    "member",
+    "key_id",
+    "zone",
+    "line",
+    "direction",
+    "dwell_s",
+    "t_start",
+    "received_at",
+    "payload",
+)
+
+register_migrations(
+    "events",
+    [
+        """
+        CREATE TABLE events (
+            id TEXT PRIMARY KEY,
+            store TEXT NOT NULL,
+            device TEXT NOT NULL,
+            seq {BIGINT} NOT NULL,
+            type TEXT NOT NULL,
+            ts {REAL} NOT NULL,
+            camera TEXT,
+            visit_id TEXT,
+            member TEXT,
+            key_id TEXT,
+            zone TEXT,
+            line TEXT,
+            direction TEXT,
+            dwell_s {REAL},
+            t_start {REAL},
+            received_at {REAL} NOT NULL,
+            payload TEXT NOT NULL
+        );
+        CREATE INDEX events_store_ts ON events (store, ts);
+        CREATE INDEX events_member_ts ON events (member, ts);
+        CREATE INDEX events_type_ts ON events (type, ts);
+        CREATE TABLE dead_letters (
+            id {ID},
+            received_at {REAL} NOT NULL,
+            topic TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            raw {BLOB} NOT NULL
+        );
+        CREATE INDEX dead_letters_received ON dead_letters (received_at);
+        CREATE TABLE devices (
+            store TEXT NOT NULL,
+            device TEXT NOT NULL,
+            registered {BOOL} NOT NULL DEFAULT 1,
+            registered_at {REAL} NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            last_seen {REAL},
+            online {BOOL},
+            status TEXT,
+            fps {REAL},
+            outbox_depth INTEGER,
+            lost_events {BIGINT},
+            PRIMARY KEY (store, device)
+        )
+        """,
+        # Four events in five carry no member: a partial index skips them on every insert.
+        """
+        DROP INDEX events_member_ts;
+        CREATE INDEX events_member_ts ON events (member, ts) WHERE member IS NOT NULL
+        """,
+        # Every analytics query filters on type (events_type_ts) or member; (store, ts) only
+        # cost each insert about a quarter of ingest's SQLite time.
+        "DROP INDEX events_store_ts",
+        # Visits a device flagged as staff (contract 1.2): analytics leave them out.
+        """
+        CREATE TABLE staff_visits (
+            visit_id TEXT PRIMARY KEY,
+            store TEXT NOT NULL,
+            ts {REAL} NOT NULL
+        );
+        CREATE INDEX staff_visits_store_ts ON staff_visits (store, ts)
+        """,
+        # PostgreSQL's partitioned ``events`` can only be unique on (id, ts): which device
+        # owns each event ID is kept here, so another device's reuse of an ID is a collision
+        # whatever its time (`claim_ids`). SQLite's ``events`` is unique on the ID itself.
+        {
+            "postgres": """
+            CREATE TABLE event_ids (
+                id UUID PRIMARY KEY,
+                store TEXT NOT NULL,
+                device TEXT NOT NULL
+            );
+            INSERT INTO event_ids (id, store, device)
+                SELECT DISTINCT ON (id) CAST(id AS UUID), store, device FROM events
+                ORDER BY id, received_at
+            """
+        },
+    ],
+)
+
+# The staff flag as devices write it (compact JSON, or with a space after the colon).
+_STAFF_MARKS = ('"staff":true', '"staff": true')
+_TYPE, _VISIT, _STORE, _TS = (EVENT_COLUMNS.index(c) for c in ("type", "visit_id", "store", "ts"))
+
+
+def record_staff_visits(db: Database, rows: Sequence[tuple]) -> int:
+    """Remember the visits whose end says staff (rows in `EVENT_COLUMNS` order); a visit's
+    end carries the flag whenever any of its events did. Returns how many rows said so."""
+    staff = [
+        (r[_VISIT], r[_STORE], r[_TS])
+        for r in rows
+        if r[_TYPE] == "visit_ended" and r[_VISIT] and any(m in r[-1] for m in _STAFF_MARKS)
+    ]
+    if staff:
+        db.executemany(
+            "INSERT INTO staff_visits (visit_id, store, ts) VALUES (?, ?, ?)"
+            " ON CONFLICT (visit_id) DO NOTHING",
+            staff,
+        )
+    return len(staff)
+
+
+MAX_DEAD_LETTER_BYTES = 1024 * 1024
+
+
+def _epoch(dt: Any) -> float:
+    return dt.timestamp()
+
+
+# Typed columns per event type: (zone, line, direction, dwell_s, t_start).
+def _zone_visit(e: ZoneVisit) -> tuple:
+    return e.zone, None, None, e.dwell_s, e.entered_at.timestamp()
+
+
+def _line_crossing(e: LineCrossing) -> tuple:
+    return None, e.line, e.direction, None, None
+
+
+def _visit_ended(e: VisitEnded) -> tuple:
+    return None, None, None, e.duration_s, e.started_at.timestamp()
+
+
+_NOTHING = (None, None, None, None, None)
+_TYPED = {ZoneVisit: _zone_visit, LineCrossing: _line_crossing, VisitEnded: _visit_ended}
+
+
+def event_values(
+    store: str, event: Any, received_at: float, member: str | None, payload: str | None = None
+) -> tuple:
+    """One ``events`` row as a tuple in `EVENT_COLUMNS` order (the ingest hot path);
+    ``member`` is the consent-checked token (None when the member must stay unlinked).
+    ``payload`` is the event's JSON when the caller already has it (ingest passes the
+    device's own text when it holds nothing but contract fields); else it is serialised."""
+    typed = _TYPED.get(type(event))
+    visit_id = getattr(event, "visit_id", None)
+    if payload is None:
+        # pydantic-core serialises in Rust: 3-4x faster than model_dump + json.dumps.
+        hidden = None if member else PERSONAL_FIELDS
+        payload = event.model_dump_json(exclude_none=True, exclude=hidden)
+    return (
+        str(event.id), store, event.device, event.seq, event.type, event.ts.timestamp(),
+        getattr(event, "camera", None), None if visit_id is None else str(visit_id), member,
+        event.key_id if member is not None else None,
+        *(typed(event) if typed else _NOTHING), received_at, payload,
+    )  # fmt: skip
+
+
+def _fast_typed() -> dict[type, Any]:
+    # The fast structs carry the models' field names, so the same extractors serve both.
+    from storelens.contract.fast import FAST_EVENT_TYPES as fast
+
+    return {
+        fast["zone_visit"]: _zone_visit,
+        fast["line_crossing"]: _line_crossing,
+        fast["visit_ended"]: _visit_ended,
+    }
+
+
+_FAST_TYPED = _fast_typed()
+_FAST_TAGS: dict[type, str] = {}
+
+
+def fast_rows(
+    store: str,
+    events: Sequence[Any],
+    texts: Sequence[str],
+    received_at: float,
+    linkable: Any,
+) -> list[tuple]:
+    """`event_values` for the structs of `storelens.contract.fast` (the ingest hot path, no
+    pydantic objects): ``texts`` are the events' own JSON texts, stored as the payload unless
+    the member must stay unlinked (``linkable(token)`` is None), which re-serialises the
+    event without its personal fields."""
+    from storelens.contract.events import EVENT_TYPES
+
+    rows = []
+    typed_of, tags = _FAST_TYPED, _FAST_TAGS
+    for event, text in zip(events, texts, strict=True):
+        cls = type(event)
+        tag = tags.get(cls) or tags.setdefault(cls, cls.__struct_config__.tag)
+        token = getattr(event, "member", None)
+        member = linkable(token) if token is not None else None
+        if member is not token:
+            text = (
+                EVENT_TYPES[tag]
+                .model_validate_json(text)
+                .model_dump_json(exclude_none=True, exclude=PERSONAL_FIELDS)
+            )
+        typed = typed_of.get(cls)
+        rows.append((
+            event.id, store, event.device, event.seq, tag, event.ts.timestamp(),
+            getattr(event, "camera", None), getattr(event, "visit_id", None), member,
+            event.key_id if member is not None else None,
+            *(typed(event) if typed else _NOTHING), received_at, text,
+        ))  # fmt: skip
+    return rows
+
+
+def event_row(store: str, event: Any, received_at: float, member: str | None) -> dict[str, Any]:
+    """Flatten one contract event into an ``events`` row (a dict keyed by column)."""
+    return dict(zip(EVENT_COLUMNS, event_values(store, event, received_at, member), strict=True))
+
+
+_COLUMNS = ", ".join(EVENT_COLUMNS)
+_INSERT = (
+    f"INSERT INTO events ({_COLUMNS})"
+    f" VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
+)
+
+
+def store_events(db: Database, rows: Sequence[dict[str, Any] | tuple]) -> int:
+    """Insert event rows (dicts, or tuples in `EVENT_COLUMNS` order), skipping IDs already
+    stored and IDs another device owns; returns how many were new."""
+    return _store_events(db, rows)[0]
+
+
+def _store_events(
+    db: Database, rows: Sequence[dict[str, Any] | tuple], *, copied: bool = False
+) -> tuple[int, list[tuple]]:
+    """`store_events`, also returning the rows whose ID another device owns (collisions).
+    ``copied``: the rows are in ``events`` already (streamed by `EventCopy`)."""
+    if not rows:
+        return 0, []
+    values = [tuple(r[c] for c in EVENT_COLUMNS) if isinstance(r, dict) else r for r in rows]
+    with db.transaction():
+        record_staff_visits(db, values)
+        if db.dialect == "postgres":
+            if copied:
+                stored = len(values)
+                rollups.record(db, values)
+            else:
+                stored = _copy_events(db, values)
+            collided, removed = claim_ids(db, values)
+            return stored - removed, collided
+        stored = db.executemany(_INSERT, values)
+        if stored:
+            rollups.record(db, values)
+    # Some IDs were stored already: the same device's, or another's?
+    return stored, id_collisions(db, values) if stored < len(values) else []
+
+
+def _copy_events(db: Database, rows: Sequence[tuple]) -> int:
+    # COPY is several times faster than executemany on PostgreSQL for hundreds of rows. COPY
+    # has no ON CONFLICT, so it goes straight into ``events`` inside a savepoint, and only
+    # when that hits an ID already stored (a redelivery: rare) does the batch go through a
+    # staging table and one INSERT .. ON CONFLICT DO NOTHING.
+    import psycopg
+
+    with db.transaction():
+        conn = db.conn  # the transaction's connection
+        try:
+            with (
+                conn.transaction(),  # nested in db.transaction(): a savepoint
+                conn.cursor() as cur,
+                cur.copy(f"COPY events ({_COLUMNS}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+            rollups.record(db, rows)
+            return len(rows)
+        except psycopg.errors.UniqueViolation:
+            pass
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS events_stage "
+            "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY events_stage ({_COLUMNS}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(
+                f"INSERT INTO events ({_COLUMNS}) SELECT DISTINCT ON (id) {_COLUMNS} "
+                "FROM events_stage ON CONFLICT DO NOTHING"  # (id), or (id, ts) when partitioned
+            )
+            new = max(cur.rowcount, 0)
+            cur.execute("DELETE FROM events_stage")
+        if new:
+            rollups.record(db, rows)
+    return new
+
+
+class _Abandon(Exception):
+    """Rolls back a stream whose COPY failed part-way."""
+
+
+class EventCopy:
+    """Streams event rows into ``events`` with COPY while the caller is still parsing the
+    rest of the batch (PostgreSQL): the server inserts and indexes on another core meanwhile
+    instead of after the parse. Use inside ``db.transaction()``. The stream is a savepoint: an
+    ID already stored (a redelivery) rolls back only the stream, and ``ok`` is then False, so
+    the caller stores its rows with `store_events`. Other database errors are raised on exit.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.ok = False
+        self._stack = ExitStack()
+        self._copy: Any = None
+        self._error: Exception | None = None
+
+    def __enter__(self) -> EventCopy:
+        conn = self.db.conn
+        with self._stack.pop_all() as stack:
+            stack.enter_context(conn.transaction())  # nested in db.transaction(): a savepoint
+            cursor = stack.enter_context(conn.cursor())
+            self._copy = stack.enter_context(cursor.copy(f"COPY events ({_COLUMNS}) FROM STDIN"))
+            self._stack = stack.pop_all()
+        return self
+
+    def write(self, rows: Sequence[tuple]) -> None:
+        """Send rows; never raises (the caller is parsing input), errors surface on exit."""
+        if self._copy is None or self._error is not None:
+            return
+        try:
+            for row in rows:
+                self._copy.write_row(row)
+        except Exception as exc:
+            self._error = exc
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        import psycopg
+
+        if exc is None and self._error is None:
+            try:
+                self._stack.close()
+            except psycopg.errors.UniqueViolation:
+                return  # rolled back to the savepoint; ok stays False
+            self.ok = True
+            return
+        # Abort the COPY and roll back to the savepoint; what the server answers to the
+        # aborted COPY is expected and dropped.
+        failure = exc or _Abandon()
+        with suppress(_Abandon, psycopg.Error):
+            self._stack.__exit__(type(failure), failure, None)
+        if exc is None and not isinstance(self._error, psycopg.errors.UniqueViolation):
+            raise self._error  # a database fault, not a duplicate: the caller retries
+
+
+@dataclass
+class StoredBatch:
+    """What one ingest batch writes, as it travels to storage (to the SQLite writer process
+    too: ``rows`` go as msgpack, the rest pickled)."""
+
+    rows: list[tuple]  # in `EVENT_COLUMNS` order
+    received_at: float
+    dead: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # topic, reason, ...
+    statuses: dict[str, list[DeviceStatus]] = field(default_factory=dict)  # per store
+    availability: list[tuple[str, str, bool]] = field(default_factory=list)  # store, device
+    seen: dict[tuple[str, str], float] = field(default_factory=dict)  # (store, device) -> t
+    copied: bool = False  # the rows are in the transaction already (PostgreSQL COPY)
+
+
+def store_prepared(db: Database, batch: StoredBatch) -> tuple[int, int]:
+    """Write one prepared batch inside the caller's transaction; returns (new event rows,
+    ID collisions). Every other row left out was a duplicate: its device's own redelivery."""
+    rows, received_at = batch.rows, batch.received_at
+    dead, statuses, availability, seen = batch.dead, batch.statuses, batch.availability, batch.seen
+    stored, collided = _store_events(db, rows, copied=batch.copied)
+    for row in collided:
+        detail = f"event ID {row[0]} is stored already from another device"
+        dead_letter(db, topics.events(row[1], row[2]), "event_id_collision", detail,
+                    str(row[-1]).encode(), received_at)  # fmt: skip
+    for topic, reason, detail, raw in dead:
+        dead_letter(db, topic, reason, detail, raw, received_at)
+    for store, items in statuses.items():
+        apply_status(db, store, items, received_at)
+    for store, device, online in availability:
+        set_availability(db, store, device, online)
+    mark_seen(db, seen)
+    return stored, len(collided)
+
+
+def id_collisions(db: Database, rows: Sequence[tuple]) -> list[tuple]:
+    """The rows whose event ID is stored under another store or device (SQLite, where the
+    ID is the key of ``events``). Duplicates are a device's own redeliveries (dropped and
+    receipted); an ID that another device used first is a collision, dead-lettered so it is
+    not lost silently. Only asked when an insert skipped rows, so the common batch pays
+    nothing."""
+    owner: dict[str, tuple[str, str]] = {}
+    ids = sorted({str(r[0]) for r in rows})
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for r in db.query(f"SELECT id, store, device FROM events WHERE id IN ({marks})", chunk):
+            owner[r["id"]] = (r["store"], r["device"])
+    return [r for r in rows if owner.get(str(r[0]), (r[1], r[2])) != (r[1], r[2])]
+
+
+def claim_ids(db: Database, rows: Sequence[tuple]) -> tuple[list[tuple], int]:
+    """PostgreSQL: record which device owns each new event ID of the batch (``event_ids``),
+    inside the caller's transaction, after its events went in. Returns the rows whose ID
+    another device owns (collisions) and how many of them had been stored (partitioned
+    ``events`` is unique on (id, ts) only, so a reuse with another time went in), now
+    removed again.
+
+    The common batch (every ID new) is one COPY of three narrow columns; only when that hits
+    a known ID (a redelivery, or a collision) does the batch go through a staging table."""
+    import psycopg
+
+    if not rows:
+        return [], 0
+    conn = db.conn  # the transaction's connection
+    try:
+        with (
+            conn.transaction(),  # a savepoint: a known ID rolls back only this COPY
+            conn.cursor() as cur,
+            cur.copy("COPY event_ids (id, store, device) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row((row[0], row[1], row[2]))
+        return [], 0
+    except psycopg.errors.UniqueViolation:
+        pass
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS event_ids_stage"
+        " (n INTEGER, id UUID, store TEXT, device TEXT) ON COMMIT DELETE ROWS"
+    )
+    with conn.cursor() as cur:
+        with cur.copy("COPY event_ids_stage (n, id, store, device) FROM STDIN") as copy:
+            for n, row in enumerate(rows):
+                copy.write_row((n, row[0], row[1], row[2]))
+        # The first row of the batch with an ID owns it when nobody did before.
+        cur.execute(
+            "INSERT INTO event_ids (id, store, device) SELECT DISTINCT ON (id) id, store,"
+            " device FROM event_ids_stage ORDER BY id, n ON CONFLICT (id) DO NOTHING"
+        )
+        cur.execute(
+            "SELECT s.n FROM event_ids_stage s JOIN event_ids o ON o.id = s.id"
+            " WHERE o.store <> s.store OR o.device <> s.device ORDER BY s.n"
+        )
+        collided = [rows[r["n"]] for r in cur.fetchall()]
+        cur.execute("DELETE FROM event_ids_stage")
+    removed = 0
+    for row in collided:  # rare: one statement each, pruned to the row's day partition
+        removed += db.execute(
+            "DELETE FROM events WHERE id = ? AND ts = ? AND store = ? AND device = ?",
+            (row[0], row[_TS], row[1], row[2]),
+        )
+    return collided, removed
+
+
+def dead_letter(
+    db: Database, topic: str, reason: str, detail: str, raw: bytes, received_at: float | None = None
+) -> None:
+    if len(raw) > MAX_DEAD_LETTER_BYTES:
+        # A flood of huge messages must not fill the disk; the head is enough to diagnose.
+        detail = f"{detail} [raw truncated from {len(raw)} bytes]"
+        raw = raw[:MAX_DEAD_LETTER_BYTES]
+    db.execute(
+        "INSERT INTO dead_letters (received_at, topic, reason, detail, raw) VALUES (?, ?, ?, ?, ?)",
+        (received_at or time.time(), topic[:512], reason, detail[:2000], raw),
+    )
+
+
+def dead_letters(
+    db: Database, *, reason: str | None = None, limit: int = 100, offset: int = 0
+) -> list[dict[str, Any]]:
+    where, params = ("WHERE reason = ?", [reason]) if reason else ("", [])
+    return db.query(
+        f"SELECT id, received_at, topic, reason, detail, raw FROM dead_letters {where} "
+        "ORDER BY id DESC LIMIT ? OFFSET ?",
+        (*params, limit, offset),
+    )
+
+
+# -- devices -----------------------------------------------------------------------------
+
+
+def register_device(db: Database, store: str, device: str, description: str = "") -> None:
+    """Register (or re-enable) a device so the cloud accepts its events."""
+    with db.transaction():
+        updated = db.execute(
+            "UPDATE devices SET registered = 1, description = ? WHERE store = ? AND device = ?",
+            (description, store, device),
+        )
+        if not updated:
+            db.execute(
+                "INSERT INTO devices (store, device, registered, registered_at, description) "
+                "VALUES (?, ?, 1, ?, ?)",
+                (store, device, time.time(), description),
+            )
+
+
+def unregister_device(db: Database, store: str, device: str) -> bool:
+    return bool(
+        db.execute(
+            "UPDATE devices SET registered = 0 WHERE store = ? AND device = ?", (store, device)
+        )
+    )
+
+
+def registered_devices(db: Database) -> set[tuple[str, str]]:
+    rows = db.query("SELECT store, device FROM devices WHERE registered = 1")
+    return {(r["store"], r["device"]) for r in rows}
+
+
+def get_device(db: Database, store: str, device: str) -> dict[str, Any] | None:
+    row = db.query_one("SELECT * FROM devices WHERE store = ? AND device = ?", (store, device))
+    if row is not None and row.get("status"):
+        row["status"] = json.loads(row["status"])
+    return row
+
+
+def list_devices(
+    db: Database,
+    store: str | Sequence[str] | None = None,
+    *,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Devices of one store, of some stores, or of all (None)."""
+    chosen = [store] if isinstance(store, str) else list(store or [])
+    where = f"WHERE store IN ({', '.join('?' for _ in chosen)})" if chosen else ""
+    params: list[Any] = chosen
+    rows = db.query(
+        f"SELECT * FROM devices {where} ORDER BY store, device LIMIT ? OFFSET ?",
+        (*params, limit, offset),
+    )
+    for row in rows:
+        if row.get("status"):
+            row["status"] = json.loads(row["status"])
+    return rows
+
+
+def apply_status(
+    db: Database, store: str, statuses: Iterable[DeviceStatus], received_at: float | None = None
+) -> None:
+    """Record the latest status per device (in the order of their own times within a batch);
+    ``last_seen`` is when the cloud heard it (``received_at``), never the time the device
+    claims, so a wrong device clock cannot make a dead device look alive."""
+    for status in sorted(statuses, key=lambda s: s.ts):
+        ts = received_at if received_at is not None else time.time()
+        fps = sum(c.fps for c in status.cameras) / len(status.cameras) if status.cameras else None
+        db.execute(
+            "UPDATE devices SET last_seen = ?, online = 1, status = ?, fps = ?, outbox_depth = ?,"
+            " lost_events = ? WHERE store = ? AND device = ?"
+            " AND (last_seen IS NULL OR last_seen <= ?)",
+            (
+                ts,
+                status.model_dump_json(exclude_none=True),
+                fps,
+                status.outbox_depth,
+                status.lost_events,
+                store,
+                status.device,
+                ts,
+            ),
+        )
+
+
+def mark_seen(db: Database, seen: dict[tuple[str, str], float]) -> None:
+    """Advance ``last_seen`` of devices the cloud heard (times of receipt; never backwards)."""
+    for (store, device), ts in seen.items():
+        db.execute(
+            "UPDATE devices SET last_seen = ? WHERE store = ? AND device = ? "
+            "AND (last_seen IS NULL OR last_seen < ?)",
+            (ts, store, device, ts),
+        )
+
+
+def set_availability(db: Database, store: str, device: str, online: bool) -> None:
+    db.execute(
+        "UPDATE devices SET online = ? WHERE store = ? AND device = ?",
+        (1 if online else 0, store, device),
+    )
+
+
+def unlink_member_events(db: Database, token: str) -> int:
+    """Remove a member's pseudonym from stored events (forget-me). Card swipes, which are
+    nothing but the token, are deleted; other events keep their anonymous counts."""
+    with db.transaction():
+        deleted = db.execute(
+            "DELETE FROM events WHERE member = ? AND type = ?",
+            (token, CardSwipe.model_fields["type"].default),
+        )
+        rows = db.query("SELECT id, store, ts, payload FROM events WHERE member = ?", (token,))
+        for row in rows:
+            payload = json.loads(row["payload"])
+            payload.pop("member", None)
+            payload.pop("key_id", None)
+            db.execute(
+                "UPDATE events SET member = NULL, key_id = NULL, payload = ? WHERE id = ?",
+                (json.dumps(payload, separators=(",", ":")), row["id"]),
+            )
+        rollup_tables.forget_member(db, token)
+        # Try-on rollups flag member visits: recompute the member's hours from the unlinked
+        # events now, so no rollup says a forgotten member's visit was a member's.
+        from storelens.cloud.analytics.rollups import settle
+
+        settle.recompute(db, {(r["store"], int(r["ts"] // 3600) * 3600) for r in rows})
+        # A swipe that never carried the member column still names the token in its payload.
+        deleted += db.execute(
+            "DELETE FROM events WHERE type = ? AND payload LIKE ?",
+            (CardSwipe.model_fields["type"].default, f"%{token}%"),
+        )
+    return deleted + len(rows)

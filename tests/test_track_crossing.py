@@ -1,0 +1,65 @@
+"""Association at close passes: direction consistency and confidence-scaled noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import supervision as sv
+
+from storelens.edge.crossing import CrossingTracker
+
+
+def dets(boxes: list[list[float]], conf: list[float]) -> sv.Detections:
+    return sv.Detections(
+        xyxy=np.array(boxes, np.float32),
+        confidence=np.array(conf, np.float32),
+        class_id=np.zeros(len(conf), int),
+    )
+
+
+def walker(tracker: CrossingTracker, frames: int = 6, speed: float = 4.0) -> None:
+    """One person walking right at ``speed`` px per frame, 30 fps timestamps."""
+    for i in range(frames):
+        tracker.update(dets([[100 + speed * i, 50, 140 + speed * i, 150]], [0.8]), timestamp=i / 30)
+
+
+def test_a_detection_behind_the_walker_ranks_below_one_ahead_at_equal_iou() -> None:
+    scores = {}
+    for weight in (0.0, 0.3):
+        tracker = CrossingTracker(direction_weight=weight, frame_rate=30.0)
+        walker(tracker)
+        track = tracker.tracks[0]
+        for t in tracker.tracks:
+            t.predict()
+        pred = np.array([track.get_state_bbox()])
+        shift = np.array([12.0, 0, 12.0, 0])  # > one step: the first box lies behind the last seen
+        candidates = np.stack([pred[0] - shift, pred[0] + shift])
+        iou = tracker.iou.base.compute(pred, candidates)
+        assert iou[0, 0] == pytest.approx(iou[0, 1], abs=1e-6)
+        scores[weight] = tracker.iou.compute(pred, candidates)[0]
+    assert scores[0.0][0] == pytest.approx(scores[0.0][1], abs=1e-6)  # IoU alone: a tie
+    assert scores[0.3][1] > scores[0.3][0] + 0.2  # walking on beats walking back
+
+
+def test_the_iou_gate_still_decides_what_may_match() -> None:
+    tracker = CrossingTracker(frame_rate=30.0, minimum_iou_threshold=0.3)
+    walker(tracker)
+    pred = np.array([tracker.tracks[0].get_state_bbox()])
+    far_ahead = pred + np.array([35.0, 0, 35.0, 0])  # IoU ~0.07, in the walking direction
+    assert tracker.iou.compute(pred, far_ahead)[0, 0] < 0.3
+
+
+def test_a_low_confidence_box_moves_the_track_less() -> None:
+    moved = {}
+    for conf in (0.95, 0.3):
+        tracker = CrossingTracker(frame_rate=30.0, direction_weight=0.0)
+        walker(tracker, speed=0.0)
+        off = [110, 50, 150, 150]  # the standing person's box, pulled 10 px by a passer-by
+        tracker.update(dets([off], [conf]), timestamp=6 / 30)
+        moved[conf] = float(tracker.tracks[0].get_state_bbox()[0]) - 100
+    assert 0 < moved[0.3] < moved[0.95]
+
+
+def test_a_negative_direction_weight_is_refused() -> None:
+    with pytest.raises(ValueError, match="direction_weight"):
+        CrossingTracker(direction_weight=-0.1)
