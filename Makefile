@@ -30,5 +30,11 @@ demo: install
 lint: install-dev
 	$(BIN)/ruff check .
 
+# One worker per core, at most 4 (tests also start brokers, servers and PostgreSQL pools).
+# A module runs whole in one worker: its module-scoped fixtures (a fresh venv, a pcscd) are
+# built once. Modules with slow tests go first (tests/conftest.py). `--dist loadgroup` would
+# split modules finer, but pytest 9.2 ignores its xdist_group marks (pytest-xdist #1386).
+PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadscope --no-loadscope-reorder
+
 test: install-dev lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)

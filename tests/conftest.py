@@ -223,6 +223,17 @@ def worker(chain: Any, broker: Broker) -> Iterator[Any]:
     w.stop()
 
 
+# -- parallel runs (`make test`: pytest-xdist, one worker per core, whole modules) -----------
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker, slow tests first: `--dist loadscope --no-loadscope-reorder` hands
+    out whole modules in the order of their first test, so the long modules start at once and
+    no long one starts last while the other worker idles. A serial run keeps file order."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Which suites skipped and why, one line per test file and reason (after pytest's own
     per-test lines), so a missing prerequisite (README, "Run the tests") is not silent."""

@@ -1,14 +1,14 @@
-"""`storelens demo --duration S`: the whole loop headless, from a fresh directory.
+"""`storelens demo`: how it stops and how it fails, from a fresh directory.
 
-Real processes: a private Mosquitto, the API with in-process ingest on SQLite, the edge agent
-on the sample video in real time with card swipes, and the web-shop webhook. Checks what the
-demo prints, that video events reached the cloud, a swiped member got recommendations, the
-online order became a ship-from-store task for the sample store, and nothing is left running.
+The whole loop (a private Mosquitto, the API with in-process ingest on SQLite, the edge agent
+on the sample video in real time with card swipes, the web-shop webhook; what the demo prints,
+every step of its summary, nothing left running) is checked once, on the full 90 s run from a
+clean `.[edge,cloud]` install (tests/test_demo_fresh_install.py); a 40 s run here from the
+dev install checked a subset of the same and was dropped as duplicate work.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,40 +17,6 @@ import time
 from pathlib import Path
 
 from conftest import free_port, wait_for
-
-
-def test_demo_headless_runs_the_whole_loop(tmp_path: Path) -> None:
-    workdir = tmp_path / "demo"
-    port = free_port()
-    proc = subprocess.run(
-        [sys.executable, "-c", "from storelens.cli import app; app()", "demo",
-         "--duration", "40", "--port", str(port), "--workdir", str(workdir), "--members", "200"],
-        capture_output=True, text=True, timeout=150, env=os.environ.copy(),
-    )  # fmt: skip
-    err = proc.stderr
-    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{err[-3000:]}"
-    # Headless: the banner and progress on stderr, stdout is the JSON summary alone.
-    assert f"http://127.0.0.1:{port}/ops" in err and "login: admin / " in err
-    assert f"http://127.0.0.1:{port}/pos#token=" in err
-    summary = json.loads(proc.stdout)
-    assert summary["failed_steps"] == [] and summary["errors"] == [], summary
-
-    assert summary["events_ingested"] >= 10, summary  # the video produced visits and zones
-    assert summary["zone_visits"] >= 1 and summary["footfall_in"] >= 1, summary
-    assert summary["dead_letters"] == 0, summary
-    assert summary["outbox_pending"] == 0 and summary["outbox_lost"] == 0, summary
-    # Every event the device got acknowledged is stored (status reports are not event rows).
-    assert summary["events_ingested"] <= summary["events_published"], summary
-    assert summary["swipes_sent"] >= 2 and summary["recommendations_served"] >= 1, summary
-    assert summary["offers_served"] >= 1 and summary["device_statuses"] >= 1, summary
-    assert summary["orders_placed"] == 1 and summary["fulfillment_tasks"] == 1, summary
-    assert summary["tasks_pushed"] >= 1, summary
-    assert "error:" not in err, err[-2000:]
-
-    # Everything it started has stopped: no broker or agent left on the demo's files.
-    ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
-    assert str(workdir) not in ps
-    assert (workdir / "credentials.json").stat().st_mode & 0o077 == 0
 
 
 def test_demo_stopped_with_sigterm_stops_everything_it_started(tmp_path: Path) -> None:

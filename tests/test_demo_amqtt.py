@@ -12,9 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import free_port
 
 
+@pytest.mark.slow
 def test_demo_headless_over_the_embedded_amqtt_broker(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     port = free_port()

@@ -29,7 +29,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import REPO, free_port
 
-pytestmark = pytest.mark.slow
+# The first test also waits for the install, which may take the pip timeout below on a busy
+# machine (it took 43 s on a quiet CI and over 300 s with 2 workers and 8 users on 2 cores).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 DEV_ONLY = ("pytest", "playwright", "ruff", "hypothesis", "schemathesis")
 
@@ -97,6 +99,7 @@ class RunningDemo:
     port: int
     lines: list[str]  # its stderr so far (banner, progress, errors)
     reader: threading.Thread
+    workdir: Path
 
     def wait_for(self, text: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -115,17 +118,18 @@ def demo(fresh) -> Iterator[RunningDemo]:
     """`storelens demo --duration 90` from the fresh install, running in the background."""
     checkout, bin_dir = fresh
     port = free_port()
+    workdir = checkout / "var" / "demo"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     proc = subprocess.Popen(
         [str(bin_dir / "storelens"), "demo", "--duration", "90", "--port", str(port),
-         "--workdir", str(checkout / "var" / "demo")],
+         "--workdir", str(workdir)],
         cwd=checkout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")))
     reader.start()
     try:
-        yield RunningDemo(proc, port, lines, reader)
+        yield RunningDemo(proc, port, lines, reader, workdir)
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -189,6 +193,7 @@ def test_ops_page_shows_the_live_store_while_the_demo_runs(
 
 
 def test_demo_headless_shows_its_whole_story(demo: RunningDemo) -> None:
+    """The suite's one full-length demo run (test_demo.py checks how it stops and fails)."""
     out, _ = demo.proc.communicate(timeout=400)
     demo.reader.join(10)
     err = "".join(demo.lines)
@@ -207,6 +212,12 @@ def test_demo_headless_shows_its_whole_story(demo: RunningDemo) -> None:
     assert summary["outbox_pending"] == 0, summary
     assert summary["events_ingested"] <= summary["events_published"], summary
     assert "error:" not in err and f"http://127.0.0.1:{demo.port}/ops" in err
+    # Headless: the banner and progress on stderr (stdout is the JSON above alone).
+    assert "login: admin / " in err and f"http://127.0.0.1:{demo.port}/pos#token=" in err
+    # Everything it started has stopped: no broker or agent left on the demo's files.
+    ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(demo.workdir) not in ps
+    assert (demo.workdir / "credentials.json").stat().st_mode & 0o077 == 0
 
 
 @pytest.mark.parametrize(

@@ -243,6 +243,7 @@ def cloud_db(tmp_path: Path) -> Iterator[tuple[str, Database]]:
 
 
 # -- faults ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("persistence", [True, False], ids=["persistent", "amnesic"])
 def test_broker_restart_during_ingest(
     tmp_path: Path, cloud_db: tuple[str, Database], persistence: bool
@@ -272,6 +273,7 @@ def test_broker_restart_during_ingest(
         broker.stop()
 
 
+@pytest.mark.slow
 def test_killed_worker_share_moves_to_the_other(
     tmp_path: Path, cloud_db: tuple[str, Database]
 ) -> None:
@@ -381,6 +383,7 @@ class PrivatePostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_postgres_restart_during_ingest(tmp_path: Path) -> None:
     pg = PrivatePostgres()
     broker = LocalBroker(tmp_path / "broker", persistence=True)
@@ -471,6 +474,7 @@ class MjpegCamera:
             self.server = None
 
 
+@pytest.mark.slow
 def test_camera_stream_cut(
     tmp_path: Path, cloud_db: tuple[str, Database], sample_video: Path
 ) -> None:

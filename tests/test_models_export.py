@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from storelens.cli import app
 
-pytestmark = pytest.mark.export
+pytestmark = [pytest.mark.export, pytest.mark.slow]  # the exports build torch models
 
 SIZE = 160  # input 160x160: 20x20 + 10x10 + 5x5 = 525 anchors
 ANCHORS = 525

@@ -63,6 +63,7 @@ def _history(db, chain, now: float) -> tuple[set[str], set[str], dict[str, str]]
     return regulars, occasionals, cards
 
 
+@pytest.mark.slow
 def test_refresh_scores_members_and_feeds_profile_pos_and_offers(db, monkeypatch) -> None:
     monkeypatch.setenv("STORELENS_PSEUDONYM_KEY", KEY_HEX)
     chain = build_chain(db)

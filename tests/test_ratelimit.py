@@ -79,7 +79,17 @@ def _app(tmp_path):  # noqa: ANN001, ANN202 - fixture-style helper
     return app, pos_token
 
 
-def test_login_is_rate_limited_in_the_api(tmp_path) -> None:  # noqa: ANN001
+def _frozen(monkeypatch, *limits: RateLimit) -> None:  # noqa: ANN001
+    """The API's limits on a clock that stands still: on a loaded machine the requests take
+    long enough for a bucket to refill (coupons: one every 2 s), and the counts drift."""
+    for limit in limits:
+        monkeypatch.setattr(limit, "clock", FakeClock())
+
+
+def test_login_is_rate_limited_in_the_api(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from storelens.cloud.ratelimit import LOGIN_LIMIT
+
+    _frozen(monkeypatch, LOGIN_LIMIT)
     app, _ = _app(tmp_path)
     with TestClient(app) as client:
         wrong = {"username": "ops", "password": "guess-guess"}
@@ -109,6 +119,9 @@ def _shop(tmp_path, monkeypatch):  # noqa: ANN001, ANN202 - fixture-style helper
 
 
 def test_coupon_guesses_are_limited_per_token_and_member_only(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from storelens.cloud.ratelimit import COUPON_LIMIT, MEMBER_LOOKUP_LIMIT
+
+    _frozen(monkeypatch, COUPON_LIMIT, MEMBER_LOOKUP_LIMIT)
     app, pos_token, other_token, ann = _shop(tmp_path, monkeypatch)
     till = {"Authorization": f"Bearer {pos_token}"}
     other = {"Authorization": f"Bearer {other_token}"}
