@@ -30,11 +30,11 @@ demo: install
 lint: install-dev
 	$(BIN)/ruff check .
 
-# One worker per core, at most 4 (tests also start brokers, servers and PostgreSQL pools).
-# A module runs whole in one worker: its module-scoped fixtures (a fresh venv, a pcscd) are
-# built once. Modules with slow tests go first (tests/conftest.py). `--dist loadgroup` would
-# split modules finer, but pytest 9.2 ignores its xdist_group marks (pytest-xdist #1386).
-PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadscope --no-loadscope-reorder
+# Serial by default. A parallel run (pytest-xdist, in the dev extra) is
+# `make test PYTEST_PARALLEL="-n 2 --dist loadscope"`; it is not the default because in CI on
+# 2026-12-02, with `--no-loadscope-reorder` and slow tests sorted first, xdist reported 858 of
+# 940 collected tests and no error: a run that silently drops tests cannot be the gate.
+PYTEST_PARALLEL ?=
 
 test: install-dev lint
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL)

@@ -87,7 +87,7 @@ def _frozen(monkeypatch, *limits: RateLimit) -> None:  # noqa: ANN001
 
 
 def test_login_is_rate_limited_in_the_api(tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    from storelens.cloud.ratelimit import LOGIN_LIMIT
+    from storelens.cloud.api.ratelimit import LOGIN_LIMIT
 
     _frozen(monkeypatch, LOGIN_LIMIT)
     app, _ = _app(tmp_path)
@@ -119,7 +119,7 @@ def _shop(tmp_path, monkeypatch):  # noqa: ANN001, ANN202 - fixture-style helper
 
 
 def test_coupon_guesses_are_limited_per_token_and_member_only(tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    from storelens.cloud.ratelimit import COUPON_LIMIT, MEMBER_LOOKUP_LIMIT
+    from storelens.cloud.api.ratelimit import COUPON_LIMIT, MEMBER_LOOKUP_LIMIT
 
     _frozen(monkeypatch, COUPON_LIMIT, MEMBER_LOOKUP_LIMIT)
     app, pos_token, other_token, ann = _shop(tmp_path, monkeypatch)
