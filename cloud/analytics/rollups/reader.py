@@ -126,17 +126,9 @@ class SqlRollups:
     def member_visits(self, scope: Any) -> list[dict[str, Any]]:
         """Per store and local day: finished ``visits``, ``member_visits``, distinct
         ``members``; ordered by day, then store."""
+        visits = self.ended_by_day(scope)
         bucket, bucket_params = scope.bucket(DAY_S)
         where, params = scope.where()
-        visits: dict[tuple[str, int], int] = defaultdict(int)
-        for r in self.db.query(
-            f"SELECT store, {bucket} AS b, SUM(n) AS visits FROM rollup_counts"
-            f" WHERE metric = 'visits_ended' AND {where}"
-            + _SETTLED.format(t="rollup_counts")
-            + " GROUP BY store, b",
-            bucket_params + params,
-        ):
-            visits[(r["store"], int(r["b"]))] += int(r["visits"])
         # Distinct members do not add up across hours: one row per (store, day, member).
         linked: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)
         for r in self.db.query(
@@ -146,18 +138,14 @@ class SqlRollups:
         ):
             per = linked[(r["store"], int(r["b"]))]
             per[r["member"]] = per.get(r["member"], 0) + int(r["visits"])
-        dirty = self._dirty(scope)
-        for (store, hour, metric), (n, _) in dirty.counts.items():
-            if metric == "visits_ended":
-                visits[(store, self._local(scope, store, hour, DAY_S))] += int(n)
-        for (store, hour, member), n in dirty.members.items():
+        for (store, hour, member), n in self._dirty(scope).members.items():
             per = linked[(store, self._local(scope, store, hour, DAY_S))]
             per[member] = per.get(member, 0) + n
         out = [
             {"store": store, "b": b, "visits": n,
              "member_visits": sum(linked.get((store, b), {}).values()),
              "members": len(linked.get((store, b), {}))}
-            for (store, b), n in visits.items() if n
+            for (store, b), n in visits.items()
         ]  # fmt: skip
         out.sort(key=lambda r: (r["b"], r["store"]))
         return out
