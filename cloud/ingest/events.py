@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
@@ -493,21 +494,18 @@ def claim_ids(db: Database, rows: Sequence[tuple]) -> tuple[list[tuple], int]:
     # The owner's own reuse of an ID with another time is a duplicate too (the key of
     # partitioned ``events`` is (id, ts), so it went in): keep the row stored first, which
     # is the earlier batch's, else the first of this batch.
+    own = [r for r in hits if r["own"]]
+    before = _stored_times(db, {str(r["id"]) for r in own} - fresh)
     kept: dict[str, float] = {}
     again: list[tuple] = []
-    for r in hits:
-        if not r["own"]:
-            continue
+    for r in own:
         key = str(r["id"])
-        if key in kept:
-            if kept[key] != r["ts"]:
-                again.append(rows[r["n"]])
-        elif key in fresh:
-            kept[key] = r["ts"]
-        else:  # owned before this batch: its stored row has another time if this one went in
-            kept[key] = _stored_ts(db, rows[r["n"]]) or r["ts"]
-            if kept[key] != r["ts"]:
-                again.append(rows[r["n"]])
+        if key not in kept:
+            # Owned before this batch: the row stored then is the one with another time, if
+            # this one went in beside it; else this batch's first row keeps the ID.
+            kept[key] = min((t for t in before.get(key, ()) if t != r["ts"]), default=r["ts"])
+        if kept[key] != r["ts"]:
+            again.append(rows[r["n"]])
     removed = 0
     for row in collided + again:  # rare: one statement each, pruned to the row's partition
         removed += db.execute(
@@ -517,12 +515,17 @@ def claim_ids(db: Database, rows: Sequence[tuple]) -> tuple[list[tuple], int]:
     return collided, removed
 
 
-def _stored_ts(db: Database, row: tuple) -> float | None:
-    """The time of the row stored under this event ID other than ``row``'s own, if any."""
-    ts = db.scalar(
-        "SELECT ts FROM events WHERE id = ? AND ts <> ? ORDER BY ts LIMIT 1", (row[0], row[_TS])
-    )
-    return None if ts is None else float(ts)
+def _stored_times(db: Database, ids: set[str]) -> dict[str, list[float]]:
+    """The times stored under each of ``ids`` in ``events`` (one query per 500 IDs, so a
+    redelivered batch does not cost a query per row)."""
+    times: dict[str, list[float]] = defaultdict(list)
+    ordered = sorted(ids)
+    for i in range(0, len(ordered), 500):
+        chunk = ordered[i : i + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for r in db.query(f"SELECT id, ts FROM events WHERE id IN ({marks})", chunk):
+            times[str(r["id"])].append(float(r["ts"]))
+    return times
 
 
 def dead_letter(
