@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -433,13 +433,10 @@ def id_collisions(db: Database, rows: Sequence[tuple]) -> list[tuple]:
     receipted); an ID that another device used first is a collision, dead-lettered so it is
     not lost silently. Only asked when an insert skipped rows, so the common batch pays
     nothing."""
-    owner: dict[str, tuple[str, str]] = {}
-    ids = sorted({str(r[0]) for r in rows})
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        marks = ", ".join("?" for _ in chunk)
-        for r in db.query(f"SELECT id, store, device FROM events WHERE id IN ({marks})", chunk):
-            owner[r["id"]] = (r["store"], r["device"])
+    owner = {
+        str(r["id"]): (r["store"], r["device"])
+        for r in _events_with_ids(db, "id, store, device", {str(r[0]) for r in rows})
+    }
     return [r for r in rows if owner.get(str(r[0]), (r[1], r[2])) != (r[1], r[2])]
 
 
@@ -519,13 +516,18 @@ def _stored_times(db: Database, ids: set[str]) -> dict[str, list[float]]:
     """The times stored under each of ``ids`` in ``events`` (one query per 500 IDs, so a
     redelivered batch does not cost a query per row)."""
     times: dict[str, list[float]] = defaultdict(list)
+    for r in _events_with_ids(db, "id, ts", ids):
+        times[str(r["id"])].append(float(r["ts"]))
+    return times
+
+
+def _events_with_ids(db: Database, columns: str, ids: set[str]) -> Iterator[dict[str, Any]]:
+    """``columns`` of the stored events with these IDs, asked 500 IDs at a time."""
     ordered = sorted(ids)
     for i in range(0, len(ordered), 500):
         chunk = ordered[i : i + 500]
         marks = ", ".join("?" for _ in chunk)
-        for r in db.query(f"SELECT id, ts FROM events WHERE id IN ({marks})", chunk):
-            times[str(r["id"])].append(float(r["ts"]))
-    return times
+        yield from db.query(f"SELECT {columns} FROM events WHERE id IN ({marks})", chunk)
 
 
 def dead_letter(
