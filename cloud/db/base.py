@@ -88,6 +88,7 @@ class Database(ABC):
     dialect: str
     MACROS: dict[str, str]
     BEGIN = "BEGIN"  # how a request's unit of work starts its transaction
+    MIGRATION_LOCK: str | None = None  # taken before a migration re-checks it is still due
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -299,6 +300,17 @@ class Database(ABC):
             if (m.component, m.version) in done:
                 continue
             with self.transaction():
+                # Two processes starting on one new database (two ingest workers, an API and a
+                # worker) both saw the migration missing: the first to hold the lock applies
+                # it, the other finds it applied. SQLite's transactions take the write lock up
+                # front; PostgreSQL takes MIGRATION_LOCK.
+                if self.MIGRATION_LOCK:
+                    self.execute(self.MIGRATION_LOCK)
+                if self.scalar(
+                    "SELECT count(*) FROM schema_migrations WHERE component = ? AND version = ?",
+                    (m.component, m.version),
+                ):
+                    continue
                 for statement in _split(m.script(self.dialect).format(**self.MACROS)):
                     self.execute(statement)
                 self.execute(

@@ -36,6 +36,7 @@ def _pg(sql: str) -> str:
 
 class PostgresDatabase(Database):
     dialect = "postgres"
+    MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(5308675)"  # one key for storelens schema work
     MACROS = {
         "ID": "BIGSERIAL PRIMARY KEY",
         "REAL": "DOUBLE PRECISION",
