@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,26 @@ import sqlite_utils
 from storelens.cloud.db.base import Database, DataError, IntegrityError, Row
 
 PAGE_SIZE = 16384
+WAL_SWITCH_WAIT_S = 30.0  # as long as the busy timeout a statement waits
+
+
+def _enable_wal(utils: sqlite_utils.Database) -> None:
+    """Switch a file to WAL, waiting out another process doing the same.
+
+    SQLite answers a journal-mode change with 'database is locked' at once, without calling the
+    busy handler, while another connection holds the file (two ingest workers starting on one
+    new database: one died at start-up in CI). So retry here until the other has switched."""
+    deadline = time.monotonic() + WAL_SWITCH_WAIT_S
+    delay = 0.01
+    while True:
+        try:
+            utils.enable_wal()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
 
 
 class SqliteDatabase(Database):
@@ -49,7 +70,7 @@ class SqliteDatabase(Database):
             # 20% cheaper (fewer page splits and WAL frames per row); fixed once tables exist.
             conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         if self.path != ":memory:":
-            utils.enable_wal()
+            _enable_wal(utils)
         conn.execute("PRAGMA synchronous=NORMAL")  # durable across app crashes under WAL
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
