@@ -153,6 +153,8 @@ def test_plan_api_and_half_life_change_keeps_scores(api) -> None:
     assert client.put(url, json=body, headers=shop).status_code == 403
     assert client.put(url, json=dict(body, extra=1), headers=admin).status_code == 422
     assert client.put(url, json=dict(body, id="p2"), headers=admin).status_code == 422
+    short = client.put(url, json=dict(body, half_life_days=0.5), headers=admin)
+    assert short.status_code == 422 and "half_life_days" in str(short.json())  # overflowed: 500
     coupon_on_unknown = dict(body, thresholds=[
         {"name": "c", "score": 5, "action": {"kind": "coupon", "template_id": "nope"}}
     ])  # fmt: skip

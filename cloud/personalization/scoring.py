@@ -7,7 +7,8 @@ every event, each (plan, member) row holds the score expressed at a fixed refere
 half_life)``. This is the same decayed total, but an award is one commutative
 ``acc = acc + delta`` UPDATE: concurrent ingest workers never lose an update, and events
 arriving out of order are counted exactly as if they had come in order. (Doubles hold 2^1000,
-i.e. ~80 years of 30-day half-lives past T0, before a rebase would be needed.) Changing a
+i.e. ~80 years of 30-day half-lives past T0, ~19 of the shortest allowed (7 days), before a
+rebase would be needed.) Changing a
 plan's half-life rescales its stored totals (`put_plan`), so scores stay continuous.
 
 Every active plan scores every member; the member's assigned plan (`scoring_plans.

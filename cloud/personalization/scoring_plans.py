@@ -137,7 +137,10 @@ class ScoringPlan(BaseModel):
     share: float = Field(
         1.0, gt=0, le=1000, description="Relative share of members assigned to this plan."
     )
-    half_life_days: float = Field(30, gt=0, le=3650, description="Points halve this often.")
+    # At least a week: totals are kept as 2^((t - 2024-01-01) / half-life) (scoring.py), which
+    # a double holds for 1,000 half-lives; a 1-day half-life overflowed in late 2026 (a PUT of
+    # a tiny half-life answered 500), a 7-day one lasts until about 2043.
+    half_life_days: float = Field(30, ge=7, le=3650, description="Points halve this often.")
     present_window_s: float = Field(
         900, gt=0, le=86400, description="An event this recent means the member is in store."
     )
