@@ -230,8 +230,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """In an xdist worker, slow tests first: `--dist loadscope --no-loadscope-reorder` hands
     out whole modules in the order of their first test, so the long modules start at once and
     no long one starts last while the other worker idles. A serial run keeps file order."""
+    _unique_node_ids(items)
     if hasattr(config, "workerinput"):
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+
+
+def _unique_node_ids(items: list[pytest.Item]) -> None:
+    """Every test has its own node ID, or the run stops. Under pytest 9, schemathesis's
+    per-operation items all carried `::test_no_server_errors`: pytest-xdist then ran and
+    reported one of the 83 without an error. Those items get their name (which holds the
+    operation) as their ID; any other duplicate fails the collection."""
+    for item in items:
+        head, _, last = item.nodeid.rpartition("::")
+        if "[" in item.name and "[" not in last:
+            item._id = type(item._id).parse(f"{head}::{item.name}")  # pytest 9's NodeId
+    seen: dict[str, int] = {}
+    for item in items:
+        seen[item.nodeid] = seen.get(item.nodeid, 0) + 1
+    duplicates = sorted(n for n, count in seen.items() if count > 1)
+    if duplicates:
+        raise pytest.UsageError(f"tests share a node ID (xdist would drop some): {duplicates[:5]}")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
