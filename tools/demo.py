@@ -32,6 +32,8 @@ import typer
 SAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "firmware_config" / "sample.yaml"
 STORE, DEVICE, CAMERA = "sample-store", "sample-edge", "plaza"
 READER_ZONE = "west_walk"  # the card reader stands at the entrance walk
+READER_WAIT_S = 30.0  # how long a swipe waits for the agent's reader to open
+HTTP_TIMEOUT_S = 30.0  # a POS call on a loaded machine (the CI runner's 2 cores) may be slow
 SWIPE_EVERY_S = 15.0
 ORDER_AFTER_S = 20.0
 INSTORE_DAYS = 28
@@ -196,7 +198,7 @@ class Demo:
     def _client(self) -> Any:
         import httpx
 
-        return httpx.Client(base_url=self.base, timeout=10)
+        return httpx.Client(base_url=self.base, timeout=HTTP_TIMEOUT_S)
 
     def _swipes(self) -> None:
         """Members walk in and swipe their card at the entrance reader."""
@@ -206,12 +208,20 @@ class Demo:
         i = 0  # the first swipe at 8 s, then every SWIPE_EVERY_S (demo_story's schedule)
         while not self.stop.wait(SWIPE_EVERY_S if i else 8.0):
             card = cards[i % len(cards)]
-            try:
-                with socket.create_connection(("127.0.0.1", self.reader_port), timeout=3) as s:
-                    s.sendall(card.encode() + b"\n")
-                self.stats.swipes_sent += 1
-            except OSError as exc:
-                self._error(f"card reader not reachable: {exc}")
+            # The agent opens its reader port once its model has loaded, which on a busy
+            # machine can be after the first swipe is due: a member waits at a reader that is
+            # still starting rather than walking off (the demo counted an error).
+            deadline = time.monotonic() + READER_WAIT_S
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", self.reader_port), 3) as s:
+                        s.sendall(card.encode() + b"\n")
+                    self.stats.swipes_sent += 1
+                    break
+                except OSError as exc:
+                    if time.monotonic() > deadline or self.stop.wait(0.5):
+                        self._error(f"card reader not reachable: {exc}")
+                        break
             i += 1
             self._serve_recommendations(card)
 
