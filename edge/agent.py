@@ -30,12 +30,12 @@ from pathlib import Path
 
 from storelens.contract.commands import OptOutList
 from storelens.contract.events import CameraStatus, DeviceStatus
-from storelens.edge.camera_feed import CameraFeed
 from storelens.edge.cards import CardReader, Swipe, build_reader
 from storelens.edge.config import DeviceConfig
-from storelens.edge.fusion import CardFusion, OptOutRegistry
+from storelens.edge.fusion.store_visits import FusedView
+from storelens.edge.fusion.swipes import CardFusion, OptOutRegistry
 from storelens.edge.outbox import Outbox
-from storelens.edge.store_visits import FusedView
+from storelens.edge.sources.camera_feed import CameraFeed
 from storelens.pseudonym import PseudonymKey, load_key
 
 log = logging.getLogger(__name__)
@@ -128,13 +128,13 @@ class Agent:
                 self._detector = Detector.from_config(m)
             except Exception as exc:
                 raise AgentError(f"model: {exc}") from None
+        from storelens.edge.camera.pipeline import CameraPipeline
         from storelens.edge.detect.stride import DetectStride
-        from storelens.edge.pipeline import CameraPipeline
 
         attire = bool(self.config.privacy and self.config.privacy.attire)
         next_seq = self.outbox.next_seq
         if self.config.store_visits is not None:
-            from storelens.edge.store_visits import StoreVisits
+            from storelens.edge.fusion.store_visits import StoreVisits
 
             self.store_visits = StoreVisits(self.config, self.outbox.next_seq)
             next_seq = itertools.count().__next__  # the fusion renumbers every event
@@ -152,7 +152,7 @@ class Agent:
             )
             self.feeds.append(CameraFeed(cam, self._ready, max_frames=self.max_frames))
             if cam.motion_gate:
-                from storelens.edge.motion import MotionGate
+                from storelens.edge.detect.motion import MotionGate
 
                 self._gates[cam.id] = MotionGate()
         if self.key is not None:

@@ -33,11 +33,11 @@ def analyze(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from storelens.assets import AssetError
-    from storelens.edge.analyze import analyze as run_analysis
-    from storelens.edge.analyze import print_summary
     from storelens.edge.config import ConfigError, load_config
     from storelens.edge.detect import DetectorError
-    from storelens.edge.sources import SourceError
+    from storelens.edge.offline.analyze import analyze as run_analysis
+    from storelens.edge.offline.analyze import print_summary
+    from storelens.edge.sources.frames import SourceError
 
     console = Console(stderr=True)
     try:
@@ -199,7 +199,7 @@ def split_cameras(
     import yaml
 
     from storelens.edge.config import ConfigError, load_config, parse_config
-    from storelens.edge.split_cameras import HEADER, split
+    from storelens.edge.offline.split_cameras import HEADER, split
 
     try:
         crops = dict(_crop_option(c) for c in crop)

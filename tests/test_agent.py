@@ -21,12 +21,12 @@ from conftest import free_port, write_moving_box_clip
 from storelens.contract import parse_envelope
 from storelens.contract.commands import OptOutList
 from storelens.edge.agent import Agent
-from storelens.edge.camera_feed import CameraFeed
 from storelens.edge.cards import Swipe
 from storelens.edge.config import CameraConfig, parse_config
 from storelens.edge.detect import Detections
 from storelens.edge.outbox import Outbox
 from storelens.edge.publish import Publisher
+from storelens.edge.sources.camera_feed import CameraFeed
 from storelens.pseudonym import generate_key_file
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from storelens.cli import app
 from storelens.contract.events import EVENT_TYPES
-from storelens.edge.analyze import analyze, camera_for
 from storelens.edge.config import load_config
+from storelens.edge.offline.analyze import analyze, camera_for
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CONFIG = REPO / "firmware_config" / "sample.yaml"

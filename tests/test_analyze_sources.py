@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from storelens.edge.config import CameraConfig
-from storelens.edge.sources import FrameSource, SourceError, open_source
+from storelens.edge.sources.frames import FrameSource, SourceError, open_source
 
 START = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 

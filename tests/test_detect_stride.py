@@ -13,11 +13,11 @@ from conftest import write_moving_box_clip
 from pydantic import ValidationError
 
 from storelens.contract.events import LineCrossing, VisitEnded, VisitStarted, ZoneVisit
+from storelens.edge.camera.pipeline import CameraPipeline
 from storelens.edge.config import CameraConfig, TrackerConfig, parse_config
 from storelens.edge.detect import Detections
 from storelens.edge.detect.stride import DetectStride
-from storelens.edge.pipeline import CameraPipeline
-from storelens.edge.track import PersonTracker
+from storelens.edge.track.tracker import PersonTracker
 from tests.test_track_pipeline import FPS, T0, camera, person_at
 
 
@@ -191,7 +191,7 @@ def test_agent_detects_only_on_each_cameras_stride(tmp_path: Path, clip: Path) -
 
 
 def test_strided_tracker_widens_its_iou_gate() -> None:
-    from storelens.edge.track import for_stride
+    from storelens.edge.track.tracker import for_stride
 
     base = TrackerConfig(match_iou=0.2)
     assert for_stride(base, 1) is base

@@ -12,7 +12,7 @@ import pytest
 from storelens.contract.commands import OptOutList
 from storelens.edge.cards.reader import Swipe
 from storelens.edge.config import TcpReader
-from storelens.edge.fusion import CardFusion, OptOutRegistry, _centroid
+from storelens.edge.fusion.swipes import CardFusion, OptOutRegistry, _centroid
 
 TOKEN = "ab" * 32
 OTHER = "cd" * 32

@@ -104,6 +104,21 @@ def test_bottom_layer_imports_no_side() -> None:
     assert violations(bottom_files(), SIDES) == []
 
 
+OFFLINE = ("storelens.edge.offline",)
+
+
+def test_live_edge_never_imports_offline_tools() -> None:
+    # Analysis, annotation and MOT output are for recorded video; the agent's pipeline runs
+    # without them. Only the command line (`storelens analyze`, `split-cameras`) reaches them.
+    live = [
+        (path, module)
+        for path, module in package_files(storelens.edge)
+        if not module.startswith(OFFLINE) and module != "storelens.edge.cli"
+    ]
+    assert "storelens.edge.agent" in {module for _, module in live}
+    assert violations(live, OFFLINE) == []
+
+
 def test_product_cli_modules_are_scanned() -> None:
     # The product CLIs are where tooling crept in before; make sure the walk reaches them.
     scanned = {m for side in PRODUCT.values() for _, m in side()}

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from storelens.edge.mot import MotWriter, mot_row
-from storelens.edge.track import TrackedPerson
+from storelens.edge.offline.mot import MotWriter, mot_row
+from storelens.edge.track.tracker import TrackedPerson
 
 
 def person(track_id: int, xyxy: tuple[float, float, float, float], conf: float = 0.875):

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from storelens.contract.events import CardSwipe
+from storelens.edge.camera.pipeline import CameraPipeline
 from storelens.edge.cards.reader import CardReader, Swipe
 from storelens.edge.config import CameraConfig, TrackerConfig
 from storelens.edge.detect import Detections
-from storelens.edge.pipeline import CameraPipeline
 from storelens.pseudonym import PseudonymKey
 
 KEY = PseudonymKey("k1", b"0123456789abcdef0123456789abcdef")

@@ -14,10 +14,10 @@ import pytest
 from conftest import Broker
 from test_agent_e2e import Collector
 
-from storelens.edge import appearance
 from storelens.edge.agent import Agent
 from storelens.edge.config import parse_config
 from storelens.edge.outbox import Outbox
+from storelens.edge.track import appearance
 
 pytestmark = pytest.mark.slow
 FRAMES = 80

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from storelens.edge import appearance, reassociate
 from storelens.edge.config import TrackerConfig
 from storelens.edge.detect import Detections
-from storelens.edge.track import PersonTracker
+from storelens.edge.track import appearance, reassociate
+from storelens.edge.track.tracker import PersonTracker
 
 FPS = 10.0
 W, H = 640, 480

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from storelens.contract.events import OccupancySnapshot, ZoneVisit
+from storelens.edge.camera.pipeline import CameraPipeline
 from storelens.edge.config import CameraConfig, ConfigError, TrackerConfig, parse_config
 from storelens.edge.detect import Detections
-from storelens.edge.pipeline import CameraPipeline
 
 FPS = 10.0
 T0 = datetime(2026, 3, 2, 10, 0, 0, tzinfo=UTC)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from storelens.contract.events import OccupancySnapshot, VisitEnded, ZoneVisit
+from storelens.edge.camera.pipeline import CameraPipeline
 from storelens.edge.cards.reader import CardReader, Swipe
 from storelens.edge.config import (
     CameraConfig,
@@ -23,8 +24,7 @@ from storelens.edge.config import (
     parse_config,
 )
 from storelens.edge.detect import Detections
-from storelens.edge.fusion import CardFusion, OptOutRegistry
-from storelens.edge.pipeline import CameraPipeline
+from storelens.edge.fusion.swipes import CardFusion, OptOutRegistry
 from storelens.pseudonym import PseudonymKey
 
 KEY = PseudonymKey("k1", b"0123456789abcdef0123456789abcdef")

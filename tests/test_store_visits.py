@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from storelens.contract.events import EVENT_TYPES, CardSwipe, VisitEnded, VisitStarted, ZoneVisit
+from storelens.edge.camera.pipeline import CameraPipeline
 from storelens.edge.config import ConfigError, parse_config
 from storelens.edge.detect import Detections
-from storelens.edge.pipeline import CameraPipeline
-from storelens.edge.store_visits import StoreVisits
+from storelens.edge.fusion.store_visits import StoreVisits
 
 FPS = 10.0
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)

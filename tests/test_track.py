@@ -7,7 +7,7 @@ import pytest
 
 from storelens.edge.config import TrackerConfig
 from storelens.edge.detect import Detections
-from storelens.edge.track import PersonTracker, StaticObjects, confirm_frames
+from storelens.edge.track.tracker import PersonTracker, StaticObjects, confirm_frames
 
 FPS = 10.0
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from storelens.cli import app
 from storelens.edge.detect import Detections
-from storelens.edge.track import PersonTracker, TrackedPerson
+from storelens.edge.track.tracker import PersonTracker, TrackedPerson
 from storelens.tools.bench import tracking as track_bench
 from storelens.tools.bench.tracking import Scene, run_track_bench, simulate
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from storelens.edge.crossing import CrossingTracker
+from storelens.edge.track.crossing import CrossingTracker
 
 
 def dets(boxes: list[list[float]], conf: list[float]) -> sv.Detections:

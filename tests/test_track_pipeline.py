@@ -17,9 +17,9 @@ from storelens.contract.events import (
     VisitStarted,
     ZoneVisit,
 )
+from storelens.edge.camera.pipeline import CameraPipeline
 from storelens.edge.config import CameraConfig, TrackerConfig
 from storelens.edge.detect import Detections
-from storelens.edge.pipeline import CameraPipeline
 
 FPS = 10.0
 T0 = datetime(2026, 3, 2, 10, 0, 0, tzinfo=UTC)
@@ -199,7 +199,7 @@ def test_every_colour_name_the_device_makes_is_in_the_contract() -> None:
     import numpy as np
 
     from storelens.contract.events import AttireColour
-    from storelens.edge.attire import colour_name
+    from storelens.edge.track.attire import colour_name
 
     levels = np.arange(0, 256, 15, dtype=np.uint8)
     b, g, r = np.meshgrid(levels, levels, levels, indexing="ij")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from storelens.edge.config import load_config, parse_config
-from storelens.edge.split_cameras import HEADER, split
+from storelens.edge.offline.split_cameras import HEADER, split
 from storelens.tools.bench.two_cameras import TOLERANCE, run
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -206,7 +206,7 @@ def _bench_tracking_video(
     from storelens.assets import AssetError
     from storelens.edge.config import ConfigError, load_config
     from storelens.edge.detect import DetectorError
-    from storelens.edge.sources import SourceError
+    from storelens.edge.sources.frames import SourceError
     from storelens.tools.bench.cameras import DEFAULT_CONFIG
     from storelens.tools.bench.tracking import TrackBenchError
     from storelens.tools.bench.tracking_video import run_video_bench

@@ -24,7 +24,7 @@ Identifier = Annotated[
 ]
 Token = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256 pseudonym, hex")]
 Seconds = Annotated[float, Field(ge=0)]
-# Every colour name `storelens.edge.attire.colour_name` can produce, and nothing else.
+# Every colour name `storelens.edge.track.attire.colour_name` can produce, and nothing else.
 AttireColour = Literal[
     "black", "white", "grey", "brown", "pink", "red", "orange", "yellow", "green", "blue",
     "purple",

@@ -21,12 +21,12 @@ from datetime import datetime
 
 import numpy as np
 
-from storelens.edge.analyze import camera_for
+from storelens.edge.camera.pipeline import CameraPipeline
 from storelens.edge.config import CameraConfig, DeviceConfig
 from storelens.edge.detect import Detections, Detector
-from storelens.edge.motion import MotionGate
-from storelens.edge.pipeline import CameraPipeline
-from storelens.edge.sources import FrameSource
+from storelens.edge.detect.motion import MotionGate
+from storelens.edge.offline.analyze import camera_for
+from storelens.edge.sources.frames import FrameSource
 
 CHUNK = 25  # frames per turn: about a second of work, short against changes in load
 

@@ -32,7 +32,7 @@ import supervision as sv
 from storelens.edge.config import TrackerConfig
 from storelens.edge.detect import Detections
 from storelens.edge.detect.stride import DetectStride
-from storelens.edge.track import PersonTracker, TrackedPerson, for_stride
+from storelens.edge.track.tracker import PersonTracker, TrackedPerson, for_stride
 
 MATCH_IOU = 0.5  # a hypothesis matches a true box at IoU >= this (motmetrics max_iou 0.5)
 METRICS = {

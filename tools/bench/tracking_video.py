@@ -29,13 +29,13 @@ import supervision as sv
 
 from storelens.assets import resolve
 from storelens.contract.events import VisitStarted
-from storelens.edge.analyze import MOT_FILL_GAP_S, MotRecorder, camera_for
+from storelens.edge.camera.pipeline import CameraPipeline
 from storelens.edge.config import DeviceConfig
 from storelens.edge.detect import Detections, Detector
 from storelens.edge.detect.stride import DetectStride
-from storelens.edge.mot import MotWriter
-from storelens.edge.pipeline import CameraPipeline
-from storelens.edge.sources import FrameSource
+from storelens.edge.offline.analyze import MOT_FILL_GAP_S, MotRecorder, camera_for
+from storelens.edge.offline.mot import MotWriter
+from storelens.edge.sources.frames import FrameSource
 from storelens.tools.bench.tracking import TrackBenchError
 
 MATCH_IOU = 0.5

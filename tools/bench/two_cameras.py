@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from storelens.edge.config import DeviceConfig
-from storelens.edge.store_analysis import StoreSummary, analyze_store
+from storelens.edge.offline.store_analysis import StoreSummary, analyze_store
 
 TOLERANCE = {
     "visits_rel": 0.15,  # visits within 15 % of the single camera's
@@ -103,9 +103,7 @@ def judge(one: StoreSummary, two: StoreSummary) -> dict[str, Any]:
     return {"paths": paths, "checks": checks, "equivalent": all(checks.values())}
 
 
-def live_like(
-    split: DeviceConfig, camera_fps: Mapping[str, float] | None = None
-) -> DeviceConfig:
+def live_like(split: DeviceConfig, camera_fps: Mapping[str, float] | None = None) -> DeviceConfig:
     """The split store with some cameras playing at a lower frame rate (as live cameras of
     different models do); unknown cameras are an error."""
     rates = dict(camera_fps or {})

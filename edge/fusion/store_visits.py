@@ -57,10 +57,10 @@ from storelens.contract.events import (
     VisitStarted,
     ZoneVisit,
 )
-from storelens.edge import appearance
 from storelens.edge.config import DeviceConfig, HandoffConfig, StoreVisitsConfig
 from storelens.edge.scene import FloorPath, FloorPlan
 from storelens.edge.scene.zones import as_polygon, in_polygon
+from storelens.edge.track import appearance
 
 SAME_MOMENT_S = 0.15  # sightings of two cameras this close in time are simultaneous
 INTERPOLATE_GAP_S = 0.6  # a camera's position between two sightings at most this far apart

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from storelens.edge.track import TrackedPerson
+from storelens.edge.track.tracker import TrackedPerson
 
 
 def mot_row(frame: int, person: TrackedPerson) -> str:

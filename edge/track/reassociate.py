@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from storelens.edge import appearance
+from storelens.edge.track import appearance
 
 GATE_H = 0.5  # feet within this many box heights of where the lost person should be ...
 GATE_H_PER_S = 0.5  # ... plus this many per second lost (a walker covers ~0.7 a second)

@@ -16,11 +16,11 @@ import supervision as sv
 from trackers import OCSORTTracker
 from trackers.utils.state_representations import XYXYStateEstimator
 
-from storelens.edge import appearance, reassociate
 from storelens.edge.config import TrackerConfig
-from storelens.edge.crossing import CrossingTracker
 from storelens.edge.detect import Detections
-from storelens.edge.static_objects import StaticObjects, box_iou
+from storelens.edge.track import appearance, reassociate
+from storelens.edge.track.crossing import CrossingTracker
+from storelens.edge.track.static_objects import StaticObjects, box_iou
 
 PENDING_MAX = 100  # sightings kept per track awaiting motion confirmation
 # Between detections (detection stride) people move on at their recent velocity for at most

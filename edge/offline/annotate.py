@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from storelens.edge.config import CameraConfig
-from storelens.edge.track import TrackedPerson
+from storelens.edge.track.tracker import TrackedPerson
 
 TRAIL = 40  # frames of path shown behind each person
 _ZONE = (60, 200, 60)

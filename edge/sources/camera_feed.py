@@ -61,7 +61,7 @@ class CameraFeed(threading.Thread):
     def _open(self):
         if self._opener is not None:
             return self._opener(self.camera)
-        from storelens.edge.sources import open_source
+        from storelens.edge.sources.frames import open_source
 
         return open_source(self.camera)
 

@@ -21,10 +21,10 @@ from storelens.contract.events import (
     VisitStarted,
     ZoneVisit,
 )
-from storelens.edge.attire import AttireVotes, attire_of
-from storelens.edge.camera_stats import CameraStats
+from storelens.edge.camera.stats import CameraStats
 from storelens.edge.config import CameraConfig, TrackerConfig
 from storelens.edge.detect import Detections
+from storelens.edge.fusion.store_visits import Sighting
 from storelens.edge.scene import (
     CountingLine,
     FloorPath,
@@ -37,8 +37,8 @@ from storelens.edge.scene import (
 )
 from storelens.edge.scene.checkout import TillTimer
 from storelens.edge.scene.zones import Presence, as_polygon, in_polygon
-from storelens.edge.store_visits import Sighting
-from storelens.edge.track import PersonTracker, TrackedPerson, for_stride
+from storelens.edge.track.attire import AttireVotes, attire_of
+from storelens.edge.track.tracker import PersonTracker, TrackedPerson, for_stride
 
 PipelineEvent = VisitStarted | VisitEnded | ZoneVisit | LineCrossing | OccupancySnapshot
 DEFAULT_FPS = 10.0  # when neither the caller nor the config knows the source rate
@@ -186,7 +186,7 @@ class CameraPipeline:
 
     def sightings(self) -> list[Sighting]:
         """People placed on the last processed frame (detected or predicted), for fusing the
-        store's cameras on the floor (`storelens.edge.store_visits`)."""
+        store's cameras on the floor (`storelens.edge.fusion.store_visits`)."""
         return [
             Sighting(v.visit_id, v.anchor, v.box)
             for v in self._visits.values()

@@ -12,14 +12,14 @@ from datetime import datetime
 from pathlib import Path
 
 from storelens.contract.events import LineCrossing, VisitStarted, ZoneVisit
-from storelens.edge.annotate import VideoAnnotator
+from storelens.edge.camera.pipeline import CameraPipeline, PipelineEvent
 from storelens.edge.config import CameraConfig, DeviceConfig
 from storelens.edge.detect import Detections, Detector
+from storelens.edge.detect.motion import MotionGate
 from storelens.edge.detect.stride import DetectStride
-from storelens.edge.mot import MotWriter
-from storelens.edge.motion import MotionGate
-from storelens.edge.pipeline import CameraPipeline, PipelineEvent
-from storelens.edge.sources import FrameSource
+from storelens.edge.offline.annotate import VideoAnnotator
+from storelens.edge.offline.mot import MotWriter
+from storelens.edge.sources.frames import FrameSource
 
 MOT_HISTORY = 256  # frames back that late-confirmed sightings can still be written to
 MOT_FILL_GAP_S = 1.0  # interpolate a track's boxes across detector gaps up to this long

@@ -19,12 +19,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from storelens.contract.events import LineCrossing, VisitEnded, VisitStarted, ZoneVisit
+from storelens.edge.camera.pipeline import CameraPipeline
 from storelens.edge.config import DeviceConfig
 from storelens.edge.detect import Detector
 from storelens.edge.detect.stride import DetectStride
-from storelens.edge.pipeline import CameraPipeline
-from storelens.edge.sources import FrameSource, open_source
-from storelens.edge.store_visits import StoreVisits
+from storelens.edge.fusion.store_visits import StoreVisits
+from storelens.edge.sources.frames import FrameSource, open_source
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Stage 5, fusion: card swipes onto visits, and one store-wide visit across cameras."""

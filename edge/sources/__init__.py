@@ -1,0 +1,1 @@
+"""Stage 1, frame sources: files, RTSP, USB cameras, and the agent's per-camera feed thread."""

@@ -1,0 +1,1 @@
+"""Stage 3, tracking: detections to person tracks (IoU and appearance), crossings, attire."""
