@@ -13,7 +13,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, time
 from typing import Any
 
-from storelens.cloud.analytics.rollups import aggregate
+from storelens.cloud.analytics.rollups import aggregate, chain
 from storelens.cloud.db import Database
 
 DAY_S = 86_400
@@ -208,23 +208,74 @@ class SqlRollups:
             out += [(store, day, entry) for entry in entries]
         return out
 
+    def _summed(self, kind: str, scope: Any) -> list[Any]:
+        """The ``kind`` values of a scope summed over stores: a chain-wide, whole-day scope
+        reads the day rows of its time zones (`chain`), and per store only the group-days
+        not built or dirty; any other scope reads per store."""
+        plan = chain.plan(self.db, scope, (kind,))
+        if plan is None:
+            return self._maps(kind, scope)
+        values = list(plan.values.get(kind, []))
+        for sub in plan.rest:
+            values += self._maps(kind, sub)
+        return values
+
     def dwell(self, scope: Any) -> dict[str, aggregate.DwellHistogram]:
         """zone -> visits per whole second of dwell, with the total and extremes."""
-        return aggregate.sum_dwell(self._maps("dwell", scope))
+        return aggregate.sum_dwell(self._summed("dwell", scope))
 
     def flows(self, scope: Any) -> dict[str, int]:
         """``from<FLOW_SEP>to`` -> moves."""
         merged: dict[str, int] = {}
-        for value in self._maps("flows", scope):
+        for value in self._summed("flows", scope):
             aggregate.merge_counter(merged, value)
         return merged
 
     def paths(self, scope: Any) -> dict[str, int]:
         """Zone sequence (joined by ``PATH_SEP``) -> visits."""
         merged: dict[str, int] = {}
-        for value in self._maps("paths", scope):
+        for value in self._summed("paths", scope):
             aggregate.merge_counter(merged, value)
         return merged
+
+    def totals(self, scope: Any, seconds: int) -> dict[int, dict[str, int]]:
+        """Local bucket of ``seconds`` -> entrances, visits and visitors summed over the
+        scope's stores, with footfall's door rule (a store's visitors are its entrances
+        when it counted any in the period, else its visits)."""
+        plan = chain.plan(self.db, scope, ("counts",))
+        rows: list[dict[str, Any]] = []
+        if plan is None:
+            rows = self.counts(scope, seconds)
+            days: list[Any] = []
+        else:
+            days = plan.values.get("counts", [])
+            for sub in plan.rest:
+                rows += self.counts(sub, seconds)
+        door = {r["store"] for r in rows if r["entrances"]}
+        for value in days:
+            door.update(value["door"])
+        out: dict[int, dict[str, int]] = {}
+
+        def add(b: int, entrances: int, visits: int) -> dict[str, int]:
+            cell = out.setdefault(b, {"entrances": 0, "visits": 0, "visitors": 0})
+            cell["entrances"] += entrances
+            cell["visits"] += visits
+            cell["visitors"] += entrances
+            return cell
+
+        for r in rows:
+            cell = add(int(r["b"]), int(r["entrances"]), int(r["visits"]))
+            if r["store"] not in door:
+                cell["visitors"] += int(r["visits"])
+        for value in days:
+            day = value["d"]
+            for h, e, v in value["h"]:
+                add((day + h * HOUR_S) // seconds * seconds, e, v)
+            for store, hours in value["doorless"].items():
+                if store not in door:
+                    for h, v in hours:
+                        out[(day + h * HOUR_S) // seconds * seconds]["visitors"] += v
+        return out
 
     def heat(self, scope: Any, store: str) -> aggregate.Heat:
         """[samples, [[cx, cy, seconds], ...]] of one store's floor (0.5 m cells)."""

@@ -1,0 +1,256 @@
+"""Chain rollups: per-store hour rollups pre-summed over the stores of a time zone, per day.
+
+A chain-wide view without an hour filter (the ops dashboard's default) would otherwise read
+one rollup row per store and hour, so its cost grew with the chain. ``rollup_days`` holds,
+per *group* (the stores sharing one IANA time zone: ``grp`` is its name), UTC offset and
+local day (``ts``, the local day's start as a local epoch), the sum over the group's stores
+of their hour rollups: ``dwell`` (packed, as `aggregate.pack_dwell`), ``flows``, ``paths``
+and ``counts`` (per local hour entrances, visits; which stores had entrances that day and
+the visits of those that had none, for footfall's door rule). A chain view then reads
+time zones x days rows, whatever the number of stores.
+
+Exactness: a chart shifts a store's events by one offset for the whole period (the offset
+at its middle), so a day row is kept for every offset its zone takes within half a year of
+that day (winter and summer time): the row of the scope's offset is the sum of exactly the
+per-store rows the store-level read would take. Distinct counts (members, try-on visits)
+do not add up across stores and stay per store and visit.
+
+Maintenance: the rows are a pure function of the per-store rollups. Whenever `sql.write_hours`
+replaces a store's hours (settle, forget-me, rebuild), the days they fall in are recomputed
+in the same transaction from the per-store rows of that day (`refresh`): exactly once, and
+nothing personal (no member or visit appears in any day row). A day row is read only when no
+hour of its group and day is dirty and its ``counts`` row exists (the day's "built" mark);
+otherwise that group and day is read per store as before. A store moved to another time zone
+needs `storelens cloud rollups rebuild` (its older day rows are in its former group).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+
+from storelens.cloud.analytics.rollups import aggregate
+from storelens.cloud.db import Database
+
+DAY_S = 86_400
+HOUR_S = aggregate.HOUR_S
+KINDS = ("dwell", "flows", "paths")  # summed from rollup_maps; "counts" from rollup_counts
+UNKNOWN = "?"  # the group of events whose store is not in ``stores`` (no zone is named so)
+
+
+def _day_date(local_day: int) -> date:
+    return date(1970, 1, 1) + timedelta(days=local_day // DAY_S)
+
+
+def zone_offsets(tz: str | None, around: date) -> set[int]:
+    """The UTC offsets (seconds) a zone has within half a year of ``around``: what a
+    scope of up to a year containing that day may shift its stores by."""
+    if not tz:
+        return {0}
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        return {0}
+    out = set()
+    for k in range(-13, 14):
+        moment = datetime.combine(around + timedelta(days=14 * k), datetime.min.time(), zone)
+        out.add(int(moment.replace(hour=12).utcoffset().total_seconds()))  # type: ignore[union-attr]
+    return out
+
+
+def store_groups(db: Database) -> dict[str, str]:
+    """store -> its group (time zone name, ``""`` for none)."""
+    return {r["id"]: r["timezone"] or "" for r in db.query("SELECT id, timezone FROM stores")}
+
+
+# -- writing ---------------------------------------------------------------------------
+def affected(
+    hours: Iterable[tuple[str, int]], groups: dict[str, str]
+) -> dict[tuple[int, int], set[str]]:
+    """(offset, local day) -> groups whose day rows the store hour buckets fall in."""
+    out: dict[tuple[int, int], set[str]] = defaultdict(set)
+    cache: dict[tuple[str, int], set[int]] = {}
+    for store, hour in hours:
+        group = groups.get(store, UNKNOWN)
+        week = hour // (7 * DAY_S)
+        offsets = cache.get((group, week))
+        if offsets is None:
+            around = _day_date(hour)
+            offsets = cache[(group, week)] = zone_offsets(group or None, around)
+        for o in offsets:
+            out[(o, (hour + o) // DAY_S * DAY_S)].add(group)
+    return out
+
+
+def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
+    """Recompute, in the caller's transaction, the day rows the store hours fall in, from
+    the per-store rows (which the caller has just written)."""
+    from storelens.cloud.analytics.rollups.sql import decode, encode
+
+    groups = store_groups(db)
+    for (offset, day), wanted in sorted(affected(hours, groups).items()):
+        lo, hi = day - offset, day - offset + DAY_S
+        per_group: dict[str, dict[str, Any]] = {g: _empty() for g in wanted}
+        for r in db.query(
+            "SELECT store, ts, metric, n FROM rollup_counts WHERE ts >= ? AND ts < ?"
+            " AND metric IN ('entrances', 'visits')",
+            (lo, hi),
+        ):
+            acc = per_group.get(groups.get(r["store"], UNKNOWN))
+            if acc is not None:
+                h = (int(r["ts"]) - lo) // HOUR_S
+                cell = acc["counts"].setdefault(r["store"], {}).setdefault(h, [0, 0])
+                cell[0 if r["metric"] == "entrances" else 1] += int(r["n"])
+        for r in db.query(
+            f"SELECT store, kind, data FROM rollup_maps WHERE ts >= ? AND ts < ?"
+            f" AND kind IN ({', '.join('?' for _ in KINDS)})",
+            (lo, hi, *KINDS),
+        ):
+            acc = per_group.get(groups.get(r["store"], UNKNOWN))
+            if acc is not None:
+                acc[r["kind"]].append(decode(bytes(r["data"])))
+        db.executemany(
+            "DELETE FROM rollup_days WHERE grp = ? AND utc_offset = ? AND ts = ?",
+            [(g, offset, day) for g in sorted(wanted)],
+        )
+        rows = []
+        for g in sorted(wanted):
+            for kind, value in _summed(per_group[g], day).items():
+                rows.append((g, offset, day, kind, encode(value)))
+        db.executemany(
+            "INSERT INTO rollup_days (grp, utc_offset, ts, kind, data) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def _empty() -> dict[str, Any]:
+    return {"counts": {}, "dwell": [], "flows": [], "paths": []}
+
+
+def _summed(acc: dict[str, Any], day: int) -> dict[str, Any]:
+    """One group-day's values; ``counts`` always (it marks the day as built)."""
+    hours: dict[int, list[int]] = {}
+    door: list[str] = []
+    doorless: dict[str, list[list[int]]] = {}
+    for store, per_hour in sorted(acc["counts"].items()):
+        for h, (e, v) in per_hour.items():
+            cell = hours.setdefault(h, [0, 0])
+            cell[0] += e
+            cell[1] += v
+        if any(e for e, _ in per_hour.values()):
+            door.append(store)
+        else:
+            doorless[store] = sorted([h, v] for h, (_, v) in per_hour.items() if v)
+    out: dict[str, Any] = {
+        "counts": {
+            "d": day,
+            "h": sorted([h, e, v] for h, (e, v) in hours.items() if e or v),
+            "door": door,
+            "doorless": doorless,
+        }  # fmt: skip
+    }
+    if acc["dwell"]:
+        out["dwell"] = pack_histograms(aggregate.sum_dwell(acc["dwell"]))
+    for kind in ("flows", "paths"):
+        if acc[kind]:
+            merged: dict[str, int] = {}
+            for value in acc[kind]:
+                aggregate.merge_counter(merged, value)
+            out[kind] = merged
+    return out
+
+
+def pack_histograms(per_zone: dict[str, aggregate.DwellHistogram]) -> dict[str, Any]:
+    """Summed histograms in the stored format of `aggregate.pack_dwell`."""
+    zones, parts = [], []
+    for i, zone in enumerate(sorted(per_zone)):
+        h = per_zone[zone]
+        zones.append([zone, int(h.counts.sum()), float(h.total), float(h.lowest),
+                      float(h.highest)])  # fmt: skip
+        part = np.empty((len(h.seconds), 3), dtype="<i4")
+        part[:, 0] = i
+        part[:, 1] = h.seconds.astype(np.int64)
+        part[:, 2] = np.rint(h.counts).astype(np.int64)
+        parts.append(part)
+    cells = np.concatenate(parts) if parts else np.empty((0, 3), dtype="<i4")
+    return {"zones": zones, "cells": cells.astype("<i4").tobytes()}
+
+
+# -- reading ---------------------------------------------------------------------------
+class Plan:
+    """What a chain-wide scope reads: day rows of clean (group, day) pairs, and per-store
+    sub-scopes for the rest."""
+
+    def __init__(self, values: dict[str, list[Any]], rest: list[Any]) -> None:
+        self.values = values  # kind -> decoded day values
+        self.rest = rest  # store-scoped Scopes to read per store
+
+
+def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
+    """How to read ``kinds`` for ``scope`` from the day rows, or None when the scope is
+    not chain-wide over whole days (store- and region-scoped views, hour filters), or when
+    events of stores outside ``stores`` are in the period."""
+    if scope.stores or not scope.all_hours or scope.raw:
+        return None
+    from storelens.cloud.analytics.rollups.sql import decode
+
+    groups = store_groups(db)
+    members: dict[str, list[str]] = defaultdict(list)
+    for store, g in groups.items():
+        members[g].append(store)
+    offset_of = {g: int(scope.offsets.get(stores[0], 0) or 0) for g, stores in members.items()}
+    first = (scope.start - date(1970, 1, 1)).days * DAY_S
+    last = (scope.end - date(1970, 1, 1)).days * DAY_S
+    days = range(first, last + 1, DAY_S)
+    # Dirty UTC hours: the group's local days they (and the buckets they overlap) touch.
+    unclean: set[tuple[str, int]] = set()
+    for r in db.query(
+        "SELECT store, ts FROM rollup_dirty WHERE ts >= ? AND ts < ?",
+        (first - 2 * DAY_S, last + 3 * DAY_S),
+    ):
+        g = groups.get(r["store"])
+        if g is None:
+            return None
+        o = offset_of[g]
+        ts = int(r["ts"])
+        for d in {(ts - HOUR_S + o) // DAY_S, (ts + 2 * HOUR_S - 1 + o) // DAY_S}:
+            unclean.add((g, d * DAY_S))
+    values: dict[str, list[Any]] = defaultdict(list)
+    built: set[tuple[str, int]] = set()
+    found: list[tuple[str, int, str, Any]] = []
+    read = sorted({"counts", *kinds})
+    for r in db.query(
+        "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
+        f" AND kind IN ({', '.join('?' for _ in read)})",
+        (first, last, *read),
+    ):
+        g, day = r["grp"], int(r["ts"])
+        if g == UNKNOWN:
+            return None  # events of stores outside `stores`: read them per store
+        if offset_of.get(g) != int(r["utc_offset"]) or (g, day) in unclean:
+            continue
+        if r["kind"] == "counts":
+            built.add((g, day))
+        if r["kind"] in kinds:
+            found.append((g, day, r["kind"], r["data"]))
+    for g, day, kind, data in found:
+        if (g, day) in built:
+            values[kind].append(decode(bytes(data)))
+    rest = []
+    for g, stores in sorted(members.items()):
+        run: list[int] = []
+        for day in [*days, None]:
+            if day is not None and (g, day) not in built:
+                run.append(day)
+                continue
+            if run:
+                rest.append(replace(scope, start=_day_date(run[0]), end=_day_date(run[-1]),
+                                    stores=tuple(sorted(stores))))  # fmt: skip
+                run = []
+    return Plan(dict(values), rest)
