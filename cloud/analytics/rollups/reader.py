@@ -10,6 +10,7 @@ answer and computed from their raw events instead, with the same aggregation cod
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime, time
 from typing import Any
 
@@ -127,24 +128,46 @@ class SqlRollups:
         """Per store and local day: finished ``visits``, ``member_visits``, distinct
         ``members``; ordered by day, then store."""
         visits = self.ended_by_day(scope)
+        dirty = self._dirty(scope).members
+        touched = {(store, self._local(scope, store, hour, DAY_S)) for store, hour, _ in dirty}
         bucket, bucket_params = scope.bucket(DAY_S)
         where, params = scope.where()
-        # Distinct members do not add up across hours: one row per (store, day, member).
-        linked: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)
+        # Distinct members do not add up across hours, but do within a (store, day) of
+        # settled hours: SQL counts them there (the chart's cost was one row per member).
+        summed: dict[tuple[str, int], tuple[int, int]] = {}
         for r in self.db.query(
-            f"SELECT store, {bucket} AS b, member, SUM(visits) AS visits FROM rollup_members"
-            f" WHERE {where}" + _SETTLED.format(t="rollup_members") + " GROUP BY store, b, member",
+            f"SELECT store, {bucket} AS b, SUM(visits) AS visits, COUNT(DISTINCT member) AS n"
+            f" FROM rollup_members WHERE {where}"
+            + _SETTLED.format(t="rollup_members")
+            + " GROUP BY store, b",
             bucket_params + params,
         ):
-            per = linked[(r["store"], int(r["b"]))]
-            per[r["member"]] = per.get(r["member"], 0) + int(r["visits"])
-        for (store, hour, member), n in self._dirty(scope).members.items():
-            per = linked[(store, self._local(scope, store, hour, DAY_S))]
-            per[member] = per.get(member, 0) + n
+            summed[(r["store"], int(r["b"]))] = (int(r["visits"]), int(r["n"]))
+        if touched:
+            # Days with dirty hours: their members one by one, settled and dirty merged.
+            sub = replace(scope, stores=tuple(sorted({s for s, _ in touched})))
+            where, params = sub.where()
+            linked: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)
+            for r in self.db.query(
+                f"SELECT store, {bucket} AS b, member, SUM(visits) AS visits"
+                f" FROM rollup_members WHERE {where}"
+                + _SETTLED.format(t="rollup_members")
+                + " GROUP BY store, b, member",
+                bucket_params + params,
+            ):
+                if (r["store"], int(r["b"])) in touched:
+                    per = linked[(r["store"], int(r["b"]))]
+                    per[r["member"]] = per.get(r["member"], 0) + int(r["visits"])
+            for (store, hour, member), n in dirty.items():
+                per = linked[(store, self._local(scope, store, hour, DAY_S))]
+                per[member] = per.get(member, 0) + n
+            for key in touched:
+                per = linked.get(key, {})
+                summed[key] = (sum(per.values()), len(per))
         out = [
             {"store": store, "b": b, "visits": n,
-             "member_visits": sum(linked.get((store, b), {}).values()),
-             "members": len(linked.get((store, b), {}))}
+             "member_visits": summed.get((store, b), (0, 0))[0],
+             "members": summed.get((store, b), (0, 0))[1]}
             for (store, b), n in visits.items()
         ]  # fmt: skip
         out.sort(key=lambda r: (r["b"], r["store"]))
