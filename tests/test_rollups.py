@@ -366,20 +366,27 @@ def test_a_chain_view_reads_day_rows_summed_over_stores(db) -> None:
     chain_scope, store_scope = scopes(db)[0], scopes(db)[3]
     expected = charts(db, chain_scope, raw=True)
     same(charts(db, chain_scope), expected)
+    store_expected = charts(db, store_scope, raw=True)
     kinds = {r["kind"] for r in db.query("SELECT DISTINCT kind FROM rollup_days")}
-    assert kinds == {"counts", "dwell", "flows", "paths"}
+    assert kinds == {"counts", "dwell", "flows", "paths", "built", "checkout", "tryons"}
     groups = {r["grp"] for r in db.query("SELECT DISTINCT grp FROM rollup_days")}
-    assert groups == {"Europe/Paris", "Europe/Lisbon"}
+    assert groups == {"Europe/Paris", "Europe/Lisbon", "store:paris", "store:lisbon"}
     summer = dataclasses.replace(
         chain_scope, offsets={s: o + 3600 for s, o in chain_scope.offsets.items()}
     )
     same(charts(db, summer), charts(db, summer, raw=True))
-    db.execute("DELETE FROM rollup_maps WHERE kind IN ('dwell', 'flows', 'paths')")
+    db.execute("DELETE FROM rollup_maps WHERE kind IN ('dwell', 'flows', 'paths', 'checkout',"
+               " 'tryons')")  # fmt: skip
     db.execute("DELETE FROM rollup_counts WHERE metric IN ('entrances', 'visits')")
     now = charts(db, chain_scope)
-    for name in CHAIN_CHARTS:
+    for name in (*CHAIN_CHARTS, "checkout-queue", "try-ons"):
         same(now[name], expected[name], name)
-    assert not charts(db, store_scope)["dwell"]["rows"]
+    # A store-scoped view reads its store-days too (one row per store and day), but sums
+    # the zone maps per store-hour.
+    now = charts(db, store_scope)
+    for name in ("checkout-queue", "try-ons"):
+        same(now[name], store_expected[name], name)
+    assert not now["dwell"]["rows"]
     # A dirty hour makes its group and day read per store (here: what is left of them).
     db.execute("INSERT INTO rollup_dirty (store, ts, marked_at, version) VALUES (?, ?, 0, 1)",
                ("paris", int(UNTIL) - 7200))  # fmt: skip

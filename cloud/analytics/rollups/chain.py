@@ -41,6 +41,10 @@ from storelens.cloud.db import Database
 DAY_S = 86_400
 HOUR_S = aggregate.HOUR_S
 KINDS = ("dwell", "flows", "paths")  # summed from rollup_maps; "counts" from rollup_counts
+# Per store and local day (grp = STORE + store ID), for the charts that show one row per
+# store: checkout by local hour of the day, try-on sessions of the day, and "built".
+STORE = "store:"
+STORE_KINDS = ("checkout", "tryons")
 UNKNOWN = "?"  # the group of events whose store is not in ``stores`` (no zone is named so)
 
 
@@ -73,7 +77,8 @@ def store_groups(db: Database) -> dict[str, str]:
 def affected(
     hours: Iterable[tuple[str, int]], groups: dict[str, str]
 ) -> dict[tuple[int, int], set[str]]:
-    """(offset, local day) -> groups whose day rows the store hour buckets fall in."""
+    """(offset, local day) -> groups, and stores (`STORE` + ID), whose day rows the store
+    hour buckets fall in."""
     out: dict[tuple[int, int], set[str]] = defaultdict(set)
     cache: dict[tuple[str, int], set[int]] = {}
     for store, hour in hours:
@@ -82,9 +87,11 @@ def affected(
         offsets = cache.get((group, week))
         if offsets is None:
             around = _day_date(hour)
-            offsets = cache[(group, week)] = zone_offsets(group or None, around)
+            offsets = cache[(group, week)] = zone_offsets(
+                None if group == UNKNOWN else group or None, around
+            )
         for o in offsets:
-            out[(o, (hour + o) // DAY_S * DAY_S)].add(group)
+            out[(o, (hour + o) // DAY_S * DAY_S)].update((group, STORE + store))
     return out
 
 
@@ -96,7 +103,7 @@ def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
     groups = store_groups(db)
     for (offset, day), wanted in sorted(affected(hours, groups).items()):
         lo, hi = day - offset, day - offset + DAY_S
-        per_group: dict[str, dict[str, Any]] = {g: _empty() for g in wanted}
+        per_group = {g: _empty() for g in wanted if not g.startswith(STORE)}
         for r in db.query(
             "SELECT store, ts, metric, n FROM rollup_counts WHERE ts >= ? AND ts < ?"
             " AND metric IN ('entrances', 'visits')",
@@ -115,18 +122,59 @@ def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
             acc = per_group.get(groups.get(r["store"], UNKNOWN))
             if acc is not None:
                 acc[r["kind"]].append(decode(bytes(r["data"])))
+        per_store: dict[str, dict[str, Any]] = {
+            g: {"built": 1} for g in wanted if g.startswith(STORE)
+        }
+        stores = sorted(g[len(STORE) :] for g in per_store)
+        for i in range(0, len(stores), 500):  # bounded IN lists
+            chunk = stores[i : i + 500]
+            for r in db.query(
+                "SELECT store, ts, kind, data FROM rollup_maps WHERE ts >= ? AND ts < ?"
+                f" AND kind IN ({', '.join('?' for _ in STORE_KINDS)})"
+                f" AND store IN ({', '.join('?' for _ in chunk)})",
+                (lo, hi, *STORE_KINDS, *chunk),
+            ):
+                _add_store_hour(per_store[STORE + r["store"]], r["kind"], (int(r["ts"]) - lo)
+                                // HOUR_S, decode(bytes(r["data"])))  # fmt: skip
         db.executemany(
             "DELETE FROM rollup_days WHERE grp = ? AND utc_offset = ? AND ts = ?",
             [(g, offset, day) for g in sorted(wanted)],
         )
         rows = []
         for g in sorted(wanted):
-            for kind, value in _summed(per_group[g], day).items():
+            values = per_store[g] if g in per_store else _summed(per_group[g], day)
+            for kind, value in values.items():
                 rows.append((g, offset, day, kind, encode(value)))
         db.executemany(
             "INSERT INTO rollup_days (grp, utc_offset, ts, kind, data) VALUES (?, ?, ?, ?, ?)",
             rows,
         )
+
+
+def _add_store_hour(acc: dict[str, Any], kind: str, h: int, value: Any) -> None:
+    """Add one store-hour's map to its store-day: checkout cells by local hour of the day
+    (the chart's key), try-on sessions one after the other."""
+    if kind == "tryons":
+        acc.setdefault("tryons", []).extend(value)
+        return
+    cell = acc.setdefault("checkout", {}).setdefault(str(h), {"q": [0, 0, None], "z": {}})
+    merge_checkout(cell, value)
+
+
+def merge_checkout(cell: dict[str, Any], value: dict[str, Any]) -> None:
+    """Add a checkout value (``q`` queue snapshots [instants, sum, max], ``z`` zone-and-kind
+    -> [stays, waits, service times]) into ``cell``."""
+    if "q" in value and value["q"][0]:
+        n, total, top = value["q"]
+        q = cell["q"]
+        q[0] += n
+        q[1] += total
+        q[2] = top if q[2] is None else max(q[2], top)
+    for key, (stays, waits, services) in value["z"].items():
+        z = cell["z"].setdefault(key, [0, [], []])
+        z[0] += stays
+        z[1] += waits
+        z[2] += services
 
 
 def _empty() -> dict[str, Any]:
@@ -254,3 +302,62 @@ def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
                                     stores=tuple(sorted(stores))))  # fmt: skip
                 run = []
     return Plan(dict(values), rest)
+
+
+class StorePlan:
+    """What a whole-day scope reads per store: ``values`` (store, local day, value) of
+    clean built store-days, and ``rest``, a store-scoped Scope covering the others, whose
+    per-store rows are kept for the (store, local day) pairs in ``missing`` only."""
+
+    def __init__(self, values: list[tuple[str, int, Any]], rest: Any, missing: set) -> None:
+        self.values, self.rest, self.missing = values, rest, missing
+
+
+def plan_stores(db: Database, scope: Any, kind: str) -> StorePlan | None:
+    """How to read the per-store ``kind`` day rows for ``scope`` (None: hour filters)."""
+    if not scope.all_hours or scope.raw:
+        return None
+    from storelens.cloud.analytics.rollups.sql import decode
+
+    first = (scope.start - date(1970, 1, 1)).days * DAY_S
+    last = (scope.end - date(1970, 1, 1)).days * DAY_S
+    stores = set(scope.stores) if scope.stores else set(store_groups(db))
+    unclean: set[tuple[str, int]] = set()
+    for r in db.query(
+        "SELECT store, ts FROM rollup_dirty WHERE ts >= ? AND ts < ?",
+        (first - 2 * DAY_S, last + 3 * DAY_S),
+    ):
+        store, ts = r["store"], int(r["ts"])
+        if scope.stores and store not in stores:
+            continue
+        stores.add(store)
+        o = int(scope.offsets.get(store, 0) or 0)
+        for d in {(ts - HOUR_S + o) // DAY_S, (ts + 2 * HOUR_S - 1 + o) // DAY_S}:
+            unclean.add((store, d * DAY_S))
+    built: set[tuple[str, int]] = set()
+    found: list[tuple[str, int, Any]] = []
+    for r in db.query(
+        "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
+        " AND grp >= ? AND grp < ? AND kind IN ('built', ?)",
+        (first, last, STORE, STORE[:-1] + chr(ord(STORE[-1]) + 1), kind),
+    ):
+        store, day = r["grp"][len(STORE) :], int(r["ts"])
+        if scope.stores and store not in stores:
+            continue
+        if int(scope.offsets.get(store, 0) or 0) != int(r["utc_offset"]):
+            continue
+        if (store, day) in unclean:
+            continue
+        stores.add(store)
+        if r["kind"] == "built":
+            built.add((store, day))
+        else:
+            found.append((store, day, r["data"]))
+    values = [(s, d, decode(bytes(data))) for s, d, data in found if (s, d) in built]
+    missing = {(s, d) for s in stores for d in range(first, last + 1, DAY_S)} - built
+    rest = None
+    if missing:
+        days = [d for _, d in missing]
+        rest = replace(scope, start=_day_date(min(days)), end=_day_date(max(days)),
+                       stores=tuple(sorted({s for s, _ in missing})))  # fmt: skip
+    return StorePlan(values, rest, missing)

@@ -206,27 +206,42 @@ class SqlRollups:
         """(store, local hour of the day) -> ``q``: queue snapshots [instants, sum, max];
         ``z``: zone + FLOW_SEP + device-given kind -> [stays, waits, service times]."""
         out: dict[tuple[str, int], dict[str, Any]] = {}
-        for (store, hour), value in self._keyed("checkout", scope):
+        for store, _, value in self._per_store_days("checkout", scope):
+            for h, cell in value.items():
+                into = out.setdefault((store, int(h)), {"q": [0, 0, None], "z": {}})
+                chain.merge_checkout(into, cell)
+        for (store, hour), value in self._per_store_hours("checkout", scope):
             h = self._local(scope, store, hour, HOUR_S) // HOUR_S % 24
             cell = out.setdefault((store, h), {"q": [0, 0, None], "z": {}})
-            if "q" in value:
-                n, total, top = value["q"]
-                q = cell["q"]
-                q[0] += n
-                q[1] += total
-                q[2] = top if q[2] is None else max(q[2], top)
-            for key, (stays, waits, services) in value["z"].items():
-                z = cell["z"].setdefault(key, [0, [], []])
-                z[0] += stays
-                z[1] += waits
-                z[2] += services
+            chain.merge_checkout(cell, value)
         return out
+
+    def _per_store_days(self, kind: str, scope: Any) -> list[tuple[str, int, Any]]:
+        """(store, local day, value) of the store-day rows a whole-day scope reads."""
+        plan = self.__dict__.setdefault("_store_plans", {})
+        if (kind, id(scope)) not in plan:  # a Scope holds a dict: keyed by identity
+            plan[(kind, id(scope))] = (scope, chain.plan_stores(self.db, scope, kind))
+        found = plan[(kind, id(scope))][1]
+        return [] if found is None else found.values
+
+    def _per_store_hours(self, kind: str, scope: Any) -> list[tuple[tuple[str, int], Any]]:
+        """((store, hour), value) of the store-hours not covered by `_per_store_days`."""
+        self._per_store_days(kind, scope)
+        found = self.__dict__["_store_plans"][(kind, id(scope))][1]
+        if found is None:
+            return self._keyed(kind, scope)
+        if found.rest is None:
+            return []
+        return [((store, hour), value) for (store, hour), value in self._keyed(kind, found.rest)
+                if (store, self._local(scope, store, hour, DAY_S)) in found.missing]  # fmt: skip
 
     def tryons(self, scope: Any) -> list[tuple[str, int, list[Any]]]:
         """(store, local day, [visit ID, zone, kind, member?, seconds, visit end]) of every
         fitting-room session in scope."""
         out = []
-        for (store, hour), entries in self._keyed("tryons", scope):
+        for store, day, entries in self._per_store_days("tryons", scope):
+            out += [(store, day, entry) for entry in entries]
+        for (store, hour), entries in self._per_store_hours("tryons", scope):
             day = self._local(scope, store, hour, DAY_S)
             out += [(store, day, entry) for entry in entries]
         return out
