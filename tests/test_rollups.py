@@ -379,7 +379,7 @@ def test_a_chain_view_reads_day_rows_summed_over_stores(db) -> None:
                " 'tryons')")  # fmt: skip
     db.execute("DELETE FROM rollup_counts WHERE metric IN ('entrances', 'visits')")
     now = charts(db, chain_scope)
-    for name in (*CHAIN_CHARTS, "checkout-queue", "try-ons"):
+    for name in (*CHAIN_CHARTS, "conversion", "conversion-hourly", "checkout-queue", "try-ons"):
         same(now[name], expected[name], name)
     # A store-scoped view reads its store-days too (one row per store and day), but sums
     # the zone maps per store-hour.

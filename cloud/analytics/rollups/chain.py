@@ -201,6 +201,11 @@ def _summed(acc: dict[str, Any], day: int) -> dict[str, Any]:
             "h": sorted([h, e, v] for h, (e, v) in hours.items() if e or v),
             "door": door,
             "doorless": doorless,
+            # per store: the day's entrances and visits (footfall per store and day)
+            "s": {
+                store: [sum(e for e, _ in hs.values()), sum(v for _, v in hs.values())]
+                for store, hs in sorted(acc["counts"].items())
+            },
         }  # fmt: skip
     }
     if acc["dwell"]:

@@ -66,6 +66,14 @@ class SqlRollups:
     # -- counts -----------------------------------------------------------------------
     def counts(self, scope: Any, seconds: int) -> list[dict[str, Any]]:
         """Per store and local bucket of ``seconds``: ``entrances`` and ``visits``."""
+        plan = chain.plan(self.db, scope, ("counts",)) if seconds == DAY_S else None
+        if plan is not None:  # per day, chain-wide: the stores' day counts in the day rows
+            out = [{"store": store, "b": value["d"], "entrances": e, "visits": v}
+                   for value in plan.values.get("counts", [])
+                   for store, (e, v) in value["s"].items() if e or v]  # fmt: skip
+            for sub in plan.rest:
+                out += self.counts(sub, seconds)
+            return out
         bucket, bucket_params = scope.bucket(seconds)
         where, params = scope.where()
         rows = self.db.query(
