@@ -377,14 +377,17 @@ def test_a_chain_view_reads_day_rows_summed_over_stores(db) -> None:
     same(charts(db, summer), charts(db, summer, raw=True))
     db.execute("DELETE FROM rollup_maps WHERE kind IN ('dwell', 'flows', 'paths', 'checkout',"
                " 'tryons')")  # fmt: skip
-    db.execute("DELETE FROM rollup_counts WHERE metric IN ('entrances', 'visits')")
+    db.execute("DELETE FROM rollup_counts WHERE metric IN ('entrances', 'visits',"
+               " 'visits_ended')")  # fmt: skip
+    db.execute("DELETE FROM rollup_members")
+    per_store_day = ("member-share", "checkout-queue", "try-ons", "entry-to-checkout")
     now = charts(db, chain_scope)
-    for name in (*CHAIN_CHARTS, "conversion", "conversion-hourly", "checkout-queue", "try-ons"):
+    for name in (*CHAIN_CHARTS, "conversion", "conversion-hourly", *per_store_day):
         same(now[name], expected[name], name)
     # A store-scoped view reads its store-days too (one row per store and day), but sums
     # the zone maps per store-hour.
     now = charts(db, store_scope)
-    for name in ("checkout-queue", "try-ons"):
+    for name in per_store_day:
         same(now[name], store_expected[name], name)
     assert not now["dwell"]["rows"]
     # A dirty hour makes its group and day read per store (here: what is left of them).

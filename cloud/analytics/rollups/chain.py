@@ -42,7 +42,8 @@ DAY_S = 86_400
 HOUR_S = aggregate.HOUR_S
 KINDS = ("dwell", "flows", "paths")  # summed from rollup_maps; "counts" from rollup_counts
 # Per store and local day (grp = STORE + store ID), for the charts that show one row per
-# store: checkout by local hour of the day, try-on sessions of the day, and "built".
+# store: checkout by local hour of the day, try-on sessions of the day, and "built" (the
+# store-day's finished visits, member visits and distinct members; it marks the day built).
 STORE = "store:"
 STORE_KINDS = ("checkout", "tryons")
 UNKNOWN = "?"  # the group of events whose store is not in ``stores`` (no zone is named so)
@@ -123,11 +124,26 @@ def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
             if acc is not None:
                 acc[r["kind"]].append(decode(bytes(r["data"])))
         per_store: dict[str, dict[str, Any]] = {
-            g: {"built": 1} for g in wanted if g.startswith(STORE)
+            g: {"built": [0, 0, 0]} for g in wanted if g.startswith(STORE)
         }
         stores = sorted(g[len(STORE) :] for g in per_store)
         for i in range(0, len(stores), 500):  # bounded IN lists
             chunk = stores[i : i + 500]
+            marks = ", ".join("?" for _ in chunk)
+            # "built": [finished visits, member visits, distinct members] of the store-day
+            # (counts only: forget-me recomputes the member's hours, and so these).
+            for r in db.query(
+                "SELECT store, SUM(n) AS n FROM rollup_counts WHERE ts >= ? AND ts < ?"
+                f" AND metric = 'visits_ended' AND store IN ({marks}) GROUP BY store",
+                (lo, hi, *chunk),
+            ):
+                per_store[STORE + r["store"]]["built"][0] = int(r["n"])
+            for r in db.query(
+                "SELECT store, SUM(visits) AS v, COUNT(DISTINCT member) AS m FROM rollup_members"
+                f" WHERE ts >= ? AND ts < ? AND store IN ({marks}) GROUP BY store",
+                (lo, hi, *chunk),
+            ):
+                per_store[STORE + r["store"]]["built"][1:] = [int(r["v"]), int(r["m"])]
             for r in db.query(
                 "SELECT store, ts, kind, data FROM rollup_maps WHERE ts >= ? AND ts < ?"
                 f" AND kind IN ({', '.join('?' for _ in STORE_KINDS)})"
@@ -355,8 +371,10 @@ def plan_stores(db: Database, scope: Any, kind: str) -> StorePlan | None:
             continue
         stores.add(store)
         if r["kind"] == "built":
+            if bytes(r["data"])[:1] == b"\x01":  # a first version's mark (1): rebuild
+                continue
             built.add((store, day))
-        else:
+        if r["kind"] == kind:
             found.append((store, day, r["data"]))
     values = [(s, d, decode(bytes(data))) for s, d, data in found if (s, d) in built]
     missing = {(s, d) for s in stores for d in range(first, last + 1, DAY_S)} - built

@@ -116,6 +116,16 @@ class SqlRollups:
 
     def ended_by_day(self, scope: Any) -> dict[tuple[str, int], int]:
         """(store, local day) -> finished visits (days with none left out)."""
+        found = self._store_plan("built", scope)
+        if found is None:
+            return self._ended_by_day(scope)
+        out = {(s, d): v[0] for s, d, v in found.values if v[0]}
+        if found.rest is not None:
+            rest = self._ended_by_day(found.rest)
+            out.update({k: n for k, n in rest.items() if k in found.missing})
+        return out
+
+    def _ended_by_day(self, scope: Any) -> dict[tuple[str, int], int]:
         bucket, bucket_params = scope.bucket(DAY_S)
         where, params = scope.where()
         out: dict[tuple[str, int], int] = defaultdict(int)
@@ -135,7 +145,19 @@ class SqlRollups:
     def member_visits(self, scope: Any) -> list[dict[str, Any]]:
         """Per store and local day: finished ``visits``, ``member_visits``, distinct
         ``members``; ordered by day, then store."""
-        visits = self.ended_by_day(scope)
+        found = self._store_plan("built", scope)
+        if found is None:
+            return self._member_visits(scope)
+        out = [{"store": s, "b": d, "visits": v[0], "member_visits": v[1], "members": v[2]}
+               for s, d, v in found.values if v[0]]  # fmt: skip
+        if found.rest is not None:
+            out += [r for r in self._member_visits(found.rest)
+                    if (r["store"], r["b"]) in found.missing]  # fmt: skip
+        out.sort(key=lambda r: (r["b"], r["store"]))
+        return out
+
+    def _member_visits(self, scope: Any) -> list[dict[str, Any]]:
+        visits = self._ended_by_day(scope)
         dirty = self._dirty(scope).members
         touched = {(store, self._local(scope, store, hour, DAY_S)) for store, hour, _ in dirty}
         bucket, bucket_params = scope.bucket(DAY_S)
@@ -224,18 +246,20 @@ class SqlRollups:
             chain.merge_checkout(cell, value)
         return out
 
-    def _per_store_days(self, kind: str, scope: Any) -> list[tuple[str, int, Any]]:
-        """(store, local day, value) of the store-day rows a whole-day scope reads."""
+    def _store_plan(self, kind: str, scope: Any) -> chain.StorePlan | None:
         plan = self.__dict__.setdefault("_store_plans", {})
         if (kind, id(scope)) not in plan:  # a Scope holds a dict: keyed by identity
             plan[(kind, id(scope))] = (scope, chain.plan_stores(self.db, scope, kind))
-        found = plan[(kind, id(scope))][1]
+        return plan[(kind, id(scope))][1]
+
+    def _per_store_days(self, kind: str, scope: Any) -> list[tuple[str, int, Any]]:
+        """(store, local day, value) of the store-day rows a whole-day scope reads."""
+        found = self._store_plan(kind, scope)
         return [] if found is None else found.values
 
     def _per_store_hours(self, kind: str, scope: Any) -> list[tuple[tuple[str, int], Any]]:
         """((store, hour), value) of the store-hours not covered by `_per_store_days`."""
-        self._per_store_days(kind, scope)
-        found = self.__dict__["_store_plans"][(kind, id(scope))][1]
+        found = self._store_plan(kind, scope)
         if found is None:
             return self._keyed(kind, scope)
         if found.rest is None:
