@@ -204,10 +204,10 @@ def expire(
                 out["events_deleted"] += _delete_before(db, "events", cutoff,
                                                         f"type = '{kind}' AND ")  # fmt: skip
     if rollups_days > 0:
-        from storelens.cloud.analytics.rollups.sql import TABLES
+        from storelens.cloud.analytics.rollups.sql import RETAINED
 
         cutoff = today - rollups_days * DAY_S
-        for table in TABLES:
+        for table in RETAINED:
             out["rollup_rows"] += _delete_before(db, table, cutoff)
     return out
 
