@@ -31,8 +31,8 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.personalization.interactions",
     "storelens.cloud.commerce.history.importer",
     "storelens.cloud.personalization.propensity",
+    "storelens.cloud.personalization.recommend.artifacts",
 )
-
 
 
 def install() -> None:
