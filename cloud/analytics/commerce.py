@@ -154,13 +154,13 @@ def conversion(db: Database, scope: Scope) -> Table:
 def conversion_hourly(db: Database, scope: Scope) -> Table:
     """Per local hour of the day, summed over the selected stores and days (transactions of
     store-days that counted visitors only, as in `conversion`)."""
-    by_store = footfall.counts_by_store(db, scope, HOUR_S)
-    counted = _counted_days(by_store)
+    # A store-day counted visitors iff its hours did: the days need no hourly rows per
+    # store, and the visitors per hour are footfall's totals (summed per time zone).
+    counted = _counted_days(footfall.counts_by_store(db, scope, DAY_S))
     visitors: dict[int, int] = {}
-    for counts in by_store.values():
-        for b, c in counts.items():
-            h = (b // HOUR_S) % 24
-            visitors[h] = visitors.get(h, 0) + c["visitors"]
+    for b, c in footfall.totals(db, scope, HOUR_S).items():
+        h = (b // HOUR_S) % 24
+        visitors[h] = visitors.get(h, 0) + c["visitors"]
     transactions: dict[int, int] = {}
     revenue: dict[int, float] = {}
     for (store, b), s in _sales(db, scope, HOUR_S).items():

@@ -81,6 +81,8 @@ def _raw_counts(db: Database, scope: Scope, seconds: int) -> list[dict[str, Any]
 
 def totals(db: Database, scope: Scope, seconds: int) -> Counts:
     """Counts per bucket summed over the selected stores."""
+    if not scope.raw:
+        return rollups.reader(db).totals(scope, seconds)
     summed: Counts = defaultdict(lambda: {"entrances": 0, "visits": 0, "visitors": 0})
     for counts in counts_by_store(db, scope, seconds).values():
         for b, c in counts.items():

@@ -28,7 +28,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ PARTITIONS_AHEAD_DAYS = 7
 DELETE_BATCH = 5_000
 _NAME = re.compile(r"^events_p(\d{8})$")
 
-register_migrations(
+MIGRATIONS = migrations(
     "events_partitions",
     [
         {
@@ -204,10 +204,10 @@ def expire(
                 out["events_deleted"] += _delete_before(db, "events", cutoff,
                                                         f"type = '{kind}' AND ")  # fmt: skip
     if rollups_days > 0:
-        from storelens.cloud.analytics.rollups.sql import TABLES
+        from storelens.cloud.analytics.rollups.sql import RETAINED
 
         cutoff = today - rollups_days * DAY_S
-        for table in TABLES:
+        for table in RETAINED:
             out["rollup_rows"] += _delete_before(db, table, cutoff)
     return out
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from storelens.cloud.analytics import rollups
 from storelens.cloud.analytics.rollups import sql as rollup_tables
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 from storelens.contract import topics
 from storelens.contract.events import (
     PERSONAL_FIELDS,
@@ -50,7 +50,7 @@ EVENT_COLUMNS = (
     "payload",
 )
 
-register_migrations(
+MIGRATIONS = migrations(
     "events",
     [
         """

@@ -10,10 +10,11 @@ answer and computed from their raw events instead, with the same aggregation cod
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime, time
 from typing import Any
 
-from storelens.cloud.analytics.rollups import aggregate
+from storelens.cloud.analytics.rollups import aggregate, chain
 from storelens.cloud.db import Database
 
 DAY_S = 86_400
@@ -65,6 +66,14 @@ class SqlRollups:
     # -- counts -----------------------------------------------------------------------
     def counts(self, scope: Any, seconds: int) -> list[dict[str, Any]]:
         """Per store and local bucket of ``seconds``: ``entrances`` and ``visits``."""
+        plan = chain.plan(self.db, scope, ("counts",)) if seconds == DAY_S else None
+        if plan is not None:  # per day, chain-wide: the stores' day counts in the day rows
+            out = [{"store": store, "b": value["d"], "entrances": e, "visits": v}
+                   for value in plan.values.get("counts", [])
+                   for store, (e, v) in value["s"].items() if e or v]  # fmt: skip
+            for sub in plan.rest:
+                out += self.counts(sub, seconds)
+            return out
         bucket, bucket_params = scope.bucket(seconds)
         where, params = scope.where()
         rows = self.db.query(
@@ -107,6 +116,16 @@ class SqlRollups:
 
     def ended_by_day(self, scope: Any) -> dict[tuple[str, int], int]:
         """(store, local day) -> finished visits (days with none left out)."""
+        found = self._store_plan("built", scope)
+        if found is None:
+            return self._ended_by_day(scope)
+        out = {(s, d): v[0] for s, d, v in found.values if v[0]}
+        if found.rest is not None:
+            rest = self._ended_by_day(found.rest)
+            out.update({k: n for k, n in rest.items() if k in found.missing})
+        return out
+
+    def _ended_by_day(self, scope: Any) -> dict[tuple[str, int], int]:
         bucket, bucket_params = scope.bucket(DAY_S)
         where, params = scope.where()
         out: dict[tuple[str, int], int] = defaultdict(int)
@@ -126,25 +145,59 @@ class SqlRollups:
     def member_visits(self, scope: Any) -> list[dict[str, Any]]:
         """Per store and local day: finished ``visits``, ``member_visits``, distinct
         ``members``; ordered by day, then store."""
-        visits = self.ended_by_day(scope)
+        found = self._store_plan("built", scope)
+        if found is None:
+            return self._member_visits(scope)
+        out = [{"store": s, "b": d, "visits": v[0], "member_visits": v[1], "members": v[2]}
+               for s, d, v in found.values if v[0]]  # fmt: skip
+        if found.rest is not None:
+            out += [r for r in self._member_visits(found.rest)
+                    if (r["store"], r["b"]) in found.missing]  # fmt: skip
+        out.sort(key=lambda r: (r["b"], r["store"]))
+        return out
+
+    def _member_visits(self, scope: Any) -> list[dict[str, Any]]:
+        visits = self._ended_by_day(scope)
+        dirty = self._dirty(scope).members
+        touched = {(store, self._local(scope, store, hour, DAY_S)) for store, hour, _ in dirty}
         bucket, bucket_params = scope.bucket(DAY_S)
         where, params = scope.where()
-        # Distinct members do not add up across hours: one row per (store, day, member).
-        linked: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)
+        # Distinct members do not add up across hours, but do within a (store, day) of
+        # settled hours: SQL counts them there (the chart's cost was one row per member).
+        summed: dict[tuple[str, int], tuple[int, int]] = {}
         for r in self.db.query(
-            f"SELECT store, {bucket} AS b, member, SUM(visits) AS visits FROM rollup_members"
-            f" WHERE {where}" + _SETTLED.format(t="rollup_members") + " GROUP BY store, b, member",
+            f"SELECT store, {bucket} AS b, SUM(visits) AS visits, COUNT(DISTINCT member) AS n"
+            f" FROM rollup_members WHERE {where}"
+            + _SETTLED.format(t="rollup_members")
+            + " GROUP BY store, b",
             bucket_params + params,
         ):
-            per = linked[(r["store"], int(r["b"]))]
-            per[r["member"]] = per.get(r["member"], 0) + int(r["visits"])
-        for (store, hour, member), n in self._dirty(scope).members.items():
-            per = linked[(store, self._local(scope, store, hour, DAY_S))]
-            per[member] = per.get(member, 0) + n
+            summed[(r["store"], int(r["b"]))] = (int(r["visits"]), int(r["n"]))
+        if touched:
+            # Days with dirty hours: their members one by one, settled and dirty merged.
+            sub = replace(scope, stores=tuple(sorted({s for s, _ in touched})))
+            where, params = sub.where()
+            linked: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)
+            for r in self.db.query(
+                f"SELECT store, {bucket} AS b, member, SUM(visits) AS visits"
+                f" FROM rollup_members WHERE {where}"
+                + _SETTLED.format(t="rollup_members")
+                + " GROUP BY store, b, member",
+                bucket_params + params,
+            ):
+                if (r["store"], int(r["b"])) in touched:
+                    per = linked[(r["store"], int(r["b"]))]
+                    per[r["member"]] = per.get(r["member"], 0) + int(r["visits"])
+            for (store, hour, member), n in dirty.items():
+                per = linked[(store, self._local(scope, store, hour, DAY_S))]
+                per[member] = per.get(member, 0) + n
+            for key in touched:
+                per = linked.get(key, {})
+                summed[key] = (sum(per.values()), len(per))
         out = [
             {"store": store, "b": b, "visits": n,
-             "member_visits": sum(linked.get((store, b), {}).values()),
-             "members": len(linked.get((store, b), {}))}
+             "member_visits": summed.get((store, b), (0, 0))[0],
+             "members": summed.get((store, b), (0, 0))[1]}
             for (store, b), n in visits.items()
         ]  # fmt: skip
         out.sort(key=lambda r: (r["b"], r["store"]))
@@ -183,48 +236,116 @@ class SqlRollups:
         """(store, local hour of the day) -> ``q``: queue snapshots [instants, sum, max];
         ``z``: zone + FLOW_SEP + device-given kind -> [stays, waits, service times]."""
         out: dict[tuple[str, int], dict[str, Any]] = {}
-        for (store, hour), value in self._keyed("checkout", scope):
+        for store, _, value in self._per_store_days("checkout", scope):
+            for h, cell in value.items():
+                into = out.setdefault((store, int(h)), {"q": [0, 0, None], "z": {}})
+                chain.merge_checkout(into, cell)
+        for (store, hour), value in self._per_store_hours("checkout", scope):
             h = self._local(scope, store, hour, HOUR_S) // HOUR_S % 24
             cell = out.setdefault((store, h), {"q": [0, 0, None], "z": {}})
-            if "q" in value:
-                n, total, top = value["q"]
-                q = cell["q"]
-                q[0] += n
-                q[1] += total
-                q[2] = top if q[2] is None else max(q[2], top)
-            for key, (stays, waits, services) in value["z"].items():
-                z = cell["z"].setdefault(key, [0, [], []])
-                z[0] += stays
-                z[1] += waits
-                z[2] += services
+            chain.merge_checkout(cell, value)
         return out
+
+    def _store_plan(self, kind: str, scope: Any) -> chain.StorePlan | None:
+        plan = self.__dict__.setdefault("_store_plans", {})
+        if (kind, id(scope)) not in plan:  # a Scope holds a dict: keyed by identity
+            plan[(kind, id(scope))] = (scope, chain.plan_stores(self.db, scope, kind))
+        return plan[(kind, id(scope))][1]
+
+    def _per_store_days(self, kind: str, scope: Any) -> list[tuple[str, int, Any]]:
+        """(store, local day, value) of the store-day rows a whole-day scope reads."""
+        found = self._store_plan(kind, scope)
+        return [] if found is None else found.values
+
+    def _per_store_hours(self, kind: str, scope: Any) -> list[tuple[tuple[str, int], Any]]:
+        """((store, hour), value) of the store-hours not covered by `_per_store_days`."""
+        found = self._store_plan(kind, scope)
+        if found is None:
+            return self._keyed(kind, scope)
+        if found.rest is None:
+            return []
+        return [((store, hour), value) for (store, hour), value in self._keyed(kind, found.rest)
+                if (store, self._local(scope, store, hour, DAY_S)) in found.missing]  # fmt: skip
 
     def tryons(self, scope: Any) -> list[tuple[str, int, list[Any]]]:
         """(store, local day, [visit ID, zone, kind, member?, seconds, visit end]) of every
         fitting-room session in scope."""
         out = []
-        for (store, hour), entries in self._keyed("tryons", scope):
+        for store, day, entries in self._per_store_days("tryons", scope):
+            out += [(store, day, entry) for entry in entries]
+        for (store, hour), entries in self._per_store_hours("tryons", scope):
             day = self._local(scope, store, hour, DAY_S)
             out += [(store, day, entry) for entry in entries]
         return out
 
+    def _summed(self, kind: str, scope: Any) -> list[Any]:
+        """The ``kind`` values of a scope summed over stores: a chain-wide, whole-day scope
+        reads the day rows of its time zones (`chain`), and per store only the group-days
+        not built or dirty; any other scope reads per store."""
+        plan = chain.plan(self.db, scope, (kind,))
+        if plan is None:
+            return self._maps(kind, scope)
+        values = list(plan.values.get(kind, []))
+        for sub in plan.rest:
+            values += self._maps(kind, sub)
+        return values
+
     def dwell(self, scope: Any) -> dict[str, aggregate.DwellHistogram]:
         """zone -> visits per whole second of dwell, with the total and extremes."""
-        return aggregate.sum_dwell(self._maps("dwell", scope))
+        return aggregate.sum_dwell(self._summed("dwell", scope))
 
     def flows(self, scope: Any) -> dict[str, int]:
         """``from<FLOW_SEP>to`` -> moves."""
         merged: dict[str, int] = {}
-        for value in self._maps("flows", scope):
+        for value in self._summed("flows", scope):
             aggregate.merge_counter(merged, value)
         return merged
 
     def paths(self, scope: Any) -> dict[str, int]:
         """Zone sequence (joined by ``PATH_SEP``) -> visits."""
         merged: dict[str, int] = {}
-        for value in self._maps("paths", scope):
+        for value in self._summed("paths", scope):
             aggregate.merge_counter(merged, value)
         return merged
+
+    def totals(self, scope: Any, seconds: int) -> dict[int, dict[str, int]]:
+        """Local bucket of ``seconds`` -> entrances, visits and visitors summed over the
+        scope's stores, with footfall's door rule (a store's visitors are its entrances
+        when it counted any in the period, else its visits)."""
+        plan = chain.plan(self.db, scope, ("counts",))
+        rows: list[dict[str, Any]] = []
+        if plan is None:
+            rows = self.counts(scope, seconds)
+            days: list[Any] = []
+        else:
+            days = plan.values.get("counts", [])
+            for sub in plan.rest:
+                rows += self.counts(sub, seconds)
+        door = {r["store"] for r in rows if r["entrances"]}
+        for value in days:
+            door.update(value["door"])
+        out: dict[int, dict[str, int]] = {}
+
+        def add(b: int, entrances: int, visits: int) -> dict[str, int]:
+            cell = out.setdefault(b, {"entrances": 0, "visits": 0, "visitors": 0})
+            cell["entrances"] += entrances
+            cell["visits"] += visits
+            cell["visitors"] += entrances
+            return cell
+
+        for r in rows:
+            cell = add(int(r["b"]), int(r["entrances"]), int(r["visits"]))
+            if r["store"] not in door:
+                cell["visitors"] += int(r["visits"])
+        for value in days:
+            day = value["d"]
+            for h, e, v in value["h"]:
+                add((day + h * HOUR_S) // seconds * seconds, e, v)
+            for store, hours in value["doorless"].items():
+                if store not in door:
+                    for h, v in hours:
+                        out[(day + h * HOUR_S) // seconds * seconds]["visitors"] += v
+        return out
 
     def heat(self, scope: Any, store: str) -> aggregate.Heat:
         """[samples, [[cx, cy, seconds], ...]] of one store's floor (0.5 m cells)."""

@@ -53,7 +53,7 @@ def rebuild_day(db: Database, day: int, store: str | None = None) -> int:
     with db.transaction():
         if db.dialect == "postgres":
             db.execute("LOCK TABLE events IN SHARE MODE")
-        _clear_day(db, day, store)
+        cleared = _clear_day(db, day, store)
         deltas = new_deltas(db)
         hours: set[tuple[str, int]] = set()
         last = ""
@@ -70,7 +70,7 @@ def rebuild_day(db: Database, day: int, store: str | None = None) -> int:
                 break
             last = rows[-1][0]
         fill_visit_ends(db, deltas)
-        sql.write_hours(db, deltas, hours)
+        sql.write_hours(db, deltas, hours, cleared)
     return read
 
 
@@ -80,13 +80,20 @@ def _bucket(deltas: aggregate.Deltas, row: tuple) -> int:
     return int((row[5] - p) // HOUR_S) * HOUR_S + p
 
 
-def _clear_day(db: Database, day: int, store: str | None) -> None:
+def _clear_day(db: Database, day: int, store: str | None) -> set[tuple[str, int]]:
+    """Delete the day's rollup rows; returns the (store, hour) pairs that had some (their
+    day rows are recomputed with the rebuilt hours)."""
     where, params = "ts >= ? AND ts < ?", [day, day + DAY_S]
     if store is not None:
         where += " AND store = ?"
         params.append(store)
+    cleared: set[tuple[str, int]] = set()
+    for table in sql.ROLLUP_TABLES:
+        rows = db.query(f"SELECT DISTINCT store, ts FROM {table} WHERE {where}", params)
+        cleared |= {(r["store"], int(r["ts"])) for r in rows}
     for table in sql.TABLES:
         db.execute(f"DELETE FROM {table} WHERE {where}", params)
+    return cleared
 
 
 def rebuild(

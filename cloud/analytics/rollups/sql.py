@@ -17,9 +17,9 @@ from typing import Any
 import msgspec
 
 from storelens.cloud.analytics.rollups import aggregate
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 
-register_migrations(
+MIGRATIONS = migrations(
     "rollups",
     [
         """
@@ -56,12 +56,24 @@ register_migrations(
             PRIMARY KEY (ts, store)
         );
         CREATE INDEX rollup_dirty_marked ON rollup_dirty (marked_at)
+        """,
+        # Day rows per time zone, summed over its stores (`rollups.chain`); ts = local day.
         """
+        CREATE TABLE rollup_days (
+            grp TEXT NOT NULL,
+            utc_offset {BIGINT} NOT NULL,
+            ts {BIGINT} NOT NULL,
+            kind TEXT NOT NULL,
+            data {BLOB} NOT NULL,
+            PRIMARY KEY (kind, ts, grp, utc_offset)
+        )
+        """,
     ],
 )
 
 ROLLUP_TABLES = ("rollup_counts", "rollup_members", "rollup_maps")
 TABLES = (*ROLLUP_TABLES, "rollup_dirty")
+RETAINED = (*TABLES, "rollup_days")  # what rollup retention deletes by ``ts``
 MAP_KINDS = aggregate.MAP_KINDS
 encode = msgspec.msgpack.Encoder().encode
 decode = msgspec.msgpack.Decoder().decode
@@ -82,11 +94,20 @@ def mark_dirty(db: Database, hours: Iterable[tuple[str, int]]) -> None:
         db.executemany(_MARK_DIRTY, [(s, h, now) for s, h in keys])
 
 
-def write_hours(db: Database, deltas: aggregate.Deltas, hours: Iterable[tuple[str, int]]) -> None:
+def write_hours(
+    db: Database,
+    deltas: aggregate.Deltas,
+    hours: Iterable[tuple[str, int]],
+    cleared: Iterable[tuple[str, int]] = (),
+) -> None:
     """Replace the rollup rows of ``hours`` by ``deltas`` (computed from all their raw
-    events), inside the caller's transaction."""
+    events), inside the caller's transaction, and the day rows (`chain`) of those hours
+    and of ``cleared`` ones (whose rows the caller deleted)."""
     keys = sorted(set(hours))
+    from storelens.cloud.analytics.rollups import chain
+
     if not keys:
+        chain.refresh(db, cleared)
         return
     for table in ROLLUP_TABLES:
         db.executemany(f"DELETE FROM {table} WHERE ts = ? AND store = ?", [(h, s) for s, h in keys])
@@ -112,6 +133,7 @@ def write_hours(db: Database, deltas: aggregate.Deltas, hours: Iterable[tuple[st
             " ON CONFLICT (kind, ts, store) DO UPDATE SET data = excluded.data",
             sorted(maps),
         )
+    chain.refresh(db, {*keys, *cleared})
 
 
 def forget_member(db: Database, token: str) -> int:

@@ -1,0 +1,386 @@
+"""Chain rollups: per-store hour rollups pre-summed over the stores of a time zone, per day.
+
+A chain-wide view without an hour filter (the ops dashboard's default) would otherwise read
+one rollup row per store and hour, so its cost grew with the chain. ``rollup_days`` holds,
+per *group* (the stores sharing one IANA time zone: ``grp`` is its name), UTC offset and
+local day (``ts``, the local day's start as a local epoch), the sum over the group's stores
+of their hour rollups: ``dwell`` (packed, as `aggregate.pack_dwell`), ``flows``, ``paths``
+and ``counts`` (per local hour entrances, visits; which stores had entrances that day and
+the visits of those that had none, for footfall's door rule). A chain view then reads
+time zones x days rows, whatever the number of stores.
+
+Exactness: a chart shifts a store's events by one offset for the whole period (the offset
+at its middle), so a day row is kept for every offset its zone takes within half a year of
+that day (winter and summer time): the row of the scope's offset is the sum of exactly the
+per-store rows the store-level read would take. Distinct counts (members, try-on visits)
+do not add up across stores and stay per store and visit.
+
+Maintenance: the rows are a pure function of the per-store rollups. Whenever `sql.write_hours`
+replaces a store's hours (settle, forget-me, rebuild), the days they fall in are recomputed
+in the same transaction from the per-store rows of that day (`refresh`): exactly once, and
+nothing personal (no member or visit appears in any day row). A day row is read only when no
+hour of its group and day is dirty and its ``counts`` row exists (the day's "built" mark);
+otherwise that group and day is read per store as before. A store moved to another time zone
+needs `storelens cloud rollups rebuild` (its older day rows are in its former group).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+
+from storelens.cloud.analytics.rollups import aggregate
+from storelens.cloud.db import Database
+
+DAY_S = 86_400
+HOUR_S = aggregate.HOUR_S
+KINDS = ("dwell", "flows", "paths")  # summed from rollup_maps; "counts" from rollup_counts
+# Per store and local day (grp = STORE + store ID), for the charts that show one row per
+# store: checkout by local hour of the day, try-on sessions of the day, and "built" (the
+# store-day's finished visits, member visits and distinct members; it marks the day built).
+STORE = "store:"
+STORE_KINDS = ("checkout", "tryons")
+UNKNOWN = "?"  # the group of events whose store is not in ``stores`` (no zone is named so)
+
+
+def _day_date(local_day: int) -> date:
+    return date(1970, 1, 1) + timedelta(days=local_day // DAY_S)
+
+
+def zone_offsets(tz: str | None, around: date) -> set[int]:
+    """The UTC offsets (seconds) a zone has within half a year of ``around``: what a
+    scope of up to a year containing that day may shift its stores by."""
+    if not tz:
+        return {0}
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        return {0}
+    out = set()
+    for k in range(-13, 14):
+        moment = datetime.combine(around + timedelta(days=14 * k), datetime.min.time(), zone)
+        out.add(int(moment.replace(hour=12).utcoffset().total_seconds()))  # type: ignore[union-attr]
+    return out
+
+
+def store_groups(db: Database) -> dict[str, str]:
+    """store -> its group (time zone name, ``""`` for none)."""
+    return {r["id"]: r["timezone"] or "" for r in db.query("SELECT id, timezone FROM stores")}
+
+
+# -- writing ---------------------------------------------------------------------------
+def affected(
+    hours: Iterable[tuple[str, int]], groups: dict[str, str]
+) -> dict[tuple[int, int], set[str]]:
+    """(offset, local day) -> groups, and stores (`STORE` + ID), whose day rows the store
+    hour buckets fall in."""
+    out: dict[tuple[int, int], set[str]] = defaultdict(set)
+    cache: dict[tuple[str, int], set[int]] = {}
+    for store, hour in hours:
+        group = groups.get(store, UNKNOWN)
+        week = hour // (7 * DAY_S)
+        offsets = cache.get((group, week))
+        if offsets is None:
+            around = _day_date(hour)
+            offsets = cache[(group, week)] = zone_offsets(
+                None if group == UNKNOWN else group or None, around
+            )
+        for o in offsets:
+            out[(o, (hour + o) // DAY_S * DAY_S)].update((group, STORE + store))
+    return out
+
+
+def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
+    """Recompute, in the caller's transaction, the day rows the store hours fall in, from
+    the per-store rows (which the caller has just written)."""
+    from storelens.cloud.analytics.rollups.sql import decode, encode
+
+    groups = store_groups(db)
+    for (offset, day), wanted in sorted(affected(hours, groups).items()):
+        lo, hi = day - offset, day - offset + DAY_S
+        per_group = {g: _empty() for g in wanted if not g.startswith(STORE)}
+        for r in db.query(
+            "SELECT store, ts, metric, n FROM rollup_counts WHERE ts >= ? AND ts < ?"
+            " AND metric IN ('entrances', 'visits')",
+            (lo, hi),
+        ):
+            acc = per_group.get(groups.get(r["store"], UNKNOWN))
+            if acc is not None:
+                h = (int(r["ts"]) - lo) // HOUR_S
+                cell = acc["counts"].setdefault(r["store"], {}).setdefault(h, [0, 0])
+                cell[0 if r["metric"] == "entrances" else 1] += int(r["n"])
+        for r in db.query(
+            f"SELECT store, kind, data FROM rollup_maps WHERE ts >= ? AND ts < ?"
+            f" AND kind IN ({', '.join('?' for _ in KINDS)})",
+            (lo, hi, *KINDS),
+        ):
+            acc = per_group.get(groups.get(r["store"], UNKNOWN))
+            if acc is not None:
+                acc[r["kind"]].append(decode(bytes(r["data"])))
+        per_store: dict[str, dict[str, Any]] = {
+            g: {"built": [0, 0, 0]} for g in wanted if g.startswith(STORE)
+        }
+        stores = sorted(g[len(STORE) :] for g in per_store)
+        for i in range(0, len(stores), 500):  # bounded IN lists
+            chunk = stores[i : i + 500]
+            marks = ", ".join("?" for _ in chunk)
+            # "built": [finished visits, member visits, distinct members] of the store-day
+            # (counts only: forget-me recomputes the member's hours, and so these).
+            for r in db.query(
+                "SELECT store, SUM(n) AS n FROM rollup_counts WHERE ts >= ? AND ts < ?"
+                f" AND metric = 'visits_ended' AND store IN ({marks}) GROUP BY store",
+                (lo, hi, *chunk),
+            ):
+                per_store[STORE + r["store"]]["built"][0] = int(r["n"])
+            for r in db.query(
+                "SELECT store, SUM(visits) AS v, COUNT(DISTINCT member) AS m FROM rollup_members"
+                f" WHERE ts >= ? AND ts < ? AND store IN ({marks}) GROUP BY store",
+                (lo, hi, *chunk),
+            ):
+                per_store[STORE + r["store"]]["built"][1:] = [int(r["v"]), int(r["m"])]
+            for r in db.query(
+                "SELECT store, ts, kind, data FROM rollup_maps WHERE ts >= ? AND ts < ?"
+                f" AND kind IN ({', '.join('?' for _ in STORE_KINDS)})"
+                f" AND store IN ({', '.join('?' for _ in chunk)})",
+                (lo, hi, *STORE_KINDS, *chunk),
+            ):
+                _add_store_hour(per_store[STORE + r["store"]], r["kind"], (int(r["ts"]) - lo)
+                                // HOUR_S, decode(bytes(r["data"])))  # fmt: skip
+        db.executemany(
+            "DELETE FROM rollup_days WHERE grp = ? AND utc_offset = ? AND ts = ?",
+            [(g, offset, day) for g in sorted(wanted)],
+        )
+        rows = []
+        for g in sorted(wanted):
+            values = per_store[g] if g in per_store else _summed(per_group[g], day)
+            for kind, value in values.items():
+                rows.append((g, offset, day, kind, encode(value)))
+        db.executemany(
+            "INSERT INTO rollup_days (grp, utc_offset, ts, kind, data) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def _add_store_hour(acc: dict[str, Any], kind: str, h: int, value: Any) -> None:
+    """Add one store-hour's map to its store-day: checkout cells by local hour of the day
+    (the chart's key), try-on sessions one after the other."""
+    if kind == "tryons":
+        acc.setdefault("tryons", []).extend(value)
+        return
+    cell = acc.setdefault("checkout", {}).setdefault(str(h), {"q": [0, 0, None], "z": {}})
+    merge_checkout(cell, value)
+
+
+def merge_checkout(cell: dict[str, Any], value: dict[str, Any]) -> None:
+    """Add a checkout value (``q`` queue snapshots [instants, sum, max], ``z`` zone-and-kind
+    -> [stays, waits, service times]) into ``cell``."""
+    if "q" in value and value["q"][0]:
+        n, total, top = value["q"]
+        q = cell["q"]
+        q[0] += n
+        q[1] += total
+        q[2] = top if q[2] is None else max(q[2], top)
+    for key, (stays, waits, services) in value["z"].items():
+        z = cell["z"].setdefault(key, [0, [], []])
+        z[0] += stays
+        z[1] += waits
+        z[2] += services
+
+
+def _empty() -> dict[str, Any]:
+    return {"counts": {}, "dwell": [], "flows": [], "paths": []}
+
+
+def _summed(acc: dict[str, Any], day: int) -> dict[str, Any]:
+    """One group-day's values; ``counts`` always (it marks the day as built)."""
+    hours: dict[int, list[int]] = {}
+    door: list[str] = []
+    doorless: dict[str, list[list[int]]] = {}
+    for store, per_hour in sorted(acc["counts"].items()):
+        for h, (e, v) in per_hour.items():
+            cell = hours.setdefault(h, [0, 0])
+            cell[0] += e
+            cell[1] += v
+        if any(e for e, _ in per_hour.values()):
+            door.append(store)
+        else:
+            doorless[store] = sorted([h, v] for h, (_, v) in per_hour.items() if v)
+    out: dict[str, Any] = {
+        "counts": {
+            "d": day,
+            "h": sorted([h, e, v] for h, (e, v) in hours.items() if e or v),
+            "door": door,
+            "doorless": doorless,
+            # per store: the day's entrances and visits (footfall per store and day)
+            "s": {
+                store: [sum(e for e, _ in hs.values()), sum(v for _, v in hs.values())]
+                for store, hs in sorted(acc["counts"].items())
+            },
+        }  # fmt: skip
+    }
+    if acc["dwell"]:
+        out["dwell"] = pack_histograms(aggregate.sum_dwell(acc["dwell"]))
+    for kind in ("flows", "paths"):
+        if acc[kind]:
+            merged: dict[str, int] = {}
+            for value in acc[kind]:
+                aggregate.merge_counter(merged, value)
+            out[kind] = merged
+    return out
+
+
+def pack_histograms(per_zone: dict[str, aggregate.DwellHistogram]) -> dict[str, Any]:
+    """Summed histograms in the stored format of `aggregate.pack_dwell`."""
+    zones, parts = [], []
+    for i, zone in enumerate(sorted(per_zone)):
+        h = per_zone[zone]
+        zones.append([zone, int(h.counts.sum()), float(h.total), float(h.lowest),
+                      float(h.highest)])  # fmt: skip
+        part = np.empty((len(h.seconds), 3), dtype="<i4")
+        part[:, 0] = i
+        part[:, 1] = h.seconds.astype(np.int64)
+        part[:, 2] = np.rint(h.counts).astype(np.int64)
+        parts.append(part)
+    cells = np.concatenate(parts) if parts else np.empty((0, 3), dtype="<i4")
+    return {"zones": zones, "cells": cells.astype("<i4").tobytes()}
+
+
+# -- reading ---------------------------------------------------------------------------
+class Plan:
+    """What a chain-wide scope reads: day rows of clean (group, day) pairs, and per-store
+    sub-scopes for the rest."""
+
+    def __init__(self, values: dict[str, list[Any]], rest: list[Any]) -> None:
+        self.values = values  # kind -> decoded day values
+        self.rest = rest  # store-scoped Scopes to read per store
+
+
+def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
+    """How to read ``kinds`` for ``scope`` from the day rows, or None when the scope is
+    not chain-wide over whole days (store- and region-scoped views, hour filters), or when
+    events of stores outside ``stores`` are in the period."""
+    if scope.stores or not scope.all_hours or scope.raw:
+        return None
+    from storelens.cloud.analytics.rollups.sql import decode
+
+    groups = store_groups(db)
+    members: dict[str, list[str]] = defaultdict(list)
+    for store, g in groups.items():
+        members[g].append(store)
+    offset_of = {g: int(scope.offsets.get(stores[0], 0) or 0) for g, stores in members.items()}
+    first = (scope.start - date(1970, 1, 1)).days * DAY_S
+    last = (scope.end - date(1970, 1, 1)).days * DAY_S
+    days = range(first, last + 1, DAY_S)
+    # Dirty UTC hours: the group's local days they (and the buckets they overlap) touch.
+    unclean: set[tuple[str, int]] = set()
+    for r in db.query(
+        "SELECT store, ts FROM rollup_dirty WHERE ts >= ? AND ts < ?",
+        (first - 2 * DAY_S, last + 3 * DAY_S),
+    ):
+        g = groups.get(r["store"])
+        if g is None:
+            return None
+        o = offset_of[g]
+        ts = int(r["ts"])
+        for d in {(ts - HOUR_S + o) // DAY_S, (ts + 2 * HOUR_S - 1 + o) // DAY_S}:
+            unclean.add((g, d * DAY_S))
+    values: dict[str, list[Any]] = defaultdict(list)
+    built: set[tuple[str, int]] = set()
+    found: list[tuple[str, int, str, Any]] = []
+    read = sorted({"counts", *kinds})
+    for r in db.query(
+        "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
+        f" AND kind IN ({', '.join('?' for _ in read)})",
+        (first, last, *read),
+    ):
+        g, day = r["grp"], int(r["ts"])
+        if g == UNKNOWN:
+            return None  # events of stores outside `stores`: read them per store
+        if offset_of.get(g) != int(r["utc_offset"]) or (g, day) in unclean:
+            continue
+        if r["kind"] == "counts":
+            built.add((g, day))
+        if r["kind"] in kinds:
+            found.append((g, day, r["kind"], r["data"]))
+    for g, day, kind, data in found:
+        if (g, day) in built:
+            values[kind].append(decode(bytes(data)))
+    rest = []
+    for g, stores in sorted(members.items()):
+        run: list[int] = []
+        for day in [*days, None]:
+            if day is not None and (g, day) not in built:
+                run.append(day)
+                continue
+            if run:
+                rest.append(replace(scope, start=_day_date(run[0]), end=_day_date(run[-1]),
+                                    stores=tuple(sorted(stores))))  # fmt: skip
+                run = []
+    return Plan(dict(values), rest)
+
+
+class StorePlan:
+    """What a whole-day scope reads per store: ``values`` (store, local day, value) of
+    clean built store-days, and ``rest``, a store-scoped Scope covering the others, whose
+    per-store rows are kept for the (store, local day) pairs in ``missing`` only."""
+
+    def __init__(self, values: list[tuple[str, int, Any]], rest: Any, missing: set) -> None:
+        self.values, self.rest, self.missing = values, rest, missing
+
+
+def plan_stores(db: Database, scope: Any, kind: str) -> StorePlan | None:
+    """How to read the per-store ``kind`` day rows for ``scope`` (None: hour filters)."""
+    if not scope.all_hours or scope.raw:
+        return None
+    from storelens.cloud.analytics.rollups.sql import decode
+
+    first = (scope.start - date(1970, 1, 1)).days * DAY_S
+    last = (scope.end - date(1970, 1, 1)).days * DAY_S
+    stores = set(scope.stores) if scope.stores else set(store_groups(db))
+    unclean: set[tuple[str, int]] = set()
+    for r in db.query(
+        "SELECT store, ts FROM rollup_dirty WHERE ts >= ? AND ts < ?",
+        (first - 2 * DAY_S, last + 3 * DAY_S),
+    ):
+        store, ts = r["store"], int(r["ts"])
+        if scope.stores and store not in stores:
+            continue
+        stores.add(store)
+        o = int(scope.offsets.get(store, 0) or 0)
+        for d in {(ts - HOUR_S + o) // DAY_S, (ts + 2 * HOUR_S - 1 + o) // DAY_S}:
+            unclean.add((store, d * DAY_S))
+    built: set[tuple[str, int]] = set()
+    found: list[tuple[str, int, Any]] = []
+    for r in db.query(
+        "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
+        " AND grp >= ? AND grp < ? AND kind IN ('built', ?)",
+        (first, last, STORE, STORE[:-1] + chr(ord(STORE[-1]) + 1), kind),
+    ):
+        store, day = r["grp"][len(STORE) :], int(r["ts"])
+        if scope.stores and store not in stores:
+            continue
+        if int(scope.offsets.get(store, 0) or 0) != int(r["utc_offset"]):
+            continue
+        if (store, day) in unclean:
+            continue
+        stores.add(store)
+        if r["kind"] == "built":
+            if bytes(r["data"])[:1] == b"\x01":  # a first version's mark (1): rebuild
+                continue
+            built.add((store, day))
+        if r["kind"] == kind:
+            found.append((store, day, r["data"]))
+    values = [(s, d, decode(bytes(data))) for s, d, data in found if (s, d) in built]
+    missing = {(s, d) for s in stores for d in range(first, last + 1, DAY_S)} - built
+    rest = None
+    if missing:
+        days = [d for _, d in missing]
+        rest = replace(scope, start=_day_date(min(days)), end=_day_date(max(days)),
+                       stores=tuple(sorted({s for s, _ in missing})))  # fmt: skip
+    return StorePlan(values, rest, missing)
