@@ -35,6 +35,7 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.personalization.interactions",
     "storelens.cloud.commerce.history.importer",
     "storelens.cloud.personalization.propensity",
+    "storelens.cloud.personalization.recommend.artifacts",
 )
 
 
