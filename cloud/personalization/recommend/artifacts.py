@@ -14,10 +14,10 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 from storelens.cloud.personalization.recommend.model import RecommendationModel
 
-register_migrations(
+MIGRATIONS = migrations(
     "recommend_models",
     [
         """
