@@ -30,11 +30,11 @@ demo: install
 lint: install-dev
 	$(BIN)/ruff check .
 
-# Serial by default. A parallel run (pytest-xdist, in the dev extra) is
-# `make test PYTEST_PARALLEL="-n 2 --dist loadscope"`; it is not the default because in CI on
-# 2026-12-02, with `--no-loadscope-reorder` and slow tests sorted first, xdist reported 858 of
-# 940 collected tests and no error: a run that silently drops tests cannot be the gate.
-PYTEST_PARALLEL ?=
+# Two workers (pytest-xdist, in the dev extra; CI has 2 cores), whole modules per worker, slow
+# modules first (tests/conftest.py). Every test has its own node ID or collection stops: in
+# CI on 2026-12-02 xdist reported 858 of 940 tests with no error, because schemathesis's 83
+# items shared one ID. Serial: `make test PYTEST_PARALLEL=`.
+PYTEST_PARALLEL ?= -n 2 --dist loadscope --no-loadscope-reorder
 
 test: install-dev lint
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL)

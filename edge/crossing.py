@@ -11,6 +11,15 @@ to the library's ByteTrack:
 - confidence-scaled measurement noise (NSA Kalman, GIAOTracker / StrongSORT): a less
   confident box is a noisier measurement, so an occluded or merged box moves the filter less.
 
+And one guard of our own against a track sliding onto a passer-by: when two people overlap
+the detector often gives one box for both. The track that wins that box keeps it (it is
+still matched and shown), but while the box is larger than its own prediction and covers
+most of that of a confirmed track left without a detection, it is the pair's box, not this
+person's: the winner's filter
+coasts on its own motion instead of taking it (at most ``HOLD_MAX_S``), so when the two
+part, each prediction is where its own person went. (On the sample video the merged box
+of a pair walking opposite ways dragged one track onto the other person.)
+
 Measured on the sample video (tests/data/tracking, dev / held-out halves), see the README.
 """
 
@@ -37,6 +46,8 @@ HISTORY = 8  # observations kept per track (covers the span at detect_every 1-3)
 # confidence (about the detector's median on people, 0.78 on the sample video).
 NSA_REFERENCE_CONFIDENCE = 0.8
 NSA_MIN = 0.05  # (1 - confidence) floor: no box is a perfect measurement
+HOLD_MAX_S = 1.0  # a track coasts through a shared box at most this long, then takes it
+PAIR_COVER = 0.5  # a shared box covers more than this share of the missed track's box
 
 
 class ObservedTracklet(ByteTrackTracklet):
@@ -46,17 +57,37 @@ class ObservedTracklet(ByteTrackTracklet):
         super().__init__(initial_bbox)
         self._noise = noise
         self._base_noise = self.state_estimator.kf.measurement_noise.copy()
-        self.clock = 0.0  # camera frames since birth
+        self.clock = 0.0  # motion-model steps since birth
         self.observations: deque[tuple[float, np.ndarray]] = deque(maxlen=HISTORY)
         self.observations.append((0.0, np.asarray(initial_bbox, np.float64)))
+        # The box matched in this update, applied to the filter once every track's match is
+        # known (``settle``): the filter is not read between matching and then.
+        self.matched: np.ndarray | None = None
+        self.held_since: float | None = None  # clock when it began coasting through a box
 
     def predict(self, timing: PredictTiming = FIXED_RATE_TIMING) -> np.ndarray:
         self.clock += timing.frame_step
         return super().predict(timing)
 
     def update(self, bbox: np.ndarray) -> None:
+        """Matched: count it as the library does; the filter takes the box in ``settle``."""
+        self.time_since_update = 0
+        self.time_since_update_seconds = 0.0
+        self.number_of_successful_consecutive_updates += 1
+        self.matched = np.asarray(bbox)
+
+    def settle(self, hold: bool) -> None:
+        """Apply this update's box to the filter, or coast through it (``hold``)."""
+        if self.matched is None:
+            return
+        bbox, self.matched = self.matched, None
+        if hold:
+            if self.held_since is None:
+                self.held_since = self.clock
+            return
+        self.held_since = None
         self.state_estimator.kf.measurement_noise = self._base_noise * self._noise(bbox)
-        super().update(bbox)
+        self.state_estimator.update(bbox)
         self.observations.append((self.clock, np.asarray(bbox, np.float64)))
 
     def direction(self) -> np.ndarray | None:
@@ -73,6 +104,23 @@ class ObservedTracklet(ByteTrackTracklet):
         d = _centre(last) - _centre(old)
         norm = float(np.hypot(*d))
         return d / norm if norm > 1e-6 else None
+
+
+def _area(box: np.ndarray) -> np.ndarray:
+    return np.maximum(box[..., 2] - box[..., 0], 0) * np.maximum(box[..., 3] - box[..., 1], 0)
+
+
+def _holds_pair(box: np.ndarray, own: np.ndarray, missed: np.ndarray) -> bool:
+    """A box of two people: larger than the track's own prediction and covering most of a
+    missed track's. (A person's own box next to a missed neighbour covers at most about
+    half of the neighbour's: that one is simply not detected, and the box is taken.)"""
+    b = np.asarray(box, np.float64)
+    if _area(b) <= _area(np.asarray(own, np.float64)):
+        return False
+    iw = np.minimum(b[2], missed[:, 2]) - np.maximum(b[0], missed[:, 0])
+    ih = np.minimum(b[3], missed[:, 3]) - np.maximum(b[1], missed[:, 1])
+    covered = np.maximum(iw, 0) * np.maximum(ih, 0) / np.maximum(_area(missed), 1e-6)
+    return bool(covered.max() > PAIR_COVER)
 
 
 def _centre(box: np.ndarray) -> np.ndarray:
@@ -119,7 +167,8 @@ class _DirectionIoU(BaseIoU):
 
 
 class CrossingTracker(ByteTrackTracker):
-    """ByteTrack with OC-SORT's direction consistency and NSA measurement noise."""
+    """ByteTrack with OC-SORT's direction consistency, NSA measurement noise and coasting
+    through a box shared with a missed track (``hold``)."""
 
     tracker_id = "bytetrack_crossing"
     search_space: ClassVar[dict[str, dict]] = {}  # not for the library's tuner
@@ -129,6 +178,7 @@ class CrossingTracker(ByteTrackTracker):
         *,
         direction_weight: float = DIRECTION_WEIGHT,
         nsa: bool = True,
+        hold: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -136,7 +186,9 @@ class CrossingTracker(ByteTrackTracker):
             raise ValueError(f"direction_weight must be >= 0, got {direction_weight}")
         self.direction_weight = direction_weight
         self.nsa = nsa
+        self.hold = hold
         self.iou = _DirectionIoU(self)
+        self.base_iou = IoU()
         self._confidence: dict[bytes, float] = {}
 
     def update(
@@ -153,7 +205,31 @@ class CrossingTracker(ByteTrackTracker):
                 np.asarray(b).tobytes(): float(c)
                 for b, c in zip(detections.xyxy, detections.confidence, strict=True)
             }
-        return super().update(detections, frame, timestamp)
+        out = super().update(detections, frame, timestamp)
+        self._settle()
+        return out
+
+    def _settle(self) -> None:
+        """Each matched track takes its box, unless the box also covers the prediction of a
+        confirmed track that got none: then it is the pair's, and the track coasts."""
+        tracks = [t for t in self.tracks if isinstance(t, ObservedTracklet)]
+        missed = [
+            t for t in tracks if t.matched is None and t.tracker_id >= 0 and t.time_since_update
+        ]
+        missed_boxes = (
+            np.array([t.get_state_bbox() for t in missed], np.float64).reshape(-1, 4)
+            if missed
+            else np.empty((0, 4))
+        )
+        limit = HOLD_MAX_S * self._frame_rate
+        for track in tracks:
+            if track.matched is None:
+                continue
+            hold = False
+            if len(missed_boxes) and self.hold:
+                within = track.held_since is None or track.clock - track.held_since < limit
+                hold = within and _holds_pair(track.matched, track.get_state_bbox(), missed_boxes)
+            track.settle(hold)
 
     def _noise(self, box: np.ndarray) -> float:
         if not self.nsa:

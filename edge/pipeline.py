@@ -38,7 +38,7 @@ from storelens.edge.scene import (
 from storelens.edge.scene.checkout import TillTimer
 from storelens.edge.scene.zones import Presence, as_polygon, in_polygon
 from storelens.edge.store_visits import Sighting
-from storelens.edge.track import PersonTracker, TrackedPerson, for_stride
+from storelens.edge.track import PersonTracker, TrackedPerson, for_rate
 
 PipelineEvent = VisitStarted | VisitEnded | ZoneVisit | LineCrossing | OccupancySnapshot
 DEFAULT_FPS = 10.0  # when neither the caller nor the config knows the source rate
@@ -114,9 +114,10 @@ class CameraPipeline:
         # Unknown rate (live camera, no fps in config): measured from the first two frames.
         self._fps_known = bool(fps or camera.source_fps or camera.fps)
         # With a detection stride the tracker only sees every k-th frame: its rate is fps / k
-        # and its IoU gate is widened for the longer steps (see ``for_stride``).
+        # and its IoU gate is widened for longer steps in time (see ``for_rate``).
         self.detect_every = camera.detect_every
-        self.tracker_config = for_stride(tracker, self.detect_every)
+        self._tracker_base = tracker
+        self.tracker_config = for_rate(tracker, self.fps / self.detect_every)
         self.tracker = PersonTracker(
             self.tracker_config, self.fps / self.detect_every, self.detect_every
         )
@@ -270,6 +271,7 @@ class CameraPipeline:
         dt = t - (self._t0 or t)
         if dt > 0 and 1.0 <= 1.0 / dt <= 120.0 and abs(1.0 / dt / self.fps - 1) > 0.2:
             self.fps = 1.0 / dt
+            self.tracker_config = for_rate(self._tracker_base, self.fps / self.detect_every)
             self.tracker = PersonTracker(
                 self.tracker_config, self.fps / self.detect_every, self.detect_every
             )

@@ -198,3 +198,38 @@ def test_strided_tracker_widens_its_iou_gate() -> None:
     assert for_stride(base, 4).match_iou == pytest.approx(0.1)
     assert make(2).tracker_config.match_iou == pytest.approx(0.2 / 2**0.5)
     assert make(1).tracker_config.match_iou == pytest.approx(0.2)
+
+
+def test_half_rate_camera_tracks_as_a_stride_of_two() -> None:
+    """The motion model runs on real time: a camera at 5 fps with a detection on every frame
+    gets the IoU gate and Kalman steps of a 10 fps camera detecting every 2nd frame, and the
+    same detections give the same boxes (it once stepped the filter one 10 fps-tuned frame
+    per update and kept the narrow gate, which fragmented people on the slower camera)."""
+    from storelens.edge.track import MOTION_REFERENCE_FPS, for_rate
+
+    base = TrackerConfig(match_iou=0.2)
+    assert for_rate(base, MOTION_REFERENCE_FPS / 2).match_iou == pytest.approx(0.2 / 2**0.5)
+    assert for_rate(base, 3 * MOTION_REFERENCE_FPS) is base  # never tightened
+    seq = itertools.count()
+    slow = CameraPipeline(
+        camera().model_copy(update={"fps": FPS / 2}),
+        TrackerConfig(),
+        device="dev1",
+        next_seq=lambda: next(seq),
+        fps=FPS / 2,
+    )
+    assert slow.tracker_config.match_iou == pytest.approx(make(2).tracker_config.match_iou)
+    a = PersonTracker(slow.tracker_config, FPS / 2)
+    b = PersonTracker(make(2).tracker_config, FPS / 2, detect_every=2)
+    # Two walkers passing at 40 px per update with detector jitter.
+    rng = np.random.default_rng(3)
+    for i in range(40):
+        t = i * 2 / FPS
+        boxes = [walker_box(t, 200.0), (700 - 200 * t, 190.0, 740 - 200 * t, 290.0)]
+        xyxy = np.array(boxes, np.float32) + rng.normal(0, 2, (2, 4)).astype(np.float32)
+        dets = Detections(xyxy, np.array([0.9, 0.8], np.float32))
+        out_a, out_b = a.update(dets, t), b.update(dets, t)
+        assert [(p.track_id, p.xyxy.tolist()) for p in out_a] == [
+            (p.track_id, p.xyxy.tolist()) for p in out_b
+        ]
+    assert a._tracker._frame_rate == pytest.approx(MOTION_REFERENCE_FPS)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import supervision as sv
@@ -63,3 +66,46 @@ def test_a_low_confidence_box_moves_the_track_less() -> None:
 def test_a_negative_direction_weight_is_refused() -> None:
     with pytest.raises(ValueError, match="direction_weight"):
         CrossingTracker(direction_weight=-0.1)
+
+
+def test_a_box_shared_with_a_missed_track_does_not_drag_the_winner_along() -> None:
+    """Real boxes (tests/data/tracking/merged_pair.json): a person walking slowly right and
+    one walking left are one box for five frames. The track that wins the box coasts on its
+    own motion while the box also covers the missed one's prediction; taking the box, it
+    followed the left-walker, and the two swapped identities."""
+    data = json.loads((Path(__file__).parent / "data/tracking/merged_pair.json").read_text())
+    ends = {}
+    for hold in (False, True):
+        tracker = CrossingTracker(
+            frame_rate=10.0,
+            hold=hold,
+            high_conf_det_threshold=0.45,
+            track_activation_threshold=0.45,
+            minimum_iou_threshold=0.2,
+            lost_track_buffer=90,
+            minimum_consecutive_frames=3,
+        )
+        first = {}
+        for f, rows in data["frames"].items():
+            a = np.array(rows, np.float32).reshape(-1, 5)
+            out = tracker.update(dets(a[:, :4].tolist(), a[:, 4].tolist()), timestamp=int(f) / 10)
+            at = {int(t): float(x[0]) for x, t in zip(out.xyxy, out.tracker_id, strict=True)}
+            if f == "150":
+                first = at
+        slow, fast = (min(first, key=lambda t: abs(first[t] - x)) for x in (635, 710))
+        ends[hold] = (at.get(slow), at.get(fast))
+    assert ends[True][0] == pytest.approx(679, abs=3)  # the slow walker, further right
+    assert ends[True][1] == pytest.approx(568, abs=3)  # the left-walker, past the other
+    assert ends[False][0] == pytest.approx(568, abs=3)  # without: swapped
+
+
+def test_only_a_box_of_two_is_held() -> None:
+    """A neighbour simply not detected does not make a person's own box the pair's: the box
+    must be larger than the track's own prediction and cover most of the missed one's."""
+    from storelens.edge.crossing import _holds_pair
+
+    own = np.array([100.0, 50, 130, 130])
+    missed = np.array([[115.0, 52, 145, 132]])  # half behind: IoU ~0.33 with ``own``
+    assert not _holds_pair(own, own, missed)  # the person's own box, neighbour missed
+    assert _holds_pair(np.array([100.0, 50, 145, 132]), own, missed)  # both in one box
+    assert not _holds_pair(np.array([97.0, 48, 128, 134]), own, missed)  # a bit bigger only

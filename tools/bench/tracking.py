@@ -9,7 +9,7 @@ boxes: Gaussian jitter of a few pixels, random misses (~10 %), more misses for a
 hidden behind one nearer the camera (larger y2, IoU above ~0.3), short-lived false positives
 and confidences mostly above 0.5 with some low ones (ByteTrack's second association).
 
-``PersonTracker`` with the given config adapted by ``for_stride(config, k)`` then runs as the
+``PersonTracker`` with the given config adapted by ``for_stride(config, k, fps)`` then runs as the
 agent drives it: ``update`` on detection frames (``DetectStride``: frames 0, k, 2k, ...) and
 ``predict`` on the frames in between; its output on every frame is scored with
 ``motmetrics`` (IoU distance, matches need IoU >= 0.5). Only what the tracker outputs live
@@ -221,7 +221,7 @@ def simulate(scene: Scene, seed: int) -> Simulation:
 def track(sim: Simulation, config: TrackerConfig, detect_every: int) -> list[list[TrackedPerson]]:
     """The tracker's output on every frame, driven as the agent drives it with stride k."""
     tracker = PersonTracker(
-        for_stride(config, detect_every), sim.scene.fps / detect_every, detect_every
+        for_stride(config, detect_every, sim.scene.fps), sim.scene.fps / detect_every, detect_every
     )
     stride = DetectStride(detect_every)
     out = []
@@ -278,7 +278,7 @@ def run_track_bench(
         tracked = track(sim, config, k)
         results[str(k)] = {
             **score(sim, tracked),
-            "match_iou": round(for_stride(config, k).match_iou, 4),
+            "match_iou": round(for_stride(config, k, sim.scene.fps).match_iou, 4),
             "wall_s": round(time.perf_counter() - started, 3),
         }
     return {
