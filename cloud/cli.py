@@ -49,6 +49,48 @@ def rollups_rebuild(
     typer.echo(f"rebuilt {result['days']} day(s) from {result['events']} events")
 
 
+recommend_app = typer.Typer(help="Recommendations: build the model the API serves.",
+                            no_args_is_help=True)  # fmt: skip
+app.add_typer(recommend_app, name="recommend")
+
+
+@recommend_app.command("build")
+def recommend_build(
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+    every: float = typer.Option(
+        0.0, min=0, help="Seconds between builds, running until stopped (0: build once)."
+    ),
+) -> None:
+    """Build the recommendation model from the stored history and store it in the database;
+    the API loads the newest stored model (run it after imports, from cron, or with
+    --every as a background process)."""
+    import signal
+    import threading
+
+    from storelens.cloud.db import connect
+    from storelens.cloud.services import Services
+
+    settings = _settings(db)
+    database = connect(settings.db_url)
+    services = Services.for_builder(settings, database)
+    stop = threading.Event()
+    if every:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    try:
+        builder = services.recommendations(start=False)
+        while True:
+            model = builder.rebuild()
+            learned = "learned ranker" if model.personal is not None else "hand-set blend"
+            typer.echo(f"built and {builder.source}: {len(model.catalog.skus)} items, "
+                       f"{len(model.member_index)} members, {learned}")  # fmt: skip
+            if not every or stop.wait(every):
+                break
+    finally:
+        services.close()
+        database.close()
+
+
 # -- the core service: API, ingest, admin ---------------------------------------------------
 
 

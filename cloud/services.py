@@ -1,7 +1,8 @@
 """The composition root of a cloud process: what its parts share, built once by whoever
-starts the process (`create_app` for the API, `IngestWorker` for a standalone worker, the
-demo through both) and handed down: to the API's routes through `Depends(get_services)`, to
-the ingest worker through its constructor.
+starts the process (`create_app` for the API, `IngestWorker` for a standalone worker,
+`storelens cloud recommend build` for the recommendation builder, the demo through all) and
+handed down: to the API's routes through `Depends(get_services)`, to the ingest worker
+through its constructor.
 
 The push hub is the part that decides where a POS alert goes. Pushes are raised wherever the
 work happens (scoring inside ingest, fulfillment and checkout inside the API) but the POS
@@ -30,7 +31,7 @@ import functools
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from storelens.cloud import push
 from storelens.cloud.db import Database
@@ -52,6 +53,9 @@ class Services:
     relaying: bool = False
     offer_policy: OfferPolicy = field(default_factory=lambda: _default_policy())
     recommender: RecommendationService | None = None
+    # "load": serve the newest model a builder stored (the API); "build": build and store
+    # it (the builder process, `storelens cloud recommend build`).
+    recommend_role: Literal["build", "load"] = "load"
     _routing: RoutingConfig | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -67,6 +71,11 @@ class Services:
             relay = not settings.ingest_in_process
         hub = _relay(settings, receive=True) if relay else push.PushHub()
         return cls(settings, db, hub, relaying=relay)
+
+    @classmethod
+    def for_builder(cls, settings: Settings, db: Database) -> Services:
+        """The recommendation builder's: builds models and stores them; it pushes nothing."""
+        return cls(settings, db, push.PushHub(), recommend_role="build")
 
     @classmethod
     def for_ingest(cls, settings: Settings, db: Database) -> Services:
@@ -88,15 +97,21 @@ class Services:
         with self._lock:
             self._routing = config
 
-    def recommendations(self) -> RecommendationService:
-        """The recommendation service: the one handed in, else built and started on first use
-        (a process that never recommends, like an ingest worker, never loads the model)."""
+    def recommendations(self, *, start: bool = True) -> RecommendationService:
+        """The recommendation service: the one handed in, else made for this process's
+        `recommend_role` and (``start``) started on first use: the API's loads the newest
+        stored model and polls for newer ones, the builder's builds and stores on schedule
+        (a process that never recommends, like an ingest worker, never loads a model)."""
         with self._lock:
             if self.recommender is None:
                 from storelens.cloud.personalization.recommend import RecommendationService
 
-                self.recommender = RecommendationService(self.db)
-                self.recommender.start()  # builds now, then on schedule and on request
+                building = self.recommend_role == "build"
+                self.recommender = RecommendationService(
+                    self.db, role=self.recommend_role, store=building
+                )
+                if start:
+                    self.recommender.start()
             return self.recommender
 
     def close(self) -> None:

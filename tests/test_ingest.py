@@ -260,7 +260,7 @@ def test_ingestor_survives_any_bytes_and_internal_errors(chain, monkeypatch) -> 
         raise RuntimeError("bug")
 
     monkeypatch.setattr(event_store, "event_values", boom)
-    monkeypatch.setattr(event_store, "fast_rows", boom)
+    monkeypatch.setattr(event_store, "struct_rows", boom)
     result = ingestor.process([*batch, Incoming(topics.events(STORE, DEVICE), good)])
     assert result.dead == {"bad_json": 1, "bad_topic": 2, "internal_error": 1}
     assert chain.scalar("SELECT count(*) FROM dead_letters") == 4

@@ -123,7 +123,7 @@ def test_product_cli_modules_are_scanned() -> None:
     # The product CLIs are where tooling crept in before; make sure the walk reaches them.
     scanned = {m for side in PRODUCT.values() for _, m in side()}
     assert {"storelens.cloud.cli", "storelens.edge.cli", "storelens.models.cli"} <= scanned
-    assert "storelens.contract.fast" in scanned
+    assert "storelens.contract.decoder" in scanned
 
 
 @pytest.mark.parametrize(

@@ -240,7 +240,7 @@ def test_forget_me_removes_offer_history_and_unused_coupons(db) -> None:
 
 
 def test_next_purchase_default_is_20_percent_and_stays_configurable(db) -> None:
-    from storelens.cloud.db.base import registered_migrations
+    from storelens.cloud.personalization.offers import MIGRATIONS
 
     rule = offers.get_template(db, "next_purchase")
     assert rule is not None and rule.active and rule.terms.value == 20
@@ -252,7 +252,7 @@ def test_next_purchase_default_is_20_percent_and_stays_configurable(db) -> None:
     # An upgrade where ops had changed the old rule keeps theirs and adds the new one inactive.
     db.execute("DELETE FROM offer_templates WHERE id = 'next_purchase'")
     db.execute("UPDATE offer_templates SET active = 1, value = 12 WHERE id = 'next_purchase_10'")
-    step = [m for m in registered_migrations() if m.component == "offers"][2]
+    step = MIGRATIONS[2]
     for sql in step.sql.split(";"):
         db.execute(sql)
     assert offers.get_template(db, "next_purchase_10").active

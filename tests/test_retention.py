@@ -12,7 +12,7 @@ import pytest
 from storelens.cloud import analytics
 from storelens.cloud.analytics.rollups import settle
 from storelens.cloud.commerce import stores
-from storelens.cloud.db import base, connect, retention
+from storelens.cloud.db import connect, retention
 from storelens.cloud.ingest import events
 from storelens.cloud.settings import Settings
 from storelens.tools.seed import instore as analytics_seed
@@ -86,16 +86,15 @@ def test_partitions_are_created_ahead_and_late_days_get_their_own(pg_url) -> Non
 
 
 def test_migration_moves_an_unpartitioned_table_into_day_partitions(pg_url, monkeypatch) -> None:
-    steps = dict(base._REGISTRY)
-    monkeypatch.setattr(base, "_REGISTRY", {k: v for k, v in steps.items()
-                                            if k != "events_partitions"})  # fmt: skip
+    steps = retention.MIGRATIONS
+    monkeypatch.setattr(retention, "MIGRATIONS", ())
     db = connect(pg_url)
     assert not retention.partitioned(db)
     seed(db, days=4)
     total = db.scalar("SELECT count(*) FROM events")
     expected = daily(db, date(2026, 3, 17), date(2026, 3, 20), raw=True)
 
-    monkeypatch.setattr(base, "_REGISTRY", steps)
+    monkeypatch.setattr(retention, "MIGRATIONS", steps)
     applied = db.migrate()
     assert [m.component for m in applied] == ["events_partitions"]
     assert retention.partitioned(db)

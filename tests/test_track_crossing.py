@@ -97,3 +97,15 @@ def test_a_box_shared_with_a_missed_track_does_not_drag_the_winner_along() -> No
     assert ends[True][0] == pytest.approx(679, abs=3)  # the slow walker, further right
     assert ends[True][1] == pytest.approx(568, abs=3)  # the left-walker, past the other
     assert ends[False][0] == pytest.approx(568, abs=3)  # without: swapped
+
+
+def test_only_a_box_of_two_is_held() -> None:
+    """A neighbour simply not detected does not make a person's own box the pair's: the box
+    must be larger than the track's own prediction and cover most of the missed one's."""
+    from storelens.edge.track.crossing import _holds_pair
+
+    own = np.array([100.0, 50, 130, 130])
+    missed = np.array([[115.0, 52, 145, 132]])  # half behind: IoU ~0.33 with ``own``
+    assert not _holds_pair(own, own, missed)  # the person's own box, neighbour missed
+    assert _holds_pair(np.array([100.0, 50, 145, 132]), own, missed)  # both in one box
+    assert not _holds_pair(np.array([97.0, 48, 128, 134]), own, missed)  # a bit bigger only

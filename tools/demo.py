@@ -80,6 +80,7 @@ class Demo:
         self.base = f"http://127.0.0.1:{port}"
         self.edge: subprocess.Popen | None = None
         self.server: Any = None
+        self.builder: Any = None  # the recommendation builder's Services
         self.server_thread: threading.Thread | None = None
         self.broker: Any = None
         self.threads: list[threading.Thread] = []
@@ -140,6 +141,13 @@ class Demo:
             mqtt_client_id=f"demo-ingest-{uuid.uuid4().hex[:8]}",
         )
         self.app = create_app(settings)
+        # The recommendation builder, a process of its own in a deployment, here a thread on
+        # its own connection: it builds and stores the model, the API loads it.
+        from storelens.cloud.db import connect
+        from storelens.cloud.services import Services
+
+        self.builder = Services.for_builder(settings, connect(self.db_url))
+        self.builder.recommendations()  # builds and stores now, then every 15 min
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.server_thread = threading.Thread(target=self.server.run, name="api", daemon=True)
@@ -464,6 +472,9 @@ class Demo:
                 self.server_thread.join(30)
         for t in self.threads:
             t.join(15)
+        if self.builder is not None:
+            self.builder.close()
+            self.builder.db.close()
         if self.broker is not None:
             self.broker.stop()
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 
 from storelens.cloud.api.deps import get_db
 from storelens.cloud.db import Database
-from storelens.cloud.db.base import registered_migrations
+from storelens.cloud.db.schema import declared_migrations
 
 router = APIRouter(tags=["health"])
 
@@ -22,7 +22,7 @@ def readyz(request: Request, response: Response, db: Database = Depends(get_db))
     try:
         db.scalar("SELECT 1")
         applied = db.applied_migrations()
-        missing = [m for m in registered_migrations() if (m.component, m.version) not in applied]
+        missing = [m for m in declared_migrations() if (m.component, m.version) not in applied]
         checks["database"] = "ok" if not missing else f"{len(missing)} migrations pending"
     except Exception as exc:  # any driver error means "not ready", never a 500
         checks["database"] = f"error: {type(exc).__name__}"

@@ -43,10 +43,11 @@ from storelens.contract.bounds import EpochSeconds
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Merged into the app's lifespan by include_router. The first model is built in the
-    # background from startup (readyz says "warming up" until then), so the first POS request
-    # does not pay for it; on shutdown, stop what this router started (the recommender stops
-    # with the app's `Services`).
+    # Merged into the app's lifespan by include_router. The newest stored model (or, before
+    # the builder stored one, the fallback) is loaded in the background from startup (readyz
+    # says "warming up" until then), so the first POS request does not pay for it; on
+    # shutdown, stop what this router started (the recommender stops with the app's
+    # `Services`).
     app.state.services.recommendations()
     yield
     impressions = getattr(app.state, "impressions", None)
@@ -313,6 +314,11 @@ class StatusOut(BaseModel):
     store: str
     recommendations_ready: bool = Field(description="False while the first model builds.")
     model_built_at: float | None = Field(description="When the serving model was built.")
+    model_source: str | None = Field(
+        None,
+        description="'stored #ID' (built by `storelens cloud recommend build`), or 'fallback'"
+        " (the hand-set blend the API builds itself until a built model is stored).",
+    )
 
 
 @router.get("/status", response_model=StatusOut, summary="This POS's store and service status")
@@ -322,6 +328,7 @@ async def pos_status(request: Request, caller: Caller = Depends(pos_caller)) -> 
         store=caller.store or "",
         recommendations_ready=svc.ready,
         model_built_at=svc.model.built_at if svc.ready else None,
+        model_source=svc.source if svc.ready else None,
     )
 
 

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from storelens.cloud.db import Database, IntegrityError, register_migrations
+from storelens.cloud.db import Database, IntegrityError, migrations
 
-register_migrations(
+MIGRATIONS = migrations(
     "auth",
     [
         """

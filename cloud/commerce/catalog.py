@@ -10,10 +10,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 from storelens.contract.bounds import Price
 
-register_migrations(
+MIGRATIONS = migrations(
     "catalog",
     [
         """

@@ -16,11 +16,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from storelens.cloud.db import Database, IntegrityError, register_migrations
+from storelens.cloud.db import Database, IntegrityError, migrations
 from storelens.cloud.ingest import events as event_store
 from storelens.pseudonym import PseudonymKey
 
-register_migrations(
+MIGRATIONS = migrations(
     "members",
     [
         """

@@ -12,11 +12,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 from storelens.contract.bounds import EpochSeconds, Price, Quantity
 from storelens.contract.events import Identifier
 
-register_migrations(
+MIGRATIONS = migrations(
     "sales",
     [
         """

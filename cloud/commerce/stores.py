@@ -10,11 +10,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 from storelens.contract.bounds import SmallCount, StockDelta, StockLevel
 from storelens.contract.events import Identifier
 
-register_migrations(
+MIGRATIONS = migrations(
     "stores",
     [
         """

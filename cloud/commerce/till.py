@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 
-register_migrations(
+MIGRATIONS = migrations(
     "till",
     [
         """

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from storelens.cloud.commerce import members
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 
-register_migrations(
+MIGRATIONS = migrations(
     "visit_sales",
     [
         """

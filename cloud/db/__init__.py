@@ -1,5 +1,6 @@
 """Storage: one interface (`Database`), two backends (SQLite via sqlite-utils, PostgreSQL via
-psycopg 3), and per-component versioned migrations that run on start.
+psycopg 3), and per-component versioned migrations that run on start (each domain declares its
+``MIGRATIONS``; `schema` collects them in a declared order).
 
 Domain modules write portable SQL with ``?`` placeholders against `Database`; the PostgreSQL
 backend rewrites placeholders. Timestamps are stored as epoch seconds (float) so arithmetic
@@ -12,7 +13,7 @@ from storelens.cloud.db.base import (
     IntegrityError,
     Migration,
     connect,
-    register_migrations,
+    migrations,
 )
 
-__all__ = ["DataError", "Database", "IntegrityError", "Migration", "connect", "register_migrations"]
+__all__ = ["DataError", "Database", "IntegrityError", "Migration", "connect", "migrations"]

@@ -65,20 +65,15 @@ class Migration:
         return self.sql if isinstance(self.sql, str) else self.sql.get(dialect, "")
 
 
-_REGISTRY: dict[str, list[Migration]] = {}
-
-
-def register_migrations(component: str, steps: Sequence[str | Mapping[str, str]]) -> None:
-    """Declare a component's schema as an ordered list of SQL scripts (version = index+1).
+def migrations(component: str, steps: Sequence[str | Mapping[str, str]]) -> tuple[Migration, ...]:
+    """A component's schema as an ordered list of SQL scripts (version = index+1), which its
+    domain module declares as ``MIGRATIONS``; the storage root (`schema`) collects them in the
+    order it declares, so what was imported first never decides what runs first.
 
     Each domain module owns its tables; components never share a version counter, so two
     domains can evolve their schemas independently.
     """
-    _REGISTRY[component] = [Migration(component, i + 1, sql) for i, sql in enumerate(steps)]
-
-
-def registered_migrations() -> list[Migration]:
-    return [m for steps in _REGISTRY.values() for m in steps]
+    return tuple(Migration(component, i + 1, sql) for i, sql in enumerate(steps))
 
 
 class Database(ABC):
@@ -276,7 +271,7 @@ class Database(ABC):
 
     def migrate(self) -> list[Migration]:
         """Apply every registered migration not yet applied; returns those applied."""
-        # The storage root imports the domain modules, registering their migrations, and
+        # The storage root collects the domains' migrations in its declared order and
         # installs their hooks (only here: a process that only reads or writes, like the
         # SQLite ingest writer, starts without them).
         from storelens.cloud.db import schema
@@ -296,7 +291,7 @@ class Database(ABC):
             for r in self.query("SELECT component, version FROM schema_migrations")
         }
         applied = []
-        for m in registered_migrations():
+        for m in schema.declared_migrations():
             if (m.component, m.version) in done:
                 continue
             with self.transaction():

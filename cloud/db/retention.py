@@ -28,7 +28,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ PARTITIONS_AHEAD_DAYS = 7
 DELETE_BATCH = 5_000
 _NAME = re.compile(r"^events_p(\d{8})$")
 
-register_migrations(
+MIGRATIONS = migrations(
     "events_partitions",
     [
         {

@@ -1,14 +1,18 @@
-"""The storage root: imports every domain module that owns tables, so `connect()` registers
-their migrations, and installs the hooks each declares in `HOOKS` (cloud/hooks.py): one place
-that wires the domains together, instead of each registering itself when imported.
+"""The storage root: collects the migrations every domain module declares in `MIGRATIONS`,
+in the order of `COMPONENTS`, and installs the hooks each declares in `HOOKS`
+(cloud/hooks.py): one place that wires the domains together, instead of each registering
+itself when imported.
 
-Add a domain here when it declares `register_migrations(...)` or `HOOKS`. Order matters only
-for foreign keys between components, and for the order hooks of one point run in.
+Add a domain here when it declares `MIGRATIONS` or `HOOKS`. Order matters: a component's
+migrations run after those of the components listed before it (``events_partitions`` in
+`storelens.cloud.db.retention` rewrites the ``events`` table of `storelens.cloud.ingest.events`;
+foreign keys point to earlier components), and hooks of one point run in this order.
 """
 
 import importlib
 
 from storelens.cloud import hooks
+from storelens.cloud.db.base import Migration
 
 COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.commerce.stores",
@@ -31,8 +35,8 @@ COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.personalization.interactions",
     "storelens.cloud.commerce.history.importer",
     "storelens.cloud.personalization.propensity",
+    "storelens.cloud.personalization.recommend.artifacts",
 )
-
 
 
 def install() -> None:
@@ -41,3 +45,10 @@ def install() -> None:
     nothing."""
     for name in COMPONENTS:
         hooks.install(getattr(importlib.import_module(name), "HOOKS", ()), owner=name)
+
+
+def declared_migrations() -> list[Migration]:
+    """Every component's migrations, components in `COMPONENTS` order, each in its own."""
+    return [
+        m for name in COMPONENTS for m in getattr(importlib.import_module(name), "MIGRATIONS", ())
+    ]

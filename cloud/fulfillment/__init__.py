@@ -2,13 +2,14 @@
 the store's task workflow (`workflow`, `states`), deadlines (`deadlines`), the POS and ops
 read side (`tasks`) and the link to the orders domain (`intake`, `progress`).
 
-Importing the package registers the fulfillment tables; its hooks (routing on order creation,
+Its tables (`tables.MIGRATIONS`) and its hooks (routing on order creation,
 forget-me) are declared in `HOOKS` and installed by `cloud/db/schema.py` with every other
 domain's (cloud/hooks.py).
 """
 
 from storelens.cloud.fulfillment import intake, tables
 
+MIGRATIONS = tables.MIGRATIONS
 HOOKS = [("order_created", intake.route_new_order), ("member_forgotten", intake.forget_member)]
 
-__all__ = ["HOOKS", "intake", "tables"]
+__all__ = ["HOOKS", "MIGRATIONS", "intake", "tables"]

@@ -5,11 +5,11 @@ Orders, stores and inventory belong to the core domains; these tables refer to t
 without foreign keys, so each component migrates on its own.
 """
 
-from storelens.cloud.db import register_migrations
+from storelens.cloud.db import migrations
 
 COMPONENT = "fulfillment"
 
-register_migrations(
+MIGRATIONS = migrations(
     COMPONENT,
     [
         """

@@ -15,8 +15,8 @@ from typing import Any, Union
 import msgspec
 from pydantic import BaseModel
 
+from storelens.contract.decoder import raw_event_texts
 from storelens.contract.events import EVENT_TYPES, PERSONAL_FIELDS
-from storelens.contract.fast import raw_event_texts
 
 
 def _key_struct(tag: str, model: type[BaseModel]) -> type[msgspec.Struct]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from storelens.cloud.analytics import rollups
 from storelens.cloud.analytics.rollups import sql as rollup_tables
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 from storelens.contract import topics
 from storelens.contract.events import (
     PERSONAL_FIELDS,
@@ -50,7 +50,7 @@ EVENT_COLUMNS = (
     "payload",
 )
 
-register_migrations(
+MIGRATIONS = migrations(
     "events",
     [
         """
@@ -202,36 +202,36 @@ def event_values(
     )  # fmt: skip
 
 
-def _fast_typed() -> dict[type, Any]:
-    # The fast structs carry the models' field names, so the same extractors serve both.
-    from storelens.contract.fast import FAST_EVENT_TYPES as fast
+def _struct_typed() -> dict[type, Any]:
+    # The decoder's structs carry the models' field names, so one set of extractors serves both.
+    from storelens.contract.decoder import EVENT_STRUCT_TYPES as structs
 
     return {
-        fast["zone_visit"]: _zone_visit,
-        fast["line_crossing"]: _line_crossing,
-        fast["visit_ended"]: _visit_ended,
+        structs["zone_visit"]: _zone_visit,
+        structs["line_crossing"]: _line_crossing,
+        structs["visit_ended"]: _visit_ended,
     }
 
 
-_FAST_TYPED = _fast_typed()
-_FAST_TAGS: dict[type, str] = {}
+_STRUCT_TYPED = _struct_typed()
+_STRUCT_TAGS: dict[type, str] = {}
 
 
-def fast_rows(
+def struct_rows(
     store: str,
     events: Sequence[Any],
     texts: Sequence[str],
     received_at: float,
     linkable: Any,
 ) -> list[tuple]:
-    """`event_values` for the structs of `storelens.contract.fast` (the ingest hot path, no
+    """`event_values` for the structs of `storelens.contract.decoder` (the ingest hot path, no
     pydantic objects): ``texts`` are the events' own JSON texts, stored as the payload unless
     the member must stay unlinked (``linkable(token)`` is None), which re-serialises the
     event without its personal fields."""
     from storelens.contract.events import EVENT_TYPES
 
     rows = []
-    typed_of, tags = _FAST_TYPED, _FAST_TAGS
+    typed_of, tags = _STRUCT_TYPED, _STRUCT_TAGS
     for event, text in zip(events, texts, strict=True):
         cls = type(event)
         tag = tags.get(cls) or tags.setdefault(cls, cls.__struct_config__.tag)

@@ -1,14 +1,14 @@
 """The ingest worker: MQTT batches in, validated and de-duplicated events out to storage.
 
-Flow per message: topic -> envelope (contract) -> registered device? -> consent filter ->
-rows. Envelopes are decoded by `storelens.contract.fast` (msgspec structs generated from the
-contract, rows built straight from them); whatever it does not accept goes through pydantic,
-which decides and names the dead-letter reason. Many messages are written in one
-transaction (on SQLite in a writer process, `storelens.cloud.db.sqlite_writer`, while the next
-batch is parsed; on PostgreSQL streamed with COPY while parsing); only after that transaction
-commits does the worker send receipts and acknowledge the messages to the broker (QoS 1,
-manual acks). Any bad input becomes a dead letter with a reason; nothing a device sends can
-stop the worker.
+Flow per message: topic -> envelope (contract) -> registered device? -> consent filter -> rows.
+Envelopes are decoded by the contract's `decode_envelope` (`storelens.contract.decoder`:
+msgspec structs generated from the contract, rows built straight from them); whatever it does
+not accept goes through pydantic, which decides and names the dead-letter reason. Many messages
+are written in one transaction (on SQLite in a writer process,
+`storelens.cloud.db.sqlite_writer`, while the next batch is parsed; on PostgreSQL streamed with
+COPY while parsing); only after that transaction commits does the worker send receipts and
+acknowledge the messages to the broker (QoS 1, manual acks). Any bad input becomes a dead
+letter with a reason; nothing a device sends can stop the worker.
 
 Receipts: after each commit the worker publishes one `Ack` per (store, device) on
 ``storelens/v1/{store}/{device}/ack`` naming the ``batch_id`` of every envelope of that
@@ -67,12 +67,12 @@ from storelens.cloud.settings import Settings
 from storelens.contract import (
     ContractError,
     DeviceStatus,
+    decode_envelope,
     parse_envelope,
     topics,
 )
 from storelens.contract.bounds import MAX_FUTURE_SKEW_S, MIN_EPOCH_S
 from storelens.contract.commands import MAX_ACK_IDS, Ack, OptOutList
-from storelens.contract.fast import decode_envelope
 
 log = logging.getLogger(__name__)
 
@@ -297,9 +297,9 @@ class Ingestor:
             if self._registered(where.store, where.device):
                 out.availability.append((where.store, where.device, msg.payload == topics.ONLINE))
             return []
-        fast = decode_envelope(msg.payload)
-        if fast is not None:
-            return self._prepare_fast(msg, where, out, *fast)
+        decoded = decode_envelope(msg.payload)
+        if decoded is not None:
+            return self._prepare_struct(msg, where, out, *decoded)
         # What msgspec does not accept (device statuses, rare lax input): the contract's
         # pydantic path decides and names the dead-letter reason.
         envelope = parse_envelope(msg.payload)
@@ -335,7 +335,7 @@ class Ingestor:
         out.rows += rows  # only now: a message that fails part-way adds no rows
         return rows
 
-    def _prepare_fast(
+    def _prepare_struct(
         self,
         msg: Incoming,
         where: topics.DeviceTopic,
@@ -343,7 +343,7 @@ class Ingestor:
         envelope: Any,
         texts: list[str],
     ) -> list:
-        """`_prepare_one` for an envelope the fast decoder accepted (no device status in it);
+        """`_prepare_one` for an envelope the contract's decoder accepted (no device status in it);
         ``where`` is the message's parsed topic."""
         self._batch_id = uuid.UUID(envelope.batch_id)
         store, device = envelope.store, envelope.device
@@ -352,7 +352,9 @@ class Ingestor:
         if not self._registered(store, device):
             raise ContractError("unregistered_device", f"{store}/{device} is not registered")
         out.newest_sent = max(out.newest_sent, envelope.sent_at.timestamp())
-        rows = event_store.fast_rows(store, envelope.events, texts, out.received_at, self._linkable)
+        rows = event_store.struct_rows(
+            store, envelope.events, texts, out.received_at, self._linkable
+        )
         if rows:
             times = [row[_TS] for row in rows]
             check_clock(min(times), max(times), out.received_at)

@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storelens.cloud.db import Database, IntegrityError, register_migrations
+from storelens.cloud.db import Database, IntegrityError, migrations
 from storelens.contract.bounds import Amount
 
-register_migrations(
+MIGRATIONS = migrations(
     "coupons",
     [
         """

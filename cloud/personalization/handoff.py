@@ -30,11 +30,11 @@ from typing import Any
 
 import httpx
 
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 
 log = logging.getLogger(__name__)
 
-register_migrations(
+MIGRATIONS = migrations(
     "handoff",
     [
         """

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storelens.cloud.commerce import members
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 from storelens.cloud.personalization import scoring
 from storelens.cloud.personalization.scoring_plans import (
     NAME_PATTERN,
@@ -24,7 +24,7 @@ from storelens.cloud.personalization.scoring_plans import (
     known_interactions,
 )
 
-register_migrations(
+MIGRATIONS = migrations(
     "interactions",
     [
         """

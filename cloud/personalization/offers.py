@@ -22,14 +22,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 from storelens.cloud.personalization import coupons
 from storelens.cloud.personalization.coupons import DiscountTerms
 from storelens.contract.bounds import EpochSeconds
 
 log = logging.getLogger(__name__)
 
-register_migrations(
+MIGRATIONS = migrations(
     "offers",
     [
         """

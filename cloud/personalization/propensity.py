@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 
 from storelens.cloud.commerce.history.lines import OrderLines, load_order_lines
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 
 log = logging.getLogger(__name__)
 DAY = 86400.0
 
-register_migrations(
+MIGRATIONS = migrations(
     "propensity",
     [
         """

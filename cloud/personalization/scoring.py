@@ -30,7 +30,7 @@ from typing import Any
 
 from storelens.cloud import services
 from storelens.cloud.commerce import members
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 from storelens.cloud.personalization import handoff, offers
 from storelens.cloud.personalization.recommend.ranking import format_duration
 from storelens.cloud.personalization.scoring_plans import (
@@ -49,7 +49,7 @@ from storelens.cloud.personalization.scoring_plans import (
 
 log = logging.getLogger(__name__)
 
-register_migrations(
+MIGRATIONS = migrations(
     "scoring",
     [
         """

@@ -21,9 +21,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 
-register_migrations(
+MIGRATIONS = migrations(
     "scoring_plans",
     [
         """

@@ -13,8 +13,9 @@ to the library's ByteTrack:
 
 And one guard of our own against a track sliding onto a passer-by: when two people overlap
 the detector often gives one box for both. The track that wins that box keeps it (it is
-still matched and shown), but while the box also covers the prediction of a confirmed track
-left without a detection, it is the pair's box, not this person's: the winner's filter
+still matched and shown), but while the box is larger than its own prediction and covers
+most of that of a confirmed track left without a detection, it is the pair's box, not this
+person's: the winner's filter
 coasts on its own motion instead of taking it (at most ``HOLD_MAX_S``), so when the two
 part, each prediction is where its own person went. (On the sample video the merged box
 of a pair walking opposite ways dragged one track onto the other person.)
@@ -46,6 +47,7 @@ HISTORY = 8  # observations kept per track (covers the span at detect_every 1-3)
 NSA_REFERENCE_CONFIDENCE = 0.8
 NSA_MIN = 0.05  # (1 - confidence) floor: no box is a perfect measurement
 HOLD_MAX_S = 1.0  # a track coasts through a shared box at most this long, then takes it
+PAIR_COVER = 0.5  # a shared box covers more than this share of the missed track's box
 
 
 class ObservedTracklet(ByteTrackTracklet):
@@ -102,6 +104,23 @@ class ObservedTracklet(ByteTrackTracklet):
         d = _centre(last) - _centre(old)
         norm = float(np.hypot(*d))
         return d / norm if norm > 1e-6 else None
+
+
+def _area(box: np.ndarray) -> np.ndarray:
+    return np.maximum(box[..., 2] - box[..., 0], 0) * np.maximum(box[..., 3] - box[..., 1], 0)
+
+
+def _holds_pair(box: np.ndarray, own: np.ndarray, missed: np.ndarray) -> bool:
+    """A box of two people: larger than the track's own prediction and covering most of a
+    missed track's. (A person's own box next to a missed neighbour covers at most about
+    half of the neighbour's: that one is simply not detected, and the box is taken.)"""
+    b = np.asarray(box, np.float64)
+    if _area(b) <= _area(np.asarray(own, np.float64)):
+        return False
+    iw = np.minimum(b[2], missed[:, 2]) - np.maximum(b[0], missed[:, 0])
+    ih = np.minimum(b[3], missed[:, 3]) - np.maximum(b[1], missed[:, 1])
+    covered = np.maximum(iw, 0) * np.maximum(ih, 0) / np.maximum(_area(missed), 1e-6)
+    return bool(covered.max() > PAIR_COVER)
 
 
 def _centre(box: np.ndarray) -> np.ndarray:
@@ -208,10 +227,8 @@ class CrossingTracker(ByteTrackTracker):
                 continue
             hold = False
             if len(missed_boxes) and self.hold:
-                box = np.asarray(track.matched, np.float64)[None]
-                shared = self.base_iou.compute(box, missed_boxes)
                 within = track.held_since is None or track.clock - track.held_since < limit
-                hold = bool(shared.max() >= self.minimum_iou_threshold) and within
+                hold = within and _holds_pair(track.matched, track.get_state_bbox(), missed_boxes)
             track.settle(hold)
 
     def _noise(self, box: np.ndarray) -> float:

@@ -2,8 +2,12 @@
 
 This package is the single owner of event models, topic names, the schema version and the
 generated JSON Schema. Both `storelens.edge` and `storelens.cloud` import it; it imports
-neither, and it needs nothing beyond pydantic.
+neither, and it needs nothing beyond pydantic. `decode_envelope` (`decoder`: raw envelope
+bytes to msgspec structs, what ingest decodes with) also needs msgspec (the cloud extra), so
+it loads on first use: a device never imports it.
 """
+
+from typing import Any
 
 from storelens.contract import topics
 from storelens.contract.envelope import (
@@ -47,8 +51,17 @@ __all__ = [
     "VisitEnded",
     "VisitStarted",
     "ZoneVisit",
+    "decode_envelope",
     "encode_envelope",
     "new_event_id",
     "parse_envelope",
     "topics",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "decode_envelope":
+        from storelens.contract.decoder import decode_envelope
+
+        return decode_envelope
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -122,6 +122,10 @@ def run(*, rate: float = 200.0, seconds: float = 20.0, members: int = 3000, seed
         )
         for member_id in member_ids:
             till.arrived(db, store, device, member_id)
+        # As deployed: the builder stores the model, the API workers load it.
+        from storelens.cloud.personalization.recommend import RecommendationService
+
+        RecommendationService(db, role="build", store=True).rebuild()
         db.close()
         random.Random(seed).shuffle(member_ids)
         port = _free_port()
@@ -139,7 +143,7 @@ def run(*, rate: float = 200.0, seconds: float = 20.0, members: int = 3000, seed
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {token}"}
         try:
-            # Ready means every worker has built its model: the status is answered by
+            # Ready means every worker has loaded the model: the status is answered by
             # whichever worker accepts the connection, so it must say ready many times in a row.
             deadline = time.monotonic() + 180
             ready_in_a_row = 0

@@ -5,9 +5,9 @@ that cost into the stages of the hot path, each timed on its own (no MQTT, one p
 the same realistic envelopes, best of ``repeat`` runs:
 
 - ``json_loads``: what the bare subscriber does to a message after receiving it;
-- ``validate``: the contract's fast decoder (`decode_envelope`: msgspec structs, each
+- ``validate``: the contract's decoder (`decode_envelope`: msgspec structs, each
   event's raw text, the bulk pattern check);
-- ``rows``: building the ``events`` rows from the structs (`fast_rows`);
+- ``rows``: building the ``events`` rows from the structs (`struct_rows`);
 - ``msgpack``: encoding the rows for the SQLite writer process;
 - ``sqlite_executemany``: inserting the rows into a fresh, migrated SQLite ``events`` table
   through Python's driver, in transactions of ``rows_per_commit`` (the writer's batches);
@@ -182,13 +182,13 @@ def run(
     repeat: int = 3,
     pg_url: str | None = None,
 ) -> dict[str, Any]:
-    from storelens.cloud.ingest.events import fast_rows
-    from storelens.contract.fast import decode_envelope
+    from storelens.cloud.ingest.events import struct_rows
+    from storelens.contract.decoder import decode_envelope
 
     raws = envelopes("s1", "box-1", realistic_event_dicts("box-1", events, seed=1), per_message)
     decoded = [decode_envelope(raw) for raw in raws]
     if any(d is None for d in decoded):
-        raise RuntimeError("the fast decoder refused a realistic envelope")
+        raise RuntimeError("the contract's decoder refused a realistic envelope")
 
     def json_loads() -> None:
         for raw in raws:
@@ -204,12 +204,12 @@ def run(
     def build() -> list[tuple]:
         out: list[tuple] = []
         for envelope, texts in decoded:  # type: ignore[misc]
-            out += fast_rows("s1", envelope.events, texts, 1.0, linkable)
+            out += struct_rows("s1", envelope.events, texts, 1.0, linkable)
         return out
 
     rows = build()
     per_message_rows = [
-        fast_rows("s1", envelope.events, texts, 1.0, linkable)
+        struct_rows("s1", envelope.events, texts, 1.0, linkable)
         for envelope, texts in decoded  # type: ignore[misc]
     ]
     encode = msgspec.msgpack.Encoder().encode

@@ -17,9 +17,9 @@ from typing import Any
 import msgspec
 
 from storelens.cloud.analytics.rollups import aggregate
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 
-register_migrations(
+MIGRATIONS = migrations(
     "rollups",
     [
         """

@@ -18,9 +18,9 @@ from typing import Any
 
 from storelens.cloud.commerce import members as member_domain
 from storelens.cloud.commerce.history.reader import HistoryFile, HistoryLine
-from storelens.cloud.db import Database, register_migrations
+from storelens.cloud.db import Database, migrations
 
-register_migrations(
+MIGRATIONS = migrations(
     "history",
     [
         """

@@ -1,19 +1,29 @@
-"""The recommendation service: a model rebuilt in the background, served per member and store.
+"""The recommendation service: a model served per member and store, swapped in with one
+reference assignment, so requests never wait for a build and never see half a model.
 
-Rebuilds run on a schedule and on demand (`request_rebuild()` after bulk imports); the
-serving path swaps in the new model with one reference assignment, so requests never wait
-for a build and never see half a model.
+Two roles, chosen by the composition root (`Services`):
+
+- ``build``: builds the model from the database on a schedule and on demand
+  (`request_rebuild()` after bulk imports) and, with ``store=True``, stores each build
+  (`artifacts`). The builder process (`storelens cloud recommend build`) runs this role.
+- ``load``: the API's role. It never builds the learned model: it loads the newest stored one
+  and polls for a newer one every `load_interval_s`. Until a builder has stored a first model
+  it serves a fallback built in-process without the learned ranker (the hand-set blend and
+  best sellers, seconds to build), says so in `source`, and logs it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from datetime import datetime
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from storelens.cloud.db import Database
+from storelens.cloud.personalization.recommend import artifacts
 from storelens.cloud.personalization.recommend.dataset import (
     load_catalog,
     load_dwells,
@@ -33,6 +43,29 @@ from storelens.cloud.personalization.recommend.ranking import (
 
 log = logging.getLogger(__name__)
 
+Role = Literal["build", "load"]
+FALLBACK = "fallback"  # `source` while the API serves its own blend-only model
+
+
+def build_from_db(
+    db: Database,
+    settings: RecommendSettings,
+    *,
+    now: float,
+    history_days: float = 730.0,
+    previous: RecommendationModel | None = None,
+) -> RecommendationModel:
+    """One model from what the database holds in the last ``history_days`` before ``now``."""
+    since = now - history_days * 86400
+    return build_model(
+        load_catalog(db),
+        load_purchases(db, since=since, until=now),
+        load_dwells(db, since=since, until=now),
+        settings=settings,
+        now=now,
+        previous=previous,
+    )
+
 
 class RecommendationService:
     def __init__(
@@ -41,11 +74,19 @@ class RecommendationService:
         settings: RecommendSettings | None = None,
         *,
         history_days: float = 730.0,
+        role: Role = "build",
+        store: bool = False,
+        load_interval_s: float = 30.0,
     ) -> None:
         self.db = db
         self.settings = settings or RecommendSettings()
         self.history_days = history_days
+        self.role: Role = role
+        self.store = store  # build role: write each build to `recommend_models`
+        self.load_interval_s = load_interval_s
         self._model: RecommendationModel | None = None
+        self._model_id: int | None = None  # the stored model serving (load role)
+        self.source: str | None = None  # "built", "stored #ID" or FALLBACK
         self._zones: dict[str, dict[str, str]] = {}
         self._timezones: dict[str, ZoneInfo] = {}
         self._build_lock = threading.Lock()
@@ -55,37 +96,74 @@ class RecommendationService:
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
 
-    # -- building ------------------------------------------------------------------------
+    # -- building and loading ------------------------------------------------------------
     def rebuild(self, *, now: float | None = None) -> RecommendationModel:
-        """Build a fresh model from the database and swap it in; returns it."""
+        """Build role: a fresh model from the database, stored when ``store``, swapped in.
+        Load role: the newest stored model if there is a newer one, else (none stored yet)
+        a fresh fallback; it never builds the learned model."""
+        if self.role == "load":
+            return self.refresh(now=now, rebuild_fallback=True)
         now = time.time() if now is None else now
         with self._build_lock:
-            since = now - self.history_days * 86400
             started = time.perf_counter()
-            model = build_model(
-                load_catalog(self.db),
-                load_purchases(self.db, since=since, until=now),
-                load_dwells(self.db, since=since, until=now),
-                settings=self.settings,
-                now=now,
-                previous=self._model,
-            )
-            zones: dict[str, dict[str, str]] = {}
-            for r in self.db.query("SELECT store, zone, category FROM store_zones"):
-                zones.setdefault(r["store"], {})[r["zone"]] = r["category"]
-            timezones = {}
-            for r in self.db.query("SELECT id, timezone FROM stores"):
-                try:
-                    timezones[r["id"]] = ZoneInfo(r["timezone"] or "UTC")
-                except (ZoneInfoNotFoundError, ValueError):
-                    timezones[r["id"]] = ZoneInfo("UTC")
-            self._zones, self._timezones, self._model = zones, timezones, model
-            self._ready.set()
+            previous = self._model
+            if previous is None and self.store:  # a new builder reuses the stored classifier
+                stored = artifacts.load_latest(self.db)
+                previous = stored.model if stored is not None else None
+            model = build_from_db(
+                self.db, self.settings, now=now, history_days=self.history_days,
+                previous=previous,
+            )  # fmt: skip
+            source = "built"
+            if self.store:
+                source = f"stored #{artifacts.save(self.db, model)}"
+            self._swap(model, source)
             log.info(
-                "recommendation model rebuilt: %d items, %d members in %.2fs",
-                len(model.catalog.skus), len(model.member_index), time.perf_counter() - started,
+                "recommendation model built (%s): %d items, %d members in %.2fs",
+                source, len(model.catalog.skus), len(model.member_index),
+                time.perf_counter() - started,
             )  # fmt: skip
             return model
+
+    def refresh(
+        self, *, now: float | None = None, rebuild_fallback: bool = False
+    ) -> RecommendationModel:
+        """Load role: swap in the newest stored model when it is newer than the one serving;
+        with none stored, build the fallback (once, or again with ``rebuild_fallback``)."""
+        with self._build_lock:
+            newest = artifacts.latest_id(self.db)
+            if newest is not None and newest != self._model_id:
+                stored = artifacts.load_latest(self.db)
+                if stored is not None:
+                    self._model_id = stored.id
+                    self._swap(stored.model, f"stored #{stored.id}")
+                    log.info("recommendation model #%d loaded (built at %.0f)",
+                             stored.id, stored.model.built_at)  # fmt: skip
+            elif newest is None and (self._model is None or rebuild_fallback):
+                log.warning(
+                    "no built recommendation model stored yet: serving the hand-set blend "
+                    "until `storelens cloud recommend build` stores one"
+                )
+                now = time.time() if now is None else now
+                blend_only = dataclasses.replace(self.settings, learn_ranker=False)
+                model = build_from_db(self.db, blend_only, now=now,
+                                      history_days=self.history_days)  # fmt: skip
+                self._swap(model, FALLBACK)
+            assert self._model is not None
+            return self._model
+
+    def _swap(self, model: RecommendationModel, source: str) -> None:
+        zones: dict[str, dict[str, str]] = {}
+        for r in self.db.query("SELECT store, zone, category FROM store_zones"):
+            zones.setdefault(r["store"], {})[r["zone"]] = r["category"]
+        timezones = {}
+        for r in self.db.query("SELECT id, timezone FROM stores"):
+            try:
+                timezones[r["id"]] = ZoneInfo(r["timezone"] or "UTC")
+            except (ZoneInfoNotFoundError, ValueError):
+                timezones[r["id"]] = ZoneInfo("UTC")
+        self._zones, self._timezones, self._model, self.source = zones, timezones, model, source
+        self._ready.set()
 
     @property
     def model(self) -> RecommendationModel:
@@ -97,17 +175,19 @@ class RecommendationService:
         return self._ready.is_set()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Block until a first model exists (built by the background thread)."""
+        """Block until a first model exists (built or loaded by the background thread)."""
         return self._ready.wait(timeout)
 
     def request_rebuild(self) -> None:
-        """Ask the background thread to rebuild soon (e.g. after a bulk import)."""
+        """Ask the background thread to rebuild (load role: to look for a newer model, and
+        to refresh the fallback) soon, e.g. after a bulk import."""
         self._wake.set()
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="recommend-rebuild", daemon=True)
+            name = "recommend-rebuild" if self.role == "build" else "recommend-load"
+            self._thread = threading.Thread(target=self._run, name=name, daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
@@ -118,19 +198,25 @@ class RecommendationService:
             self._thread = None
 
     def _run(self) -> None:
+        interval = (self.settings.rebuild_interval_s if self.role == "build"
+                    else self.load_interval_s)  # fmt: skip
         while not self._stop.is_set():
+            requested = False
             if self._model is not None:  # fresh enough: wait for the schedule or a request
-                self._wake.wait(self.settings.rebuild_interval_s)
+                requested = self._wake.wait(interval)
                 self._wake.clear()
                 if self._stop.is_set():
                     return
             try:
-                self.rebuild()
+                if self.role == "build":
+                    self.rebuild()
+                else:
+                    self.refresh(rebuild_fallback=requested and self.source == FALLBACK)
                 self.last_error = None
             except Exception as exc:  # keep serving the previous model; retry next round
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("recommendation rebuild failed")
-                self._wake.wait(min(60.0, self.settings.rebuild_interval_s))
+                log.exception("recommendation model %s failed", self.role)
+                self._wake.wait(min(60.0, interval))
 
     # -- serving -------------------------------------------------------------------------
     def start_of_day(self, store: str, now: float) -> float:
@@ -142,7 +228,7 @@ class RecommendationService:
         """Seconds per category the member spent in this store's zones today."""
         now = time.time() if now is None else now
         if self._model is None:
-            self.rebuild()
+            _ = self.model
         zones = self._zones.get(store, {})
         rows = self.db.query(
             "SELECT zone, sum(dwell_s) AS dwell FROM events WHERE member = ? AND ts >= ?"

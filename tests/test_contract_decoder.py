@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storelens.contract import ContractError, parse_envelope
+from storelens.contract.decoder import EVENT_STRUCT_TYPES, decode_envelope
 from storelens.contract.events import EVENT_TYPES
-from storelens.contract.fast import FAST_EVENT_TYPES, decode_envelope
 from storelens.tools.bench.ingest import envelopes, realistic_event_dicts
 
 STORE, DEVICE = "s1", "box-1"
@@ -169,4 +169,4 @@ def test_what_the_fast_path_leaves_to_pydantic() -> None:
 
 
 def test_every_event_type_but_status_has_a_fast_struct() -> None:
-    assert set(FAST_EVENT_TYPES) == set(EVENT_TYPES) - {"device_status"}
+    assert set(EVENT_STRUCT_TYPES) == set(EVENT_TYPES) - {"device_status"}

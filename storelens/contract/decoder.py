@@ -1,10 +1,11 @@
-"""A fast, stricter validator of the envelope: msgspec structs generated from the contract.
+"""The contract's decoder of raw envelope bytes: msgspec structs generated from the models.
 
-pydantic stays the single source of truth: the structs here are derived from its models at
-import time (field names and aliases, types, defaults, length/range/pattern constraints), and
-anything the generator does not understand fails the import, so the contract cannot grow a
-rule the fast path silently skips. The fast path may only *accept less*: whatever it rejects
-goes to `parse_envelope`, which decides and names the dead-letter reason. Where it is
+`decode_envelope` is what ingest decodes every envelope with. pydantic stays the single
+source of truth: the structs here are derived from its models at import time (field names
+and aliases, types, defaults, length/range/pattern constraints), and anything the generator
+does not understand fails the import, so the contract cannot grow a rule the decoder silently
+skips. The decoder may only *accept less*: whatever it rejects goes to `parse_envelope`,
+which decides and names the dead-letter reason. Where it is
 stricter than the contract (and why):
 
 - UUIDs must be canonical (lowercase, hyphenated) and are kept as that text: it is what the
@@ -17,7 +18,7 @@ stricter than the contract (and why):
 - patterns use ASCII classes and an absolute end (pydantic's Rust regex has no ``$``-before-
   newline quirk); device status events are left to pydantic (rare, and stored as models).
 
-`tests/test_contract_fast.py` fuzzes envelopes and checks fast-accept => pydantic-accept with
+`tests/test_contract_decoder.py` fuzzes envelopes and checks decoder-accept => pydantic-accept with
 equal values.
 """
 
@@ -107,7 +108,7 @@ def _type(tp: Any, structs: dict[type, Any]) -> Any:
         return tp
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return struct_for(tp, structs)
-    raise TypeError(f"no fast type for {tp!r}")
+    raise TypeError(f"no msgspec type for {tp!r}")
 
 
 def _pattern_str(tp: Any) -> tuple[str, Any] | None:
@@ -202,7 +203,7 @@ def struct_for(
             spec = msgspec.field(name=field.alias or name, default=default)
         optional_fields.append((name, tp, spec))
     struct = msgspec.defstruct(
-        f"Fast{model.__name__}",
+        f"{model.__name__}Struct",
         required_fields + optional_fields,  # msgspec wants required fields first
         tag_field="type" if tag is not None else None,
         tag=tag,
@@ -242,11 +243,11 @@ def _envelope_struct() -> tuple[type[msgspec.Struct], tuple[type[msgspec.Struct]
     return envelope, events
 
 
-FastEnvelope, FAST_EVENTS = _envelope_struct()
-FAST_EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
-    s.__struct_config__.tag: s for s in FAST_EVENTS
+EnvelopeStruct, EVENT_STRUCTS = _envelope_struct()
+EVENT_STRUCT_TYPES: dict[str, type[msgspec.Struct]] = {
+    s.__struct_config__.tag: s for s in EVENT_STRUCTS
 }
-_DECODER = msgspec.json.Decoder(FastEnvelope)
+_DECODER = msgspec.json.Decoder(EnvelopeStruct)
 
 
 def _plan(slots: list[tuple[str, str, str]]) -> list[tuple[str, Any]]:
@@ -322,8 +323,8 @@ def raw_event_texts(raw: bytes) -> list[str] | None:
 
 
 def decode_envelope(raw: bytes) -> tuple[Any, list[str]] | None:
-    """The envelope as a fast struct and each event's own JSON text, or None when the fast
-    path does not accept it (then `parse_envelope` decides). Never raises on input."""
+    """The envelope as a struct and each event's own JSON text, or None when the decoder
+    does not accept it (then `parse_envelope` decides). Never raises on input."""
     if len(raw) > MAX_PAYLOAD_BYTES or (texts := raw_event_texts(raw)) is None:
         return None
     try:

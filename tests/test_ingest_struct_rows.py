@@ -1,4 +1,4 @@
-"""Rows built from the fast structs equal the rows built from the pydantic models, consent
+"""Rows built from the decoder's structs equal the rows built from the pydantic models, consent
 included (an opted-out member's events are stored unlinked, without personal fields)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def chain(db):
     return db
 
 
-def test_fast_rows_equal_model_rows(chain, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_struct_rows_equal_model_rows(chain, monkeypatch: pytest.MonkeyPatch) -> None:
     members.enroll(chain, KEY, members.Enrollment(card_number="1111-2222"))
     members.enroll(chain, KEY, members.Enrollment(card_number="3333-4444", tracking=False))
     tokens = [KEY.token("1111-2222"), KEY.token("3333-4444")]
