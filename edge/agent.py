@@ -97,8 +97,7 @@ class Agent:
         self.feeds: list[CameraFeed] = []
         self.readers: list[CardReader] = []
         self.publisher = None
-        self.frames = 0
-        self.detected_frames = 0  # frames that went through the detector (stride, gate)
+        self.frames = 0  # frames processed, every camera
         self.unstored = 0  # events the outbox could not write (disk errors)
 
     def _load_key(self) -> PseudonymKey | None:
@@ -262,7 +261,6 @@ class Agent:
                 log.exception("detection failed on %d frame(s); skipped", len(todo))
                 return []
             per_frame_ms = (time.perf_counter() - t0) * 1000 / len(todo)
-            self.detected_frames += len(todo)
             for i, dets in zip(todo, found, strict=True):
                 cam_id = batch[i][0].camera.id
                 self._last_detections[cam_id] = dets

@@ -186,7 +186,7 @@ def test_agent_detects_only_on_each_cameras_stride(tmp_path: Path, clip: Path) -
     assert not runner.is_alive()
     assert agent.frames == 60  # every frame of both cameras processed
     # camera c0: all 30; camera c1 (phase 1): frames 2, 5, ..., 29 -> 10
-    assert detector.frames == agent.detected_frames == 30 + 10
+    assert detector.frames == 30 + 10  # the detector saw only the due frames
     assert agent.pipelines["c1"].tracker.fps == pytest.approx(FPS / 3)
 
 

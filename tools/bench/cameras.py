@@ -88,7 +88,14 @@ class _TimedDetector:
 
     def __init__(self, inner: Any, clock: _Clock) -> None:
         self._inner = inner
-        self.detect_many = clock.wrap(inner.detect_many)
+        self.frames = 0  # frames that went through the detector (stride, motion gate)
+        timed = clock.wrap(inner.detect_many)
+
+        def detect_many(frames: list) -> Any:
+            self.frames += len(frames)
+            return timed(frames)
+
+        self.detect_many = detect_many
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -102,22 +109,25 @@ def measure(base: DeviceConfig, video: str, n: int, detector, seconds: float) ->
 
     lags: list[float] = []
     measuring = threading.Event()
+    finished = 0  # frames the agent finished, counted here rather than by the agent
 
     def on_frame(camera: str, ts: datetime) -> None:
+        nonlocal finished
+        finished += 1
         if measuring.is_set():
             lags.append(time.time() - ts.timestamp())
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _device(base, video, n, Path(tmp) / "outbox.db")
-        agent = Agent(cfg, publish=False, detector=_TimedDetector(detector, detecting),
-                      on_frame=on_frame, drain_s=0)  # fmt: skip
+        timed = _TimedDetector(detector, detecting)
+        agent = Agent(cfg, publish=False, detector=timed, on_frame=on_frame, drain_s=0)
         runner = threading.Thread(target=agent.run, name="bench-agent", daemon=True)
         runner.start()
         deadline = time.monotonic() + 60
         while len(agent.feeds) < n and runner.is_alive() and time.monotonic() < deadline:
             time.sleep(0.05)  # the agent builds its pipelines in its own thread
         time.sleep(WARMUP_S)
-        frames0 = agent.frames
+        frames0 = finished
         # What the agent spends per frame after detection: each camera's pipeline and the
         # fusion of the cameras (store visits), timed from here on.
         for pipe in agent.pipelines.values():
@@ -125,7 +135,7 @@ def measure(base: DeviceConfig, video: str, n: int, detector, seconds: float) ->
         if agent.store_visits is not None:
             agent.store_visits.push = processing.wrap(agent.store_visits.push)
         detect0, process0 = detecting.seconds, processing.seconds
-        detected0 = agent.detected_frames
+        detected0 = timed.frames
         delivered0 = sum(f.frames for f in agent.feeds)
         cpu0, wall0 = _cpu_seconds(), time.monotonic()
         measuring.set()
@@ -133,8 +143,8 @@ def measure(base: DeviceConfig, video: str, n: int, detector, seconds: float) ->
         measuring.clear()
         wall = time.monotonic() - wall0
         cpu = _cpu_seconds() - cpu0
-        processed = agent.frames - frames0
-        detected = agent.detected_frames - detected0
+        processed = finished - frames0
+        detected = timed.frames - detected0
         detect_s, process_s = detecting.seconds - detect0, processing.seconds - process0
         delivered = sum(f.frames for f in agent.feeds) - delivered0
         offline = [f.camera.id for f in agent.feeds if not f.online]
