@@ -278,13 +278,13 @@ def device_add(
     """Register an edge device so ingest accepts its events."""
     from storelens.cloud.commerce import stores
     from storelens.cloud.db import connect
-    from storelens.cloud.ingest import events
+    from storelens.cloud.ingest import device_registry
 
     database = connect(_settings(db).db_url)
     if stores.get_store(database, store) is None:
         typer.echo(f"error: unknown store {store}", err=True)
         raise typer.Exit(1)
-    events.register_device(database, store, device, description)
+    device_registry.register_device(database, store, device, description)
     typer.echo(f"registered {store}/{device}")
 
 

@@ -226,4 +226,3 @@ class PushHub:
                 yield await sub.next(keepalive_s)
         finally:
             sub.close()
-

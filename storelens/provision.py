@@ -230,7 +230,7 @@ def provision_service(
 def _register(db_url: str, store: str, device: str, username: str) -> None:
     """Register the device with the cloud, which only accepts events from registered devices."""
     from storelens.cloud.db import connect
-    from storelens.cloud.ingest.events import register_device
+    from storelens.cloud.ingest.device_registry import register_device
 
     db = connect(db_url)
     try:

@@ -12,7 +12,7 @@ import pytest
 from storelens.cloud import analytics
 from storelens.cloud.analytics.scope import Scope, ScopeError
 from storelens.cloud.commerce import catalog, members, sales, stores
-from storelens.cloud.ingest import events
+from storelens.cloud.ingest import device_registry, events
 from storelens.cloud.personalization import coupons, offers
 from storelens.contract.events import (
     CameraStatus,
@@ -37,7 +37,7 @@ def at(hour: int, minute: int = 0, day: date = DAY) -> datetime:
 class Device:
     def __init__(self, db, store: str = "paris") -> None:
         self.db, self.store, self.seq = db, store, 0
-        events.register_device(db, store, f"{store}-box")
+        device_registry.register_device(db, store, f"{store}-box")
 
     def put(self, cls, **fields) -> None:
         fields.setdefault("camera", "cam1")
@@ -238,8 +238,8 @@ def test_conversion_member_share_and_devices(chain) -> None:
     status = DeviceStatus(device="paris-box", seq=99, ts=at(17, 59), outbox_depth=7, lost_events=2,
                           cameras=[CameraStatus(camera="cam1", online=True, fps=9.5),
                                    CameraStatus(camera="cam2", online=False, fps=0)])  # fmt: skip
-    events.apply_status(chain, "paris", [status], received_at=at(17, 59).timestamp())
-    events.register_device(chain, "lyon", "lyon-box")
+    device_registry.apply_status(chain, "paris", [status], received_at=at(17, 59).timestamp())
+    device_registry.register_device(chain, "lyon", "lyon-box")
     health = analytics.devices.device_health(chain, (), now=now).rows
     paris = next(r for r in health if r["store"] == "paris")
     assert paris["health"] == "degraded" and paris["cameras_offline"] == "cam2"

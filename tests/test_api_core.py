@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from storelens.cloud.api import principals as auth
 from storelens.cloud.api.app import create_app
 from storelens.cloud.commerce import stores
-from storelens.cloud.ingest import events
+from storelens.cloud.ingest import dead_letters, device_registry
 from storelens.cloud.settings import Settings
 from storelens.contract import topics
 from storelens.tools.bench.ingest import envelopes, realistic_events
@@ -125,7 +125,7 @@ def test_errors_404_422_and_pagination(client) -> None:
 
 
 def test_metrics_and_openapi_documents_fields(client, db) -> None:
-    events.dead_letter(db, "storelens/v1/s1/x/events", "bad_json", "x", b"{")
+    dead_letters.dead_letter(db, "storelens/v1/s1/x/events", "bad_json", "x", b"{")
     text = client.get("/metrics").text
     assert 'storelens_dead_letters{reason="bad_json"} 1.0' in text
     assert "storelens_http_request_seconds" in text
@@ -140,7 +140,7 @@ def test_metrics_and_openapi_documents_fields(client, db) -> None:
 
 def test_in_process_ingest_worker(db, broker) -> None:
     stores.upsert_store(db, stores.Store(id="s1", name="One", lat=48.85, lon=2.35))
-    events.register_device(db, "s1", "box-1")
+    device_registry.register_device(db, "s1", "box-1")
     settings = Settings(
         db_url="unused",
         mqtt_host=broker.host,

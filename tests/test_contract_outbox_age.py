@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from storelens.cloud.analytics import devices
 from storelens.cloud.commerce import stores
-from storelens.cloud.ingest import events
+from storelens.cloud.ingest import device_registry
 from storelens.cloud.ingest.device_metrics import DeviceCollector
 from storelens.contract import SCHEMA_VERSION, encode_envelope, parse_envelope
 from storelens.contract.events import DeviceStatus
@@ -50,10 +50,11 @@ def test_the_outbox_age_is_its_oldest_unconfirmed_message(tmp_path) -> None:
 def test_the_cloud_shows_the_age_a_device_reported(db) -> None:
     stores.upsert_store(db, stores.Store(id="paris", name="Paris", lat=48.8, lon=2.3))
     for box in ("new", "old"):
-        events.register_device(db, "paris", box)
+        device_registry.register_device(db, "paris", box)
     at = datetime.now(UTC)
-    events.apply_status(db, "paris", [DeviceStatus(device="new", seq=1, ts=at, outbox_age_s=61.0),
-                                      DeviceStatus(device="old", seq=1, ts=at)])  # fmt: skip
+    statuses = [DeviceStatus(device="new", seq=1, ts=at, outbox_age_s=61.0),
+                DeviceStatus(device="old", seq=1, ts=at)]  # fmt: skip
+    device_registry.apply_status(db, "paris", statuses)
     gauges = {m.name: {s.labels["device"]: s.value for s in m.samples}
               for m in DeviceCollector(db).collect()}  # fmt: skip
     assert gauges["storelens_device_outbox_age_seconds"] == {"new": 61.0}  # 1.2: no series

@@ -306,7 +306,7 @@ def test_bad_identifiers_are_refused(tmp_path: Path, store: str, device: str) ->
 
 def test_provisioning_registers_the_device_in_the_cloud(tmp_path: Path, db_url: str) -> None:
     from storelens.cloud.db import connect
-    from storelens.cloud.ingest.events import registered_devices
+    from storelens.cloud.ingest.device_registry import registered_devices
 
     provision_device("store-5", "box-3", tmp_path / "o", db_url=db_url)
     db = connect(db_url)

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from storelens.cloud.api.app import create_app
 from storelens.cloud.commerce import stores
-from storelens.cloud.ingest import events
+from storelens.cloud.ingest import device_registry
 from storelens.cloud.settings import Settings
 from storelens.contract.events import CameraStatus, DeviceStatus
 
@@ -33,8 +33,8 @@ def _samples(text: str) -> dict[str, dict[tuple, float]]:
 
 def test_device_health_per_device_and_camera_on_metrics(db, db_url: str) -> None:
     stores.upsert_store(db, stores.Store(id="paris", name="Paris", lat=48.8, lon=2.3))
-    events.register_device(db, "paris", "box-1")
-    events.register_device(db, "paris", "box-2")
+    device_registry.register_device(db, "paris", "box-1")
+    device_registry.register_device(db, "paris", "box-2")
     seen = time.time() - 30
     status = DeviceStatus(
         device="box-1", seq=1, ts=datetime.fromtimestamp(seen, UTC), uptime_s=3600,
@@ -43,7 +43,7 @@ def test_device_health_per_device_and_camera_on_metrics(db, db_url: str) -> None
         outbox_depth=412, outbox_bytes=90_000, lost_events=3, outbox_age_s=95.5,
     )  # fmt: skip
     heard = time.time() - 30  # last_seen is when the cloud heard the status
-    events.apply_status(db, "paris", [status], received_at=heard)
+    device_registry.apply_status(db, "paris", [status], received_at=heard)
     app = create_app(Settings(db_url=db_url), db=db)
     with TestClient(app) as client:
         metrics = _samples(client.get("/metrics").text)
@@ -68,7 +68,7 @@ def test_device_health_per_device_and_camera_on_metrics(db, db_url: str) -> None
                 for labels in series:
                     assert {k for k, _ in labels} <= {"store", "device", "camera"}, name
         # Retired: its series are gone at the next scrape.
-        events.unregister_device(db, "paris", "box-1")
+        device_registry.unregister_device(db, "paris", "box-1")
         after = _samples(client.get("/metrics").text)
         assert door not in after.get("storelens_camera_fps", {})
 

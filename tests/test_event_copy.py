@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from storelens.cloud.commerce import stores
+from storelens.cloud.ingest import device_registry
 from storelens.cloud.ingest import events as event_store
 from storelens.cloud.ingest.worker import Incoming, Ingestor
 from storelens.contract import topics
@@ -18,7 +19,7 @@ def pg(db):
     if db.dialect != "postgres":
         pytest.skip("COPY streaming is PostgreSQL only")
     stores.upsert_store(db, stores.Store(id=STORE, name="One", lat=0, lon=0))
-    event_store.register_device(db, STORE, DEVICE)
+    device_registry.register_device(db, STORE, DEVICE)
     return db
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from storelens.cloud.commerce import stores
-from storelens.cloud.ingest import events as event_store
+from storelens.cloud.ingest import device_registry
 from storelens.cloud.ingest.event_text import event_texts
 from storelens.cloud.ingest.worker import Incoming, Ingestor
 from storelens.contract import parse_envelope, topics
@@ -48,7 +48,7 @@ def test_a_repeated_events_key_is_never_sliced() -> None:
 
 def test_ingest_stores_contract_fields_only(db) -> None:
     stores.upsert_store(db, stores.Store(id=STORE, name="One", lat=0, lon=0))
-    event_store.register_device(db, STORE, DEVICE)
+    device_registry.register_device(db, STORE, DEVICE)
     dicts = realistic_event_dicts(DEVICE, 20, seed=4)
     dicts[3]["crop"] = "aGVsbG8="
     result = Ingestor(db).process([Incoming(topics.events(STORE, DEVICE), _envelope(dicts))])

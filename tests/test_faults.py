@@ -34,7 +34,7 @@ import pytest
 from conftest import free_port, wait_port
 
 from storelens.cloud.db import Database, connect
-from storelens.cloud.ingest.events import register_device
+from storelens.cloud.ingest.device_registry import register_device
 from storelens.contract import topics
 from storelens.contract.events import DeviceStatus, LineCrossing
 from storelens.edge.config import CameraConfig, DeviceConfig, MqttConfig, OutboxConfig

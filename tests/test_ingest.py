@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storelens.cloud.commerce import members, stores
+from storelens.cloud.ingest import device_registry
 from storelens.cloud.ingest import events as event_store
 from storelens.cloud.ingest.worker import Incoming, Ingestor, IngestWorker
 from storelens.contract import (
@@ -36,7 +37,7 @@ KEY = PseudonymKey("k1", b"k" * 32)
 @pytest.fixture
 def chain(db):
     stores.upsert_store(db, stores.Store(id=STORE, name="One", lat=48.85, lon=2.35))
-    event_store.register_device(db, STORE, DEVICE)
+    device_registry.register_device(db, STORE, DEVICE)
     return db
 
 
@@ -71,7 +72,7 @@ def test_duplicates_and_out_of_order_are_stored_once(chain, worker, publisher) -
     row = chain.query_one("SELECT * FROM events WHERE id = ?", (str(evs[0].id),))
     assert row["store"] == STORE and row["seq"] == evs[0].seq
     assert json.loads(row["payload"])["type"] == evs[0].type
-    device = event_store.get_device(chain, STORE, DEVICE)
+    device = device_registry.get_device(chain, STORE, DEVICE)
     # Health counts from when the cloud heard the device, not from the events' own times.
     assert time.time() - 60 < device["last_seen"] <= time.time()
 
@@ -103,7 +104,7 @@ def _bad_payloads() -> dict[str, tuple[str, bytes]]:
 
 def test_each_malformed_input_is_dead_lettered_with_its_reason(chain, worker, publisher) -> None:
     cases = _bad_payloads()
-    event_store.register_device(chain, STORE, "cam-box-2")
+    device_registry.register_device(chain, STORE, "cam-box-2")
     for topic, raw in cases.values():
         publisher(topic, raw)
     publisher(topics.availability(STORE, DEVICE), b"maybe")
@@ -124,7 +125,7 @@ def test_unregistered_and_retired_devices_are_rejected(chain, worker, publisher)
     wait_for(lambda: worker.totals.messages == 1)
     assert worker.totals.dead == {"unregistered_device": 1}
     assert count(chain) == 0
-    event_store.unregister_device(chain, STORE, DEVICE)
+    device_registry.unregister_device(chain, STORE, DEVICE)
     worker.ingestor._devices_at = 0  # skip the cache TTL in the test
     publisher(
         topics.events(STORE, DEVICE), envelopes(STORE, DEVICE, realistic_events(DEVICE, 5), 5)[0]
@@ -150,7 +151,7 @@ def test_device_status_and_availability_update_devices(chain, worker, publisher)
     )
     publisher(topics.availability(STORE, DEVICE), topics.OFFLINE)
     wait_for(lambda: worker.totals.messages == 2)
-    device = event_store.get_device(chain, STORE, DEVICE)
+    device = device_registry.get_device(chain, STORE, DEVICE)
     assert device["outbox_depth"] == 12 and device["lost_events"] == 3 and device["fps"] == 9.5
     assert time.time() - 60 < device["last_seen"] <= time.time() and device["online"] == 0
     assert device["status"]["cameras"][0]["camera"] == "c1"
@@ -290,7 +291,7 @@ def test_database_errors_while_preparing_are_retried_not_dead_lettered(chain, mo
     def down(db: object) -> set:
         raise ConnectionError("database is down")
 
-    monkeypatch.setattr(event_store, "registered_devices", down)
+    monkeypatch.setattr(device_registry, "registered_devices", down)
     with pytest.raises(ConnectionError):
         ingestor.process([good])
     monkeypatch.undo()

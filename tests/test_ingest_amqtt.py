@@ -13,7 +13,7 @@ import pytest
 from conftest import wait_for
 
 from storelens.cloud.commerce import members, stores
-from storelens.cloud.ingest import events as event_store
+from storelens.cloud.ingest import device_registry
 from storelens.cloud.ingest.worker import IngestWorker, Prepared
 from storelens.cloud.settings import Settings
 from storelens.contract.commands import OptOutList
@@ -38,7 +38,7 @@ def amqtt_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
 @pytest.fixture
 def chain(db):
     stores.upsert_store(db, stores.Store(id=STORE, name="One", lat=48.85, lon=2.35))
-    event_store.register_device(db, STORE, DEVICE)
+    device_registry.register_device(db, STORE, DEVICE)
     return db
 
 
@@ -120,7 +120,7 @@ def test_edge_to_ingest_over_amqtt_stores_once_and_acks_after_commit(
         # The device got the retained opt-out list from the worker's cmd topic.
         wait_for(lambda: any(isinstance(c, OptOutList) for c in commands))
         assert commands[-1].tokens == [KEY.token("3333-4444")]
-        wait_for(lambda: event_store.get_device(chain, STORE, DEVICE)["online"] == 1)
+        wait_for(lambda: device_registry.get_device(chain, STORE, DEVICE)["online"] == 1)
         time.sleep(0.3)  # a duplicate delivery would show up now
     finally:
         publisher.stop()
@@ -159,7 +159,7 @@ def test_events_sent_while_the_worker_is_away_stay_on_the_device_until_receipted
         try:
             assert publisher.drain(30)  # resent after ack_timeout_s, stored, receipted
             publisher.stop()  # says goodbye: availability offline
-            wait_for(lambda: event_store.get_device(chain, STORE, DEVICE)["online"] == 0)
+            wait_for(lambda: device_registry.get_device(chain, STORE, DEVICE)["online"] == 0)
         finally:
             back.stop()
     finally:

@@ -22,7 +22,7 @@ from conftest import ingest_settings, wait_for
 
 from storelens.cloud.commerce import stores
 from storelens.cloud.db import connect
-from storelens.cloud.ingest import events as event_store
+from storelens.cloud.ingest import device_registry
 from storelens.cloud.ingest.worker import IngestWorker, raw_batch_id
 from storelens.contract import topics
 from storelens.contract.commands import Ack
@@ -35,7 +35,7 @@ ACK_ALL = f"{topics.ROOT}/+/+/ack"
 @pytest.fixture
 def chain(db):
     stores.upsert_store(db, stores.Store(id=STORE, name="One", lat=48.85, lon=2.35))
-    event_store.register_device(db, STORE, DEVICE)
+    device_registry.register_device(db, STORE, DEVICE)
     return db
 
 
@@ -171,7 +171,7 @@ def test_dead_letters_are_receipted_when_a_batch_id_can_be_found(chain, worker, 
 def test_receipts_go_to_the_publishing_topic_only(chain, worker, device) -> None:
     """A device can publish only under its own topic (ACLs): an envelope naming another
     device is dead-lettered and receipted to the publisher, never to the named device."""
-    event_store.register_device(chain, STORE, "cam-box-2")
+    device_registry.register_device(chain, STORE, "cam-box-2")
     raw = envelopes(STORE, DEVICE, realistic_events(DEVICE, 5, seed=35), 5)[0]
     device.publish(topics.events(STORE, "cam-box-2"), raw)
     wait_for(lambda: bool(device.acked()))

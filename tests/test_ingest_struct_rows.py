@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from storelens.cloud.commerce import members, stores
+from storelens.cloud.ingest import device_registry
 from storelens.cloud.ingest import events as event_store
 from storelens.cloud.ingest import worker as ingest
 from storelens.cloud.ingest.worker import Incoming, Ingestor
@@ -21,7 +22,7 @@ RECEIVED = event_store.EVENT_COLUMNS.index("received_at")
 @pytest.fixture
 def chain(db):
     stores.upsert_store(db, stores.Store(id=STORE, name="One", lat=48.85, lon=2.35))
-    event_store.register_device(db, STORE, DEVICE)
+    device_registry.register_device(db, STORE, DEVICE)
     return db
 
 

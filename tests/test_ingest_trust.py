@@ -16,7 +16,7 @@ from conftest import wait_for
 from prometheus_client import REGISTRY
 
 from storelens.cloud.commerce import stores
-from storelens.cloud.ingest import events as event_store
+from storelens.cloud.ingest import device_registry
 from storelens.contract import topics
 from storelens.contract.bounds import MAX_FUTURE_SKEW_S
 from storelens.tools.bench.ingest import envelopes, realistic_events
@@ -27,8 +27,8 @@ STORE, DEVICE, OTHER = "s1", "cam-box-1", "cam-box-2"
 @pytest.fixture
 def chain(db):
     stores.upsert_store(db, stores.Store(id=STORE, name="One", lat=48.85, lon=2.35))
-    event_store.register_device(db, STORE, DEVICE)
-    event_store.register_device(db, STORE, OTHER)
+    device_registry.register_device(db, STORE, DEVICE)
+    device_registry.register_device(db, STORE, OTHER)
     return db
 
 
@@ -64,7 +64,7 @@ def test_events_from_the_future_or_before_2000_are_dead_lettered(chain, worker, 
     assert chain.scalar("SELECT count(*) FROM events") == 5
     assert chain.scalar("SELECT count(*) FROM events WHERE ts > ?", (time.time(),)) == 0
     # The device was heard now: its health is from the receipt, never a claimed 9999.
-    seen = event_store.get_device(chain, STORE, DEVICE)["last_seen"]
+    seen = device_registry.get_device(chain, STORE, DEVICE)["last_seen"]
     assert time.time() - 60 < seen <= time.time()
 
 

@@ -14,7 +14,7 @@ from conftest import wait_for
 
 from storelens.cloud import analytics
 from storelens.cloud.commerce import stores
-from storelens.cloud.ingest import events as event_store
+from storelens.cloud.ingest import device_registry
 from storelens.contract import Envelope, encode_envelope, topics
 from storelens.contract.schema import example_events
 
@@ -24,7 +24,7 @@ STORE, DEVICE = "store-001", "cam-box-1"
 @pytest.fixture
 def chain(db):
     stores.upsert_store(db, stores.Store(id=STORE, name="One", lat=48.85, lon=2.35))
-    event_store.register_device(db, STORE, DEVICE)
+    device_registry.register_device(db, STORE, DEVICE)
     return db
 
 

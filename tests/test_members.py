@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from storelens.cloud.api import principals as auth
 from storelens.cloud.api.app import create_app
 from storelens.cloud.commerce import catalog, members, orders, sales, stores
+from storelens.cloud.ingest import device_registry
 from storelens.cloud.ingest import events as event_store
 from storelens.cloud.settings import Settings
 from storelens.pseudonym import PseudonymKey
@@ -72,7 +73,7 @@ def _history(db, member: dict) -> None:
         key_id="k1",
         start=datetime.now(UTC).replace(microsecond=0),
     )
-    event_store.register_device(db, "s1", "cam-1")
+    device_registry.register_device(db, "s1", "cam-1")
     rows = [event_store.event_row("s1", e, 0.0, getattr(e, "member", None)) for e in evs]
     event_store.store_events(db, rows)
     members.upsert_account(db, "acc-1", email="ann@example.com", name="Ann Martin")

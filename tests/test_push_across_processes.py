@@ -22,7 +22,7 @@ from conftest import free_port, wait_port
 from personalization_chain import KEY_HEX, build_chain
 
 from storelens.cloud.db import connect
-from storelens.cloud.ingest import events
+from storelens.cloud.ingest import device_registry
 from storelens.cloud.personalization import scoring
 from storelens.contract import topics
 from storelens.contract.envelope import Envelope, encode_envelope
@@ -72,7 +72,7 @@ def test_an_alert_raised_by_a_separate_ingest_worker_reaches_the_api_stream(
     db = connect(url)
     chain = build_chain(db)
     db.execute("DELETE FROM member_scores")
-    events.register_device(db, "paris", "edge-1")
+    device_registry.register_device(db, "paris", "edge-1")
     ann = chain.member("ann")
     now = time.time()
     for _ in range(3):  # enough points that one long visit crosses the alert threshold

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from storelens.cloud import analytics
 from storelens.cloud.analytics.rollups import aggregate, rebuild, settle
 from storelens.cloud.commerce import members, stores
-from storelens.cloud.ingest import events
+from storelens.cloud.ingest import device_registry
 from storelens.cloud.ingest.worker import Incoming, Ingestor
 from storelens.contract import topics
 from storelens.pseudonym import PseudonymKey
@@ -166,7 +166,7 @@ def _ingest_messages(store: str, device: str, dicts: list[dict]) -> list[Incomin
 
 def test_ingest_counts_each_new_event_once_duplicates_nothing(db) -> None:
     stores.upsert_store(db, stores.Store(id="s1", name="s1", lat=0.0, lon=0.0))
-    events.register_device(db, "s1", "box-1")
+    device_registry.register_device(db, "s1", "box-1")
     start = datetime(2026, 3, 20, 9, tzinfo=UTC)
     dicts = realistic_event_dicts("box-1", 1200, seed=3, start=start)
     ingestor = Ingestor(db)
@@ -210,7 +210,7 @@ def test_sqlite_writer_process_maintains_rollups(tmp_path) -> None:
 
     url = f"sqlite:///{tmp_path / 'w.db'}"
     db = connect(url)
-    events.register_device(db, "s1", "box-1")
+    device_registry.register_device(db, "s1", "box-1")
     ingestor = Ingestor(db)
     ingestor.writer = SqliteWriter(url)
     try:

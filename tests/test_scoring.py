@@ -14,7 +14,7 @@ from personalization_chain import build_chain
 
 from storelens.cloud import push
 from storelens.cloud.commerce import members
-from storelens.cloud.ingest import events
+from storelens.cloud.ingest import device_registry
 from storelens.cloud.ingest import worker as ingest
 from storelens.cloud.personalization import coupons, offers, scoring
 from storelens.cloud.personalization.scoring_plans import DEFAULT_PLAN, CouponAction, Threshold
@@ -105,7 +105,7 @@ def _ingest(db, *evts: ZoneVisit) -> None:
 def test_ingest_hook_scores_once_and_alerts_the_store_pos(db, pushed) -> None:
     chain = build_chain(db, with_tokens=False)
     _zero_scores(db)
-    events.register_device(db, "paris", "edge-1")
+    device_registry.register_device(db, "paris", "edge-1")
     ann, bob = chain.member("ann"), chain.member("bob")
     now = time.time()
     for _ in range(3):

@@ -12,7 +12,8 @@ from storelens.cloud.api.deps import Caller, Page, get_db, page, require_ops
 from storelens.cloud.api.pagination import Paged, paged
 from storelens.cloud.commerce import stores
 from storelens.cloud.db import Database
-from storelens.cloud.ingest import events as event_store
+from storelens.cloud.ingest import dead_letters as dead_letter_store
+from storelens.cloud.ingest import device_registry
 from storelens.contract.events import Identifier
 
 router = APIRouter(tags=["devices"])
@@ -66,8 +67,8 @@ def register(
     caller.check_scope(body.store)
     if stores.get_store(db, body.store) is None:
         raise stores.UnknownStore(body.store)
-    event_store.register_device(db, body.store, body.device, body.description)
-    return _device(event_store.get_device(db, body.store, body.device))  # type: ignore[arg-type]
+    device_registry.register_device(db, body.store, body.device, body.description)
+    return _device(device_registry.get_device(db, body.store, body.device))  # type: ignore[arg-type]
 
 
 @router.get("/devices", response_model=Paged[DeviceOut], summary="Devices and their health")
@@ -78,7 +79,7 @@ def list_devices(
     caller: Caller = Depends(require_ops()),
 ) -> dict:
     scope = caller.stores_in_scope((store,) if store else ())
-    rows = event_store.list_devices(db, scope or None, limit=p.limit, offset=p.offset)
+    rows = device_registry.list_devices(db, scope or None, limit=p.limit, offset=p.offset)
     return paged([_device(r) for r in rows], p)
 
 
@@ -87,7 +88,7 @@ def get_device(
     store: str, device: str, db: Database = Depends(get_db), caller: Caller = Depends(require_ops())
 ) -> DeviceOut:
     caller.check_scope(store)
-    row = event_store.get_device(db, store, device)
+    row = device_registry.get_device(db, store, device)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {store}/{device}")
     return _device(row)
@@ -105,9 +106,9 @@ def retire(
     caller: Caller = Depends(require_ops("admin")),
 ) -> DeviceOut:
     caller.check_scope(store)
-    if not event_store.unregister_device(db, store, device):
+    if not device_registry.unregister_device(db, store, device):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {store}/{device}")
-    return _device(event_store.get_device(db, store, device))  # type: ignore[arg-type]
+    return _device(device_registry.get_device(db, store, device))  # type: ignore[arg-type]
 
 
 @router.get(
@@ -123,7 +124,7 @@ def dead_letters(
 ) -> dict:
     if caller.scope is not None:  # raw messages of any store: chain-wide ops only
         raise HTTPException(status.HTTP_403_FORBIDDEN, "dead letters are for chain-wide ops")
-    rows = event_store.dead_letters(db, reason=reason, limit=p.limit, offset=p.offset)
+    rows = dead_letter_store.dead_letters(db, reason=reason, limit=p.limit, offset=p.offset)
     items = [
         DeadLetterOut(
             id=r["id"],

@@ -1,4 +1,5 @@
-"""In-store event storage: the ``events`` table, dead letters and the device registry.
+"""In-store event storage: the ``events`` table (its migrations also create the ``devices`` and
+``dead_letters`` tables, whose functions live in `device_registry` and `dead_letters`).
 
 Every event is one row keyed by its UUID, so re-delivered batches are stored once. Columns
 that analytics filter on (zone, line, dwell, visit start) are typed; the full event stays in
@@ -10,9 +11,8 @@ model serialised. All timestamps in columns are epoch seconds.
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +20,8 @@ from typing import Any
 from storelens.cloud.analytics import rollups
 from storelens.cloud.analytics.rollups import sql as rollup_tables
 from storelens.cloud.db import Database, migrations
+from storelens.cloud.ingest.dead_letters import dead_letter
+from storelens.cloud.ingest.device_registry import apply_status, mark_seen, set_availability
 from storelens.contract import topics
 from storelens.contract.events import (
     PERSONAL_FIELDS,
@@ -155,9 +157,6 @@ def record_staff_visits(db: Database, rows: Sequence[tuple]) -> int:
             staff,
         )
     return len(staff)
-
-
-MAX_DEAD_LETTER_BYTES = 1024 * 1024
 
 
 def _epoch(dt: Any) -> float:
@@ -528,132 +527,6 @@ def _events_with_ids(db: Database, columns: str, ids: set[str]) -> Iterator[dict
         chunk = ordered[i : i + 500]
         marks = ", ".join("?" for _ in chunk)
         yield from db.query(f"SELECT {columns} FROM events WHERE id IN ({marks})", chunk)
-
-
-def dead_letter(
-    db: Database, topic: str, reason: str, detail: str, raw: bytes, received_at: float | None = None
-) -> None:
-    if len(raw) > MAX_DEAD_LETTER_BYTES:
-        # A flood of huge messages must not fill the disk; the head is enough to diagnose.
-        detail = f"{detail} [raw truncated from {len(raw)} bytes]"
-        raw = raw[:MAX_DEAD_LETTER_BYTES]
-    db.execute(
-        "INSERT INTO dead_letters (received_at, topic, reason, detail, raw) VALUES (?, ?, ?, ?, ?)",
-        (received_at or time.time(), topic[:512], reason, detail[:2000], raw),
-    )
-
-
-def dead_letters(
-    db: Database, *, reason: str | None = None, limit: int = 100, offset: int = 0
-) -> list[dict[str, Any]]:
-    where, params = ("WHERE reason = ?", [reason]) if reason else ("", [])
-    return db.query(
-        f"SELECT id, received_at, topic, reason, detail, raw FROM dead_letters {where} "
-        "ORDER BY id DESC LIMIT ? OFFSET ?",
-        (*params, limit, offset),
-    )
-
-
-# -- devices -----------------------------------------------------------------------------
-
-
-def register_device(db: Database, store: str, device: str, description: str = "") -> None:
-    """Register (or re-enable) a device so the cloud accepts its events."""
-    with db.transaction():
-        updated = db.execute(
-            "UPDATE devices SET registered = 1, description = ? WHERE store = ? AND device = ?",
-            (description, store, device),
-        )
-        if not updated:
-            db.execute(
-                "INSERT INTO devices (store, device, registered, registered_at, description) "
-                "VALUES (?, ?, 1, ?, ?)",
-                (store, device, time.time(), description),
-            )
-
-
-def unregister_device(db: Database, store: str, device: str) -> bool:
-    return bool(
-        db.execute(
-            "UPDATE devices SET registered = 0 WHERE store = ? AND device = ?", (store, device)
-        )
-    )
-
-
-def registered_devices(db: Database) -> set[tuple[str, str]]:
-    rows = db.query("SELECT store, device FROM devices WHERE registered = 1")
-    return {(r["store"], r["device"]) for r in rows}
-
-
-def get_device(db: Database, store: str, device: str) -> dict[str, Any] | None:
-    row = db.query_one("SELECT * FROM devices WHERE store = ? AND device = ?", (store, device))
-    if row is not None and row.get("status"):
-        row["status"] = json.loads(row["status"])
-    return row
-
-
-def list_devices(
-    db: Database,
-    store: str | Sequence[str] | None = None,
-    *,
-    limit: int = 100,
-    offset: int = 0,
-) -> list[dict[str, Any]]:
-    """Devices of one store, of some stores, or of all (None)."""
-    chosen = [store] if isinstance(store, str) else list(store or [])
-    where = f"WHERE store IN ({', '.join('?' for _ in chosen)})" if chosen else ""
-    params: list[Any] = chosen
-    rows = db.query(
-        f"SELECT * FROM devices {where} ORDER BY store, device LIMIT ? OFFSET ?",
-        (*params, limit, offset),
-    )
-    for row in rows:
-        if row.get("status"):
-            row["status"] = json.loads(row["status"])
-    return rows
-
-
-def apply_status(
-    db: Database, store: str, statuses: Iterable[DeviceStatus], received_at: float | None = None
-) -> None:
-    """Record the latest status per device (in the order of their own times within a batch);
-    ``last_seen`` is when the cloud heard it (``received_at``), never the time the device
-    claims, so a wrong device clock cannot make a dead device look alive."""
-    for status in sorted(statuses, key=lambda s: s.ts):
-        ts = received_at if received_at is not None else time.time()
-        fps = sum(c.fps for c in status.cameras) / len(status.cameras) if status.cameras else None
-        db.execute(
-            "UPDATE devices SET last_seen = ?, online = 1, status = ?, fps = ?, outbox_depth = ?,"
-            " lost_events = ? WHERE store = ? AND device = ?"
-            " AND (last_seen IS NULL OR last_seen <= ?)",
-            (
-                ts,
-                status.model_dump_json(exclude_none=True),
-                fps,
-                status.outbox_depth,
-                status.lost_events,
-                store,
-                status.device,
-                ts,
-            ),
-        )
-
-
-def mark_seen(db: Database, seen: dict[tuple[str, str], float]) -> None:
-    """Advance ``last_seen`` of devices the cloud heard (times of receipt; never backwards)."""
-    for (store, device), ts in seen.items():
-        db.execute(
-            "UPDATE devices SET last_seen = ? WHERE store = ? AND device = ? "
-            "AND (last_seen IS NULL OR last_seen < ?)",
-            (ts, store, device, ts),
-        )
-
-
-def set_availability(db: Database, store: str, device: str, online: bool) -> None:
-    db.execute(
-        "UPDATE devices SET online = ? WHERE store = ? AND device = ?",
-        (1 if online else 0, store, device),
-    )
 
 
 def unlink_member_events(db: Database, token: str) -> int:

@@ -60,6 +60,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from storelens.cloud.commerce import members
 from storelens.cloud.db import Database
 from storelens.cloud.db.sqlite_writer import SqliteWriter
+from storelens.cloud.ingest import dead_letters, device_registry
 from storelens.cloud.ingest import events as event_store
 from storelens.cloud.ingest.event_text import event_texts
 from storelens.cloud.services import Services
@@ -151,7 +152,7 @@ class Prepared:
 def raw_batch_id(raw: bytes) -> uuid.UUID | None:
     """Best effort for a dead letter whose envelope did not validate: the one ``batch_id``
     in the raw bytes (None when there is none, or more than one)."""
-    if len(raw) > event_store.MAX_DEAD_LETTER_BYTES:
+    if len(raw) > dead_letters.MAX_DEAD_LETTER_BYTES:
         return None  # stored truncated: not durable as sent, so no receipt
     found = _BATCH_ID.findall(raw)
     if len(found) != 1:
@@ -212,14 +213,14 @@ class Ingestor:
             for msg in batch
         )
         if age > REGISTRY_TTL_S or unknown:
-            self._devices = event_store.registered_devices(self.db)
+            self._devices = device_registry.registered_devices(self.db)
             self._devices_at = now
 
     def _registered(self, store: str, device: str) -> bool:
         return (store, device) in self._devices
 
     def devices(self) -> set[tuple[str, str]]:
-        self._devices = event_store.registered_devices(self.db)
+        self._devices = device_registry.registered_devices(self.db)
         self._devices_at = time.monotonic()
         return set(self._devices)
 

@@ -28,7 +28,7 @@ from storelens.cloud import analytics
 from storelens.cloud.analytics.rollups.settle import settle_all
 from storelens.cloud.commerce import stores
 from storelens.cloud.db import Database, connect
-from storelens.cloud.ingest import events as event_store
+from storelens.cloud.ingest import device_registry
 from storelens.cloud.ingest.worker import Incoming, Ingestor
 from storelens.contract import topics
 from storelens.tools.bench.ingest import envelopes, rollups_switched
@@ -100,7 +100,7 @@ def _prepare(db: Database, names: list[str]) -> None:
         tz = TIMEZONES[i % len(TIMEZONES)]
         stores.upsert_store(db, stores.Store(id=store, name=store, lat=45.0, lon=2.0,
                                              timezone=tz, zones={}))  # fmt: skip
-        event_store.register_device(db, store, f"{store}-edge1")
+        device_registry.register_device(db, store, f"{store}-edge1")
 
 
 def _ingest(db: Database, messages: list[Incoming]) -> float:

@@ -438,7 +438,7 @@ def run(
     always one)."""
     from storelens.cloud.commerce import stores as store_registry
     from storelens.cloud.db import connect
-    from storelens.cloud.ingest import events as event_store
+    from storelens.cloud.ingest import device_registry
     from storelens.contract import topics
     from storelens.tools.scratch_db import scratch_postgres
 
@@ -459,7 +459,7 @@ def run(
             store_registry.upsert_store(
                 db, store_registry.Store(id=store, name=store, lat=0, lon=0)
             )
-            event_store.register_device(db, store, device)
+            device_registry.register_device(db, store, device)
 
     result: dict[str, Any] = {}
     with (

@@ -302,7 +302,7 @@ def _step_counts(counts: int, total: int) -> list[int]:
 
 def run_load_bench(cfg: LoadConfig, *, log: Any = print) -> LoadResult:
     from storelens.cloud.db import connect
-    from storelens.cloud.ingest.events import register_device
+    from storelens.cloud.ingest.device_registry import register_device
 
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="storelens-load-") as tmp:

@@ -23,7 +23,7 @@ import numpy as np
 from storelens.cloud.api import principals as auth
 from storelens.cloud.commerce import stores
 from storelens.cloud.db import Database
-from storelens.cloud.ingest import events
+from storelens.cloud.ingest import device_registry
 from storelens.pseudonym import PseudonymKey
 
 # (category, price median, consumable, nouns) - a department store's floor.
@@ -131,7 +131,7 @@ def seed(db: Database, *, seed: int = 42, key: PseudonymKey | None = None, membe
         result.inventory_rows = _inventory(db, rng, products, t_end)
         # Only the sample video's device: the other stores' boxes exist once in-store traffic
         # is seeded for them (a registered box that never reported reads "never seen").
-        events.register_device(db, SAMPLE_STORE, SAMPLE_DEVICE, "sample video device")
+        device_registry.register_device(db, SAMPLE_STORE, SAMPLE_DEVICE, "sample video device")
         _offer_templates(db)
     password = admin_password or secrets.token_urlsafe(12)
     auth.create_user(db, "admin", password, "admin")

@@ -26,6 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from storelens.cloud.db import Database
+from storelens.cloud.ingest import device_registry
 from storelens.cloud.ingest import events as event_store
 from storelens.contract.events import (
     EVENT_TYPES,
@@ -372,7 +373,7 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
             "SELECT COUNT(*) FROM devices WHERE store = ? AND device = ? AND registered = 1",
             (store["id"], device),
         ):
-            event_store.register_device(db, store["id"], device, "seeded camera box")
+            device_registry.register_device(db, store["id"], device, "seeded camera box")
         rows: list[dict[str, Any]] = []
         total = 0
         for event in generate(store, trackable, start, days, seed, store_profile, until, device,
@@ -402,7 +403,7 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
             lost_events=0,
         )
         # As if heard when it was sent: health counts from the receipt time.
-        event_store.apply_status(db, store["id"], [status], status.ts.timestamp())
+        device_registry.apply_status(db, store["id"], [status], status.ts.timestamp())
     # Attach the sales to their visits as the service would (it links only recent sales).
     from storelens.cloud.commerce import visit_sales
 
