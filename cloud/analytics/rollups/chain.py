@@ -252,6 +252,21 @@ def pack_histograms(per_zone: dict[str, aggregate.DwellHistogram]) -> dict[str, 
 
 
 # -- reading ---------------------------------------------------------------------------
+def _day_range(scope: Any) -> tuple[int, int]:
+    """The local-day starts (local epochs) of the scope's first and last day."""
+    epoch = date(1970, 1, 1)
+    return (scope.start - epoch).days * DAY_S, (scope.end - epoch).days * DAY_S
+
+
+def _days_touched(hour: int, offset: int) -> set[int]:
+    """The local days (starts) a dirty UTC hour can touch at ``offset``: its own and those
+    of the buckets it overlaps (a bucket of a :30 phase straddles two UTC hours)."""
+    return {
+        (hour - HOUR_S + offset) // DAY_S * DAY_S,
+        (hour + 2 * HOUR_S - 1 + offset) // DAY_S * DAY_S,
+    }
+
+
 class Plan:
     """What a chain-wide scope reads: day rows of clean (group, day) pairs, and per-store
     sub-scopes for the rest."""
@@ -274,8 +289,7 @@ def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
     for store, g in groups.items():
         members[g].append(store)
     offset_of = {g: int(scope.offsets.get(stores[0], 0) or 0) for g, stores in members.items()}
-    first = (scope.start - date(1970, 1, 1)).days * DAY_S
-    last = (scope.end - date(1970, 1, 1)).days * DAY_S
+    first, last = _day_range(scope)
     days = range(first, last + 1, DAY_S)
     # Dirty UTC hours: the group's local days they (and the buckets they overlap) touch.
     unclean: set[tuple[str, int]] = set()
@@ -286,10 +300,7 @@ def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
         g = groups.get(r["store"])
         if g is None:
             return None
-        o = offset_of[g]
-        ts = int(r["ts"])
-        for d in {(ts - HOUR_S + o) // DAY_S, (ts + 2 * HOUR_S - 1 + o) // DAY_S}:
-            unclean.add((g, d * DAY_S))
+        unclean.update((g, d) for d in _days_touched(int(r["ts"]), offset_of[g]))
     values: dict[str, list[Any]] = defaultdict(list)
     built: set[tuple[str, int]] = set()
     found: list[tuple[str, int, str, Any]] = []
@@ -340,8 +351,7 @@ def plan_stores(db: Database, scope: Any, kind: str) -> StorePlan | None:
         return None
     from storelens.cloud.analytics.rollups.sql import decode
 
-    first = (scope.start - date(1970, 1, 1)).days * DAY_S
-    last = (scope.end - date(1970, 1, 1)).days * DAY_S
+    first, last = _day_range(scope)
     stores = set(scope.stores) if scope.stores else set(store_groups(db))
     unclean: set[tuple[str, int]] = set()
     for r in db.query(
@@ -352,9 +362,8 @@ def plan_stores(db: Database, scope: Any, kind: str) -> StorePlan | None:
         if scope.stores and store not in stores:
             continue
         stores.add(store)
-        o = int(scope.offsets.get(store, 0) or 0)
-        for d in {(ts - HOUR_S + o) // DAY_S, (ts + 2 * HOUR_S - 1 + o) // DAY_S}:
-            unclean.add((store, d * DAY_S))
+        offset = int(scope.offsets.get(store, 0) or 0)
+        unclean.update((store, d) for d in _days_touched(ts, offset))
     built: set[tuple[str, int]] = set()
     found: list[tuple[str, int, Any]] = []
     for r in db.query(
