@@ -53,11 +53,14 @@ def save(db: Database, model: RecommendationModel, *, keep: int = KEEP) -> int:
         }
     )
     with db.transaction():
-        db.execute(
-            "INSERT INTO recommend_models (built_at, stored_at, info, data) VALUES (?, ?, ?, ?)",
-            (model.built_at, time.time(), info, data),
+        # RETURNING, not max(id) afterwards: another builder's row may have committed since.
+        newest = int(
+            db.scalar(
+                "INSERT INTO recommend_models (built_at, stored_at, info, data)"
+                " VALUES (?, ?, ?, ?) RETURNING id",
+                (model.built_at, time.time(), info, data),
+            )
         )
-        newest = int(db.scalar("SELECT max(id) FROM recommend_models"))
         db.execute(
             "DELETE FROM recommend_models WHERE id < (SELECT min(id) FROM"
             " (SELECT id FROM recommend_models ORDER BY id DESC LIMIT ?) AS newest)",
