@@ -270,7 +270,8 @@ class Database(ABC):
             yield self
 
     def migrate(self) -> list[Migration]:
-        """Apply every registered migration not yet applied; returns those applied."""
+        """Apply every declared migration not yet applied (`schema.declared_migrations`, in
+        `schema.COMPONENTS` order); returns those applied."""
         # The storage root collects the domains' migrations in its declared order and
         # installs their hooks (only here: a process that only reads or writes, like the
         # SQLite ingest writer, starts without them).

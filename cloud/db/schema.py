@@ -40,9 +40,8 @@ COMPONENTS: tuple[str, ...] = (
 
 
 def install() -> None:
-    """Import every component (registering its migrations) and install the hooks each
-    declares; idempotent. Called by `Database.migrate`, so importing this module wires
-    nothing."""
+    """Import every component and install the hooks each declares; idempotent. Called by
+    `Database.migrate`, so importing this module wires nothing."""
     for name in COMPONENTS:
         hooks.install(getattr(importlib.import_module(name), "HOOKS", ()), owner=name)
 
