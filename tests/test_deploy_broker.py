@@ -23,8 +23,8 @@ import pytest
 from conftest import MOSQUITTO, REPO, free_port, make_test_ca, wait_port
 from paho.mqtt.reasoncodes import ReasonCode
 
+from storelens.cli.provision import provision_device, provision_service
 from storelens.contract import topics
-from storelens.provision import provision_device, provision_service
 
 DEPLOY = REPO / "deploy" / "mosquitto"
 NOT_AUTHORIZED = 0x87
@@ -297,7 +297,7 @@ def test_reprovisioning_rotates_instead_of_duplicating(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("store", "device"), [("a b", "d"), ("s", "x/y"), ("s", "+"), ("", "d")])
 def test_bad_identifiers_are_refused(tmp_path: Path, store: str, device: str) -> None:
-    from storelens.provision import ProvisionError
+    from storelens.cli.provision import ProvisionError
 
     with pytest.raises(ProvisionError):
         provision_device(store, device, tmp_path)

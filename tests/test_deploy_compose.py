@@ -126,7 +126,7 @@ def test_broker_config_matches_the_mounts(compose: dict[str, Any]) -> None:
 
 def test_edge_device_config_matches_provisioning(compose: dict[str, Any]) -> None:
     from storelens.edge.config import load_config
-    from storelens.provision import device_username
+    from storelens.cli.provision import device_username
 
     cfg = load_config(REPO / "deploy/edge/device.yaml")
     script = re.sub(r"\s*\\\s*\n\s*", " ", "\n".join(compose["services"]["provision"]["command"]))
