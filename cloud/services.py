@@ -39,7 +39,7 @@ from storelens.cloud.settings import Settings
 
 if TYPE_CHECKING:
     from storelens.cloud.fulfillment.rules import RoutingConfig
-    from storelens.cloud.personalization.offers import OfferPolicy
+    from storelens.cloud.personalization.offers import ImpressionBuffer, OfferPolicy
     from storelens.cloud.personalization.recommend import RecommendationService
 
 RULES_ENV = "STORELENS_FULFILLMENT_RULES"
@@ -57,6 +57,7 @@ class Services:
     # it (the builder process, `storelens cloud recommend build`).
     recommend_role: Literal["build", "load"] = "load"
     _routing: RoutingConfig | None = field(default=None, repr=False)
+    _impressions: ImpressionBuffer | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -114,7 +115,19 @@ class Services:
                     self.recommender.start()
             return self.recommender
 
+    def impressions(self) -> ImpressionBuffer:
+        """The write-behind log of recommendations shown at the POS, made on first use (only
+        the API shows any) and flushed by `close`."""
+        with self._lock:
+            if self._impressions is None:
+                from storelens.cloud.personalization.offers import ImpressionBuffer
+
+                self._impressions = ImpressionBuffer(self.db)
+            return self._impressions
+
     def close(self) -> None:
+        if self._impressions is not None:
+            self._impressions.stop()
         if self.recommender is not None:
             self.recommender.stop()
         if self.relaying:

@@ -125,8 +125,8 @@ def test_broker_config_matches_the_mounts(compose: dict[str, Any]) -> None:
 
 
 def test_edge_device_config_matches_provisioning(compose: dict[str, Any]) -> None:
-    from storelens.edge.config import load_config
     from storelens.cli.provision import device_username
+    from storelens.edge.config import load_config
 
     cfg = load_config(REPO / "deploy/edge/device.yaml")
     script = re.sub(r"\s*\\\s*\n\s*", " ", "\n".join(compose["services"]["provision"]["command"]))
