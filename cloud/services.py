@@ -67,9 +67,7 @@ class Services:
 
     @classmethod
     def for_api(cls, settings: Settings, db: Database) -> Services:
-        relay = settings.push_mqtt
-        if relay is None:
-            relay = not settings.ingest_in_process
+        relay = api_relays(settings)
         hub = _relay(settings, receive=True) if relay else push.PushHub()
         return cls(settings, db, hub, relaying=relay)
 
@@ -134,6 +132,14 @@ class Services:
             self.push.close()
         if self in self.db.served_by:
             self.db.served_by.remove(self)
+
+
+def api_relays(settings: Settings) -> bool:
+    """Whether an API links its push hub to the broker: whenever pushes can come from another
+    process (its ingest runs elsewhere), unless ``push_mqtt`` says otherwise."""
+    if settings.push_mqtt is not None:
+        return settings.push_mqtt
+    return not settings.ingest_in_process
 
 
 def served_by(db: Database) -> Services | None:
