@@ -479,10 +479,12 @@ def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
     built: set[tuple[str, int]] = set()
     found: list[tuple[str, int, str, Any]] = []
     read = sorted({"counts", *kinds})
+    offsets = sorted({*offset_of.values(), 0})  # 0: the UNKNOWN group's rows
     for r in db.query(
         "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-        f" AND kind IN ({', '.join('?' for _ in read)})",
-        (first, last, *read),
+        f" AND kind IN ({', '.join('?' for _ in read)})"
+        f" AND utc_offset IN ({', '.join('?' for _ in offsets)})",
+        (first, last, *read, *offsets),
     ):
         g, day = r["grp"], int(r["ts"])
         if g == UNKNOWN:
@@ -546,10 +548,14 @@ def plan_stores(db: Database, scope: Any, kind: str) -> StorePlan | None:
         grp_params: tuple[Any, ...] = tuple(STORE + s for s in sorted(scope.stores))
     else:
         grp_sql, grp_params = "grp >= ? AND grp < ?", (STORE, STORE[:-1] + chr(ord(STORE[-1]) + 1))
+    # Rows are kept for every offset a zone takes within half a year: read the scope's only
+    # (0 too: the offset of stores outside `stores`).
+    offsets = sorted({int(scope.offsets.get(s, 0) or 0) for s in stores} | {0})
     for r in db.query(
         "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-        f" AND {grp_sql} AND kind IN ('built', ?)",
-        (first, last, *grp_params, kind),
+        f" AND {grp_sql} AND kind IN ('built', ?)"
+        f" AND utc_offset IN ({', '.join('?' for _ in offsets)})",
+        (first, last, *grp_params, kind, *offsets),
     ):
         store, day = r["grp"][len(STORE) :], int(r["ts"])
         if scope.stores and store not in stores:
