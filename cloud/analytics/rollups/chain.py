@@ -244,10 +244,16 @@ def sum_heat(days: list[dict[str, Any]], hours: list[Any]) -> list[Any]:
             s.append(np.array([v for _, _, v in items], dtype="<f8"))
     if not xy or not sum(len(a) for a in s):
         return [samples, []]
-    cells, inverse = np.unique(np.concatenate(xy), axis=0, return_inverse=True)
-    seconds = np.bincount(inverse.reshape(-1), weights=np.concatenate(s), minlength=len(cells))
-    pairs = zip(cells.tolist(), seconds.tolist(), strict=True)
-    return [samples, [[int(x), int(y), float(v)] for (x, y), v in pairs]]
+    cells = np.concatenate(xy).astype(np.int64)
+    lo = cells.min(axis=0)
+    span = int(cells[:, 1].max() - lo[1]) + 1
+    # One int64 key per cell, in (x, y) order: a 1-D unique is several times faster than
+    # np.unique(axis=0) on the pairs.
+    keys, inverse = np.unique((cells[:, 0] - lo[0]) * span + (cells[:, 1] - lo[1]),
+                              return_inverse=True)  # fmt: skip
+    seconds = np.bincount(inverse.reshape(-1), weights=np.concatenate(s), minlength=len(keys))
+    xs, ys = (keys // span + lo[0]).tolist(), (keys % span + lo[1]).tolist()
+    return [samples, [[x, y, v] for x, y, v in zip(xs, ys, seconds.tolist(), strict=True)]]
 
 
 def merge_checkout(cell: dict[str, Any], value: dict[str, Any]) -> None:
