@@ -46,7 +46,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -62,6 +62,11 @@ from storelens.edge.scene import FloorPath, FloorPlan
 from storelens.edge.scene.zones import as_polygon, in_polygon
 from storelens.edge.track import appearance
 
+if TYPE_CHECKING:
+    # The camera stage produces sightings; only the type is needed here, and a runtime import
+    # would load the detector (ONNX Runtime) into every agent, camera-less ones included.
+    from storelens.edge.camera.pipeline import Sighting
+
 SAME_MOMENT_S = 0.15  # sightings of two cameras this close in time are simultaneous
 INTERPOLATE_GAP_S = 0.6  # a camera's position between two sightings at most this far apart
 TRACK_S = 8.0  # floor history kept per part, for matching
@@ -72,15 +77,6 @@ CLOCK_SAMPLES = 25  # a camera's offset: median of its latest samples
 CLOCK_MIN_SAMPLES = 3  # ... once it has this many
 CLOCK_MIN_SIGHTINGS = 5  # simultaneous sightings a sample needs
 CLOCK_MIN_MOVE_M = 0.5  # and this much walking (a standing person fits any shift)
-
-
-@dataclass(frozen=True)
-class Sighting:
-    """A person a camera sees now: its pipeline's visit, feet in image pixels, the box."""
-
-    visit_id: uuid.UUID
-    anchor: tuple[float, float]
-    box: tuple[float, float, float, float]
 
 
 @dataclass

@@ -45,7 +45,11 @@ KINDS = ("dwell", "flows", "paths")  # summed from rollup_maps; "counts" from ro
 # store: checkout by local hour of the day, try-on sessions of the day, and "built" (the
 # store-day's finished visits, member visits and distinct members; it marks the day built).
 STORE = "store:"
-STORE_KINDS = ("checkout", "tryons")
+STORE_KINDS = ("checkout", "tryons", "heat")
+# The "built" mark's format: [visits, member visits, members, BUILT_FORMAT]. Day rows of an
+# older format (an int mark, or three numbers: try-on entries, no heat) count as not built
+# (read per store-hour) until `storelens cloud rollups rebuild`.
+BUILT_FORMAT = 2
 UNKNOWN = "?"  # the group of events whose store is not in ``stores`` (no zone is named so)
 
 
@@ -124,7 +128,7 @@ def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
             if acc is not None:
                 acc[r["kind"]].append(decode(bytes(r["data"])))
         per_store: dict[str, dict[str, Any]] = {
-            g: {"built": [0, 0, 0]} for g in wanted if g.startswith(STORE)
+            g: {"built": [0, 0, 0, BUILT_FORMAT]} for g in wanted if g.startswith(STORE)
         }
         stores = sorted(g[len(STORE) :] for g in per_store)
         for i in range(0, len(stores), 500):  # bounded IN lists
@@ -143,7 +147,7 @@ def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
                 f" WHERE ts >= ? AND ts < ? AND store IN ({marks}) GROUP BY store",
                 (lo, hi, *chunk),
             ):
-                per_store[STORE + r["store"]]["built"][1:] = [int(r["v"]), int(r["m"])]
+                per_store[STORE + r["store"]]["built"][1:3] = [int(r["v"]), int(r["m"])]
             for r in db.query(
                 "SELECT store, ts, kind, data FROM rollup_maps WHERE ts >= ? AND ts < ?"
                 f" AND kind IN ({', '.join('?' for _ in STORE_KINDS)})"
@@ -158,7 +162,8 @@ def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
         )
         rows = []
         for g in sorted(wanted):
-            values = per_store[g] if g in per_store else _summed(per_group[g], day)
+            values = _finished(per_store[g], offset, day) if g in per_store else _summed(
+                per_group[g], day)  # fmt: skip
             for kind, value in values.items():
                 rows.append((g, offset, day, kind, encode(value)))
         db.executemany(
@@ -169,12 +174,86 @@ def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
 
 def _add_store_hour(acc: dict[str, Any], kind: str, h: int, value: Any) -> None:
     """Add one store-hour's map to its store-day: checkout cells by local hour of the day
-    (the chart's key), try-on sessions one after the other."""
+    (the chart's key), try-on sessions one after the other (`_finished` sums them), heat
+    cells summed."""
     if kind == "tryons":
         acc.setdefault("tryons", []).extend(value)
         return
+    if kind == "heat":
+        heat = acc.setdefault("heat", [0, {}])
+        heat[0] += value[0]
+        cells = heat[1]
+        for x, y, seconds in value[1]:
+            cells[(x, y)] = cells.get((x, y), 0.0) + seconds
+        return
     cell = acc.setdefault("checkout", {}).setdefault(str(h), {"q": [0, 0, None], "z": {}})
     merge_checkout(cell, value)
+
+
+def _finished(acc: dict[str, Any], offset: int, day: int) -> dict[str, Any]:
+    """A store-day's values as stored: try-on sessions summed (`tryon_day`), heat cells
+    packed (`pack_heat`)."""
+    out = dict(acc)
+    if "tryons" in out:
+        out["tryons"] = tryon_day(out["tryons"], offset, day)
+    if "heat" in out:
+        samples, cells = out["heat"]
+        out["heat"] = pack_heat(samples, cells)
+    return out
+
+
+def tryon_day(entries: list[list[Any]], offset: int, day: int) -> dict[str, Any]:
+    """What the try-on chart shows of a store-day, from its sessions ([visit ID, zone, kind,
+    member visit?, seconds, visit end]) at UTC ``offset``: ``v`` try-on visits, ``d`` the
+    sessions' seconds (packed float64, sorted: the chart's median and mean, and the chain's
+    median), ``m`` the member visits that tried on (their purchases are looked up when the
+    chart is drawn: sales link to visits later), ``o`` visits with a session whose visit did
+    not end that local day (the chart counts them among the day's visits), ``z`` the zones
+    taken as fitting rooms by the store's settings only (if one is no longer named so, the
+    chart reads the store-day's sessions instead)."""
+    seconds = np.sort(np.array([float(e[4]) for e in entries], dtype="<f8"))
+    open_visits = {
+        e[0] for e in entries
+        if e[5] is None or int((e[5] + offset) // DAY_S) * DAY_S != day
+    }  # fmt: skip
+    return {
+        "v": len({e[0] for e in entries}),
+        "d": seconds.tobytes(),
+        "m": sorted({e[0] for e in entries if e[3]}),
+        "o": len(open_visits),
+        "z": sorted({e[1] for e in entries if e[2] != "fitting_room"}),
+    }
+
+
+def pack_heat(samples: int, cells: dict[tuple[int, int], float]) -> dict[str, Any]:
+    """Heat cells as stored in a store-day: ``n`` samples, ``xy`` little-endian int32 pairs
+    (cell indices, sorted) and ``s`` float64 seconds, so that summing days is one NumPy pass."""
+    keys = sorted(cells)
+    return {"n": int(samples), "xy": np.array(keys, dtype="<i4").reshape(-1, 2).tobytes(),
+            "s": np.array([cells[k] for k in keys], dtype="<f8").tobytes()}  # fmt: skip
+
+
+def sum_heat(days: list[dict[str, Any]], hours: list[Any]) -> list[Any]:
+    """[samples, [[cx, cy, seconds], ...] sorted] of packed store-days and hour values."""
+    samples = sum(int(d["n"]) for d in days) + sum(int(h[0]) for h in hours)
+    xy = [np.frombuffer(d["xy"], dtype="<i4").reshape(-1, 2) for d in days]
+    s = [np.frombuffer(d["s"], dtype="<f8") for d in days]
+    for _, items in hours:
+        if items:
+            xy.append(np.array([[x, y] for x, y, _ in items], dtype="<i4"))
+            s.append(np.array([v for _, _, v in items], dtype="<f8"))
+    if not xy or not sum(len(a) for a in s):
+        return [samples, []]
+    cells = np.concatenate(xy).astype(np.int64)
+    lo = cells.min(axis=0)
+    span = int(cells[:, 1].max() - lo[1]) + 1
+    # One int64 key per cell, in (x, y) order: a 1-D unique is several times faster than
+    # np.unique(axis=0) on the pairs.
+    keys, inverse = np.unique((cells[:, 0] - lo[0]) * span + (cells[:, 1] - lo[1]),
+                              return_inverse=True)  # fmt: skip
+    seconds = np.bincount(inverse.reshape(-1), weights=np.concatenate(s), minlength=len(keys))
+    xs, ys = (keys // span + lo[0]).tolist(), (keys % span + lo[1]).tolist()
+    return [samples, [[x, y, v] for x, y, v in zip(xs, ys, seconds.tolist(), strict=True)]]
 
 
 def merge_checkout(cell: dict[str, Any], value: dict[str, Any]) -> None:
@@ -366,10 +445,16 @@ def plan_stores(db: Database, scope: Any, kind: str) -> StorePlan | None:
         unclean.update((store, d) for d in _days_touched(ts, offset))
     built: set[tuple[str, int]] = set()
     found: list[tuple[str, int, Any]] = []
+    values: list[tuple[str, int, Any]] = []
+    if scope.stores and len(scope.stores) <= 500:  # bounded IN lists
+        grp_sql = f"grp IN ({', '.join('?' for _ in scope.stores)})"
+        grp_params: tuple[Any, ...] = tuple(STORE + s for s in sorted(scope.stores))
+    else:
+        grp_sql, grp_params = "grp >= ? AND grp < ?", (STORE, STORE[:-1] + chr(ord(STORE[-1]) + 1))
     for r in db.query(
         "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-        " AND grp >= ? AND grp < ? AND kind IN ('built', ?)",
-        (first, last, STORE, STORE[:-1] + chr(ord(STORE[-1]) + 1), kind),
+        f" AND {grp_sql} AND kind IN ('built', ?)",
+        (first, last, *grp_params, kind),
     ):
         store, day = r["grp"][len(STORE) :], int(r["ts"])
         if scope.stores and store not in stores:
@@ -380,12 +465,16 @@ def plan_stores(db: Database, scope: Any, kind: str) -> StorePlan | None:
             continue
         stores.add(store)
         if r["kind"] == "built":
-            if bytes(r["data"])[:1] == b"\x01":  # a first version's mark (1): rebuild
-                continue
+            mark = decode(bytes(r["data"]))
+            if not isinstance(mark, list) or len(mark) < 4 or mark[3] != BUILT_FORMAT:
+                continue  # an older format's day (see BUILT_FORMAT): read per store-hour
             built.add((store, day))
+            if kind == "built":
+                values.append((store, day, mark))
+            continue
         if r["kind"] == kind:
             found.append((store, day, r["data"]))
-    values = [(s, d, decode(bytes(data))) for s, d, data in found if (s, d) in built]
+    values += [(s, d, decode(bytes(data))) for s, d, data in found if (s, d) in built]
     missing = {(s, d) for s in stores for d in range(first, last + 1, DAY_S)} - built
     rest = None
     if missing:
