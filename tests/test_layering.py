@@ -270,3 +270,23 @@ def test_provisioning_never_imports_tooling() -> None:
     # docker-compose deployment runs it.
     root = Path(storelens.__file__).parent / "cli"
     assert violations([(root / "provision.py", f"{CLI_ROOT}.provision")], TOOLS) == []
+
+
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
+    kinds = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(isinstance(k, ast.Name) and k.id in {"ImportError", "ModuleNotFoundError"}
+               for k in kinds)  # fmt: skip
+
+
+def test_the_cli_root_hides_no_import_error() -> None:
+    # The root mounts in-tree modules: one that fails to import is a bug to see at once, not
+    # a command that silently goes missing (the root once wrapped them in try/except).
+    root = Path(storelens.__file__).parent / "cli"
+    caught = [
+        f"{path.name}:{node.lineno}"
+        for path in sorted(root.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ExceptHandler) and node.type and _catches_import_error(node)
+    ]
+    assert len(list(root.rglob("*.py"))) >= 2
+    assert caught == []
