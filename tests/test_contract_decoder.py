@@ -22,6 +22,14 @@ from storelens.tools.bench.ingest import envelopes, realistic_event_dicts
 
 STORE, DEVICE = "s1", "box-1"
 BASE = json.loads(envelopes(STORE, DEVICE, realistic_event_dicts(DEVICE, 60, seed=7), 60)[0])
+# A device status too (statuses take the same structs), with a camera and a reader.
+BASE["events"].append({
+    "type": "device_status", "id": str(uuid.uuid4()), "device": DEVICE, "seq": 61,
+    "ts": "2026-11-20T10:00:00Z", "uptime_s": 3600.0, "outbox_depth": 2, "outbox_bytes": 900,
+    "lost_events": 0, "outbox_age_s": 4.5,
+    "cameras": [{"camera": "cam1", "online": True, "fps": 9.8, "inference_ms": 7.1}],
+    "readers": [{"reader": "door", "online": False, "error": "no card field"}],
+})  # fmt: skip
 
 UUID = str(uuid.uuid4())
 odd_strings = st.sampled_from([
@@ -51,21 +59,29 @@ json_values = st.recursive(
 )
 ENVELOPE_KEYS = ["schema", "version", "store", "device", "batch_id", "sent_at", "extra"]
 EVENT_KEYS = sorted({k for e in BASE["events"] for k in e} | {"reason", "reader", "total"})
+STATUS_PARTS = ["camera", "online", "fps", "inference_ms", "dropped_frames", "error", "x"]
 
 
 @st.composite
 def mutated_envelopes(draw: st.DrawFn) -> bytes:
     env = json.loads(json.dumps(BASE))
-    env["events"] = draw(st.lists(st.sampled_from(env["events"]), min_size=0, max_size=4))
+    status = env["events"][-1]  # drawn about as often as all the others together
+    env["events"] = draw(
+        st.lists(st.sampled_from(env["events"] + [status] * 60), min_size=0, max_size=4)
+    )
     for _ in range(draw(st.integers(0, 3))):
-        where = draw(st.sampled_from(["envelope", "event", "event", "event"]))
+        where = draw(st.sampled_from(["envelope", "event", "event", "event", "status part"]))
         target = env
+        keys = ENVELOPE_KEYS
         if where == "event" and env["events"]:
             i = draw(st.integers(0, len(env["events"]) - 1))
             env["events"][i] = target = dict(env["events"][i])
             keys = EVENT_KEYS
-        else:
-            keys = ENVELOPE_KEYS
+        elif where == "status part" and status in env["events"]:
+            i = env["events"].index(status)
+            env["events"][i] = copy = json.loads(json.dumps(status))
+            target = copy[draw(st.sampled_from(["cameras", "readers"]))][0]
+            keys = STATUS_PARTS
         key = draw(st.sampled_from(keys))
         action = draw(st.sampled_from(["set", "set", "drop"]))
         if action == "drop":
@@ -159,6 +175,7 @@ def test_what_the_fast_path_leaves_to_pydantic() -> None:
             pass
     assert {"uppercase uuid", "no event id", "string seq"} <= accepted
     assert "version newline" not in accepted
+
     # What the models accept, `decode_envelope` gives as structs of their canonical text
     # (IDs the models generate differ from one parse to the next).
     def canonical(texts: list[str]) -> list[dict]:
