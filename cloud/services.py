@@ -115,13 +115,17 @@ class Services:
 
     def impressions(self) -> ImpressionBuffer:
         """The write-behind log of recommendations shown at the POS, made on first use (only
-        the API shows any) and flushed by `close`."""
-        with self._lock:
-            if self._impressions is None:
-                from storelens.cloud.personalization.offers import ImpressionBuffer
+        the API shows any) and flushed by `close`. Read without the lock once made: every
+        recommendation served asks for it."""
+        buffer = self._impressions
+        if buffer is None:
+            with self._lock:
+                if self._impressions is None:
+                    from storelens.cloud.personalization.offers import ImpressionBuffer
 
-                self._impressions = ImpressionBuffer(self.db)
-            return self._impressions
+                    self._impressions = ImpressionBuffer(self.db)
+                buffer = self._impressions
+        return buffer
 
     def close(self) -> None:
         if self._impressions is not None:

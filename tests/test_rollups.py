@@ -368,7 +368,8 @@ def test_a_chain_view_reads_day_rows_summed_over_stores(db) -> None:
     same(charts(db, chain_scope), expected)
     store_expected = charts(db, store_scope, raw=True)
     kinds = {r["kind"] for r in db.query("SELECT DISTINCT kind FROM rollup_days")}
-    assert kinds == {"counts", "dwell", "flows", "paths", "built", "checkout", "tryons", "heat"}
+    assert kinds == {"counts", "dwell", "flows", "paths", "built", "checkout", "tryons", "heat",
+                     "staff"}  # fmt: skip
     groups = {r["grp"] for r in db.query("SELECT DISTINCT grp FROM rollup_days")}
     assert groups == {"Europe/Paris", "Europe/Lisbon", "store:paris", "store:lisbon"}
     summer = dataclasses.replace(
@@ -376,12 +377,12 @@ def test_a_chain_view_reads_day_rows_summed_over_stores(db) -> None:
     )
     same(charts(db, summer), charts(db, summer, raw=True))
     db.execute("DELETE FROM rollup_maps WHERE kind IN ('dwell', 'flows', 'paths', 'checkout',"
-               " 'tryons', 'heat')")  # fmt: skip
+               " 'tryons', 'heat', 'staff')")  # fmt: skip
     db.execute("DELETE FROM rollup_counts WHERE metric IN ('entrances', 'visits',"
                " 'visits_ended')")  # fmt: skip
     db.execute("DELETE FROM rollup_members")
     per_store_day = ("member-share", "checkout-queue", "try-ons", "entry-to-checkout",
-                     "heatmap")  # fmt: skip
+                     "heatmap", "staff")  # fmt: skip
     now = charts(db, chain_scope)
     for name in (*CHAIN_CHARTS, "conversion", "conversion-hourly", *per_store_day):
         same(now[name], expected[name], name)
@@ -440,6 +441,6 @@ def test_store_days_of_an_older_format_are_read_per_store_hour(db) -> None:
     scope = scopes(db)[0]
     expected = charts(db, scope, raw=True)
     old = msgspec.msgpack.Encoder().encode([1, 0, 0])
-    db.execute("DELETE FROM rollup_days WHERE kind IN ('tryons', 'heat', 'checkout')")
+    db.execute("DELETE FROM rollup_days WHERE kind IN ('tryons', 'heat', 'checkout', 'staff')")
     db.execute("UPDATE rollup_days SET data = ? WHERE kind = 'built'", (old,))
     same(charts(db, scope), expected)

@@ -38,7 +38,7 @@ ZoneKind = Literal["fitting_room", "checkout", "staff_only"]
 
 # The fields that link an event to a person (a member's card pseudonym and the key that made
 # it): the cloud stores them only while the member's consent allows, and never in the payload
-# text of an unlinked event. The one list the decoders and row builders use.
+# text of an unlinked event. The one list: the decoder and the row builder (cloud) use it.
 PERSONAL_FIELDS: frozenset[str] = frozenset({"member", "key_id"})
 
 

@@ -45,11 +45,12 @@ KINDS = ("dwell", "flows", "paths")  # summed from rollup_maps; "counts" from ro
 # store: checkout by local hour of the day, try-on sessions of the day, and "built" (the
 # store-day's finished visits, member visits and distinct members; it marks the day built).
 STORE = "store:"
-STORE_KINDS = ("checkout", "tryons", "heat")
+STORE_KINDS = ("checkout", "tryons", "heat", "staff")
 # The "built" mark's format: [visits, member visits, members, BUILT_FORMAT]. Day rows of an
-# older format (an int mark, or three numbers: try-on entries, no heat) count as not built
-# (read per store-hour) until `storelens cloud rollups rebuild`.
-BUILT_FORMAT = 2
+# older format (an int mark, or three numbers: try-on entries, no heat; 2: checkout cells
+# unpacked, no staff) count as not built (read per store-hour) until `storelens cloud rollups
+# rebuild`.
+BUILT_FORMAT = 3
 UNKNOWN = "?"  # the group of events whose store is not in ``stores`` (no zone is named so)
 
 
@@ -176,8 +177,8 @@ def _add_store_hour(acc: dict[str, Any], kind: str, h: int, value: Any) -> None:
     """Add one store-hour's map to its store-day: checkout cells by local hour of the day
     (the chart's key), try-on sessions one after the other (`_finished` sums them), heat
     cells summed."""
-    if kind == "tryons":
-        acc.setdefault("tryons", []).extend(value)
+    if kind in ("tryons", "staff"):
+        acc.setdefault(kind, []).extend(value)
         return
     if kind == "heat":
         heat = acc.setdefault("heat", [0, {}])
@@ -192,8 +193,10 @@ def _add_store_hour(acc: dict[str, Any], kind: str, h: int, value: Any) -> None:
 
 def _finished(acc: dict[str, Any], offset: int, day: int) -> dict[str, Any]:
     """A store-day's values as stored: try-on sessions summed (`tryon_day`), heat cells
-    packed (`pack_heat`)."""
+    packed (`pack_heat`), checkout cells packed (`pack_checkout`)."""
     out = dict(acc)
+    if "checkout" in out:
+        out["checkout"] = pack_checkout(out["checkout"])
     if "tryons" in out:
         out["tryons"] = tryon_day(out["tryons"], offset, day)
     if "heat" in out:
@@ -254,6 +257,98 @@ def sum_heat(days: list[dict[str, Any]], hours: list[Any]) -> list[Any]:
     seconds = np.bincount(inverse.reshape(-1), weights=np.concatenate(s), minlength=len(keys))
     xs, ys = (keys // span + lo[0]).tolist(), (keys % span + lo[1]).tolist()
     return [samples, [[x, y, v] for x, y, v in zip(xs, ys, seconds.tolist(), strict=True)]]
+
+
+def pack_checkout(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A store-day's checkout cells (local hour of the day -> ``q``, ``z``, as
+    `merge_checkout` adds them) as arrays, so that a period's days are summed in a few NumPy
+    passes (`unpack_checkouts`) rather than cell by cell: ``k`` the zone-and-kind keys,
+    ``q`` int64 rows (hour, instants, sum, max), ``c`` int64 (hour, key, stays), ``w`` and
+    ``s`` float64 (hour, key, seconds) of every wait and service time."""
+    keys = sorted({k for cell in cells.values() for k in cell["z"]})
+    index = {k: i for i, k in enumerate(keys)}
+    q, c, w, sv = [], [], [], []
+    for h, cell in sorted(cells.items(), key=lambda kv: int(kv[0])):
+        hour = int(h)
+        if cell["q"][0]:
+            q.append((hour, *cell["q"]))
+        for key, (stays, waits, services) in sorted(cell["z"].items()):
+            c.append((hour, index[key], stays))
+            w += [(hour, index[key], v) for v in waits]
+            sv += [(hour, index[key], v) for v in services]
+    return {
+        "k": keys,
+        "q": np.array(q, dtype="<i8").reshape(-1, 4).tobytes(),
+        "c": np.array(c, dtype="<i8").reshape(-1, 3).tobytes(),
+        "w": np.array(w, dtype="<f8").reshape(-1, 3).tobytes(),
+        "s": np.array(sv, dtype="<f8").reshape(-1, 3).tobytes(),
+    }
+
+
+def unpack_checkouts(days: list[tuple[str, int, dict[str, Any]]]) -> dict[tuple[str, int], Any]:
+    """(store, local hour of the day) -> ``q``, ``z`` (as `merge_checkout` builds them) of
+    packed store-days (`pack_checkout`): every array of every day is joined once, and cells
+    are grouped with NumPy; Python touches each (store, hour, key) once, whatever the days."""
+    if not days:
+        return {}
+    stores = sorted({store for store, _, _ in days})
+    store_id = {s: i for i, s in enumerate(stores)}
+    keys: dict[str, int] = {}
+    base, remap = [], []
+    for _, _, value in days:
+        base.append(len(remap))
+        remap += [keys.setdefault(k, len(keys)) for k in value["k"]]
+    names = list(keys)
+    day_store = np.array([store_id[store] for store, _, _ in days], dtype=np.int64)
+    day_base = np.array(base, dtype=np.int64)
+    global_key = np.array(remap or [0], dtype=np.int64)
+
+    def joined(field: str, dtype: str, width: int) -> tuple[np.ndarray, np.ndarray]:
+        parts = [value[field] for _, _, value in days]
+        rows = np.frombuffer(b"".join(parts), dtype=dtype).reshape(-1, width)
+        size = np.dtype(dtype).itemsize * width
+        of_day = np.repeat(np.arange(len(days)), [len(p) // size for p in parts])
+        return rows, of_day
+
+    out: dict[tuple[str, int], Any] = {}
+    q, of_day = joined("q", "<i8", 4)
+    if len(q):
+        cell = day_store[of_day] * 24 + q[:, 0]
+        ids, inverse = np.unique(cell, return_inverse=True)
+        n = np.bincount(inverse, weights=q[:, 1], minlength=len(ids))
+        total = np.bincount(inverse, weights=q[:, 2], minlength=len(ids))
+        top = np.full(len(ids), np.iinfo(np.int64).min)
+        np.maximum.at(top, inverse, q[:, 3])
+        for i, n_i, t_i, m_i in zip(ids.tolist(), n.tolist(), total.tolist(), top.tolist(),
+                                    strict=True):  # fmt: skip
+            out[(stores[i // 24], i % 24)] = {"q": [int(n_i), int(t_i), int(m_i)], "z": {}}
+
+    def grouped(rows: np.ndarray, of_day: np.ndarray) -> np.ndarray:
+        """(store * 24 + hour) * keys + key of each row."""
+        key = global_key[day_base[of_day] + rows[:, 1].astype(np.int64)]
+        return (day_store[of_day] * 24 + rows[:, 0].astype(np.int64)) * len(names) + key
+
+    c, of_day = joined("c", "<i8", 3)
+    if len(c):
+        ids, inverse = np.unique(grouped(c, of_day), return_inverse=True)
+        stays = np.bincount(inverse, weights=c[:, 2], minlength=len(ids))
+        for g, n_g in zip(ids.tolist(), stays.tolist(), strict=True):
+            cell_id, k = divmod(g, len(names))
+            cell = out.setdefault((stores[cell_id // 24], cell_id % 24),
+                                  {"q": [0, 0, None], "z": {}})  # fmt: skip
+            cell["z"][names[k]] = [int(n_g), [], []]
+    for field, slot in (("w", 1), ("s", 2)):
+        rows, of_day = joined(field, "<f8", 3)
+        if not len(rows):
+            continue
+        group = grouped(rows, of_day)
+        order = np.argsort(group, kind="stable")
+        group, values = group[order], rows[order, 2]
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        for g, part in zip(group[starts].tolist(), np.split(values, starts[1:]), strict=True):
+            cell_id, k = divmod(g, len(names))
+            out[(stores[cell_id // 24], cell_id % 24)]["z"][names[k]][slot] = part.tolist()
+    return out
 
 
 def merge_checkout(cell: dict[str, Any], value: dict[str, Any]) -> None:
@@ -384,10 +479,12 @@ def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
     built: set[tuple[str, int]] = set()
     found: list[tuple[str, int, str, Any]] = []
     read = sorted({"counts", *kinds})
+    offsets = sorted({*offset_of.values(), 0})  # 0: the UNKNOWN group's rows
     for r in db.query(
         "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-        f" AND kind IN ({', '.join('?' for _ in read)})",
-        (first, last, *read),
+        f" AND kind IN ({', '.join('?' for _ in read)})"
+        f" AND utc_offset IN ({', '.join('?' for _ in offsets)})",
+        (first, last, *read, *offsets),
     ):
         g, day = r["grp"], int(r["ts"])
         if g == UNKNOWN:
@@ -451,10 +548,14 @@ def plan_stores(db: Database, scope: Any, kind: str) -> StorePlan | None:
         grp_params: tuple[Any, ...] = tuple(STORE + s for s in sorted(scope.stores))
     else:
         grp_sql, grp_params = "grp >= ? AND grp < ?", (STORE, STORE[:-1] + chr(ord(STORE[-1]) + 1))
+    # Rows are kept for every offset a zone takes within half a year: read the scope's only
+    # (0 too: the offset of stores outside `stores`).
+    offsets = sorted({int(scope.offsets.get(s, 0) or 0) for s in stores} | {0})
     for r in db.query(
         "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-        f" AND {grp_sql} AND kind IN ('built', ?)",
-        (first, last, *grp_params, kind),
+        f" AND {grp_sql} AND kind IN ('built', ?)"
+        f" AND utc_offset IN ({', '.join('?' for _ in offsets)})",
+        (first, last, *grp_params, kind, *offsets),
     ):
         store, day = r["grp"][len(STORE) :], int(r["ts"])
         if scope.stores and store not in stores:

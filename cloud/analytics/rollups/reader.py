@@ -233,18 +233,16 @@ class SqlRollups:
     def staff(self, scope: Any) -> dict[tuple[str, int], list[float]]:
         """(store, local day) -> lengths in seconds of the staff visits that ended then."""
         out: dict[tuple[str, int], list[float]] = defaultdict(list)
-        for (store, hour), lengths in self._keyed("staff", scope):
+        for store, day, lengths in self._per_store_days("staff", scope):
+            out[(store, day)] += lengths
+        for (store, hour), lengths in self._per_store_hours("staff", scope):
             out[(store, self._local(scope, store, hour, DAY_S))] += lengths
         return dict(out)
 
     def checkout(self, scope: Any) -> dict[tuple[str, int], dict[str, Any]]:
         """(store, local hour of the day) -> ``q``: queue snapshots [instants, sum, max];
         ``z``: zone + FLOW_SEP + device-given kind -> [stays, waits, service times]."""
-        out: dict[tuple[str, int], dict[str, Any]] = {}
-        for store, _, value in self._per_store_days("checkout", scope):
-            for h, cell in value.items():
-                into = out.setdefault((store, int(h)), {"q": [0, 0, None], "z": {}})
-                chain.merge_checkout(into, cell)
+        out = chain.unpack_checkouts(self._per_store_days("checkout", scope))
         for (store, hour), value in self._per_store_hours("checkout", scope):
             h = self._local(scope, store, hour, HOUR_S) // HOUR_S % 24
             cell = out.setdefault((store, h), {"q": [0, 0, None], "z": {}})
