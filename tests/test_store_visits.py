@@ -290,7 +290,7 @@ def _live_store(
     """Two live cameras on their own clocks: a at 10 fps, b at 6 fps with its frames stamped
     0.12 s late (capture latency) and handed over ``lag_s`` (+ up to 0.2 s) after a's (a
     stream that lags, a busy box), so the fusion sees b's frames out of order with a's.
-    ``walkers``: (start s, lane y, m/s)."""
+    ``walkers``: (start s, lane y, m/s[, start x m, default 0.5])."""
     import random
 
     views = views or {"a": 0.0, "b": 3.0}
@@ -315,8 +315,8 @@ def _live_store(
     events = []
     for _, cam, t in sorted(frames):
         boxes = []
-        for start, lane, speed in walkers:
-            x = 0.5 + (t - start) * speed
+        for start, lane, speed, *x_start in walkers:
+            x = (x_start[0] if x_start else 0.5) + (t - start) * speed
             if t < start or x > end_x:
                 continue
             px = (x - x0[cam]) * PX_PER_M
@@ -416,3 +416,19 @@ def test_a_camera_clock_that_runs_ahead_is_learned_from_people_both_see() -> Non
     assert len(of(events, VisitStarted)) == len(walkers) == fused.joined_overlap
     trusting, events = _live_store(2.0, walkers, learn_clocks=False, **wide)
     assert trusting.clock_offsets == {} and len(of(events, VisitStarted)) == len(walkers)
+
+
+def test_a_visit_first_seen_by_a_camera_whose_clock_runs_ahead_starts_on_the_store_clock() -> None:
+    """Once b's clock (0.8 s ahead) is learned, someone who walks in on b's side starts their
+    store visit when they came in on a's clock, as its path and end are: before, it started
+    0.8 s late (and lasted 0.8 s less)."""
+    walkers = WALKERS + [(8.0, 2.0, 0.9), (9.0, 1.0, 0.6), (11.0, 3.0, 0.8)]
+    back = (16.0, 2.0, -0.7, 5.5)  # from b's side of the floor into a's view
+    wide = {"views": {"a": 0.0, "b": 2.0}, "seconds": 30.0, "lag_s": 1.3, "clock_late_s": 0.8}
+    fused, events = _live_store(2.0, [*walkers, back], **wide)
+    assert fused.clock_offsets["b"] == pytest.approx(0.8, abs=0.051)
+    [started] = [e for e in of(events, VisitStarted) if e.camera == "b"]
+    came_in = T0 + timedelta(seconds=back[0])
+    assert timedelta(0) <= started.ts - came_in <= timedelta(seconds=0.4)
+    [ended] = [e for e in of(events, VisitEnded) if e.visit_id == started.visit_id]
+    assert ended.started_at == started.ts

@@ -48,7 +48,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -480,14 +480,17 @@ class StoreVisits:
             elif ambiguous:
                 self.ambiguous_handoffs += 1
         if visit is None:
-            visit = _StoreVisit(part.started_at, self.tolerance)
+            # On the reference camera's clock, as the visit's path and last sighting are (a
+            # camera whose clock runs ahead would start it late and shorten it).
+            skew = timedelta(seconds=self.clock_offsets.get(part.camera, 0.0))
+            visit = _StoreVisit(part.started_at - skew, self.tolerance)
             self._visits[visit.visit_id] = visit
             self.started += 1
             out.append(
                 VisitStarted(
                     device=self.device,
                     seq=self.next_seq(),
-                    ts=part.started_at,
+                    ts=visit.started_at,
                     camera=part.camera,
                     visit_id=visit.visit_id,
                 )
