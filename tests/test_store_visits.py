@@ -206,6 +206,61 @@ def test_a_glimpse_at_the_edge_of_a_view_joins_the_person_seen_there() -> None:
     assert ended.cameras == ["a", "b"] and store.fused.joined_overlap == 1
 
 
+def test_a_glimpse_of_someone_a_swapped_track_follows_is_not_one_more_visitor() -> None:
+    """Camera b lost Q (their visit ended), and its track of P swapped onto Q (crowds do
+    that) while a still tracks P: that store visit has a's track on P and b's on Q. A
+    glimpse of Q at the edge of a's view, right where b sees them, is someone already
+    counted; before, a's own track of P kept the glimpse out of that visit and it counted
+    as a third visitor of two."""
+    from storelens.edge.camera.pipeline import Sighting
+
+    seq = itertools.count()
+    fused = StoreVisits(config({"a": 0.0, "b": 3.0}), lambda: next(seq))
+    a1, b0, b1, a2 = (uuid.uuid4() for _ in range(4))
+    out: list = []
+
+    def started(cam: str, vid: uuid.UUID, t: float) -> VisitStarted:
+        ts = T0 + timedelta(seconds=t)
+        return VisitStarted(device="d", seq=0, ts=ts, camera=cam, visit_id=vid)
+
+    def ended(cam: str, vid: uuid.UUID, t0: float, t: float) -> VisitEnded:
+        ts = T0 + timedelta(seconds=t)
+        return VisitEnded(device="d", seq=0, ts=ts, camera=cam, visit_id=vid,
+                          started_at=T0 + timedelta(seconds=t0), duration_s=t - t0)  # fmt: skip
+
+    def at(vid: uuid.UUID, cam_x0: float, x: float, y: float) -> Sighting:
+        px, py = (x - cam_x0) * PX_PER_M, y * PX_PER_M
+        return Sighting(vid, (px, py), (px - 20, py - 100, px + 20, py))
+
+    for i in range(100):  # 10 s at 10 fps
+        t = i / FPS
+        p_x = 3.6 - 0.03 * (i - 20) if i >= 20 else 3.6  # P walks out of b's view
+        q_x = max(3.7, 5.0 - 0.04 * (i - 20)) if i >= 20 else 5.0  # Q walks up, stays
+        a_events = [started("a", a1, t)] if i == 0 else []
+        b_events = [started("b", b0, t), started("b", b1, t)] if i == 0 else []
+        a_seen = [at(a1, 0.0, p_x, 2.0)]
+        b_seen = [at(b0, 3.0, q_x, 0.8)] if i < 30 else []  # b loses Q at 3 s
+        if i == 30:
+            b_events.append(ended("b", b0, 0.0, 2.9))
+        # b's track of P, once P left its view, jumps onto Q.
+        b_seen.append(at(b1, 3.0, q_x, 0.8) if p_x < 3.2 else at(b1, 3.0, p_x, 2.0))
+        if i in (60, 61):  # a glimpse of Q at the edge of a's view
+            a_seen.append(at(a2, 0.0, q_x, 0.8))
+            if i == 60:
+                a_events.append(started("a", a2, t))
+        if i == 62:
+            a_events.append(ended("a", a2, 6.0, 6.1))
+        ts = (T0 + timedelta(seconds=t)).timestamp()
+        out += fused.push("a", ts, a_events, a_seen, None)
+        out += fused.push("b", ts, b_events, b_seen, None)
+    out += fused.drain()
+    out += fused.route("a", [ended("a", a1, 0.0, 9.9)])
+    out += fused.route("b", [ended("b", b1, 0.0, 9.9)])
+    out += fused.flush()
+    assert len(of(out, VisitStarted)) == 2  # P's (with the swapped track) and Q's
+    assert fused.joined_overlap == 2  # b's track of P, then the glimpse
+
+
 def test_snapshot_totals_count_each_person_once_per_store() -> None:
     from storelens.contract.events import OccupancySnapshot
 
