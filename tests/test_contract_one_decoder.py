@@ -87,6 +87,10 @@ AS_SENT: dict[str, bytes] = {
     "empty batch": env(lambda d: d.update(events=[])),
     # refused:
     "negative seq": env(ev(0, seq=-1)),
+    # Beyond a BIGINT: the row insert would fail and the batch be retried forever.
+    "seq beyond a bigint": env(ev(0, seq=2**63)),
+    "zone count beyond a bigint": env(ev(OCCUPANCY, zones={"a": 2**63})),
+    "status depth beyond a bigint": env(status(outbox_depth=2**63)),
     "negative duration": env(ev(VISIT_ENDED, duration_s=-0.5)),
     "negative total": env(ev(OCCUPANCY, total=-1)),
     "negative zone count": env(ev(OCCUPANCY, zones={"a": -1})),

@@ -105,6 +105,17 @@ def test_bench_tracking_writes_the_scores(tmp_path: Path) -> None:
     assert "MOTA" in result.output
 
 
+@needs_motmetrics
+def test_bench_tracking_simulates_a_camera_at_the_rate_asked(tmp_path: Path) -> None:
+    out = tmp_path / "track.json"
+    argv = ["bench", "tracking", "--json", str(out), "--seconds", "10", "--fps", "30"]
+    result = CliRunner().invoke(app, [*argv, "--detect-every", "3"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["fps"] == 30 and data["frames"] == 300
+    assert "at 30 fps" in result.output
+
+
 def test_bench_tracking_says_how_to_install_motmetrics(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,7 +8,10 @@ pipelines and the outbox and decides which parts are one person:
   cameras see at the same moments. When the median distance
   over at least ``min_overlap`` simultaneous sightings is within ``same_person_m``, it is the
   same person seen by overlapping cameras and joins that store visit (two candidates: the
-  clearly nearer one, else appearance, else a new visit).
+  clearly nearer one, else appearance, else a new visit). A store visit with a live part on
+  the new part's camera is no candidate (one person, one track per camera), except for a
+  glimpse (a part that ended before it was decided) matching no other: that camera's track
+  in the visit swapped people, and the glimpse is of someone already counted.
 - Otherwise a store visit whose person was last seen by another camera inside a configured
   hand-off area, toward this camera, at most ``window_s`` before and ``handoff_m`` away from
   where this part appeared, is a hand-off candidate. One candidate: joined. Several:
@@ -45,7 +48,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -477,14 +480,17 @@ class StoreVisits:
             elif ambiguous:
                 self.ambiguous_handoffs += 1
         if visit is None:
-            visit = _StoreVisit(part.started_at, self.tolerance)
+            # On the reference camera's clock, as the visit's path and last sighting are (a
+            # camera whose clock runs ahead would start it late and shorten it).
+            skew = timedelta(seconds=self.clock_offsets.get(part.camera, 0.0))
+            visit = _StoreVisit(part.started_at - skew, self.tolerance)
             self._visits[visit.visit_id] = visit
             self.started += 1
             out.append(
                 VisitStarted(
                     device=self.device,
                     seq=self.next_seq(),
-                    ts=part.started_at,
+                    ts=visit.started_at,
                     camera=part.camera,
                     visit_id=visit.visit_id,
                 )
@@ -507,8 +513,10 @@ class StoreVisits:
 
     def _overlap_match(self, part: _Part) -> _StoreVisit | None:
         found: list[tuple[float, _StoreVisit]] = []
+        busy: list[tuple[float, _StoreVisit]] = []
         for visit in self._visits.values():
-            if any(p.camera == part.camera and not p.ended for p in visit.parts):
+            tracked_here = any(p.camera == part.camera and not p.ended for p in visit.parts)
+            if tracked_here and not part.ended:
                 continue  # one person is one track per camera
             others = [p for p in visit.parts if p.camera != part.camera]
             dists = []
@@ -531,7 +539,11 @@ class StoreVisits:
             if len(dists) >= enough:
                 d = statistics.median(dists)
                 if d <= self.config.same_person_m:
-                    found.append((d, visit))
+                    (busy if tracked_here else found).append((d, visit))
+        # A glimpse (ended before it was decided) where another camera sees a person of a
+        # visit this camera also tracks elsewhere: one of this camera's tracks swapped
+        # people, and the glimpse is of someone already counted, not one more visitor.
+        found = found or busy
         if not found:
             return None
         found.sort(key=lambda f: f[0])
