@@ -39,7 +39,7 @@ from storelens.cloud.settings import Settings
 
 if TYPE_CHECKING:
     from storelens.cloud.fulfillment.rules import RoutingConfig
-    from storelens.cloud.personalization.offers import OfferPolicy
+    from storelens.cloud.personalization.offers import ImpressionBuffer, OfferPolicy
     from storelens.cloud.personalization.recommend import RecommendationService
 
 RULES_ENV = "STORELENS_FULFILLMENT_RULES"
@@ -57,6 +57,7 @@ class Services:
     # it (the builder process, `storelens cloud recommend build`).
     recommend_role: Literal["build", "load"] = "load"
     _routing: RoutingConfig | None = field(default=None, repr=False)
+    _impressions: ImpressionBuffer | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -66,9 +67,7 @@ class Services:
 
     @classmethod
     def for_api(cls, settings: Settings, db: Database) -> Services:
-        relay = settings.push_mqtt
-        if relay is None:
-            relay = not settings.ingest_in_process
+        relay = api_relays(settings)
         hub = _relay(settings, receive=True) if relay else push.PushHub()
         return cls(settings, db, hub, relaying=relay)
 
@@ -114,13 +113,37 @@ class Services:
                     self.recommender.start()
             return self.recommender
 
+    def impressions(self) -> ImpressionBuffer:
+        """The write-behind log of recommendations shown at the POS, made on first use (only
+        the API shows any) and flushed by `close`. Read without the lock once made: every
+        recommendation served asks for it."""
+        buffer = self._impressions
+        if buffer is None:
+            with self._lock:
+                if self._impressions is None:
+                    from storelens.cloud.personalization.offers import ImpressionBuffer
+
+                    self._impressions = ImpressionBuffer(self.db)
+                buffer = self._impressions
+        return buffer
+
     def close(self) -> None:
+        if self._impressions is not None:
+            self._impressions.stop()
         if self.recommender is not None:
             self.recommender.stop()
         if self.relaying:
             self.push.close()
         if self in self.db.served_by:
             self.db.served_by.remove(self)
+
+
+def api_relays(settings: Settings) -> bool:
+    """Whether an API links its push hub to the broker: whenever pushes can come from another
+    process (its ingest runs elsewhere), unless ``push_mqtt`` says otherwise."""
+    if settings.push_mqtt is not None:
+        return settings.push_mqtt
+    return not settings.ingest_in_process
 
 
 def served_by(db: Database) -> Services | None:

@@ -23,8 +23,8 @@ import pytest
 from conftest import MOSQUITTO, REPO, free_port, make_test_ca, wait_port
 from paho.mqtt.reasoncodes import ReasonCode
 
+from storelens.cli.provision import provision_device, provision_service
 from storelens.contract import topics
-from storelens.provision import provision_device, provision_service
 
 DEPLOY = REPO / "deploy" / "mosquitto"
 NOT_AUTHORIZED = 0x87
@@ -242,6 +242,33 @@ def test_device_acls_confine_each_device(deployed: DeployedBroker) -> None:
             c.close()
 
 
+def test_the_deployed_acl_lets_ingest_relay_pos_pushes_to_the_api(
+    deployed: DeployedBroker,
+) -> None:
+    # docker-compose runs ingest and the API as separate processes: a member alert scoring
+    # raises while ingesting travels ingest -> broker -> API -> the till's SSE stream
+    # (tests/test_push_across_processes.py runs that path on an open broker). Here the
+    # deployed ACL must carry it: ingest writes POS topics, the API reads them (the topic
+    # filter the API's relay subscribes to, `push.POS_ALL`), and a device reads none.
+    from storelens.cloud.push import POS_ALL
+
+    ingest, _ = connect(deployed.port, "ingest", deployed.passwords["ingest"])
+    api, _ = connect(deployed.port, "api", deployed.passwords["api"])
+    box1, _ = connect(deployed.port, "box-1@store-a", deployed.passwords["box-1@store-a"])
+    assert ingest and api and box1
+    try:
+        assert api.subscribe(POS_ALL) < 0x80
+        box1.subscribe(POS_ALL)
+        alert = topics.pos("store-a", "member_alert")
+        assert ingest.publish(alert, b'{"kind":"member_alert"}') == 0
+        assert api.wait_message(alert)
+        time.sleep(0.3)
+        assert box1.received == []
+    finally:
+        for c in (ingest, api, box1):
+            c.close()
+
+
 def test_tls_listener_with_test_ca(deployed: DeployedBroker) -> None:
     assert deployed.tls_port is not None
     ca = deployed.root / "certs" / "ca.crt"
@@ -297,7 +324,7 @@ def test_reprovisioning_rotates_instead_of_duplicating(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("store", "device"), [("a b", "d"), ("s", "x/y"), ("s", "+"), ("", "d")])
 def test_bad_identifiers_are_refused(tmp_path: Path, store: str, device: str) -> None:
-    from storelens.provision import ProvisionError
+    from storelens.cli.provision import ProvisionError
 
     with pytest.raises(ProvisionError):
         provision_device(store, device, tmp_path)

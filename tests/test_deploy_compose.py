@@ -110,6 +110,31 @@ def test_commands_exist_in_the_cli(compose: dict[str, Any]) -> None:
     assert seen >= 6  # provision x3, api, ingest, edge
 
 
+def test_the_api_receives_the_pushes_of_the_separate_ingest_workers(
+    compose: dict[str, Any],
+) -> None:
+    # Scoring raises member alerts inside the ingest replicas; the tills' SSE streams are held
+    # by the API. The only way between them is the broker, so the API must relay (receive)
+    # and the ingest replicas (which always relay) must connect as the ACL user allowed to
+    # write POS topics (tests/test_deploy_broker.py proves the ACL carries it).
+    from storelens.cloud.services import api_relays
+    from storelens.cloud.settings import Settings
+
+    services = compose["services"]
+    (api_argv,) = _storelens_argv(services["api"])
+    assert api_argv[:2] == ["cloud", "serve"] and "--ingest" not in api_argv
+    (ingest_argv,) = _storelens_argv(services["ingest"])
+    assert ingest_argv[:2] == ["cloud", "ingest"]
+    names = ("STORELENS_PUSH_MQTT", "STORELENS_INGEST_IN_PROCESS")
+    env = {k: str(v) for k, v in services["api"]["environment"].items() if k in names}
+    assert api_relays(Settings.from_env(env, db_url="unused"))
+    acl = (REPO / "deploy/mosquitto/acl").read_text()
+    for name, access in (("api", "readwrite"), ("ingest", "write")):
+        user = services[name]["environment"]["STORELENS_MQTT_USER"]
+        block = acl.split(f"user {user}\n", 1)[1].split("\nuser ", 1)[0]
+        assert f"topic {access} storelens/v1/+/pos/#" in block.splitlines(), user
+
+
 def test_broker_config_matches_the_mounts(compose: dict[str, Any]) -> None:
     conf = (REPO / "deploy/mosquitto/mosquitto.conf").read_text()
     mounts = [v.split(":")[1] for v in compose["services"]["mosquitto"]["volumes"]]
@@ -125,8 +150,8 @@ def test_broker_config_matches_the_mounts(compose: dict[str, Any]) -> None:
 
 
 def test_edge_device_config_matches_provisioning(compose: dict[str, Any]) -> None:
+    from storelens.cli.provision import device_username
     from storelens.edge.config import load_config
-    from storelens.provision import device_username
 
     cfg = load_config(REPO / "deploy/edge/device.yaml")
     script = re.sub(r"\s*\\\s*\n\s*", " ", "\n".join(compose["services"]["provision"]["command"]))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from storelens.cloud.commerce import members, stores
 from storelens.cloud.ingest import device_registry
-from storelens.cloud.ingest import events as event_store
+from storelens.cloud.ingest import rows as ingest_rows
 from storelens.cloud.ingest.worker import Incoming, Ingestor, IngestWorker
 from storelens.contract import (
     MAX_PAYLOAD_BYTES,
@@ -260,8 +260,7 @@ def test_ingestor_survives_any_bytes_and_internal_errors(chain, monkeypatch) -> 
     def boom(*a: object, **k: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(event_store, "event_values", boom)
-    monkeypatch.setattr(event_store, "struct_rows", boom)
+    monkeypatch.setattr(ingest_rows, "message_rows", boom)
     result = ingestor.process([*batch, Incoming(topics.events(STORE, DEVICE), good)])
     assert result.dead == {"bad_json": 1, "bad_topic": 2, "internal_error": 1}
     assert chain.scalar("SELECT count(*) FROM dead_letters") == 4

@@ -124,6 +124,30 @@ def test_recommendations_have_reasons_and_respect_history(pos) -> None:
     assert reasons.get("H3") == "spent 4 min in Handbags today", reasons
 
 
+def test_recommendations_shown_are_logged_through_the_app_services(db, monkeypatch) -> None:
+    # The impression log is one of the process's services (built once, like the hub and the
+    # recommender), and the app's shutdown writes what it still holds.
+    monkeypatch.setenv("STORELENS_PSEUDONYM_KEY", KEY_HEX)
+    chain = build_chain(db)
+    _history(db, chain)
+    app = create_app(Settings.from_env({}, db_url="unused"), db=db)
+    services = app.state.services
+    services.offer_policy = offers.OfferPolicy(holdout_share=0.0)
+    ann = chain.member("ann")["id"]
+    with TestClient(app) as client:
+        headers = {"Authorization": f"Bearer {chain.tokens['paris']}"}
+        swipe_at_till(client, chain, headers)
+        r = client.get(f"{API}/members/{ann}/recommendations?limit=3", headers=headers)
+        assert r.status_code == 200, r.text
+        shown = [i["sku"] for i in r.json()["items"]]
+        assert shown and services.impressions() is services.impressions()
+    rows = db.query(
+        "SELECT sku FROM recommendation_impressions WHERE member_id = ? AND store = 'paris'",
+        (ann,),
+    )
+    assert sorted(row["sku"] for row in rows) == sorted(shown)
+
+
 def test_no_marketing_consent_gets_recommendations_but_no_offers(pos) -> None:
     client, chain, h = pos
     bob = chain.member("bob")["id"]

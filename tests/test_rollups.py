@@ -368,7 +368,8 @@ def test_a_chain_view_reads_day_rows_summed_over_stores(db) -> None:
     same(charts(db, chain_scope), expected)
     store_expected = charts(db, store_scope, raw=True)
     kinds = {r["kind"] for r in db.query("SELECT DISTINCT kind FROM rollup_days")}
-    assert kinds == {"counts", "dwell", "flows", "paths", "built", "checkout", "tryons"}
+    assert kinds == {"counts", "dwell", "flows", "paths", "built", "checkout", "tryons", "heat",
+                     "staff"}  # fmt: skip
     groups = {r["grp"] for r in db.query("SELECT DISTINCT grp FROM rollup_days")}
     assert groups == {"Europe/Paris", "Europe/Lisbon", "store:paris", "store:lisbon"}
     summer = dataclasses.replace(
@@ -376,11 +377,12 @@ def test_a_chain_view_reads_day_rows_summed_over_stores(db) -> None:
     )
     same(charts(db, summer), charts(db, summer, raw=True))
     db.execute("DELETE FROM rollup_maps WHERE kind IN ('dwell', 'flows', 'paths', 'checkout',"
-               " 'tryons')")  # fmt: skip
+               " 'tryons', 'heat', 'staff')")  # fmt: skip
     db.execute("DELETE FROM rollup_counts WHERE metric IN ('entrances', 'visits',"
                " 'visits_ended')")  # fmt: skip
     db.execute("DELETE FROM rollup_members")
-    per_store_day = ("member-share", "checkout-queue", "try-ons", "entry-to-checkout")
+    per_store_day = ("member-share", "checkout-queue", "try-ons", "entry-to-checkout",
+                     "heatmap", "staff")  # fmt: skip
     now = charts(db, chain_scope)
     for name in (*CHAIN_CHARTS, "conversion", "conversion-hourly", *per_store_day):
         same(now[name], expected[name], name)
@@ -413,3 +415,32 @@ def test_day_rows_follow_settle_rebuild_and_the_door_rule(db) -> None:
     assert raw["footfall-daily"]["rows"][0]["visitors"] != raw["footfall-daily"]["rows"][0][
         "entrances"]  # fmt: skip
     same(charts(db, scope), raw)
+
+
+def test_try_on_day_sums_follow_the_fitting_rooms_the_settings_name(db) -> None:
+    """A store-day's try-on sums take the zones the settings name fitting rooms at settle;
+    once a zone is no longer named so, the chart reads the sessions and drops it, as the
+    raw events do."""
+    seed(db)
+    db.execute("INSERT INTO store_zones (store, zone, category) VALUES ('paris', 'shoes',"
+               " 'fitting_room')")  # fmt: skip
+    rebuild.rebuild(db)
+    scope = scopes(db)[0]
+    named = charts(db, scope)["try-ons"]
+    same(named, charts(db, scope, raw=True)["try-ons"])
+    db.execute("DELETE FROM store_zones WHERE store = 'paris' AND zone = 'shoes'")
+    unnamed = charts(db, scope)["try-ons"]
+    assert unnamed["totals"]["sessions"] < named["totals"]["sessions"]
+    same(unnamed, charts(db, scope, raw=True)["try-ons"])
+
+
+def test_store_days_of_an_older_format_are_read_per_store_hour(db) -> None:
+    """Store-day rows written before the try-on sums and heat (a "built" mark of three
+    numbers) are not read: those days answer from the store-hours until a rebuild."""
+    seed(db)
+    scope = scopes(db)[0]
+    expected = charts(db, scope, raw=True)
+    old = msgspec.msgpack.Encoder().encode([1, 0, 0])
+    db.execute("DELETE FROM rollup_days WHERE kind IN ('tryons', 'heat', 'checkout', 'staff')")
+    db.execute("UPDATE rollup_days SET data = ? WHERE kind = 'built'", (old,))
+    same(charts(db, scope), expected)

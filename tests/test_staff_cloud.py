@@ -30,7 +30,7 @@ def person(db, start: datetime, *, staff: bool, zone: str, copied: bool = False)
         VisitEnded(seq=4, ts=end, started_at=start, duration_s=600.0, zones=[zone],
                    path=[[1.0, 1.0, 0.0], [5.0, 5.0, 600.0]], **common, **flag),
     ]  # fmt: skip
-    rows = [events.event_values("paris", e, 0.0, None) for e in evs]
+    rows = [events.model_row("paris", e, 0.0, None) for e in evs]
     if copied:  # as PostgreSQL ingest streams rows with COPY, past store_events
         with db.transaction():
             events.store_events(db, rows)  # stand-in for the COPY stream's insert

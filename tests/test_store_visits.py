@@ -206,6 +206,61 @@ def test_a_glimpse_at_the_edge_of_a_view_joins_the_person_seen_there() -> None:
     assert ended.cameras == ["a", "b"] and store.fused.joined_overlap == 1
 
 
+def test_a_glimpse_of_someone_a_swapped_track_follows_is_not_one_more_visitor() -> None:
+    """Camera b lost Q (their visit ended), and its track of P swapped onto Q (crowds do
+    that) while a still tracks P: that store visit has a's track on P and b's on Q. A
+    glimpse of Q at the edge of a's view, right where b sees them, is someone already
+    counted; before, a's own track of P kept the glimpse out of that visit and it counted
+    as a third visitor of two."""
+    from storelens.edge.camera.pipeline import Sighting
+
+    seq = itertools.count()
+    fused = StoreVisits(config({"a": 0.0, "b": 3.0}), lambda: next(seq))
+    a1, b0, b1, a2 = (uuid.uuid4() for _ in range(4))
+    out: list = []
+
+    def started(cam: str, vid: uuid.UUID, t: float) -> VisitStarted:
+        ts = T0 + timedelta(seconds=t)
+        return VisitStarted(device="d", seq=0, ts=ts, camera=cam, visit_id=vid)
+
+    def ended(cam: str, vid: uuid.UUID, t0: float, t: float) -> VisitEnded:
+        ts = T0 + timedelta(seconds=t)
+        return VisitEnded(device="d", seq=0, ts=ts, camera=cam, visit_id=vid,
+                          started_at=T0 + timedelta(seconds=t0), duration_s=t - t0)  # fmt: skip
+
+    def at(vid: uuid.UUID, cam_x0: float, x: float, y: float) -> Sighting:
+        px, py = (x - cam_x0) * PX_PER_M, y * PX_PER_M
+        return Sighting(vid, (px, py), (px - 20, py - 100, px + 20, py))
+
+    for i in range(100):  # 10 s at 10 fps
+        t = i / FPS
+        p_x = 3.6 - 0.03 * (i - 20) if i >= 20 else 3.6  # P walks out of b's view
+        q_x = max(3.7, 5.0 - 0.04 * (i - 20)) if i >= 20 else 5.0  # Q walks up, stays
+        a_events = [started("a", a1, t)] if i == 0 else []
+        b_events = [started("b", b0, t), started("b", b1, t)] if i == 0 else []
+        a_seen = [at(a1, 0.0, p_x, 2.0)]
+        b_seen = [at(b0, 3.0, q_x, 0.8)] if i < 30 else []  # b loses Q at 3 s
+        if i == 30:
+            b_events.append(ended("b", b0, 0.0, 2.9))
+        # b's track of P, once P left its view, jumps onto Q.
+        b_seen.append(at(b1, 3.0, q_x, 0.8) if p_x < 3.2 else at(b1, 3.0, p_x, 2.0))
+        if i in (60, 61):  # a glimpse of Q at the edge of a's view
+            a_seen.append(at(a2, 0.0, q_x, 0.8))
+            if i == 60:
+                a_events.append(started("a", a2, t))
+        if i == 62:
+            a_events.append(ended("a", a2, 6.0, 6.1))
+        ts = (T0 + timedelta(seconds=t)).timestamp()
+        out += fused.push("a", ts, a_events, a_seen, None)
+        out += fused.push("b", ts, b_events, b_seen, None)
+    out += fused.drain()
+    out += fused.route("a", [ended("a", a1, 0.0, 9.9)])
+    out += fused.route("b", [ended("b", b1, 0.0, 9.9)])
+    out += fused.flush()
+    assert len(of(out, VisitStarted)) == 2  # P's (with the swapped track) and Q's
+    assert fused.joined_overlap == 2  # b's track of P, then the glimpse
+
+
 def test_snapshot_totals_count_each_person_once_per_store() -> None:
     from storelens.contract.events import OccupancySnapshot
 
@@ -235,7 +290,7 @@ def _live_store(
     """Two live cameras on their own clocks: a at 10 fps, b at 6 fps with its frames stamped
     0.12 s late (capture latency) and handed over ``lag_s`` (+ up to 0.2 s) after a's (a
     stream that lags, a busy box), so the fusion sees b's frames out of order with a's.
-    ``walkers``: (start s, lane y, m/s)."""
+    ``walkers``: (start s, lane y, m/s[, start x m, default 0.5])."""
     import random
 
     views = views or {"a": 0.0, "b": 3.0}
@@ -260,8 +315,8 @@ def _live_store(
     events = []
     for _, cam, t in sorted(frames):
         boxes = []
-        for start, lane, speed in walkers:
-            x = 0.5 + (t - start) * speed
+        for start, lane, speed, *x_start in walkers:
+            x = (x_start[0] if x_start else 0.5) + (t - start) * speed
             if t < start or x > end_x:
                 continue
             px = (x - x0[cam]) * PX_PER_M
@@ -361,3 +416,19 @@ def test_a_camera_clock_that_runs_ahead_is_learned_from_people_both_see() -> Non
     assert len(of(events, VisitStarted)) == len(walkers) == fused.joined_overlap
     trusting, events = _live_store(2.0, walkers, learn_clocks=False, **wide)
     assert trusting.clock_offsets == {} and len(of(events, VisitStarted)) == len(walkers)
+
+
+def test_a_visit_first_seen_by_a_camera_whose_clock_runs_ahead_starts_on_the_store_clock() -> None:
+    """Once b's clock (0.8 s ahead) is learned, someone who walks in on b's side starts their
+    store visit when they came in on a's clock, as its path and end are: before, it started
+    0.8 s late (and lasted 0.8 s less)."""
+    walkers = WALKERS + [(8.0, 2.0, 0.9), (9.0, 1.0, 0.6), (11.0, 3.0, 0.8)]
+    back = (16.0, 2.0, -0.7, 5.5)  # from b's side of the floor into a's view
+    wide = {"views": {"a": 0.0, "b": 2.0}, "seconds": 30.0, "lag_s": 1.3, "clock_late_s": 0.8}
+    fused, events = _live_store(2.0, [*walkers, back], **wide)
+    assert fused.clock_offsets["b"] == pytest.approx(0.8, abs=0.051)
+    [started] = [e for e in of(events, VisitStarted) if e.camera == "b"]
+    came_in = T0 + timedelta(seconds=back[0])
+    assert timedelta(0) <= started.ts - came_in <= timedelta(seconds=0.4)
+    [ended] = [e for e in of(events, VisitEnded) if e.visit_id == started.visit_id]
+    assert ended.started_at == started.ts

@@ -158,3 +158,35 @@ def test_broken_boxes_are_ignored() -> None:
         assert tracker.update(bad, i / FPS) == []
     out = run(tracker, [boxes(walker(i / FPS)) for i in range(20)], t0=2.0)
     assert out[-1] and np.isfinite(out[-1][0].xyxy).all()
+
+
+def test_a_track_that_walked_out_is_not_taken_by_one_walking_in() -> None:
+    """At 30 fps the next person through a doorway at the image border comes while the
+    leaver's lost track is still predicted there: they are two people, not one."""
+    fps, width = 30.0, 640
+    tracker = PersonTracker(TrackerConfig(), fps, frame_size=(width, 480))
+
+    def clipped(x: float) -> tuple[float, float, float, float]:
+        return (max(x, 0.0), 200.0, x + 40.0, 300.0)
+
+    out: list[list] = []
+    t = 0.0
+    x = 200.0
+    while x >= -20:  # walks out through the left border (boxes clipped there)
+        out.append(tracker.update(boxes(clipped(x)), t))
+        t += 1 / fps
+        x -= 60.0 / fps
+    leaver = {p.track_id for frame in out for p in frame}
+    for _ in range(4):  # 0.13 s with nobody in view
+        out.append(tracker.update(Detections.empty(), t))
+        t += 1 / fps
+    x = -20.0
+    arrived = []
+    while x <= 200:  # the next one walks in at the same spot
+        arrived.append(tracker.update(boxes(clipped(x)), t))
+        t += 1 / fps
+        x += 60.0 / fps
+    newcomer = {p.track_id for frame in arrived for p in frame}
+    assert len(leaver) == 1 and len(newcomer) == 1
+    assert leaver != newcomer
+    assert tracker.walked_out == 1

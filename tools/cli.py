@@ -165,20 +165,27 @@ def bench_tracking(
     ),
     peers: bool = typer.Option(True, help="Also score every `trackers` algorithm (defaults)."),
     seed: int = typer.Option(1, help="Seed of the simulated scene (same seed, same scene)."),
-    seconds: float = typer.Option(90.0, min=10, help="Simulated seconds at 10 fps."),
+    seconds: float = typer.Option(90.0, min=10, help="Simulated seconds."),
+    fps: float = typer.Option(
+        10.0,
+        min=1,
+        max=60,
+        help="Frame rate of the simulated camera (detect_every counts its frames).",
+    ),
     detect_every: list[int] = typer.Option(
         [1, 2, 3], min=1, max=10, help="Detector strides to score (repeat the option)."
     ),
 ) -> None:
     """Tracker accuracy for each detection stride: MOTA, IDF1 (and HOTA, people on --video)."""
-    from storelens.tools.bench.tracking import TrackBenchError, run_track_bench
+    from storelens.tools.bench.tracking import Scene, TrackBenchError, run_track_bench
 
     strides = tuple(dict.fromkeys(detect_every))
     if video is not None:
         _bench_tracking_video(video, gt, config, splits, cache, peers, strides, json_out)
         return
     try:
-        result = run_track_bench(seed=seed, seconds=seconds, detect_every=strides)
+        scene = Scene(seconds=seconds, fps=fps)
+        result = run_track_bench(seed=seed, detect_every=strides, scene=scene)
     except TrackBenchError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -188,7 +195,7 @@ def bench_tracking(
         typer.echo(
             f"detect_every {k}: MOTA {r['mota']:.3f}  IDF1 {r['idf1']:.3f}  "
             f"ID switches {r['id_switches']}  ({result['people']} people, "
-            f"{result['frames']} frames, seed {seed})",
+            f"{result['frames']} frames at {result['fps']:g} fps, seed {seed})",
             err=True,
         )
 

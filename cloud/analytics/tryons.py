@@ -17,6 +17,8 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
+
 from storelens.cloud.analytics import rollups
 from storelens.cloud.analytics.scope import DAY_S, Scope, local_label
 from storelens.cloud.analytics.staff import shoppers_only
@@ -62,12 +64,16 @@ def _raw(db: Database, scope: Scope, named: set) -> tuple[dict[Key, int], dict[K
     return {k: len(v) for k, v in visits.items()}, sessions
 
 
-def _rolled(db: Database, scope: Scope, named: set) -> tuple[dict[Key, int], dict[Key, list]]:
-    """The same from the rollups (`storelens.cloud.analytics.rollups`)."""
+def _rolled(
+    db: Database, scope: Scope, named: set
+) -> tuple[dict[Key, int], dict[Key, list], dict[Key, dict[str, Any]]]:
+    """The same from the rollups (`storelens.cloud.analytics.rollups`), with the store-days
+    the rollups have summed (`rollups.chain.tryon_day`) apart."""
     reader = rollups.reader(db)
     sessions: dict[Key, list[Session]] = defaultdict(list)
     offsets = {s: int(o or 0) for s, o in scope.offsets.items()}
-    for store, b, (visit, zone, kind, member, seconds, end) in reader.tryons(scope):
+    summed, entries = reader.tryons(scope, named)
+    for store, b, (visit, zone, kind, member, seconds, end) in entries:
         if kind != "fitting_room" and (store, zone) not in named:
             continue
         # Ended with the visits of its day in scope: the same local day (so inside the
@@ -79,7 +85,23 @@ def _rolled(db: Database, scope: Scope, named: set) -> tuple[dict[Key, int], dic
                 scope.all_hours or scope.hour_selected(int(local // 3600) % 24)
             )
         sessions[(store, b)].append((visit, bool(member), float(seconds), ended))
-    return reader.ended_by_day(scope), sessions
+    return reader.ended_by_day(scope), sessions, {(s, b): v for s, b, v in summed}
+
+
+# What a row needs of a store-day: the sessions' seconds, the number of try-on visits, the
+# member visits that tried on, and the visits with a session that did not end that day.
+Day = tuple[list[float], int, set[str], int]
+
+
+def _days(found: dict[Key, list[Session]], summed: dict[Key, dict[str, Any]]) -> dict[Key, Day]:
+    out: dict[Key, Day] = {}
+    for key, v in found.items():
+        out[key] = ([s[2] for s in v], len({s[0] for s in v}), {s[0] for s in v if s[1]},
+                    len({s[0] for s in v if not s[3]}))  # fmt: skip
+    for key, value in summed.items():
+        seconds = np.frombuffer(value["d"], dtype="<f8").tolist()
+        out[key] = (seconds, int(value["v"]), set(value["m"]), int(value["o"]))
+    return out
 
 
 def tryons(db: Database, scope: Scope) -> Table:
@@ -87,31 +109,32 @@ def tryons(db: Database, scope: Scope) -> Table:
         db, scope.stores, windows=scope.sale_link or visit_sales.DEFAULT_WINDOWS
     )
     named = zones_of_kind(db, "fitting_room")
-    ended, found = (_raw if scope.raw else _rolled)(db, scope, named)
-    sessions = {key: [s[2] for s in v] for key, v in found.items()}
-    tried = {key: {s[0] for s in v} for key, v in found.items()}
-    member_tried = {key: {s[0] for s in v if s[1]} for key, v in found.items()}
-    # A session ending today may belong to a visit that ends tomorrow: count it in both.
-    not_ended = {key: {s[0] for s in v if not s[3]} for key, v in found.items()}
-    bought = _member_bought(db, {v for vs in member_tried.values() for v in vs})
+    if scope.raw:
+        ended, found = _raw(db, scope, named)
+        summed: dict[Key, dict[str, Any]] = {}
+    else:
+        ended, found, summed = _rolled(db, scope, named)
+    days = _days(found, summed)
+    # A session ending today may belong to a visit that ends tomorrow: counted in both
+    # (the day's open visits are added to its finished ones).
+    bought = _member_bought(db, {v for day in days.values() for v in day[2]})
     rows = []
-    for key in sorted(set(ended) | set(sessions), key=lambda k: (k[1], k[0])):
+    for key in sorted(set(ended) | set(days), key=lambda k: (k[1], k[0])):
         store, b = key
-        durations = sessions.get(key, [])
-        n_visits = ended.get(key, 0) + len(not_ended.get(key, set()))
-        members_here = member_tried.get(key, set())
+        durations, tried, members_here, still_open = days.get(key, ([], 0, set(), 0))
+        n_visits = ended.get(key, 0) + still_open
         purchases = len(members_here & bought)
         rows.append({
             "day": local_label(b, daily=True), "store": store, "visits": n_visits,
-            "tryon_visits": len(tried.get(key, ())),
-            "tryon_rate": ratio(len(tried.get(key, ())), n_visits),
+            "tryon_visits": tried,
+            "tryon_rate": ratio(tried, n_visits),
             "sessions": len(durations),
             "median_tryon_s": round(statistics.median(durations), 1) if durations else None,
             "mean_tryon_s": round(statistics.fmean(durations), 1) if durations else None,
             "member_tryon_visits": len(members_here), "member_tryon_purchases": purchases,
             "member_tryon_conversion": ratio(purchases, len(members_here)),
         })  # fmt: skip
-    all_sessions = [d for ds in sessions.values() for d in ds]
+    all_sessions = [d for day in days.values() for d in day[0]]
     totals = {
         "visits": sum(r["visits"] for r in rows),
         "tryon_visits": sum(r["tryon_visits"] for r in rows),

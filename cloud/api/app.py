@@ -117,7 +117,6 @@ def create_app(
     # The POS routes first: routes are matched in order, and these are the hot path of a till.
     from storelens.cloud.api import pos as pos_api
 
-    pos_api.install(app)
     app.include_router(pos_api.router, prefix=api)
     from storelens.cloud.api import offers as offers_api
 

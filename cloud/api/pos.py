@@ -6,7 +6,6 @@ naming another store gets 403); ops admins name the store with ``?store=``.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,37 +44,15 @@ from storelens.contract.bounds import EpochSeconds
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Merged into the app's lifespan by include_router. The newest stored model (or, before
     # the builder stored one, the fallback) is loaded in the background from startup (readyz
-    # says "warming up" until then), so the first POS request does not pay for it; on
-    # shutdown, stop what this router started (the recommender stops with the app's
-    # `Services`).
+    # says "warming up" until then), so the first POS request does not pay for it. The
+    # recommender and the impression log stop with the app's `Services`.
     app.state.services.recommendations()
     yield
-    impressions = getattr(app.state, "impressions", None)
-    if impressions is not None:
-        await anyio.to_thread.run_sync(impressions.stop)
 
 
 router = APIRouter(prefix="/pos", tags=["pos"], lifespan=_lifespan)
-_install_lock = threading.Lock()
 
 StoreQuery = Query(None, description="Store to act for: ops callers only; a POS uses its own.")
-
-
-# -- wiring --------------------------------------------------------------------------------
-
-
-def install(
-    app: FastAPI,
-    *,
-    recommender: RecommendationService | None = None,
-    offer_policy: offers.OfferPolicy | None = None,
-) -> None:
-    """Hand the personalization services to an app's `Services` (called by `create_app`)."""
-    services = app.state.services
-    if offer_policy is not None:
-        services.offer_policy = offer_policy
-    if recommender is not None:
-        services.recommender = recommender
 
 
 async def get_recommender(request: Request) -> RecommendationService:
@@ -95,14 +72,7 @@ def request_recommendation_rebuild(app: FastAPI) -> None:
 
 
 def _impressions(request: Request) -> offers.ImpressionBuffer:
-    state = request.app.state
-    buffer = getattr(state, "impressions", None)
-    if buffer is None:
-        with _install_lock:
-            buffer = getattr(state, "impressions", None)
-            if buffer is None:
-                buffer = state.impressions = offers.ImpressionBuffer(state.db)
-    return buffer
+    return request.app.state.services.impressions()
 
 
 _require_pos = require_pos()

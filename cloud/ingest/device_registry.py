@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from storelens.cloud.db import Database
+from storelens.cloud.ingest.rows import StatusRow, status_row
 from storelens.contract.events import DeviceStatus
 
 
@@ -72,27 +73,26 @@ def list_devices(
 def apply_status(
     db: Database, store: str, statuses: Iterable[DeviceStatus], received_at: float | None = None
 ) -> None:
+    """`apply_status_rows` for status models built in-process (seeds, tests), through the
+    one row builder."""
+    apply_status_rows(db, [status_row(store, s) for s in statuses], received_at)
+
+
+def apply_status_rows(
+    db: Database, statuses: Iterable[StatusRow], received_at: float | None = None
+) -> None:
     """Record the latest status per device (in the order of their own times within a batch);
     ``last_seen`` is when the cloud heard it (``received_at``), never the time the device
     claims, so a wrong device clock cannot make a dead device look alive."""
     for status in sorted(statuses, key=lambda s: s.ts):
         ts = received_at if received_at is not None else time.time()
-        fps = sum(c.fps for c in status.cameras) / len(status.cameras) if status.cameras else None
         db.execute(
             "UPDATE devices SET last_seen = ?, online = 1, status = ?, fps = ?, outbox_depth = ?,"
             " lost_events = ? WHERE store = ? AND device = ?"
             " AND (last_seen IS NULL OR last_seen <= ?)",
-            (
-                ts,
-                status.model_dump_json(exclude_none=True),
-                fps,
-                status.outbox_depth,
-                status.lost_events,
-                store,
-                status.device,
-                ts,
-            ),
-        )
+            (ts, status.status, status.fps, status.outbox_depth, status.lost_events,
+             status.store, status.device, ts),
+        )  # fmt: skip
 
 
 def mark_seen(db: Database, seen: dict[tuple[str, str], float]) -> None:

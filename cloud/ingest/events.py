@@ -3,9 +3,10 @@
 
 Every event is one row keyed by its UUID, so re-delivered batches are stored once. Columns
 that analytics filter on (zone, line, dwell, visit start) are typed; the full event stays in
-``payload`` as JSON: the device's own text of it when that names only contract fields (see
-`storelens.cloud.ingest.event_text`; timestamps then keep the device's spelling), else the validated
-model serialised. All timestamps in columns are epoch seconds.
+``payload`` as JSON: the device's own text of it when the contract's decoder took it as sent
+(timestamps then keep the device's spelling), else the contract's canonical text of it (see
+`storelens.contract.decoder`). Rows are built by `storelens.cloud.ingest.rows`, the one
+builder. All timestamps in columns are epoch seconds.
 """
 
 from __future__ import annotations
@@ -15,42 +16,24 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from storelens.cloud.analytics import rollups
 from storelens.cloud.analytics.rollups import sql as rollup_tables
 from storelens.cloud.db import Database, migrations
 from storelens.cloud.ingest.dead_letters import dead_letter
-from storelens.cloud.ingest.device_registry import apply_status, mark_seen, set_availability
+from storelens.cloud.ingest.device_registry import apply_status_rows, mark_seen, set_availability
+from storelens.cloud.ingest.rows import (  # the one row builder; re-exported for its callers
+    EVENT_COLUMNS,
+    EventRow,
+    StatusRow,
+    event_row,
+    model_row,
+)
 from storelens.contract import topics
-from storelens.contract.events import (
-    PERSONAL_FIELDS,
-    CardSwipe,
-    DeviceStatus,
-    LineCrossing,
-    VisitEnded,
-    ZoneVisit,
-)
+from storelens.contract.events import CardSwipe
 
-EVENT_COLUMNS = (
-    "id",
-    "store",
-    "device",
-    "seq",
-    "type",
-    "ts",
-    "camera",
-    "visit_id",
-    "member",
-    "key_id",
-    "zone",
-    "line",
-    "direction",
-    "dwell_s",
-    "t_start",
-    "received_at",
-    "payload",
-)
+__all__ = ["EVENT_COLUMNS", "EventRow", "StatusRow", "event_row", "model_row"]
 
 MIGRATIONS = migrations(
     "events",
@@ -157,104 +140,6 @@ def record_staff_visits(db: Database, rows: Sequence[tuple]) -> int:
             staff,
         )
     return len(staff)
-
-
-def _epoch(dt: Any) -> float:
-    return dt.timestamp()
-
-
-# Typed columns per event type: (zone, line, direction, dwell_s, t_start).
-def _zone_visit(e: ZoneVisit) -> tuple:
-    return e.zone, None, None, e.dwell_s, e.entered_at.timestamp()
-
-
-def _line_crossing(e: LineCrossing) -> tuple:
-    return None, e.line, e.direction, None, None
-
-
-def _visit_ended(e: VisitEnded) -> tuple:
-    return None, None, None, e.duration_s, e.started_at.timestamp()
-
-
-_NOTHING = (None, None, None, None, None)
-_TYPED = {ZoneVisit: _zone_visit, LineCrossing: _line_crossing, VisitEnded: _visit_ended}
-
-
-def event_values(
-    store: str, event: Any, received_at: float, member: str | None, payload: str | None = None
-) -> tuple:
-    """One ``events`` row as a tuple in `EVENT_COLUMNS` order (the ingest hot path);
-    ``member`` is the consent-checked token (None when the member must stay unlinked).
-    ``payload`` is the event's JSON when the caller already has it (ingest passes the
-    device's own text when it holds nothing but contract fields); else it is serialised."""
-    typed = _TYPED.get(type(event))
-    visit_id = getattr(event, "visit_id", None)
-    if payload is None:
-        # pydantic-core serialises in Rust: 3-4x faster than model_dump + json.dumps.
-        hidden = None if member else PERSONAL_FIELDS
-        payload = event.model_dump_json(exclude_none=True, exclude=hidden)
-    return (
-        str(event.id), store, event.device, event.seq, event.type, event.ts.timestamp(),
-        getattr(event, "camera", None), None if visit_id is None else str(visit_id), member,
-        event.key_id if member is not None else None,
-        *(typed(event) if typed else _NOTHING), received_at, payload,
-    )  # fmt: skip
-
-
-def _struct_typed() -> dict[type, Any]:
-    # The decoder's structs carry the models' field names, so one set of extractors serves both.
-    from storelens.contract.decoder import EVENT_STRUCT_TYPES as structs
-
-    return {
-        structs["zone_visit"]: _zone_visit,
-        structs["line_crossing"]: _line_crossing,
-        structs["visit_ended"]: _visit_ended,
-    }
-
-
-_STRUCT_TYPED = _struct_typed()
-_STRUCT_TAGS: dict[type, str] = {}
-
-
-def struct_rows(
-    store: str,
-    events: Sequence[Any],
-    texts: Sequence[str],
-    received_at: float,
-    linkable: Any,
-) -> list[tuple]:
-    """`event_values` for the structs of `storelens.contract.decoder` (the ingest hot path, no
-    pydantic objects): ``texts`` are the events' own JSON texts, stored as the payload unless
-    the member must stay unlinked (``linkable(token)`` is None), which re-serialises the
-    event without its personal fields."""
-    from storelens.contract.events import EVENT_TYPES
-
-    rows = []
-    typed_of, tags = _STRUCT_TYPED, _STRUCT_TAGS
-    for event, text in zip(events, texts, strict=True):
-        cls = type(event)
-        tag = tags.get(cls) or tags.setdefault(cls, cls.__struct_config__.tag)
-        token = getattr(event, "member", None)
-        member = linkable(token) if token is not None else None
-        if member is not token:
-            text = (
-                EVENT_TYPES[tag]
-                .model_validate_json(text)
-                .model_dump_json(exclude_none=True, exclude=PERSONAL_FIELDS)
-            )
-        typed = typed_of.get(cls)
-        rows.append((
-            event.id, store, event.device, event.seq, tag, event.ts.timestamp(),
-            getattr(event, "camera", None), getattr(event, "visit_id", None), member,
-            event.key_id if member is not None else None,
-            *(typed(event) if typed else _NOTHING), received_at, text,
-        ))  # fmt: skip
-    return rows
-
-
-def event_row(store: str, event: Any, received_at: float, member: str | None) -> dict[str, Any]:
-    """Flatten one contract event into an ``events`` row (a dict keyed by column)."""
-    return dict(zip(EVENT_COLUMNS, event_values(store, event, received_at, member), strict=True))
 
 
 _COLUMNS = ", ".join(EVENT_COLUMNS)
@@ -392,16 +277,33 @@ class EventCopy:
             raise self._error  # a database fault, not a duplicate: the caller retries
 
 
+class DeadLetter(NamedTuple):
+    """A message ingest could not store, kept with its raw bytes (`dead_letters`)."""
+
+    topic: str
+    reason: str  # a short machine tag (`ContractError.reason`, or internal_error)
+    detail: str
+    raw: bytes
+
+
+class Availability(NamedTuple):
+    """A device's retained online/offline message (its last will)."""
+
+    store: str
+    device: str
+    online: bool
+
+
 @dataclass
 class StoredBatch:
     """What one ingest batch writes, as it travels to storage (to the SQLite writer process
     too: ``rows`` go as msgpack, the rest pickled)."""
 
-    rows: list[tuple]  # in `EVENT_COLUMNS` order
+    rows: list[EventRow]
     received_at: float
-    dead: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # topic, reason, ...
-    statuses: dict[str, list[DeviceStatus]] = field(default_factory=dict)  # per store
-    availability: list[tuple[str, str, bool]] = field(default_factory=list)  # store, device
+    dead: list[DeadLetter] = field(default_factory=list)
+    statuses: list[StatusRow] = field(default_factory=list)
+    availability: list[Availability] = field(default_factory=list)
     seen: dict[tuple[str, str], float] = field(default_factory=dict)  # (store, device) -> t
     copied: bool = False  # the rows are in the transaction already (PostgreSQL COPY)
 
@@ -409,20 +311,18 @@ class StoredBatch:
 def store_prepared(db: Database, batch: StoredBatch) -> tuple[int, int]:
     """Write one prepared batch inside the caller's transaction; returns (new event rows,
     ID collisions). Every other row left out was a duplicate: its device's own redelivery."""
-    rows, received_at = batch.rows, batch.received_at
-    dead, statuses, availability, seen = batch.dead, batch.statuses, batch.availability, batch.seen
-    stored, collided = _store_events(db, rows, copied=batch.copied)
+    received_at = batch.received_at
+    stored, collided = _store_events(db, batch.rows, copied=batch.copied)
     for row in collided:
         detail = f"event ID {row[0]} is stored already from another device"
         dead_letter(db, topics.events(row[1], row[2]), "event_id_collision", detail,
                     str(row[-1]).encode(), received_at)  # fmt: skip
-    for topic, reason, detail, raw in dead:
-        dead_letter(db, topic, reason, detail, raw, received_at)
-    for store, items in statuses.items():
-        apply_status(db, store, items, received_at)
-    for store, device, online in availability:
+    for dead in batch.dead:
+        dead_letter(db, dead.topic, dead.reason, dead.detail, dead.raw, received_at)
+    apply_status_rows(db, batch.statuses, received_at)
+    for store, device, online in batch.availability:
         set_availability(db, store, device, online)
-    mark_seen(db, seen)
+    mark_seen(db, batch.seen)
     return stored, len(collided)
 
 

@@ -1,9 +1,10 @@
 """The ingest worker: MQTT batches in, validated and de-duplicated events out to storage.
 
 Flow per message: topic -> envelope (contract) -> registered device? -> consent filter -> rows.
-Envelopes are decoded by the contract's `decode_envelope` (`storelens.contract.decoder`:
-msgspec structs generated from the contract, rows built straight from them); whatever it does
-not accept goes through pydantic, which decides and names the dead-letter reason. Many messages
+Every envelope (events and device statuses) is decoded once, by the contract's
+`decode_envelope` (msgspec structs generated from the contract; what it refuses comes back as
+a ContractError whose reason the models named), and its rows come from the one builder,
+`storelens.cloud.ingest.rows`, which applies the consent rule. Many messages
 are written in one transaction (on SQLite in a writer process,
 `storelens.cloud.db.sqlite_writer`, while the next batch is parsed; on PostgreSQL streamed with
 COPY while parsing); only after that transaction commits does the worker send receipts and
@@ -62,16 +63,11 @@ from storelens.cloud.db import Database
 from storelens.cloud.db.sqlite_writer import SqliteWriter
 from storelens.cloud.ingest import dead_letters, device_registry
 from storelens.cloud.ingest import events as event_store
-from storelens.cloud.ingest.event_text import event_texts
+from storelens.cloud.ingest import rows as ingest_rows
+from storelens.cloud.ingest.events import Availability, DeadLetter, EventRow, StatusRow
 from storelens.cloud.services import Services
 from storelens.cloud.settings import Settings
-from storelens.contract import (
-    ContractError,
-    DeviceStatus,
-    decode_envelope,
-    parse_envelope,
-    topics,
-)
+from storelens.contract import ContractError, decode_envelope, topics
 from storelens.contract.bounds import MAX_FUTURE_SKEW_S, MIN_EPOCH_S
 from storelens.contract.commands import MAX_ACK_IDS, Ack, OptOutList
 
@@ -138,10 +134,10 @@ class Prepared:
 
     batch: list[Incoming]
     received_at: float
-    rows: list[tuple] = field(default_factory=list)
-    dead: list[tuple[str, str, str, bytes]] = field(default_factory=list)
-    statuses: dict[str, list[DeviceStatus]] = field(default_factory=dict)
-    availability: list[tuple[str, str, bool]] = field(default_factory=list)
+    rows: list[EventRow] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    statuses: list[StatusRow] = field(default_factory=list)
+    availability: list[Availability] = field(default_factory=list)
     seen: dict[tuple[str, str], float] = field(default_factory=dict)
     newest_sent: float = 0.0
     receipts: Receipts = field(default_factory=dict)
@@ -264,7 +260,7 @@ class Ingestor:
         self._refresh_devices(batch)
 
     def _parse(
-        self, batch: list[Incoming], sink: Callable[[list[tuple]], None] | None = None
+        self, batch: list[Incoming], sink: Callable[[list[EventRow]], None] | None = None
     ) -> Prepared:
         """Parse with the caches as they are, handing each message's rows to ``sink`` too."""
         prepared = Prepared(batch=batch, received_at=time.time())
@@ -275,19 +271,19 @@ class Ingestor:
                 if rows and sink is not None:
                     sink(rows)
             except ContractError as exc:
-                prepared.dead.append((msg.topic, exc.reason, exc.detail, msg.payload))
+                prepared.dead.append(DeadLetter(msg.topic, exc.reason, exc.detail, msg.payload))
                 self._batch_id = self._batch_id or raw_batch_id(msg.payload)
             except Exception as exc:  # a bug must not stop ingest: keep the bytes for replay
                 log.exception("unexpected error on %s", msg.topic)
-                prepared.dead.append(
-                    (msg.topic, "internal_error", f"{type(exc).__name__}: {exc}", msg.payload)
-                )
+                prepared.dead.append(DeadLetter(
+                    msg.topic, "internal_error", f"{type(exc).__name__}: {exc}", msg.payload
+                ))  # fmt: skip
                 self._batch_id = self._batch_id or raw_batch_id(msg.payload)
             if self._batch_id is not None and (target := receipt_target(msg.topic)):
                 prepared.receipts.setdefault(target, []).append(self._batch_id)
         return prepared
 
-    def _prepare_one(self, msg: Incoming, out: Prepared) -> list[tuple]:
+    def _prepare_one(self, msg: Incoming, out: Prepared) -> list[EventRow]:
         """Adds the message's rows (returned too) and statuses to ``out``, or raises."""
         where = topics.parse(msg.topic)
         if where is None or where.kind == "cmd":
@@ -296,71 +292,28 @@ class Ingestor:
             if msg.payload not in (topics.ONLINE, topics.OFFLINE):
                 raise ContractError("bad_availability", repr(msg.payload[:32]))
             if self._registered(where.store, where.device):
-                out.availability.append((where.store, where.device, msg.payload == topics.ONLINE))
+                out.availability.append(
+                    Availability(where.store, where.device, msg.payload == topics.ONLINE)
+                )
             return []
-        decoded = decode_envelope(msg.payload)
-        if decoded is not None:
-            return self._prepare_struct(msg, where, out, *decoded)
-        # What msgspec does not accept (device statuses, rare lax input): the contract's
-        # pydantic path decides and names the dead-letter reason.
-        envelope = parse_envelope(msg.payload)
-        self._batch_id = envelope.batch_id
-        if (envelope.store, envelope.device) != (where.store, where.device):
-            raise ContractError(
-                "topic_mismatch", f"envelope {envelope.store}/{envelope.device} on {msg.topic}"
-            )
-        if not self._registered(envelope.store, envelope.device):
-            raise ContractError(
-                "unregistered_device", f"{envelope.store}/{envelope.device} is not registered"
-            )
-        out.newest_sent = max(out.newest_sent, envelope.sent_at.timestamp())
-        rows: list[tuple] = []
-        store, received_at = envelope.store, out.received_at
-        linkable, event_values = self._linkable, event_store.event_values
-        texts = event_texts(msg.payload, envelope.events)
-        for event, text in zip(envelope.events, texts, strict=True):
-            if isinstance(event, DeviceStatus):
-                out.statuses.setdefault(envelope.store, []).append(event)
-                continue
-            token = getattr(event, "member", None)
-            member = linkable(token)
-            # An unlinked member's token must not be stored: serialise without it.
-            row = event_values(store, event, received_at, member, text if member is token else None)
-            rows.append(row)
-        times = [row[_TS] for row in rows]
-        times += [s.ts.timestamp() for s in envelope.events if isinstance(s, DeviceStatus)]
-        if times:
-            check_clock(min(times), max(times), received_at)
-        # Health counts from when the cloud heard the device, never from what it claims.
-        out.seen[(envelope.store, envelope.device)] = received_at
-        out.rows += rows  # only now: a message that fails part-way adds no rows
-        return rows
-
-    def _prepare_struct(
-        self,
-        msg: Incoming,
-        where: topics.DeviceTopic,
-        out: Prepared,
-        envelope: Any,
-        texts: list[str],
-    ) -> list:
-        """`_prepare_one` for an envelope the contract's decoder accepted (no device status in it);
-        ``where`` is the message's parsed topic."""
+        envelope, texts = decode_envelope(msg.payload)  # or ContractError: the reason
         self._batch_id = uuid.UUID(envelope.batch_id)
         store, device = envelope.store, envelope.device
-        if where.kind not in RECEIPT_KINDS or (where.store, where.device) != (store, device):
+        if (where.store, where.device) != (store, device):
             raise ContractError("topic_mismatch", f"envelope {store}/{device} on {msg.topic}")
         if not self._registered(store, device):
             raise ContractError("unregistered_device", f"{store}/{device} is not registered")
         out.newest_sent = max(out.newest_sent, envelope.sent_at.timestamp())
-        rows = event_store.struct_rows(
+        rows, statuses = ingest_rows.message_rows(
             store, envelope.events, texts, out.received_at, self._linkable
         )
-        if rows:
-            times = [row[_TS] for row in rows]
+        if rows or statuses:
+            times = [row[_TS] for row in rows] + [s.ts for s in statuses]
             check_clock(min(times), max(times), out.received_at)
-        out.seen[(store, device)] = out.received_at  # heard now, whatever the events claim
-        out.rows += rows
+        # Health counts from when the cloud heard the device, never from what it claims.
+        out.seen[(store, device)] = out.received_at
+        out.rows += rows  # only now: a message that fails part-way adds no rows
+        out.statuses += statuses
         return rows
 
     def write(self, prepared: Prepared) -> BatchResult:
@@ -382,11 +335,11 @@ class Ingestor:
             stored=stored,
             duplicates=len(p.rows) - stored - collisions,
             collisions=collisions,
-            statuses=sum(len(v) for v in p.statuses.values()),
+            statuses=len(p.statuses),
             receipts=p.receipts,
         )
-        for _, reason, _, _ in p.dead:
-            result.dead[reason] = result.dead.get(reason, 0) + 1
+        for dead in p.dead:
+            result.dead[dead.reason] = result.dead.get(dead.reason, 0) + 1
         self._observe(result, p.newest_sent, time.perf_counter() - start)
         return result
 
@@ -395,7 +348,7 @@ class Ingestor:
             self.writer.close()
             self.writer = None
 
-    def _after_commit(self, rows: list[tuple]) -> None:
+    def _after_commit(self, rows: list[EventRow]) -> None:
         if not on_events_stored:
             return
         # Only events linked to a member interest the hooks; most rows are anonymous.

@@ -24,7 +24,6 @@ from storelens.contract.events import (
 from storelens.edge.camera.stats import CameraStats
 from storelens.edge.config import CameraConfig, TrackerConfig
 from storelens.edge.detect import Detections
-from storelens.edge.fusion.store_visits import Sighting
 from storelens.edge.scene import (
     CountingLine,
     FloorPath,
@@ -58,6 +57,17 @@ class PersonInView:
     anchor: tuple[float, float]
     box: tuple[float, float, float, float]
     last_seen: datetime
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A person a camera sees now: its pipeline's visit, feet in image pixels, the box.
+
+    Made here, fused across cameras in `storelens.edge.fusion.store_visits`."""
+
+    visit_id: uuid.UUID
+    anchor: tuple[float, float]
+    box: tuple[float, float, float, float]
 
 
 class _Visit:

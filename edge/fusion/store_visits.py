@@ -8,7 +8,10 @@ pipelines and the outbox and decides which parts are one person:
   cameras see at the same moments. When the median distance
   over at least ``min_overlap`` simultaneous sightings is within ``same_person_m``, it is the
   same person seen by overlapping cameras and joins that store visit (two candidates: the
-  clearly nearer one, else appearance, else a new visit).
+  clearly nearer one, else appearance, else a new visit). A store visit with a live part on
+  the new part's camera is no candidate (one person, one track per camera), except for a
+  glimpse (a part that ended before it was decided) matching no other: that camera's track
+  in the visit swapped people, and the glimpse is of someone already counted.
 - Otherwise a store visit whose person was last seen by another camera inside a configured
   hand-off area, toward this camera, at most ``window_s`` before and ``handoff_m`` away from
   where this part appeared, is a hand-off candidate. One candidate: joined. Several:
@@ -45,8 +48,8 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -62,6 +65,11 @@ from storelens.edge.scene import FloorPath, FloorPlan
 from storelens.edge.scene.zones import as_polygon, in_polygon
 from storelens.edge.track import appearance
 
+if TYPE_CHECKING:
+    # The camera stage produces sightings; only the type is needed here, and a runtime import
+    # would load the detector (ONNX Runtime) into every agent, camera-less ones included.
+    from storelens.edge.camera.pipeline import Sighting
+
 SAME_MOMENT_S = 0.15  # sightings of two cameras this close in time are simultaneous
 INTERPOLATE_GAP_S = 0.6  # a camera's position between two sightings at most this far apart
 TRACK_S = 8.0  # floor history kept per part, for matching
@@ -72,15 +80,6 @@ CLOCK_SAMPLES = 25  # a camera's offset: median of its latest samples
 CLOCK_MIN_SAMPLES = 3  # ... once it has this many
 CLOCK_MIN_SIGHTINGS = 5  # simultaneous sightings a sample needs
 CLOCK_MIN_MOVE_M = 0.5  # and this much walking (a standing person fits any shift)
-
-
-@dataclass(frozen=True)
-class Sighting:
-    """A person a camera sees now: its pipeline's visit, feet in image pixels, the box."""
-
-    visit_id: uuid.UUID
-    anchor: tuple[float, float]
-    box: tuple[float, float, float, float]
 
 
 @dataclass
@@ -481,14 +480,17 @@ class StoreVisits:
             elif ambiguous:
                 self.ambiguous_handoffs += 1
         if visit is None:
-            visit = _StoreVisit(part.started_at, self.tolerance)
+            # On the reference camera's clock, as the visit's path and last sighting are (a
+            # camera whose clock runs ahead would start it late and shorten it).
+            skew = timedelta(seconds=self.clock_offsets.get(part.camera, 0.0))
+            visit = _StoreVisit(part.started_at - skew, self.tolerance)
             self._visits[visit.visit_id] = visit
             self.started += 1
             out.append(
                 VisitStarted(
                     device=self.device,
                     seq=self.next_seq(),
-                    ts=part.started_at,
+                    ts=visit.started_at,
                     camera=part.camera,
                     visit_id=visit.visit_id,
                 )
@@ -511,8 +513,10 @@ class StoreVisits:
 
     def _overlap_match(self, part: _Part) -> _StoreVisit | None:
         found: list[tuple[float, _StoreVisit]] = []
+        busy: list[tuple[float, _StoreVisit]] = []
         for visit in self._visits.values():
-            if any(p.camera == part.camera and not p.ended for p in visit.parts):
+            tracked_here = any(p.camera == part.camera and not p.ended for p in visit.parts)
+            if tracked_here and not part.ended:
                 continue  # one person is one track per camera
             others = [p for p in visit.parts if p.camera != part.camera]
             dists = []
@@ -535,7 +539,11 @@ class StoreVisits:
             if len(dists) >= enough:
                 d = statistics.median(dists)
                 if d <= self.config.same_person_m:
-                    found.append((d, visit))
+                    (busy if tracked_here else found).append((d, visit))
+        # A glimpse (ended before it was decided) where another camera sees a person of a
+        # visit this camera also tracks elsewhere: one of this camera's tracks swapped
+        # people, and the glimpse is of someone already counted, not one more visitor.
+        found = found or busy
         if not found:
             return None
         found.sort(key=lambda f: f[0])

@@ -1,1 +1,2 @@
-"""Stage 1, frame sources: files, RTSP, USB cameras, and the agent's per-camera feed thread."""
+"""Frame sources, the first stage: files, RTSP, USB cameras, and the agent's per-camera feed
+thread (stage order: EDGE_STAGES in tests/test_layering.py)."""

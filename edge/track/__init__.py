@@ -1,1 +1,2 @@
-"""Stage 3, tracking: detections to person tracks (IoU and appearance), crossings, attire."""
+"""Tracking, after detection: detections to person tracks (IoU and appearance), crossings,
+attire (stage order: EDGE_STAGES in tests/test_layering.py)."""

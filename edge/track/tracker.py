@@ -98,9 +98,17 @@ class PersonTracker:
     open meanwhile. Track numbers out are the library's numbers of each person's first track.
     """
 
-    def __init__(self, config: TrackerConfig, fps: float, detect_every: int = 1) -> None:
+    def __init__(
+        self,
+        config: TrackerConfig,
+        fps: float,
+        detect_every: int = 1,
+        frame_size: tuple[int, int] | None = None,
+    ) -> None:
         """``fps``: rate of updates (detections); ``detect_every``: camera frames per update
-        (checked, kept for callers; the motion model no longer needs it).
+        (checked, kept for callers; the motion model no longer needs it); ``frame_size``:
+        (width, height) in pixels when known before the first frame (else taken from the
+        frames given to `update`).
 
         The library's Kalman filter steps in units of 1 / ``MOTION_REFERENCE_FPS`` seconds
         from the frame times (its F and Q scale with the step), so its motion model is the
@@ -158,7 +166,9 @@ class PersonTracker:
         self._last_box: dict[int, np.ndarray] = {}
         self._looks: dict[int, tuple[float, np.ndarray]] = {}
         self.rejoined = 0  # new tracks joined to a lost one so far
-        self._frame_size: tuple[int, int] | None = None  # (w, h), known once a frame came
+        self._frame_size = frame_size  # (w, h), known once a frame came
+        self._frames_seen = False  # whether frames came (to compare looks)
+        self.walked_out = 0  # lost tracks dropped at the border so far (``_drop_walked_out``)
 
     def update(
         self, detections: Detections, t: float, frame: np.ndarray | None = None
@@ -185,6 +195,10 @@ class PersonTracker:
         if not sane.all():
             xyxy, conf = xyxy[sane], conf[sane]
         sv_dets = sv.Detections(xyxy=xyxy, confidence=conf, class_id=np.zeros(len(conf), int))
+        if frame is not None:
+            self._frame_size = (frame.shape[1], frame.shape[0])
+            self._frames_seen = True
+        self._drop_walked_out()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             out = self._tracker.update(sv_dets, timestamp=t)
@@ -209,8 +223,6 @@ class PersonTracker:
         else:
             self._tentative.append((t, np.empty((0, 4)), np.empty((0,))))
         self._note_motion(people, t)
-        if frame is not None:
-            self._frame_size = (frame.shape[1], frame.shape[0])
         if frame is not None and self.config.stitch_s > 0:
             self._sample_looks(people, frame, t)
         self._updates += 1
@@ -234,7 +246,7 @@ class PersonTracker:
         """How long after its last sighting a lost track may still be continued. Motion alone
         is weak evidence after long: until frames come to compare looks, only tracks lost
         within the library's own buffer."""
-        if self._frame_size is None:
+        if not self._frames_seen:
             return min(self.config.stitch_s, self.config.lost_track_buffer_s)
         return self.config.stitch_s
 
@@ -296,6 +308,47 @@ class PersonTracker:
             for x in self._tracker.tracks
             if self._alias.get(x.tracker_id, x.tracker_id) not in gone or x.tracker_id in joined
         ]
+
+    def _drop_walked_out(self) -> None:
+        """Forget library tracks lost at the image border while walking out through it.
+
+        The library keeps a lost track for ``lost_track_buffer_s`` wherever it was lost; one
+        lost where a person left the view is matched by the next person who walks in at the
+        same spot, and their two visits become one. The faster the camera, the sooner a
+        newcomer's first box comes while the leaver's prediction is still there: in the
+        simulated scene at 30 fps this joined people the same scene kept apart at 10
+        updates a second. Only tracks moving out through that border go; one missed while
+        standing (or walking along) the border is kept.
+        """
+        if self._frame_size is None:
+            return
+        kept = []
+        for track in self._tracker.tracks:
+            tid = int(track.tracker_id)
+            if (
+                tid >= 0
+                and track.time_since_update > 0
+                and self._walking_out(self._alias.get(tid, tid))
+            ):
+                self.walked_out += 1
+                continue
+            kept.append(track)
+        self._tracker.tracks = kept
+
+    def _walking_out(self, track_id: int) -> bool:
+        """Whether the person's last box touches a border of the image and their velocity
+        points out through it."""
+        box, v = self._last_box.get(track_id), self._velocity.get(track_id)
+        if box is None or v is None or self._frame_size is None:
+            return False
+        w, h = self._frame_size
+        m = EDGE_PX
+        return bool(
+            (box[0] <= m and v[0] < 0)
+            or (box[2] >= w - m and v[0] > 0)
+            or (box[1] <= m and v[1] < 0)
+            or (box[3] >= h - m and v[1] > 0)
+        )
 
     def _left_view(self, box: np.ndarray) -> bool:
         """At the image border: a track lost there walked out of view, one born there walked

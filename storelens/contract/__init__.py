@@ -3,8 +3,9 @@
 This package is the single owner of event models, topic names, the schema version and the
 generated JSON Schema. Both `storelens.edge` and `storelens.cloud` import it; it imports
 neither, and it needs nothing beyond pydantic. `decode_envelope` (`decoder`: raw envelope
-bytes to msgspec structs, what ingest decodes with) also needs msgspec (the cloud extra), so
-it loads on first use: a device never imports it.
+bytes to msgspec structs, the one decode ingest uses for every message; pydantic only names
+why a payload is refused) and `event_struct` (an in-process model as those structs) also need
+msgspec (the cloud extra), so they load on first use: a device never imports them.
 """
 
 from typing import Any
@@ -51,17 +52,22 @@ __all__ = [
     "VisitEnded",
     "VisitStarted",
     "ZoneVisit",
+    "Decoded",
     "decode_envelope",
     "encode_envelope",
+    "event_struct",
     "new_event_id",
     "parse_envelope",
     "topics",
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "decode_envelope":
-        from storelens.contract.decoder import decode_envelope
+_DECODER_NAMES = frozenset({"Decoded", "decode_envelope", "event_struct"})
 
-        return decode_envelope
+
+def __getattr__(name: str) -> Any:
+    if name in _DECODER_NAMES:
+        from storelens.contract import decoder
+
+        return getattr(decoder, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

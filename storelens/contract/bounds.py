@@ -18,6 +18,7 @@ MAX_EPOCH_S = 4_102_444_800.0
 MAX_PRICE = 1_000_000.0  # one unit; a currency amount (discount, minimum spend) likewise
 MAX_UNITS = 10_000_000  # units of one SKU in one store
 MAX_LINE_QTY = 10_000  # units on one sale or order line
+MAX_STORED_INT = 2**63 - 1  # a BIGINT, on both backends
 
 # Event times the cloud accepts: never from the future beyond a small clock drift of the
 # device (relative to the cloud's clock when it hears the message), never before MIN_EPOCH_S

@@ -1,12 +1,17 @@
-"""The contract's decoder of raw envelope bytes: msgspec structs generated from the models.
+"""The contract's one decoder of raw envelope bytes: msgspec structs generated from the models.
 
-`decode_envelope` is what ingest decodes every envelope with. pydantic stays the single
-source of truth: the structs here are derived from its models at import time (field names
-and aliases, types, defaults, length/range/pattern constraints), and anything the generator
-does not understand fails the import, so the contract cannot grow a rule the decoder silently
-skips. The decoder may only *accept less*: whatever it rejects goes to `parse_envelope`,
-which decides and names the dead-letter reason. Where it is
-stricter than the contract (and why):
+`decode_envelope` is what ingest decodes every message with (event batches and device
+statuses alike); what it returns is the only shape the cloud builds rows from. pydantic stays
+the single source of truth: the structs here are derived from its models at import time
+(field names and aliases, types, defaults, length/range/pattern constraints), and anything the
+generator does not understand fails the import, so the contract cannot grow a rule the decoder
+silently skips.
+
+The structs take the canonical spelling a device sends (what `encode_envelope` writes). What
+they refuse goes to pydantic (`parse_envelope`), which either names the dead-letter reason or,
+for a lax spelling the models accept, gives its canonical text, which the same structs then
+decode: so accept/reject stays exactly the models', and nothing downstream ever sees a
+pydantic object. Where the structs are stricter than the models (and why):
 
 - UUIDs must be canonical (lowercase, hyphenated) and are kept as that text: it is what the
   database stores, so no parse-and-format per ID;
@@ -14,12 +19,16 @@ stricter than the contract (and why):
   ``sent_at``) and the envelope's ``schema``/``version`` must be present;
 - no lax coercions (``"5"`` for a number, numbers for datetimes, ``"true"`` for a bool);
 - an event may hold only its model's keys, and ``member``/``key_id`` may not be null, so each
-  event's raw text can be stored as its payload (see `storelens.cloud.ingest.event_text`);
-- patterns use ASCII classes and an absolute end (pydantic's Rust regex has no ``$``-before-
-  newline quirk); device status events are left to pydantic (rare, and stored as models).
+  event's raw text can be stored as its payload (the device's own spelling of it);
+- patterns take an absolute end (pydantic's Rust regex has no ``$``-before-newline quirk).
 
-`tests/test_contract_decoder.py` fuzzes envelopes and checks decoder-accept => pydantic-accept with
-equal values.
+The canonical text of a lax envelope is then the events' payload text. Input the models accept
+but whose canonical text they cannot write back (``Infinity``, which is not JSON and comes out
+as null; an integer beyond 64 bits, which no database column holds) is refused as ``invalid``.
+
+`tests/test_contract_decoder.py` fuzzes envelopes and checks struct-accept => model-accept with
+equal values; `tests/test_contract_one_decoder.py` feeds one corpus of good and bad payloads to
+`decode_envelope` and the models and checks they accept and refuse the same.
 """
 
 from __future__ import annotations
@@ -37,8 +46,14 @@ import msgspec
 from pydantic import AwareDatetime, BaseModel
 from pydantic.fields import FieldInfo
 
-from storelens.contract.envelope import MAX_PAYLOAD_BYTES, Envelope
-from storelens.contract.events import EVENT_TYPES, PERSONAL_FIELDS, DeviceStatus
+from storelens.contract.envelope import (
+    MAX_PAYLOAD_BYTES,
+    ContractError,
+    Envelope,
+    encode_envelope,
+    parse_envelope,
+)
+from storelens.contract.events import EVENT_TYPES, PERSONAL_FIELDS
 
 UUID_PATTERN = r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z"
 UUID_TEXT = Annotated[str, msgspec.Meta(pattern=UUID_PATTERN)]
@@ -55,10 +70,11 @@ _CONSTRAINTS: dict[type, str] = {
 
 
 def _pattern(pattern: str) -> str:
-    # ASCII classes (a subset of Rust's Unicode ones), and `$` as the absolute end.
+    # `$` as the absolute end, like Rust's. Classes stay Unicode (Python's `\d` is Unicode
+    # decimal digits, as Rust's is), so a version the models accept is accepted here too.
     if pattern.endswith("$") and not pattern.endswith("\\$"):
         pattern = pattern[:-1] + r"\Z"
-    return "(?a)" + pattern
+    return pattern
 
 
 def _meta(items: typing.Iterable[Any]) -> dict[str, Any]:
@@ -227,11 +243,7 @@ _FIELD = type(msgspec.field())
 
 def _envelope_struct() -> tuple[type[msgspec.Struct], tuple[type[msgspec.Struct], ...]]:
     structs: dict[type, Any] = {}
-    events = tuple(
-        struct_for(model, structs, tag=tag)
-        for tag, model in EVENT_TYPES.items()
-        if model is not DeviceStatus
-    )
+    events = tuple(struct_for(model, structs, tag=tag) for tag, model in EVENT_TYPES.items())
     limit = _meta(Envelope.model_fields["events"].metadata)
     envelope = struct_for(
         Envelope,
@@ -248,6 +260,7 @@ EVENT_STRUCT_TYPES: dict[str, type[msgspec.Struct]] = {
     s.__struct_config__.tag: s for s in EVENT_STRUCTS
 }
 _DECODER = msgspec.json.Decoder(EnvelopeStruct)
+_EVENT_DECODER = msgspec.json.Decoder(Union[EVENT_STRUCTS])  # noqa: UP007
 
 
 def _plan(slots: list[tuple[str, str, str]]) -> list[tuple[str, Any]]:
@@ -322,10 +335,17 @@ def raw_event_texts(raw: bytes) -> list[str] | None:
         return None
 
 
-def decode_envelope(raw: bytes) -> tuple[Any, list[str]] | None:
-    """The envelope as a struct and each event's own JSON text, or None when the decoder
-    does not accept it (then `parse_envelope` decides). Never raises on input."""
-    if len(raw) > MAX_PAYLOAD_BYTES or (texts := raw_event_texts(raw)) is None:
+class Decoded(typing.NamedTuple):
+    """An envelope as the contract's structs, and each event's JSON text (its payload)."""
+
+    envelope: Any  # EnvelopeStruct: store, device, batch_id, sent_at, events, ...
+    texts: list[str]
+
+
+def accept(raw: bytes, *, limit: int | None = MAX_PAYLOAD_BYTES) -> Decoded | None:
+    """The structs' own decode: the envelope and each event's raw text, or None when they do
+    not take ``raw`` as it is (then the models decide). Never raises on input."""
+    if (limit is not None and len(raw) > limit) or (texts := raw_event_texts(raw)) is None:
         return None
     try:
         envelope = _DECODER.decode(raw)
@@ -336,4 +356,27 @@ def decode_envelope(raw: bytes) -> tuple[Any, list[str]] | None:
         return None
     if not check_patterns(envelope.events):
         return None
-    return envelope, texts
+    return Decoded(envelope, texts)
+
+
+def decode_envelope(raw: bytes) -> Decoded:
+    """Decode one MQTT payload (an events or a status envelope) into the contract's structs.
+    Raises ContractError with the dead-letter reason (named by the models) when the contract
+    refuses it; never raises anything else on input."""
+    decoded = accept(raw)
+    if decoded is not None:
+        return decoded
+    envelope = parse_envelope(raw)  # refused: raises with the reason
+    # A lax spelling the models accept: their canonical text, through the same structs (it
+    # may be longer than the bytes that came, which were within the size limit).
+    decoded = accept(encode_envelope(envelope), limit=None)
+    if decoded is None:
+        raise ContractError("invalid", "a value the contract cannot write back as JSON")
+    return decoded
+
+
+def event_struct(event: BaseModel) -> tuple[Any, str]:
+    """An event model built in-process (a seed, a test) as `decode_envelope` would give it: its
+    struct and its JSON text, so rows come from one builder whatever made the event."""
+    text = event.model_dump_json(exclude_none=True)
+    return _EVENT_DECODER.decode(text), text

@@ -19,6 +19,8 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from storelens.contract.bounds import MAX_STORED_INT
+
 Identifier = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 ]
@@ -29,7 +31,9 @@ AttireColour = Literal[
     "black", "white", "grey", "brown", "pink", "red", "orange", "yellow", "green", "blue",
     "purple",
 ]  # fmt: skip
-Count = Annotated[int, Field(ge=0)]
+# Non-negative counts and sequence numbers, bounded to what a BIGINT column holds: beyond it
+# the row insert fails (SQLite raises OverflowError) and the batch could never be stored.
+Count = Annotated[int, Field(ge=0, le=MAX_STORED_INT)]
 # What a zone is for (its `category` in the device config), where that gives events meaning.
 # A try-on session is a stay in a `fitting_room` zone: the camera sees a person go in and come
 # out, never garments, so a person entering empty-handed is a try-on session all the same.
@@ -38,7 +42,7 @@ ZoneKind = Literal["fitting_room", "checkout", "staff_only"]
 
 # The fields that link an event to a person (a member's card pseudonym and the key that made
 # it): the cloud stores them only while the member's consent allows, and never in the payload
-# text of an unlinked event. The one list the decoders and row builders use.
+# text of an unlinked event. The one list: the decoder and the row builder (cloud) use it.
 PERSONAL_FIELDS: frozenset[str] = frozenset({"member", "key_id"})
 
 
@@ -63,7 +67,7 @@ class _Event(BaseModel):
 
     id: uuid.UUID = Field(default_factory=new_event_id, description="Time-ordered UUIDv7.")
     device: Identifier = Field(description="Device that produced the event.")
-    seq: int = Field(ge=0, description="Per-device sequence number, gap-free unless lost.")
+    seq: Count = Field( description="Per-device sequence number, gap-free unless lost.")
     ts: AwareDatetime = Field(description="When the event happened (UTC, frame time).")
 
 
@@ -161,13 +165,12 @@ class OccupancySnapshot(_Event):
 
     type: Literal["occupancy"] = "occupancy"
     camera: Identifier
-    total: int = Field(
-        ge=0,
+    total: Count = Field(
         description="People in view (without staff, since 1.2). A device fusing cameras into "
         "store visits counts each person in one camera's total only, so the totals of one "
         "instant add up to the people in the store.",
     )
-    zones: dict[Identifier, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    zones: dict[Identifier, Count] = Field(default_factory=dict)
     staff: Count | None = Field(
         default=None,
         description="Since 1.2: staff in view, not counted in `total` or `zones`; absent "
@@ -199,7 +202,7 @@ class CameraStatus(BaseModel):
     online: bool
     fps: float = Field(ge=0)
     inference_ms: float = Field(ge=0, default=0.0)
-    dropped_frames: int = Field(ge=0, default=0)
+    dropped_frames: Count = Field(default=0)
 
 
 class ReaderStatus(BaseModel):
@@ -217,9 +220,9 @@ class DeviceStatus(_Event):
     uptime_s: Seconds = 0.0
     cameras: list[CameraStatus] = Field(default_factory=list)
     readers: list[ReaderStatus] = Field(default_factory=list)
-    outbox_depth: int = Field(ge=0, default=0)
-    outbox_bytes: int = Field(ge=0, default=0)
-    lost_events: int = Field(ge=0, default=0, description="Dropped by the outbox bound, ever.")
+    outbox_depth: Count = Field(default=0)
+    outbox_bytes: Count = Field(default=0)
+    lost_events: Count = Field(default=0, description="Dropped by the outbox bound, ever.")
     outbox_age_s: Seconds | None = Field(
         default=None,
         description="Since 1.3: seconds since the oldest message still in the outbox (not yet "

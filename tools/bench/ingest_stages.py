@@ -7,7 +7,7 @@ the same realistic envelopes, best of ``repeat`` runs:
 - ``json_loads``: what the bare subscriber does to a message after receiving it;
 - ``validate``: the contract's decoder (`decode_envelope`: msgspec structs, each
   event's raw text, the bulk pattern check);
-- ``rows``: building the ``events`` rows from the structs (`struct_rows`);
+- ``rows``: building the ``events`` rows from the structs (`rows.message_rows`);
 - ``msgpack``: encoding the rows for the SQLite writer process;
 - ``sqlite_executemany``: inserting the rows into a fresh, migrated SQLite ``events`` table
   through Python's driver, in transactions of ``rows_per_commit`` (the writer's batches);
@@ -182,13 +182,13 @@ def run(
     repeat: int = 3,
     pg_url: str | None = None,
 ) -> dict[str, Any]:
-    from storelens.cloud.ingest.events import struct_rows
-    from storelens.contract.decoder import decode_envelope
+    from storelens.cloud.ingest.rows import EventRow, message_rows
+    from storelens.contract.decoder import accept, decode_envelope
 
     raws = envelopes("s1", "box-1", realistic_event_dicts("box-1", events, seed=1), per_message)
+    if any(accept(raw) is None for raw in raws):
+        raise RuntimeError("the contract's structs refused a realistic envelope as sent")
     decoded = [decode_envelope(raw) for raw in raws]
-    if any(d is None for d in decoded):
-        raise RuntimeError("the contract's decoder refused a realistic envelope")
 
     def json_loads() -> None:
         for raw in raws:
@@ -201,22 +201,22 @@ def run(
     def linkable(token: str) -> str:
         return token
 
-    def build() -> list[tuple]:
-        out: list[tuple] = []
-        for envelope, texts in decoded:  # type: ignore[misc]
-            out += struct_rows("s1", envelope.events, texts, 1.0, linkable)
+    def build() -> list[EventRow]:
+        out: list[EventRow] = []
+        for envelope, texts in decoded:
+            out += message_rows("s1", envelope.events, texts, 1.0, linkable)[0]
         return out
 
     rows = build()
     per_message_rows = [
-        struct_rows("s1", envelope.events, texts, 1.0, linkable)
-        for envelope, texts in decoded  # type: ignore[misc]
+        message_rows("s1", envelope.events, texts, 1.0, linkable)[0]
+        for envelope, texts in decoded
     ]
     encode = msgspec.msgpack.Encoder().encode
 
     def hand_over() -> None:
-        for message_rows in per_message_rows:
-            encode(message_rows)
+        for chunk in per_message_rows:
+            encode(chunk)
 
     seconds: dict[str, Any] = {
         "json_loads": _best(repeat, json_loads),

@@ -221,7 +221,10 @@ def simulate(scene: Scene, seed: int) -> Simulation:
 def track(sim: Simulation, config: TrackerConfig, detect_every: int) -> list[list[TrackedPerson]]:
     """The tracker's output on every frame, driven as the agent drives it with stride k."""
     tracker = PersonTracker(
-        for_stride(config, detect_every, sim.scene.fps), sim.scene.fps / detect_every, detect_every
+        for_stride(config, detect_every, sim.scene.fps),
+        sim.scene.fps / detect_every,
+        detect_every,
+        frame_size=(sim.scene.width, sim.scene.height),
     )
     stride = DetectStride(detect_every)
     out = []

@@ -45,7 +45,12 @@ KINDS = ("dwell", "flows", "paths")  # summed from rollup_maps; "counts" from ro
 # store: checkout by local hour of the day, try-on sessions of the day, and "built" (the
 # store-day's finished visits, member visits and distinct members; it marks the day built).
 STORE = "store:"
-STORE_KINDS = ("checkout", "tryons")
+STORE_KINDS = ("checkout", "tryons", "heat", "staff")
+# The "built" mark's format: [visits, member visits, members, BUILT_FORMAT]. Day rows of an
+# older format (an int mark, or three numbers: try-on entries, no heat; 2: checkout cells
+# unpacked, no staff) count as not built (read per store-hour) until `storelens cloud rollups
+# rebuild`.
+BUILT_FORMAT = 3
 UNKNOWN = "?"  # the group of events whose store is not in ``stores`` (no zone is named so)
 
 
@@ -124,7 +129,7 @@ def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
             if acc is not None:
                 acc[r["kind"]].append(decode(bytes(r["data"])))
         per_store: dict[str, dict[str, Any]] = {
-            g: {"built": [0, 0, 0]} for g in wanted if g.startswith(STORE)
+            g: {"built": [0, 0, 0, BUILT_FORMAT]} for g in wanted if g.startswith(STORE)
         }
         stores = sorted(g[len(STORE) :] for g in per_store)
         for i in range(0, len(stores), 500):  # bounded IN lists
@@ -143,7 +148,7 @@ def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
                 f" WHERE ts >= ? AND ts < ? AND store IN ({marks}) GROUP BY store",
                 (lo, hi, *chunk),
             ):
-                per_store[STORE + r["store"]]["built"][1:] = [int(r["v"]), int(r["m"])]
+                per_store[STORE + r["store"]]["built"][1:3] = [int(r["v"]), int(r["m"])]
             for r in db.query(
                 "SELECT store, ts, kind, data FROM rollup_maps WHERE ts >= ? AND ts < ?"
                 f" AND kind IN ({', '.join('?' for _ in STORE_KINDS)})"
@@ -158,7 +163,8 @@ def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
         )
         rows = []
         for g in sorted(wanted):
-            values = per_store[g] if g in per_store else _summed(per_group[g], day)
+            values = _finished(per_store[g], offset, day) if g in per_store else _summed(
+                per_group[g], day)  # fmt: skip
             for kind, value in values.items():
                 rows.append((g, offset, day, kind, encode(value)))
         db.executemany(
@@ -169,12 +175,180 @@ def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
 
 def _add_store_hour(acc: dict[str, Any], kind: str, h: int, value: Any) -> None:
     """Add one store-hour's map to its store-day: checkout cells by local hour of the day
-    (the chart's key), try-on sessions one after the other."""
-    if kind == "tryons":
-        acc.setdefault("tryons", []).extend(value)
+    (the chart's key), try-on sessions one after the other (`_finished` sums them), heat
+    cells summed."""
+    if kind in ("tryons", "staff"):
+        acc.setdefault(kind, []).extend(value)
+        return
+    if kind == "heat":
+        heat = acc.setdefault("heat", [0, {}])
+        heat[0] += value[0]
+        cells = heat[1]
+        for x, y, seconds in value[1]:
+            cells[(x, y)] = cells.get((x, y), 0.0) + seconds
         return
     cell = acc.setdefault("checkout", {}).setdefault(str(h), {"q": [0, 0, None], "z": {}})
     merge_checkout(cell, value)
+
+
+def _finished(acc: dict[str, Any], offset: int, day: int) -> dict[str, Any]:
+    """A store-day's values as stored: try-on sessions summed (`tryon_day`), heat cells
+    packed (`pack_heat`), checkout cells packed (`pack_checkout`)."""
+    out = dict(acc)
+    if "checkout" in out:
+        out["checkout"] = pack_checkout(out["checkout"])
+    if "tryons" in out:
+        out["tryons"] = tryon_day(out["tryons"], offset, day)
+    if "heat" in out:
+        samples, cells = out["heat"]
+        out["heat"] = pack_heat(samples, cells)
+    return out
+
+
+def tryon_day(entries: list[list[Any]], offset: int, day: int) -> dict[str, Any]:
+    """What the try-on chart shows of a store-day, from its sessions ([visit ID, zone, kind,
+    member visit?, seconds, visit end]) at UTC ``offset``: ``v`` try-on visits, ``d`` the
+    sessions' seconds (packed float64, sorted: the chart's median and mean, and the chain's
+    median), ``m`` the member visits that tried on (their purchases are looked up when the
+    chart is drawn: sales link to visits later), ``o`` visits with a session whose visit did
+    not end that local day (the chart counts them among the day's visits), ``z`` the zones
+    taken as fitting rooms by the store's settings only (if one is no longer named so, the
+    chart reads the store-day's sessions instead)."""
+    seconds = np.sort(np.array([float(e[4]) for e in entries], dtype="<f8"))
+    open_visits = {
+        e[0] for e in entries
+        if e[5] is None or int((e[5] + offset) // DAY_S) * DAY_S != day
+    }  # fmt: skip
+    return {
+        "v": len({e[0] for e in entries}),
+        "d": seconds.tobytes(),
+        "m": sorted({e[0] for e in entries if e[3]}),
+        "o": len(open_visits),
+        "z": sorted({e[1] for e in entries if e[2] != "fitting_room"}),
+    }
+
+
+def pack_heat(samples: int, cells: dict[tuple[int, int], float]) -> dict[str, Any]:
+    """Heat cells as stored in a store-day: ``n`` samples, ``xy`` little-endian int32 pairs
+    (cell indices, sorted) and ``s`` float64 seconds, so that summing days is one NumPy pass."""
+    keys = sorted(cells)
+    return {"n": int(samples), "xy": np.array(keys, dtype="<i4").reshape(-1, 2).tobytes(),
+            "s": np.array([cells[k] for k in keys], dtype="<f8").tobytes()}  # fmt: skip
+
+
+def sum_heat(days: list[dict[str, Any]], hours: list[Any]) -> list[Any]:
+    """[samples, [[cx, cy, seconds], ...] sorted] of packed store-days and hour values."""
+    samples = sum(int(d["n"]) for d in days) + sum(int(h[0]) for h in hours)
+    xy = [np.frombuffer(d["xy"], dtype="<i4").reshape(-1, 2) for d in days]
+    s = [np.frombuffer(d["s"], dtype="<f8") for d in days]
+    for _, items in hours:
+        if items:
+            xy.append(np.array([[x, y] for x, y, _ in items], dtype="<i4"))
+            s.append(np.array([v for _, _, v in items], dtype="<f8"))
+    if not xy or not sum(len(a) for a in s):
+        return [samples, []]
+    cells = np.concatenate(xy).astype(np.int64)
+    lo = cells.min(axis=0)
+    span = int(cells[:, 1].max() - lo[1]) + 1
+    # One int64 key per cell, in (x, y) order: a 1-D unique is several times faster than
+    # np.unique(axis=0) on the pairs.
+    keys, inverse = np.unique((cells[:, 0] - lo[0]) * span + (cells[:, 1] - lo[1]),
+                              return_inverse=True)  # fmt: skip
+    seconds = np.bincount(inverse.reshape(-1), weights=np.concatenate(s), minlength=len(keys))
+    xs, ys = (keys // span + lo[0]).tolist(), (keys % span + lo[1]).tolist()
+    return [samples, [[x, y, v] for x, y, v in zip(xs, ys, seconds.tolist(), strict=True)]]
+
+
+def pack_checkout(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A store-day's checkout cells (local hour of the day -> ``q``, ``z``, as
+    `merge_checkout` adds them) as arrays, so that a period's days are summed in a few NumPy
+    passes (`unpack_checkouts`) rather than cell by cell: ``k`` the zone-and-kind keys,
+    ``q`` int64 rows (hour, instants, sum, max), ``c`` int64 (hour, key, stays), ``w`` and
+    ``s`` float64 (hour, key, seconds) of every wait and service time."""
+    keys = sorted({k for cell in cells.values() for k in cell["z"]})
+    index = {k: i for i, k in enumerate(keys)}
+    q, c, w, sv = [], [], [], []
+    for h, cell in sorted(cells.items(), key=lambda kv: int(kv[0])):
+        hour = int(h)
+        if cell["q"][0]:
+            q.append((hour, *cell["q"]))
+        for key, (stays, waits, services) in sorted(cell["z"].items()):
+            c.append((hour, index[key], stays))
+            w += [(hour, index[key], v) for v in waits]
+            sv += [(hour, index[key], v) for v in services]
+    return {
+        "k": keys,
+        "q": np.array(q, dtype="<i8").reshape(-1, 4).tobytes(),
+        "c": np.array(c, dtype="<i8").reshape(-1, 3).tobytes(),
+        "w": np.array(w, dtype="<f8").reshape(-1, 3).tobytes(),
+        "s": np.array(sv, dtype="<f8").reshape(-1, 3).tobytes(),
+    }
+
+
+def unpack_checkouts(days: list[tuple[str, int, dict[str, Any]]]) -> dict[tuple[str, int], Any]:
+    """(store, local hour of the day) -> ``q``, ``z`` (as `merge_checkout` builds them) of
+    packed store-days (`pack_checkout`): every array of every day is joined once, and cells
+    are grouped with NumPy; Python touches each (store, hour, key) once, whatever the days."""
+    if not days:
+        return {}
+    stores = sorted({store for store, _, _ in days})
+    store_id = {s: i for i, s in enumerate(stores)}
+    keys: dict[str, int] = {}
+    base, remap = [], []
+    for _, _, value in days:
+        base.append(len(remap))
+        remap += [keys.setdefault(k, len(keys)) for k in value["k"]]
+    names = list(keys)
+    day_store = np.array([store_id[store] for store, _, _ in days], dtype=np.int64)
+    day_base = np.array(base, dtype=np.int64)
+    global_key = np.array(remap or [0], dtype=np.int64)
+
+    def joined(field: str, dtype: str, width: int) -> tuple[np.ndarray, np.ndarray]:
+        parts = [value[field] for _, _, value in days]
+        rows = np.frombuffer(b"".join(parts), dtype=dtype).reshape(-1, width)
+        size = np.dtype(dtype).itemsize * width
+        of_day = np.repeat(np.arange(len(days)), [len(p) // size for p in parts])
+        return rows, of_day
+
+    out: dict[tuple[str, int], Any] = {}
+    q, of_day = joined("q", "<i8", 4)
+    if len(q):
+        cell = day_store[of_day] * 24 + q[:, 0]
+        ids, inverse = np.unique(cell, return_inverse=True)
+        n = np.bincount(inverse, weights=q[:, 1], minlength=len(ids))
+        total = np.bincount(inverse, weights=q[:, 2], minlength=len(ids))
+        top = np.full(len(ids), np.iinfo(np.int64).min)
+        np.maximum.at(top, inverse, q[:, 3])
+        for i, n_i, t_i, m_i in zip(ids.tolist(), n.tolist(), total.tolist(), top.tolist(),
+                                    strict=True):  # fmt: skip
+            out[(stores[i // 24], i % 24)] = {"q": [int(n_i), int(t_i), int(m_i)], "z": {}}
+
+    def grouped(rows: np.ndarray, of_day: np.ndarray) -> np.ndarray:
+        """(store * 24 + hour) * keys + key of each row."""
+        key = global_key[day_base[of_day] + rows[:, 1].astype(np.int64)]
+        return (day_store[of_day] * 24 + rows[:, 0].astype(np.int64)) * len(names) + key
+
+    c, of_day = joined("c", "<i8", 3)
+    if len(c):
+        ids, inverse = np.unique(grouped(c, of_day), return_inverse=True)
+        stays = np.bincount(inverse, weights=c[:, 2], minlength=len(ids))
+        for g, n_g in zip(ids.tolist(), stays.tolist(), strict=True):
+            cell_id, k = divmod(g, len(names))
+            cell = out.setdefault((stores[cell_id // 24], cell_id % 24),
+                                  {"q": [0, 0, None], "z": {}})  # fmt: skip
+            cell["z"][names[k]] = [int(n_g), [], []]
+    for field, slot in (("w", 1), ("s", 2)):
+        rows, of_day = joined(field, "<f8", 3)
+        if not len(rows):
+            continue
+        group = grouped(rows, of_day)
+        order = np.argsort(group, kind="stable")
+        group, values = group[order], rows[order, 2]
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        for g, part in zip(group[starts].tolist(), np.split(values, starts[1:]), strict=True):
+            cell_id, k = divmod(g, len(names))
+            out[(stores[cell_id // 24], cell_id % 24)]["z"][names[k]][slot] = part.tolist()
+    return out
 
 
 def merge_checkout(cell: dict[str, Any], value: dict[str, Any]) -> None:
@@ -305,10 +479,12 @@ def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
     built: set[tuple[str, int]] = set()
     found: list[tuple[str, int, str, Any]] = []
     read = sorted({"counts", *kinds})
+    offsets = sorted({*offset_of.values(), 0})  # 0: the UNKNOWN group's rows
     for r in db.query(
         "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-        f" AND kind IN ({', '.join('?' for _ in read)})",
-        (first, last, *read),
+        f" AND kind IN ({', '.join('?' for _ in read)})"
+        f" AND utc_offset IN ({', '.join('?' for _ in offsets)})",
+        (first, last, *read, *offsets),
     ):
         g, day = r["grp"], int(r["ts"])
         if g == UNKNOWN:
@@ -366,26 +542,51 @@ def plan_stores(db: Database, scope: Any, kind: str) -> StorePlan | None:
         unclean.update((store, d) for d in _days_touched(ts, offset))
     built: set[tuple[str, int]] = set()
     found: list[tuple[str, int, Any]] = []
+    values: list[tuple[str, int, Any]] = []
+    if scope.stores and len(scope.stores) <= 500:  # bounded IN lists
+        grp_sql = f"grp IN ({', '.join('?' for _ in scope.stores)})"
+        grp_params: tuple[Any, ...] = tuple(STORE + s for s in sorted(scope.stores))
+    else:
+        grp_sql, grp_params = "grp >= ? AND grp < ?", (STORE, STORE[:-1] + chr(ord(STORE[-1]) + 1))
+    # Rows are kept for every offset a zone takes within half a year: the marks (a few bytes
+    # each) of the scope's offsets are read first (0 too: stores outside `stores`), then the
+    # values of the built days only, per offset and store, so no other offset's is fetched.
+    offsets = sorted({int(scope.offsets.get(s, 0) or 0) for s in stores} | {0})
     for r in db.query(
-        "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-        " AND grp >= ? AND grp < ? AND kind IN ('built', ?)",
-        (first, last, STORE, STORE[:-1] + chr(ord(STORE[-1]) + 1), kind),
+        "SELECT grp, utc_offset, ts, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
+        f" AND {grp_sql} AND kind = 'built'"
+        f" AND utc_offset IN ({', '.join('?' for _ in offsets)})",
+        (first, last, *grp_params, *offsets),
     ):
         store, day = r["grp"][len(STORE) :], int(r["ts"])
         if scope.stores and store not in stores:
             continue
         if int(scope.offsets.get(store, 0) or 0) != int(r["utc_offset"]):
             continue
+        stores.add(store)
         if (store, day) in unclean:
             continue
-        stores.add(store)
-        if r["kind"] == "built":
-            if bytes(r["data"])[:1] == b"\x01":  # a first version's mark (1): rebuild
-                continue
-            built.add((store, day))
-        if r["kind"] == kind:
-            found.append((store, day, r["data"]))
-    values = [(s, d, decode(bytes(data))) for s, d, data in found if (s, d) in built]
+        mark = decode(bytes(r["data"]))
+        if not isinstance(mark, list) or len(mark) < 4 or mark[3] != BUILT_FORMAT:
+            continue  # an older format's day (see BUILT_FORMAT): read per store-hour
+        built.add((store, day))
+        if kind == "built":
+            values.append((store, day, mark))
+    if kind != "built":
+        by_offset: dict[int, set[str]] = defaultdict(set)
+        for store, _ in built:
+            by_offset[int(scope.offsets.get(store, 0) or 0)].add(STORE + store)
+        for offset, grps in sorted(by_offset.items()):
+            ordered = sorted(grps)
+            for i in range(0, len(ordered), 500):  # bounded IN lists
+                chunk = ordered[i : i + 500]
+                for r in db.query(
+                    "SELECT grp, ts, data FROM rollup_days WHERE kind = ? AND ts >= ? AND ts <= ?"
+                    f" AND grp IN ({', '.join('?' for _ in chunk)}) AND utc_offset = ?",
+                    (kind, first, last, *chunk, offset),
+                ):
+                    found.append((r["grp"][len(STORE) :], int(r["ts"]), r["data"]))
+    values += [(s, d, decode(bytes(data))) for s, d, data in found if (s, d) in built]
     missing = {(s, d) for s in stores for d in range(first, last + 1, DAY_S)} - built
     rest = None
     if missing:

@@ -99,8 +99,13 @@ class SqlRollups:
 
     def ended_visits(self, scope: Any) -> dict[str, int]:
         """Finished visits per store over the scope (stores with none left out)."""
+        if self._store_plan("built", scope) is not None:  # whole days: the store-day rows
+            out: dict[str, int] = defaultdict(int)
+            for (store, _), n in self.ended_by_day(scope).items():
+                out[store] += n
+            return dict(out)
         where, params = scope.where()
-        out: dict[str, int] = defaultdict(int)
+        out = defaultdict(int)
         for r in self.db.query(
             "SELECT store, SUM(n) AS n FROM rollup_counts"
             f" WHERE metric = 'visits_ended' AND {where}"
@@ -228,18 +233,16 @@ class SqlRollups:
     def staff(self, scope: Any) -> dict[tuple[str, int], list[float]]:
         """(store, local day) -> lengths in seconds of the staff visits that ended then."""
         out: dict[tuple[str, int], list[float]] = defaultdict(list)
-        for (store, hour), lengths in self._keyed("staff", scope):
+        for store, day, lengths in self._per_store_days("staff", scope):
+            out[(store, day)] += lengths
+        for (store, hour), lengths in self._per_store_hours("staff", scope):
             out[(store, self._local(scope, store, hour, DAY_S))] += lengths
         return dict(out)
 
     def checkout(self, scope: Any) -> dict[tuple[str, int], dict[str, Any]]:
         """(store, local hour of the day) -> ``q``: queue snapshots [instants, sum, max];
         ``z``: zone + FLOW_SEP + device-given kind -> [stays, waits, service times]."""
-        out: dict[tuple[str, int], dict[str, Any]] = {}
-        for store, _, value in self._per_store_days("checkout", scope):
-            for h, cell in value.items():
-                into = out.setdefault((store, int(h)), {"q": [0, 0, None], "z": {}})
-                chain.merge_checkout(into, cell)
+        out = chain.unpack_checkouts(self._per_store_days("checkout", scope))
         for (store, hour), value in self._per_store_hours("checkout", scope):
             h = self._local(scope, store, hour, HOUR_S) // HOUR_S % 24
             cell = out.setdefault((store, h), {"q": [0, 0, None], "z": {}})
@@ -267,16 +270,24 @@ class SqlRollups:
         return [((store, hour), value) for (store, hour), value in self._keyed(kind, found.rest)
                 if (store, self._local(scope, store, hour, DAY_S)) in found.missing]  # fmt: skip
 
-    def tryons(self, scope: Any) -> list[tuple[str, int, list[Any]]]:
-        """(store, local day, [visit ID, zone, kind, member?, seconds, visit end]) of every
-        fitting-room session in scope."""
-        out = []
-        for store, day, entries in self._per_store_days("tryons", scope):
-            out += [(store, day, entry) for entry in entries]
-        for (store, hour), entries in self._per_store_hours("tryons", scope):
+    def tryons(
+        self, scope: Any, named: set[tuple[str, str]]
+    ) -> tuple[list[tuple[str, int, dict[str, Any]]], list[tuple[str, int, list[Any]]]]:
+        """The fitting-room sessions in scope, as store-day sums (`chain.tryon_day`) where
+        a whole-day scope has them, and as (store, local day, [visit ID, zone, kind, member?,
+        seconds, visit end]) entries for the other store-days. ``named``: the (store, zone)
+        pairs the settings call fitting rooms now; a sum that took a zone as one by name
+        which is no longer named makes the whole scope read entries."""
+        days = self._per_store_days("tryons", scope)
+        if any((store, zone) not in named for store, _, value in days for zone in value["z"]):
+            days, hours = [], self._keyed("tryons", scope)
+        else:
+            hours = self._per_store_hours("tryons", scope)
+        entries = []
+        for (store, hour), found in hours:
             day = self._local(scope, store, hour, DAY_S)
-            out += [(store, day, entry) for entry in entries]
-        return out
+            entries += [(store, day, entry) for entry in found]
+        return days, entries
 
     def _summed(self, kind: str, scope: Any) -> list[Any]:
         """The ``kind`` values of a scope summed over stores: a chain-wide, whole-day scope
@@ -349,10 +360,8 @@ class SqlRollups:
 
     def heat(self, scope: Any, store: str) -> aggregate.Heat:
         """[samples, [[cx, cy, seconds], ...]] of one store's floor (0.5 m cells)."""
-        cells: dict[tuple[int, int], float] = {}
-        samples = 0
-        for n, items in self._maps("heat", scope, store):
-            samples += n
-            for x, y, s in items:
-                cells[(x, y)] = cells.get((x, y), 0.0) + s
-        return [samples, [[x, y, s] for (x, y), s in sorted(cells.items())]]
+        one = replace(scope, stores=(store,))
+        if self._store_plan("heat", one) is None:  # hour filters: per store-hour
+            return chain.sum_heat([], self._maps("heat", scope, store))
+        days = [value for _, _, value in self._per_store_days("heat", one)]
+        return chain.sum_heat(days, [value for _, value in self._per_store_hours("heat", one)])

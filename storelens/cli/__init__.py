@@ -5,13 +5,18 @@ never import tooling, so the tooling commands (`storelens.tools.cli`: benches, s
 scenarios, demo) are mounted here, under the names they always had. Domain CLI modules import
 heavy libraries (OpenCV, ONNX Runtime, FastAPI) inside their commands, never at import time,
 so a cloud-only install can run `storelens cloud ...`.
+
+Provisioning (`provision.py`) lives here too, not in the bottom layer: it writes a device
+config the edge validates and registers the device in the cloud's database, so like the root
+it composes both sides (tests/test_layering.py keeps the rest of `storelens/` free of them).
 """
 
 from __future__ import annotations
 
 import typer
 
-from storelens import __version__, provision
+from storelens import __version__
+from storelens.cli import provision
 from storelens.cloud import cli as cloud_cli
 from storelens.edge import cli as edge_cli
 from storelens.models import cli as models_cli
