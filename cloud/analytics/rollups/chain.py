@@ -548,33 +548,44 @@ def plan_stores(db: Database, scope: Any, kind: str) -> StorePlan | None:
         grp_params: tuple[Any, ...] = tuple(STORE + s for s in sorted(scope.stores))
     else:
         grp_sql, grp_params = "grp >= ? AND grp < ?", (STORE, STORE[:-1] + chr(ord(STORE[-1]) + 1))
-    # Rows are kept for every offset a zone takes within half a year: read the scope's only
-    # (0 too: the offset of stores outside `stores`).
+    # Rows are kept for every offset a zone takes within half a year: the marks (a few bytes
+    # each) of the scope's offsets are read first (0 too: stores outside `stores`), then the
+    # values of the built days only, per offset and store, so no other offset's is fetched.
     offsets = sorted({int(scope.offsets.get(s, 0) or 0) for s in stores} | {0})
     for r in db.query(
-        "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-        f" AND {grp_sql} AND kind IN ('built', ?)"
+        "SELECT grp, utc_offset, ts, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
+        f" AND {grp_sql} AND kind = 'built'"
         f" AND utc_offset IN ({', '.join('?' for _ in offsets)})",
-        (first, last, *grp_params, kind, *offsets),
+        (first, last, *grp_params, *offsets),
     ):
         store, day = r["grp"][len(STORE) :], int(r["ts"])
         if scope.stores and store not in stores:
             continue
         if int(scope.offsets.get(store, 0) or 0) != int(r["utc_offset"]):
             continue
+        stores.add(store)
         if (store, day) in unclean:
             continue
-        stores.add(store)
-        if r["kind"] == "built":
-            mark = decode(bytes(r["data"]))
-            if not isinstance(mark, list) or len(mark) < 4 or mark[3] != BUILT_FORMAT:
-                continue  # an older format's day (see BUILT_FORMAT): read per store-hour
-            built.add((store, day))
-            if kind == "built":
-                values.append((store, day, mark))
-            continue
-        if r["kind"] == kind:
-            found.append((store, day, r["data"]))
+        mark = decode(bytes(r["data"]))
+        if not isinstance(mark, list) or len(mark) < 4 or mark[3] != BUILT_FORMAT:
+            continue  # an older format's day (see BUILT_FORMAT): read per store-hour
+        built.add((store, day))
+        if kind == "built":
+            values.append((store, day, mark))
+    if kind != "built":
+        by_offset: dict[int, set[str]] = defaultdict(set)
+        for store, _ in built:
+            by_offset[int(scope.offsets.get(store, 0) or 0)].add(STORE + store)
+        for offset, grps in sorted(by_offset.items()):
+            ordered = sorted(grps)
+            for i in range(0, len(ordered), 500):  # bounded IN lists
+                chunk = ordered[i : i + 500]
+                for r in db.query(
+                    "SELECT grp, ts, data FROM rollup_days WHERE kind = ? AND ts >= ? AND ts <= ?"
+                    f" AND grp IN ({', '.join('?' for _ in chunk)}) AND utc_offset = ?",
+                    (kind, first, last, *chunk, offset),
+                ):
+                    found.append((r["grp"][len(STORE) :], int(r["ts"]), r["data"]))
     values += [(s, d, decode(bytes(data))) for s, d, data in found if (s, d) in built]
     missing = {(s, d) for s in stores for d in range(first, last + 1, DAY_S)} - built
     rest = None
