@@ -61,7 +61,10 @@ def test_backtest_protocols_and_baselines(tmp_path: Path) -> None:
             metrics = out["baselines"][name][protocol]
             assert 0.0 <= metrics["precision_at_10"] <= 1.0 and metrics["recall_at_10"] >= 0.0
     assert out["learned_ranker"] is not None  # enough history: repeat vs new is learned
-    assert out["learned_ranker"]["label_windows"] == 2
+    assert out["learned_ranker"]["label_windows"] == 4  # overlapping windows, 10 days apart
+    # New items have a classifier of their own, and ALS's size came from the latest window.
+    assert out["learned_ranker"]["classifiers"] == ["all", "new"]
+    assert out["learned_ranker"]["als_factors_x_regularization"]
     assert out["all"]["customers"] > 100 and out["new"]["customers"] > 30
     base = out["baselines"]
     # Staples come back: the repeat-aware ranking beats popularity by far under `all`, and
@@ -145,3 +148,52 @@ def test_cli_backtest(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["bench", "recommend", "--history", str(history),
                                    "--split", "soon"])  # fmt: skip
     assert bad.exit_code == 1 and "bad date" in bad.output
+
+
+def _weekly_rows(rng: np.random.Generator, skus: list[str]) -> list[tuple]:
+    rows = []
+    for m in range(60):
+        for week in range(16):
+            ts = START.timestamp() + week * 7 * 86400 + m * 60
+            for sku in {skus[m % 6], skus[int(rng.integers(6, 30))]}:
+                rows.append((f"m{m}", sku, ts, 1, None, f"o{m}-{week}"))
+    return rows
+
+
+def test_new_items_only_are_ranked_by_the_classifier_of_new_items() -> None:
+    """"Only what they never bought" is served from the classifier trained on new
+    candidates alone, not from the one that mixes repeats and new items."""
+    skus = [f"I{i:02d}" for i in range(30)]
+    catalog = Catalog(skus=skus, names=skus, categories=["home"] * 30,
+                      active=np.ones(30, dtype=bool))  # fmt: skip
+    rows = _weekly_rows(np.random.default_rng(5), skus)
+    model = build_model(catalog, Interactions.from_rows(rows),
+                        now=(START + timedelta(days=112)).timestamp())  # fmt: skip
+    assert model.personal is not None and model.personal_new is not None
+    assert model.ranker_info["classifiers"] == ["all", "new"]
+    m = model.member_index["m0"]
+    bought = set(model.history[m].indices.tolist())
+    row = model.personal_new[m].toarray().ravel()
+    assert not set(np.flatnonzero(row).tolist()) & bought  # new candidates only
+    wanted = [skus[i] for i in np.argsort(-row, kind="stable")[:3]]
+    never = recommend(model, ServingContext(member="m0", store="", repeats="never"), limit=3)
+    assert [r.sku for r in never] == wanted
+
+
+def test_a_classifier_of_other_features_is_trained_again() -> None:
+    """A stored classifier that knows another feature set (an older storelens) is not used
+    to score: the next build trains anew instead of failing or scoring nonsense."""
+    import dataclasses
+
+    skus = [f"I{i:02d}" for i in range(30)]
+    catalog = Catalog(skus=skus, names=skus, categories=["home"] * 30,
+                      active=np.ones(30, dtype=bool))  # fmt: skip
+    rows = _weekly_rows(np.random.default_rng(5), skus)
+    now = (START + timedelta(days=112)).timestamp()
+    first = build_model(catalog, Interactions.from_rows(rows), now=now)
+    assert first.fitted is not None
+    old = dataclasses.replace(first.fitted, n_features=first.fitted.n_features - 1)
+    first.fitted = old
+    soon = build_model(catalog, Interactions.from_rows(rows), now=now + 900, previous=first)
+    assert soon.fitted is not old and soon.fitted is not None
+    assert soon.fitted.fitted_at == now + 900 and soon.personal is not None

@@ -28,6 +28,7 @@ DAY = 86400.0
 # EASE regularisation as multiples of the mean item purchase count (the Gram diagonal), so
 # the same grid fits catalogs and histories of any size; the inner split picks one.
 EASE_LAMBDA_SCALES = (1.0, 2.5, 5.0, 10.0, 20.0, 40.0)
+ALS_GRID = tuple((f, r) for f in (32, 64, 128) for r in (0.01, 0.1))  # factors, regularisation
 USER_CHUNK = 2048  # members scored per dense block (memory stays ~chunk x items)
 
 
@@ -68,9 +69,14 @@ class Fitted:
     """A trained classifier and what scoring with it needs; its features name no member and
     no item, so it scores a later build's members and catalog as well."""
 
-    classifier: object  # sklearn HistGradientBoostingClassifier
-    negative_rate: float  # the negative sample rate, to scale the odds back
+    # sklearn HistGradientBoostingClassifiers (a bag of them each, averaged): of all
+    # candidates, and of new ones if learned
+    classifiers: tuple[tuple[object, ...], ...]
+    negative_rates: tuple[float, ...]  # each one's negative sample rate, to scale odds back
+    columns: tuple[np.ndarray, ...]  # the features each one uses
+    n_features: int  # a build whose features differ (a newer storelens) trains again
     ease_scale: float
+    als: tuple[int, float]  # ALS factors and regularisation
     fitted_at: float  # the build time it learned at
     info: dict
 
@@ -83,6 +89,8 @@ class LearnedRanker:
     scores: sp.csr_matrix  # members x items, P(bought in the next label window)
     info: dict
     fitted: Fitted | None = None
+    # members x never-bought items, the same probability from the classifier of new items
+    new_scores: sp.csr_matrix | None = None
 
 
 @dataclass(frozen=True)
@@ -97,13 +105,15 @@ class LearnSettings:
     min_positives: int = 100  # fewer labelled purchases than this: not enough to learn
     min_members: int = 30
     # Label windows stacked into the training set, each ending `window_step_days` before the
-    # next: overlapping windows give the learner more moments to learn from on short histories.
-    windows: int = 2
-    window_step_days: float = 30.0
+    # next: overlapping windows give the learner more moments to learn from on short histories
+    # (on the real history, inner splits before the test months: 4 windows 10 days apart
+    # beat 2 a month apart and 3 half a month apart).
+    windows: int = 4
+    window_step_days: float = 10.0
     negatives_per_positive: float = 5.0  # training sample of the non-purchased candidates
     boosting_iterations: int = 300
     learning_rate: float = 0.05
-    max_training_members: int = 2500  # summed over the label windows
+    max_training_members: int = 4000  # summed over the label windows
     # A build within this time of the last training scores with that classifier instead of
     # training again (the service rebuilds every 15 min; what a day teaches changes little).
     refit_interval_s: float = 6 * 3600.0
@@ -114,6 +124,14 @@ class LearnSettings:
     purchase_half_life_s: float = 120 * DAY
     recent_days: float = 30.0  # the "current basket" the item model also scores from
     recent_candidates: int = 25  # new items per member from that recent context
+    # Matrix factorisation (implicit's ALS on distinct-order counts) as a third view of taste:
+    # its score is a feature and its best new items are candidates; its factors and
+    # regularisation come from `ALS_GRID` on the latest window.
+    als: bool = True
+    als_iterations: int = 15
+    als_candidates: int = 50
+    separate_new_model: bool = True  # a classifier of new items for "new items only"
+    bags: int = 3  # classifiers per kind, each on its own sample of negatives
 
 
 # -- per-(member, item), per-member and per-item statistics at a point in time --------------
@@ -128,6 +146,7 @@ class _Stats:
     pair_last: np.ndarray
     pair_first: np.ndarray
     bought: sp.csr_matrix  # members x items, 1 where bought
+    order_counts: sp.csr_matrix  # members x items, distinct baskets with the item
     member_orders: np.ndarray
     member_last: np.ndarray
     member_items: np.ndarray
@@ -199,6 +218,7 @@ def _stats(ev: Events, facts: ItemFacts, t: float, s: LearnSettings) -> _Stats:
     np.minimum.at(pair_orders_since, line_pair, line_place)
     pm, pi = pairs // n_i, pairs % n_i
     bought = sp.csr_matrix((np.ones(len(pairs), np.float32), (pm, pi)), shape=(n_m, n_i))
+    order_counts = sp.csr_matrix((orders.astype(np.float32), (pm, pi)), shape=(n_m, n_i))
     lines_recent = np.bincount(inverse, weights=_decay(t - ts, 30 * DAY), minlength=len(pairs))
     # Lines per basket inflate it; scale back to baskets with the pair's lines-per-basket.
     lines = np.bincount(inverse, minlength=len(pairs)).astype(float)
@@ -266,7 +286,8 @@ def _stats(ev: Events, facts: ItemFacts, t: float, s: LearnSettings) -> _Stats:
     prior = cat_totals / cat_totals.sum() if cat_totals.sum() > 0 else cat_totals
     return _Stats(
         t=t, pair_member=pm, pair_item=pi, pair_orders=orders, pair_last=last, pair_first=first,
-        bought=bought, member_orders=m_orders, member_last=m_last, member_items=m_items,
+        bought=bought, order_counts=order_counts, member_orders=m_orders, member_last=m_last,
+        member_items=m_items,
         member_repeat_share=m_repeat, item_pop90=pop90, item_pop30=pop30,
         item_repeat_rate=repeat_rate, item_age=item_age,
         purchase_affinity=_row_normalise(p_aff), dwell_affinity=_row_normalise(d_aff),
@@ -322,6 +343,34 @@ def _item_scorer(bought: sp.csr_matrix, s: LearnSettings, scale: float,
     return score
 
 
+@dataclass(frozen=True)
+class _Factors:
+    """ALS member and item factors; a member's scores are their dot products."""
+
+    members: np.ndarray  # members x factors
+    items: np.ndarray  # items x factors
+
+    def score(self, chunk: np.ndarray) -> np.ndarray:
+        return self.members[chunk] @ self.items.T
+
+
+def _als(st: _Stats, n_factors: int, regularization: float,
+         s: LearnSettings) -> _Factors | None:  # fmt: skip
+    """implicit's ALS on distinct-order counts (confidence grows with repeat purchases)."""
+    if not s.als or n_factors <= 0 or st.order_counts.nnz == 0:
+        return None
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    model = AlternatingLeastSquares(factors=n_factors, regularization=regularization,
+                                    iterations=s.als_iterations, random_state=0,
+                                    num_threads=1)  # fmt: skip
+    # implicit runs its own loop; BLAS threads inside it only contend (implicit warns so).
+    with threadpool_limits(1):
+        model.fit(st.order_counts.tocsr(), show_progress=False)
+    return _Factors(np.asarray(model.user_factors), np.asarray(model.item_factors))
+
+
 def _top_new(scores: np.ndarray, bought_rows: sp.csr_matrix, allowed: np.ndarray,
              k: int) -> np.ndarray:  # fmt: skip
     """Indexes of the ``k`` best items per row that the member has not bought."""
@@ -358,14 +407,15 @@ def _blend(st: _Stats, facts: ItemFacts, s: LearnSettings, chunk: np.ndarray) ->
             + w_rep * _row_max_normalised(repeat.astype(np.float64)))  # fmt: skip
 
 
-N_SCORES = 6
+N_SCORES = 8
 
 
 def _candidates(st: _Stats, facts: ItemFacts, s: LearnSettings, scorer: ItemScorer,
-                members: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+                members: np.ndarray, factors: _Factors | None = None,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """(member, item, scores) for the members' candidates; scores are the item model's from
-    all purchases and from the recent ones, the hand-set blend's, and each of the three as a
-    share of the member's best (scales differ from member to member)."""
+    all purchases and from the recent ones, the hand-set blend's, ALS's, and each of the four
+    as a share of the member's best (scales differ from member to member)."""
     out_m, out_i, out_s = [], [], []
     allowed = facts.active
     for start in range(0, len(members), USER_CHUNK):
@@ -374,13 +424,15 @@ def _candidates(st: _Stats, facts: ItemFacts, s: LearnSettings, scorer: ItemScor
         scores = scorer(rows)
         recent = scorer(st.recent[chunk])
         blend = _blend(st, facts, s, chunk)
+        als = factors.score(chunk) if factors is not None else np.zeros_like(scores)
         # Repeat candidates: everything the member bought.
         r, c = rows.nonzero()
         cand = [(r, c)]
         new = _top_new(scores, rows, allowed, s.new_candidates)
         by_blend = _top_new(blend, rows, allowed, s.blend_candidates)
         by_recent = _top_new(recent, rows, allowed, s.recent_candidates)
-        for block in (new, by_blend, by_recent):
+        by_als = _top_new(als, rows, allowed, s.als_candidates if factors is not None else 0)
+        for block in (new, by_blend, by_recent, by_als):
             rr = np.repeat(np.arange(len(chunk)), block.shape[1])
             cc = block.ravel()
             ok = cc >= 0
@@ -391,8 +443,8 @@ def _candidates(st: _Stats, facts: ItemFacts, s: LearnSettings, scorer: ItemScor
         rr, cc = key // facts.n_items, key % facts.n_items
         out_m.append(chunk[rr])
         out_i.append(cc)
-        parts = [scores[rr, cc], recent[rr, cc], blend[rr, cc]]
-        for full, part in zip((scores, recent, blend), list(parts), strict=True):
+        parts = [scores[rr, cc], recent[rr, cc], blend[rr, cc], als[rr, cc]]
+        for full, part in zip((scores, recent, blend, als), list(parts), strict=True):
             top = np.where(allowed[None, :], full, -np.inf).max(axis=1)[rr]
             parts.append(np.divide(part, top, out=np.zeros(len(part)), where=top > 0))
         out_s.append(np.column_stack(parts))
@@ -454,14 +506,16 @@ def _features(st: _Stats, facts: ItemFacts, m: np.ndarray, i: np.ndarray,
 # -- learning ----------------------------------------------------------------------------
 
 
-def _precision_new(scorer: ItemScorer, st: _Stats, facts: ItemFacts, members: np.ndarray,
+def _precision_new(scorer: Callable[[np.ndarray, sp.csr_matrix], np.ndarray], st: _Stats,
+                   facts: ItemFacts, members: np.ndarray,
                    truth: sp.csr_matrix) -> float:  # fmt: skip
-    """Precision@10 of the item model's new-item ranking against what members bought."""
+    """Precision@10 of an item model's new-item ranking against what members bought;
+    ``scorer`` maps (member codes, their bought rows) to scores of every item."""
     hits, n = 0.0, 0
     for start in range(0, len(members), USER_CHUNK):
         chunk = members[start : start + USER_CHUNK]
         rows = st.bought[chunk]
-        top = _top_new(scorer(rows), rows, facts.active, 10)
+        top = _top_new(scorer(chunk, rows), rows, facts.active, 10)
         t = truth[chunk].toarray() > 0
         t[rows.nonzero()] = False  # only new items count
         has_new = t.any(axis=1)
@@ -503,11 +557,13 @@ def learn_ranker(events: Events, facts: ItemFacts, now: float,
     small to learn from."""
     s = settings or LearnSettings()
     fitted = previous
-    if fitted is None or not 0 <= now - fitted.fitted_at < s.refit_interval_s:
-        fitted = _fit(events, facts, now, s)
-        if fitted is None:
-            return None
-    return _score_all(events, facts, now, s, fitted)
+    if fitted is not None and 0 <= now - fitted.fitted_at < s.refit_interval_s:
+        # A classifier from an older storelens may know other features: then it trains again.
+        ranker = _score_all(events, facts, now, s, fitted)
+        if ranker is not None:
+            return ranker
+    fitted = _fit(events, facts, now, s)
+    return _score_all(events, facts, now, s, fitted) if fitted is not None else None
 
 
 def _fit(events: Events, facts: ItemFacts, now: float, s: LearnSettings) -> Fitted | None:
@@ -533,68 +589,121 @@ def _fit(events: Events, facts: ItemFacts, now: float, s: LearnSettings) -> Fitt
     head = _ease_head(latest.stats.bought, s)
     for scale in EASE_LAMBDA_SCALES:  # the regularisation the latest window prefers
         scorer = _item_scorer(latest.stats.bought, s, scale, head)
-        p = _precision_new(scorer, latest.stats, facts, latest.active, latest.truth)
+        p = _precision_new(lambda _c, rows, f=scorer: f(rows), latest.stats, facts,
+                           latest.active, latest.truth)  # fmt: skip
         tried[scale] = round(p, 4)
         if p > best_p:
             best_scale, best_p, latest_scorers = scale, p, {scale: scorer}
+    # ALS's size and regularisation, chosen the same way (a grid like the backtest's).
+    best_als, best_p, tried_als = ALS_GRID[0], -1.0, {}
+    for als_params in ALS_GRID if s.als else ():
+        factors = _als(latest.stats, *als_params, s)
+        if factors is None:
+            break
+        p = _precision_new(lambda c, _rows, f=factors: f.score(c), latest.stats, facts,
+                           latest.active, latest.truth)  # fmt: skip
+        tried_als[f"{als_params[0]}x{als_params[1]}"] = round(p, 4)
+        if p > best_p:
+            best_als, best_p = als_params, p
     features, labels = [], []
     for w in windows:
         scorer = (latest_scorers.get(best_scale) if w is latest else None) or _item_scorer(
             w.stats.bought, s, best_scale, _ease_head(w.stats.bought, s)
         )
-        m, i, score = _candidates(w.stats, facts, s, scorer, w.active)
+        m, i, score = _candidates(w.stats, facts, s, scorer, w.active,
+                                  _als(w.stats, *best_als, s))  # fmt: skip
         features.append(_features(w.stats, facts, m, i, score))
         labels.append(np.asarray(w.truth[m, i]).ravel() > 0)
     y = np.concatenate(labels)
     if y.sum() < s.min_positives or y.all():
         return None
     x = np.vstack(features)
-    # Negatives are many and alike: a sample of them trains as well, several times faster;
-    # the odds are scaled back after prediction so the probabilities stay calibrated.
-    rate = min(1.0, s.negatives_per_positive * y.sum() / max((~y).sum(), 1))
-    keep = y | (np.random.default_rng(0).random(len(y)) < rate)
-    clf = HistGradientBoostingClassifier(
-        max_iter=s.boosting_iterations,
-        learning_rate=s.learning_rate,
-        max_leaf_nodes=15,
-        min_samples_leaf=200,
-        l2_regularization=1.0,
-        early_stopping=False,  # a fixed number of rounds: no holdout, no loss per round
-        random_state=0,
-    )
-    # One thread: OpenMP threads spinning against the API and ingest on a small box cost
-    # ten times more than they save.
-    with threadpool_limits(1):
-        clf.fit(x[keep], y[keep])
+    # One classifier ranks every candidate, repeat and new on one probability scale (how
+    # much to recommend again versus new); a second one learns from the new candidates
+    # alone, for "only what they never bought": there, the many repeat purchases would
+    # otherwise decide the splits that rank new items.
+    new = x[:, 0] < 0.5
+    kinds = [np.ones(len(y), dtype=bool)]
+    if s.separate_new_model and y[new].sum() >= s.min_positives and not y[new].all():
+        kinds.append(new)
+    models, rates, columns = [], [], []
+    for n, kind in enumerate(kinds):
+        # Pair features (times since the member's last purchase of it...) are all missing for
+        # new candidates: their classifier goes without them.
+        used = np.flatnonzero(~np.isnan(x[kind]).all(axis=0))
+        xk, yk = x[kind][:, used], y[kind]
+        # Negatives are many and alike: a sample of them trains as well, several times
+        # faster; the odds are scaled back after prediction so the probabilities stay
+        # calibrated.
+        # Which negatives the sample keeps moves the ranking by a few per cent: `bags`
+        # classifiers on different samples, averaged, keep what they agree on.
+        rate = min(1.0, s.negatives_per_positive * yk.sum() / max((~yk).sum(), 1))
+        bag = []
+        for b in range(max(s.bags, 1)):
+            keep = yk | (np.random.default_rng([n, b]).random(len(yk)) < rate)
+            clf = HistGradientBoostingClassifier(
+                max_iter=s.boosting_iterations,
+                learning_rate=s.learning_rate,
+                max_leaf_nodes=15,
+                min_samples_leaf=200,
+                l2_regularization=1.0,
+                early_stopping=False,  # a fixed number of rounds: no holdout, no loss per round
+                random_state=b,
+            )
+            # One thread: OpenMP threads spinning against the API and ingest on a small box
+            # cost ten times more than they save.
+            with threadpool_limits(1):
+                clf.fit(xk[keep], yk[keep])
+            bag.append(clf)
+        models.append(tuple(bag))
+        rates.append(rate)
+        columns.append(used)
     info = {
         "label_windows": len(windows),
         "trained_on_members": int(sum(len(w.active) for w in windows)),
         "training_candidates": int(len(y)),
         "training_positives": int(y.sum()),
-        "negative_sample_rate": round(rate, 3),
+        "negative_sample_rate": [round(r, 4) for r in rates],
         "ease_lambda_scale": best_scale,
         "ease_items": facts.n_items if head is None else len(head),
         "ease_inner_precision_new": tried,
-        "boosting_iterations": int(clf.n_iter_),
+        "als_factors_x_regularization": f"{best_als[0]}x{best_als[1]}",
+        "als_inner_precision_new": tried_als,
+        "classifiers": ["all", "new"][: len(models)],
         "fitted_at": now,
     }
     log.info("learned ranker trained: %s", info)
-    return Fitted(clf, rate, best_scale, now, info)
+    return Fitted(tuple(models), tuple(rates), tuple(columns), x.shape[1], best_scale,
+                  best_als, now, info)  # fmt: skip
 
 
 def _score_all(events: Events, facts: ItemFacts, now: float, s: LearnSettings,
-               fitted: Fitted) -> LearnedRanker:  # fmt: skip
+               fitted: Fitted) -> LearnedRanker | None:  # fmt: skip
+    """Scores with ``fitted``; None when it was trained on other features than these."""
     from threadpoolctl import threadpool_limits
 
     st = _stats(events, facts, now, s)
     everyone = np.flatnonzero(st.member_items > 0)
     scorer = _item_scorer(st.bought, s, fitted.ease_scale, _ease_head(st.bought, s))
-    m, i, score = _candidates(st, facts, s, scorer, everyone)
-    with threadpool_limits(1):
-        sampled = fitted.classifier.predict_proba(_features(st, facts, m, i, score))[:, 1]  # type: ignore[attr-defined]
-    rate = fitted.negative_rate
-    prob = (sampled * rate / (sampled * rate + 1.0 - sampled)).astype(np.float32)
-    # A floor keeps every candidate's entry in the sparse matrix (0 would drop it).
-    scores = sp.csr_matrix((np.maximum(prob, 1e-6), (m, i)),
-                           shape=(facts.n_members, facts.n_items))  # fmt: skip
-    return LearnedRanker(scores=scores, info=dict(fitted.info), fitted=fitted)
+    m, i, score = _candidates(st, facts, s, scorer, everyone, _als(st, *fitted.als, s))
+    x = _features(st, facts, m, i, score)
+    if getattr(fitted, "n_features", None) != x.shape[1]:
+        return None
+    kinds = [np.ones(len(x), dtype=bool), x[:, 0] < 0.5][: len(fitted.classifiers)]
+    matrices = []
+    parts = zip(fitted.classifiers, fitted.negative_rates, fitted.columns, kinds, strict=True)
+    for bag, rate, used, kind in parts:
+        prob = np.zeros(int(kind.sum()), dtype=np.float32)
+        for clf in bag:
+            with threadpool_limits(1):
+                sampled = clf.predict_proba(x[kind][:, used])[:, 1]  # type: ignore[attr-defined]
+            prob += (sampled * rate / (sampled * rate + 1.0 - sampled)) / len(bag)
+        # A floor keeps every candidate's entry in the sparse matrix (0 would drop it).
+        matrices.append(sp.csr_matrix((np.maximum(prob, 1e-6), (m[kind], i[kind])),
+                                      shape=(facts.n_members, facts.n_items)))  # fmt: skip
+    return LearnedRanker(
+        scores=matrices[0],
+        info=dict(fitted.info),
+        fitted=fitted,
+        new_scores=matrices[1] if len(matrices) > 1 else None,
+    )

@@ -145,6 +145,8 @@ class RecommendationModel:
     # members x items: learned P(member buys item within `label_days`), repeat or new; None
     # when the history was too small to learn from (the hand-set blend serves then).
     personal: sp.csr_matrix | None = None
+    # the same for never-bought items from the classifier of new items: serves "new only"
+    personal_new: sp.csr_matrix | None = None
     ranker_info: dict = field(default_factory=dict)
     fitted: learned.Fitted | None = None  # the classifier, for the next build to reuse
 
@@ -340,6 +342,7 @@ def build_model(
         ranker = learned.learn_ranker(events, facts, now, learn, previous=reuse)
         if ranker is not None:
             model.personal, model.ranker_info = ranker.scores, ranker.info
+            model.personal_new = ranker.new_scores
             model.fitted = ranker.fitted
     return model
 

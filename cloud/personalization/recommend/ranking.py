@@ -141,6 +141,10 @@ class _Scorer:
 
     def _learned_row(self, m: int | None) -> np.ndarray | None:
         personal = self.model.personal
+        # Only new items wanted: the classifier that learned from new items alone ranks them.
+        new_only = getattr(self.model, "personal_new", None)  # None in models stored before
+        if self.ctx.repeats == "never" and new_only is not None:
+            personal = new_only
         if personal is None or m is None or m >= personal.shape[0]:
             return None
         lo, hi = personal.indptr[m], personal.indptr[m + 1]
