@@ -444,3 +444,30 @@ def test_store_days_of_an_older_format_are_read_per_store_hour(db) -> None:
     db.execute("DELETE FROM rollup_days WHERE kind IN ('tryons', 'heat', 'checkout', 'staff')")
     db.execute("UPDATE rollup_days SET data = ? WHERE kind = 'built'", (old,))
     same(charts(db, scope), expected)
+
+
+def test_try_on_purchases_by_store_and_time_equal_those_by_visit(db, monkeypatch) -> None:
+    """Past `tryons.BY_ID_MAX` visits the chart reads its stores' member sales over the period
+    (with the linking windows' margin) instead of looking each visit up: the same purchases."""
+    from storelens.cloud.analytics import tryons
+
+    seed(db)
+    by_visit = {i: charts(db, s)["try-ons"] for i, s in enumerate(scopes(db))}
+    assert by_visit[0]["totals"]["member_tryon_purchases"] > 0
+    monkeypatch.setattr(tryons, "BY_ID_MAX", 0)
+    for i, scope in enumerate(scopes(db)):
+        same(charts(db, scope)["try-ons"], by_visit[i])
+
+
+def test_store_day_marks_are_read_from_their_own_covering_index(db) -> None:
+    """The per-store charts read every "built" mark of their period first: from an index
+    that holds them, not a table page per mark (SQLite's plan says so)."""
+    if db.dialect != "sqlite":
+        assert db.scalar("SELECT count(*) FROM pg_indexes WHERE indexname = 'rollup_days_built'")
+        return
+    plan = db.query(
+        "EXPLAIN QUERY PLAN SELECT grp, utc_offset, ts, data FROM rollup_days WHERE ts >= 0"
+        " AND ts <= 1 AND grp >= 'store:' AND grp < 'store;' AND kind = 'built'"
+        " AND utc_offset IN (0, 3600)"
+    )
+    assert any("COVERING INDEX rollup_days_built" in r["detail"] for r in plan), plan

@@ -190,3 +190,20 @@ def test_a_track_that_walked_out_is_not_taken_by_one_walking_in() -> None:
     assert len(leaver) == 1 and len(newcomer) == 1
     assert leaver != newcomer
     assert tracker.walked_out == 1
+
+
+def test_someone_standing_at_the_border_keeps_their_track_through_a_miss() -> None:
+    """Only walking out drops a lost track at the border: a person waiting there (a queue
+    at the edge of the view), missed by the detector for a moment, is the same person."""
+    fps = 30.0
+    tracker = PersonTracker(TrackerConfig(), fps, frame_size=(640, 480))
+    rng = np.random.default_rng(0)  # jitter that leaves its velocity pointing out, slowly
+    out = []
+    for i in range(150):  # walks to the left border, then waits there, jittering
+        x = max(200.0 - 60.0 * i / fps, 0.0)
+        box = np.array([x, 200.0, x + 40.0, 300.0]) + rng.normal(0, 1.5, 4) * (x == 0.0)
+        missed = i in (120, 121)
+        out.append(tracker.update(Detections.empty() if missed else boxes(tuple(box)), i / fps))
+    ids = {p.track_id for frame in out for p in frame}
+    assert len(ids) == 1 and out[-1]
+    assert tracker.walked_out == 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -117,7 +118,10 @@ def tryons(db: Database, scope: Scope) -> Table:
     days = _days(found, summed)
     # A session ending today may belong to a visit that ends tomorrow: counted in both
     # (the day's open visits are added to its finished ones).
-    bought = _member_bought(db, {v for day in days.values() for v in day[2]})
+    tried: dict[str, set[str]] = defaultdict(set)
+    for (store, _), day in days.items():
+        tried[store] |= day[2]
+    bought = _member_bought(db, scope, tried)
     rows = []
     for key in sorted(set(ended) | set(days), key=lambda k: (k[1], k[0])):
         store, b = key
@@ -150,11 +154,36 @@ def tryons(db: Database, scope: Scope) -> Table:
     return Table("try-ons", COLUMNS, rows, {"totals": totals})
 
 
-def _member_bought(db: Database, visit_ids: set[str]) -> set[str]:
+# Up to this many visits, their sales are looked up by visit ID; beyond, the member sales of
+# their stores over the period are read by (store, time) and intersected (fewer lookups).
+BY_ID_MAX = 2000
+# A member sale goes to a visit of its store open at the sale or ended at most
+# `visit_sales.MAX_VISIT_S` before it, and visits last at most a day: a sale of a session's
+# visit is within this of the scope's days, whatever the store's UTC offset (<= 14 h).
+SALE_MARGIN_S = 2 * DAY_S
+
+
+def _member_bought(db: Database, scope: Scope, tried: dict[str, set[str]]) -> set[str]:
+    """The visits among ``tried`` (store -> member visit IDs) linked to a member sale."""
+    visit_ids = set().union(*tried.values()) if tried else set()
     if not visit_ids:
         return set()
-    ids = sorted(visit_ids)
     found: set[str] = set()
+    if len(visit_ids) > BY_ID_MAX:
+        epoch = date(1970, 1, 1)
+        lo = (scope.start - epoch).days * DAY_S - SALE_MARGIN_S
+        hi = ((scope.end - epoch).days + 1) * DAY_S + SALE_MARGIN_S
+        stores = sorted(s for s, ids in tried.items() if ids)
+        for i in range(0, len(stores), 500):  # bounded IN lists; (store, ts) is indexed
+            chunk = stores[i : i + 500]
+            rows = db.query(
+                "SELECT visit_id FROM sale_visits WHERE method = 'member'"
+                f" AND store IN ({', '.join('?' for _ in chunk)}) AND ts >= ? AND ts < ?",
+                [*chunk, lo, hi],
+            )
+            found |= {r["visit_id"] for r in rows}
+        return found & visit_ids
+    ids = sorted(visit_ids)
     for i in range(0, len(ids), 500):  # bounded IN lists
         chunk = ids[i : i + 500]
         rows = db.query(

@@ -30,6 +30,11 @@ VELOCITY_GAP_S = 1.0
 LOOKS_EVERY_S = 0.5  # a visible person's appearance descriptor is refreshed this often
 LOOKS_MAX_OVERLAP = 0.1  # ... from boxes overlapping no other more than this (IoU)
 EDGE_PX = 8  # a track lost this close to the image border left the view
+# ... if walking out: faster than this (box heights a second) toward that border. Walking
+# is 0.3 (a shuffle) to 0.7 and more, and a box cut by the border moves at about half that
+# (only its far side moves); a standing person's filtered velocity jitters below (under 0.1
+# in the simulated scene), and they must keep their track when the detector misses them.
+WALK_OUT_MIN = 0.1
 
 # `trackers` counts its lost buffer in frames at 30 fps and converts with the real rate.
 _TRACKERS_REFERENCE_FPS = 30.0
@@ -336,18 +341,19 @@ class PersonTracker:
         self._tracker.tracks = kept
 
     def _walking_out(self, track_id: int) -> bool:
-        """Whether the person's last box touches a border of the image and their velocity
-        points out through it."""
+        """Whether the person's last box touches a border of the image and they walk out
+        through it (faster than `WALK_OUT_MIN`)."""
         box, v = self._last_box.get(track_id), self._velocity.get(track_id)
         if box is None or v is None or self._frame_size is None:
             return False
         w, h = self._frame_size
         m = EDGE_PX
+        fast = WALK_OUT_MIN * max(float(box[3] - box[1]), 1.0)
         return bool(
-            (box[0] <= m and v[0] < 0)
-            or (box[2] >= w - m and v[0] > 0)
-            or (box[1] <= m and v[1] < 0)
-            or (box[3] >= h - m and v[1] > 0)
+            (box[0] <= m and v[0] < -fast)
+            or (box[2] >= w - m and v[0] > fast)
+            or (box[1] <= m and v[1] < -fast)
+            or (box[3] >= h - m and v[1] > fast)
         )
 
     def _left_view(self, box: np.ndarray) -> bool:

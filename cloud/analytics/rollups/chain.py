@@ -521,8 +521,17 @@ class StorePlan:
         self.values, self.rest, self.missing = values, rest, missing
 
 
-def plan_stores(db: Database, scope: Any, kind: str) -> StorePlan | None:
-    """How to read the per-store ``kind`` day rows for ``scope`` (None: hour filters)."""
+class Marks:
+    """The store-days of a whole-day scope: its ``stores`` (with those found in the rows),
+    the clean ``built`` (store, local day) pairs and their marks ((store, day, mark))."""
+
+    def __init__(self, stores: set[str], built: set[tuple[str, int]], marks: list) -> None:
+        self.stores, self.built, self.marks = stores, built, marks
+
+
+def store_marks(db: Database, scope: Any) -> Marks | None:
+    """The "built" marks `plan_stores` reads (None: hour filters); one read serves every
+    kind a chart reads for the scope."""
     if not scope.all_hours or scope.raw:
         return None
     from storelens.cloud.analytics.rollups.sql import decode
@@ -541,7 +550,6 @@ def plan_stores(db: Database, scope: Any, kind: str) -> StorePlan | None:
         offset = int(scope.offsets.get(store, 0) or 0)
         unclean.update((store, d) for d in _days_touched(ts, offset))
     built: set[tuple[str, int]] = set()
-    found: list[tuple[str, int, Any]] = []
     values: list[tuple[str, int, Any]] = []
     if scope.stores and len(scope.stores) <= 500:  # bounded IN lists
         grp_sql = f"grp IN ({', '.join('?' for _ in scope.stores)})"
@@ -570,8 +578,24 @@ def plan_stores(db: Database, scope: Any, kind: str) -> StorePlan | None:
         if not isinstance(mark, list) or len(mark) < 4 or mark[3] != BUILT_FORMAT:
             continue  # an older format's day (see BUILT_FORMAT): read per store-hour
         built.add((store, day))
-        if kind == "built":
-            values.append((store, day, mark))
+        values.append((store, day, mark))
+    return Marks(stores, built, values)
+
+
+def plan_stores(
+    db: Database, scope: Any, kind: str, marks: Marks | None = None
+) -> StorePlan | None:
+    """How to read the per-store ``kind`` day rows for ``scope`` (None: hour filters);
+    ``marks``: the scope's `store_marks`, when the caller has them."""
+    marks = marks if marks is not None else store_marks(db, scope)
+    if marks is None:
+        return None
+    from storelens.cloud.analytics.rollups.sql import decode
+
+    first, last = _day_range(scope)
+    stores, built = marks.stores, marks.built
+    found: list[tuple[str, int, Any]] = []
+    values: list[tuple[str, int, Any]] = list(marks.marks) if kind == "built" else []
     if kind != "built":
         by_offset: dict[int, set[str]] = defaultdict(set)
         for store, _ in built:

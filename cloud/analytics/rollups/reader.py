@@ -251,8 +251,12 @@ class SqlRollups:
 
     def _store_plan(self, kind: str, scope: Any) -> chain.StorePlan | None:
         plan = self.__dict__.setdefault("_store_plans", {})
+        marks = self.__dict__.setdefault("_store_marks", {})
         if (kind, id(scope)) not in plan:  # a Scope holds a dict: keyed by identity
-            plan[(kind, id(scope))] = (scope, chain.plan_stores(self.db, scope, kind))
+            if id(scope) not in marks:  # one read of the marks for every kind of the scope
+                marks[id(scope)] = (scope, chain.store_marks(self.db, scope))
+            plan[(kind, id(scope))] = (scope, chain.plan_stores(self.db, scope, kind,
+                                                                marks[id(scope)][1]))  # fmt: skip
         return plan[(kind, id(scope))][1]
 
     def _per_store_days(self, kind: str, scope: Any) -> list[tuple[str, int, Any]]:
