@@ -20,9 +20,13 @@ streams are held by the API, so:
 Domains receive the database handle only; the services serving it are bound to that handle
 (`Services` binds itself to its database until closed), so a domain reaches the hub, the offer
 policy and the routing rules of its process through `announce`, `offer_policy` and `routing`
-here, with no process global: two apps in one process (tests, the demo) keep their own. A
+here, with no process global: two apps in one process (tests, the demo) keep their own. The
+event hooks (`hooks`, collected from every domain's ``HOOKS`` by `schema.declared_hooks`) are
+handed explicitly to what runs them (the ingest worker, the API's routes through
+`deps.get_hooks`); a service function called without them takes `hooks_for` its database. A
 database no serving process holds (a CLI command, a script) has no POS to push to, and uses
-the default offer policy and the routing rules named by ``STORELENS_FULFILLMENT_RULES``.
+the default offer policy, every declared hook and the routing rules named by
+``STORELENS_FULFILLMENT_RULES``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from storelens.cloud import push
 from storelens.cloud.db import Database
+from storelens.cloud.hooks import Hooks
 from storelens.cloud.settings import Settings
 
 if TYPE_CHECKING:
@@ -51,6 +56,9 @@ class Services:
     db: Database
     push: push.PushHub
     relaying: bool = False
+    # The event hooks every domain declares (`schema.declared_hooks`), run by the ingest
+    # worker and the service functions this process calls.
+    hooks: Hooks = field(default_factory=lambda: _declared_hooks())
     offer_policy: OfferPolicy = field(default_factory=lambda: _default_policy())
     recommender: RecommendationService | None = None
     # "load": serve the newest model a builder stored (the API); "build": build and store
@@ -162,6 +170,13 @@ def announce(db: Database, store: str, kind: str, payload: dict[str, Any]) -> No
         db.after_commit(lambda: hub.publish(store, kind, payload))
 
 
+def hooks_for(db: Database) -> Hooks:
+    """The hooks of the process serving ``db``; every declared hook for a database no process
+    serves (a CLI command, an importer, a seed script runs them all, as the API would)."""
+    services = served_by(db)
+    return services.hooks if services is not None else _declared_hooks()
+
+
 def offer_policy(db: Database) -> OfferPolicy:
     services = served_by(db)
     return services.offer_policy if services is not None else _default_policy()
@@ -179,6 +194,15 @@ def _rules_from_env(source: str | None) -> RoutingConfig:
     from storelens.cloud.fulfillment.rules import load_config
 
     return load_config(source)
+
+
+@functools.lru_cache(maxsize=1)
+def _declared_hooks() -> Hooks:
+    # Derived from the components' static declarations (the same in every process), and
+    # immutable: a cache, not a registry.
+    from storelens.cloud.db.schema import declared_hooks
+
+    return declared_hooks()
 
 
 def _default_policy() -> OfferPolicy:

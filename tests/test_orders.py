@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from storelens.cloud.api import principals as auth
 from storelens.cloud.api.app import create_app
 from storelens.cloud.commerce import catalog, members, orders, stores
+from storelens.cloud.hooks import Hooks
 from storelens.cloud.settings import Settings
 
 
@@ -92,7 +93,8 @@ def test_linked_member_status_listing_and_hook(client, db, monkeypatch) -> None:
         members.Enrollment(card_number="12345678", account_id="acc-1"),
     )
     seen: list[str] = []
-    monkeypatch.setattr(orders, "on_order_created", [lambda d, oid: seen.append(oid)])
+    record = Hooks({"test": [("order_created", lambda d, oid: seen.append(oid))]})
+    monkeypatch.setattr(client.app.state.services, "hooks", record)
     r = client.post("/api/v1/orders", json=ORDER, headers={"Idempotency-Key": "hook-00001"})
     oid = r.json()["id"]
     assert seen == [oid] and r.json()["member_id"] == m["id"]
@@ -106,9 +108,9 @@ def test_linked_member_status_listing_and_hook(client, db, monkeypatch) -> None:
     def failing_router(d: object, oid: str) -> None:
         raise RuntimeError("router down")
 
-    monkeypatch.setattr(orders, "on_order_created", [failing_router])
+    failing = Hooks({"test": [("order_created", failing_router)]})
     with pytest.raises(RuntimeError):
-        orders.create_order(db, orders.OrderIn.model_validate(ORDER), "hook-00002")
+        orders.create_order(db, orders.OrderIn.model_validate(ORDER), "hook-00002", hooks=failing)
     # The hook runs in the order's transaction: no half-created order is left behind.
     assert (
         db.scalar("SELECT count(*) FROM online_orders WHERE idempotency_key = ?", ("hook-00002",))

@@ -161,7 +161,7 @@ def _weekly_rows(rng: np.random.Generator, skus: list[str]) -> list[tuple]:
 
 
 def test_new_items_only_are_ranked_by_the_classifier_of_new_items() -> None:
-    """"Only what they never bought" is served from the classifier trained on new
+    """ "Only what they never bought" is served from the classifier trained on new
     candidates alone, not from the one that mixes repeats and new items."""
     skus = [f"I{i:02d}" for i in range(30)]
     catalog = Catalog(skus=skus, names=skus, categories=["home"] * 30,

@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from storelens.cloud.api import principals as auth
 from storelens.cloud.commerce import visit_sales
 from storelens.cloud.db import Database
+from storelens.cloud.hooks import Hooks
 from storelens.cloud.services import Services
 from storelens.cloud.settings import Settings
 from storelens.pseudonym import PseudonymError, PseudonymKey
@@ -39,6 +40,11 @@ def get_sale_link(settings: Settings = Depends(get_settings)) -> visit_sales.Lin
 def get_services(request: Request) -> Services:
     """The app's composition root (built by `create_app`)."""
     return request.app.state.services
+
+
+def get_hooks(services: Services = Depends(get_services)) -> Hooks:
+    """The app's event hooks, for the service functions that run them."""
+    return services.hooks
 
 
 def get_pseudonym_key(settings: Settings = Depends(get_settings)) -> PseudonymKey:

@@ -6,12 +6,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from storelens.cloud.api.deps import Caller, Page, get_db, get_pseudonym_key, page
+from storelens.cloud.api.deps import Caller, Page, get_db, get_hooks, get_pseudonym_key, page
 from storelens.cloud.api.member_access import MemberAction, identified, member_access
 from storelens.cloud.api.pagination import Paged, paged
 from storelens.cloud.api.ratelimit import MEMBER_LOOKUP_LIMIT
 from storelens.cloud.commerce import members
 from storelens.cloud.db import Database
+from storelens.cloud.hooks import Hooks
 from storelens.pseudonym import PseudonymKey
 
 router = APIRouter(prefix="/members", tags=["members"])
@@ -85,8 +86,9 @@ def enroll(
     db: Database = Depends(get_db),
     key: PseudonymKey = Depends(get_pseudonym_key),
     caller: Caller = Depends(member_access(MemberAction.ENROLL)),
+    hooks: Hooks = Depends(get_hooks),
 ) -> MemberOut:
-    member = members.enroll(db, key, body)
+    member = members.enroll(db, key, body, hooks=hooks)
     identified(db, caller, member["id"])
     return _out(member)
 
@@ -179,8 +181,9 @@ def set_consent(
     body: members.Consent,
     db: Database = Depends(get_db),
     _: Caller = Depends(member_access(MemberAction.CONSENT)),
+    hooks: Hooks = Depends(get_hooks),
 ) -> MemberOut:
-    return _out(members.set_consent(db, member_id, body))
+    return _out(members.set_consent(db, member_id, body, hooks=hooks))
 
 
 @router.delete(
@@ -192,8 +195,9 @@ def forget(
     member_id: str,
     db: Database = Depends(get_db),
     _: Caller = Depends(member_access(MemberAction.FORGET)),
+    hooks: Hooks = Depends(get_hooks),
 ) -> ForgetOut:
-    counts = members.forget(db, member_id)
+    counts = members.forget(db, member_id, hooks=hooks)
     return ForgetOut(forgotten=member_id, **counts)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field
 
-from storelens.cloud.api.deps import Caller, Page, get_db, page, require_ops
+from storelens.cloud.api.deps import Caller, Page, get_db, get_hooks, page, require_ops
 from storelens.cloud.api.pagination import Paged, paged
 from storelens.cloud.commerce import orders
 from storelens.cloud.db import Database
+from storelens.cloud.hooks import Hooks
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
@@ -73,8 +74,9 @@ def create(
     ),
     db: Database = Depends(get_db),
     _: Caller = Depends(require_ops("admin")),
+    hooks: Hooks = Depends(get_hooks),
 ) -> dict:
-    order_id, created = orders.create_order(db, body, idempotency_key)
+    order_id, created = orders.create_order(db, body, idempotency_key, hooks=hooks)
     if not created:
         response.status_code = status.HTTP_200_OK
     return _found(db, order_id)

@@ -11,12 +11,13 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from storelens.cloud import services
 from storelens.cloud.db import Database, IntegrityError, migrations
+from storelens.cloud.hooks import Hooks
 from storelens.cloud.ingest import events as event_store
 from storelens.pseudonym import PseudonymKey
 
@@ -61,15 +62,6 @@ MIGRATIONS = migrations(
 )
 
 Tier = Literal["standard", "silver", "gold", "platinum"]
-
-# Other domains (coupons, recommendations, fulfillment) register here to delete their own
-# rows about a member during forget-me: called inside the same transaction.
-on_member_forgotten: list[Callable[[Database, str, str], None]] = []
-# Called with (db, member_id) inside the enrollment's transaction (scoring awards points).
-on_member_enrolled: list[Callable[[Database, str], None]] = []
-# Called with (db, member_id) when a member withdraws tracking consent (behaviour other
-# domains recorded about them goes, as their in-store events are unlinked).
-on_tracking_withdrawn: list[Callable[[Database, str], None]] = []
 
 
 class MemberError(ValueError):
@@ -129,8 +121,13 @@ def forgotten_digests(db: Database) -> set[str]:
     return {r["token_sha256"] for r in db.query("SELECT token_sha256 FROM member_tombstones")}
 
 
-def enroll(db: Database, key: PseudonymKey, enrollment: Enrollment) -> dict[str, Any]:
-    """Create a member from a card number; raises MemberError if the card is enrolled."""
+def enroll(
+    db: Database, key: PseudonymKey, enrollment: Enrollment, *, hooks: Hooks | None = None
+) -> dict[str, Any]:
+    """Create a member from a card number; raises MemberError if the card is enrolled.
+    ``hooks`` (default: those of the process serving ``db``, `services.hooks_for`): the
+    ``member_enrolled`` hooks run inside the enrollment's transaction (scoring awards points)."""
+    hooks = services.hooks_for(db) if hooks is None else hooks
     token = key.token(enrollment.card_number)
     member_id = "m_" + secrets.token_hex(8)
     now = time.time()
@@ -152,7 +149,7 @@ def enroll(db: Database, key: PseudonymKey, enrollment: Enrollment) -> dict[str,
             if enrollment.account_id:
                 _link(db, member_id, enrollment.account_id, now)
             bump_consent_version(db)
-            for hook in on_member_enrolled:
+            for hook in hooks["member_enrolled"]:
                 hook(db, member_id)
     except IntegrityError:
         raise MemberError("this card is already enrolled") from None
@@ -265,7 +262,12 @@ def list_members(db: Database, *, limit: int = 100, offset: int = 0) -> list[dic
     return rows
 
 
-def set_consent(db: Database, member_id: str, consent: Consent) -> dict[str, Any]:
+def set_consent(
+    db: Database, member_id: str, consent: Consent, *, hooks: Hooks | None = None
+) -> dict[str, Any]:
+    """Change consent. Withdrawing tracking runs the ``tracking_withdrawn`` hooks (``hooks``,
+    as in `enroll`): behaviour other domains recorded about the member goes too."""
+    hooks = services.hooks_for(db) if hooks is None else hooks
     with db.transaction():
         current = get_member(db, member_id)
         if current is None:
@@ -280,15 +282,17 @@ def set_consent(db: Database, member_id: str, consent: Consent) -> dict[str, Any
         if not tracking and current["tracking"]:
             # Withdrawing consent also unlinks what was already collected.
             event_store.unlink_member_events(db, current["token"])
-            for hook in on_tracking_withdrawn:
+            for hook in hooks["tracking_withdrawn"]:
                 hook(db, member_id)
         bump_consent_version(db)
     return get_member(db, member_id)  # type: ignore[return-value]
 
 
-def forget(db: Database, member_id: str) -> dict[str, int]:
+def forget(db: Database, member_id: str, *, hooks: Hooks | None = None) -> dict[str, int]:
     """Forget-me: delete the profile, consent and accounts; unlink in-store events (card
-    swipes deleted); detach orders and sales; let other domains delete their rows."""
+    swipes deleted); detach orders and sales; let other domains delete their rows (the
+    ``member_forgotten`` hooks, as in `enroll`, inside the same transaction)."""
+    hooks = services.hooks_for(db) if hooks is None else hooks
     with db.transaction():
         member = get_member(db, member_id)
         if member is None:
@@ -296,7 +300,7 @@ def forget(db: Database, member_id: str) -> dict[str, int]:
         token = member["token"]
         accounts = member["accounts"]
         counts = {"events": event_store.unlink_member_events(db, token)}
-        for hook in on_member_forgotten:
+        for hook in hooks["member_forgotten"]:
             hook(db, member_id, token)
         counts["orders"] = _detach_orders(db, member_id, accounts)
         counts["sales"] = _detach_sales(db, member_id)

@@ -1,8 +1,8 @@
 """Online orders from the web shop: idempotent creation, items, shipping, status.
 
 `create_order(db, order, idempotency_key)` is a plain function so the fulfillment domain can
-route right after creation: callables in `on_order_created` run inside the creating
-transaction with ``(db, order_id)``.
+route right after creation: the ``order_created`` hooks (cloud/hooks.py) run inside the
+creating transaction with ``(db, order_id)``.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from storelens.cloud import services
 from storelens.cloud.db import Database, IntegrityError, migrations
+from storelens.cloud.hooks import Hooks
 from storelens.contract.bounds import EpochSeconds, Price
 
 MIGRATIONS = migrations(
@@ -74,9 +75,6 @@ OrderStatus = Literal[
     "unfulfillable",
 ]
 STATUSES: tuple[str, ...] = OrderStatus.__args__  # type: ignore[attr-defined]
-
-# Fulfillment registers its router here; each runs inside the order's transaction.
-on_order_created: list[Callable[[Database, str], None]] = []
 
 
 class OrderItem(BaseModel):
@@ -146,10 +144,16 @@ def request_digest(order: OrderIn) -> str:
 
 
 def create_order(
-    db: Database, order: OrderIn, idempotency_key: str | None = None
+    db: Database,
+    order: OrderIn,
+    idempotency_key: str | None = None,
+    *,
+    hooks: Hooks | None = None,
 ) -> tuple[str, bool]:
     """Store an order; returns ``(order_id, created)``. Replaying the same key with the same
-    body returns the first order with ``created=False``; a different body raises."""
+    body returns the first order with ``created=False``; a different body raises. ``hooks``
+    (default: those of the process serving ``db``, `services.hooks_for`) route and score it."""
+    hooks = services.hooks_for(db) if hooks is None else hooks
     digest = request_digest(order)
     if idempotency_key is not None:
         prior = _by_key(db, idempotency_key, digest)
@@ -214,7 +218,7 @@ def create_order(
                 " VALUES (?, ?, ?, ?, ?)",
                 [(order_id, n, sku, qty, price) for n, (sku, qty, price) in enumerate(lines, 1)],
             )
-            for hook in on_order_created:
+            for hook in hooks["order_created"]:
                 hook(db, order_id)
     except IntegrityError:
         # A concurrent request with the same key won the race.

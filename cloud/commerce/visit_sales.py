@@ -358,5 +358,5 @@ def forget_member(db: Database, member_id: str, token: str) -> None:
     )
 
 
-# Installed by cloud/db/schema.py (cloud/hooks.py), not on import.
+# Collected by cloud/db/schema.py into each process's Services (cloud/hooks.py).
 HOOKS = [("member_forgotten", forget_member)]

@@ -272,12 +272,8 @@ class Database(ABC):
     def migrate(self) -> list[Migration]:
         """Apply every declared migration not yet applied (`schema.declared_migrations`, in
         `schema.COMPONENTS` order); returns those applied."""
-        # The storage root collects the domains' migrations in its declared order and
-        # installs their hooks (only here: a process that only reads or writes, like the
-        # SQLite ingest writer, starts without them).
+        # The storage root collects the domains' migrations in its declared order.
         from storelens.cloud.db import schema
-
-        schema.install()
 
         self.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("

@@ -1,7 +1,7 @@
 """The storage root: collects the migrations every domain module declares in `MIGRATIONS`,
-in the order of `COMPONENTS`, and installs the hooks each declares in `HOOKS`
-(cloud/hooks.py): one place that wires the domains together, instead of each registering
-itself when imported.
+in the order of `COMPONENTS`, and the hooks each declares in `HOOKS` (cloud/hooks.py; the
+process's `Services` holds them): one place that wires the domains together, instead of each
+registering itself when imported.
 
 Add a domain here when it declares `MIGRATIONS` or `HOOKS`. Order matters: a component's
 migrations run after those of the components listed before it (``events_partitions`` in
@@ -11,8 +11,8 @@ foreign keys point to earlier components), and hooks of one point run in this or
 
 import importlib
 
-from storelens.cloud import hooks
 from storelens.cloud.db.base import Migration
+from storelens.cloud.hooks import Hooks
 
 COMPONENTS: tuple[str, ...] = (
     "storelens.cloud.commerce.stores",
@@ -39,11 +39,9 @@ COMPONENTS: tuple[str, ...] = (
 )
 
 
-def install() -> None:
-    """Import every component and install the hooks each declares; idempotent. Called by
-    `Database.migrate`, so importing this module wires nothing."""
-    for name in COMPONENTS:
-        hooks.install(getattr(importlib.import_module(name), "HOOKS", ()), owner=name)
+def declared_hooks(components: tuple[str, ...] = COMPONENTS) -> Hooks:
+    """The hooks ``components`` declare, a new value each call (a `Services` holds it)."""
+    return Hooks({name: getattr(importlib.import_module(name), "HOOKS", ()) for name in components})
 
 
 def declared_migrations() -> list[Migration]:

@@ -3,8 +3,8 @@ the store's task workflow (`workflow`, `states`), deadlines (`deadlines`), the P
 read side (`tasks`) and the link to the orders domain (`intake`, `progress`).
 
 Its tables (`tables.MIGRATIONS`) and its hooks (routing on order creation,
-forget-me) are declared in `HOOKS` and installed by `cloud/db/schema.py` with every other
-domain's (cloud/hooks.py).
+forget-me) are declared in `HOOKS` and collected by `cloud/db/schema.py` with every other
+domain's into each process's `Services` (cloud/hooks.py).
 """
 
 from storelens.cloud.fulfillment import intake, tables

@@ -1,7 +1,7 @@
 """Where online orders enter fulfillment.
 
 The package declares `route_new_order` as an ``order_created`` hook (`HOOKS` in
-`fulfillment/__init__.py`, installed by `cloud/db/schema.py`), so an order is routed inside
+`fulfillment/__init__.py`, collected by `cloud/db/schema.py`), so an order is routed inside
 the transaction that stores it: an order never exists unrouted, and a routing crash leaves no
 half-created order. The routing rules are those of the process serving the database
 (`Services.routing`, from ``Settings.fulfillment_rules``, read by the API at start); elsewhere

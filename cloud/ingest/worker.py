@@ -61,11 +61,12 @@ from prometheus_client import Counter, Gauge, Histogram
 from storelens.cloud.commerce import members
 from storelens.cloud.db import Database
 from storelens.cloud.db.sqlite_writer import SqliteWriter
+from storelens.cloud.hooks import Hooks
 from storelens.cloud.ingest import dead_letters, device_registry
 from storelens.cloud.ingest import events as event_store
 from storelens.cloud.ingest import rows as ingest_rows
 from storelens.cloud.ingest.events import Availability, DeadLetter, EventRow, StatusRow
-from storelens.cloud.services import Services
+from storelens.cloud.services import Services, hooks_for
 from storelens.cloud.settings import Settings
 from storelens.contract import ContractError, decode_envelope, topics
 from storelens.contract.bounds import MAX_FUTURE_SKEW_S, MIN_EPOCH_S
@@ -87,11 +88,6 @@ INGEST_LAG = Gauge(
     "storelens_ingest_lag_seconds", "Commit time minus the envelope's sent_at, newest batch."
 )
 BATCH_SECONDS = Histogram("storelens_ingest_batch_seconds", "Time to write one batch.")
-
-# Called after each committed batch with its events that carry a member (as dicts, duplicates
-# included; hooks de-duplicate by event ID). Personalization scores member events here. A
-# failing hook is logged and never fails ingest.
-on_events_stored: list[Callable[[Database, list[dict[str, Any]]], object]] = []
 
 REGISTRY_TTL_S = 5.0
 HOUSEKEEPING_S = 3600.0  # partitions ahead and retention, from the rollup settle thread
@@ -176,8 +172,13 @@ class Ingestor:
     members domain bumps its consent version, checked once per batch).
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, hooks: Hooks | None = None) -> None:
+        """``hooks``: the ``events_stored`` hooks run after each committed batch with its
+        events that carry a member (as dicts, duplicates included; hooks de-duplicate by
+        event ID): personalization scores member events there. A failing hook is logged and
+        never fails ingest. Default: those of the process serving ``db``."""
         self.db = db
+        self.hooks = hooks_for(db) if hooks is None else hooks
         self._devices: set[tuple[str, str]] = set()
         self._devices_at = 0.0
         self._consent_version = -1
@@ -349,14 +350,15 @@ class Ingestor:
             self.writer = None
 
     def _after_commit(self, rows: list[EventRow]) -> None:
-        if not on_events_stored:
+        hooks = self.hooks["events_stored"]
+        if not hooks:
             return
         # Only events linked to a member interest the hooks; most rows are anonymous.
         linked = [dict(zip(event_store.EVENT_COLUMNS, r, strict=True))
                   for r in rows if r[_MEMBER] is not None]  # fmt: skip
         if not linked:
             return
-        for hook in on_events_stored:
+        for hook in hooks:
             try:
                 hook(self.db, linked)
             except Exception:
@@ -419,7 +421,7 @@ class IngestWorker:
         self.settings = settings
         self._own_services = services is None
         self.services = services if services is not None else Services.for_ingest(settings, db)
-        self.ingestor = Ingestor(db)
+        self.ingestor = Ingestor(db, hooks=self.services.hooks)
         self.ingestor.consent_changed.append(self._publish_optouts)
         self.client_id = client_id or default_client_id(settings.mqtt_client_id)
         self._subscribe_status = subscribe_status

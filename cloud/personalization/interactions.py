@@ -235,5 +235,5 @@ def unlink_untracked(db: Database, member_id: str) -> int:
     return db.execute("DELETE FROM interactions WHERE member_id = ?", (member_id,))
 
 
-# Installed by cloud/db/schema.py (cloud/hooks.py), not on import.
+# Collected by cloud/db/schema.py into each process's Services (cloud/hooks.py).
 HOOKS = [("member_forgotten", forget_member), ("tracking_withdrawn", unlink_untracked)]

@@ -581,5 +581,5 @@ def forget_member(db: Database, member_id: str, _token: str) -> None:
         db.execute(f"DELETE FROM {table} WHERE member_id = ?", (member_id,))
 
 
-# Installed by cloud/db/schema.py (cloud/hooks.py), not on import.
+# Collected by cloud/db/schema.py into each process's Services (cloud/hooks.py).
 HOOKS = [("member_forgotten", forget_member)]

@@ -407,5 +407,5 @@ def forget_member(db: Database, member_id: str, _token: str) -> None:
     db.execute("DELETE FROM member_propensity WHERE member_id = ?", (member_id,))
 
 
-# Installed by cloud/db/schema.py (cloud/hooks.py), not on import.
+# Collected by cloud/db/schema.py into each process's Services (cloud/hooks.py).
 HOOKS = [("member_forgotten", forget_member)]

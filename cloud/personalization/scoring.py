@@ -510,8 +510,8 @@ def _ingest_hook(db: Database, rows: list[dict[str, Any]]) -> None:
     on_events_stored(db, rows)
 
 
-# Installed by cloud/db/schema.py (cloud/hooks.py), not on import: scoring no longer
-# imports the ingest worker to register itself.
+# Collected by cloud/db/schema.py into each process's Services (cloud/hooks.py): scoring
+# does not import the ingest worker to register itself.
 HOOKS = [
     ("events_stored", _ingest_hook),
     ("order_created", _on_order_created),
