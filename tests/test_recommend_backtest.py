@@ -114,13 +114,7 @@ def test_rebuilds_reuse_a_recent_classifier() -> None:
     skus = [f"I{i:02d}" for i in range(30)]
     catalog = Catalog(skus=skus, names=skus, categories=["home"] * 30,
                       active=np.ones(30, dtype=bool))  # fmt: skip
-    rng = np.random.default_rng(5)
-    rows = []
-    for m in range(60):
-        for week in range(16):
-            ts = START.timestamp() + week * 7 * 86400 + m * 60
-            for sku in {skus[m % 6], skus[int(rng.integers(6, 30))]}:
-                rows.append((f"m{m}", sku, ts, 1, None, f"o{m}-{week}"))
+    rows = _weekly_rows(np.random.default_rng(5), skus)
     now = (START + timedelta(days=112)).timestamp()
     first = build_model(catalog, Interactions.from_rows(rows), now=now)
     assert first.fitted is not None and first.fitted.fitted_at == now
