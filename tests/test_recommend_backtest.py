@@ -7,6 +7,7 @@ import json
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -111,12 +112,7 @@ def test_learned_repeats_follow_the_data() -> None:
 def test_rebuilds_reuse_a_recent_classifier() -> None:
     """A rebuild soon after the last training scores everyone anew with that classifier (no
     second training); hours later it trains again."""
-    skus = [f"I{i:02d}" for i in range(30)]
-    catalog = Catalog(skus=skus, names=skus, categories=["home"] * 30,
-                      active=np.ones(30, dtype=bool))  # fmt: skip
-    rows = _weekly_rows(np.random.default_rng(5), skus)
-    now = (START + timedelta(days=112)).timestamp()
-    first = build_model(catalog, Interactions.from_rows(rows), now=now)
+    skus, catalog, rows, now, first = _weekly_model()
     assert first.fitted is not None and first.fitted.fitted_at == now
     rows.append(("m0", "I29", now + 60, 1, None, "late"))  # a purchase since
     soon = build_model(catalog, Interactions.from_rows(rows), now=now + 900, previous=first)
@@ -179,15 +175,20 @@ def test_a_classifier_of_other_features_is_trained_again() -> None:
     to score: the next build trains anew instead of failing or scoring nonsense."""
     import dataclasses
 
-    skus = [f"I{i:02d}" for i in range(30)]
-    catalog = Catalog(skus=skus, names=skus, categories=["home"] * 30,
-                      active=np.ones(30, dtype=bool))  # fmt: skip
-    rows = _weekly_rows(np.random.default_rng(5), skus)
-    now = (START + timedelta(days=112)).timestamp()
-    first = build_model(catalog, Interactions.from_rows(rows), now=now)
+    skus, catalog, rows, now, first = _weekly_model()
     assert first.fitted is not None
     old = dataclasses.replace(first.fitted, n_features=first.fitted.n_features - 1)
     first.fitted = old
     soon = build_model(catalog, Interactions.from_rows(rows), now=now + 900, previous=first)
     assert soon.fitted is not old and soon.fitted is not None
     assert soon.fitted.fitted_at == now + 900 and soon.personal is not None
+
+
+def _weekly_model() -> tuple[list[str], Catalog, list[tuple], float, Any]:
+    """Sixteen weeks of two purchases a week by 60 members, and the model built on them."""
+    skus = [f"I{i:02d}" for i in range(30)]
+    catalog = Catalog(skus=skus, names=skus, categories=["home"] * 30,
+                      active=np.ones(30, dtype=bool))  # fmt: skip
+    rows = _weekly_rows(np.random.default_rng(5), skus)
+    now = (START + timedelta(days=112)).timestamp()
+    return skus, catalog, rows, now, build_model(catalog, Interactions.from_rows(rows), now=now)
