@@ -181,11 +181,12 @@ def _add_store_hour(acc: dict[str, Any], kind: str, h: int, value: Any) -> None:
         acc.setdefault(kind, []).extend(value)
         return
     if kind == "heat":
-        heat = acc.setdefault("heat", [0, {}])
-        heat[0] += value[0]
-        cells = heat[1]
-        for x, y, seconds in value[1]:
-            cells[(x, y)] = cells.get((x, y), 0.0) + seconds
+        heat = acc.setdefault("heat", [0, [], []])
+        samples, xy, seconds = aggregate.heat_arrays(value)
+        heat[0] += samples
+        if len(seconds):
+            heat[1].append(xy)
+            heat[2].append(seconds)
         return
     cell = acc.setdefault("checkout", {}).setdefault(str(h), {"q": [0, 0, None], "z": {}})
     merge_checkout(cell, value)
@@ -200,8 +201,8 @@ def _finished(acc: dict[str, Any], offset: int, day: int) -> dict[str, Any]:
     if "tryons" in out:
         out["tryons"] = tryon_day(out["tryons"], offset, day)
     if "heat" in out:
-        samples, cells = out["heat"]
-        out["heat"] = pack_heat(samples, cells)
+        samples, xy, seconds = out["heat"]
+        out["heat"] = pack_heat(samples, *aggregate.sum_cells(xy, seconds))
     return out
 
 
@@ -228,34 +229,28 @@ def tryon_day(entries: list[list[Any]], offset: int, day: int) -> dict[str, Any]
     }
 
 
-def pack_heat(samples: int, cells: dict[tuple[int, int], float]) -> dict[str, Any]:
+def pack_heat(samples: int, xy: np.ndarray, seconds: np.ndarray) -> dict[str, Any]:
     """Heat cells as stored in a store-day: ``n`` samples, ``xy`` little-endian int32 pairs
-    (cell indices, sorted) and ``s`` float64 seconds, so that summing days is one NumPy pass."""
-    keys = sorted(cells)
-    return {"n": int(samples), "xy": np.array(keys, dtype="<i4").reshape(-1, 2).tobytes(),
-            "s": np.array([cells[k] for k in keys], dtype="<f8").tobytes()}  # fmt: skip
+    (cell indices, sorted) and ``s`` float64 seconds, so that summing days is one NumPy pass
+    (the format of store-hours too, `aggregate.heat_cells`)."""
+    return {"n": int(samples), "xy": np.asarray(xy, dtype="<i4").reshape(-1, 2).tobytes(),
+            "s": np.asarray(seconds, dtype="<f8").tobytes()}  # fmt: skip
 
 
 def sum_heat(days: list[dict[str, Any]], hours: list[Any]) -> list[Any]:
-    """[samples, [[cx, cy, seconds], ...] sorted] of packed store-days and hour values."""
-    samples = sum(int(d["n"]) for d in days) + sum(int(h[0]) for h in hours)
-    xy = [np.frombuffer(d["xy"], dtype="<i4").reshape(-1, 2) for d in days]
-    s = [np.frombuffer(d["s"], dtype="<f8") for d in days]
-    for _, items in hours:
-        if items:
-            xy.append(np.array([[x, y] for x, y, _ in items], dtype="<i4"))
-            s.append(np.array([v for _, _, v in items], dtype="<f8"))
-    if not xy or not sum(len(a) for a in s):
+    """[samples, [[cx, cy, seconds], ...] sorted] of packed store-days and store-hour
+    values (packed, or the older lists: `aggregate.heat_arrays`)."""
+    samples, xy, s = 0, [], []
+    for value in [*days, *hours]:
+        n, cells, seconds = aggregate.heat_arrays(value)
+        samples += n
+        if len(seconds):
+            xy.append(cells)
+            s.append(seconds)
+    cells, seconds = aggregate.sum_cells(xy, s)
+    if not len(seconds):
         return [samples, []]
-    cells = np.concatenate(xy).astype(np.int64)
-    lo = cells.min(axis=0)
-    span = int(cells[:, 1].max() - lo[1]) + 1
-    # One int64 key per cell, in (x, y) order: a 1-D unique is several times faster than
-    # np.unique(axis=0) on the pairs.
-    keys, inverse = np.unique((cells[:, 0] - lo[0]) * span + (cells[:, 1] - lo[1]),
-                              return_inverse=True)  # fmt: skip
-    seconds = np.bincount(inverse.reshape(-1), weights=np.concatenate(s), minlength=len(keys))
-    xs, ys = (keys // span + lo[0]).tolist(), (keys % span + lo[1]).tolist()
+    xs, ys = cells[:, 0].tolist(), cells[:, 1].tolist()
     return [samples, [[x, y, v] for x, y, v in zip(xs, ys, seconds.tolist(), strict=True)]]
 
 
