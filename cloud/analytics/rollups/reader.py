@@ -316,12 +316,13 @@ class SqlRollups:
             aggregate.merge_counter(merged, value)
         return merged
 
-    def paths(self, scope: Any) -> dict[str, int]:
-        """Zone sequence (joined by ``PATH_SEP``) -> visits."""
-        merged: dict[str, int] = {}
-        for value in self._summed("paths", scope):
-            aggregate.merge_counter(merged, value)
-        return merged
+    def paths(self, scope: Any, top: int) -> tuple[list[tuple[str, int]], int]:
+        """The ``top`` zone sequences (joined by ``PATH_SEP``) with the most visits, ties by
+        sequence, and the visits of all sequences."""
+        from storelens.cloud.analytics.rollups.sql import path_names
+
+        return chain.top_paths(self._summed("paths", scope), top,
+                               lambda ids: path_names(self.db, ids))  # fmt: skip
 
     def totals(self, scope: Any, seconds: int) -> dict[int, dict[str, int]]:
         """Local bucket of ``seconds`` -> entrances, visits and visitors summed over the
