@@ -52,6 +52,9 @@ class SqlRollups:
             marks = {(r["store"], int(r["ts"]))
                      for r in self.db.query(f"SELECT store, ts FROM rollup_dirty WHERE {where}",
                                             params)}  # fmt: skip
+            if not marks:  # all settled (the usual case): no store or fitting-room lookups
+                cache[key] = aggregate.Deltas()
+                return cache[key]
             buckets = {(s, b) for s, b in aggregate.buckets_of(marks, store_phases(self.db))
                        if scope.contains(s, b)}  # fmt: skip
             cache[key] = deltas_for(self.db, buckets)
