@@ -157,7 +157,7 @@ def _database(backend: str, tmp: Path, name: str, pg_url: str | None) -> Iterato
 def _size(backend: str, tmp: Path, n: int, per_store: dict[str, list[Incoming]], days: int,
           until: float, repeats: int, pg_url: str | None) -> dict[str, Any] | None:  # fmt: skip
     names = _chain(n)
-    with _database(backend, tmp, f"{backend}-{n}", pg_url) as db:
+    with _database(backend, tmp, f"{backend}-{n}x{days}", pg_url) as db:
         if db is None:
             return None
         _prepare(db, names)
@@ -170,6 +170,7 @@ def _size(backend: str, tmp: Path, n: int, per_store: dict[str, list[Incoming]],
         whole, _ = _time_charts(db, until, days, 1)
     return {
         "stores": n,
+        "days": days,
         "events": events,
         "ingest_eps": round(events / seconds) if seconds else None,
         "settle_us_per_event": round(settle_s / events * 1e6, 2) if events else None,
@@ -239,11 +240,25 @@ def _ingest_cost(backend: str, tmp: Path, messages: list[Incoming], names: list[
             }  # fmt: skip
 
 
+def _compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """How the dashboard's time grew from size ``a`` to size ``b``."""
+    return {
+        "events_ratio": _ratio(a["events"], b["events"]),
+        "dashboard_ratio": _ratio(a["dashboard_ms"], b["dashboard_ms"]),
+        "dashboard_cpu_ratio": _ratio(a["dashboard_cpu_ms"], b["dashboard_cpu_ms"]),
+        "rollup_charts_ratio": _ratio(a["rollup_charts_ms"], b["rollup_charts_ms"]),
+        "chart_ratio": {k: _ratio(a["chart_ms"][k], b["chart_ms"][k]) for k in a["chart_ms"]},
+    }
+
+
 def run(*, stores_sizes: tuple[int, ...] = (5, 50), days: int = 90, visitors_per_day: int = 300,
         repeats: int = 3, backends: tuple[str, ...] = ("sqlite", "postgres"),
-        pg_url: str | None = None, until: float | None = None) -> dict[str, Any]:  # fmt: skip
+        pg_url: str | None = None, until: float | None = None,
+        history_days: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Seed each size on each backend through ingest, time the dashboard; see module doc.
-    The seed ends at ``until`` (default: the start of this hour)."""
+    The seed ends at ``until`` (default: the start of this hour). With ``history_days``, the
+    smallest chain is also seeded with that many days, and its dashboard (the same last 7
+    days) compared with the ``days`` one: the other way to have ten times the events."""
     if until is None:
         until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0).timestamp()
     largest = _chain(max(stores_sizes))
@@ -270,13 +285,15 @@ def run(*, stores_sizes: tuple[int, ...] = (5, 50), days: int = 90, visitors_per
             sample = [m for s in _chain(small) for m in per_store[s]]
             result[backend] = {
                 "sizes": list(sizes.values()),
-                "events_ratio": _ratio(a["events"], b["events"]),
-                "dashboard_ratio": _ratio(a["dashboard_ms"], b["dashboard_ms"]),
-                "dashboard_cpu_ratio": _ratio(a["dashboard_cpu_ms"], b["dashboard_cpu_ms"]),
-                "rollup_charts_ratio": _ratio(a["rollup_charts_ms"], b["rollup_charts_ms"]),
-                "chart_ratio": {
-                    k: _ratio(a["chart_ms"][k], b["chart_ms"][k]) for k in a["chart_ms"]
-                },  # fmt: skip
+                **_compare(a, b),
                 "ingest": _ingest_cost(backend, Path(tmp), sample, _chain(small), pg_url),
             }
+            if history_days and history_days != days:
+                longer = {s: _messages(s, history_days, visitors_per_day, until, i)
+                          for i, s in enumerate(_chain(small))}  # fmt: skip
+                h = _size(backend, Path(tmp), small, longer, history_days, until, repeats, pg_url)
+                if h is not None:
+                    first, second = (a, h) if history_days > days else (h, a)
+                    result[backend]["history"] = {"sizes": [first, second],
+                                                  **_compare(first, second)}  # fmt: skip
     return result

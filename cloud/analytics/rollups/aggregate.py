@@ -437,14 +437,17 @@ class DwellHistogram:
 
 def sum_dwell(values: Iterable[dict[str, Any]]) -> dict[str, DwellHistogram]:
     """Sum packed store-hour histograms (`pack_dwell`) into one per zone: all cells are
-    gathered into one array and summed per (zone, second) in one NumPy pass."""
+    joined into one array (one NumPy pass per field, not per value) and summed per (zone,
+    second) with a bincount over the zones x seconds grid (a sort when the grid would be
+    sparse); Python touches only each value's few zone entries."""
     ids: dict[str, int] = {}
     extremes: list[list[float]] = []  # per zone: total, min, max
-    parts: list[np.ndarray] = []
+    remap: list[int] = []  # the global zone of each value's local zones, values one after another
+    bases, buffers = [], []
     for value in values:
         if "cells" not in value:  # written before the packed format: zone -> second -> cell
             value = pack_dwell({z: {int(s): c for s, c in v.items()} for z, v in value.items()})
-        local = []
+        bases.append(len(remap))
         for zone, _, total, lo, hi in value["zones"]:
             g = ids.get(zone)
             if g is None:
@@ -454,23 +457,36 @@ def sum_dwell(values: Iterable[dict[str, Any]]) -> dict[str, DwellHistogram]:
             e[0] += total
             e[1] = min(e[1], lo)
             e[2] = max(e[2], hi)
-            local.append(g)
-        cells = np.frombuffer(value["cells"], dtype="<i4").reshape(-1, 3).astype(np.int64)
-        cells[:, 0] = np.asarray(local, dtype=np.int64)[cells[:, 0]]
-        parts.append(cells)
-    if not parts:
+            remap.append(g)
+        buffers.append(value["cells"])
+    cells = np.frombuffer(b"".join(buffers), dtype="<i4").reshape(-1, 3).astype(np.int64)
+    if not len(cells):
         return {}
-    cells = np.concatenate(parts)
-    keys, inverse = np.unique(cells[:, 0] << 32 | cells[:, 1], return_inverse=True)
-    counts = np.bincount(inverse, weights=cells[:, 2], minlength=len(keys))
-    zone_of = keys >> 32
+    of_value = np.repeat(np.arange(len(buffers)), [len(b) // 12 for b in buffers])
+    zone = np.asarray(remap, dtype=np.int64)[np.asarray(bases, dtype=np.int64)[of_value]
+                                             + cells[:, 0]]  # fmt: skip
+    second, visits = cells[:, 1], cells[:, 2]
+    first = int(second.min())
+    span = int(second.max()) - first + 1
+    if len(ids) * span <= max(4 * len(cells), 1 << 16):  # dense enough for a grid
+        grid = np.bincount(zone * span + (second - first), weights=visits,
+                           minlength=len(ids) * span).reshape(len(ids), span)  # fmt: skip
+        per_zone = []
+        for g in range(len(ids)):
+            hit = np.flatnonzero(grid[g])
+            per_zone.append(((hit + first).astype(float), grid[g, hit]))
+    else:
+        keys, inverse = np.unique(zone * span + (second - first), return_inverse=True)
+        counts = np.bincount(inverse.reshape(-1), weights=visits, minlength=len(keys))
+        zone_of = keys // span
+        per_zone = [((keys[pick] % span + first).astype(float), counts[pick])
+                    for pick in (zone_of == g for g in range(len(ids)))]  # fmt: skip
     out = {}
-    for zone, g in ids.items():
-        pick = zone_of == g
-        if pick.any():
+    for name, g in ids.items():
+        seconds, counts = per_zone[g]
+        if len(seconds):
             total, lo, hi = extremes[g]
-            out[zone] = DwellHistogram((keys[pick] & 0xFFFFFFFF).astype(float), counts[pick],
-                                       total, lo, hi)  # fmt: skip
+            out[name] = DwellHistogram(seconds, counts, total, lo, hi)
     return out
 
 

@@ -27,7 +27,7 @@ needs `storelens cloud rollups rebuild` (its older day rows are in its former gr
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -104,9 +104,10 @@ def affected(
 def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
     """Recompute, in the caller's transaction, the day rows the store hours fall in, from
     the per-store rows (which the caller has just written)."""
-    from storelens.cloud.analytics.rollups.sql import decode, encode
+    from storelens.cloud.analytics.rollups.sql import decode, encode, path_ids
 
     groups = store_groups(db)
+    known: dict[str, int] = {}  # path ids looked up by this refresh (every day and offset)
     for (offset, day), wanted in sorted(affected(hours, groups).items()):
         lo, hi = day - offset, day - offset + DAY_S
         per_group = {g: _empty() for g in wanted if not g.startswith(STORE)}
@@ -165,6 +166,9 @@ def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
         for g in sorted(wanted):
             values = _finished(per_store[g], offset, day) if g in per_store else _summed(
                 per_group[g], day)  # fmt: skip
+            if "paths" in values:
+                values["paths"] = pack_paths(values["paths"], path_ids(db, values["paths"],
+                                                                       known))  # fmt: skip
             for kind, value in values.items():
                 rows.append((g, offset, day, kind, encode(value)))
         db.executemany(
@@ -402,6 +406,60 @@ def _summed(acc: dict[str, Any], day: int) -> dict[str, Any]:
                 aggregate.merge_counter(merged, value)
             out[kind] = merged
     return out
+
+
+def pack_paths(visits: dict[str, int], ids: dict[str, int]) -> bytes:
+    """A group-day's visits per zone sequence as stored: little-endian int64 pairs (the
+    sequence's id in ``rollup_paths``, visits) sorted by id, so that summing days is one
+    NumPy pass (`top_paths`). Day rows written before are a dict of sequence -> visits."""
+    pairs = sorted((ids[p], n) for p, n in visits.items())
+    return np.array(pairs, dtype="<i8").reshape(-1, 2).tobytes()
+
+
+def _kth_largest(values: np.ndarray, k: int) -> int:
+    return int(np.partition(values, len(values) - k)[len(values) - k]) if len(values) >= k else 0
+
+
+def top_paths(
+    values: Iterable[Any], top: int, names: Callable[[list[int]], dict[int, str]]
+) -> tuple[list[tuple[str, int]], int]:
+    """The ``top`` zone sequences with the most visits (ties by sequence) of day values
+    (`pack_paths`) and sequence -> visits counters (store-hours, dirty hours, day rows of
+    the older format), and the visits of all; ``names(ids)`` -> {id: sequence}.
+
+    Packed visits are summed per id in NumPy. Only ids that can reach the top are named: an
+    id's total is at most its packed visits plus the largest counter total, and at least
+    ``top`` sequences have a total of at least the ``top``-th largest packed (or counter)
+    total, L. So every sequence whose total reaches L is either a named id (exact) or only
+    in the counters (exact); any other sequence is short of L, also when its counter part
+    is ranked without its packed part."""
+    packed: list[bytes] = []
+    counted: dict[str, int] = {}
+    for value in values:
+        if isinstance(value, bytes):
+            packed.append(value)
+        else:
+            aggregate.merge_counter(counted, value)
+    ids = visits = np.empty(0, dtype=np.int64)
+    pairs = np.frombuffer(b"".join(packed), dtype="<i8").reshape(-1, 2)
+    if len(pairs):
+        ids, inverse = np.unique(pairs[:, 0], return_inverse=True)
+        visits = np.bincount(inverse.reshape(-1), weights=pairs[:, 1], minlength=len(ids))
+        visits = np.rint(visits).astype(np.int64)  # exact: sums of integers below 2**53
+    extra = np.fromiter(counted.values(), dtype=np.int64, count=len(counted))
+    total = int(visits.sum()) + int(extra.sum())
+    reach = max(_kth_largest(visits, top), _kth_largest(extra, top))
+    most = int(extra.max()) if len(extra) else 0
+    pick = np.flatnonzero(visits + most >= reach)
+    merged = dict(counted)
+    if len(pick):
+        named = names(ids[pick].tolist())
+        for i, n in zip(ids[pick].tolist(), visits[pick].tolist(), strict=True):
+            p = named[i]
+            merged[p] = merged.get(p, 0) + n
+    ranked = sorted(((p, n) for p, n in merged.items() if n >= reach),
+                    key=lambda kv: (-kv[1], kv[0]))  # fmt: skip
+    return ranked[:top], total
 
 
 def pack_histograms(per_zone: dict[str, aggregate.DwellHistogram]) -> dict[str, Any]:
