@@ -37,14 +37,15 @@ class SqlRollups:
     def _dirty(self, scope: Any) -> aggregate.Deltas:
         """What the dirty hours in ``scope`` add up to, from their raw events."""
         cache = self.__dict__.setdefault("_dirty_cache", {})
-        key = (scope.start, scope.end, scope.stores, scope.hour_from, scope.hour_to)
+        key = self._dirty_key(scope)
         if key not in cache:
             from storelens.cloud.analytics.rollups.settle import deltas_for, store_phases
 
             # Marks are UTC hours and may straddle the scope's edge by one: widen, then keep
             # the buckets inside the scope.
-            lo = datetime.combine(scope.start, time(), UTC).timestamp() - DAY_S
-            hi = datetime.combine(scope.end, time(), UTC).timestamp() + 2 * DAY_S
+            # (integers: a float bound would not use PostgreSQL's index on the BIGINT ts)
+            lo = int(datetime.combine(scope.start, time(), UTC).timestamp()) - DAY_S
+            hi = int(datetime.combine(scope.end, time(), UTC).timestamp()) + 2 * DAY_S
             where, params = "ts >= ? AND ts < ?", [lo, hi]
             if scope.stores:
                 where += f" AND store IN ({', '.join('?' for _ in scope.stores)})"
@@ -52,10 +53,26 @@ class SqlRollups:
             marks = {(r["store"], int(r["ts"]))
                      for r in self.db.query(f"SELECT store, ts FROM rollup_dirty WHERE {where}",
                                             params)}  # fmt: skip
+            if not marks:  # all settled (the usual case): no store or fitting-room lookups
+                cache[key] = aggregate.Deltas()
+                return cache[key]
             buckets = {(s, b) for s, b in aggregate.buckets_of(marks, store_phases(self.db))
                        if scope.contains(s, b)}  # fmt: skip
             cache[key] = deltas_for(self.db, buckets)
         return cache[key]
+
+    @staticmethod
+    def _dirty_key(scope: Any) -> tuple[Any, ...]:
+        return (scope.start, scope.end, scope.stores, scope.hour_from, scope.hour_to)
+
+    def _rest(self, plan: chain.Plan) -> list[Any]:
+        """The plan's per-store sub-scopes; when the plan saw no dirty hour near the scope,
+        they are known to have none (no dirty-hours query per sub-scope)."""
+        if plan.clean:
+            cache = self.__dict__.setdefault("_dirty_cache", {})
+            for sub in plan.rest:
+                cache.setdefault(self._dirty_key(sub), aggregate.Deltas())
+        return plan.rest
 
     @staticmethod
     def _local(scope: Any, store: str, hour: int, seconds: int) -> int:
@@ -71,7 +88,7 @@ class SqlRollups:
             out = [{"store": store, "b": value["d"], "entrances": e, "visits": v}
                    for value in plan.values.get("counts", [])
                    for store, (e, v) in value["s"].items() if e or v]  # fmt: skip
-            for sub in plan.rest:
+            for sub in self._rest(plan):
                 out += self.counts(sub, seconds)
             return out
         bucket, bucket_params = scope.bucket(seconds)
@@ -302,7 +319,7 @@ class SqlRollups:
         if plan is None:
             return self._maps(kind, scope)
         values = list(plan.values.get(kind, []))
-        for sub in plan.rest:
+        for sub in self._rest(plan):
             values += self._maps(kind, sub)
         return values
 
@@ -317,12 +334,13 @@ class SqlRollups:
             aggregate.merge_counter(merged, value)
         return merged
 
-    def paths(self, scope: Any) -> dict[str, int]:
-        """Zone sequence (joined by ``PATH_SEP``) -> visits."""
-        merged: dict[str, int] = {}
-        for value in self._summed("paths", scope):
-            aggregate.merge_counter(merged, value)
-        return merged
+    def paths(self, scope: Any, top: int) -> tuple[list[tuple[str, int]], int]:
+        """The ``top`` zone sequences (joined by ``PATH_SEP``) with the most visits, ties by
+        sequence, and the visits of all sequences."""
+        from storelens.cloud.analytics.rollups.sql import path_names
+
+        return chain.top_paths(self._summed("paths", scope), top,
+                               lambda ids: path_names(self.db, ids))  # fmt: skip
 
     def totals(self, scope: Any, seconds: int) -> dict[int, dict[str, int]]:
         """Local bucket of ``seconds`` -> entrances, visits and visitors summed over the
@@ -335,7 +353,7 @@ class SqlRollups:
             days: list[Any] = []
         else:
             days = plan.values.get("counts", [])
-            for sub in plan.rest:
+            for sub in self._rest(plan):
                 rows += self.counts(sub, seconds)
         door = {r["store"] for r in rows if r["entrances"]}
         for value in days:
