@@ -622,7 +622,9 @@ def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
     for g, day, kind, data in found:
         if (g, day) in built:
             values[kind].append(decode(bytes(data)))
-    rest = []
+    # Runs of days not built, per group; the groups with the same run share one sub-scope
+    # (each store keeps its own offset in it): one read for them all, not one per time zone.
+    runs: dict[tuple[int, int], set[str]] = defaultdict(set)
     for g, stores in sorted(members.items()):
         run: list[int] = []
         for day in [*days, None]:
@@ -630,9 +632,10 @@ def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
                 run.append(day)
                 continue
             if run:
-                rest.append(replace(scope, start=_day_date(run[0]), end=_day_date(run[-1]),
-                                    stores=tuple(sorted(stores))))  # fmt: skip
+                runs[(run[0], run[-1])].update(stores)
                 run = []
+    rest = [replace(scope, start=_day_date(lo), end=_day_date(hi), stores=tuple(sorted(stores)))
+            for (lo, hi), stores in sorted(runs.items())]  # fmt: skip
     return Plan(dict(values), rest, clean=not dirty)
 
 
