@@ -471,3 +471,38 @@ def test_store_day_marks_are_read_from_their_own_covering_index(db) -> None:
         " AND utc_offset IN (0, 3600)"
     )
     assert any("COVERING INDEX rollup_days_built" in r["detail"] for r in plan), plan
+
+
+def test_heat_hours_of_the_older_list_format_are_read_as_the_packed_ones(db) -> None:
+    """Store-hour heat is stored packed (int32 cells, float64 seconds); hours written before
+    as [samples, [[x, y, seconds], ...]] answer the same, per store-hour and once summed into
+    store-days by a later settle."""
+    from storelens.cloud.analytics.rollups import aggregate, chain
+
+    seed(db)
+    scope, store_hours = scopes(db)[0], scopes(db)[1]  # whole days; an hour filter
+    expected = {i: charts(db, s, raw=True)["heatmap"] for i, s in enumerate((scope, store_hours))}
+    assert all(e["rows"] for e in expected.values())
+    days = rollup_state(db)["days"]
+    encode = msgspec.msgpack.Encoder().encode
+    rows = db.query("SELECT store, ts, data FROM rollup_maps WHERE kind = 'heat'")
+    assert rows and all(isinstance(msgspec.msgpack.decode(bytes(r["data"])), dict) for r in rows)
+    for r in rows:
+        n, xy, s = aggregate.heat_arrays(msgspec.msgpack.decode(bytes(r["data"])))
+        old = [n, [[int(x), int(y), float(v)] for (x, y), v in zip(xy, s, strict=True)]]
+        db.execute("UPDATE rollup_maps SET data = ? WHERE kind = 'heat' AND store = ? AND ts = ?",
+                   (encode(old), r["store"], r["ts"]))  # fmt: skip
+    with db.transaction():
+        chain.refresh(db, {(r["store"], int(r["ts"])) for r in rows})
+    same(rollup_state(db)["days"], days)
+    for i, s in enumerate((scope, store_hours)):
+        same(charts(db, s)["heatmap"], expected[i])
+
+
+def test_query_tuples_reads_rows_as_tuples_in_column_order(db) -> None:
+    db.execute("CREATE TABLE t_rows (a TEXT, b INTEGER)")
+    db.executemany("INSERT INTO t_rows (a, b) VALUES (?, ?)", [("x", 1), ("y", 2)])
+    assert db.query_tuples("SELECT b, a, NULL FROM t_rows WHERE b >= ? ORDER BY b", (1,)) == [
+        (1, "x", None), (2, "y", None)]  # fmt: skip
+    with db.transaction():
+        assert db.query_tuples("SELECT count(*) FROM t_rows") == [(2,)]

@@ -457,6 +457,14 @@ def bench_analytics(
     repeats: int = typer.Option(3, min=1, help="Runs per chart; the median is reported."),
     backends: str = typer.Option("sqlite,postgres", help="Backends to run (comma-separated)."),
     pg: str | None = _PG_ADMIN,
+    history_days: int | None = typer.Option(
+        None,
+        "--history-days",
+        min=1,
+        max=366,
+        help="Also seed the smallest chain with this many days and compare its dashboard"
+        " (same last 7 days) with the --days one: growth with history.",
+    ),
 ) -> None:
     """The ops dashboard's time per chart at two chain sizes (seeded through ingest, rollups
     settled) and their ratio, and ingest throughput with rollups on and off."""
@@ -474,7 +482,8 @@ def bench_analytics(
         raise typer.Exit(2)
     try:
         result = bench.run(stores_sizes=sizes, days=days, visitors_per_day=visitors,
-                           repeats=repeats, backends=chosen, pg_url=pg)  # fmt: skip
+                           repeats=repeats, backends=chosen, pg_url=pg,
+                           history_days=history_days)  # fmt: skip
     except bench.BenchError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

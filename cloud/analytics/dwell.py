@@ -65,14 +65,33 @@ def _per_second(db: Database, scope: Scope) -> dict[str, DwellHistogram]:
     return {zone: _histogram(items) for zone, items in grouped.items()}
 
 
-def _quantile(seconds: np.ndarray, counts: np.ndarray, q: float) -> float:
-    """Weighted quantile over 1-second bins, interpolated inside the bin."""
+QUANTILES = (0.25, 0.5, 0.75, 0.9)
+
+
+def _quantiles(seconds: np.ndarray, counts: np.ndarray) -> list[float]:
+    """The `QUANTILES` over 1-second bins, each interpolated inside its bin (one cumsum and
+    one searchsorted for all four)."""
     cum = np.cumsum(counts)
-    target = q * cum[-1]
-    i = int(np.searchsorted(cum, target, side="left"))
-    before = cum[i - 1] if i else 0.0
-    inside = (target - before) / counts[i] if counts[i] else 0.0
-    return round(float(seconds[i] + inside), 1)
+    targets = np.array(QUANTILES) * cum[-1]
+    out = []
+    for target, i in zip(targets.tolist(), np.searchsorted(cum, targets, side="left").tolist(),
+                         strict=True):  # fmt: skip
+        before = float(cum[i - 1]) if i else 0.0
+        inside = (target - before) / counts[i] if counts[i] else 0.0
+        out.append(round(float(seconds[i] + inside), 1))
+    return out
+
+
+_EDGES = np.array(HISTOGRAM_EDGES_S, dtype=float)
+
+
+def _binned(seconds: np.ndarray, counts: np.ndarray) -> list[int]:
+    """Visits per `HISTOGRAM_EDGES_S` bin (the last one open-ended), as np.histogram with
+    those edges and inf would count them, without its sort."""
+    bins = np.searchsorted(_EDGES, seconds, side="right") - 1
+    inside = bins >= 0  # below the first edge: in no bin
+    hist = np.bincount(bins[inside], weights=counts[inside], minlength=len(_EDGES))
+    return [int(v) for v in hist.tolist()]
 
 
 def zone_dwell(db: Database, scope: Scope, categories: dict[str, str] | None = None) -> Table:
@@ -83,7 +102,7 @@ def zone_dwell(db: Database, scope: Scope, categories: dict[str, str] | None = N
     for zone, z in current.items():
         seconds, counts = z.seconds, z.counts
         n = int(counts.sum())
-        hist = np.histogram(seconds, bins=[*HISTOGRAM_EDGES_S, np.inf], weights=counts)[0]
+        q1, median, q3, p90 = _quantiles(seconds, counts)
         prev_n = int(previous[zone].counts.sum()) if zone in previous else 0
         row: dict[str, Any] = {
             "zone": zone,
@@ -93,14 +112,14 @@ def zone_dwell(db: Database, scope: Scope, categories: dict[str, str] | None = N
             "visits_change_pct": change(n, prev_n),
             "mean_s": round(z.total / n, 1),
             "min_s": round(z.lowest, 1),
-            "q1_s": _quantile(seconds, counts, 0.25),
-            "median_s": _quantile(seconds, counts, 0.5),
-            "q3_s": _quantile(seconds, counts, 0.75),
-            "p90_s": _quantile(seconds, counts, 0.9),
+            "q1_s": q1,
+            "median_s": median,
+            "q3_s": q3,
+            "p90_s": p90,
             "max_s": round(z.highest, 1),
             "total_dwell_s": round(z.total, 1),
         }
-        row.update({name: int(v) for name, v in zip(BIN_COLUMNS, hist, strict=True)})
+        row.update(zip(BIN_COLUMNS, _binned(seconds, counts), strict=True))
         rows.append(row)
     rows.sort(key=lambda r: (-r["visits"], -r["median_s"], r["zone"]))
     for rank, row in enumerate(rows, start=1):

@@ -180,10 +180,10 @@ def paths(db: Database, scope: Scope) -> Table:
     """The most common zone sequences of a visit (ties in path order)."""
     if scope.raw:
         counted = Counter(PATH_SEP.join(z) for z in _zone_lists(db, scope))
-    else:
-        counted = Counter(rollups.reader(db).paths(scope))
-    visits = sum(counted.values())
-    top = sorted(counted.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_PATHS]
+        visits = sum(counted.values())
+        top = sorted(counted.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_PATHS]
+    else:  # the rollups name only the top sequences (a chain has a long tail of them)
+        top, visits = rollups.reader(db).paths(scope, TOP_PATHS)
     rows = [
         {"rank": i, "path": p, "visits": n, "share": round(n / visits, 4)}
         for i, (p, n) in enumerate(top, start=1)

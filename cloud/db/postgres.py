@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 from sqlparse import lexer, tokens
 
@@ -121,6 +121,18 @@ class PostgresDatabase(Database):
 
     def _fetch(self, cursor: Any) -> list[Row]:
         return cursor.fetchall() if cursor.description else []
+
+    def _query_tuples(
+        self, conn: psycopg.Connection, sql: str, params: Sequence[Any]
+    ) -> list[tuple]:
+        try:
+            with conn.cursor(row_factory=tuple_row) as cursor:
+                cursor.execute(_pg(sql), tuple(params), prepare=False)
+                return cursor.fetchall() if cursor.description else []
+        except psycopg.errors.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from exc
+        except psycopg.errors.DataError as exc:
+            raise DataError(str(exc)) from exc
 
     def _rowcount(self, cursor: Any) -> int:
         return cursor.rowcount

@@ -115,6 +115,20 @@ class SqliteDatabase(Database):
     def _fetch(self, cursor: sqlite3.Cursor) -> list[Row]:
         return [dict(r) for r in cursor.fetchall()]
 
+    def _query_tuples(
+        self, conn: sqlite3.Connection, sql: str, params: Sequence[Any]
+    ) -> list[tuple]:
+        cursor = conn.cursor()
+        cursor.row_factory = None  # plain tuples, not the connection's sqlite3.Row
+        try:
+            return cursor.execute(sql, tuple(params)).fetchall()
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from exc
+        except OverflowError as exc:
+            raise DataError(str(exc)) from exc
+        finally:
+            cursor.close()
+
     def _rowcount(self, cursor: sqlite3.Cursor) -> int:
         return cursor.rowcount
 

@@ -130,7 +130,7 @@ class Deltas:
             for (s, hour), walks in self.walks.items():
                 if store is None or s == store:
                     heat = heat_cells(walks)
-                    if heat[0]:
+                    if heat["n"]:
                         out[(s, hour, "heat")] = heat
         if "checkout" in kinds:
             for key in self.instants.keys() | self.checkout.keys():
@@ -349,17 +349,21 @@ def hours_of(rows: Iterable[Sequence[Any]]) -> set[Key]:
 
 
 # -- heat --------------------------------------------------------------------------------
-Heat = list[Any]  # [samples, [[cx, cy, seconds], ...]]
+Heat = list[Any]  # what the heatmap reads: [samples, [[cx, cy, seconds], ...]]
 
 
-def heat_cells(walks: list[list[Any]]) -> Heat:
+def heat_cells(walks: list[list[Any]]) -> dict[str, Any]:
     """Seconds of presence per 0.5 m cell (integer cell indices) of some floor paths,
-    sampled exactly as the heatmap chart samples them."""
+    sampled exactly as the heatmap chart samples them, as stored: ``n`` samples, ``xy``
+    little-endian int32 cell pairs sorted by (x, y), ``s`` float64 seconds (the store-day
+    format, `chain.sum_heat`). Rows written before were [samples, [[x, y, s], ...]]: every
+    reader takes both (`heat_arrays`); packing spares a Python list per cell, which was the
+    bulk of settling heat."""
     from storelens.cloud.analytics.floor import _points
 
     xy, weights = _points(walks)
     if not len(xy):
-        return [0, []]
+        return {"n": 0, "xy": b"", "s": b""}
     cells = np.floor(xy / CELL_M).astype(np.int64)
     lo = cells.min(axis=0)
     span = cells.max(axis=0) - lo + 1
@@ -367,9 +371,38 @@ def heat_cells(walks: list[list[Any]]) -> Heat:
     flat = (cells[:, 0] - lo[0]) * span[1] + (cells[:, 1] - lo[1])
     seconds = np.bincount(flat, weights=weights, minlength=int(span[0] * span[1]))
     hit = np.flatnonzero(np.bincount(flat, minlength=len(seconds)))
-    xs, ys = hit // span[1] + lo[0], hit % span[1] + lo[1]
-    return [int(len(xy)), [[int(x), int(y), float(s)]
-                           for x, y, s in zip(xs, ys, seconds[hit], strict=True)]]  # fmt: skip
+    pairs = np.stack([hit // span[1] + lo[0], hit % span[1] + lo[1]], axis=1)
+    return {"n": int(len(xy)), "xy": pairs.astype("<i4").tobytes(),
+            "s": seconds[hit].astype("<f8").tobytes()}  # fmt: skip
+
+
+def heat_arrays(value: Any) -> tuple[int, np.ndarray, np.ndarray]:
+    """(samples, (N, 2) int64 cells, N float64 seconds) of a stored heat value: packed
+    (`heat_cells`, and store-days) or the older [samples, [[x, y, s], ...]] of store-hours."""
+    if isinstance(value, dict):
+        xy = np.frombuffer(value["xy"], dtype="<i4").reshape(-1, 2).astype(np.int64)
+        return int(value["n"]), xy, np.frombuffer(value["s"], dtype="<f8")
+    samples, items = value
+    if not items:
+        return int(samples), np.empty((0, 2), dtype=np.int64), np.empty(0)
+    xy = np.array([[x, y] for x, y, _ in items], dtype=np.int64)
+    return int(samples), xy, np.array([v for _, _, v in items], dtype=np.float64)
+
+
+def sum_cells(xy: list[np.ndarray], s: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Cells summed: ((M, 2) distinct cells sorted by (x, y), their seconds). Each cell's
+    seconds are added in the order the parts come (as a dict summing them one by one)."""
+    if not xy or not sum(len(a) for a in s):
+        return np.empty((0, 2), dtype=np.int64), np.empty(0)
+    cells = np.concatenate(xy).astype(np.int64)
+    lo = cells.min(axis=0)
+    span = int(cells[:, 1].max() - lo[1]) + 1
+    # One int64 key per cell, in (x, y) order: a 1-D unique is several times faster than
+    # np.unique(axis=0) on the pairs.
+    keys, inverse = np.unique((cells[:, 0] - lo[0]) * span + (cells[:, 1] - lo[1]),
+                              return_inverse=True)  # fmt: skip
+    seconds = np.bincount(inverse.reshape(-1), weights=np.concatenate(s), minlength=len(keys))
+    return np.stack([keys // span + lo[0], keys % span + lo[1]], axis=1), seconds
 
 
 # -- summing the hours of a chart -----------------------------------------------------
@@ -404,14 +437,17 @@ class DwellHistogram:
 
 def sum_dwell(values: Iterable[dict[str, Any]]) -> dict[str, DwellHistogram]:
     """Sum packed store-hour histograms (`pack_dwell`) into one per zone: all cells are
-    gathered into one array and summed per (zone, second) in one NumPy pass."""
+    joined into one array (one NumPy pass per field, not per value) and summed per (zone,
+    second) with a bincount over the zones x seconds grid (a sort when the grid would be
+    sparse); Python touches only each value's few zone entries."""
     ids: dict[str, int] = {}
     extremes: list[list[float]] = []  # per zone: total, min, max
-    parts: list[np.ndarray] = []
+    remap: list[int] = []  # the global zone of each value's local zones, values one after another
+    bases, buffers = [], []
     for value in values:
         if "cells" not in value:  # written before the packed format: zone -> second -> cell
             value = pack_dwell({z: {int(s): c for s, c in v.items()} for z, v in value.items()})
-        local = []
+        bases.append(len(remap))
         for zone, _, total, lo, hi in value["zones"]:
             g = ids.get(zone)
             if g is None:
@@ -421,23 +457,36 @@ def sum_dwell(values: Iterable[dict[str, Any]]) -> dict[str, DwellHistogram]:
             e[0] += total
             e[1] = min(e[1], lo)
             e[2] = max(e[2], hi)
-            local.append(g)
-        cells = np.frombuffer(value["cells"], dtype="<i4").reshape(-1, 3).astype(np.int64)
-        cells[:, 0] = np.asarray(local, dtype=np.int64)[cells[:, 0]]
-        parts.append(cells)
-    if not parts:
+            remap.append(g)
+        buffers.append(value["cells"])
+    cells = np.frombuffer(b"".join(buffers), dtype="<i4").reshape(-1, 3).astype(np.int64)
+    if not len(cells):
         return {}
-    cells = np.concatenate(parts)
-    keys, inverse = np.unique(cells[:, 0] << 32 | cells[:, 1], return_inverse=True)
-    counts = np.bincount(inverse, weights=cells[:, 2], minlength=len(keys))
-    zone_of = keys >> 32
+    of_value = np.repeat(np.arange(len(buffers)), [len(b) // 12 for b in buffers])
+    zone = np.asarray(remap, dtype=np.int64)[np.asarray(bases, dtype=np.int64)[of_value]
+                                             + cells[:, 0]]  # fmt: skip
+    second, visits = cells[:, 1], cells[:, 2]
+    first = int(second.min())
+    span = int(second.max()) - first + 1
+    if len(ids) * span <= max(4 * len(cells), 1 << 16):  # dense enough for a grid
+        grid = np.bincount(zone * span + (second - first), weights=visits,
+                           minlength=len(ids) * span).reshape(len(ids), span)  # fmt: skip
+        per_zone = []
+        for g in range(len(ids)):
+            hit = np.flatnonzero(grid[g])
+            per_zone.append(((hit + first).astype(float), grid[g, hit]))
+    else:
+        keys, inverse = np.unique(zone * span + (second - first), return_inverse=True)
+        counts = np.bincount(inverse.reshape(-1), weights=visits, minlength=len(keys))
+        zone_of = keys // span
+        per_zone = [((keys[pick] % span + first).astype(float), counts[pick])
+                    for pick in (zone_of == g for g in range(len(ids)))]  # fmt: skip
     out = {}
-    for zone, g in ids.items():
-        pick = zone_of == g
-        if pick.any():
+    for name, g in ids.items():
+        seconds, counts = per_zone[g]
+        if len(seconds):
             total, lo, hi = extremes[g]
-            out[zone] = DwellHistogram((keys[pick] & 0xFFFFFFFF).astype(float), counts[pick],
-                                       total, lo, hi)  # fmt: skip
+            out[name] = DwellHistogram(seconds, counts, total, lo, hi)
     return out
 
 

@@ -27,7 +27,7 @@ needs `storelens cloud rollups rebuild` (its older day rows are in its former gr
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -104,9 +104,10 @@ def affected(
 def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
     """Recompute, in the caller's transaction, the day rows the store hours fall in, from
     the per-store rows (which the caller has just written)."""
-    from storelens.cloud.analytics.rollups.sql import decode, encode
+    from storelens.cloud.analytics.rollups.sql import decode, encode, path_ids
 
     groups = store_groups(db)
+    known: dict[str, int] = {}  # path ids looked up by this refresh (every day and offset)
     for (offset, day), wanted in sorted(affected(hours, groups).items()):
         lo, hi = day - offset, day - offset + DAY_S
         per_group = {g: _empty() for g in wanted if not g.startswith(STORE)}
@@ -165,6 +166,9 @@ def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
         for g in sorted(wanted):
             values = _finished(per_store[g], offset, day) if g in per_store else _summed(
                 per_group[g], day)  # fmt: skip
+            if "paths" in values:
+                values["paths"] = pack_paths(values["paths"], path_ids(db, values["paths"],
+                                                                       known))  # fmt: skip
             for kind, value in values.items():
                 rows.append((g, offset, day, kind, encode(value)))
         db.executemany(
@@ -181,11 +185,12 @@ def _add_store_hour(acc: dict[str, Any], kind: str, h: int, value: Any) -> None:
         acc.setdefault(kind, []).extend(value)
         return
     if kind == "heat":
-        heat = acc.setdefault("heat", [0, {}])
-        heat[0] += value[0]
-        cells = heat[1]
-        for x, y, seconds in value[1]:
-            cells[(x, y)] = cells.get((x, y), 0.0) + seconds
+        heat = acc.setdefault("heat", [0, [], []])
+        samples, xy, seconds = aggregate.heat_arrays(value)
+        heat[0] += samples
+        if len(seconds):
+            heat[1].append(xy)
+            heat[2].append(seconds)
         return
     cell = acc.setdefault("checkout", {}).setdefault(str(h), {"q": [0, 0, None], "z": {}})
     merge_checkout(cell, value)
@@ -200,8 +205,8 @@ def _finished(acc: dict[str, Any], offset: int, day: int) -> dict[str, Any]:
     if "tryons" in out:
         out["tryons"] = tryon_day(out["tryons"], offset, day)
     if "heat" in out:
-        samples, cells = out["heat"]
-        out["heat"] = pack_heat(samples, cells)
+        samples, xy, seconds = out["heat"]
+        out["heat"] = pack_heat(samples, *aggregate.sum_cells(xy, seconds))
     return out
 
 
@@ -228,34 +233,28 @@ def tryon_day(entries: list[list[Any]], offset: int, day: int) -> dict[str, Any]
     }
 
 
-def pack_heat(samples: int, cells: dict[tuple[int, int], float]) -> dict[str, Any]:
+def pack_heat(samples: int, xy: np.ndarray, seconds: np.ndarray) -> dict[str, Any]:
     """Heat cells as stored in a store-day: ``n`` samples, ``xy`` little-endian int32 pairs
-    (cell indices, sorted) and ``s`` float64 seconds, so that summing days is one NumPy pass."""
-    keys = sorted(cells)
-    return {"n": int(samples), "xy": np.array(keys, dtype="<i4").reshape(-1, 2).tobytes(),
-            "s": np.array([cells[k] for k in keys], dtype="<f8").tobytes()}  # fmt: skip
+    (cell indices, sorted) and ``s`` float64 seconds, so that summing days is one NumPy pass
+    (the format of store-hours too, `aggregate.heat_cells`)."""
+    return {"n": int(samples), "xy": np.asarray(xy, dtype="<i4").reshape(-1, 2).tobytes(),
+            "s": np.asarray(seconds, dtype="<f8").tobytes()}  # fmt: skip
 
 
 def sum_heat(days: list[dict[str, Any]], hours: list[Any]) -> list[Any]:
-    """[samples, [[cx, cy, seconds], ...] sorted] of packed store-days and hour values."""
-    samples = sum(int(d["n"]) for d in days) + sum(int(h[0]) for h in hours)
-    xy = [np.frombuffer(d["xy"], dtype="<i4").reshape(-1, 2) for d in days]
-    s = [np.frombuffer(d["s"], dtype="<f8") for d in days]
-    for _, items in hours:
-        if items:
-            xy.append(np.array([[x, y] for x, y, _ in items], dtype="<i4"))
-            s.append(np.array([v for _, _, v in items], dtype="<f8"))
-    if not xy or not sum(len(a) for a in s):
+    """[samples, [[cx, cy, seconds], ...] sorted] of packed store-days and store-hour
+    values (packed, or the older lists: `aggregate.heat_arrays`)."""
+    samples, xy, s = 0, [], []
+    for value in [*days, *hours]:
+        n, cells, seconds = aggregate.heat_arrays(value)
+        samples += n
+        if len(seconds):
+            xy.append(cells)
+            s.append(seconds)
+    cells, seconds = aggregate.sum_cells(xy, s)
+    if not len(seconds):
         return [samples, []]
-    cells = np.concatenate(xy).astype(np.int64)
-    lo = cells.min(axis=0)
-    span = int(cells[:, 1].max() - lo[1]) + 1
-    # One int64 key per cell, in (x, y) order: a 1-D unique is several times faster than
-    # np.unique(axis=0) on the pairs.
-    keys, inverse = np.unique((cells[:, 0] - lo[0]) * span + (cells[:, 1] - lo[1]),
-                              return_inverse=True)  # fmt: skip
-    seconds = np.bincount(inverse.reshape(-1), weights=np.concatenate(s), minlength=len(keys))
-    xs, ys = (keys // span + lo[0]).tolist(), (keys % span + lo[1]).tolist()
+    xs, ys = cells[:, 0].tolist(), cells[:, 1].tolist()
     return [samples, [[x, y, v] for x, y, v in zip(xs, ys, seconds.tolist(), strict=True)]]
 
 
@@ -407,6 +406,60 @@ def _summed(acc: dict[str, Any], day: int) -> dict[str, Any]:
                 aggregate.merge_counter(merged, value)
             out[kind] = merged
     return out
+
+
+def pack_paths(visits: dict[str, int], ids: dict[str, int]) -> bytes:
+    """A group-day's visits per zone sequence as stored: little-endian int64 pairs (the
+    sequence's id in ``rollup_paths``, visits) sorted by id, so that summing days is one
+    NumPy pass (`top_paths`). Day rows written before are a dict of sequence -> visits."""
+    pairs = sorted((ids[p], n) for p, n in visits.items())
+    return np.array(pairs, dtype="<i8").reshape(-1, 2).tobytes()
+
+
+def _kth_largest(values: np.ndarray, k: int) -> int:
+    return int(np.partition(values, len(values) - k)[len(values) - k]) if len(values) >= k else 0
+
+
+def top_paths(
+    values: Iterable[Any], top: int, names: Callable[[list[int]], dict[int, str]]
+) -> tuple[list[tuple[str, int]], int]:
+    """The ``top`` zone sequences with the most visits (ties by sequence) of day values
+    (`pack_paths`) and sequence -> visits counters (store-hours, dirty hours, day rows of
+    the older format), and the visits of all; ``names(ids)`` -> {id: sequence}.
+
+    Packed visits are summed per id in NumPy. Only ids that can reach the top are named: an
+    id's total is at most its packed visits plus the largest counter total, and at least
+    ``top`` sequences have a total of at least the ``top``-th largest packed (or counter)
+    total, L. So every sequence whose total reaches L is either a named id (exact) or only
+    in the counters (exact); any other sequence is short of L, also when its counter part
+    is ranked without its packed part."""
+    packed: list[bytes] = []
+    counted: dict[str, int] = {}
+    for value in values:
+        if isinstance(value, bytes):
+            packed.append(value)
+        else:
+            aggregate.merge_counter(counted, value)
+    ids = visits = np.empty(0, dtype=np.int64)
+    pairs = np.frombuffer(b"".join(packed), dtype="<i8").reshape(-1, 2)
+    if len(pairs):
+        ids, inverse = np.unique(pairs[:, 0], return_inverse=True)
+        visits = np.bincount(inverse.reshape(-1), weights=pairs[:, 1], minlength=len(ids))
+        visits = np.rint(visits).astype(np.int64)  # exact: sums of integers below 2**53
+    extra = np.fromiter(counted.values(), dtype=np.int64, count=len(counted))
+    total = int(visits.sum()) + int(extra.sum())
+    reach = max(_kth_largest(visits, top), _kth_largest(extra, top))
+    most = int(extra.max()) if len(extra) else 0
+    pick = np.flatnonzero(visits + most >= reach)
+    merged = dict(counted)
+    if len(pick):
+        named = names(ids[pick].tolist())
+        for i, n in zip(ids[pick].tolist(), visits[pick].tolist(), strict=True):
+            p = named[i]
+            merged[p] = merged.get(p, 0) + n
+    ranked = sorted(((p, n) for p, n in merged.items() if n >= reach),
+                    key=lambda kv: (-kv[1], kv[0]))  # fmt: skip
+    return ranked[:top], total
 
 
 def pack_histograms(per_zone: dict[str, aggregate.DwellHistogram]) -> dict[str, Any]:

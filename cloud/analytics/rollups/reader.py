@@ -52,6 +52,9 @@ class SqlRollups:
             marks = {(r["store"], int(r["ts"]))
                      for r in self.db.query(f"SELECT store, ts FROM rollup_dirty WHERE {where}",
                                             params)}  # fmt: skip
+            if not marks:  # all settled (the usual case): no store or fitting-room lookups
+                cache[key] = aggregate.Deltas()
+                return cache[key]
             buckets = {(s, b) for s, b in aggregate.buckets_of(marks, store_phases(self.db))
                        if scope.contains(s, b)}  # fmt: skip
             cache[key] = deltas_for(self.db, buckets)
@@ -316,12 +319,13 @@ class SqlRollups:
             aggregate.merge_counter(merged, value)
         return merged
 
-    def paths(self, scope: Any) -> dict[str, int]:
-        """Zone sequence (joined by ``PATH_SEP``) -> visits."""
-        merged: dict[str, int] = {}
-        for value in self._summed("paths", scope):
-            aggregate.merge_counter(merged, value)
-        return merged
+    def paths(self, scope: Any, top: int) -> tuple[list[tuple[str, int]], int]:
+        """The ``top`` zone sequences (joined by ``PATH_SEP``) with the most visits, ties by
+        sequence, and the visits of all sequences."""
+        from storelens.cloud.analytics.rollups.sql import path_names
+
+        return chain.top_paths(self._summed("paths", scope), top,
+                               lambda ids: path_names(self.db, ids))  # fmt: skip
 
     def totals(self, scope: Any, seconds: int) -> dict[int, dict[str, int]]:
         """Local bucket of ``seconds`` -> entrances, visits and visitors summed over the

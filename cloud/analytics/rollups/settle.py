@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
+from typing import Any
 
 from storelens.cloud.analytics.rollups import aggregate, sql
 from storelens.cloud.db import Database
@@ -22,7 +23,6 @@ from storelens.cloud.ingest.events import EVENT_COLUMNS
 QUIET_S = 120.0
 HOUR_S = aggregate.HOUR_S
 DAY_S = 86_400
-_COLUMNS = ", ".join(EVENT_COLUMNS)
 _TYPES = ", ".join(f"'{t}'" for t in aggregate.ROLLED_TYPES)
 
 
@@ -88,30 +88,43 @@ def staff_column() -> str:
     return f"CASE WHEN {shoppers_only()} THEN 0 ELSE 1 END AS staff"
 
 
+# The columns `aggregate.add_rows` reads; the others are selected as NULL, so rows keep the
+# `EVENT_COLUMNS` positions it indexes without fetching what it never reads.
+_READ = {"store", "type", "ts", "visit_id", "member", "zone", "line", "direction", "dwell_s",
+         "payload"}  # fmt: skip
+_READ_COLUMNS = ", ".join(c if c in _READ else "NULL" for c in EVENT_COLUMNS)
+
+
 def raw_rows(
     db: Database, hours: set[tuple[str, int]], phases: dict[str, int] | None = None
 ) -> list[tuple]:
     """The raw ``events`` rows of some (store, hour bucket) pairs, one query per UTC day,
-    each with the staff flag appended."""
+    each with the staff flag appended (columns `aggregate` does not read are None)."""
     phases = phases or {}
-    per_day: dict[int, set[str]] = defaultdict(set)
+    per_day: dict[int, list[Any]] = {}  # day -> [stores, first hour, last hour]
     for store, hour in hours:
-        per_day[hour // DAY_S * DAY_S].add(store)
+        day = hour // DAY_S * DAY_S
+        span = per_day.get(day)
+        if span is None:
+            per_day[day] = [{store}, hour, hour]
+        else:
+            span[0].add(store)
+            span[1] = min(span[1], hour)
+            span[2] = max(span[2], hour)
     out: list[tuple] = []
-    for day, stores in sorted(per_day.items()):
-        lo = min(h for s, h in hours if h // DAY_S * DAY_S == day)
-        hi = max(h for s, h in hours if h // DAY_S * DAY_S == day) + HOUR_S
+    for _, (stores, lo, hi) in sorted(per_day.items()):
         marks = ", ".join("?" for _ in stores)
-        for r in db.query(
+        rows = db.query_tuples(
             # type first: the events index is (type, ts), there is none on store
-            f"SELECT {_COLUMNS}, {staff_column()} FROM events WHERE type IN ({_TYPES})"
+            f"SELECT {_READ_COLUMNS}, {staff_column()} FROM events WHERE type IN ({_TYPES})"
             f" AND ts >= ? AND ts < ? AND store IN ({marks})",
-            [lo, hi, *sorted(stores)],
-        ):
-            row = (*(r[c] for c in EVENT_COLUMNS), r["staff"])
-            p = phases.get(row[1], 0)
-            if (row[1], int((row[5] - p) // HOUR_S) * HOUR_S + p) in hours:
-                out.append(row)
+            [lo, hi + HOUR_S, *sorted(stores)],
+        )
+        if phases:
+            out += [r for r in rows if (r[1], int((r[5] - phases.get(r[1], 0)) // HOUR_S)
+                                        * HOUR_S + phases.get(r[1], 0)) in hours]  # fmt: skip
+        else:
+            out += [r for r in rows if (r[1], int(r[5] // HOUR_S) * HOUR_S) in hours]
     return out
 
 

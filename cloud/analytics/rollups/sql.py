@@ -10,6 +10,7 @@ rows.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -74,6 +75,17 @@ MIGRATIONS = migrations(
         """
         CREATE INDEX rollup_days_built ON rollup_days (kind, ts, grp, utc_offset, data)
             WHERE kind = 'built'
+        """,
+        # The zone sequences of the paths chart, one id each (`path_ids`): day rows count
+        # visits per id, so a chart sums integer arrays and looks up only the names it shows.
+        # Unique on a digest of the sequence, not on the text: PostgreSQL's B-tree entries
+        # are limited to ~2.7 kB, and a long walk's sequence may be longer.
+        """
+        CREATE TABLE rollup_paths (
+            id {ID},
+            digest {BLOB} NOT NULL UNIQUE,
+            path TEXT NOT NULL
+        )
         """,
     ],
 )
@@ -147,6 +159,60 @@ def forget_member(db: Database, token: str) -> int:
     """Delete a member's rows (forget-me): no rollup keeps the pseudonym afterwards. The
     hours stay equal to a recompute, since the member's events are unlinked with it."""
     return db.execute("DELETE FROM rollup_members WHERE member = ?", (token,))
+
+
+def _digest(path: str) -> bytes:
+    return hashlib.blake2b(path.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def path_ids(db: Database, paths: Iterable[str], known: dict[str, int] | None = None
+             ) -> dict[str, int]:  # fmt: skip
+    """The id of each zone sequence in ``rollup_paths``, adding those not there yet, in the
+    caller's transaction. Exactly once: the digest is unique, a concurrent writer's insert of
+    the same sequence makes ours do nothing (PostgreSQL waits for it to commit first), and
+    both then read the one id. Looked up before inserting, so PostgreSQL's sequence does not
+    advance for sequences already known. ``known``: ids found earlier in this transaction
+    (updated in place)."""
+    known = {} if known is None else known
+    wanted = sorted({p for p in paths if p not in known}, key=_digest)  # one lock order
+    for attempt in range(2):
+        for i in range(0, len(wanted), 500):  # bounded IN lists
+            chunk = [_digest(p) for p in wanted[i : i + 500]]
+            marks = ", ".join("?" for _ in chunk)
+            for r in db.query(
+                f"SELECT id, path FROM rollup_paths WHERE digest IN ({marks})", chunk
+            ):
+                known[r["path"]] = int(r["id"])
+        wanted = [p for p in wanted if p not in known]
+        if not wanted or attempt:
+            break
+        db.executemany(
+            "INSERT INTO rollup_paths (digest, path) VALUES (?, ?) ON CONFLICT (digest) DO NOTHING",
+            [(_digest(p), p) for p in wanted],
+        )
+    if wanted:  # two sequences with one 128-bit digest: not expected in this universe
+        raise RuntimeError(f"rollup_paths: digest collision for {wanted[0]!r}")
+    return known
+
+
+def path_names(db: Database, ids: Iterable[int]) -> dict[int, str]:
+    """id -> zone sequence of some ``rollup_paths`` ids."""
+    wanted = sorted(set(ids))
+    out: dict[int, str] = {}
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        for r in db.query(
+            f"SELECT id, path FROM rollup_paths WHERE id IN ({', '.join('?' for _ in chunk)})",
+            chunk,
+        ):
+            out[int(r["id"])] = r["path"]
+    missing = set(wanted) - out.keys()
+    if missing:
+        raise RuntimeError(
+            f"rollup_paths lacks {len(missing)} path id(s) the day rows use:"
+            " run `storelens cloud rollups rebuild`"
+        )
+    return out
 
 
 def map_values(
