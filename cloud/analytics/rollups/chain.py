@@ -498,9 +498,11 @@ class Plan:
     """What a chain-wide scope reads: day rows of clean (group, day) pairs, and per-store
     sub-scopes for the rest."""
 
-    def __init__(self, values: dict[str, list[Any]], rest: list[Any]) -> None:
+    def __init__(self, values: dict[str, list[Any]], rest: list[Any], clean: bool = False) -> None:
         self.values = values  # kind -> decoded day values
         self.rest = rest  # store-scoped Scopes to read per store
+        # No dirty hour within two days of the scope: none in any of ``rest`` either.
+        self.clean = clean
 
 
 def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
@@ -520,10 +522,11 @@ def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
     days = range(first, last + 1, DAY_S)
     # Dirty UTC hours: the group's local days they (and the buckets they overlap) touch.
     unclean: set[tuple[str, int]] = set()
-    for r in db.query(
+    dirty = db.query(
         "SELECT store, ts FROM rollup_dirty WHERE ts >= ? AND ts < ?",
         (first - 2 * DAY_S, last + 3 * DAY_S),
-    ):
+    )
+    for r in dirty:
         g = groups.get(r["store"])
         if g is None:
             return None
@@ -532,12 +535,19 @@ def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
     built: set[tuple[str, int]] = set()
     found: list[tuple[str, int, str, Any]] = []
     read = sorted({"counts", *kinds})
-    offsets = sorted({*offset_of.values(), 0})  # 0: the UNKNOWN group's rows
+    # Only each group's rows at the scope's offset (a group has rows for every offset its
+    # zone takes): the others' values would cross the wire to be dropped (dwell's are the
+    # largest). 0: the UNKNOWN group's rows.
+    by_offset: dict[int, set[str]] = defaultdict(set, {0: {UNKNOWN}})
+    for g, o in offset_of.items():
+        by_offset[o].add(g)
+    pairs = sorted((o, sorted(gs)) for o, gs in by_offset.items())
+    where = " OR ".join(f"(utc_offset = ? AND grp IN ({', '.join('?' for _ in gs)}))"
+                        for _, gs in pairs)  # fmt: skip
     for r in db.query(
         "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-        f" AND kind IN ({', '.join('?' for _ in read)})"
-        f" AND utc_offset IN ({', '.join('?' for _ in offsets)})",
-        (first, last, *read, *offsets),
+        f" AND kind IN ({', '.join('?' for _ in read)}) AND ({where})",
+        (first, last, *read, *(p for o, gs in pairs for p in (o, *gs))),
     ):
         g, day = r["grp"], int(r["ts"])
         if g == UNKNOWN:
@@ -551,7 +561,9 @@ def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
     for g, day, kind, data in found:
         if (g, day) in built:
             values[kind].append(decode(bytes(data)))
-    rest = []
+    # Runs of days not built, per group; the groups with the same run share one sub-scope
+    # (each store keeps its own offset in it): one read for them all, not one per time zone.
+    runs: dict[tuple[int, int], set[str]] = defaultdict(set)
     for g, stores in sorted(members.items()):
         run: list[int] = []
         for day in [*days, None]:
@@ -559,10 +571,11 @@ def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
                 run.append(day)
                 continue
             if run:
-                rest.append(replace(scope, start=_day_date(run[0]), end=_day_date(run[-1]),
-                                    stores=tuple(sorted(stores))))  # fmt: skip
+                runs[(run[0], run[-1])].update(stores)
                 run = []
-    return Plan(dict(values), rest)
+    rest = [replace(scope, start=_day_date(lo), end=_day_date(hi), stores=tuple(sorted(stores)))
+            for (lo, hi), stores in sorted(runs.items())]  # fmt: skip
+    return Plan(dict(values), rest, clean=not dirty)
 
 
 class StorePlan:

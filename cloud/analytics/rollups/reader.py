@@ -37,14 +37,15 @@ class SqlRollups:
     def _dirty(self, scope: Any) -> aggregate.Deltas:
         """What the dirty hours in ``scope`` add up to, from their raw events."""
         cache = self.__dict__.setdefault("_dirty_cache", {})
-        key = (scope.start, scope.end, scope.stores, scope.hour_from, scope.hour_to)
+        key = self._dirty_key(scope)
         if key not in cache:
             from storelens.cloud.analytics.rollups.settle import deltas_for, store_phases
 
             # Marks are UTC hours and may straddle the scope's edge by one: widen, then keep
             # the buckets inside the scope.
-            lo = datetime.combine(scope.start, time(), UTC).timestamp() - DAY_S
-            hi = datetime.combine(scope.end, time(), UTC).timestamp() + 2 * DAY_S
+            # (integers: a float bound would not use PostgreSQL's index on the BIGINT ts)
+            lo = int(datetime.combine(scope.start, time(), UTC).timestamp()) - DAY_S
+            hi = int(datetime.combine(scope.end, time(), UTC).timestamp()) + 2 * DAY_S
             where, params = "ts >= ? AND ts < ?", [lo, hi]
             if scope.stores:
                 where += f" AND store IN ({', '.join('?' for _ in scope.stores)})"
@@ -61,6 +62,19 @@ class SqlRollups:
         return cache[key]
 
     @staticmethod
+    def _dirty_key(scope: Any) -> tuple[Any, ...]:
+        return (scope.start, scope.end, scope.stores, scope.hour_from, scope.hour_to)
+
+    def _rest(self, plan: chain.Plan) -> list[Any]:
+        """The plan's per-store sub-scopes; when the plan saw no dirty hour near the scope,
+        they are known to have none (no dirty-hours query per sub-scope)."""
+        if plan.clean:
+            cache = self.__dict__.setdefault("_dirty_cache", {})
+            for sub in plan.rest:
+                cache.setdefault(self._dirty_key(sub), aggregate.Deltas())
+        return plan.rest
+
+    @staticmethod
     def _local(scope: Any, store: str, hour: int, seconds: int) -> int:
         """The local bucket of ``seconds`` an hour falls in (as `Scope.bucket` in SQL)."""
         local = hour + int(scope.offsets.get(store, 0) or 0)
@@ -74,7 +88,7 @@ class SqlRollups:
             out = [{"store": store, "b": value["d"], "entrances": e, "visits": v}
                    for value in plan.values.get("counts", [])
                    for store, (e, v) in value["s"].items() if e or v]  # fmt: skip
-            for sub in plan.rest:
+            for sub in self._rest(plan):
                 out += self.counts(sub, seconds)
             return out
         bucket, bucket_params = scope.bucket(seconds)
@@ -304,7 +318,7 @@ class SqlRollups:
         if plan is None:
             return self._maps(kind, scope)
         values = list(plan.values.get(kind, []))
-        for sub in plan.rest:
+        for sub in self._rest(plan):
             values += self._maps(kind, sub)
         return values
 
@@ -338,7 +352,7 @@ class SqlRollups:
             days: list[Any] = []
         else:
             days = plan.values.get("counts", [])
-            for sub in plan.rest:
+            for sub in self._rest(plan):
                 rows += self.counts(sub, seconds)
         door = {r["store"] for r in rows if r["entrances"]}
         for value in days:
