@@ -26,6 +26,7 @@ needs `storelens cloud rollups rebuild` (its older day rows are in its former gr
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -101,63 +102,123 @@ def affected(
     return out
 
 
-def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
-    """Recompute, in the caller's transaction, the day rows the store hours fall in, from
-    the per-store rows (which the caller has just written)."""
-    from storelens.cloud.analytics.rollups.sql import decode, encode, path_ids
+class _Span:
+    """The per-store rows one refresh reads for a run of overlapping day windows, each read
+    and decoded once, sorted by (ts, store, kind): a day is recomputed for every UTC offset
+    its zone takes and from each UTC day of hours settled, so the windows overlap and reading
+    per window read (and decoded) most rows several times."""
 
-    groups = store_groups(db)
-    known: dict[str, int] = {}  # path ids looked up by this refresh (every day and offset)
-    for (offset, day), wanted in sorted(affected(hours, groups).items()):
-        lo, hi = day - offset, day - offset + DAY_S
-        per_group = {g: _empty() for g in wanted if not g.startswith(STORE)}
-        for r in db.query(
-            "SELECT store, ts, metric, n FROM rollup_counts WHERE ts >= ? AND ts < ?"
-            " AND metric IN ('entrances', 'visits')",
-            (lo, hi),
-        ):
-            acc = per_group.get(groups.get(r["store"], UNKNOWN))
-            if acc is not None:
-                h = (int(r["ts"]) - lo) // HOUR_S
-                cell = acc["counts"].setdefault(r["store"], {}).setdefault(h, [0, 0])
-                cell[0 if r["metric"] == "entrances" else 1] += int(r["n"])
-        for r in db.query(
-            f"SELECT store, kind, data FROM rollup_maps WHERE ts >= ? AND ts < ?"
-            f" AND kind IN ({', '.join('?' for _ in KINDS)})",
-            (lo, hi, *KINDS),
-        ):
-            acc = per_group.get(groups.get(r["store"], UNKNOWN))
-            if acc is not None:
-                acc[r["kind"]].append(decode(bytes(r["data"])))
-        per_store: dict[str, dict[str, Any]] = {
-            g: {"built": [0, 0, 0, BUILT_FORMAT]} for g in wanted if g.startswith(STORE)
-        }
-        stores = sorted(g[len(STORE) :] for g in per_store)
+    def __init__(self, db: Database, lo: int, hi: int, stores: list[str]) -> None:
+        from storelens.cloud.analytics.rollups.sql import decode
+
+        self.lo, self.hi = lo, hi
+        # Every store's counts and zone maps (the group sums), the wanted stores' others.
+        self.counts = sorted(db.query_tuples(
+            "SELECT ts, store, metric, n FROM rollup_counts WHERE ts >= ? AND ts < ?"
+            " AND metric IN ('entrances', 'visits', 'visits_ended')", (lo, hi)))  # fmt: skip
+        maps = [
+            (ts, store, kind, decode(bytes(data)))
+            for ts, store, kind, data in db.query_tuples(
+                "SELECT ts, store, kind, data FROM rollup_maps WHERE ts >= ? AND ts < ?"
+                f" AND kind IN ({', '.join('?' for _ in KINDS)})",
+                (lo, hi, *KINDS),
+            )
+        ]
+        members: list[tuple] = []
         for i in range(0, len(stores), 500):  # bounded IN lists
             chunk = stores[i : i + 500]
             marks = ", ".join("?" for _ in chunk)
-            # "built": [finished visits, member visits, distinct members] of the store-day
-            # (counts only: forget-me recomputes the member's hours, and so these).
-            for r in db.query(
-                "SELECT store, SUM(n) AS n FROM rollup_counts WHERE ts >= ? AND ts < ?"
-                f" AND metric = 'visits_ended' AND store IN ({marks}) GROUP BY store",
-                (lo, hi, *chunk),
-            ):
-                per_store[STORE + r["store"]]["built"][0] = int(r["n"])
-            for r in db.query(
-                "SELECT store, SUM(visits) AS v, COUNT(DISTINCT member) AS m FROM rollup_members"
-                f" WHERE ts >= ? AND ts < ? AND store IN ({marks}) GROUP BY store",
-                (lo, hi, *chunk),
-            ):
-                per_store[STORE + r["store"]]["built"][1:3] = [int(r["v"]), int(r["m"])]
-            for r in db.query(
-                "SELECT store, ts, kind, data FROM rollup_maps WHERE ts >= ? AND ts < ?"
-                f" AND kind IN ({', '.join('?' for _ in STORE_KINDS)})"
-                f" AND store IN ({', '.join('?' for _ in chunk)})",
-                (lo, hi, *STORE_KINDS, *chunk),
-            ):
-                _add_store_hour(per_store[STORE + r["store"]], r["kind"], (int(r["ts"]) - lo)
-                                // HOUR_S, decode(bytes(r["data"])))  # fmt: skip
+            members += db.query_tuples(
+                "SELECT ts, store, member, visits FROM rollup_members WHERE ts >= ? AND ts < ?"
+                f" AND store IN ({marks})", (lo, hi, *chunk))  # fmt: skip
+            maps += [
+                (ts, store, kind, decode(bytes(data)))
+                for ts, store, kind, data in db.query_tuples(
+                    "SELECT ts, store, kind, data FROM rollup_maps WHERE ts >= ?"
+                    f" AND ts < ? AND kind IN ({', '.join('?' for _ in STORE_KINDS)})"
+                    f" AND store IN ({marks})",
+                    (lo, hi, *STORE_KINDS, *chunk),
+                )
+            ]
+        self.maps = sorted(maps, key=lambda r: r[:3])
+        self.members = sorted(members)
+        self._ts = {
+            name: [int(r[0]) for r in rows]
+            for name, rows in (
+                ("counts", self.counts),
+                ("maps", self.maps),
+                ("members", self.members),
+            )
+        }
+
+    def rows(self, name: str, lo: int, hi: int) -> list[tuple]:
+        """The ``name`` rows with lo <= ts < hi."""
+        ts = self._ts[name]
+        return getattr(self, name)[bisect_left(ts, lo) : bisect_left(ts, hi)]
+
+
+def _spans(db: Database, windows: list[tuple[int, int]], stores: list[str]) -> list[_Span]:
+    """`_Span` reads covering ``windows`` (UTC [lo, hi) pairs), one per run of windows that
+    overlap or touch (so scattered days are not read with all the days between them)."""
+    runs: list[list[int]] = []
+    for lo, hi in sorted(windows):
+        if runs and lo <= runs[-1][1]:
+            runs[-1][1] = max(runs[-1][1], hi)
+        else:
+            runs.append([lo, hi])
+    return [_Span(db, lo, hi, stores) for lo, hi in runs]
+
+
+def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
+    """Recompute, in the caller's transaction, the day rows the store hours fall in, from
+    the per-store rows (which the caller has just written): the rows of all the days are
+    read at once (`_Span`), each day is then summed from its slice."""
+    from storelens.cloud.analytics.rollups.sql import encode, path_ids
+
+    groups = store_groups(db)
+    known: dict[str, int] = {}  # path ids looked up by this refresh (every day and offset)
+    plan = sorted(affected(hours, groups).items())
+    windows = [(day - offset, day - offset + DAY_S) for (offset, day), _ in plan]
+    wanted_stores = sorted({g[len(STORE) :] for _, w in plan for g in w if g.startswith(STORE)})
+    spans = _spans(db, windows, wanted_stores)
+    for (offset, day), wanted in plan:
+        lo, hi = day - offset, day - offset + DAY_S
+        span = next(x for x in spans if x.lo <= lo and hi <= x.hi)
+        per_group = {g: _empty() for g in wanted if not g.startswith(STORE)}
+        per_store: dict[str, dict[str, Any]] = {
+            g: {"built": [0, 0, 0, BUILT_FORMAT]} for g in wanted if g.startswith(STORE)
+        }
+        for ts, store, metric, n in span.rows("counts", lo, hi):
+            if metric == "visits_ended":
+                # "built": [finished visits, member visits, distinct members] of the
+                # store-day (counts only: forget-me recomputes the member's hours, and so
+                # these).
+                one = per_store.get(STORE + store)
+                if one is not None:
+                    one["built"][0] += int(n)
+                continue
+            acc = per_group.get(groups.get(store, UNKNOWN))
+            if acc is not None:
+                h = (int(ts) - lo) // HOUR_S
+                cell = acc["counts"].setdefault(store, {}).setdefault(h, [0, 0])
+                cell[0 if metric == "entrances" else 1] += int(n)
+        distinct: dict[str, set[str]] = defaultdict(set)
+        for _, store, member, visits in span.rows("members", lo, hi):
+            one = per_store.get(STORE + store)
+            if one is not None:
+                one["built"][1] += int(visits)
+                distinct[store].add(member)
+        for store, seen in distinct.items():
+            per_store[STORE + store]["built"][2] = len(seen)
+        for ts, store, kind, value in span.rows("maps", lo, hi):
+            if kind in STORE_KINDS:
+                one = per_store.get(STORE + store)
+                if one is not None:
+                    _add_store_hour(one, kind, (int(ts) - lo) // HOUR_S, value)
+                continue
+            acc = per_group.get(groups.get(store, UNKNOWN))
+            if acc is not None:
+                acc[kind].append(value)
         db.executemany(
             "DELETE FROM rollup_days WHERE grp = ? AND utc_offset = ? AND ts = ?",
             [(g, offset, day) for g in sorted(wanted)],
