@@ -322,7 +322,7 @@ def sum_heat(days: list[dict[str, Any]], hours: list[Any]) -> list[Any]:
 def pack_checkout(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """A store-day's checkout cells (local hour of the day -> ``q``, ``z``, as
     `merge_checkout` adds them) as arrays, so that a period's days are summed in a few NumPy
-    passes (`unpack_checkouts`) rather than cell by cell: ``k`` the zone-and-kind keys,
+    passes (`checkout_times._Parts`) rather than cell by cell: ``k`` the zone-and-kind keys,
     ``q`` int64 rows (hour, instants, sum, max), ``c`` int64 (hour, key, stays), ``w`` and
     ``s`` float64 (hour, key, seconds) of every wait and service time."""
     keys = sorted({k for cell in cells.values() for k in cell["z"]})
@@ -343,72 +343,6 @@ def pack_checkout(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "w": np.array(w, dtype="<f8").reshape(-1, 3).tobytes(),
         "s": np.array(sv, dtype="<f8").reshape(-1, 3).tobytes(),
     }
-
-
-def unpack_checkouts(days: list[tuple[str, int, dict[str, Any]]]) -> dict[tuple[str, int], Any]:
-    """(store, local hour of the day) -> ``q``, ``z`` (as `merge_checkout` builds them) of
-    packed store-days (`pack_checkout`): every array of every day is joined once, and cells
-    are grouped with NumPy; Python touches each (store, hour, key) once, whatever the days."""
-    if not days:
-        return {}
-    stores = sorted({store for store, _, _ in days})
-    store_id = {s: i for i, s in enumerate(stores)}
-    keys: dict[str, int] = {}
-    base, remap = [], []
-    for _, _, value in days:
-        base.append(len(remap))
-        remap += [keys.setdefault(k, len(keys)) for k in value["k"]]
-    names = list(keys)
-    day_store = np.array([store_id[store] for store, _, _ in days], dtype=np.int64)
-    day_base = np.array(base, dtype=np.int64)
-    global_key = np.array(remap or [0], dtype=np.int64)
-
-    def joined(field: str, dtype: str, width: int) -> tuple[np.ndarray, np.ndarray]:
-        parts = [value[field] for _, _, value in days]
-        rows = np.frombuffer(b"".join(parts), dtype=dtype).reshape(-1, width)
-        size = np.dtype(dtype).itemsize * width
-        of_day = np.repeat(np.arange(len(days)), [len(p) // size for p in parts])
-        return rows, of_day
-
-    out: dict[tuple[str, int], Any] = {}
-    q, of_day = joined("q", "<i8", 4)
-    if len(q):
-        cell = day_store[of_day] * 24 + q[:, 0]
-        ids, inverse = np.unique(cell, return_inverse=True)
-        n = np.bincount(inverse, weights=q[:, 1], minlength=len(ids))
-        total = np.bincount(inverse, weights=q[:, 2], minlength=len(ids))
-        top = np.full(len(ids), np.iinfo(np.int64).min)
-        np.maximum.at(top, inverse, q[:, 3])
-        for i, n_i, t_i, m_i in zip(ids.tolist(), n.tolist(), total.tolist(), top.tolist(),
-                                    strict=True):  # fmt: skip
-            out[(stores[i // 24], i % 24)] = {"q": [int(n_i), int(t_i), int(m_i)], "z": {}}
-
-    def grouped(rows: np.ndarray, of_day: np.ndarray) -> np.ndarray:
-        """(store * 24 + hour) * keys + key of each row."""
-        key = global_key[day_base[of_day] + rows[:, 1].astype(np.int64)]
-        return (day_store[of_day] * 24 + rows[:, 0].astype(np.int64)) * len(names) + key
-
-    c, of_day = joined("c", "<i8", 3)
-    if len(c):
-        ids, inverse = np.unique(grouped(c, of_day), return_inverse=True)
-        stays = np.bincount(inverse, weights=c[:, 2], minlength=len(ids))
-        for g, n_g in zip(ids.tolist(), stays.tolist(), strict=True):
-            cell_id, k = divmod(g, len(names))
-            cell = out.setdefault((stores[cell_id // 24], cell_id % 24),
-                                  {"q": [0, 0, None], "z": {}})  # fmt: skip
-            cell["z"][names[k]] = [int(n_g), [], []]
-    for field, slot in (("w", 1), ("s", 2)):
-        rows, of_day = joined(field, "<f8", 3)
-        if not len(rows):
-            continue
-        group = grouped(rows, of_day)
-        order = np.argsort(group, kind="stable")
-        group, values = group[order], rows[order, 2]
-        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-        for g, part in zip(group[starts].tolist(), np.split(values, starts[1:]), strict=True):
-            cell_id, k = divmod(g, len(names))
-            out[(stores[cell_id // 24], cell_id % 24)]["z"][names[k]][slot] = part.tolist()
-    return out
 
 
 def merge_checkout(cell: dict[str, Any], value: dict[str, Any]) -> None:

@@ -256,15 +256,16 @@ class SqlRollups:
             out[(store, self._local(scope, store, hour, DAY_S))] += lengths
         return dict(out)
 
-    def checkout(self, scope: Any) -> dict[tuple[str, int], dict[str, Any]]:
-        """(store, local hour of the day) -> ``q``: queue snapshots [instants, sum, max];
-        ``z``: zone + FLOW_SEP + device-given kind -> [stays, waits, service times]."""
-        out = chain.unpack_checkouts(self._per_store_days("checkout", scope))
-        for (store, hour), value in self._per_store_hours("checkout", scope):
-            h = self._local(scope, store, hour, HOUR_S) // HOUR_S % 24
-            cell = out.setdefault((store, h), {"q": [0, 0, None], "z": {}})
-            chain.merge_checkout(cell, value)
-        return out
+    def checkout_parts(
+        self, scope: Any
+    ) -> tuple[list[tuple[str, int, Any]], list[tuple[str, int, dict[str, Any]]]]:
+        """The checkout values in scope: packed store-days (`chain.pack_checkout`) where a
+        whole-day scope has them, and (store, local hour of the day, value) of the other
+        store-hours; a value: ``q`` queue snapshots [instants, sum, max] (if any), ``z``:
+        zone + FLOW_SEP + device-given kind -> [stays, waits, service times]."""
+        hours = [(store, self._local(scope, store, hour, HOUR_S) // HOUR_S % 24, value)
+                 for (store, hour), value in self._per_store_hours("checkout", scope)]  # fmt: skip
+        return self._per_store_days("checkout", scope), hours
 
     def _store_plan(self, kind: str, scope: Any) -> chain.StorePlan | None:
         plan = self.__dict__.setdefault("_store_plans", {})
