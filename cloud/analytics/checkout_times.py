@@ -316,13 +316,14 @@ def entry_to_checkout(db: Database, scope: Scope) -> Table:
         counts[key][r["method"] or "pending"] += 1
         if r["entry_to_checkout_s"] is not None:
             times[key].append(float(r["entry_to_checkout_s"]))
+    labels = {b: local_label(b, daily=True) for _, b in counts}  # a few days, many stores
     rows = []
     for store, b in sorted(counts, key=lambda k: (k[1], k[0])):
         c = counts[(store, b)]
         t = times.get((store, b), [])
         n = sum(c.values())
         rows.append({
-            "day": local_label(b, daily=True), "store": store, "visits": visits.get((store, b), 0),
+            "day": labels[b], "store": store, "visits": visits.get((store, b), 0),
             "sales": n,
             "linked_member": c["member"], "linked_time": c["time"], "unmatched": c["unmatched"],
             "pending": c["pending"], "linked_share": ratio(c["member"] + c["time"], n),

@@ -598,7 +598,8 @@ def store_marks(db: Database, scope: Any) -> Marks | None:
     from storelens.cloud.analytics.rollups.sql import decode
 
     first, last = _day_range(scope)
-    stores = set(scope.stores) if scope.stores else set(store_groups(db))
+    # A scope of `analytics.scope_for` has every store's offset: no stores query for them.
+    stores = set(scope.stores or scope.offsets) or set(store_groups(db))
     unclean: set[tuple[str, int]] = set()
     for r in db.query(
         "SELECT store, ts FROM rollup_dirty WHERE ts >= ? AND ts < ?",
@@ -658,19 +659,24 @@ def plan_stores(
     found: list[tuple[str, int, Any]] = []
     values: list[tuple[str, int, Any]] = list(marks.marks) if kind == "built" else []
     if kind != "built":
-        by_offset: dict[int, set[str]] = defaultdict(set)
-        for store, _ in built:
-            by_offset[int(scope.offsets.get(store, 0) or 0)].add(STORE + store)
-        for offset, grps in sorted(by_offset.items()):
-            ordered = sorted(grps)
-            for i in range(0, len(ordered), 500):  # bounded IN lists
-                chunk = ordered[i : i + 500]
-                for r in db.query(
-                    "SELECT grp, ts, data FROM rollup_days WHERE kind = ? AND ts >= ? AND ts <= ?"
-                    f" AND grp IN ({', '.join('?' for _ in chunk)}) AND utc_offset = ?",
-                    (kind, first, last, *chunk, offset),
-                ):
-                    found.append((r["grp"][len(STORE) :], int(r["ts"]), r["data"]))
+        # One query for every offset (a fixed cost per query, large on PostgreSQL): each
+        # store's rows at its own offset only, so no other offset's value is fetched.
+        wanted = sorted({(int(scope.offsets.get(store, 0) or 0), STORE + store)
+                         for store, _ in built})  # fmt: skip
+        for i in range(0, len(wanted), 500):  # bounded IN lists
+            by_offset: dict[int, list[str]] = defaultdict(list)
+            for offset, grp in wanted[i : i + 500]:
+                by_offset[offset].append(grp)
+            clauses = " OR ".join(
+                f"(utc_offset = ? AND grp IN ({', '.join('?' for _ in grps)}))"
+                for grps in by_offset.values()
+            )
+            for r in db.query(
+                "SELECT grp, ts, data FROM rollup_days WHERE kind = ? AND ts >= ? AND ts <= ?"
+                f" AND ({clauses})",
+                (kind, first, last, *[v for o, grps in by_offset.items() for v in (o, *grps)]),
+            ):
+                found.append((r["grp"][len(STORE) :], int(r["ts"]), r["data"]))
     values += [(s, d, decode(bytes(data))) for s, d, data in found if (s, d) in built]
     missing = {(s, d) for s in stores for d in range(first, last + 1, DAY_S)} - built
     rest = None
