@@ -110,8 +110,10 @@ class Scope:
         """Conditions on store, local date range and local hour; AND-able to any WHERE.
         The table needs a ``store`` column and an epoch column (``ts`` unless named)."""
         col = f"{alias}." if alias else ""
-        lo = datetime.combine(self.start, time(), UTC).timestamp()
-        hi = datetime.combine(self.end + timedelta(days=1), time(), UTC).timestamp()
+        # Whole seconds as integers: PostgreSQL compares a BIGINT column (the rollups' ts) with
+        # a float parameter by casting the column, so its index would not cut the range.
+        lo = int(datetime.combine(self.start, time(), UTC).timestamp())
+        hi = int(datetime.combine(self.end + timedelta(days=1), time(), UTC).timestamp())
         lts, lts_params = self.local_ts(alias, ts)
         # The plain ts bounds let an index on ts do the coarse cut; the local bounds are exact.
         parts = [f"{col}{ts} >= ?", f"{col}{ts} < ?", f"{lts} >= ?", f"{lts} < ?"]

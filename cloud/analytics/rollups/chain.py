@@ -515,10 +515,13 @@ class Reads:
     def dirty(self, lo: int, hi: int) -> list[tuple[str, int]]:
         """(store, UTC hour) of the dirty marks with ``lo <= ts < hi``. The range read is
         widened to take in every range asked before, reading only the part not yet read:
-        the previous period's plan extends the period's read instead of repeating it."""
+        the previous period's plan finds its marks read already."""
         lo, hi = int(lo), int(hi)
         if self._span is None:
-            self._marks, self._span = self._read(lo, hi), (lo, hi)
+            # The first read takes in the period before as well: charts compare with it, and
+            # the marks (the hours not settled yet) are few.
+            first = lo - (hi - lo)
+            self._marks, self._span = self._read(first, hi), (first, hi)
         else:
             have_lo, have_hi = self._span
             if lo < have_lo:
