@@ -7,8 +7,10 @@ import gc
 import random
 import statistics
 
+import numpy as np
+
 from storelens.cloud import analytics
-from storelens.cloud.analytics.checkout_times import _quantile
+from storelens.cloud.analytics.checkout_times import _quantile, _quantiles
 
 
 def test_checkout_percentiles_are_the_stdlib_inclusive_ones() -> None:
@@ -18,6 +20,19 @@ def test_checkout_percentiles_are_the_stdlib_inclusive_ones() -> None:
         for q in (0.5, 0.9):
             want = statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
             assert _quantile(values, q) == round(want, 1)
+
+
+def test_checkout_percentiles_of_all_cells_at_once_are_those_one_at_a_time() -> None:
+    rng = random.Random(7)
+    sizes_wanted = [rng.choice((1, 2, 3, 9, 40)) for _ in range(300)]
+    cells = [sorted(round(rng.lognormvariate(4, 0.8), 1) for _ in range(n)) for n in sizes_wanted]
+    data = np.array([v for cell in cells for v in cell])
+    sizes = np.array([len(cell) for cell in cells])
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    for q in (0.5, 0.9):
+        got = _quantiles(data, starts, sizes, q)
+        assert got == [_quantile(cell, q) for cell in cells]
+        assert all(type(v) is float for v in got)
 
 
 def test_a_chart_runs_with_the_collector_paused_and_leaves_it_on() -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
+
 from storelens.cloud.analytics import rollups
 from storelens.cloud.analytics.rollups.aggregate import FLOW_SEP
 from storelens.cloud.analytics.scope import DAY_S, Scope, local_label
@@ -90,48 +92,191 @@ def _raw_queue(db: Database, scope: Scope) -> dict[Cell, dict[str, Any]]:
     return out
 
 
-def checkout_queue(db: Database, scope: Scope) -> Table:
-    cells = _raw_queue(db, scope) if scope.raw else rollups.reader(db).checkout(scope)
-    named = zones_of_kind(db, "checkout")
-    lengths: dict[Cell, list[Any]] = {}
-    waits: dict[Cell, list[float]] = defaultdict(list)
-    services: dict[Cell, list[float]] = defaultdict(list)
-    stays: dict[Cell, int] = defaultdict(int)
-    for (store, h), cell in cells.items():
-        if cell["q"][0]:
-            lengths[(store, h)] = cell["q"]
-        for key, (n, w, s) in cell["z"].items():
-            zone, _, kind = key.partition(FLOW_SEP)
-            if kind != "checkout" and (store, zone) not in named:
+class _Parts:
+    """Checkout cells as NumPy rows, gathered from packed store-days (`chain.pack_checkout`)
+    and from dict cells (``q``, ``z`` as `chain.merge_checkout` builds them: store-hours,
+    raw events), so the chart groups and ranks every cell in a few array passes instead of
+    a Python loop (and a sort) per store, hour and zone."""
+
+    def __init__(self) -> None:
+        self.stores: dict[str, int] = {}
+        self.keys: dict[str, int] = {}
+        # Per source: q (store, hour, instants, sum, max), c (store, hour, key, stays),
+        # w and s: index rows (store, hour, key) and their seconds.
+        self.q: list[np.ndarray] = []
+        self.c: list[np.ndarray] = []
+        self.w: list[tuple[np.ndarray, np.ndarray]] = []
+        self.s: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def _store(self, store: str) -> int:
+        return self.stores.setdefault(store, len(self.stores))
+
+    def add_days(self, days: list[tuple[str, int, dict[str, Any]]]) -> None:
+        if not days:
+            return
+        day_store = np.array([self._store(s) for s, _, _ in days], dtype=np.int64)
+        base, remap = [], []
+        for _, _, value in days:
+            base.append(len(remap))
+            remap += [self.keys.setdefault(k, len(self.keys)) for k in value["k"]]
+        day_base = np.array(base, dtype=np.int64)
+        global_key = np.array(remap or [0], dtype=np.int64)
+
+        def joined(field: str, dtype: str, width: int) -> tuple[np.ndarray, np.ndarray]:
+            parts = [value[field] for _, _, value in days]
+            rows = np.frombuffer(b"".join(parts), dtype=dtype).reshape(-1, width)
+            size = np.dtype(dtype).itemsize * width
+            of_day = np.repeat(np.arange(len(days)), [len(p) // size for p in parts])
+            return rows, of_day
+
+        q, of_day = joined("q", "<i8", 4)
+        if len(q):
+            self.q.append(np.column_stack([day_store[of_day], q]))
+        for field in ("c", "w", "s"):
+            rows, of_day = joined(field, "<i8" if field == "c" else "<f8", 3)
+            if not len(rows):
                 continue
-            stays[(store, h)] += n
-            waits[(store, h)] += w
-            services[(store, h)] += s
-    rows = []
-    for store, h in sorted(set(lengths) | set(stays), key=lambda k: (k[1], k[0])):
-        n, total, top = lengths.get((store, h), [0, 0, None])
-        w = waits.get((store, h), [])
-        s = services.get((store, h), [])
-        rows.append({
-            "hour_of_day": h, "store": store, "snapshots": n,
-            "avg_queue": round(total / n, 2) if n else None,
-            "max_queue": top, "checkouts": stays.get((store, h), 0),
-            "median_wait_s": _quantile(w, 0.5), "p90_wait_s": _quantile(w, 0.9),
-            "median_service_s": _quantile(s, 0.5),
-        })  # fmt: skip
-    all_waits = [v for vs in waits.values() for v in vs]
-    snapshots = sum(q[0] for q in lengths.values())
-    extra = {
-        "totals": {
-            "checkouts": sum(stays.values()),
-            "median_wait_s": _quantile(all_waits, 0.5),
-            "avg_queue": round(sum(q[1] for q in lengths.values()) / snapshots, 2)
-            if snapshots
-            else None,
-            "max_queue": max((q[2] for q in lengths.values()), default=None),
-        }
-    }
-    return Table("checkout-queue", QUEUE_COLUMNS, rows, extra)
+            index = np.column_stack([
+                day_store[of_day], rows[:, 0].astype(np.int64),
+                global_key[day_base[of_day] + rows[:, 1].astype(np.int64)],
+            ])  # fmt: skip
+            if field == "c":
+                self.c.append(np.column_stack([index, rows[:, 2]]))
+            else:
+                getattr(self, field).append((index, rows[:, 2].astype(np.float64)))
+
+    def add_cells(self, cells: list[tuple[str, int, dict[str, Any]]]) -> None:
+        q, c, w, s, wv, sv = [], [], [], [], [], []
+        for store, h, value in cells:
+            i = self._store(store)
+            if value.get("q") and value["q"][0]:
+                q.append((i, h, *value["q"]))
+            for key, (stays, waits, services) in value["z"].items():
+                k = self.keys.setdefault(key, len(self.keys))
+                c.append((i, h, k, stays))
+                w += [(i, h, k)] * len(waits)
+                wv += waits
+                s += [(i, h, k)] * len(services)
+                sv += services
+        if q:
+            self.q.append(np.array(q, dtype=np.int64))
+        if c:
+            self.c.append(np.array(c, dtype=np.int64))
+        for index, values, out in ((w, wv, self.w), (s, sv, self.s)):
+            if index:
+                out.append((np.array(index, dtype=np.int64),
+                            np.array(values, dtype=np.float64)))  # fmt: skip
+
+
+def _segments(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and lengths of the runs of equal values in sorted ``ids``."""
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    return starts, np.diff(np.r_[starts, len(ids)])
+
+
+def _quantiles(data: np.ndarray, starts: np.ndarray, sizes: np.ndarray, q: float) -> list:
+    """`_quantile` of every segment of ``data`` (each sorted, none empty), in one pass: the
+    same interpolation in the same float64 arithmetic, and Python's ``round`` per value."""
+    j, delta = np.divmod(int(q * 100) * (sizes - 1), 100)
+    lo = starts + j
+    hi = np.minimum(lo + 1, len(data) - 1)
+    mixed = (data[lo] * (100 - delta) + data[hi] * delta) / 100
+    values = np.where(sizes == 1, data[lo], mixed)
+    return [round(v, 1) for v in values.tolist()]
+
+
+def checkout_queue(db: Database, scope: Scope) -> Table:
+    parts = _Parts()
+    if scope.raw:
+        parts.add_cells([(s, h, cell) for (s, h), cell in _raw_queue(db, scope).items()])
+    else:
+        days, cells = rollups.reader(db).checkout_parts(scope)
+        parts.add_days(days)
+        parts.add_cells(cells)
+    named = zones_of_kind(db, "checkout")
+    stores = sorted(parts.stores)
+    n_stores = max(len(stores), 1)
+    # Store index -> its rank by name, so that a cell's id (hour, store rank) sorts as rows do.
+    rank = np.zeros(len(parts.stores), dtype=np.int64)
+    for r, store in enumerate(stores):
+        rank[parts.stores[store]] = r
+    # A zone's stays count when the device calls it a checkout or the settings name it one.
+    keep = np.zeros((len(parts.stores), max(len(parts.keys), 1)), dtype=bool)
+    for key, k in parts.keys.items():
+        zone, _, kind = key.partition(FLOW_SEP)
+        for store, i in parts.stores.items():
+            keep[i, k] = kind == "checkout" or (store, zone) in named
+
+    def cell_of(index: np.ndarray) -> np.ndarray:
+        return index[:, 1] * n_stores + rank[index[:, 0]]
+
+    rows: dict[int, dict[str, Any]] = {}
+
+    def row(cell: int) -> dict[str, Any]:
+        out = rows.get(cell)
+        if out is None:
+            h, r = divmod(cell, n_stores)
+            out = rows[cell] = {
+                "hour_of_day": h, "store": stores[r], "snapshots": 0, "avg_queue": None,
+                "max_queue": None, "checkouts": 0, "median_wait_s": None, "p90_wait_s": None,
+                "median_service_s": None,
+            }  # fmt: skip
+        return out
+
+    totals: dict[str, Any] = {"checkouts": 0, "median_wait_s": None, "avg_queue": None,
+                              "max_queue": None}  # fmt: skip
+    if parts.q:
+        q = np.concatenate(parts.q)
+        ids = cell_of(q)
+        order = np.argsort(ids, kind="stable")
+        ids, q = ids[order], q[order]
+        starts, _ = _segments(ids)
+        n = np.add.reduceat(q[:, 2], starts)
+        total = np.add.reduceat(q[:, 3], starts)
+        top = np.maximum.reduceat(q[:, 4], starts)
+        for cell, n_i, t_i, m_i in zip(ids[starts].tolist(), n.tolist(), total.tolist(),
+                                       top.tolist(), strict=True):  # fmt: skip
+            out = row(cell)
+            out["snapshots"], out["avg_queue"], out["max_queue"] = n_i, round(t_i / n_i, 2), m_i
+        snapshots = int(n.sum())
+        totals["avg_queue"] = round(int(total.sum()) / snapshots, 2)
+        totals["max_queue"] = int(top.max())
+    if parts.c:
+        c = np.concatenate(parts.c)
+        c = c[keep[c[:, 0], c[:, 2]]]
+        if len(c):
+            ids = cell_of(c)
+            order = np.argsort(ids, kind="stable")
+            ids, stays = ids[order], c[order, 3]
+            starts, _ = _segments(ids)
+            for cell, n_i in zip(ids[starts].tolist(), np.add.reduceat(stays, starts).tolist(),
+                                 strict=True):  # fmt: skip
+                row(cell)["checkouts"] = n_i
+            totals["checkouts"] = int(stays.sum())
+    for found, columns in ((parts.w, (("median_wait_s", 0.5), ("p90_wait_s", 0.9))),
+                           (parts.s, (("median_service_s", 0.5),))):  # fmt: skip
+        if not found:
+            continue
+        index = np.concatenate([i for i, _ in found])
+        values = np.concatenate([v for _, v in found])
+        kept = keep[index[:, 0], index[:, 2]]
+        index, values = index[kept], values[kept]
+        if not len(values):
+            continue
+        ids = cell_of(index)
+        order = np.lexsort((values, ids))  # by cell, then seconds: each cell's run sorted
+        ids, values = ids[order], values[order]
+        starts, sizes = _segments(ids)
+        cells = ids[starts].tolist()
+        for column, p in columns:
+            for cell, v in zip(cells, _quantiles(values, starts, sizes, p), strict=True):
+                row(cell)[column] = v
+        if found is parts.w:
+            everything = np.sort(values)
+            totals["median_wait_s"] = _quantiles(
+                everything, np.array([0]), np.array([len(everything)]), 0.5)[0]  # fmt: skip
+    return Table("checkout-queue", QUEUE_COLUMNS, [rows[k] for k in sorted(rows)],
+                 {"totals": totals})  # fmt: skip
 
 
 def _shopper_visits(db: Database, scope: Scope) -> list[dict[str, Any]]:
@@ -171,13 +316,14 @@ def entry_to_checkout(db: Database, scope: Scope) -> Table:
         counts[key][r["method"] or "pending"] += 1
         if r["entry_to_checkout_s"] is not None:
             times[key].append(float(r["entry_to_checkout_s"]))
+    labels = {b: local_label(b, daily=True) for _, b in counts}  # a few days, many stores
     rows = []
     for store, b in sorted(counts, key=lambda k: (k[1], k[0])):
         c = counts[(store, b)]
         t = times.get((store, b), [])
         n = sum(c.values())
         rows.append({
-            "day": local_label(b, daily=True), "store": store, "visits": visits.get((store, b), 0),
+            "day": labels[b], "store": store, "visits": visits.get((store, b), 0),
             "sales": n,
             "linked_member": c["member"], "linked_time": c["time"], "unmatched": c["unmatched"],
             "pending": c["pending"], "linked_share": ratio(c["member"] + c["time"], n),

@@ -63,31 +63,39 @@ MAX_SAMPLES_PER_SEGMENT = 400
 
 
 def _points(paths: list[list[Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Presence samples along all paths as (N, 2) metres and the seconds each stands for.
+    """Presence samples along all paths as (N, 2) metres and the seconds each stands for."""
+    xy, weights, _ = _samples(paths)
+    return xy, weights
+
+
+def _samples(paths: list[list[Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_points`, and the index in ``paths`` of the path each sample lies on.
 
     All paths are stacked into one array and every segment is sampled in one vectorised pass
     (per-path NumPy calls cost more than the arithmetic)."""
-    good = [p for p in paths if len(p) >= 2 and all(isinstance(q, list) and len(q) == 3 for q in p)]
+    good = [i for i, p in enumerate(paths)
+            if len(p) >= 2 and all(isinstance(q, list) and len(q) == 3 for q in p)]  # fmt: skip
     if not good:
-        return np.empty((0, 2)), np.empty(0)
+        return np.empty((0, 2)), np.empty(0), np.empty(0, dtype=np.int64)
     try:
-        flat = np.array([q for p in good for q in p], dtype=float)
+        flat = np.array([q for i in good for q in paths[i]], dtype=float)
     except (TypeError, ValueError):
-        return np.empty((0, 2)), np.empty(0)
-    lengths = np.array([len(p) for p in good])
+        return np.empty((0, 2)), np.empty(0), np.empty(0, dtype=np.int64)
+    lengths = np.array([len(paths[i]) for i in good])
     # A segment joins point i to i+1 of the same path: drop the joins between paths.
     inside = np.ones(len(flat) - 1, dtype=bool)
     inside[np.cumsum(lengths)[:-1] - 1] = False
+    owner = np.repeat(np.asarray(good, dtype=np.int64), lengths)[:-1][inside]
     a, b = flat[:-1][inside], flat[1:][inside]
     keep = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
-    a, b = a[keep], b[keep]
+    a, b, owner = a[keep], b[keep], owner[keep]
     dt = np.clip(b[:, 2] - a[:, 2], 0, None)
     dist = np.hypot(b[:, 0] - a[:, 0], b[:, 1] - a[:, 1])
     n = np.clip(np.ceil(dist / (CELL_M / 2)), 1, MAX_SAMPLES_PER_SEGMENT).astype(int)
     seg = np.repeat(np.arange(len(a)), n)
     k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
     frac = ((k + 0.5) / n[seg])[:, None]
-    return a[seg, :2] + (b[seg, :2] - a[seg, :2]) * frac, dt[seg] / n[seg]
+    return a[seg, :2] + (b[seg, :2] - a[seg, :2]) * frac, dt[seg] / n[seg], owner[seg]
 
 
 def _edges(lo: float, hi: float) -> np.ndarray:

@@ -111,7 +111,7 @@ class Scope:
         The table needs a ``store`` column and an epoch column (``ts`` unless named)."""
         col = f"{alias}." if alias else ""
         # Whole seconds as integers: PostgreSQL compares a BIGINT column (the rollups' ts) with
-        # a float parameter by casting the column, so its index would not cut the range.
+        # a float parameter as NUMERIC, which no index on it serves (a scan of the whole kind).
         lo = int(datetime.combine(self.start, time(), UTC).timestamp())
         hi = int(datetime.combine(self.end + timedelta(days=1), time(), UTC).timestamp())
         lts, lts_params = self.local_ts(alias, ts)

@@ -35,9 +35,10 @@ def staff(db: Database, scope: Scope) -> Table:
         from storelens.cloud.analytics import rollups  # rollups import this module (shoppers_only)
 
         lengths.update(rollups.reader(db).staff(scope))
+    labels = {b: local_label(b, daily=True) for _, b in lengths}  # a few days, many stores
     out = [
         {
-            "day": local_label(b, daily=True),
+            "day": labels[b],
             "store": store,
             "staff_visits": len(v),
             "staff_hours": round(sum(v) / 3600, 2),

@@ -13,7 +13,16 @@ from storelens.cloud.db.base import (
     IntegrityError,
     Migration,
     connect,
+    data_error,
     migrations,
 )
 
-__all__ = ["DataError", "Database", "IntegrityError", "Migration", "connect", "migrations"]
+__all__ = [
+    "DataError",
+    "Database",
+    "IntegrityError",
+    "Migration",
+    "connect",
+    "data_error",
+    "migrations",
+]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
+import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -26,6 +28,34 @@ class DataError(ValueError):
     """A value no column can hold: NaN, an infinity, an integer beyond 64 bits, text that is
     not valid Unicode (same type on both backends; PostgreSQL refuses these, SQLite would
     store them as text or REAL, or fail to encode them)."""
+
+
+def data_error(exc: BaseException) -> bool:
+    """Whether a failed write is the fault of the values written (a constraint they break, a
+    value no column holds, one the driver cannot bind or encode), not of the database (locked,
+    unreachable, full, a dropped connection): the same values fail again however often they
+    are retried, where an outage passes. Ingest splits a batch on the first kind, to find the
+    message at fault, and retries it whole on the second."""
+    if isinstance(exc, DataError | IntegrityError | sqlite3.IntegrityError | sqlite3.DataError):
+        return True
+    if isinstance(exc, OverflowError | UnicodeEncodeError):  # an int or text beyond binding
+        return True
+    if isinstance(exc, sqlite3.InterfaceError | sqlite3.ProgrammingError):
+        # "Error binding parameter ..." (a type sqlite3 cannot bind), "Incorrect number of
+        # bindings" (a row of the wrong length); not "Cannot operate on a closed database".
+        return "binding" in str(exc)
+    psycopg = sys.modules.get("psycopg")  # not imported: the error cannot be one of its own
+    if psycopg is None:
+        return False
+    if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+        return True  # SQLSTATE classes 22 and 23, and values psycopg refuses to send (NUL)
+    # Client side, no SQLSTATE: "cannot adapt type ..." / "cannot dump ..." (a value's type).
+    # Server-side ProgrammingErrors (syntax, undefined table, privileges) are the code's.
+    return (
+        isinstance(exc, psycopg.ProgrammingError)
+        and exc.sqlstate is None
+        and ("adapt" in str(exc) or "dump" in str(exc))
+    )
 
 
 _INT64 = 2**63

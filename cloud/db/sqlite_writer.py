@@ -7,7 +7,9 @@ rows in msgpack (several times cheaper than pickling tuples) and the rest (dead 
 statuses, device updates) pickled; the child commits it in one transaction and answers with
 the number of new rows; the parent acknowledges only after that answer. A child that dies
 or fails makes `write` raise, and the caller retries the same batch (a fresh child is
-started); de-duplication absorbs a batch committed twice.
+started); de-duplication absorbs a batch committed twice. A transaction refused for the
+batch's values (`storelens.cloud.db.data_error`) raises DataError instead: retrying the same
+values cannot succeed, so the caller splits the batch to find the message at fault.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+from storelens.cloud.db.base import DataError
 
 if TYPE_CHECKING:  # the ingest domain's batch; this module only carries it
     from storelens.cloud.ingest.events import StoredBatch
@@ -38,7 +42,7 @@ def _serve(url: str, conn: Any) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when writing stops (it
     # closes the pipe, or dies and the pipe reports EOF), so a batch is never cut short here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from storelens.cloud.db import connect
+    from storelens.cloud.db import connect, data_error
     from storelens.cloud.ingest.events import store_prepared
 
     db = connect(url, migrate=False)
@@ -60,8 +64,9 @@ def _serve(url: str, conn: Any) -> None:
             try:
                 with db.transaction():
                     stored = store_prepared(db, replace(rest, rows=decode(rows)))
-            except Exception as exc:  # reported to the parent, which retries
-                conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            except Exception as exc:  # reported to the parent, which retries or splits
+                kind = "data_error" if data_error(exc) else "error"
+                conn.send((kind, f"{type(exc).__name__}: {exc}"))
             else:
                 conn.send(("ok", stored))
     except (EOFError, OSError):
@@ -109,7 +114,9 @@ class SqliteWriter:
 
     def write(self, batch: StoredBatch) -> tuple[int, int]:
         """Commit one batch in the child; returns (new event rows, ID collisions). Raises
-        ConnectionError when the child is gone, RuntimeError when its transaction failed."""
+        ConnectionError when the child is gone, DataError when its transaction failed on the
+        batch's values (`data_error`: the caller splits the batch), RuntimeError when it
+        failed otherwise (the caller retries)."""
         with self._lock:
             if not self._proc.is_alive():
                 self._stop_child()
@@ -125,6 +132,8 @@ class SqliteWriter:
                 self._stop_child()
                 self._start()
                 raise ConnectionError(f"SQLite writer process died: {exc}") from None
+        if status == "data_error":
+            raise DataError(f"SQLite writer: {value}")
         if status != "ok":
             raise RuntimeError(f"SQLite writer: {value}")
         stored, collisions = value

@@ -117,6 +117,10 @@ MIGRATIONS = migrations(
                 ORDER BY id, received_at
             """
         },
+        # The contract bounds device counts to a BIGINT (bounds.MAX_STORED_INT); PostgreSQL's
+        # INTEGER held 2^31 - 1, so a larger outbox depth failed its whole status batch.
+        # (SQLite's INTEGER is 64 bits.)
+        {"postgres": "ALTER TABLE devices ALTER COLUMN outbox_depth TYPE BIGINT"},
     ],
 )
 

@@ -9,7 +9,9 @@ are written in one transaction (on SQLite in a writer process,
 `storelens.cloud.db.sqlite_writer`, while the next batch is parsed; on PostgreSQL streamed with
 COPY while parsing); only after that transaction commits does the worker send receipts and
 acknowledge the messages to the broker (QoS 1, manual acks). Any bad input becomes a dead
-letter with a reason; nothing a device sends can stop the worker.
+letter with a reason; nothing a device sends can stop the worker: a message whose values
+storage refuses is found by splitting its batch (`Ingestor.write`) and dead-lettered as
+``storage_error``, where an outage makes the worker retry the batch.
 
 Receipts: after each commit the worker publishes one `Ack` per (store, device) on
 ``storelens/v1/{store}/{device}/ack`` naming the ``batch_id`` of every envelope of that
@@ -49,7 +51,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -59,7 +61,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge, Histogram
 
 from storelens.cloud.commerce import members
-from storelens.cloud.db import Database
+from storelens.cloud.db import Database, data_error
 from storelens.cloud.db.sqlite_writer import SqliteWriter
 from storelens.cloud.hooks import Hooks
 from storelens.cloud.ingest import dead_letters, device_registry
@@ -123,6 +125,17 @@ class BatchResult:
     statuses: int = 0
     receipts: Receipts = field(default_factory=dict)  # to publish once committed
 
+    def add(self, other: BatchResult) -> None:
+        self.messages += other.messages
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.collisions += other.collisions
+        self.statuses += other.statuses
+        for reason, n in other.dead.items():
+            self.dead[reason] = self.dead.get(reason, 0) + n
+        for target, ids in other.receipts.items():
+            self.receipts.setdefault(target, []).extend(ids)
+
 
 @dataclass
 class Prepared:
@@ -139,6 +152,13 @@ class Prepared:
     receipts: Receipts = field(default_factory=dict)
     copied: bool = False  # the rows are in the transaction already (streamed by COPY)
     nested: bool = False  # written inside the caller's transaction: it runs the hooks
+    parsing_id: uuid.UUID | None = None  # the batch_id of the message being parsed
+    # After storage refused the batch's data (`Ingestor.write`): the parts not committed yet,
+    # and what the committed ones wrote. Kept here so that the caller's retry of this batch
+    # after an outage goes on from there instead of writing committed parts again.
+    left: list[Prepared] | None = None
+    done: BatchResult = field(default_factory=BatchResult)
+    poison: bool = False  # one message's dead letter in place of its refused data
 
 
 def raw_batch_id(raw: bytes) -> uuid.UUID | None:
@@ -185,7 +205,6 @@ class Ingestor:
         self._opted_out: frozenset[str] = frozenset()
         self._forgotten: frozenset[str] = frozenset()
         self.consent_changed: list[Callable[[], None]] = []
-        self._batch_id: uuid.UUID | None = None
         self.writer: SqliteWriter | None = None  # set by the worker: writes in a child process
 
     # -- caches ----------------------------------------------------------------------------
@@ -234,7 +253,8 @@ class Ingestor:
     # -- one batch -------------------------------------------------------------------------
     def process(self, batch: list[Incoming]) -> BatchResult:
         """Validate and write ``batch`` in one transaction. Raises only on database errors
-        (then nothing was written and the caller retries the same batch).
+        (then nothing was written and the caller retries the same batch; when one message's
+        data was refused, it retries through `prepare` and `write`, which split the batch).
 
         On PostgreSQL the rows of each message are streamed to the server (`EventCopy`)
         as soon as it is parsed, so the server's inserting overlaps the parsing of the rest.
@@ -261,27 +281,32 @@ class Ingestor:
         self._refresh_devices(batch)
 
     def _parse(
-        self, batch: list[Incoming], sink: Callable[[list[EventRow]], None] | None = None
+        self,
+        batch: list[Incoming],
+        sink: Callable[[list[EventRow]], None] | None = None,
+        received_at: float | None = None,
     ) -> Prepared:
-        """Parse with the caches as they are, handing each message's rows to ``sink`` too."""
-        prepared = Prepared(batch=batch, received_at=time.time())
+        """Parse with the caches as they are, handing each message's rows to ``sink`` too.
+        Thread-safe (a committer thread re-parses the parts of a split batch meanwhile)."""
+        at = time.time() if received_at is None else received_at
+        prepared = Prepared(batch=batch, received_at=at)
         for msg in batch:
-            self._batch_id = None  # set by _prepare_one once the envelope is valid
+            prepared.parsing_id = None  # set by _prepare_one once the envelope is valid
             try:
                 rows = self._prepare_one(msg, prepared)
                 if rows and sink is not None:
                     sink(rows)
             except ContractError as exc:
                 prepared.dead.append(DeadLetter(msg.topic, exc.reason, exc.detail, msg.payload))
-                self._batch_id = self._batch_id or raw_batch_id(msg.payload)
+                prepared.parsing_id = prepared.parsing_id or raw_batch_id(msg.payload)
             except Exception as exc:  # a bug must not stop ingest: keep the bytes for replay
                 log.exception("unexpected error on %s", msg.topic)
                 prepared.dead.append(DeadLetter(
                     msg.topic, "internal_error", f"{type(exc).__name__}: {exc}", msg.payload
                 ))  # fmt: skip
-                self._batch_id = self._batch_id or raw_batch_id(msg.payload)
-            if self._batch_id is not None and (target := receipt_target(msg.topic)):
-                prepared.receipts.setdefault(target, []).append(self._batch_id)
+                prepared.parsing_id = prepared.parsing_id or raw_batch_id(msg.payload)
+            if prepared.parsing_id is not None and (target := receipt_target(msg.topic)):
+                prepared.receipts.setdefault(target, []).append(prepared.parsing_id)
         return prepared
 
     def _prepare_one(self, msg: Incoming, out: Prepared) -> list[EventRow]:
@@ -298,7 +323,7 @@ class Ingestor:
                 )
             return []
         envelope, texts = decode_envelope(msg.payload)  # or ContractError: the reason
-        self._batch_id = uuid.UUID(envelope.batch_id)
+        out.parsing_id = uuid.UUID(envelope.batch_id)
         store, device = envelope.store, envelope.device
         if (where.store, where.device) != (store, device):
             raise ContractError("topic_mismatch", f"envelope {store}/{device} on {msg.topic}")
@@ -319,9 +344,59 @@ class Ingestor:
 
     def write(self, prepared: Prepared) -> BatchResult:
         """The storage half: one transaction for the whole batch (in the writer process
-        when there is one)."""
+        when there is one).
+
+        When storage refuses the batch's values (`storelens.cloud.db.data_error`: one
+        message's data, not an outage), retrying it whole would fail forever and stall every
+        device behind it: it is split in halves, each written in its own transaction, down to
+        the message at fault, which is dead-lettered (``storage_error``, with its raw bytes,
+        and receipted); every other message is stored. Any other error is raised (the caller
+        retries the same ``prepared``: parts committed already are not written again)."""
         start = time.perf_counter()
         p = prepared
+        # Nested, the caller's transaction cannot commit parts: it raises, and the caller
+        # (the worker) retries through `prepare` and this, which splits.
+        result = self._commit(p) if p.nested else self._write_split(p)
+        self._observe(result, p.newest_sent, time.perf_counter() - start)
+        return result
+
+    def _write_split(self, p: Prepared) -> BatchResult:
+        parts = p.left if p.left is not None else [p]
+        while parts:
+            part = parts[0]
+            try:
+                result = self._commit(part)
+            except Exception as exc:
+                if part.poison or not data_error(exc):
+                    raise  # an outage (or the dead letter itself refused): retry later
+                parts[:1] = self._split(part, exc)
+                p.left = parts
+                continue
+            parts.pop(0)
+            p.done.add(result)
+        return p.done
+
+    def _split(self, part: Prepared, exc: Exception) -> list[Prepared]:
+        """The halves of a batch whose data storage refused, re-parsed (the same messages
+        give the same rows); a lone message becomes its dead letter."""
+        batch = part.batch
+        if len(batch) == 1:
+            msg = batch[0]
+            detail = f"{type(exc).__name__}: {exc}".replace("\x00", "\\x00")
+            detail = detail.encode("utf-8", "backslashreplace").decode()  # storable text
+            log.warning("storage refused the message on %s; dead-lettered: %s", msg.topic, detail)
+            dead = DeadLetter(msg.topic, "storage_error", detail, msg.payload)
+            # Receipted when durable as sent, as other dead letters: not when truncated.
+            durable = len(msg.payload) <= dead_letters.MAX_DEAD_LETTER_BYTES
+            return [Prepared(batch, part.received_at, dead=[dead], poison=True,
+                             receipts=part.receipts if durable else {})]  # fmt: skip
+        log.info("storage refused a batch of %d messages (%s); splitting it", len(batch), exc)
+        mid = len(batch) // 2
+        return [self._parse(half, received_at=part.received_at)
+                for half in (batch[:mid], batch[mid:])]  # fmt: skip
+
+    def _commit(self, p: Prepared) -> BatchResult:
+        """Write ``p`` in one transaction (or inside the caller's, when nested)."""
         batch = event_store.StoredBatch(p.rows, p.received_at, p.dead, p.statuses,
                                         p.availability, p.seen, p.copied)  # fmt: skip
         if self.writer is not None and not p.nested:
@@ -341,7 +416,6 @@ class Ingestor:
         )
         for dead in p.dead:
             result.dead[dead.reason] = result.dead.get(dead.reason, 0) + 1
-        self._observe(result, p.newest_sent, time.perf_counter() - start)
         return result
 
     def close(self) -> None:
@@ -775,14 +849,7 @@ class IngestWorker:
             log.exception("consent refresh failed")
 
     def _add(self, r: BatchResult) -> None:
-        t = self.totals
-        t.messages += r.messages
-        t.stored += r.stored
-        t.duplicates += r.duplicates
-        t.collisions += r.collisions
-        t.statuses += r.statuses
-        for k, v in r.dead.items():
-            t.dead[k] = t.dead.get(k, 0) + v
+        self.totals.add(replace(r, receipts={}))  # receipts were sent: totals keep counts
 
 
 def check_clock(first: float, last: float, received_at: float) -> None:

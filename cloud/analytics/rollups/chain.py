@@ -26,6 +26,7 @@ needs `storelens cloud rollups rebuild` (its older day rows are in its former gr
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -101,63 +102,123 @@ def affected(
     return out
 
 
-def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
-    """Recompute, in the caller's transaction, the day rows the store hours fall in, from
-    the per-store rows (which the caller has just written)."""
-    from storelens.cloud.analytics.rollups.sql import decode, encode, path_ids
+class _Span:
+    """The per-store rows one refresh reads for a run of overlapping day windows, each read
+    and decoded once, sorted by (ts, store, kind): a day is recomputed for every UTC offset
+    its zone takes and from each UTC day of hours settled, so the windows overlap and reading
+    per window read (and decoded) most rows several times."""
 
-    groups = store_groups(db)
-    known: dict[str, int] = {}  # path ids looked up by this refresh (every day and offset)
-    for (offset, day), wanted in sorted(affected(hours, groups).items()):
-        lo, hi = day - offset, day - offset + DAY_S
-        per_group = {g: _empty() for g in wanted if not g.startswith(STORE)}
-        for r in db.query(
-            "SELECT store, ts, metric, n FROM rollup_counts WHERE ts >= ? AND ts < ?"
-            " AND metric IN ('entrances', 'visits')",
-            (lo, hi),
-        ):
-            acc = per_group.get(groups.get(r["store"], UNKNOWN))
-            if acc is not None:
-                h = (int(r["ts"]) - lo) // HOUR_S
-                cell = acc["counts"].setdefault(r["store"], {}).setdefault(h, [0, 0])
-                cell[0 if r["metric"] == "entrances" else 1] += int(r["n"])
-        for r in db.query(
-            f"SELECT store, kind, data FROM rollup_maps WHERE ts >= ? AND ts < ?"
-            f" AND kind IN ({', '.join('?' for _ in KINDS)})",
-            (lo, hi, *KINDS),
-        ):
-            acc = per_group.get(groups.get(r["store"], UNKNOWN))
-            if acc is not None:
-                acc[r["kind"]].append(decode(bytes(r["data"])))
-        per_store: dict[str, dict[str, Any]] = {
-            g: {"built": [0, 0, 0, BUILT_FORMAT]} for g in wanted if g.startswith(STORE)
-        }
-        stores = sorted(g[len(STORE) :] for g in per_store)
+    def __init__(self, db: Database, lo: int, hi: int, stores: list[str]) -> None:
+        from storelens.cloud.analytics.rollups.sql import decode
+
+        self.lo, self.hi = lo, hi
+        # Every store's counts and zone maps (the group sums), the wanted stores' others.
+        self.counts = sorted(db.query_tuples(
+            "SELECT ts, store, metric, n FROM rollup_counts WHERE ts >= ? AND ts < ?"
+            " AND metric IN ('entrances', 'visits', 'visits_ended')", (lo, hi)))  # fmt: skip
+        maps = [
+            (ts, store, kind, decode(bytes(data)))
+            for ts, store, kind, data in db.query_tuples(
+                "SELECT ts, store, kind, data FROM rollup_maps WHERE ts >= ? AND ts < ?"
+                f" AND kind IN ({', '.join('?' for _ in KINDS)})",
+                (lo, hi, *KINDS),
+            )
+        ]
+        members: list[tuple] = []
         for i in range(0, len(stores), 500):  # bounded IN lists
             chunk = stores[i : i + 500]
             marks = ", ".join("?" for _ in chunk)
-            # "built": [finished visits, member visits, distinct members] of the store-day
-            # (counts only: forget-me recomputes the member's hours, and so these).
-            for r in db.query(
-                "SELECT store, SUM(n) AS n FROM rollup_counts WHERE ts >= ? AND ts < ?"
-                f" AND metric = 'visits_ended' AND store IN ({marks}) GROUP BY store",
-                (lo, hi, *chunk),
-            ):
-                per_store[STORE + r["store"]]["built"][0] = int(r["n"])
-            for r in db.query(
-                "SELECT store, SUM(visits) AS v, COUNT(DISTINCT member) AS m FROM rollup_members"
-                f" WHERE ts >= ? AND ts < ? AND store IN ({marks}) GROUP BY store",
-                (lo, hi, *chunk),
-            ):
-                per_store[STORE + r["store"]]["built"][1:3] = [int(r["v"]), int(r["m"])]
-            for r in db.query(
-                "SELECT store, ts, kind, data FROM rollup_maps WHERE ts >= ? AND ts < ?"
-                f" AND kind IN ({', '.join('?' for _ in STORE_KINDS)})"
-                f" AND store IN ({', '.join('?' for _ in chunk)})",
-                (lo, hi, *STORE_KINDS, *chunk),
-            ):
-                _add_store_hour(per_store[STORE + r["store"]], r["kind"], (int(r["ts"]) - lo)
-                                // HOUR_S, decode(bytes(r["data"])))  # fmt: skip
+            members += db.query_tuples(
+                "SELECT ts, store, member, visits FROM rollup_members WHERE ts >= ? AND ts < ?"
+                f" AND store IN ({marks})", (lo, hi, *chunk))  # fmt: skip
+            maps += [
+                (ts, store, kind, decode(bytes(data)))
+                for ts, store, kind, data in db.query_tuples(
+                    "SELECT ts, store, kind, data FROM rollup_maps WHERE ts >= ?"
+                    f" AND ts < ? AND kind IN ({', '.join('?' for _ in STORE_KINDS)})"
+                    f" AND store IN ({marks})",
+                    (lo, hi, *STORE_KINDS, *chunk),
+                )
+            ]
+        self.maps = sorted(maps, key=lambda r: r[:3])
+        self.members = sorted(members)
+        self._ts = {
+            name: [int(r[0]) for r in rows]
+            for name, rows in (
+                ("counts", self.counts),
+                ("maps", self.maps),
+                ("members", self.members),
+            )
+        }
+
+    def rows(self, name: str, lo: int, hi: int) -> list[tuple]:
+        """The ``name`` rows with lo <= ts < hi."""
+        ts = self._ts[name]
+        return getattr(self, name)[bisect_left(ts, lo) : bisect_left(ts, hi)]
+
+
+def _spans(db: Database, windows: list[tuple[int, int]], stores: list[str]) -> list[_Span]:
+    """`_Span` reads covering ``windows`` (UTC [lo, hi) pairs), one per run of windows that
+    overlap or touch (so scattered days are not read with all the days between them)."""
+    runs: list[list[int]] = []
+    for lo, hi in sorted(windows):
+        if runs and lo <= runs[-1][1]:
+            runs[-1][1] = max(runs[-1][1], hi)
+        else:
+            runs.append([lo, hi])
+    return [_Span(db, lo, hi, stores) for lo, hi in runs]
+
+
+def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
+    """Recompute, in the caller's transaction, the day rows the store hours fall in, from
+    the per-store rows (which the caller has just written): the rows of all the days are
+    read at once (`_Span`), each day is then summed from its slice."""
+    from storelens.cloud.analytics.rollups.sql import encode, path_ids
+
+    groups = store_groups(db)
+    known: dict[str, int] = {}  # path ids looked up by this refresh (every day and offset)
+    plan = sorted(affected(hours, groups).items())
+    windows = [(day - offset, day - offset + DAY_S) for (offset, day), _ in plan]
+    wanted_stores = sorted({g[len(STORE) :] for _, w in plan for g in w if g.startswith(STORE)})
+    spans = _spans(db, windows, wanted_stores)
+    for (offset, day), wanted in plan:
+        lo, hi = day - offset, day - offset + DAY_S
+        span = next(x for x in spans if x.lo <= lo and hi <= x.hi)
+        per_group = {g: _empty() for g in wanted if not g.startswith(STORE)}
+        per_store: dict[str, dict[str, Any]] = {
+            g: {"built": [0, 0, 0, BUILT_FORMAT]} for g in wanted if g.startswith(STORE)
+        }
+        for ts, store, metric, n in span.rows("counts", lo, hi):
+            if metric == "visits_ended":
+                # "built": [finished visits, member visits, distinct members] of the
+                # store-day (counts only: forget-me recomputes the member's hours, and so
+                # these).
+                one = per_store.get(STORE + store)
+                if one is not None:
+                    one["built"][0] += int(n)
+                continue
+            acc = per_group.get(groups.get(store, UNKNOWN))
+            if acc is not None:
+                h = (int(ts) - lo) // HOUR_S
+                cell = acc["counts"].setdefault(store, {}).setdefault(h, [0, 0])
+                cell[0 if metric == "entrances" else 1] += int(n)
+        distinct: dict[str, set[str]] = defaultdict(set)
+        for _, store, member, visits in span.rows("members", lo, hi):
+            one = per_store.get(STORE + store)
+            if one is not None:
+                one["built"][1] += int(visits)
+                distinct[store].add(member)
+        for store, seen in distinct.items():
+            per_store[STORE + store]["built"][2] = len(seen)
+        for ts, store, kind, value in span.rows("maps", lo, hi):
+            if kind in STORE_KINDS:
+                one = per_store.get(STORE + store)
+                if one is not None:
+                    _add_store_hour(one, kind, (int(ts) - lo) // HOUR_S, value)
+                continue
+            acc = per_group.get(groups.get(store, UNKNOWN))
+            if acc is not None:
+                acc[kind].append(value)
         db.executemany(
             "DELETE FROM rollup_days WHERE grp = ? AND utc_offset = ? AND ts = ?",
             [(g, offset, day) for g in sorted(wanted)],
@@ -261,7 +322,7 @@ def sum_heat(days: list[dict[str, Any]], hours: list[Any]) -> list[Any]:
 def pack_checkout(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """A store-day's checkout cells (local hour of the day -> ``q``, ``z``, as
     `merge_checkout` adds them) as arrays, so that a period's days are summed in a few NumPy
-    passes (`unpack_checkouts`) rather than cell by cell: ``k`` the zone-and-kind keys,
+    passes (`checkout_times._Parts`) rather than cell by cell: ``k`` the zone-and-kind keys,
     ``q`` int64 rows (hour, instants, sum, max), ``c`` int64 (hour, key, stays), ``w`` and
     ``s`` float64 (hour, key, seconds) of every wait and service time."""
     keys = sorted({k for cell in cells.values() for k in cell["z"]})
@@ -282,72 +343,6 @@ def pack_checkout(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "w": np.array(w, dtype="<f8").reshape(-1, 3).tobytes(),
         "s": np.array(sv, dtype="<f8").reshape(-1, 3).tobytes(),
     }
-
-
-def unpack_checkouts(days: list[tuple[str, int, dict[str, Any]]]) -> dict[tuple[str, int], Any]:
-    """(store, local hour of the day) -> ``q``, ``z`` (as `merge_checkout` builds them) of
-    packed store-days (`pack_checkout`): every array of every day is joined once, and cells
-    are grouped with NumPy; Python touches each (store, hour, key) once, whatever the days."""
-    if not days:
-        return {}
-    stores = sorted({store for store, _, _ in days})
-    store_id = {s: i for i, s in enumerate(stores)}
-    keys: dict[str, int] = {}
-    base, remap = [], []
-    for _, _, value in days:
-        base.append(len(remap))
-        remap += [keys.setdefault(k, len(keys)) for k in value["k"]]
-    names = list(keys)
-    day_store = np.array([store_id[store] for store, _, _ in days], dtype=np.int64)
-    day_base = np.array(base, dtype=np.int64)
-    global_key = np.array(remap or [0], dtype=np.int64)
-
-    def joined(field: str, dtype: str, width: int) -> tuple[np.ndarray, np.ndarray]:
-        parts = [value[field] for _, _, value in days]
-        rows = np.frombuffer(b"".join(parts), dtype=dtype).reshape(-1, width)
-        size = np.dtype(dtype).itemsize * width
-        of_day = np.repeat(np.arange(len(days)), [len(p) // size for p in parts])
-        return rows, of_day
-
-    out: dict[tuple[str, int], Any] = {}
-    q, of_day = joined("q", "<i8", 4)
-    if len(q):
-        cell = day_store[of_day] * 24 + q[:, 0]
-        ids, inverse = np.unique(cell, return_inverse=True)
-        n = np.bincount(inverse, weights=q[:, 1], minlength=len(ids))
-        total = np.bincount(inverse, weights=q[:, 2], minlength=len(ids))
-        top = np.full(len(ids), np.iinfo(np.int64).min)
-        np.maximum.at(top, inverse, q[:, 3])
-        for i, n_i, t_i, m_i in zip(ids.tolist(), n.tolist(), total.tolist(), top.tolist(),
-                                    strict=True):  # fmt: skip
-            out[(stores[i // 24], i % 24)] = {"q": [int(n_i), int(t_i), int(m_i)], "z": {}}
-
-    def grouped(rows: np.ndarray, of_day: np.ndarray) -> np.ndarray:
-        """(store * 24 + hour) * keys + key of each row."""
-        key = global_key[day_base[of_day] + rows[:, 1].astype(np.int64)]
-        return (day_store[of_day] * 24 + rows[:, 0].astype(np.int64)) * len(names) + key
-
-    c, of_day = joined("c", "<i8", 3)
-    if len(c):
-        ids, inverse = np.unique(grouped(c, of_day), return_inverse=True)
-        stays = np.bincount(inverse, weights=c[:, 2], minlength=len(ids))
-        for g, n_g in zip(ids.tolist(), stays.tolist(), strict=True):
-            cell_id, k = divmod(g, len(names))
-            cell = out.setdefault((stores[cell_id // 24], cell_id % 24),
-                                  {"q": [0, 0, None], "z": {}})  # fmt: skip
-            cell["z"][names[k]] = [int(n_g), [], []]
-    for field, slot in (("w", 1), ("s", 2)):
-        rows, of_day = joined(field, "<f8", 3)
-        if not len(rows):
-            continue
-        group = grouped(rows, of_day)
-        order = np.argsort(group, kind="stable")
-        group, values = group[order], rows[order, 2]
-        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-        for g, part in zip(group[starts].tolist(), np.split(values, starts[1:]), strict=True):
-            cell_id, k = divmod(g, len(names))
-            out[(stores[cell_id // 24], cell_id % 24)]["z"][names[k]][slot] = part.tolist()
-    return out
 
 
 def merge_checkout(cell: dict[str, Any], value: dict[str, Any]) -> None:
@@ -540,9 +535,11 @@ class Plan:
     """What a chain-wide scope reads: day rows of clean (group, day) pairs, and per-store
     sub-scopes for the rest."""
 
-    def __init__(self, values: dict[str, list[Any]], rest: list[Any]) -> None:
+    def __init__(self, values: dict[str, list[Any]], rest: list[Any], clean: bool = False) -> None:
         self.values = values  # kind -> decoded day values
         self.rest = rest  # store-scoped Scopes to read per store
+        # No dirty hour within two days of the scope: none in any of ``rest`` either.
+        self.clean = clean
 
     def joined_rest(self) -> tuple[Any, set[tuple[str, int]]] | None:
         """``rest`` as one store-scoped Scope (its stores, first to last day) and the
@@ -584,7 +581,8 @@ def plan(
     days = range(first, last + 1, DAY_S)
     # Dirty UTC hours: the group's local days they (and the buckets they overlap) touch.
     unclean: set[tuple[str, int]] = set()
-    for store, ts in reads.dirty(first - 2 * DAY_S, last + 3 * DAY_S):
+    dirty = reads.dirty(first - 2 * DAY_S, last + 3 * DAY_S)
+    for store, ts in dirty:
         g = groups.get(store)
         if g is None:
             return None
@@ -593,12 +591,19 @@ def plan(
     built: set[tuple[str, int]] = set()
     found: list[tuple[str, int, str, Any]] = []
     read = sorted({"counts", *kinds})
-    offsets = sorted({*offset_of.values(), 0})  # 0: the UNKNOWN group's rows
+    # Only each group's rows at the scope's offset (a group has rows for every offset its
+    # zone takes): the others' values would cross the wire to be dropped (dwell's are the
+    # largest). 0: the UNKNOWN group's rows.
+    by_offset: dict[int, set[str]] = defaultdict(set, {0: {UNKNOWN}})
+    for g, o in offset_of.items():
+        by_offset[o].add(g)
+    pairs = sorted((o, sorted(gs)) for o, gs in by_offset.items())
+    where = " OR ".join(f"(utc_offset = ? AND grp IN ({', '.join('?' for _ in gs)}))"
+                        for _, gs in pairs)  # fmt: skip
     for r in db.query(
         "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-        f" AND kind IN ({', '.join('?' for _ in read)})"
-        f" AND utc_offset IN ({', '.join('?' for _ in offsets)})",
-        (first, last, *read, *offsets),
+        f" AND kind IN ({', '.join('?' for _ in read)}) AND ({where})",
+        (first, last, *read, *(p for o, gs in pairs for p in (o, *gs))),
     ):
         g, day = r["grp"], int(r["ts"])
         if g == UNKNOWN:
@@ -612,7 +617,9 @@ def plan(
     for g, day, kind, data in found:
         if (g, day) in built:
             values[kind].append(decode(bytes(data)))
-    rest = []
+    # Runs of days not built, per group; the groups with the same run share one sub-scope
+    # (each store keeps its own offset in it): one read for them all, not one per time zone.
+    runs: dict[tuple[int, int], set[str]] = defaultdict(set)
     for g, stores in sorted(members.items()):
         run: list[int] = []
         for day in [*days, None]:
@@ -620,10 +627,11 @@ def plan(
                 run.append(day)
                 continue
             if run:
-                rest.append(replace(scope, start=_day_date(run[0]), end=_day_date(run[-1]),
-                                    stores=tuple(sorted(stores))))  # fmt: skip
+                runs[(run[0], run[-1])].update(stores)
                 run = []
-    return Plan(dict(values), rest)
+    rest = [replace(scope, start=_day_date(lo), end=_day_date(hi), stores=tuple(sorted(stores)))
+            for (lo, hi), stores in sorted(runs.items())]  # fmt: skip
+    return Plan(dict(values), rest, clean=not dirty)
 
 
 class StorePlan:
@@ -652,7 +660,8 @@ def store_marks(db: Database, scope: Any, reads: Reads | None = None) -> Marks |
 
     reads = reads if reads is not None else Reads(db)
     first, last = _day_range(scope)
-    stores = set(scope.stores) if scope.stores else set(reads.groups())
+    # A scope of `analytics.scope_for` has every store's offset: no stores query for them.
+    stores = set(scope.stores or scope.offsets) or set(reads.groups())
     unclean: set[tuple[str, int]] = set()
     for store, ts in reads.dirty(first - 2 * DAY_S, last + 3 * DAY_S):
         if scope.stores and store not in stores:
@@ -708,19 +717,24 @@ def plan_stores(
     found: list[tuple[str, int, Any]] = []
     values: list[tuple[str, int, Any]] = list(marks.marks) if kind == "built" else []
     if kind != "built":
-        by_offset: dict[int, set[str]] = defaultdict(set)
-        for store, _ in built:
-            by_offset[int(scope.offsets.get(store, 0) or 0)].add(STORE + store)
-        for offset, grps in sorted(by_offset.items()):
-            ordered = sorted(grps)
-            for i in range(0, len(ordered), 500):  # bounded IN lists
-                chunk = ordered[i : i + 500]
-                for r in db.query(
-                    "SELECT grp, ts, data FROM rollup_days WHERE kind = ? AND ts >= ? AND ts <= ?"
-                    f" AND grp IN ({', '.join('?' for _ in chunk)}) AND utc_offset = ?",
-                    (kind, first, last, *chunk, offset),
-                ):
-                    found.append((r["grp"][len(STORE) :], int(r["ts"]), r["data"]))
+        # One query for every offset (a fixed cost per query, large on PostgreSQL): each
+        # store's rows at its own offset only, so no other offset's value is fetched.
+        wanted = sorted({(int(scope.offsets.get(store, 0) or 0), STORE + store)
+                         for store, _ in built})  # fmt: skip
+        for i in range(0, len(wanted), 500):  # bounded IN lists
+            by_offset: dict[int, list[str]] = defaultdict(list)
+            for offset, grp in wanted[i : i + 500]:
+                by_offset[offset].append(grp)
+            clauses = " OR ".join(
+                f"(utc_offset = ? AND grp IN ({', '.join('?' for _ in grps)}))"
+                for grps in by_offset.values()
+            )
+            for r in db.query(
+                "SELECT grp, ts, data FROM rollup_days WHERE kind = ? AND ts >= ? AND ts <= ?"
+                f" AND ({clauses})",
+                (kind, first, last, *[v for o, grps in by_offset.items() for v in (o, *grps)]),
+            ):
+                found.append((r["grp"][len(STORE) :], int(r["ts"]), r["data"]))
     values += [(s, d, decode(bytes(data))) for s, d, data in found if (s, d) in built]
     missing = {(s, d) for s in stores for d in range(first, last + 1, DAY_S)} - built
     rest = None

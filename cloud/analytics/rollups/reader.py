@@ -40,16 +40,16 @@ class SqlRollups:
     def _dirty(self, scope: Any) -> aggregate.Deltas:
         """What the dirty hours in ``scope`` add up to, from their raw events."""
         cache = self.__dict__.setdefault("_dirty_cache", {})
-        key = (scope.start, scope.end, scope.stores, scope.hour_from, scope.hour_to)
+        key = self._dirty_key(scope)
         if key not in cache:
             from storelens.cloud.analytics.rollups.settle import deltas_for, store_phases
 
             # Marks are UTC hours and may straddle the scope's edge by one: widen, then keep
             # the buckets inside the scope.
-            lo = datetime.combine(scope.start, time(), UTC).timestamp() - DAY_S
-            hi = datetime.combine(scope.end, time(), UTC).timestamp() + 2 * DAY_S
+            lo = int(datetime.combine(scope.start, time(), UTC).timestamp()) - DAY_S
+            hi = int(datetime.combine(scope.end, time(), UTC).timestamp()) + 2 * DAY_S
             wanted = set(scope.stores)
-            marks = {(s, ts) for s, ts in self.reads.dirty(int(lo), int(hi))
+            marks = {(s, ts) for s, ts in self.reads.dirty(lo, hi)
                      if not wanted or s in wanted}  # fmt: skip
             if not marks:  # all settled (the usual case): no store or fitting-room lookups
                 cache[key] = aggregate.Deltas()
@@ -76,6 +76,19 @@ class SqlRollups:
         scope, keep = joined
         return [r for r in self.counts(scope, seconds)
                 if (r["store"], r["b"] // DAY_S * DAY_S) in keep]  # fmt: skip
+
+    @staticmethod
+    def _dirty_key(scope: Any) -> tuple[Any, ...]:
+        return (scope.start, scope.end, scope.stores, scope.hour_from, scope.hour_to)
+
+    def _rest(self, plan: chain.Plan) -> list[Any]:
+        """The plan's per-store sub-scopes; when the plan saw no dirty hour near the scope,
+        they are known to have none (no dirty-hours query per sub-scope)."""
+        if plan.clean:
+            cache = self.__dict__.setdefault("_dirty_cache", {})
+            for sub in plan.rest:
+                cache.setdefault(self._dirty_key(sub), aggregate.Deltas())
+        return plan.rest
 
     @staticmethod
     def _local(scope: Any, store: str, hour: int, seconds: int) -> int:
@@ -257,15 +270,16 @@ class SqlRollups:
             out[(store, self._local(scope, store, hour, DAY_S))] += lengths
         return dict(out)
 
-    def checkout(self, scope: Any) -> dict[tuple[str, int], dict[str, Any]]:
-        """(store, local hour of the day) -> ``q``: queue snapshots [instants, sum, max];
-        ``z``: zone + FLOW_SEP + device-given kind -> [stays, waits, service times]."""
-        out = chain.unpack_checkouts(self._per_store_days("checkout", scope))
-        for (store, hour), value in self._per_store_hours("checkout", scope):
-            h = self._local(scope, store, hour, HOUR_S) // HOUR_S % 24
-            cell = out.setdefault((store, h), {"q": [0, 0, None], "z": {}})
-            chain.merge_checkout(cell, value)
-        return out
+    def checkout_parts(
+        self, scope: Any
+    ) -> tuple[list[tuple[str, int, Any]], list[tuple[str, int, dict[str, Any]]]]:
+        """The checkout values in scope: packed store-days (`chain.pack_checkout`) where a
+        whole-day scope has them, and (store, local hour of the day, value) of the other
+        store-hours; a value: ``q`` queue snapshots [instants, sum, max] (if any), ``z``:
+        zone + FLOW_SEP + device-given kind -> [stays, waits, service times]."""
+        hours = [(store, self._local(scope, store, hour, HOUR_S) // HOUR_S % 24, value)
+                 for (store, hour), value in self._per_store_hours("checkout", scope)]  # fmt: skip
+        return self._per_store_days("checkout", scope), hours
 
     def _store_plan(self, kind: str, scope: Any) -> chain.StorePlan | None:
         plan = self.__dict__.setdefault("_store_plans", {})
@@ -319,7 +333,7 @@ class SqlRollups:
         if plan is None:
             return self._maps(kind, scope)
         values = list(plan.values.get(kind, []))
-        for sub in plan.rest:
+        for sub in self._rest(plan):
             values += self._maps(kind, sub)
         return values
 

@@ -16,7 +16,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from storelens.cloud.analytics.rollups import aggregate, sql
+from storelens.cloud.analytics.rollups import aggregate, chain, sql
 from storelens.cloud.db import Database
 from storelens.cloud.ingest.events import EVENT_COLUMNS
 
@@ -42,6 +42,8 @@ def settle(
     for r in due:
         per_day[int(r["ts"]) // DAY_S * DAY_S][(r["store"], int(r["ts"]))] = int(r["version"])
     phases = store_phases(db)
+    touched: set[tuple[str, int]] = set()
+    settled: list[tuple[int, str, int]] = []
     for _, versions in sorted(per_day.items()):
         # Computed before the write transaction, so SQLite's write lock (which ingest's writer
         # needs) is held only to write. An event committed meanwhile bumps its hour's version:
@@ -49,10 +51,18 @@ def settle(
         buckets = aggregate.buckets_of(versions, phases)
         deltas = deltas_for(db, buckets)
         with db.transaction():
-            sql.write_hours(db, deltas, buckets)
+            sql.write_hours(db, deltas, buckets, refresh=False)
+        touched |= buckets
+        settled += [(h, s, v) for (s, h), v in versions.items()]
+    if touched:
+        # The day rows of every day touched, once (a local day straddles two UTC days, and
+        # takes two UTC offsets), then the marks: until this commits, the hours are still
+        # dirty, so charts read them raw and skip their groups' day rows.
+        with db.transaction():
+            chain.refresh(db, touched)
             db.executemany(
                 "DELETE FROM rollup_dirty WHERE ts = ? AND store = ? AND version = ?",
-                [(h, s, v) for (s, h), v in sorted(versions.items())],
+                sorted(settled),
             )
     return len(due)
 

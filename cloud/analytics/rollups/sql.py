@@ -118,15 +118,20 @@ def write_hours(
     deltas: aggregate.Deltas,
     hours: Iterable[tuple[str, int]],
     cleared: Iterable[tuple[str, int]] = (),
+    *,
+    refresh: bool = True,
 ) -> None:
     """Replace the rollup rows of ``hours`` by ``deltas`` (computed from all their raw
     events), inside the caller's transaction, and the day rows (`chain`) of those hours
-    and of ``cleared`` ones (whose rows the caller deleted)."""
+    and of ``cleared`` ones (whose rows the caller deleted). ``refresh=False``: the caller
+    refreshes the day rows later (`chain.refresh`), and keeps the hours marked dirty until
+    then, so no reader takes the day rows of hours they do not sum yet."""
     keys = sorted(set(hours))
     from storelens.cloud.analytics.rollups import chain
 
     if not keys:
-        chain.refresh(db, cleared)
+        if refresh:
+            chain.refresh(db, cleared)
         return
     for table in ROLLUP_TABLES:
         db.executemany(f"DELETE FROM {table} WHERE ts = ? AND store = ?", [(h, s) for s, h in keys])
@@ -152,7 +157,8 @@ def write_hours(
             " ON CONFLICT (kind, ts, store) DO UPDATE SET data = excluded.data",
             sorted(maps),
         )
-    chain.refresh(db, {*keys, *cleared})
+    if refresh:
+        chain.refresh(db, {*keys, *cleared})
 
 
 def forget_member(db: Database, token: str) -> int:
