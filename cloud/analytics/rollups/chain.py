@@ -458,18 +458,21 @@ def top_paths(
 
 
 def pack_histograms(per_zone: dict[str, aggregate.DwellHistogram]) -> dict[str, Any]:
-    """Summed histograms in the stored format of `aggregate.pack_dwell`."""
+    """Summed histograms in the stored format of `aggregate.pack_dwell`, the cells as
+    uint16 (`aggregate.CELLS16`) when they all fit."""
     zones, parts = [], []
     for i, zone in enumerate(sorted(per_zone)):
         h = per_zone[zone]
         zones.append([zone, int(h.counts.sum()), float(h.total), float(h.lowest),
                       float(h.highest)])  # fmt: skip
-        part = np.empty((len(h.seconds), 3), dtype="<i4")
+        part = np.empty((len(h.seconds), 3), dtype=np.int64)
         part[:, 0] = i
         part[:, 1] = h.seconds.astype(np.int64)
         part[:, 2] = np.rint(h.counts).astype(np.int64)
         parts.append(part)
-    cells = np.concatenate(parts) if parts else np.empty((0, 3), dtype="<i4")
+    cells = np.concatenate(parts) if parts else np.empty((0, 3), dtype=np.int64)
+    if not len(cells) or (cells.min() >= 0 and cells.max() <= 0xFFFF):
+        return {"zones": zones, aggregate.CELLS16: cells.astype("<u2").tobytes()}
     return {"zones": zones, "cells": cells.astype("<i4").tobytes()}
 
 
