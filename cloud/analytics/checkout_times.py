@@ -114,20 +114,27 @@ class _Parts:
     def add_days(self, days: list[tuple[str, int, dict[str, Any]]]) -> None:
         if not days:
             return
-        day_store = np.array([self._store(s) for s, _, _ in days], dtype=np.int64)
+        n_days = len(days)
+        day_store = np.fromiter((self._store(s) for s, _, _ in days), np.int64, n_days)
+        # A store's days mostly share one key list: each distinct list is mapped once.
+        bases: dict[tuple[str, ...], int] = {}
         base, remap = [], []
         for _, _, value in days:
-            base.append(len(remap))
-            remap += [self.keys.setdefault(k, len(self.keys)) for k in value["k"]]
-        day_base = np.array(base, dtype=np.int64)
+            keys = tuple(value["k"])
+            at = bases.get(keys)
+            if at is None:
+                at = bases[keys] = len(remap)
+                remap += [self.keys.setdefault(k, len(self.keys)) for k in keys]
+            base.append(at)
+        day_base = np.fromiter(base, np.int64, n_days)
         global_key = np.array(remap or [0], dtype=np.int64)
+        of_days = np.arange(n_days)
 
         def joined(field: str, dtype: str, width: int) -> tuple[np.ndarray, np.ndarray]:
             parts = [value[field] for _, _, value in days]
             rows = np.frombuffer(b"".join(parts), dtype=dtype).reshape(-1, width)
-            size = np.dtype(dtype).itemsize * width
-            of_day = np.repeat(np.arange(len(days)), [len(p) // size for p in parts])
-            return rows, of_day
+            sizes = np.fromiter(map(len, parts), np.int64, n_days)
+            return rows, np.repeat(of_days, sizes // (np.dtype(dtype).itemsize * width))
 
         q, of_day = joined("q", "<i8", 4)
         if len(q):
@@ -264,7 +271,10 @@ def checkout_queue(db: Database, scope: Scope) -> Table:
         if not len(values):
             continue
         ids = cell_of(index)
-        order = np.lexsort((values, ids))  # by cell, then seconds: each cell's run sorted
+        # By cell, then seconds (each cell's run sorted): a float sort, then a stable integer
+        # one (radix), faster than np.lexsort's two merge sorts.
+        order = np.argsort(values)
+        order = order[np.argsort(ids[order], kind="stable")]
         ids, values = ids[order], values[order]
         starts, sizes = _segments(ids)
         cells = ids[starts].tolist()
@@ -316,7 +326,8 @@ def entry_to_checkout(db: Database, scope: Scope) -> Table:
         counts[key][r["method"] or "pending"] += 1
         if r["entry_to_checkout_s"] is not None:
             times[key].append(float(r["entry_to_checkout_s"]))
-    labels = {b: local_label(b, daily=True) for _, b in counts}  # a few days, many stores
+    # one label per day, not per store-day
+    labels = {b: local_label(b, daily=True) for b in {b for _, b in counts}}
     rows = []
     for store, b in sorted(counts, key=lambda k: (k[1], k[0])):
         c = counts[(store, b)]

@@ -35,7 +35,8 @@ def staff(db: Database, scope: Scope) -> Table:
         from storelens.cloud.analytics import rollups  # rollups import this module (shoppers_only)
 
         lengths.update(rollups.reader(db).staff(scope))
-    labels = {b: local_label(b, daily=True) for _, b in lengths}  # a few days, many stores
+    # one label per day, not per store-day
+    labels = {b: local_label(b, daily=True) for b in {b for _, b in lengths}}
     out = [
         {
             "day": labels[b],

@@ -525,6 +525,12 @@ def pack_dwell(per_zone: dict[str, dict[int, list[float]]]) -> dict[str, Any]:
     return {"zones": zones, "cells": packed}
 
 
+# A day row's cells as uint16 triples, when every zone index, second and count fits: half
+# the bytes of the int32 ``cells`` (the largest value a chain view reads; PostgreSQL
+# decompresses and sends it as hex).
+CELLS16 = "cells16"
+
+
 @dataclass
 class DwellHistogram:
     """One zone's dwell over a period: visits per whole second, and the exact extremes."""
@@ -544,10 +550,11 @@ def sum_dwell(values: Iterable[dict[str, Any]]) -> dict[str, DwellHistogram]:
     ids: dict[str, int] = {}
     extremes: list[list[float]] = []  # per zone: total, min, max
     remap: list[int] = []  # the global zone of each value's local zones, values one after another
-    bases, buffers = [], []
+    bases, buffers, narrow = [], [], []  # narrow: the uint16 cells of day rows (`CELLS16`)
     for value in values:
-        if "cells" not in value:  # written before the packed format: zone -> second -> cell
-            value = pack_dwell({z: {int(s): c for s, c in v.items()} for z, v in value.items()})
+        if "cells" not in value and CELLS16 not in value:  # before the packed format:
+            value = pack_dwell({z: {int(s): c for s, c in v.items()}  # zone -> second -> cell
+                                for z, v in value.items()})  # fmt: skip
         bases.append(len(remap))
         for zone, _, total, lo, hi in value["zones"]:
             g = ids.get(zone)
@@ -559,11 +566,20 @@ def sum_dwell(values: Iterable[dict[str, Any]]) -> dict[str, DwellHistogram]:
             e[1] = min(e[1], lo)
             e[2] = max(e[2], hi)
             remap.append(g)
-        buffers.append(value["cells"])
-    cells = np.frombuffer(b"".join(buffers), dtype="<i4").reshape(-1, 3).astype(np.int64)
-    if not len(cells):
+        wide = value.get("cells")
+        buffers.append(wide)
+        narrow.append(value[CELLS16] if wide is None else None)
+    parts, owners = [], []
+    for dtype, width, blobs in (("<i4", 12, buffers), ("<u2", 6, narrow)):
+        taken = [(i, b) for i, b in enumerate(blobs) if b]
+        if taken:
+            joined = b"".join(b for _, b in taken)
+            parts.append(np.frombuffer(joined, dtype=dtype).reshape(-1, 3).astype(np.int64))
+            owners.append(np.repeat([i for i, _ in taken], [len(b) // width for _, b in taken]))
+    if not parts:
         return {}
-    of_value = np.repeat(np.arange(len(buffers)), [len(b) // 12 for b in buffers])
+    cells = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    of_value = np.concatenate(owners) if len(owners) > 1 else owners[0]
     zone = np.asarray(remap, dtype=np.int64)[np.asarray(bases, dtype=np.int64)[of_value]
                                              + cells[:, 0]]  # fmt: skip
     second, visits = cells[:, 1], cells[:, 2]
