@@ -492,6 +492,48 @@ def _days_touched(hour: int, offset: int) -> set[int]:
     }
 
 
+class Reads:
+    """What every plan of one chart reads again, read once: the stores' groups and the
+    dirty marks (a chart plans its period, the previous one, and several kinds). A reader
+    (`SqlRollups`, one per chart) owns one; it never outlives the chart's call, so marks
+    set meanwhile are seen by the next chart."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._groups: dict[str, str] | None = None
+        self._span: tuple[int, int] | None = None  # the ts range whose marks are in _marks
+        self._marks: list[tuple[str, int]] = []
+
+    def groups(self) -> dict[str, str]:
+        """store -> its group (`store_groups`)."""
+        if self._groups is None:
+            self._groups = store_groups(self.db)
+        return self._groups
+
+    def dirty(self, lo: int, hi: int) -> list[tuple[str, int]]:
+        """(store, UTC hour) of the dirty marks with ``lo <= ts < hi``. The range read is
+        widened to take in every range asked before, reading only the part not yet read:
+        the previous period's plan finds its marks read already."""
+        lo, hi = int(lo), int(hi)
+        if self._span is None:
+            # The first read takes in the period before as well: charts compare with it, and
+            # the marks (the hours not settled yet) are few.
+            first = lo - (hi - lo)
+            self._marks, self._span = self._read(first, hi), (first, hi)
+        else:
+            have_lo, have_hi = self._span
+            if lo < have_lo:
+                self._marks += self._read(lo, have_lo)
+            if hi > have_hi:
+                self._marks += self._read(have_hi, hi)
+            self._span = (min(lo, have_lo), max(hi, have_hi))
+        return [(s, ts) for s, ts in self._marks if lo <= ts < hi]
+
+    def _read(self, lo: int, hi: int) -> list[tuple[str, int]]:
+        return [(s, int(ts)) for s, ts in self.db.query_tuples(
+            "SELECT store, ts FROM rollup_dirty WHERE ts >= ? AND ts < ?", (lo, hi))]  # fmt: skip
+
+
 class Plan:
     """What a chain-wide scope reads: day rows of clean (group, day) pairs, and per-store
     sub-scopes for the rest."""
@@ -502,16 +544,38 @@ class Plan:
         # No dirty hour within two days of the scope: none in any of ``rest`` either.
         self.clean = clean
 
+    def joined_rest(self) -> tuple[Any, set[tuple[str, int]]] | None:
+        """``rest`` as one store-scoped Scope (its stores, first to last day) and the
+        (store, local day) pairs of it to keep: per-store rows are grouped by day, so one
+        query and a filter answer what a query per sub-scope did (None: no rest)."""
+        if not self.rest:
+            return None
+        keep = {(store, d) for sub in self.rest for d in range(*_span(sub))
+                for store in sub.stores}  # fmt: skip
+        stores = tuple(sorted({s for sub in self.rest for s in sub.stores}))
+        start, end = min(sub.start for sub in self.rest), max(sub.end for sub in self.rest)
+        return replace(self.rest[0], start=start, end=end, stores=stores), keep
 
-def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
+
+def _span(scope: Any) -> tuple[int, int, int]:
+    """range() bounds of the scope's local-day starts."""
+    first, last = _day_range(scope)
+    return first, last + DAY_S, DAY_S
+
+
+def plan(
+    db: Database, scope: Any, kinds: tuple[str, ...], reads: Reads | None = None
+) -> Plan | None:
     """How to read ``kinds`` for ``scope`` from the day rows, or None when the scope is
     not chain-wide over whole days (store- and region-scoped views, hour filters), or when
-    events of stores outside ``stores`` are in the period."""
+    events of stores outside ``stores`` are in the period. ``reads``: the chart's memo of
+    groups and dirty marks (`Reads`), when the caller has one."""
     if scope.stores or not scope.all_hours or scope.raw:
         return None
     from storelens.cloud.analytics.rollups.sql import decode
 
-    groups = store_groups(db)
+    reads = reads if reads is not None else Reads(db)
+    groups = reads.groups()
     members: dict[str, list[str]] = defaultdict(list)
     for store, g in groups.items():
         members[g].append(store)
@@ -520,15 +584,12 @@ def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
     days = range(first, last + 1, DAY_S)
     # Dirty UTC hours: the group's local days they (and the buckets they overlap) touch.
     unclean: set[tuple[str, int]] = set()
-    dirty = db.query(
-        "SELECT store, ts FROM rollup_dirty WHERE ts >= ? AND ts < ?",
-        (first - 2 * DAY_S, last + 3 * DAY_S),
-    )
-    for r in dirty:
-        g = groups.get(r["store"])
+    dirty = reads.dirty(first - 2 * DAY_S, last + 3 * DAY_S)
+    for store, ts in dirty:
+        g = groups.get(store)
         if g is None:
             return None
-        unclean.update((g, d) for d in _days_touched(int(r["ts"]), offset_of[g]))
+        unclean.update((g, d) for d in _days_touched(ts, offset_of[g]))
     values: dict[str, list[Any]] = defaultdict(list)
     built: set[tuple[str, int]] = set()
     found: list[tuple[str, int, str, Any]] = []
@@ -593,22 +654,19 @@ class Marks:
         self.stores, self.built, self.marks = stores, built, marks
 
 
-def store_marks(db: Database, scope: Any) -> Marks | None:
+def store_marks(db: Database, scope: Any, reads: Reads | None = None) -> Marks | None:
     """The "built" marks `plan_stores` reads (None: hour filters); one read serves every
-    kind a chart reads for the scope."""
+    kind a chart reads for the scope. ``reads``: the chart's memo (`Reads`), if any."""
     if not scope.all_hours or scope.raw:
         return None
     from storelens.cloud.analytics.rollups.sql import decode
 
+    reads = reads if reads is not None else Reads(db)
     first, last = _day_range(scope)
     # A scope of `analytics.scope_for` has every store's offset: no stores query for them.
-    stores = set(scope.stores or scope.offsets) or set(store_groups(db))
+    stores = set(scope.stores or scope.offsets) or set(reads.groups())
     unclean: set[tuple[str, int]] = set()
-    for r in db.query(
-        "SELECT store, ts FROM rollup_dirty WHERE ts >= ? AND ts < ?",
-        (first - 2 * DAY_S, last + 3 * DAY_S),
-    ):
-        store, ts = r["store"], int(r["ts"])
+    for store, ts in reads.dirty(first - 2 * DAY_S, last + 3 * DAY_S):
         if scope.stores and store not in stores:
             continue
         stores.add(store)
