@@ -93,3 +93,33 @@ def test_chain_charts_share_their_reads_and_read_the_rest_at_once(db, monkeypatc
         assert len(seen) <= most, (name, len(seen), seen)
         assert sum("FROM stores" in sql for sql in seen) <= 1, name
         assert sum(sql.startswith("SELECT store, ts FROM rollup_dirty") for sql in seen) <= 1, name
+
+
+def test_a_chart_reads_on_one_pinned_connection(db) -> None:
+    """A chart's statements run on one connection (PostgreSQL: one pool checkout, each of
+    which checks the connection with a round trip); a transaction inside the block keeps
+    its own connection, commits or rolls back as outside it, and the block sees the result."""
+    seed(db)
+    scope = scopes(db)[0]
+    with db.pinned():
+        with db.transaction():
+            db.execute("INSERT INTO rollup_dirty (store, ts, marked_at, version)"
+                       " VALUES ('x', 1, 0, 1)")  # fmt: skip
+            assert db.scalar("SELECT count(*) FROM rollup_dirty WHERE store = 'x'") == 1
+        try:
+            with db.transaction():
+                db.execute("DELETE FROM rollup_dirty WHERE store = 'x'")
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+        assert db.scalar("SELECT count(*) FROM rollup_dirty WHERE store = 'x'") == 1
+    db.execute("DELETE FROM rollup_dirty WHERE store = 'x'")
+    if db.dialect != "postgres":
+        return
+    checkouts = db._pool.get_stats().get("requests_num", 0)
+    analytics.CHARTS["conversion"](db, scope)
+    assert db._pool.get_stats().get("requests_num", 0) - checkouts == 1
+    with db.pinned(), db.pinned():  # nested: the outer block's connection
+        db.query("SELECT 1")
+        db.query("SELECT 1")
+    assert db._pool.get_stats().get("requests_num", 0) - checkouts == 2
