@@ -572,7 +572,6 @@ def plan(
     groups and dirty marks (`Reads`), when the caller has one."""
     if scope.stores or not scope.all_hours or scope.raw:
         return None
-    from storelens.cloud.analytics.rollups.sql import decode
 
     reads = reads if reads is not None else Reads(db)
     groups = reads.groups()
@@ -617,9 +616,9 @@ def plan(
             built.add((g, day))
         if r["kind"] in kinds:
             found.append((g, day, r["kind"], r["data"]))
-    for g, day, kind, data in found:
-        if (g, day) in built:
-            values[kind].append(decode(bytes(data)))
+    wanted = [(kind, bytes(data)) for g, day, kind, data in found if (g, day) in built]
+    for (kind, _), value in zip(wanted, decode_all([d for _, d in wanted]), strict=True):
+        values[kind].append(value)
     # Runs of days not built, per group; the groups with the same run share one sub-scope
     # (each store keeps its own offset in it): one read for them all, not one per time zone.
     runs: dict[tuple[int, int], set[str]] = defaultdict(set)
@@ -659,7 +658,6 @@ def store_marks(db: Database, scope: Any, reads: Reads | None = None) -> Marks |
     kind a chart reads for the scope. ``reads``: the chart's memo (`Reads`), if any."""
     if not scope.all_hours or scope.raw:
         return None
-    from storelens.cloud.analytics.rollups.sql import decode
 
     reads = reads if reads is not None else Reads(db)
     first, last = _day_range(scope)
@@ -683,26 +681,42 @@ def store_marks(db: Database, scope: Any, reads: Reads | None = None) -> Marks |
     # each) of the scope's offsets are read first (0 too: stores outside `stores`), then the
     # values of the built days only, per offset and store, so no other offset's is fetched.
     offsets = sorted({int(scope.offsets.get(s, 0) or 0) for s in stores} | {0})
-    for r in db.query(
+    kept: list[tuple[str, int]] = []
+    data: list[bytes] = []
+    offset_of = {s: int(o or 0) for s, o in scope.offsets.items()}
+    cut = len(STORE)
+    for grp, utc_offset, ts, value in db.query_tuples(
         "SELECT grp, utc_offset, ts, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
         f" AND {grp_sql} AND kind = 'built'"
         f" AND utc_offset IN ({', '.join('?' for _ in offsets)})",
         (first, last, *grp_params, *offsets),
     ):
-        store, day = r["grp"][len(STORE) :], int(r["ts"])
+        store, day = grp[cut:], int(ts)
         if scope.stores and store not in stores:
             continue
-        if int(scope.offsets.get(store, 0) or 0) != int(r["utc_offset"]):
+        if offset_of.get(store, 0) != int(utc_offset):
             continue
         stores.add(store)
         if (store, day) in unclean:
             continue
-        mark = decode(bytes(r["data"]))
+        kept.append((store, day))
+        data.append(bytes(value))
+    for (store, day), mark in zip(kept, decode_all(data), strict=True):
         if not isinstance(mark, list) or len(mark) < 4 or mark[3] != BUILT_FORMAT:
             continue  # an older format's day (see BUILT_FORMAT): read per store-hour
         built.add((store, day))
         values.append((store, day, mark))
     return Marks(stores, built, values)
+
+
+def decode_all(values: list[bytes]) -> list[Any]:
+    """Decode many msgpack values in one call: behind an array header they are one array
+    (a chart's hundreds of store-day marks: one decoder call instead of one per mark)."""
+    from storelens.cloud.analytics.rollups.sql import decode
+
+    if len(values) < 2:
+        return [decode(v) for v in values]
+    return decode(b"\xdd" + len(values).to_bytes(4, "big") + b"".join(values))
 
 
 def plan_stores(
