@@ -18,7 +18,7 @@ def member_share(db: Database, scope: Scope) -> Table:
     anonymous here, which is what they asked for.
     """
 
-    reader = rollups.reader(db)  # one for the period and the previous: shared reads
+    reader = rollups.reader(db, compare=True)  # the period and the previous: shared reads
 
     def query(s: Scope) -> list[dict[str, Any]]:
         if not s.raw:
@@ -118,7 +118,7 @@ def conversion(db: Database, scope: Scope) -> Table:
     The period's rate (``comparison.conversion``) divides the transactions of the store-days
     that counted visitors by those visitors: one scope for numerator and denominator.
     ``transactions`` and ``revenue`` are all the period's sales."""
-    reader = rollups.reader(db)
+    reader = rollups.reader(db, compare=True)
     visitors = footfall.counts_by_store(db, scope, DAY_S, reader)
     sales = _sales(db, scope, DAY_S)
     keys = {(s, b) for s, counts in visitors.items() for b in counts} | set(sales)

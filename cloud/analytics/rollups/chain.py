@@ -498,11 +498,30 @@ class Reads:
     (`SqlRollups`, one per chart) owns one; it never outlives the chart's call, so marks
     set meanwhile are seen by the next chart."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, compare: bool = False) -> None:
         self.db = db
+        # The chart reads the period before as well (its comparison): `ranged` reads both
+        # periods' rows in one query.
+        self.compare = compare
         self._groups: dict[str, str] | None = None
         self._span: tuple[int, int] | None = None  # the ts range whose marks are in _marks
         self._marks: list[tuple[str, int]] = []
+        self._ranged: dict[Any, tuple[int, int, list[tuple]]] = {}
+
+    def ranged(
+        self, key: Any, first: int, last: int, fetch: Callable[[int, int], list[tuple]]
+    ) -> list[tuple]:
+        """The rows with ``first <= ts <= last`` (ts: a row's third column) of the query
+        ``fetch(lo, hi)`` (rows with ``lo <= ts <= hi``) that ``key`` names: read again
+        only when an earlier read does not cover the range; with ``compare``, a first read
+        reaches back one period more, so the previous period's plan reads nothing."""
+        have = self._ranged.get(key)
+        if have is None or not (have[0] <= first and last <= have[1]):
+            lo = first - (last - first + DAY_S) if self.compare and have is None else first
+            have = self._ranged[key] = (lo, last, fetch(lo, last))
+        if have[0] == first and have[1] == last:
+            return have[2]
+        return [r for r in have[2] if first <= int(r[2]) <= last]
 
     def groups(self) -> dict[str, str]:
         """store -> its group (`store_groups`)."""
@@ -602,20 +621,22 @@ def plan(
     pairs = sorted((o, sorted(gs)) for o, gs in by_offset.items())
     where = " OR ".join(f"(utc_offset = ? AND grp IN ({', '.join('?' for _ in gs)}))"
                         for _, gs in pairs)  # fmt: skip
-    for r in db.query(
-        "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-        f" AND kind IN ({', '.join('?' for _ in read)}) AND ({where})",
-        (first, last, *read, *(p for o, gs in pairs for p in (o, *gs))),
-    ):
-        g, day = r["grp"], int(r["ts"])
+    params = (*read, *(p for o, gs in pairs for p in (o, *gs)))
+    for g, utc_offset, ts, kind, data in reads.ranged(
+        ("days", where, params), first, last,
+        lambda lo, hi: db.query_tuples(
+            "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
+            f" AND kind IN ({', '.join('?' for _ in read)}) AND ({where})", (lo, hi, *params)),
+    ):  # fmt: skip
+        day = int(ts)
         if g == UNKNOWN:
             return None  # events of stores outside `stores`: read them per store
-        if offset_of.get(g) != int(r["utc_offset"]) or (g, day) in unclean:
+        if offset_of.get(g) != int(utc_offset) or (g, day) in unclean:
             continue
-        if r["kind"] == "counts":
+        if kind == "counts":
             built.add((g, day))
-        if r["kind"] in kinds:
-            found.append((g, day, r["kind"], r["data"]))
+        if kind in kinds:
+            found.append((g, day, kind, data))
     wanted = [(kind, bytes(data)) for g, day, kind, data in found if (g, day) in built]
     for (kind, _), value in zip(wanted, decode_all([d for _, d in wanted]), strict=True):
         values[kind].append(value)
@@ -685,12 +706,14 @@ def store_marks(db: Database, scope: Any, reads: Reads | None = None) -> Marks |
     data: list[bytes] = []
     offset_of = {s: int(o or 0) for s, o in scope.offsets.items()}
     cut = len(STORE)
-    for grp, utc_offset, ts, value in db.query_tuples(
-        "SELECT grp, utc_offset, ts, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-        f" AND {grp_sql} AND kind = 'built'"
-        f" AND utc_offset IN ({', '.join('?' for _ in offsets)})",
-        (first, last, *grp_params, *offsets),
-    ):
+    for grp, utc_offset, ts, value in reads.ranged(
+        ("built", grp_sql, grp_params, tuple(offsets)), first, last,
+        lambda lo, hi: db.query_tuples(
+            "SELECT grp, utc_offset, ts, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
+            f" AND {grp_sql} AND kind = 'built'"
+            f" AND utc_offset IN ({', '.join('?' for _ in offsets)})",
+            (lo, hi, *grp_params, *offsets)),
+    ):  # fmt: skip
         store, day = grp[cut:], int(ts)
         if scope.stores and store not in stores:
             continue
