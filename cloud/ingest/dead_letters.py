@@ -1,5 +1,6 @@
 """Dead letters: messages ingest could not store (malformed, unknown device, clock skew, ID
-collision), kept with their raw bytes and reason for ops to inspect. The table is created by
+collision, storage_error), kept with their raw bytes and reason for ops to inspect and, once
+the cause is fixed, to replay (`storelens.cloud.ingest.replay`). The table is created by
 `storelens.cloud.ingest.events`' migrations (unchanged on disk)."""
 
 from __future__ import annotations
