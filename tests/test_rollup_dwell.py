@@ -1,16 +1,19 @@
 """The dwell chart's sums of packed histograms and its bins and quartiles equal the plain
 per-cell arithmetic they replace: a grid bincount where seconds are dense, a sort where a
-few long stays make the grid sparse, and old-format (unpacked) values among packed ones."""
+few long stays make the grid sparse, day values with uint16 cells, and old-format (unpacked
+or int32) values among them; day rows hold uint16 cells, and int32 ones are still read."""
 
 from __future__ import annotations
 
 import math
 import random
 
+import msgspec
 import numpy as np
+from test_rollups import charts, same, scopes, seed
 
 from storelens.cloud.analytics import dwell
-from storelens.cloud.analytics.rollups import aggregate
+from storelens.cloud.analytics.rollups import aggregate, chain
 
 
 def _reference(values: list[dict]) -> dict[str, tuple[list[int], list[float], float, float, float]]:
@@ -43,10 +46,14 @@ def test_summed_histograms_equal_the_cell_by_cell_sum() -> None:
     rng = random.Random(3)
     for case in range(60):
         hours = [_hour(rng, long_stays=case % 2 == 1) for _ in range(rng.randrange(1, 12))]
-        # Some values as stored before the packed format (zone -> second -> cell).
-        values = [aggregate.pack_dwell(h) if rng.random() < 0.7
-                  else {z: {str(s): c for s, c in v.items()} for z, v in h.items()}
-                  for h in hours]  # fmt: skip
+        # Hour values, summed day values (uint16 cells when they fit) and values as stored
+        # before the packed format (zone -> second -> cell).
+        values = [aggregate.pack_dwell(h) for h in hours]
+        for i in range(len(values)):
+            if rng.random() < 0.3:
+                values[i] = chain.pack_histograms(aggregate.sum_dwell([values[i]]))
+            elif rng.random() < 0.2:
+                values[i] = {z: {str(s): c for s, c in v.items()} for z, v in hours[i].items()}
         got = aggregate.sum_dwell(values)
         want = _reference([{z: {int(s): c for s, c in v.items()} for z, v in h.items()}
                            for h in hours])  # fmt: skip
@@ -74,3 +81,22 @@ def test_bins_and_quartiles_equal_numpy_histogram_and_the_per_quantile_search() 
             before = cum[i - 1] if i else 0.0
             expected.append(round(float(seconds[i] + (target - before) / counts[i]), 1))
         assert dwell._quantiles(seconds.astype(float), counts) == expected
+
+
+def test_day_rows_hold_uint16_cells_and_older_int32_ones_are_read(db) -> None:
+    seed(db)
+    scope = scopes(db)[0]
+    expected = charts(db, scope, raw=True)["dwell"]
+    decode, encode = msgspec.msgpack.Decoder().decode, msgspec.msgpack.Encoder().encode
+    rows = db.query("SELECT grp, utc_offset, ts, data FROM rollup_days WHERE kind = 'dwell'")
+    values = [decode(bytes(r["data"])) for r in rows]
+    assert rows and all(set(v) == {"zones", aggregate.CELLS16} for v in values)
+    same(charts(db, scope)["dwell"], expected)
+    for k, (r, v) in enumerate(zip(rows, values, strict=True)):
+        if k % 2:  # half the days as written before: int32 cells
+            cells = np.frombuffer(v.pop(aggregate.CELLS16), dtype="<u2").astype("<i4")
+            v["cells"] = cells.tobytes()
+            db.execute("UPDATE rollup_days SET data = ? WHERE kind = 'dwell' AND grp = ?"
+                       " AND utc_offset = ? AND ts = ?",
+                       (encode(v), r["grp"], r["utc_offset"], r["ts"]))  # fmt: skip
+    same(charts(db, scope)["dwell"], expected)

@@ -1,6 +1,7 @@
 """What a chain-wide chart asks the database: integer ts bounds (PostgreSQL serves a BIGINT
-column's index only so), each group's day rows at the scope's offset only, and one query
-for dirty hours per plan when there are none. Both backends; numbers as the raw events'."""
+column's index only so), each group's day rows at the scope's offset only, the stores'
+groups and the dirty hours once per chart (its period and the previous one), and the
+store-days not in day rows in one query. Both backends; numbers as the raw events'."""
 
 from __future__ import annotations
 
@@ -14,14 +15,15 @@ from storelens.cloud.analytics.rollups import chain
 
 def _recording(db, monkeypatch) -> list[tuple[str, list]]:
     seen: list[tuple[str, list]] = []
-    query = type(db).query
+    for method in ("query", "query_tuples"):
+        original = getattr(type(db), method)
 
-    def recorded(self, sql, params=()):
-        rows = query(self, sql, params)
-        seen.append((sql, rows))
-        return rows
+        def recorded(self, sql, params=(), original=original):
+            rows = original(self, sql, params)
+            seen.append((sql, rows))
+            return rows
 
-    monkeypatch.setattr(type(db), "query", recorded)
+        monkeypatch.setattr(type(db), method, recorded)
     return seen
 
 
@@ -60,3 +62,64 @@ def test_a_chain_view_reads_day_rows_of_its_offsets_and_dirty_hours_once(db, mon
     dirty = [q for q in asked if q.startswith("SELECT store, ts FROM rollup_dirty WHERE")]
     per_store = [q for q in asked if q.startswith("SELECT store, ts, data FROM rollup_maps")]
     assert len(plans) == 2 and len(per_store) == 1 and len(dirty) == len(plans), seen
+
+
+# Statements per chart over a chain-wide scope of two time zones whose previous period has
+# no day rows (the seed starts with the period): before one chart's reads were shared,
+# footfall-hourly made 10 (groups, dirty marks and day rows per period, and marks
+# and counts per time zone of the previous period).
+MOST = {
+    "footfall-hourly": 5,
+    "footfall-daily": 5,
+    "peak-hours": 5,
+    "conversion": 7,
+    "conversion-hourly": 4,
+    "member-share": 6,
+}
+
+
+def test_chain_charts_share_their_reads_and_read_the_rest_at_once(db, monkeypatch) -> None:
+    seed(db)
+    scope = scopes(db)[0]
+    assert len({db.scalar("SELECT timezone FROM stores WHERE id = ?", (s,)) for s in
+                ("paris", "lisbon")}) == 2  # fmt: skip
+    raw = charts(db, scope, raw=True)
+    for name, most in MOST.items():
+        recorded = _recording(db, monkeypatch)
+        table = analytics.CHARTS[name](db, scope).to_json({})
+        seen = [sql for sql, _ in recorded]
+        monkeypatch.undo()
+        same(table, raw[name], name)
+        assert len(seen) <= most, (name, len(seen), seen)
+        assert sum("FROM stores" in sql for sql in seen) <= 1, name
+        assert sum(sql.startswith("SELECT store, ts FROM rollup_dirty") for sql in seen) <= 1, name
+
+
+def test_a_chart_reads_on_one_pinned_connection(db) -> None:
+    """A chart's statements run on one connection (PostgreSQL: one pool checkout, each of
+    which checks the connection with a round trip); a transaction inside the block keeps
+    its own connection, commits or rolls back as outside it, and the block sees the result."""
+    seed(db)
+    scope = scopes(db)[0]
+    with db.pinned():
+        with db.transaction():
+            db.execute("INSERT INTO rollup_dirty (store, ts, marked_at, version)"
+                       " VALUES ('x', 1, 0, 1)")  # fmt: skip
+            assert db.scalar("SELECT count(*) FROM rollup_dirty WHERE store = 'x'") == 1
+        try:
+            with db.transaction():
+                db.execute("DELETE FROM rollup_dirty WHERE store = 'x'")
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+        assert db.scalar("SELECT count(*) FROM rollup_dirty WHERE store = 'x'") == 1
+    db.execute("DELETE FROM rollup_dirty WHERE store = 'x'")
+    if db.dialect != "postgres":
+        return
+    checkouts = db._pool.get_stats().get("requests_num", 0)
+    analytics.CHARTS["conversion"](db, scope)
+    assert db._pool.get_stats().get("requests_num", 0) - checkouts == 1
+    with db.pinned(), db.pinned():  # nested: the outer block's connection
+        db.query("SELECT 1")
+        db.query("SELECT 1")
+    assert db._pool.get_stats().get("requests_num", 0) - checkouts == 2

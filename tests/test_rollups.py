@@ -506,3 +506,28 @@ def test_query_tuples_reads_rows_as_tuples_in_column_order(db) -> None:
         (1, "x", None), (2, "y", None)]  # fmt: skip
     with db.transaction():
         assert db.query_tuples("SELECT count(*) FROM t_rows") == [(2,)]
+
+
+def test_heat_of_json_text_paths_equals_heat_of_parsed_paths() -> None:
+    """Settle keeps each ``visit_ended`` path as JSON text and parses a round's paths in one
+    pass; the cells are those of the parsed lists, byte for byte, for compact paths and for
+    those that take the Python route (spaces, a non-number, one point, an integer)."""
+    import json
+
+    from storelens.tools.bench.ingest import realistic_event_dicts
+
+    dicts = realistic_event_dicts("box-1", 600, seed=5, start=datetime(2026, 3, 20, 9, tzinfo=UTC))
+    paths = [json.dumps(d["path"], separators=(",", ":")).encode() for d in dicts
+             if d["type"] == "visit_ended" and d.get("path")]  # fmt: skip
+    assert len(paths) > 10
+    odd = [b"[[1, 2, 3], [4, 5.5, 9]]", b"[[1,2,3]]", b"[[0,0,0],[1e1,-2.5E-1,7]]"]
+    batches = [
+        [paths[:5], paths[5:9], [], paths[9:]],
+        [paths[:3], odd, paths[3:6]],
+        [paths[:3], [b"[[1,2,3],[4,5,true]]"], paths[3:6]],
+    ]
+    for groups in batches:
+        parsed = [[json.loads(w) for w in g] for g in groups]
+        assert aggregate.heat_values(groups) == [aggregate.heat_cells(g) for g in parsed]
+        assert aggregate.heat_values(groups) == aggregate.heat_values(parsed)
+    assert aggregate.heat_values(batches[0])[0]["n"] > 0

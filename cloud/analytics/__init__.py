@@ -101,7 +101,8 @@ def _gc_paused(build: Callable[[Database, Scope], Table]) -> Callable[[Database,
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return build(db, scope)
+            with db.pinned():  # the chart's reads on one connection (`Database.pinned`)
+                return build(db, scope)
         finally:
             if was_enabled:
                 gc.enable()

@@ -18,9 +18,11 @@ def member_share(db: Database, scope: Scope) -> Table:
     anonymous here, which is what they asked for.
     """
 
+    reader = rollups.reader(db)  # one for the period and the previous: shared reads
+
     def query(s: Scope) -> list[dict[str, Any]]:
         if not s.raw:
-            return rollups.reader(db).member_visits(s)
+            return reader.member_visits(s)
         bucket, bucket_params = s.bucket(DAY_S)
         where, params = s.where()
         return db.query(
@@ -114,7 +116,8 @@ def conversion(db: Database, scope: Scope) -> Table:
     The period's rate (``comparison.conversion``) divides the transactions of the store-days
     that counted visitors by those visitors: one scope for numerator and denominator.
     ``transactions`` and ``revenue`` are all the period's sales."""
-    visitors = footfall.counts_by_store(db, scope, DAY_S)
+    reader = rollups.reader(db)
+    visitors = footfall.counts_by_store(db, scope, DAY_S, reader)
     sales = _sales(db, scope, DAY_S)
     keys = {(s, b) for s, counts in visitors.items() for b in counts} | set(sales)
     rows = []
@@ -135,7 +138,7 @@ def conversion(db: Database, scope: Scope) -> Table:
     previous = scope.previous()
     now = _conversion_totals(visitors, sales)
     before = _conversion_totals(
-        footfall.counts_by_store(db, previous, DAY_S), _sales(db, previous, DAY_S)
+        footfall.counts_by_store(db, previous, DAY_S, reader), _sales(db, previous, DAY_S)
     )
     return Table(
         chart="conversion",
@@ -156,9 +159,10 @@ def conversion_hourly(db: Database, scope: Scope) -> Table:
     store-days that counted visitors only, as in `conversion`)."""
     # A store-day counted visitors iff its hours did: the days need no hourly rows per
     # store, and the visitors per hour are footfall's totals (summed per time zone).
-    counted = _counted_days(footfall.counts_by_store(db, scope, DAY_S))
+    reader = rollups.reader(db)
+    counted = _counted_days(footfall.counts_by_store(db, scope, DAY_S, reader))
     visitors: dict[int, int] = {}
-    for b, c in footfall.totals(db, scope, HOUR_S).items():
+    for b, c in footfall.totals(db, scope, HOUR_S, reader).items():
         h = (b // HOUR_S) % 24
         visitors[h] = visitors.get(h, 0) + c["visitors"]
     transactions: dict[int, int] = {}

@@ -82,20 +82,35 @@ def _samples(paths: list[list[Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     except (TypeError, ValueError):
         return np.empty((0, 2)), np.empty(0), np.empty(0, dtype=np.int64)
     lengths = np.array([len(paths[i]) for i in good])
+    return sample_stacked(flat, lengths, np.asarray(good, dtype=np.int64))
+
+
+def sample_stacked(
+    flat: np.ndarray, lengths: np.ndarray, ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_samples` of paths already stacked: ``flat`` (N, 3) points of paths of ``lengths``
+    points (each at least 2), ``ids`` each path's id (returned per sample)."""
     # A segment joins point i to i+1 of the same path: drop the joins between paths.
     inside = np.ones(len(flat) - 1, dtype=bool)
     inside[np.cumsum(lengths)[:-1] - 1] = False
-    owner = np.repeat(np.asarray(good, dtype=np.int64), lengths)[:-1][inside]
+    owner = np.repeat(ids, lengths)[:-1][inside]
     a, b = flat[:-1][inside], flat[1:][inside]
     keep = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
     a, b, owner = a[keep], b[keep], owner[keep]
     dt = np.clip(b[:, 2] - a[:, 2], 0, None)
-    dist = np.hypot(b[:, 0] - a[:, 0], b[:, 1] - a[:, 1])
+    dx, dy = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
+    dist = np.hypot(dx, dy)
     n = np.clip(np.ceil(dist / (CELL_M / 2)), 1, MAX_SAMPLES_PER_SEGMENT).astype(int)
     seg = np.repeat(np.arange(len(a)), n)
     k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-    frac = ((k + 0.5) / n[seg])[:, None]
-    return a[seg, :2] + (b[seg, :2] - a[seg, :2]) * frac, dt[seg] / n[seg], owner[seg]
+    n_seg = n[seg]
+    frac = (k + 0.5) / n_seg
+    # Per coordinate on 1-D arrays (2-D fancy indexing was most of the time): the same
+    # operations per sample, so the same values.
+    xy = np.empty((len(seg), 2))
+    xy[:, 0] = a[:, 0][seg] + dx[seg] * frac
+    xy[:, 1] = a[:, 1][seg] + dy[seg] * frac
+    return xy, dt[seg] / n_seg, owner[seg]
 
 
 def _edges(lo: float, hi: float) -> np.ndarray:

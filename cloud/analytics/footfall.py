@@ -46,12 +46,15 @@ PEAKS_MARKED = 3
 Counts = dict[int, dict[str, int]]  # bucket start (local epoch) -> entrances/visits/visitors
 
 
-def counts_by_store(db: Database, scope: Scope, seconds: int) -> dict[str, Counts]:
-    """Per store and local bucket: entrances, visits, and visitors (see module doc)."""
+def counts_by_store(
+    db: Database, scope: Scope, seconds: int, reader: rollups.RollupReader | None = None
+) -> dict[str, Counts]:
+    """Per store and local bucket: entrances, visits, and visitors (see module doc).
+    ``reader``: the chart's rollup reader, so its reads are shared (one is made if None)."""
     if scope.raw:
         rows = _raw_counts(db, scope, seconds)
     else:
-        rows = rollups.reader(db).counts(scope, seconds)
+        rows = (reader or rollups.reader(db)).counts(scope, seconds)
     per_store: dict[str, Counts] = defaultdict(dict)
     for r in rows:
         per_store[r["store"]][int(r["b"])] = {
@@ -79,10 +82,12 @@ def _raw_counts(db: Database, scope: Scope, seconds: int) -> list[dict[str, Any]
     )
 
 
-def totals(db: Database, scope: Scope, seconds: int) -> Counts:
-    """Counts per bucket summed over the selected stores."""
+def totals(
+    db: Database, scope: Scope, seconds: int, reader: rollups.RollupReader | None = None
+) -> Counts:
+    """Counts per bucket summed over the selected stores (``reader``: as `counts_by_store`)."""
     if not scope.raw:
-        return rollups.reader(db).totals(scope, seconds)
+        return (reader or rollups.reader(db)).totals(scope, seconds)
     summed: Counts = defaultdict(lambda: {"entrances": 0, "visits": 0, "visitors": 0})
     for counts in counts_by_store(db, scope, seconds).values():
         for b, c in counts.items():
@@ -118,9 +123,10 @@ def _comparison(current: Counts, previous: Counts) -> dict[str, Any]:
 
 def _series(db: Database, scope: Scope, seconds: int, label: str) -> Table:
     daily = seconds == DAY_S
-    current = totals(db, scope, seconds)
+    reader = rollups.reader(db)  # one per chart: the period and the previous share reads
+    current = totals(db, scope, seconds, reader)
     previous_scope = scope.previous()
-    previous = totals(db, previous_scope, seconds)
+    previous = totals(db, previous_scope, seconds, reader)
     shift = scope.days * DAY_S
     rows: list[dict[str, Any]] = []
     for b in _buckets(scope, seconds):
@@ -171,7 +177,9 @@ def daily(db: Database, scope: Scope) -> Table:
 
 def peak_hours(db: Database, scope: Scope) -> Table:
     """Average visitors per hour of the day over the period, the busiest hours marked."""
-    current, previous = totals(db, scope, HOUR_S), totals(db, scope.previous(), HOUR_S)
+    reader = rollups.reader(db)
+    current = totals(db, scope, HOUR_S, reader)
+    previous = totals(db, scope.previous(), HOUR_S, reader)
 
     def by_hour(counts: Counts) -> dict[int, int]:
         out: dict[int, int] = defaultdict(int)

@@ -35,9 +35,11 @@ def staff(db: Database, scope: Scope) -> Table:
         from storelens.cloud.analytics import rollups  # rollups import this module (shoppers_only)
 
         lengths.update(rollups.reader(db).staff(scope))
+    # one label per day, not per store-day
+    labels = {b: local_label(b, daily=True) for b in {b for _, b in lengths}}
     out = [
         {
-            "day": local_label(b, daily=True),
+            "day": labels[b],
             "store": store,
             "staff_visits": len(v),
             "staff_hours": round(sum(v) / 3600, 2),

@@ -13,7 +13,7 @@ at the till, which is too uncertain to judge a try-on by (see
 
 from __future__ import annotations
 
-import statistics
+import math
 from collections import defaultdict
 from datetime import date
 from typing import Any
@@ -89,20 +89,31 @@ def _rolled(
     return reader.ended_by_day(scope), sessions, {(s, b): v for s, b, v in summed}
 
 
-# What a row needs of a store-day: the sessions' seconds, the number of try-on visits, the
-# member visits that tried on, and the visits with a session that did not end that day.
-Day = tuple[list[float], int, set[str], int]
+# What a row needs of a store-day: the sessions' seconds (sorted), the number of try-on
+# visits, the member visits that tried on, and the visits with a session that did not end
+# that day.
+Day = tuple[np.ndarray, int, set[str], int]
+NO_SECONDS = np.empty(0, dtype=np.float64)
 
 
 def _days(found: dict[Key, list[Session]], summed: dict[Key, dict[str, Any]]) -> dict[Key, Day]:
     out: dict[Key, Day] = {}
     for key, v in found.items():
-        out[key] = ([s[2] for s in v], len({s[0] for s in v}), {s[0] for s in v if s[1]},
-                    len({s[0] for s in v if not s[3]}))  # fmt: skip
+        out[key] = (np.sort(np.array([s[2] for s in v], dtype=np.float64)), len({s[0] for s in v}),
+                    {s[0] for s in v if s[1]}, len({s[0] for s in v if not s[3]}))  # fmt: skip
     for key, value in summed.items():
-        seconds = np.frombuffer(value["d"], dtype="<f8").tolist()
+        # Stored sorted (`chain.tryon_day`): no sort per day.
+        seconds = np.frombuffer(value["d"], dtype="<f8").astype(np.float64)
         out[key] = (seconds, int(value["v"]), set(value["m"]), int(value["o"]))
     return out
+
+
+def _median(seconds: np.ndarray) -> float:
+    """``statistics.median`` of sorted seconds (the same arithmetic), without its sort."""
+    n = len(seconds)
+    if n % 2:
+        return float(seconds[n // 2])
+    return (float(seconds[n // 2 - 1]) + float(seconds[n // 2])) / 2
 
 
 def tryons(db: Database, scope: Scope) -> Table:
@@ -122,28 +133,34 @@ def tryons(db: Database, scope: Scope) -> Table:
     for (store, _), day in days.items():
         tried[store] |= day[2]
     bought = _member_bought(db, scope, tried)
+    labels: dict[int, str] = {}
+    empty: Day = (NO_SECONDS, 0, set(), 0)
     rows = []
     for key in sorted(set(ended) | set(days), key=lambda k: (k[1], k[0])):
         store, b = key
-        durations, tried, members_here, still_open = days.get(key, ([], 0, set(), 0))
+        durations, tried_n, members_here, still_open = days.get(key, empty)
         n_visits = ended.get(key, 0) + still_open
-        purchases = len(members_here & bought)
+        purchases = len(members_here & bought) if bought else 0
+        label = labels.get(b)
+        if label is None:
+            label = labels[b] = local_label(b, daily=True)
+        n = len(durations)
         rows.append({
-            "day": local_label(b, daily=True), "store": store, "visits": n_visits,
-            "tryon_visits": tried,
-            "tryon_rate": ratio(tried, n_visits),
-            "sessions": len(durations),
-            "median_tryon_s": round(statistics.median(durations), 1) if durations else None,
-            "mean_tryon_s": round(statistics.fmean(durations), 1) if durations else None,
+            "day": label, "store": store, "visits": n_visits,
+            "tryon_visits": tried_n,
+            "tryon_rate": ratio(tried_n, n_visits),
+            "sessions": n,
+            "median_tryon_s": round(_median(durations), 1) if n else None,
+            "mean_tryon_s": round(math.fsum(durations.tolist()) / n, 1) if n else None,
             "member_tryon_visits": len(members_here), "member_tryon_purchases": purchases,
             "member_tryon_conversion": ratio(purchases, len(members_here)),
         })  # fmt: skip
-    all_sessions = [d for day in days.values() for d in day[0]]
+    all_sessions = np.sort(np.concatenate([NO_SECONDS, *(day[0] for day in days.values())]))
     totals = {
         "visits": sum(r["visits"] for r in rows),
         "tryon_visits": sum(r["tryon_visits"] for r in rows),
         "sessions": len(all_sessions),
-        "median_tryon_s": round(statistics.median(all_sessions), 1) if all_sessions else None,
+        "median_tryon_s": round(_median(all_sessions), 1) if len(all_sessions) else None,
         "member_tryon_visits": sum(r["member_tryon_visits"] for r in rows),
         "member_tryon_purchases": sum(r["member_tryon_purchases"] for r in rows),
     }

@@ -182,6 +182,13 @@ class Database(ABC):
         yield self._thread_conn()
 
     @contextmanager
+    def pinned(self) -> Iterator[Database]:
+        """Statements outside a transaction run on one connection until the block ends
+        (PostgreSQL: one pool checkout for a chart's reads instead of one per statement;
+        SQLite: the thread's own connection already). Transactions inside are unchanged."""
+        yield self
+
+    @contextmanager
     def _hold(self) -> Iterator[Any]:
         """The connection a whole transaction runs on, kept as `conn` until it ends."""
         yield self._thread_conn()

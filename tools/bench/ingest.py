@@ -11,7 +11,8 @@ bare subscriber's imports, the SQLite writer process's start), as for a running 
 
 With ``rollups_off`` each backend is drained twice, by a worker that maintains the analytics
 rollups (as in production) and by one with ``STORELENS_ROLLUPS=0``, into separate databases,
-interleaved in one run: ``rollup_cost`` is the throughput lost to the rollups.
+interleaved in one run: ``rollup_cost`` is the throughput lost to the rollups' dirty marks
+(the settle step that builds them is not drained here: `bench analytics` counts it).
 """
 
 from __future__ import annotations

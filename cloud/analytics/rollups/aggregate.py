@@ -100,7 +100,8 @@ class Deltas:
     dwell: dict[Key, dict[str, dict[int, list[float]]]] = field(default_factory=dict)
     flows: dict[Key, dict[str, int]] = field(default_factory=dict)
     paths: dict[Key, dict[str, int]] = field(default_factory=dict)
-    walks: dict[Key, list[list[Any]]] = field(default_factory=dict)  # floor paths, for heat
+    # floor paths, for heat: JSON text (`_Shape`), or lists (`heat_values` takes both)
+    walks: dict[Key, list[Any]] = field(default_factory=dict)
     instants: dict[Key, dict[int, int]] = field(default_factory=dict)  # queue per snapshot
     checkout: dict[Key, dict[str, list[Any]]] = field(default_factory=dict)
     tryons: dict[Key, list[list[Any]]] = field(default_factory=dict)
@@ -188,9 +189,11 @@ def _payload(text: Any) -> dict[str, Any]:
 
 class _Shape(msgspec.Struct):
     """The two fields of a ``visit_ended`` the rollups read (msgspec skips the rest without
-    building it: several times faster than json.loads of a payload that is mostly path)."""
+    building it: several times faster than json.loads of a payload that is mostly path).
+    ``path`` stays JSON text: the heat rollup parses all paths of a round in one NumPy pass
+    (`heat_values`) instead of building a Python list per point."""
 
-    path: Any = None
+    path: msgspec.Raw = msgspec.Raw(b"null")
     zones: Any = None
 
 
@@ -207,6 +210,23 @@ class _Stay(msgspec.Struct):
 
 
 _decode_stay = msgspec.json.Decoder(_Stay).decode
+
+
+class _Crossing(msgspec.Struct):
+    """The one field of a ``line_crossing`` the footfall rollup reads."""
+
+    entrance: Any = None
+
+
+class _Occupancy(msgspec.Struct):
+    """The fields of an ``occupancy`` snapshot the rollups read."""
+
+    total: Any = None
+    queues: Any = None
+
+
+_decode_crossing = msgspec.json.Decoder(_Crossing).decode
+_decode_occupancy = msgspec.json.Decoder(_Occupancy).decode
 
 
 def _stay(text: Any) -> _Stay:
@@ -261,7 +281,12 @@ def add_rows(d: Deltas, rows: Iterable[Sequence[Any]]) -> Deltas:
             _zone_stay(d, (store, hour), r, dwell)
         elif kind == "line_crossing":
             text = r[_PAYLOAD]
-            flag = _payload(text).get("entrance") if _ENTRANCE_KEY.search(text) else None
+            flag = None
+            if _ENTRANCE_KEY.search(text):
+                try:  # msgspec: no dict of the whole payload; json for what it refuses
+                    flag = _decode_crossing(text).entrance
+                except (TypeError, msgspec.DecodeError):
+                    flag = _payload(text).get("entrance")
             if is_entrance(r[_LINE], flag):
                 if r[_DIR] == "in":
                     _count(d, store, hour, "entrances")
@@ -275,11 +300,14 @@ def add_rows(d: Deltas, rows: Iterable[Sequence[Any]]) -> Deltas:
                 d.members[key] = d.members.get(key, 0) + 1
             _visit_shape(d, (store, hour), _shape(r[_PAYLOAD]))
         elif kind == "occupancy":
-            body = _payload(r[_PAYLOAD])
-            total = body.get("total")
+            try:
+                snapshot = _decode_occupancy(r[_PAYLOAD])
+                total, queues = snapshot.total, snapshot.queues
+            except (TypeError, msgspec.DecodeError):
+                body = _payload(r[_PAYLOAD])
+                total, queues = body.get("total"), body.get("queues")
             if isinstance(total, (int, float)) and not isinstance(total, bool):
                 _count(d, store, hour, "occupancy", float(total))
-            queues = body.get("queues")
             if isinstance(queues, dict) and queues:
                 # One store's cameras snapshot at the same aligned instants: summed per instant.
                 at = d.instants.setdefault((store, hour), {})
@@ -321,8 +349,8 @@ def _visit_shape(d: Deltas, key: Key, payload: _Shape) -> None:
         paths = d.paths.setdefault(key, {})
         path = PATH_SEP.join(names)
         paths[path] = paths.get(path, 0) + 1
-    walk = payload.path
-    if isinstance(walk, list) and walk:
+    walk = bytes(payload.path)
+    if walk[:1] == b"[" and not _EMPTY_LIST.fullmatch(walk):  # a list, not empty
         d.walks.setdefault(key, []).append(walk)
 
 
@@ -352,7 +380,11 @@ def hours_of(rows: Iterable[Sequence[Any]]) -> set[Key]:
 Heat = list[Any]  # what the heatmap reads: [samples, [[cx, cy, seconds], ...]]
 
 
-def heat_cells(walks: list[list[Any]]) -> dict[str, Any]:
+def _walk_list(walk: Any) -> Any:
+    return msgspec.json.decode(walk) if isinstance(walk, bytes) else walk
+
+
+def heat_cells(walks: list[Any]) -> dict[str, Any]:
     """Seconds of presence per 0.5 m cell (integer cell indices) of some floor paths,
     sampled exactly as the heatmap chart samples them, as stored: ``n`` samples, ``xy``
     little-endian int32 cell pairs sorted by (x, y), ``s`` float64 seconds (the store-day
@@ -361,7 +393,7 @@ def heat_cells(walks: list[list[Any]]) -> dict[str, Any]:
     bulk of settling heat."""
     from storelens.cloud.analytics.floor import _points
 
-    xy, weights = _points(walks)
+    xy, weights = _points([_walk_list(w) for w in walks])
     if not len(xy):
         return {"n": 0, "xy": b"", "s": b""}
     cells = np.floor(xy / CELL_M).astype(np.int64)
@@ -376,16 +408,48 @@ def heat_cells(walks: list[list[Any]]) -> dict[str, Any]:
             "s": seconds[hit].astype("<f8").tobytes()}  # fmt: skip
 
 
-def heat_values(groups: list[list[list[Any]]]) -> list[dict[str, Any]]:
+_NUMBER = rb"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
+_POINT = rb"\[" + _NUMBER + rb"," + _NUMBER + rb"," + _NUMBER + rb"\]"
+# A path as devices send it, compact: a list of [x, y, t] numbers (what the fast parse
+# reads; anything else, spaces included, takes the Python route).
+_PLAIN_PATH = re.compile(rb"\[" + _POINT + rb"(?:," + _POINT + rb")*\]")
+_EMPTY_LIST = re.compile(rb"\[\s*\]")
+_TO_SPACES = bytes.maketrans(b"[],", b"   ")
+
+
+def _stacked(walks: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """`floor._samples` of walks given as JSON text, parsed in one pass (None when one is
+    not a plain list of [x, y, t] numbers: those take the Python route). The numbers are
+    read as json reads them (correctly rounded doubles)."""
+    from storelens.cloud.analytics.floor import sample_stacked
+
+    if not all(isinstance(w, bytes) and _PLAIN_PATH.fullmatch(w) for w in walks):
+        return None
+    lengths = np.array([w.count(b"[") - 1 for w in walks], dtype=np.int64)
+    ids = np.flatnonzero(lengths >= 2)  # a one-point path has no segment (as in `_samples`)
+    if not len(ids):
+        return np.empty((0, 2)), np.empty(0), np.empty(0, dtype=np.int64)
+    text = b" ".join(walks[i] for i in ids.tolist()).translate(_TO_SPACES).decode("ascii")
+    flat = np.fromstring(text, sep=" ")
+    if len(flat) != 3 * int(lengths[ids].sum()):  # not expected after the pattern
+        return None
+    return sample_stacked(flat.reshape(-1, 3), lengths[ids], ids)
+
+
+def heat_values(groups: list[list[Any]]) -> list[dict[str, Any]]:
     """`heat_cells` of each group of walks (a store-hour's), all sampled and summed in one
     NumPy pass: per-group passes cost more in NumPy calls than in arithmetic. Each cell's
     seconds are added in the same order as `heat_cells` adds them, so the values are the
     same; a batch with a point NumPy cannot read is done group by group (the heatmap samples
-    the hours it sums as one batch too)."""
+    the hours it sums as one batch too). Walks are JSON text (`_Shape`) or parsed lists."""
     from storelens.cloud.analytics.floor import _samples
 
     walks = [w for g in groups for w in g]
-    xy, weights, owner = _samples(walks)
+    stacked = _stacked(walks)
+    if stacked is None:
+        groups = [[_walk_list(w) for w in g] for g in groups]
+        stacked = _samples([w for g in groups for w in g])
+    xy, weights, owner = stacked
     if not len(xy):
         return [heat_cells(g) for g in groups]
     group = np.repeat(np.arange(len(groups)), [len(g) for g in groups])[owner]
@@ -461,6 +525,12 @@ def pack_dwell(per_zone: dict[str, dict[int, list[float]]]) -> dict[str, Any]:
     return {"zones": zones, "cells": packed}
 
 
+# A day row's cells as uint16 triples, when every zone index, second and count fits: half
+# the bytes of the int32 ``cells`` (the largest value a chain view reads; PostgreSQL
+# decompresses and sends it as hex).
+CELLS16 = "cells16"
+
+
 @dataclass
 class DwellHistogram:
     """One zone's dwell over a period: visits per whole second, and the exact extremes."""
@@ -480,10 +550,11 @@ def sum_dwell(values: Iterable[dict[str, Any]]) -> dict[str, DwellHistogram]:
     ids: dict[str, int] = {}
     extremes: list[list[float]] = []  # per zone: total, min, max
     remap: list[int] = []  # the global zone of each value's local zones, values one after another
-    bases, buffers = [], []
+    bases, buffers, narrow = [], [], []  # narrow: the uint16 cells of day rows (`CELLS16`)
     for value in values:
-        if "cells" not in value:  # written before the packed format: zone -> second -> cell
-            value = pack_dwell({z: {int(s): c for s, c in v.items()} for z, v in value.items()})
+        if "cells" not in value and CELLS16 not in value:  # before the packed format:
+            value = pack_dwell({z: {int(s): c for s, c in v.items()}  # zone -> second -> cell
+                                for z, v in value.items()})  # fmt: skip
         bases.append(len(remap))
         for zone, _, total, lo, hi in value["zones"]:
             g = ids.get(zone)
@@ -495,11 +566,20 @@ def sum_dwell(values: Iterable[dict[str, Any]]) -> dict[str, DwellHistogram]:
             e[1] = min(e[1], lo)
             e[2] = max(e[2], hi)
             remap.append(g)
-        buffers.append(value["cells"])
-    cells = np.frombuffer(b"".join(buffers), dtype="<i4").reshape(-1, 3).astype(np.int64)
-    if not len(cells):
+        wide = value.get("cells")
+        buffers.append(wide)
+        narrow.append(value[CELLS16] if wide is None else None)
+    parts, owners = [], []
+    for dtype, width, blobs in (("<i4", 12, buffers), ("<u2", 6, narrow)):
+        taken = [(i, b) for i, b in enumerate(blobs) if b]
+        if taken:
+            joined = b"".join(b for _, b in taken)
+            parts.append(np.frombuffer(joined, dtype=dtype).reshape(-1, 3).astype(np.int64))
+            owners.append(np.repeat([i for i, _ in taken], [len(b) // width for _, b in taken]))
+    if not parts:
         return {}
-    of_value = np.repeat(np.arange(len(buffers)), [len(b) // 12 for b in buffers])
+    cells = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    of_value = np.concatenate(owners) if len(owners) > 1 else owners[0]
     zone = np.asarray(remap, dtype=np.int64)[np.asarray(bases, dtype=np.int64)[of_value]
                                              + cells[:, 0]]  # fmt: skip
     second, visits = cells[:, 1], cells[:, 2]

@@ -34,6 +34,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
 import numpy as np
 
 from storelens.cloud.analytics.rollups import aggregate
@@ -403,12 +404,30 @@ def _summed(acc: dict[str, Any], day: int) -> dict[str, Any]:
     return out
 
 
-def pack_paths(visits: dict[str, int], ids: dict[str, int]) -> bytes:
-    """A group-day's visits per zone sequence as stored: little-endian int64 pairs (the
-    sequence's id in ``rollup_paths``, visits) sorted by id, so that summing days is one
-    NumPy pass (`top_paths`). Day rows written before are a dict of sequence -> visits."""
-    pairs = sorted((ids[p], n) for p, n in visits.items())
-    return np.array(pairs, dtype="<i8").reshape(-1, 2).tobytes()
+# Day rows' path pairs as int32 (half the bytes), in a msgpack extension of this code; plain
+# bytes are int64 pairs (ids or visits past 2**31, and the rows first written with ids).
+PATHS32 = 1
+
+
+def pack_paths(visits: dict[str, int], ids: dict[str, int]) -> Any:
+    """A group-day's visits per zone sequence as stored: little-endian (the sequence's id
+    in ``rollup_paths``, visits) pairs sorted by id, int32 when they fit (`PATHS32`), so
+    that summing days is one NumPy pass (`top_paths`). Day rows written before are a dict of
+    sequence -> visits."""
+    pairs = np.array(sorted((ids[p], n) for p, n in visits.items()), dtype=np.int64)
+    pairs = pairs.reshape(-1, 2)
+    if not len(pairs) or (pairs.min() >= 0 and pairs.max() < 2**31):
+        return msgspec.msgpack.Ext(PATHS32, pairs.astype("<i4").tobytes())
+    return pairs.astype("<i8").tobytes()
+
+
+def path_pairs(value: Any) -> np.ndarray | None:
+    """The (id, visits) int64 pairs of a packed day value, None for a sequence counter."""
+    if isinstance(value, bytes):
+        return np.frombuffer(value, dtype="<i8").reshape(-1, 2)
+    if isinstance(value, msgspec.msgpack.Ext) and value.code == PATHS32:
+        return np.frombuffer(value.data, dtype="<i4").reshape(-1, 2).astype(np.int64)
+    return None
 
 
 def _kth_largest(values: np.ndarray, k: int) -> int:
@@ -428,18 +447,24 @@ def top_paths(
     total, L. So every sequence whose total reaches L is either a named id (exact) or only
     in the counters (exact); any other sequence is short of L, also when its counter part
     is ranked without its packed part."""
-    packed: list[bytes] = []
+    packed: list[np.ndarray] = []
     counted: dict[str, int] = {}
     for value in values:
-        if isinstance(value, bytes):
-            packed.append(value)
-        else:
+        pairs = path_pairs(value)
+        if pairs is None:
             aggregate.merge_counter(counted, value)
+        else:
+            packed.append(pairs)
     ids = visits = np.empty(0, dtype=np.int64)
-    pairs = np.frombuffer(b"".join(packed), dtype="<i8").reshape(-1, 2)
+    pairs = np.concatenate(packed) if packed else np.empty((0, 2), dtype=np.int64)
     if len(pairs):
-        ids, inverse = np.unique(pairs[:, 0], return_inverse=True)
-        visits = np.bincount(inverse.reshape(-1), weights=pairs[:, 1], minlength=len(ids))
+        if int(pairs[:, 0].max()) < 4 * len(pairs) + (1 << 16):  # ids dense enough: a bincount
+            summed = np.bincount(pairs[:, 0], weights=pairs[:, 1])
+            ids = np.flatnonzero(np.bincount(pairs[:, 0]))
+            visits = summed[ids]
+        else:
+            ids, inverse = np.unique(pairs[:, 0], return_inverse=True)
+            visits = np.bincount(inverse.reshape(-1), weights=pairs[:, 1], minlength=len(ids))
         visits = np.rint(visits).astype(np.int64)  # exact: sums of integers below 2**53
     extra = np.fromiter(counted.values(), dtype=np.int64, count=len(counted))
     total = int(visits.sum()) + int(extra.sum())
@@ -458,18 +483,21 @@ def top_paths(
 
 
 def pack_histograms(per_zone: dict[str, aggregate.DwellHistogram]) -> dict[str, Any]:
-    """Summed histograms in the stored format of `aggregate.pack_dwell`."""
+    """Summed histograms in the stored format of `aggregate.pack_dwell`, the cells as
+    uint16 (`aggregate.CELLS16`) when they all fit."""
     zones, parts = [], []
     for i, zone in enumerate(sorted(per_zone)):
         h = per_zone[zone]
         zones.append([zone, int(h.counts.sum()), float(h.total), float(h.lowest),
                       float(h.highest)])  # fmt: skip
-        part = np.empty((len(h.seconds), 3), dtype="<i4")
+        part = np.empty((len(h.seconds), 3), dtype=np.int64)
         part[:, 0] = i
         part[:, 1] = h.seconds.astype(np.int64)
         part[:, 2] = np.rint(h.counts).astype(np.int64)
         parts.append(part)
-    cells = np.concatenate(parts) if parts else np.empty((0, 3), dtype="<i4")
+    cells = np.concatenate(parts) if parts else np.empty((0, 3), dtype=np.int64)
+    if not len(cells) or (cells.min() >= 0 and cells.max() <= 0xFFFF):
+        return {"zones": zones, aggregate.CELLS16: cells.astype("<u2").tobytes()}
     return {"zones": zones, "cells": cells.astype("<i4").tobytes()}
 
 
@@ -489,6 +517,48 @@ def _days_touched(hour: int, offset: int) -> set[int]:
     }
 
 
+class Reads:
+    """What every plan of one chart reads again, read once: the stores' groups and the
+    dirty marks (a chart plans its period, the previous one, and several kinds). A reader
+    (`SqlRollups`, one per chart) owns one; it never outlives the chart's call, so marks
+    set meanwhile are seen by the next chart."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._groups: dict[str, str] | None = None
+        self._span: tuple[int, int] | None = None  # the ts range whose marks are in _marks
+        self._marks: list[tuple[str, int]] = []
+
+    def groups(self) -> dict[str, str]:
+        """store -> its group (`store_groups`)."""
+        if self._groups is None:
+            self._groups = store_groups(self.db)
+        return self._groups
+
+    def dirty(self, lo: int, hi: int) -> list[tuple[str, int]]:
+        """(store, UTC hour) of the dirty marks with ``lo <= ts < hi``. The range read is
+        widened to take in every range asked before, reading only the part not yet read:
+        the previous period's plan finds its marks read already."""
+        lo, hi = int(lo), int(hi)
+        if self._span is None:
+            # The first read takes in the period before as well: charts compare with it, and
+            # the marks (the hours not settled yet) are few.
+            first = lo - (hi - lo)
+            self._marks, self._span = self._read(first, hi), (first, hi)
+        else:
+            have_lo, have_hi = self._span
+            if lo < have_lo:
+                self._marks += self._read(lo, have_lo)
+            if hi > have_hi:
+                self._marks += self._read(have_hi, hi)
+            self._span = (min(lo, have_lo), max(hi, have_hi))
+        return [(s, ts) for s, ts in self._marks if lo <= ts < hi]
+
+    def _read(self, lo: int, hi: int) -> list[tuple[str, int]]:
+        return [(s, int(ts)) for s, ts in self.db.query_tuples(
+            "SELECT store, ts FROM rollup_dirty WHERE ts >= ? AND ts < ?", (lo, hi))]  # fmt: skip
+
+
 class Plan:
     """What a chain-wide scope reads: day rows of clean (group, day) pairs, and per-store
     sub-scopes for the rest."""
@@ -499,16 +569,38 @@ class Plan:
         # No dirty hour within two days of the scope: none in any of ``rest`` either.
         self.clean = clean
 
+    def joined_rest(self) -> tuple[Any, set[tuple[str, int]]] | None:
+        """``rest`` as one store-scoped Scope (its stores, first to last day) and the
+        (store, local day) pairs of it to keep: per-store rows are grouped by day, so one
+        query and a filter answer what a query per sub-scope did (None: no rest)."""
+        if not self.rest:
+            return None
+        keep = {(store, d) for sub in self.rest for d in range(*_span(sub))
+                for store in sub.stores}  # fmt: skip
+        stores = tuple(sorted({s for sub in self.rest for s in sub.stores}))
+        start, end = min(sub.start for sub in self.rest), max(sub.end for sub in self.rest)
+        return replace(self.rest[0], start=start, end=end, stores=stores), keep
 
-def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
+
+def _span(scope: Any) -> tuple[int, int, int]:
+    """range() bounds of the scope's local-day starts."""
+    first, last = _day_range(scope)
+    return first, last + DAY_S, DAY_S
+
+
+def plan(
+    db: Database, scope: Any, kinds: tuple[str, ...], reads: Reads | None = None
+) -> Plan | None:
     """How to read ``kinds`` for ``scope`` from the day rows, or None when the scope is
     not chain-wide over whole days (store- and region-scoped views, hour filters), or when
-    events of stores outside ``stores`` are in the period."""
+    events of stores outside ``stores`` are in the period. ``reads``: the chart's memo of
+    groups and dirty marks (`Reads`), when the caller has one."""
     if scope.stores or not scope.all_hours or scope.raw:
         return None
     from storelens.cloud.analytics.rollups.sql import decode
 
-    groups = store_groups(db)
+    reads = reads if reads is not None else Reads(db)
+    groups = reads.groups()
     members: dict[str, list[str]] = defaultdict(list)
     for store, g in groups.items():
         members[g].append(store)
@@ -517,15 +609,12 @@ def plan(db: Database, scope: Any, kinds: tuple[str, ...]) -> Plan | None:
     days = range(first, last + 1, DAY_S)
     # Dirty UTC hours: the group's local days they (and the buckets they overlap) touch.
     unclean: set[tuple[str, int]] = set()
-    dirty = db.query(
-        "SELECT store, ts FROM rollup_dirty WHERE ts >= ? AND ts < ?",
-        (first - 2 * DAY_S, last + 3 * DAY_S),
-    )
-    for r in dirty:
-        g = groups.get(r["store"])
+    dirty = reads.dirty(first - 2 * DAY_S, last + 3 * DAY_S)
+    for store, ts in dirty:
+        g = groups.get(store)
         if g is None:
             return None
-        unclean.update((g, d) for d in _days_touched(int(r["ts"]), offset_of[g]))
+        unclean.update((g, d) for d in _days_touched(ts, offset_of[g]))
     values: dict[str, list[Any]] = defaultdict(list)
     built: set[tuple[str, int]] = set()
     found: list[tuple[str, int, str, Any]] = []
@@ -590,21 +679,19 @@ class Marks:
         self.stores, self.built, self.marks = stores, built, marks
 
 
-def store_marks(db: Database, scope: Any) -> Marks | None:
+def store_marks(db: Database, scope: Any, reads: Reads | None = None) -> Marks | None:
     """The "built" marks `plan_stores` reads (None: hour filters); one read serves every
-    kind a chart reads for the scope."""
+    kind a chart reads for the scope. ``reads``: the chart's memo (`Reads`), if any."""
     if not scope.all_hours or scope.raw:
         return None
     from storelens.cloud.analytics.rollups.sql import decode
 
+    reads = reads if reads is not None else Reads(db)
     first, last = _day_range(scope)
-    stores = set(scope.stores) if scope.stores else set(store_groups(db))
+    # A scope of `analytics.scope_for` has every store's offset: no stores query for them.
+    stores = set(scope.stores or scope.offsets) or set(reads.groups())
     unclean: set[tuple[str, int]] = set()
-    for r in db.query(
-        "SELECT store, ts FROM rollup_dirty WHERE ts >= ? AND ts < ?",
-        (first - 2 * DAY_S, last + 3 * DAY_S),
-    ):
-        store, ts = r["store"], int(r["ts"])
+    for store, ts in reads.dirty(first - 2 * DAY_S, last + 3 * DAY_S):
         if scope.stores and store not in stores:
             continue
         stores.add(store)
@@ -658,19 +745,24 @@ def plan_stores(
     found: list[tuple[str, int, Any]] = []
     values: list[tuple[str, int, Any]] = list(marks.marks) if kind == "built" else []
     if kind != "built":
-        by_offset: dict[int, set[str]] = defaultdict(set)
-        for store, _ in built:
-            by_offset[int(scope.offsets.get(store, 0) or 0)].add(STORE + store)
-        for offset, grps in sorted(by_offset.items()):
-            ordered = sorted(grps)
-            for i in range(0, len(ordered), 500):  # bounded IN lists
-                chunk = ordered[i : i + 500]
-                for r in db.query(
-                    "SELECT grp, ts, data FROM rollup_days WHERE kind = ? AND ts >= ? AND ts <= ?"
-                    f" AND grp IN ({', '.join('?' for _ in chunk)}) AND utc_offset = ?",
-                    (kind, first, last, *chunk, offset),
-                ):
-                    found.append((r["grp"][len(STORE) :], int(r["ts"]), r["data"]))
+        # One query for every offset (a fixed cost per query, large on PostgreSQL): each
+        # store's rows at its own offset only, so no other offset's value is fetched.
+        wanted = sorted({(int(scope.offsets.get(store, 0) or 0), STORE + store)
+                         for store, _ in built})  # fmt: skip
+        for i in range(0, len(wanted), 500):  # bounded IN lists
+            by_offset: dict[int, list[str]] = defaultdict(list)
+            for offset, grp in wanted[i : i + 500]:
+                by_offset[offset].append(grp)
+            clauses = " OR ".join(
+                f"(utc_offset = ? AND grp IN ({', '.join('?' for _ in grps)}))"
+                for grps in by_offset.values()
+            )
+            for r in db.query(
+                "SELECT grp, ts, data FROM rollup_days WHERE kind = ? AND ts >= ? AND ts <= ?"
+                f" AND ({clauses})",
+                (kind, first, last, *[v for o, grps in by_offset.items() for v in (o, *grps)]),
+            ):
+                found.append((r["grp"][len(STORE) :], int(r["ts"]), r["data"]))
     values += [(s, d, decode(bytes(data))) for s, d, data in found if (s, d) in built]
     missing = {(s, d) for s in stores for d in range(first, last + 1, DAY_S)} - built
     rest = None

@@ -32,6 +32,9 @@ class SqlRollups:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Groups and dirty marks every plan of this chart reads: read once (`chain.Reads`).
+        self.reads = chain.Reads(db)
+        self._plans: dict[tuple[Any, ...], chain.Plan | None] = {}
 
     # -- dirty hours ------------------------------------------------------------------
     def _dirty(self, scope: Any) -> aggregate.Deltas:
@@ -43,16 +46,11 @@ class SqlRollups:
 
             # Marks are UTC hours and may straddle the scope's edge by one: widen, then keep
             # the buckets inside the scope.
-            # (integers: a float bound would not use PostgreSQL's index on the BIGINT ts)
             lo = int(datetime.combine(scope.start, time(), UTC).timestamp()) - DAY_S
             hi = int(datetime.combine(scope.end, time(), UTC).timestamp()) + 2 * DAY_S
-            where, params = "ts >= ? AND ts < ?", [lo, hi]
-            if scope.stores:
-                where += f" AND store IN ({', '.join('?' for _ in scope.stores)})"
-                params += list(scope.stores)
-            marks = {(r["store"], int(r["ts"]))
-                     for r in self.db.query(f"SELECT store, ts FROM rollup_dirty WHERE {where}",
-                                            params)}  # fmt: skip
+            wanted = set(scope.stores)
+            marks = {(s, ts) for s, ts in self.reads.dirty(lo, hi)
+                     if not wanted or s in wanted}  # fmt: skip
             if not marks:  # all settled (the usual case): no store or fitting-room lookups
                 cache[key] = aggregate.Deltas()
                 return cache[key]
@@ -60,6 +58,24 @@ class SqlRollups:
                        if scope.contains(s, b)}  # fmt: skip
             cache[key] = deltas_for(self.db, buckets)
         return cache[key]
+
+    def _plan(self, scope: Any, kinds: tuple[str, ...]) -> chain.Plan | None:
+        """`chain.plan`, once per scope and kinds for this chart (counts and totals of one
+        scope read the same day rows)."""
+        key = (scope.start, scope.end, scope.stores, scope.hour_from, scope.hour_to,
+               scope.raw, tuple(sorted(scope.offsets.items())), kinds)  # fmt: skip
+        if key not in self._plans:
+            self._plans[key] = chain.plan(self.db, scope, kinds, self.reads)
+        return self._plans[key]
+
+    def _rest_counts(self, plan: chain.Plan, seconds: int) -> list[dict[str, Any]]:
+        """`counts` of the plan's store-days not read from the day rows, in one query."""
+        joined = plan.joined_rest()
+        if joined is None:
+            return []
+        scope, keep = joined
+        return [r for r in self.counts(scope, seconds)
+                if (r["store"], r["b"] // DAY_S * DAY_S) in keep]  # fmt: skip
 
     @staticmethod
     def _dirty_key(scope: Any) -> tuple[Any, ...]:
@@ -83,14 +99,12 @@ class SqlRollups:
     # -- counts -----------------------------------------------------------------------
     def counts(self, scope: Any, seconds: int) -> list[dict[str, Any]]:
         """Per store and local bucket of ``seconds``: ``entrances`` and ``visits``."""
-        plan = chain.plan(self.db, scope, ("counts",)) if seconds == DAY_S else None
+        plan = self._plan(scope, ("counts",)) if seconds == DAY_S else None
         if plan is not None:  # per day, chain-wide: the stores' day counts in the day rows
             out = [{"store": store, "b": value["d"], "entrances": e, "visits": v}
                    for value in plan.values.get("counts", [])
                    for store, (e, v) in value["s"].items() if e or v]  # fmt: skip
-            for sub in self._rest(plan):
-                out += self.counts(sub, seconds)
-            return out
+            return out + self._rest_counts(plan, seconds)
         bucket, bucket_params = scope.bucket(seconds)
         where, params = scope.where()
         rows = self.db.query(
@@ -272,7 +286,7 @@ class SqlRollups:
         marks = self.__dict__.setdefault("_store_marks", {})
         if (kind, id(scope)) not in plan:  # a Scope holds a dict: keyed by identity
             if id(scope) not in marks:  # one read of the marks for every kind of the scope
-                marks[id(scope)] = (scope, chain.store_marks(self.db, scope))
+                marks[id(scope)] = (scope, chain.store_marks(self.db, scope, self.reads))
             plan[(kind, id(scope))] = (scope, chain.plan_stores(self.db, scope, kind,
                                                                 marks[id(scope)][1]))  # fmt: skip
         return plan[(kind, id(scope))][1]
@@ -315,7 +329,7 @@ class SqlRollups:
         """The ``kind`` values of a scope summed over stores: a chain-wide, whole-day scope
         reads the day rows of its time zones (`chain`), and per store only the group-days
         not built or dirty; any other scope reads per store."""
-        plan = chain.plan(self.db, scope, (kind,))
+        plan = chain.plan(self.db, scope, (kind,), self.reads)
         if plan is None:
             return self._maps(kind, scope)
         values = list(plan.values.get(kind, []))
@@ -346,15 +360,13 @@ class SqlRollups:
         """Local bucket of ``seconds`` -> entrances, visits and visitors summed over the
         scope's stores, with footfall's door rule (a store's visitors are its entrances
         when it counted any in the period, else its visits)."""
-        plan = chain.plan(self.db, scope, ("counts",))
-        rows: list[dict[str, Any]] = []
+        plan = self._plan(scope, ("counts",))
         if plan is None:
             rows = self.counts(scope, seconds)
             days: list[Any] = []
         else:
             days = plan.values.get("counts", [])
-            for sub in self._rest(plan):
-                rows += self.counts(sub, seconds)
+            rows = self._rest_counts(plan, seconds)
         door = {r["store"] for r in rows if r["entrances"]}
         for value in days:
             door.update(value["door"])
