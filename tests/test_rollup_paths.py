@@ -42,11 +42,10 @@ def test_zone_sequences_are_interned_once_and_day_rows_count_ids(db) -> None:
     names = _interned(db)
     assert len(names) > 15 and len(set(names.values())) == len(names)
     days = _day_paths(db)
-    assert days and all(isinstance(decode(bytes(r["data"])), bytes) for r in days)
+    assert days and all(isinstance(decode(bytes(r["data"])), msgspec.msgpack.Ext) for r in days)
     used = set()
     for r in days:
-        pairs = decode(bytes(r["data"]))
-        used.update(int(i) for i in memoryview(pairs).cast("q")[::2])
+        used.update(chain.path_pairs(decode(bytes(r["data"])))[:, 0].tolist())
     assert used == set(names.values())  # every sequence counted, each under one id
     # Settling the same hours again, or a rebuild, adds no sequence and changes no id.
     state = rollup_state(db)
@@ -141,12 +140,14 @@ def test_top_paths_break_ties_by_sequence_when_ids_are_in_another_order(db) -> N
 
 
 def test_top_paths_equal_a_sort_of_all_sequences() -> None:
-    """`chain.top_paths` of packed day values and counters, ids in random order, many ties,
-    equals counting everything and sorting by (-visits, sequence)."""
+    """`chain.top_paths` of packed day values (int32 and int64 pairs) and counters, ids in
+    random order, many ties, equals counting everything and sorting by (-visits, sequence)."""
     rng = random.Random(7)
     for _ in range(200):
         universe = sorted({f"p{rng.randrange(60):02d}" for _ in range(rng.randrange(1, 40))})
-        ids = {p: i for i, p in enumerate(rng.sample(universe, len(universe)))}  # shuffled
+        # Shuffled ids; sometimes sparse (summed by sort) or past 2**31 (int64 pairs).
+        base, stride = rng.choice(((1, 1), (5, 100_003), (2**33, 7)))
+        ids = {p: base + stride * i for i, p in enumerate(rng.sample(universe, len(universe)))}
         names = {i: p for p, i in ids.items()}
         values, expected = [], Counter()
         for _ in range(rng.randrange(0, 6)):
@@ -170,17 +171,20 @@ def test_day_rows_of_the_older_paths_format_are_read(db) -> None:
     names = _interned(db)
     by_id = {i: p for p, i in names.items()}
     rows = _day_paths(db)
-    assert all(isinstance(decode(bytes(r["data"])), bytes) for r in rows)
+    assert all(isinstance(decode(bytes(r["data"])), msgspec.msgpack.Ext) for r in rows)
     for k, r in enumerate(rows):
         if k % 2 and r["grp"] == "Europe/Paris":
-            continue  # mixed: some of Paris's days stay packed
-        pairs = memoryview(decode(bytes(r["data"]))).cast("q")
-        old = {by_id[int(pairs[i])]: int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+            continue  # mixed: some of Paris's days stay packed as int32 pairs
+        pairs = chain.path_pairs(decode(bytes(r["data"])))
+        if k % 3 == 0:  # int64 pairs: the first packed format (and ids past 2**31)
+            old = pairs.astype("<i8").tobytes()
+        else:  # sequence -> visits: before the ids
+            old = {by_id[i]: n for i, n in pairs.tolist()}
         db.execute("UPDATE rollup_days SET data = ? WHERE kind = 'paths' AND grp = ?"
                    " AND utc_offset = ? AND ts = ?",
                    (encode(old), r["grp"], r["utc_offset"], r["ts"]))  # fmt: skip
     kinds = {type(decode(bytes(r["data"]))) for r in _day_paths(db)}
-    assert kinds == {bytes, dict}
+    assert kinds == {msgspec.msgpack.Ext, bytes, dict}
     same(charts(db, scope)["paths"], expected)
     summer = dataclasses.replace(scope, offsets={s: o + 3600 for s, o in scope.offsets.items()})
     same(charts(db, summer)["paths"], charts(db, summer, raw=True)["paths"])
