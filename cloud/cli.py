@@ -49,6 +49,66 @@ def rollups_rebuild(
     typer.echo(f"rebuilt {result['days']} day(s) from {result['events']} events")
 
 
+dead_letters_app = typer.Typer(help="Dead letters: the messages ingest could not store.",
+                               no_args_is_help=True)  # fmt: skip
+app.add_typer(dead_letters_app, name="dead-letters")
+
+
+@dead_letters_app.command("replay")
+def dead_letters_replay(
+    reason: str | None = typer.Option(
+        None, help="Only dead letters of this reason (e.g. unregistered_device, storage_error)."
+    ),
+    since: str | None = typer.Option(
+        None, help="Only those received at or after this time (ISO 8601; UTC unless it says)."
+    ),
+    limit: int | None = typer.Option(None, min=1, help="At most this many, oldest first."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Replay in a transaction that is rolled back: report only."
+    ),
+    db: str | None = typer.Option(None, help="Database URL (default STORELENS_DB_URL)."),
+) -> None:
+    """Feed dead letters back through ingest once their cause is fixed (a device registered,
+    a migration, a bug fix): each whose message now stores (or was stored meanwhile) is
+    deleted; one that fails again stays as it was."""
+    from datetime import UTC, datetime
+
+    from rich.progress import Progress
+
+    from storelens.cloud.db import connect
+    from storelens.cloud.ingest import replay
+    from storelens.cloud.ingest.worker import Ingestor
+    from storelens.cloud.services import Services
+
+    try:
+        start = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        typer.echo(f"error: --since {since!r} is not an ISO 8601 date or time", err=True)
+        raise typer.Exit(2) from None
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    settings = _settings(db)
+    database = connect(settings.db_url)
+    services = Services.for_command(settings, database)
+    ingestor = Ingestor(database, hooks=services.hooks)
+    try:
+        with Progress(transient=True) as bar:
+            task = bar.add_task("replaying dead letters", total=None)
+
+            def advance(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            result = replay.replay(
+                database, ingestor, reason=reason, limit=limit, dry_run=dry_run,
+                since=start.timestamp() if start else None, progress=advance,
+            )  # fmt: skip
+    finally:
+        ingestor.close()
+        services.close()
+        database.close()
+    typer.echo(result.summary())
+
+
 recommend_app = typer.Typer(help="Recommendations: build the model the API serves.",
                             no_args_is_help=True)  # fmt: skip
 app.add_typer(recommend_app, name="recommend")

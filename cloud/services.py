@@ -85,6 +85,13 @@ class Services:
         return cls(settings, db, push.PushHub(), recommend_role="build")
 
     @classmethod
+    def for_command(cls, settings: Settings, db: Database) -> Services:
+        """A one-off command that runs domain code (`storelens cloud dead-letters replay`):
+        every declared hook, and a push hub of its own that reaches no POS: what a command
+        replays happened earlier, and an alert about it would be news of a visit long over."""
+        return cls(settings, db, push.PushHub())
+
+    @classmethod
     def for_ingest(cls, settings: Settings, db: Database) -> Services:
         return cls(settings, db, _relay(settings, receive=False), relaying=True)
 

@@ -144,6 +144,30 @@ def test_an_outage_while_splitting_dead_letters_nothing_and_resumes(chain, monke
     assert len(result.receipts[(STORE, DEVICE)]) == 8
 
 
+def test_a_redelivered_batch_dead_letters_its_messages_once(chain, monkeypatch) -> None:
+    """A worker stopped after committing part of a split batch: the broker redelivers all of
+    it, and a fresh prepare writes it again. Its events are duplicates now, and its dead
+    letters (the poison's storage_error, a malformed message's) are not written twice."""
+    ingestor = Ingestor(chain)
+    msgs = messages(6, seed=47)
+    poison(monkeypatch, msgs[4])
+    batch = [Incoming(TOPIC, raw) for raw in msgs] + [Incoming(TOPIC, b'{"not": "an envelope"}')]
+    first = ingestor.write(ingestor.prepare(batch))
+    assert (first.stored, sum(first.dead.values())) == (25, 2)
+    kept = dead_storage(chain)
+    again = ingestor.write(ingestor.prepare(batch))
+    assert (again.stored, again.duplicates) == (0, 25)
+    assert dead_storage(chain) == kept
+    assert sorted(d["reason"] for d in kept) == sorted(first.dead)
+    # Another reason for the same bytes is another dead letter.
+    monkeypatch.undo()
+    device_registry.unregister_device(chain, STORE, DEVICE)
+    retired = Ingestor(chain).prepare([Incoming(TOPIC, msgs[4])])
+    Ingestor(chain).write(retired)
+    assert [d["reason"] for d in dead_storage(chain)][-1] == "unregistered_device"
+    assert len(dead_storage(chain)) == 3
+
+
 def test_a_worker_dead_letters_the_poison_message_and_keeps_ingesting(
     chain, worker, monkeypatch
 ) -> None:

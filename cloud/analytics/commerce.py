@@ -18,7 +18,7 @@ def member_share(db: Database, scope: Scope) -> Table:
     anonymous here, which is what they asked for.
     """
 
-    reader = rollups.reader(db)  # one for the period and the previous: shared reads
+    reader = rollups.reader(db, compare=True)  # the period and the previous: shared reads
 
     def query(s: Scope) -> list[dict[str, Any]]:
         if not s.raw:
@@ -33,16 +33,18 @@ def member_share(db: Database, scope: Scope) -> Table:
             bucket_params + params,
         )
 
+    found = query(scope)
+    labels = {b: local_label(b, daily=True) for b in {int(r["b"]) for r in found}}  # per day
     rows = [
         {
-            "day": local_label(int(r["b"]), daily=True),
+            "day": labels[int(r["b"])],
             "store": r["store"],
             "visits": int(r["visits"]),
             "member_visits": int(r["member_visits"]),
             "members": int(r["members"]),
             "member_share": ratio(int(r["member_visits"]), int(r["visits"])),
         }
-        for r in query(scope)
+        for r in found
     ]
     previous = query(scope.previous())
     now_v, now_m = sum(r["visits"] for r in rows), sum(r["member_visits"] for r in rows)
@@ -116,17 +118,18 @@ def conversion(db: Database, scope: Scope) -> Table:
     The period's rate (``comparison.conversion``) divides the transactions of the store-days
     that counted visitors by those visitors: one scope for numerator and denominator.
     ``transactions`` and ``revenue`` are all the period's sales."""
-    reader = rollups.reader(db)
+    reader = rollups.reader(db, compare=True)
     visitors = footfall.counts_by_store(db, scope, DAY_S, reader)
     sales = _sales(db, scope, DAY_S)
     keys = {(s, b) for s, counts in visitors.items() for b in counts} | set(sales)
     rows = []
+    labels = {b: local_label(b, daily=True) for b in {b for _, b in keys}}  # per day, not row
     for store, b in sorted(keys, key=lambda k: (k[1], k[0])):
         v = visitors.get(store, {}).get(b, {}).get("visitors", 0)
         s = sales.get((store, b), {"transactions": 0, "revenue": 0.0})
         rows.append(
             {
-                "day": local_label(b, daily=True),
+                "day": labels[b],
                 "store": store,
                 "visitors": v,
                 "transactions": int(s["transactions"]),

@@ -123,7 +123,7 @@ def _comparison(current: Counts, previous: Counts) -> dict[str, Any]:
 
 def _series(db: Database, scope: Scope, seconds: int, label: str) -> Table:
     daily = seconds == DAY_S
-    reader = rollups.reader(db)  # one per chart: the period and the previous share reads
+    reader = rollups.reader(db, compare=True)  # one per chart: the period and the previous
     current = totals(db, scope, seconds, reader)
     previous_scope = scope.previous()
     previous = totals(db, previous_scope, seconds, reader)
@@ -177,7 +177,7 @@ def daily(db: Database, scope: Scope) -> Table:
 
 def peak_hours(db: Database, scope: Scope) -> Table:
     """Average visitors per hour of the day over the period, the busiest hours marked."""
-    reader = rollups.reader(db)
+    reader = rollups.reader(db, compare=True)
     current = totals(db, scope, HOUR_S, reader)
     previous = totals(db, scope.previous(), HOUR_S, reader)
 

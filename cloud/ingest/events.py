@@ -121,6 +121,14 @@ MIGRATIONS = migrations(
         # INTEGER held 2^31 - 1, so a larger outbox depth failed its whole status batch.
         # (SQLite's INTEGER is 64 bits.)
         {"postgres": "ALTER TABLE devices ALTER COLUMN outbox_depth TYPE BIGINT"},
+        # A dead letter's natural key: the message (topic and the SHA-256 of its raw bytes as
+        # received) and the reason. A batch the broker redelivers, after a worker stopped
+        # part-way through splitting it, dead-letters its messages once (`dead_letter`
+        # ignores the second). Rows from before this step have no digest and stay as they are.
+        """
+        ALTER TABLE dead_letters ADD COLUMN digest {BLOB};
+        CREATE UNIQUE INDEX dead_letters_message ON dead_letters (topic, reason, digest)
+        """,
     ],
 )
 

@@ -206,6 +206,10 @@ class Ingestor:
         self._forgotten: frozenset[str] = frozenset()
         self.consent_changed: list[Callable[[], None]] = []
         self.writer: SqliteWriter | None = None  # set by the worker: writes in a child process
+        # Where dead letters go instead of the ``dead_letters`` table, each committed part's
+        # once it commits: a replay (`storelens.cloud.ingest.replay`) keeps the rows it
+        # replays rather than writing a second one for a message that fails again.
+        self.dead_letter_sink: Callable[[list[DeadLetter]], None] | None = None
 
     # -- caches ----------------------------------------------------------------------------
     def refresh_consent(self) -> None:
@@ -270,11 +274,12 @@ class Ingestor:
         self._after_commit(prepared.rows)
         return result
 
-    def prepare(self, batch: list[Incoming]) -> Prepared:
+    def prepare(self, batch: list[Incoming], *, received_at: float | None = None) -> Prepared:
         """The CPU half: parse, check device and consent, build rows. Never raises on input
-        (only on database errors while refreshing its caches)."""
+        (only on database errors while refreshing its caches). ``received_at``: when the
+        cloud got the messages (default now; a replay passes the dead letters' own time)."""
         self._refresh_caches(batch)
-        return self._parse(batch)
+        return self._parse(batch, received_at=received_at)
 
     def _refresh_caches(self, batch: list[Incoming]) -> None:
         self.refresh_consent()
@@ -397,13 +402,16 @@ class Ingestor:
 
     def _commit(self, p: Prepared) -> BatchResult:
         """Write ``p`` in one transaction (or inside the caller's, when nested)."""
-        batch = event_store.StoredBatch(p.rows, p.received_at, p.dead, p.statuses,
-                                        p.availability, p.seen, p.copied)  # fmt: skip
+        sink = self.dead_letter_sink
+        batch = event_store.StoredBatch(p.rows, p.received_at, p.dead if sink is None else [],
+                                        p.statuses, p.availability, p.seen, p.copied)  # fmt: skip
         if self.writer is not None and not p.nested:
             stored, collisions = self.writer.write(batch)
         else:
             with self.db.transaction():
                 stored, collisions = event_store.store_prepared(self.db, batch)
+        if sink is not None and p.dead:
+            sink(p.dead)
         if not p.nested:
             self._after_commit(p.rows)
         result = BatchResult(

@@ -63,9 +63,11 @@ class RollupReader(Protocol):
     ) -> tuple[list[tuple[str, int, dict[str, Any]]], list[tuple[str, int, list[Any]]]]: ...
 
 
-def reader(db: Database) -> RollupReader:
-    """The rollups the charts of ``db`` read (the service's own database)."""
-    return SqlRollups(db)
+def reader(db: Database, *, compare: bool = False) -> RollupReader:
+    """The rollups the charts of ``db`` read (the service's own database); one per chart
+    (it shares the chart's reads). ``compare``: the chart reads the period before its
+    scope's too (a comparison), which is then read with the scope's."""
+    return SqlRollups(db, compare=compare)
 
 
 __all__ = ["RollupReader", "enabled", "reader", "record"]

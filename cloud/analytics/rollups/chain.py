@@ -528,11 +528,30 @@ class Reads:
     (`SqlRollups`, one per chart) owns one; it never outlives the chart's call, so marks
     set meanwhile are seen by the next chart."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, compare: bool = False) -> None:
         self.db = db
+        # The chart reads the period before as well (its comparison): `ranged` reads both
+        # periods' rows in one query.
+        self.compare = compare
         self._groups: dict[str, str] | None = None
         self._span: tuple[int, int] | None = None  # the ts range whose marks are in _marks
         self._marks: list[tuple[str, int]] = []
+        self._ranged: dict[Any, tuple[int, int, list[tuple]]] = {}
+
+    def ranged(
+        self, key: Any, first: int, last: int, fetch: Callable[[int, int], list[tuple]]
+    ) -> list[tuple]:
+        """The rows with ``first <= ts <= last`` (ts: a row's third column) of the query
+        ``fetch(lo, hi)`` (rows with ``lo <= ts <= hi``) that ``key`` names: read again
+        only when an earlier read does not cover the range; with ``compare``, a first read
+        reaches back one period more, so the previous period's plan reads nothing."""
+        have = self._ranged.get(key)
+        if have is None or not (have[0] <= first and last <= have[1]):
+            lo = first - (last - first + DAY_S) if self.compare and have is None else first
+            have = self._ranged[key] = (lo, last, fetch(lo, last))
+        if have[0] == first and have[1] == last:
+            return have[2]
+        return [r for r in have[2] if first <= int(r[2]) <= last]
 
     def groups(self) -> dict[str, str]:
         """store -> its group (`store_groups`)."""
@@ -602,7 +621,6 @@ def plan(
     groups and dirty marks (`Reads`), when the caller has one."""
     if scope.stores or not scope.all_hours or scope.raw:
         return None
-    from storelens.cloud.analytics.rollups.sql import decode
 
     reads = reads if reads is not None else Reads(db)
     groups = reads.groups()
@@ -633,23 +651,25 @@ def plan(
     pairs = sorted((o, sorted(gs)) for o, gs in by_offset.items())
     where = " OR ".join(f"(utc_offset = ? AND grp IN ({', '.join('?' for _ in gs)}))"
                         for _, gs in pairs)  # fmt: skip
-    for r in db.query(
-        "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-        f" AND kind IN ({', '.join('?' for _ in read)}) AND ({where})",
-        (first, last, *read, *(p for o, gs in pairs for p in (o, *gs))),
-    ):
-        g, day = r["grp"], int(r["ts"])
+    params = (*read, *(p for o, gs in pairs for p in (o, *gs)))
+    for g, utc_offset, ts, kind, data in reads.ranged(
+        ("days", where, params), first, last,
+        lambda lo, hi: db.query_tuples(
+            "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
+            f" AND kind IN ({', '.join('?' for _ in read)}) AND ({where})", (lo, hi, *params)),
+    ):  # fmt: skip
+        day = int(ts)
         if g == UNKNOWN:
             return None  # events of stores outside `stores`: read them per store
-        if offset_of.get(g) != int(r["utc_offset"]) or (g, day) in unclean:
+        if offset_of.get(g) != int(utc_offset) or (g, day) in unclean:
             continue
-        if r["kind"] == "counts":
+        if kind == "counts":
             built.add((g, day))
-        if r["kind"] in kinds:
-            found.append((g, day, r["kind"], r["data"]))
-    for g, day, kind, data in found:
-        if (g, day) in built:
-            values[kind].append(decode(bytes(data)))
+        if kind in kinds:
+            found.append((g, day, kind, data))
+    wanted = [(kind, bytes(data)) for g, day, kind, data in found if (g, day) in built]
+    for (kind, _), value in zip(wanted, decode_all([d for _, d in wanted]), strict=True):
+        values[kind].append(value)
     # Runs of days not built, per group; the groups with the same run share one sub-scope
     # (each store keeps its own offset in it): one read for them all, not one per time zone.
     runs: dict[tuple[int, int], set[str]] = defaultdict(set)
@@ -689,7 +709,6 @@ def store_marks(db: Database, scope: Any, reads: Reads | None = None) -> Marks |
     kind a chart reads for the scope. ``reads``: the chart's memo (`Reads`), if any."""
     if not scope.all_hours or scope.raw:
         return None
-    from storelens.cloud.analytics.rollups.sql import decode
 
     reads = reads if reads is not None else Reads(db)
     first, last = _day_range(scope)
@@ -713,26 +732,44 @@ def store_marks(db: Database, scope: Any, reads: Reads | None = None) -> Marks |
     # each) of the scope's offsets are read first (0 too: stores outside `stores`), then the
     # values of the built days only, per offset and store, so no other offset's is fetched.
     offsets = sorted({int(scope.offsets.get(s, 0) or 0) for s in stores} | {0})
-    for r in db.query(
-        "SELECT grp, utc_offset, ts, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-        f" AND {grp_sql} AND kind = 'built'"
-        f" AND utc_offset IN ({', '.join('?' for _ in offsets)})",
-        (first, last, *grp_params, *offsets),
-    ):
-        store, day = r["grp"][len(STORE) :], int(r["ts"])
+    kept: list[tuple[str, int]] = []
+    data: list[bytes] = []
+    offset_of = {s: int(o or 0) for s, o in scope.offsets.items()}
+    cut = len(STORE)
+    for grp, utc_offset, ts, value in reads.ranged(
+        ("built", grp_sql, grp_params, tuple(offsets)), first, last,
+        lambda lo, hi: db.query_tuples(
+            "SELECT grp, utc_offset, ts, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
+            f" AND {grp_sql} AND kind = 'built'"
+            f" AND utc_offset IN ({', '.join('?' for _ in offsets)})",
+            (lo, hi, *grp_params, *offsets)),
+    ):  # fmt: skip
+        store, day = grp[cut:], int(ts)
         if scope.stores and store not in stores:
             continue
-        if int(scope.offsets.get(store, 0) or 0) != int(r["utc_offset"]):
+        if offset_of.get(store, 0) != int(utc_offset):
             continue
         stores.add(store)
         if (store, day) in unclean:
             continue
-        mark = decode(bytes(r["data"]))
+        kept.append((store, day))
+        data.append(bytes(value))
+    for (store, day), mark in zip(kept, decode_all(data), strict=True):
         if not isinstance(mark, list) or len(mark) < 4 or mark[3] != BUILT_FORMAT:
             continue  # an older format's day (see BUILT_FORMAT): read per store-hour
         built.add((store, day))
         values.append((store, day, mark))
     return Marks(stores, built, values)
+
+
+def decode_all(values: list[bytes]) -> list[Any]:
+    """Decode many msgpack values in one call: behind an array header they are one array
+    (a chart's hundreds of store-day marks: one decoder call instead of one per mark)."""
+    from storelens.cloud.analytics.rollups.sql import decode
+
+    if len(values) < 2:
+        return [decode(v) for v in values]
+    return decode(b"\xdd" + len(values).to_bytes(4, "big") + b"".join(values))
 
 
 def plan_stores(

@@ -30,10 +30,12 @@ _SETTLED = (
 class SqlRollups:
     """One chart's reads (a new instance per chart: dirty hours are looked up once)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, compare: bool = False) -> None:
         self.db = db
-        # Groups and dirty marks every plan of this chart reads: read once (`chain.Reads`).
-        self.reads = chain.Reads(db)
+        # Groups and dirty marks every plan of this chart reads: read once (`chain.Reads`);
+        # ``compare``: the chart reads the previous period too (its rows read with the
+        # period's).
+        self.reads = chain.Reads(db, compare)
         self._plans: dict[tuple[Any, ...], chain.Plan | None] = {}
 
     # -- dirty hours ------------------------------------------------------------------
