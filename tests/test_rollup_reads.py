@@ -5,7 +5,7 @@ store-days not in day rows in one query. Both backends; numbers as the raw event
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 from test_rollups import charts, same, scopes, seed
 
@@ -125,3 +125,17 @@ def test_a_chart_reads_on_one_pinned_connection(db) -> None:
         db.query("SELECT 1")
         db.query("SELECT 1")
     assert db._pool.get_stats().get("requests_num", 0) - checkouts == 2
+
+
+def test_scope_ts_bounds_are_padded_by_its_stores_offsets_only() -> None:
+    """The coarse ts bounds (the index's cut) reach as far as the scope's own offsets move a
+    local day, no further (the widest zone's 14 h added rows only to be dropped)."""
+    start = date(2026, 3, 1)
+    lo = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp())
+    hi = lo + 7 * 86_400
+    east = analytics.Scope(start, date(2026, 3, 7), offsets={"a": 3600, "b": 7200, "c": 0})
+    assert east.where()[1][:2] == [lo - 7200, hi]
+    west = analytics.Scope(start, date(2026, 3, 7), offsets={"a": -18_000, "b": 3600})
+    assert west.where()[1][:2] == [lo - 3600, hi + 18_000]
+    only_a = analytics.Scope(start, date(2026, 3, 7), ("a",), offsets={"a": -18_000, "b": 3600})
+    assert only_a.where()[1][:2] == [lo, hi + 18_000]

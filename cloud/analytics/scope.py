@@ -17,8 +17,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DAY_S = 86_400
 HOUR_S = 3_600
-# Largest distance of any real time zone from UTC (+14:00); pads the index-friendly ts bounds.
-_MAX_OFFSET_S = 14 * HOUR_S
 MAX_DAYS = 366
 
 if TYPE_CHECKING:
@@ -98,13 +96,17 @@ class Scope:
     def local_ts(self, alias: str = "", ts: str = "ts") -> tuple[str, list[Any]]:
         """SQL for the store-local epoch of a row (its ``ts`` plus the store's offset)."""
         col = f"{alias}." if alias else ""
-        used = {
-            s: o for s, o in self.offsets.items() if o and (not self.stores or s in self.stores)
-        }
+        used = self._shifted()
         if not used:
             return f"{col}{ts}", []
         whens = " ".join("WHEN ? THEN " + str(int(o)) for o in used.values())
         return f"({col}{ts} + CASE {col}store {whens} ELSE 0 END)", list(used)
+
+    def _shifted(self) -> dict[str, int]:
+        """The selected stores' non-zero offsets (any other store's local time is UTC)."""
+        return {
+            s: o for s, o in self.offsets.items() if o and (not self.stores or s in self.stores)
+        }
 
     def where(self, alias: str = "", ts: str = "ts") -> tuple[str, list[Any]]:
         """Conditions on store, local date range and local hour; AND-able to any WHERE.
@@ -116,8 +118,11 @@ class Scope:
         hi = int(datetime.combine(self.end + timedelta(days=1), time(), UTC).timestamp())
         lts, lts_params = self.local_ts(alias, ts)
         # The plain ts bounds let an index on ts do the coarse cut; the local bounds are exact.
+        # They are padded by the scope's own offsets, not by the widest zone's (+14 h): the
+        # rows of the padding are scanned (their local ts computed) only to be dropped.
+        shifts = {0, *(int(o) for o in self._shifted().values())}
         parts = [f"{col}{ts} >= ?", f"{col}{ts} < ?", f"{lts} >= ?", f"{lts} < ?"]
-        params: list[Any] = [lo - _MAX_OFFSET_S, hi + _MAX_OFFSET_S]
+        params: list[Any] = [lo - max(shifts), hi - min(shifts)]
         params += lts_params + [lo] + lts_params + [hi]
         if self.stores:
             parts.append(f"{col}store IN ({', '.join('?' for _ in self.stores)})")
