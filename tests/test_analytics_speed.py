@@ -3,6 +3,7 @@ one at a time as the stdlib computes them, and the collector paused only while a
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import random
 import statistics
@@ -35,15 +36,22 @@ def test_checkout_percentiles_of_all_cells_at_once_are_those_one_at_a_time() -> 
         assert all(type(v) is float for v in got)
 
 
+class _Unpinned:
+    """A database stand-in: the chart wrapper pins its connection (`Database.pinned`)."""
+
+    def pinned(self) -> contextlib.nullcontext:
+        return contextlib.nullcontext()
+
+
 def test_a_chart_runs_with_the_collector_paused_and_leaves_it_on() -> None:
     seen: list[bool] = []
     probe = analytics._gc_paused(lambda db, scope: seen.append(gc.isenabled()))
     assert gc.isenabled()
-    probe(None, None)
+    probe(_Unpinned(), None)
     assert seen == [False] and gc.isenabled()
     gc.disable()  # paused by someone else: left to them
     try:
-        probe(None, None)
+        probe(_Unpinned(), None)
         assert not gc.isenabled()
     finally:
         gc.enable()

@@ -102,8 +102,8 @@ def _days(found: dict[Key, list[Session]], summed: dict[Key, dict[str, Any]]) ->
         out[key] = (np.sort(np.array([s[2] for s in v], dtype=np.float64)), len({s[0] for s in v}),
                     {s[0] for s in v if s[1]}, len({s[0] for s in v if not s[3]}))  # fmt: skip
     for key, value in summed.items():
-        # Stored sorted (`chain.tryon_day`): no sort per day.
-        seconds = np.frombuffer(value["d"], dtype="<f8").astype(np.float64)
+        # Stored sorted (`chain.tryon_day`): no sort per day; read in place (not copied).
+        seconds = np.frombuffer(value["d"], dtype="<f8")
         out[key] = (seconds, int(value["v"]), set(value["m"]), int(value["o"]))
     return out
 
