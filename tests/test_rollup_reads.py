@@ -55,14 +55,14 @@ def test_a_chain_view_reads_day_rows_of_its_offsets_and_dirty_hours_once(db, mon
     assert day_rows and all(int(o) == offset_of[g] for g, o in day_rows)
     # The previous period (of the dwell chart) has days without rows: read per store, the
     # two time zones' stores in one read (the same days), known clean from the plan's one
-    # look at the dirty hours.
+    # look at the dirty hours. Both periods' day rows come in one query (one reader).
     seen.clear()
     analytics.CHARTS["dwell"](db, scope)
     asked = [sql for sql, _ in seen]
     plans = [q for q in asked if q.startswith("SELECT grp, utc_offset, ts, kind")]
     dirty = [q for q in asked if q.startswith("SELECT store, ts FROM rollup_dirty WHERE")]
     per_store = [q for q in asked if q.startswith("SELECT store, ts, data FROM rollup_maps")]
-    assert len(plans) == 2 and len(per_store) == 1 and len(dirty) == len(plans), seen
+    assert len(plans) == 1 and len(per_store) == 1 and len(dirty) == 1, seen
 
 
 # Statements per chart over a chain-wide scope of two time zones whose previous period has
@@ -77,6 +77,9 @@ MOST = {
     "conversion": 6,
     "conversion-hourly": 4,
     "member-share": 4,
+    # zones, groups, dirty marks, both periods' day rows, the previous period's store-days
+    # (one reader for both periods; with a reader each it made 8).
+    "dwell": 5,
 }
 
 
@@ -95,6 +98,23 @@ def test_chain_charts_share_their_reads_and_read_the_rest_at_once(db, monkeypatc
         assert len(seen) <= most, (name, len(seen), seen)
         assert sum("FROM stores" in sql for sql in seen) <= 1, name
         assert sum(sql.startswith("SELECT store, ts FROM rollup_dirty") for sql in seen) <= 1, name
+
+
+def test_store_day_marks_are_fetched_at_each_stores_offset_only(db, monkeypatch) -> None:
+    """A zone keeps a store-day row per offset it takes within half a year: the marks query
+    fetches each store's rows at its own offset, not every offset of the scope's stores
+    (Lisbon's rows at Paris's offset were fetched only to be dropped)."""
+    seed(db)
+    scope = scopes(db)[0]
+    assert len(set(scope.offsets.values())) == 2, scope.offsets
+    raw = charts(db, scope, raw=True)
+    seen = _recording(db, monkeypatch)
+    for name in ("member-share", "conversion"):
+        same(analytics.CHARTS[name](db, scope).to_json({}), raw[name], name)
+    offset_of = {chain.STORE + s: int(o) for s, o in scope.offsets.items()}
+    query = "SELECT grp, utc_offset, ts, data FROM rollup_days"
+    marks = [(r[0], int(r[1])) for sql, rows in seen if sql.startswith(query) for r in rows]
+    assert marks and all(o == offset_of[g] for g, o in marks), sorted(set(marks))
 
 
 def test_a_chart_reads_on_one_pinned_connection(db) -> None:

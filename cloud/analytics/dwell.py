@@ -45,9 +45,12 @@ def _histogram(items: list[tuple[int, int, float, float, float]]) -> DwellHistog
     )
 
 
-def _per_second(db: Database, scope: Scope) -> dict[str, DwellHistogram]:
+def _per_second(
+    db: Database, scope: Scope, reader: rollups.RollupReader | None = None
+) -> dict[str, DwellHistogram]:
+    """``reader``: the chart's, shared by its period and the previous one."""
     if not scope.raw:
-        return rollups.reader(db).dwell(scope)
+        return (reader or rollups.reader(db)).dwell(scope)
     where, params = scope.where()
     rows = db.query(
         "SELECT zone, CAST(FLOOR(dwell_s) AS BIGINT) AS s, COUNT(*) AS n, SUM(dwell_s) AS total,"
@@ -96,8 +99,10 @@ def _binned(seconds: np.ndarray, counts: np.ndarray) -> list[int]:
 
 def zone_dwell(db: Database, scope: Scope, categories: dict[str, str] | None = None) -> Table:
     """One row per zone, ranked by number of visits (then by median dwell)."""
-    current = _per_second(db, scope)
-    previous = _per_second(db, scope.previous())
+    # One reader for both periods: the groups, dirty marks and day rows read once.
+    reader = rollups.reader(db, compare=True)
+    current = _per_second(db, scope, reader)
+    previous = _per_second(db, scope.previous(), reader)
     rows: list[dict[str, Any]] = []
     for zone, z in current.items():
         seconds, counts = z.seconds, z.counts

@@ -736,13 +736,28 @@ def store_marks(db: Database, scope: Any, reads: Reads | None = None) -> Marks |
     data: list[bytes] = []
     offset_of = {s: int(o or 0) for s, o in scope.offsets.items()}
     cut = len(STORE)
+    # Each store's rows at its own offset only (a zone keeps a row per offset it takes, so
+    # an offset list alone fetched other stores' rows at the wrong offset, to drop them):
+    # stores at a non-zero offset by name, offset 0 with the whole group range, which also
+    # covers stores the scope has no offset for.
+    by_offset: dict[int, list[str]] = defaultdict(list)
+    for store in sorted(stores):
+        if offset_of.get(store, 0):
+            by_offset[offset_of[store]].append(STORE + store)
+    if sum(len(g) for g in by_offset.values()) <= 500:  # bounded IN lists
+        clauses = [f"(utc_offset = ? AND grp IN ({', '.join('?' for _ in grps)}))"
+                   for grps in by_offset.values()]  # fmt: skip
+        off_sql = " OR ".join([*clauses, f"(utc_offset = 0 AND {grp_sql})"])
+        off_params: tuple[Any, ...] = (
+            *[v for o, grps in by_offset.items() for v in (o, *grps)], *grp_params)
+    else:
+        off_sql = f"{grp_sql} AND utc_offset IN ({', '.join('?' for _ in offsets)})"
+        off_params = (*grp_params, *offsets)
     for grp, utc_offset, ts, value in reads.ranged(
-        ("built", grp_sql, grp_params, tuple(offsets)), first, last,
+        ("built", off_sql, off_params), first, last,
         lambda lo, hi: db.query_tuples(
             "SELECT grp, utc_offset, ts, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-            f" AND {grp_sql} AND kind = 'built'"
-            f" AND utc_offset IN ({', '.join('?' for _ in offsets)})",
-            (lo, hi, *grp_params, *offsets)),
+            f" AND kind = 'built' AND ({off_sql})", (lo, hi, *off_params)),
     ):  # fmt: skip
         store, day = grp[cut:], int(ts)
         if scope.stores and store not in stores:
