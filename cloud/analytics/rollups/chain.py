@@ -748,8 +748,8 @@ def store_marks(db: Database, scope: Any, reads: Reads | None = None) -> Marks |
         clauses = [f"(utc_offset = ? AND grp IN ({', '.join('?' for _ in grps)}))"
                    for grps in by_offset.values()]  # fmt: skip
         off_sql = " OR ".join([*clauses, f"(utc_offset = 0 AND {grp_sql})"])
-        off_params: tuple[Any, ...] = (
-            *[v for o, grps in by_offset.items() for v in (o, *grps)], *grp_params)
+        pairs = [v for o, grps in by_offset.items() for v in (o, *grps)]
+        off_params: tuple[Any, ...] = (*pairs, *grp_params)
     else:
         off_sql = f"{grp_sql} AND utc_offset IN ({', '.join('?' for _ in offsets)})"
         off_params = (*grp_params, *offsets)
