@@ -49,7 +49,9 @@ def scope_for(db: Database, start: date | None, end: date | None, stores: tuple[
         start = end - timedelta(days=DEFAULT_DAYS - 1)
     middle = date.fromordinal((start.toordinal() + end.toordinal()) // 2)
     offsets = utc_offsets(known, middle)
-    return Scope(start, end, tuple(stores), hour_from, hour_to, offsets, sale_link=sale_link)
+    zones = {s: tz or "" for s, tz in known.items()}
+    return Scope(start, end, tuple(stores), hour_from, hour_to, offsets, sale_link=sale_link,
+                 zones=zones)  # fmt: skip
 
 
 def _heatmap(db: Database, scope: Scope) -> Table:

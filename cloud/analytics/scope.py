@@ -44,6 +44,9 @@ class Scope:
     # The service's sale-to-visit windows, for the charts that link pending sales before they
     # read (None: the defaults); settings, not a filter, so `describe` leaves it out too.
     sale_link: LinkWindows | None = None
+    # store -> time zone name ("" for none) of every store, as `scope_for` read them: the
+    # rollup reads group stores by zone without reading the stores again (empty: they do).
+    zones: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.end < self.start:

@@ -553,10 +553,12 @@ class Reads:
             return have[2]
         return [r for r in have[2] if first <= int(r[2]) <= last]
 
-    def groups(self) -> dict[str, str]:
-        """store -> its group (`store_groups`)."""
+    def groups(self, scope: Any = None) -> dict[str, str]:
+        """store -> its group (`store_groups`): the ``scope``'s zones when it carries them
+        (`scope_for` read the stores already), else read once."""
         if self._groups is None:
-            self._groups = store_groups(self.db)
+            zones = getattr(scope, "zones", None)
+            self._groups = dict(zones) if zones else store_groups(self.db)
         return self._groups
 
     def dirty(self, lo: int, hi: int) -> list[tuple[str, int]]:
@@ -623,7 +625,7 @@ def plan(
         return None
 
     reads = reads if reads is not None else Reads(db)
-    groups = reads.groups()
+    groups = reads.groups(scope)
     members: dict[str, list[str]] = defaultdict(list)
     for store, g in groups.items():
         members[g].append(store)
@@ -713,7 +715,7 @@ def store_marks(db: Database, scope: Any, reads: Reads | None = None) -> Marks |
     reads = reads if reads is not None else Reads(db)
     first, last = _day_range(scope)
     # A scope of `analytics.scope_for` has every store's offset: no stores query for them.
-    stores = set(scope.stores or scope.offsets) or set(reads.groups())
+    stores = set(scope.stores or scope.offsets) or set(reads.groups(scope))
     unclean: set[tuple[str, int]] = set()
     for store, ts in reads.dirty(first - 2 * DAY_S, last + 3 * DAY_S):
         if scope.stores and store not in stores:
