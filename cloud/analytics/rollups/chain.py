@@ -182,6 +182,11 @@ def refresh(db: Database, hours: Iterable[tuple[str, int]]) -> None:
     windows = [(day - offset, day - offset + DAY_S) for (offset, day), _ in plan]
     wanted_stores = sorted({g[len(STORE) :] for _, w in plan for g in w if g.startswith(STORE)})
     spans = _spans(db, windows, wanted_stores)
+    # Every zone sequence of these hours interned first, in one sorted batch, before any day
+    # row is locked: concurrent refreshes (PostgreSQL) then take the new sequences' unique
+    # keys and the day rows in one global order, so neither waits for the other in a cycle.
+    path_ids(db, {p for x in spans for _, _, kind, v in x.maps if kind == "paths" for p in v},
+             known)  # fmt: skip
     for (offset, day), wanted in plan:
         lo, hi = day - offset, day - offset + DAY_S
         span = next(x for x in spans if x.lo <= lo and hi <= x.hi)
