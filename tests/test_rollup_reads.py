@@ -19,8 +19,8 @@ def _recording(db, monkeypatch) -> list[tuple[str, list]]:
     for method in ("query", "query_tuples"):
         original = getattr(type(db), method)
 
-        def recorded(self, sql, params=(), original=original):
-            rows = original(self, sql, params)
+        def recorded(self, sql, params=(), original=original, **kw):
+            rows = original(self, sql, params, **kw)
             seen.append((sql, rows))
             return rows
 
@@ -125,6 +125,40 @@ def test_store_day_marks_are_fetched_at_each_stores_offset_only(db, monkeypatch)
     query = "SELECT grp, utc_offset, ts, data FROM rollup_days"
     marks = [(r[0], int(r[1])) for sql, rows in seen if sql.startswith(query) for r in rows]
     assert marks and all(o == offset_of[g] for g, o in marks), sorted(set(marks))
+
+
+def test_binary_tuples_read_the_same_values(db) -> None:
+    """``query_tuples(binary=True)``: text, integers, bytes and NULL as in the text format."""
+    db.execute("CREATE TABLE t_bin (a TEXT, b INTEGER, c BIGINT, d {BLOB})".format(
+        BLOB="BYTEA" if db.dialect == "postgres" else "BLOB"))  # fmt: skip
+    rows = [("x", 1, 2**40, b"\x00\xffab"), ("", -3, -(2**40), b""), (None, None, None, None)]
+    db.executemany("INSERT INTO t_bin (a, b, c, d) VALUES (?, ?, ?, ?)", rows)
+    sql = "SELECT a, b, c, d FROM t_bin WHERE b >= ? OR b IS NULL ORDER BY b"
+    text, binary = db.query_tuples(sql, (-5,)), db.query_tuples(sql, (-5,), binary=True)
+    assert [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in binary] == [
+        tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in text]
+    assert sorted(binary, key=str) == sorted([tuple(r) for r in rows], key=str)
+
+
+def test_chain_charts_fetch_rollup_values_in_binary(db, monkeypatch) -> None:
+    """The rollup value reads (day rows, store-day marks and values, hour maps) ask for the
+    binary format: on PostgreSQL bytea then comes as bytes, not as hex text twice its size."""
+    seed(db)
+    scope = scopes(db)[0]
+    raw = charts(db, scope, raw=True)
+    asked: list[tuple[str, bool]] = []
+    original = type(db).query_tuples
+
+    def recorded(self, sql, params=(), binary=False):
+        asked.append((sql, binary))
+        return original(self, sql, params, binary=binary)
+
+    monkeypatch.setattr(type(db), "query_tuples", recorded)
+    for name in ("member-share", "conversion", "dwell", "footfall-daily", "staff"):
+        same(analytics.CHARTS[name](db, scope).to_json({}), raw[name], name)
+    values = [(sql, b) for sql, b in asked
+              if " data FROM rollup_days" in sql or " data FROM rollup_maps" in sql]  # fmt: skip
+    assert values and all(b for _, b in values), values
 
 
 def test_a_chart_reads_on_one_pinned_connection(db) -> None:

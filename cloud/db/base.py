@@ -142,7 +142,9 @@ class Database(ABC):
     def _rowcount(self, cursor: Any) -> int: ...
 
     @abstractmethod
-    def _query_tuples(self, conn: Any, sql: str, params: Sequence[Any]) -> list[tuple]: ...
+    def _query_tuples(
+        self, conn: Any, sql: str, params: Sequence[Any], binary: bool = False
+    ) -> list[tuple]: ...
 
     @abstractmethod
     def close(self) -> None: ...
@@ -219,12 +221,17 @@ class Database(ABC):
         with self._statement(sql) as conn:
             return self._fetch(self._execute(conn, sql, params))
 
-    def query_tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def query_tuples(
+        self, sql: str, params: Sequence[Any] = (), *, binary: bool = False
+    ) -> list[tuple]:
         """As `query`, rows as tuples in the SELECT's column order: no dict per row, for
-        reads of many rows (settling rollups reads every event of the hours it recomputes)."""
+        reads of many rows (settling rollups reads every event of the hours it recomputes).
+        ``binary``: results in the backend's binary format where it has one (PostgreSQL:
+        bytea as bytes, not hex text of twice the size to send and decode); for columns of
+        plain types (text, integers, bytes), whose values are the same either way."""
         check_params(params)
         with self._statement(sql) as conn:
-            return self._query_tuples(conn, sql, params)
+            return self._query_tuples(conn, sql, params, binary)
 
     def query_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = self.query(sql, params)

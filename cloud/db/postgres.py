@@ -137,11 +137,11 @@ class PostgresDatabase(Database):
         return cursor.fetchall() if cursor.description else []
 
     def _query_tuples(
-        self, conn: psycopg.Connection, sql: str, params: Sequence[Any]
+        self, conn: psycopg.Connection, sql: str, params: Sequence[Any], binary: bool = False
     ) -> list[tuple]:
         try:
             with conn.cursor(row_factory=tuple_row) as cursor:
-                cursor.execute(_pg(sql), tuple(params), prepare=False)
+                cursor.execute(_pg(sql), tuple(params), prepare=False, binary=binary)
                 return cursor.fetchall() if cursor.description else []
         except psycopg.errors.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc

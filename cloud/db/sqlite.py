@@ -116,8 +116,8 @@ class SqliteDatabase(Database):
         return [dict(r) for r in cursor.fetchall()]
 
     def _query_tuples(
-        self, conn: sqlite3.Connection, sql: str, params: Sequence[Any]
-    ) -> list[tuple]:
+        self, conn: sqlite3.Connection, sql: str, params: Sequence[Any], binary: bool = False
+    ) -> list[tuple]:  # ``binary``: SQLite returns BLOBs as bytes anyway
         cursor = conn.cursor()
         cursor.row_factory = None  # plain tuples, not the connection's sqlite3.Row
         try:

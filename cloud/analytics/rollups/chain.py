@@ -658,7 +658,8 @@ def plan(
         ("days", where, params), first, last,
         lambda lo, hi: db.query_tuples(
             "SELECT grp, utc_offset, ts, kind, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-            f" AND kind IN ({', '.join('?' for _ in read)}) AND ({where})", (lo, hi, *params)),
+            f" AND kind IN ({', '.join('?' for _ in read)}) AND ({where})", (lo, hi, *params),
+            binary=True),
     ):  # fmt: skip
         day = int(ts)
         if g == UNKNOWN:
@@ -759,7 +760,7 @@ def store_marks(db: Database, scope: Any, reads: Reads | None = None) -> Marks |
         ("built", off_sql, off_params), first, last,
         lambda lo, hi: db.query_tuples(
             "SELECT grp, utc_offset, ts, data FROM rollup_days WHERE ts >= ? AND ts <= ?"
-            f" AND kind = 'built' AND ({off_sql})", (lo, hi, *off_params)),
+            f" AND kind = 'built' AND ({off_sql})", (lo, hi, *off_params), binary=True),
     ):  # fmt: skip
         store, day = grp[cut:], int(ts)
         if scope.stores and store not in stores:
@@ -816,12 +817,13 @@ def plan_stores(
                 f"(utc_offset = ? AND grp IN ({', '.join('?' for _ in grps)}))"
                 for grps in by_offset.values()
             )
-            for r in db.query(
+            for grp, ts, data in db.query_tuples(
                 "SELECT grp, ts, data FROM rollup_days WHERE kind = ? AND ts >= ? AND ts <= ?"
                 f" AND ({clauses})",
                 (kind, first, last, *[v for o, grps in by_offset.items() for v in (o, *grps)]),
+                binary=True,
             ):
-                found.append((r["grp"][len(STORE) :], int(r["ts"]), r["data"]))
+                found.append((grp[len(STORE) :], int(ts), data))
     values += [(s, d, decode(bytes(data))) for s, d, data in found if (s, d) in built]
     missing = {(s, d) for s in stores for d in range(first, last + 1, DAY_S)} - built
     rest = None

@@ -226,7 +226,9 @@ def map_values(
 ) -> list[tuple[tuple[str, int], Any]]:
     """((store, hour), decoded value) of every settled ``kind`` map matched by ``where``
     (on ``store`` and ``ts``)."""
-    rows = db.query(
-        f"SELECT store, ts, data FROM rollup_maps WHERE kind = ? AND {where}", [kind, *params]
+    rows = db.query_tuples(
+        f"SELECT store, ts, data FROM rollup_maps WHERE kind = ? AND {where}",
+        [kind, *params],
+        binary=True,
     )
-    return [((r["store"], int(r["ts"])), decode(bytes(r["data"]))) for r in rows]
+    return [((store, int(ts)), decode(bytes(data))) for store, ts, data in rows]
