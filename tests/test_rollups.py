@@ -575,3 +575,35 @@ def test_heat_of_json_text_paths_equals_heat_of_parsed_paths() -> None:
         assert aggregate.heat_values(groups) == [aggregate.heat_cells(g) for g in parsed]
         assert aggregate.heat_values(groups) == aggregate.heat_values(parsed)
     assert aggregate.heat_values(batches[0])[0]["n"] > 0
+
+
+def _seeded_links(db) -> tuple[list, list]:
+    events = db.query_tuples(
+        "SELECT visit_id, type, member FROM events WHERE visit_id IS NOT NULL"
+        " ORDER BY visit_id, type, ts"
+    )
+    links = [
+        (r[0], r[1], r[2], None if r[3] is None else round(r[3], 3))
+        for r in db.query_tuples(
+            "SELECT sale_id, method, visit_id, entry_to_checkout_s FROM sale_visits ORDER BY 1"
+        )
+    ]
+    return events, links
+
+
+def test_seeding_twice_gives_the_same_visits_and_sale_links(db, tmp_path) -> None:
+    """Enroll draws member ids at random; the seed hands members to visits in token order, so
+    a second seeding (fresh SQLite file) stores the same member on each visit and links every
+    sale to the same visit (by id order, a member could get a second visit overlapping their
+    purchase in one seeding and not in another, and the sale a different visit)."""
+    from storelens.cloud.db import connect
+
+    seed(db)
+    again = connect(f"sqlite:///{tmp_path / 'again.db'}")
+    try:
+        seed(again)
+        events, links = _seeded_links(db)
+        assert any(r[2] for r in events) and any(r[1] == "member" for r in links)
+        assert _seeded_links(again) == (events, links)
+    finally:
+        again.close()

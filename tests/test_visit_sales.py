@@ -227,3 +227,21 @@ def test_the_charts_link_pending_sales_by_the_services_windows(shop, db_url, mon
         totals[settle] = r.json()["totals"]
     assert (totals[86_400]["pending"], totals[86_400]["linked_time"]) == (1, 0)
     assert (totals[900]["pending"], totals[900]["linked_time"]) == (0, 1)
+
+
+def test_a_members_visits_starting_together_are_told_apart_by_id(shop, monkeypatch) -> None:
+    """Two just-ended visits of the member with the same start: the larger visit id wins,
+    whichever order their events were stored in (both orders, two members)."""
+    import uuid
+
+    import visit_story
+
+    ids = iter(uuid.UUID(int=n) for n in (0xA2, 0xA1, 0xB1, 0xB2))
+    monkeypatch.setattr(visit_story.uuid, "uuid4", lambda: next(ids))
+    first, second = enroll(shop, "6011000000000031"), enroll(shop, "6011000000000032")
+    for m in (first, second):
+        for _ in range(2):
+            visit(shop, "s1", T - 1200, T - 120, member=m["token"])
+    for m, want in ((first, 0xA2), (second, 0xB2)):
+        found = visit_sales.member_visit(shop, "s1", m["token"], T)
+        assert found is not None and found.visit_id == str(uuid.UUID(int=want))

@@ -2,9 +2,10 @@
 
 A member's sale (member identified at the POS) goes to that member's visit in the same store
 that is open at the sale, or ended at most ``just_ended_s`` before it (the person walked out
-of view right after paying); the latest such visit wins. Its entry-to-checkout time is the sale
-time minus the visit's start. Members who opted out of tracking are never linked (their
-events are stored without a pseudonym, and consent is checked here too).
+of view right after paying); the latest such visit wins (equal starts: the larger visit id).
+Its entry-to-checkout time is the sale time minus the visit's start. Members who opted out of
+tracking are never linked (their events are stored without a pseudonym, and consent is
+checked here too).
 
 An anonymous sale is matched by time only: to the one visit whose stay in a checkout zone
 covers the sale (at the till, when the zone has a service area), within ``skew_s`` of clock
@@ -186,7 +187,8 @@ def member_visit(
             continue
         if end is not None and end < sale_ts - windows.just_ended_s:
             continue
-        if best is None or start > best[0]:
+        # Equal starts: the larger visit id, not whichever the events' row order gave first.
+        if best is None or (start, visit_id) > best:
             best = (start, visit_id)
     if best is None:
         return None

@@ -341,7 +341,9 @@ def seed_instore(db: Database, *, days: int = 28, end: date | None = None, seed:
     opted_out = member_registry.opted_out_tokens(db)
     trackable = [
         (r["token"], r["key_id"])
-        for r in db.query("SELECT token, key_id FROM members ORDER BY id")
+        # By token, not id: enroll draws ids at random, tokens follow the card and key, so the
+        # same members get the same visits on every seeding (and the sales the same links).
+        for r in db.query("SELECT token, key_id FROM members ORDER BY token")
         if r["token"] not in opted_out
     ]
     counts: dict[str, int] = {}
