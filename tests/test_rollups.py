@@ -10,10 +10,11 @@ import math
 from datetime import UTC, date, datetime, timedelta
 
 import msgspec
+import numpy as np
 from typer.testing import CliRunner
 
 from storelens.cloud import analytics
-from storelens.cloud.analytics.rollups import aggregate, rebuild, settle
+from storelens.cloud.analytics.rollups import aggregate, chain, rebuild, settle
 from storelens.cloud.commerce import members, stores
 from storelens.cloud.ingest import device_registry
 from storelens.cloud.ingest.worker import Incoming, Ingestor
@@ -235,7 +236,14 @@ def test_forgotten_member_leaves_nothing_personal_in_any_rollup(db) -> None:
     token = members.get_member(db, member["id"])["token"]
     assert db.scalar("SELECT count(*) FROM rollup_members WHERE member = ?", (token,)) > 0
     before = charts(db, scopes(db)[0])["member-share"]
+    # Try-on store-days keep member visits as hashes of visit IDs: the forgotten member's
+    # visits are anonymous afterwards, so their hashes are in no store-day either.
+    visits = [r["visit_id"] for r in db.query(
+        "SELECT DISTINCT visit_id FROM events WHERE member = ?", (token,))]  # fmt: skip
+    hashed = set(chain.visit_hashes(visits).tolist())
+    assert hashed & _tryon_member_hashes(db)  # the member tried something on
     members.forget(db, member["id"])
+    assert not hashed & _tryon_member_hashes(db)
     assert db.scalar("SELECT count(*) FROM rollup_days") > 0
     for table in ("rollup_counts", "rollup_members", "rollup_maps", "rollup_days"):
         for row in db.query(f"SELECT * FROM {table}"):
@@ -250,6 +258,14 @@ def test_forgotten_member_leaves_nothing_personal_in_any_rollup(db) -> None:
     )
     assert lost > 0  # the forgotten member's visits are anonymous now
     assert sum(r["visits"] for r in after["rows"]) == sum(r["visits"] for r in before["rows"])
+
+
+def _tryon_member_hashes(db) -> set[int]:
+    """Every member-visit hash of the try-on store-days (`chain.tryon_day`)."""
+    out: set[int] = set()
+    for r in db.query("SELECT data FROM rollup_days WHERE kind = 'tryons'"):
+        out |= set(np.frombuffer(msgspec.msgpack.decode(bytes(r["data"]))["m"], "<u8").tolist())
+    return out
 
 
 def test_rebuild_equals_incremental_chart_by_chart(db, monkeypatch) -> None:
@@ -446,16 +462,44 @@ def test_store_days_of_an_older_format_are_read_per_store_hour(db) -> None:
     same(charts(db, scope), expected)
 
 
+def test_store_days_of_the_previous_format_are_read_per_store_hour(db) -> None:
+    """Store-days of format 3 (try-on member visits as a list of visit IDs, not hashes) are
+    not read: those days answer from the store-hours until a rebuild, which writes them anew."""
+    seed(db)
+    scope = scopes(db)[0]
+    expected = charts(db, scope, raw=True)
+    enc = msgspec.msgpack.Encoder()
+    for r in db.query("SELECT grp, utc_offset, ts, kind, data FROM rollup_days"
+                      " WHERE kind IN ('built', 'tryons')"):  # fmt: skip
+        value = msgspec.msgpack.decode(bytes(r["data"]))
+        if r["kind"] == "built":
+            value[3] = 3
+        else:
+            value["m"] = ["an-old-visit-id"] if value["m"] else []
+        db.execute("UPDATE rollup_days SET data = ? WHERE grp = ? AND utc_offset = ? AND ts = ?"
+                   " AND kind = ?", (enc.encode(value), r["grp"], r["utc_offset"], r["ts"],
+                                     r["kind"]))  # fmt: skip
+    assert chain.BUILT_FORMAT != 3
+    same(charts(db, scope), expected)
+    rebuild.rebuild(db)
+    same(charts(db, scope), expected)
+    marks = [msgspec.msgpack.decode(bytes(r["data"])) for r in db.query(
+        "SELECT data FROM rollup_days WHERE kind = 'built'")]  # fmt: skip
+    assert marks and all(m[3] == chain.BUILT_FORMAT for m in marks)
+
+
 def test_try_on_purchases_by_store_and_time_equal_those_by_visit(db, monkeypatch) -> None:
-    """Past `tryons.BY_ID_MAX` visits the chart reads its stores' member sales over the period
-    (with the linking windows' margin) instead of looking each visit up: the same purchases."""
+    """Past `tryons.BY_ID_MAX` visits (and always over store-days, which hold visit hashes
+    only) the chart reads its stores' member sales over the period (with the linking
+    windows' margin) instead of looking each visit up: the same purchases."""
     from storelens.cloud.analytics import tryons
 
     seed(db)
-    by_visit = {i: charts(db, s)["try-ons"] for i, s in enumerate(scopes(db))}
+    by_visit = {i: charts(db, s, raw=True)["try-ons"] for i, s in enumerate(scopes(db))}
     assert by_visit[0]["totals"]["member_tryon_purchases"] > 0
     monkeypatch.setattr(tryons, "BY_ID_MAX", 0)
     for i, scope in enumerate(scopes(db)):
+        same(charts(db, scope, raw=True)["try-ons"], by_visit[i])
         same(charts(db, scope)["try-ons"], by_visit[i])
 
 

@@ -245,3 +245,33 @@ def test_a_members_visits_starting_together_are_told_apart_by_id(shop, monkeypat
     for m, want in ((first, 0xA2), (second, 0xB2)):
         found = visit_sales.member_visit(shop, "s1", m["token"], T)
         assert found is not None and found.visit_id == str(uuid.UUID(int=want))
+
+
+def _scans(node: dict) -> list[tuple[str, str]]:
+    """(table, index or "" for a seq scan) of every table read in a PostgreSQL JSON plan."""
+    children = node.get("Plans", [])
+    if node["Node Type"] == "Bitmap Heap Scan":  # its index is its Bitmap Index Scan's
+        names = [c.get("Index Name", "") for c in children]
+        return [(node["Relation Name"], name) for name in names]
+    found = [(node["Relation Name"], node.get("Index Name", ""))] if "Relation Name" in node else []
+    for child in children:
+        found += _scans(child)
+    return found
+
+
+def test_pending_sales_are_read_by_ts_not_the_whole_history(shop) -> None:
+    # A chart calls `link_pending` for the last days of every store: pos_sales and its links
+    # must be read by a ts index, or each chart reads every sale and link ever stored.
+    for day in range(3):
+        sell(shop, T - day * 86_400)
+    sql, params = visit_sales.pending_query(T - 3 * 86_400)
+    if shop.dialect == "sqlite":
+        plan = [r["detail"] for r in shop.query(f"EXPLAIN QUERY PLAN {sql}", params)]
+        assert not [d for d in plan if d.startswith("SCAN")], plan
+        return
+    with shop.transaction():  # tiny tables: make the planner show which index it can use
+        shop.execute("SET LOCAL enable_seqscan = off")
+        plan = shop.query(f"EXPLAIN (FORMAT JSON) {sql}", params)[0]["QUERY PLAN"][0]["Plan"]
+    reads = [s for s in _scans(plan) if s[0] in ("pos_sales", "sale_visits")]
+    bounded = {"pos_sales_ts", "pos_sales_pkey", "sale_visits_ts", "sale_visits_pkey"}
+    assert reads and all(index in bounded for _, index in reads), reads

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from storelens.cloud.analytics import rollups
+from storelens.cloud.analytics.rollups import chain
 from storelens.cloud.analytics.scope import DAY_S, Scope, local_label
 from storelens.cloud.analytics.staff import shoppers_only
 from storelens.cloud.analytics.table import Table, ratio
@@ -90,21 +91,24 @@ def _rolled(
 
 
 # What a row needs of a store-day: the sessions' seconds (sorted), the number of try-on
-# visits, the member visits that tried on, and the visits with a session that did not end
-# that day.
-Day = tuple[np.ndarray, int, set[str], int]
+# visits, the member visits that tried on (`chain.visit_hashes`, distinct), and the visits
+# with a session that did not end that day.
+Day = tuple[np.ndarray, int, np.ndarray, int]
 NO_SECONDS = np.empty(0, dtype=np.float64)
+NO_VISITS = np.empty(0, dtype=np.uint64)
 
 
 def _days(found: dict[Key, list[Session]], summed: dict[Key, dict[str, Any]]) -> dict[Key, Day]:
     out: dict[Key, Day] = {}
     for key, v in found.items():
         out[key] = (np.sort(np.array([s[2] for s in v], dtype=np.float64)), len({s[0] for s in v}),
-                    {s[0] for s in v if s[1]}, len({s[0] for s in v if not s[3]}))  # fmt: skip
+                    chain.visit_hashes({s[0] for s in v if s[1]}),
+                    len({s[0] for s in v if not s[3]}))  # fmt: skip
     for key, value in summed.items():
         # Stored sorted (`chain.tryon_day`): no sort per day; read in place (not copied).
         seconds = np.frombuffer(value["d"], dtype="<f8")
-        out[key] = (seconds, int(value["v"]), set(value["m"]), int(value["o"]))
+        members = np.frombuffer(value["m"], dtype="<u8")
+        out[key] = (seconds, int(value["v"]), members, int(value["o"]))
     return out
 
 
@@ -129,18 +133,27 @@ def tryons(db: Database, scope: Scope) -> Table:
     days = _days(found, summed)
     # A session ending today may belong to a visit that ends tomorrow: counted in both
     # (the day's open visits are added to its finished ones).
-    tried: dict[str, set[str]] = defaultdict(set)
+    tried: dict[str, list[np.ndarray]] = defaultdict(list)
     for (store, _), day in days.items():
-        tried[store] |= day[2]
-    bought = _member_bought(db, scope, tried)
+        if len(day[2]):
+            tried[store].append(day[2])
+    ids = None if summed else {s[0] for v in found.values() for s in v if s[1]}
+    bought = _member_bought(db, scope, tried, ids)
     labels: dict[int, str] = {}
-    empty: Day = (NO_SECONDS, 0, set(), 0)
+    empty: Day = (NO_SECONDS, 0, NO_VISITS, 0)
+    keys = sorted(set(ended) | set(days), key=lambda k: (k[1], k[0]))
+    # Every row's member visits that bought, in one pass over all of them.
+    members = [days.get(key, empty)[2] for key in keys]
+    sizes = np.fromiter((len(m) for m in members), dtype=np.int64, count=len(members))
+    hits = np.isin(np.concatenate([NO_VISITS, *members]), bought)
+    running = np.concatenate([[0], np.cumsum(hits, dtype=np.int64)])
+    ends = np.cumsum(sizes)
+    per_row = running[ends] - running[ends - sizes]
     rows = []
-    for key in sorted(set(ended) | set(days), key=lambda k: (k[1], k[0])):
+    for key, purchases in zip(keys, per_row.tolist(), strict=True):
         store, b = key
         durations, tried_n, members_here, still_open = days.get(key, empty)
         n_visits = ended.get(key, 0) + still_open
-        purchases = len(members_here & bought) if bought else 0
         label = labels.get(b)
         if label is None:
             label = labels[b] = local_label(b, daily=True)
@@ -180,33 +193,36 @@ BY_ID_MAX = 2000
 SALE_MARGIN_S = 2 * DAY_S
 
 
-def _member_bought(db: Database, scope: Scope, tried: dict[str, set[str]]) -> set[str]:
-    """The visits among ``tried`` (store -> member visit IDs) linked to a member sale."""
-    visit_ids = set().union(*tried.values()) if tried else set()
-    if not visit_ids:
-        return set()
+def _member_bought(
+    db: Database, scope: Scope, tried: dict[str, list[np.ndarray]], ids: set[str] | None
+) -> np.ndarray:
+    """The `chain.visit_hashes` of the visits linked to a member sale, among (or beyond) the
+    member visits ``tried`` (store -> their hashes). ``ids``: the tried visits' IDs, when
+    the chart has them all (no store-day sums, which hold hashes only)."""
+    if not tried:
+        return NO_VISITS
     found: set[str] = set()
-    if len(visit_ids) > BY_ID_MAX:
+    if ids is None or len(ids) > BY_ID_MAX:
         epoch = date(1970, 1, 1)
         lo = (scope.start - epoch).days * DAY_S - SALE_MARGIN_S
         hi = ((scope.end - epoch).days + 1) * DAY_S + SALE_MARGIN_S
-        stores = sorted(s for s, ids in tried.items() if ids)
+        stores = sorted(tried)
         for i in range(0, len(stores), 500):  # bounded IN lists; (store, ts) is indexed
             chunk = stores[i : i + 500]
-            rows = db.query(
+            rows = db.query_tuples(
                 "SELECT visit_id FROM sale_visits WHERE method = 'member'"
                 f" AND store IN ({', '.join('?' for _ in chunk)}) AND ts >= ? AND ts < ?",
                 [*chunk, lo, hi],
             )
-            found |= {r["visit_id"] for r in rows}
-        return found & visit_ids
-    ids = sorted(visit_ids)
-    for i in range(0, len(ids), 500):  # bounded IN lists
-        chunk = ids[i : i + 500]
-        rows = db.query(
+            found |= {r[0] for r in rows}
+        return chain.visit_hashes(found)
+    ordered = sorted(ids)
+    for i in range(0, len(ordered), 500):  # bounded IN lists
+        chunk = ordered[i : i + 500]
+        rows = db.query_tuples(
             "SELECT visit_id FROM sale_visits WHERE method = 'member'"
             f" AND visit_id IN ({', '.join('?' for _ in chunk)})",
             chunk,
         )
-        found |= {r["visit_id"] for r in rows}
-    return found
+        found |= {r[0] for r in rows}
+    return chain.visit_hashes(found)
