@@ -36,19 +36,6 @@ ENTRY_COLUMNS = [
 ]  # fmt: skip
 
 
-def _quantile(values: list[float], q: float) -> float | None:
-    """The ``q`` percentile as ``statistics.quantiles(values, n=100, method="inclusive")``
-    gives it, with the same arithmetic, computing only that one (the chart asks for three
-    per store-hour; the stdlib computes all 99 each time)."""
-    if not values:
-        return None
-    if len(values) == 1:
-        return round(values[0], 1)
-    data = sorted(values)
-    j, delta = divmod(int(q * 100) * (len(data) - 1), 100)
-    return round((data[j] * (100 - delta) + data[j + 1] * delta) / 100, 1)
-
-
 Cell = tuple[str, int]  # (store, local hour of the day)
 
 
@@ -182,8 +169,11 @@ def _segments(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _quantiles(data: np.ndarray, starts: np.ndarray, sizes: np.ndarray, q: float) -> list:
-    """`_quantile` of every segment of ``data`` (each sorted, none empty), in one pass: the
-    same interpolation in the same float64 arithmetic, and Python's ``round`` per value."""
+    """The ``q`` percentile of every segment of ``data`` (each sorted, none empty), in one
+    pass, as ``statistics.quantiles(segment, n=100, method="inclusive")`` gives it (a
+    one-value segment: that value) rounded to 0.1 s: the same interpolation in the same
+    float64 arithmetic, and Python's ``round`` per value. The stdlib computes all 99 cut
+    points per call, and the chart asks for three per store-hour cell."""
     j, delta = np.divmod(int(q * 100) * (sizes - 1), 100)
     lo = starts + j
     hi = np.minimum(lo + 1, len(data) - 1)
